@@ -1,0 +1,353 @@
+//! One invocation: a fresh store with its own limits, the guest's `handle` call, and the
+//! classification of how it ended.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::Body;
+use tokio::sync::oneshot;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{Error as HttpError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::body::{LimitFlag, LimitedRequestBody, ResponseBody};
+use crate::engine::Prepared;
+use crate::limits::FunctionLimits;
+use crate::log::LogPipe;
+
+/// How an invocation ended. A trap or a limit is an outcome to record, not a node error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The guest responded and finished.
+    Ok,
+    /// The guest trapped (panic, `unreachable`, stack overflow, ...).
+    Trap,
+    /// The guest ran past `timeout_ms`.
+    Timeout,
+    /// The guest tried to grow its memory past `memory_bytes_max`.
+    MemoryLimit,
+    /// The request body was larger than `request_body_bytes_max`.
+    RequestBodyTooLarge,
+    /// The guest wrote more than `response_body_bytes_max`.
+    ResponseBodyTooLarge,
+    /// No instance slot was free (`instances_max`).
+    InstanceLimit,
+    /// The guest returned without setting a response.
+    NoResponse,
+    /// The guest answered with a `wasi:http` error code instead of a response.
+    ErrorResponse,
+}
+
+impl Outcome {
+    /// Stable name used in logs, the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Trap => "trap",
+            Outcome::Timeout => "timeout",
+            Outcome::MemoryLimit => "memory_limit",
+            Outcome::RequestBodyTooLarge => "request_body_too_large",
+            Outcome::ResponseBodyTooLarge => "response_body_too_large",
+            Outcome::InstanceLimit => "instance_limit",
+            Outcome::NoResponse => "no_response",
+            Outcome::ErrorResponse => "error_response",
+        }
+    }
+}
+
+/// An invocation that produced no response of the guest's: the node answers for it.
+#[derive(Debug)]
+pub struct Failure {
+    pub outcome: Outcome,
+    /// Short reason, safe to show to the caller.
+    pub message: String,
+}
+
+/// Everything known about an invocation once the guest has finished.
+#[derive(Debug)]
+pub struct InvocationReport {
+    pub outcome: Outcome,
+    /// The status the guest set, if it set one.
+    pub guest_status: Option<u16>,
+    /// Captured stdout and stderr (bounded).
+    pub log: String,
+    /// Wall time from the start of instantiation to the end of the guest's work.
+    pub duration: Duration,
+    /// Internal detail of a failure, for the node's log (not for callers).
+    pub detail: Option<String>,
+}
+
+/// A live version of a function: its pre-linked instance template and limits.
+pub struct Deployment {
+    pre: ProxyPre<InvocationState>,
+    limits: FunctionLimits,
+    env: Arc<[(String, String)]>,
+    log_bytes_max: usize,
+}
+
+impl Deployment {
+    /// A deployment of a prepared component. `log_bytes_max` bounds captured output.
+    pub fn new(prepared: &Prepared, limits: FunctionLimits, env: Vec<(String, String)>, log_bytes_max: usize) -> Deployment {
+        Deployment { pre: prepared.pre.clone(), limits, env: env.into(), log_bytes_max }
+    }
+
+    /// The limits every invocation of this deployment runs under.
+    pub fn limits(&self) -> FunctionLimits {
+        self.limits
+    }
+
+    /// Run the guest for one request.
+    ///
+    /// Returns as soon as the guest has set its response (the body streams after) or has
+    /// failed. `report` is called exactly once, when the guest's work has ended.
+    pub async fn invoke<B>(
+        &self,
+        request: http::Request<B>,
+        report: impl FnOnce(InvocationReport) + Send + 'static,
+    ) -> Result<http::Response<ResponseBody>, Failure>
+    where
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<HttpError>,
+    {
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout;
+        let request_flag = Arc::new(LimitFlag::default());
+        let response_flag = Arc::new(LimitFlag::default());
+        let guest_status = Arc::new(AtomicU16::new(0));
+        let log = LogPipe::new(self.log_bytes_max);
+
+        let request = request.map({
+            let flag = request_flag.clone();
+            let bytes_max = self.limits.request_body_bytes_max;
+            move |body| LimitedRequestBody::new(body, bytes_max, flag)
+        });
+        let mut store = Store::new(self.pre.engine(), InvocationState::new(&self.env, &log, self.limits.memory_bytes_max));
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+
+        let (response_tx, response_rx) = oneshot::channel();
+        let status_seen = guest_status.clone();
+        let resources = store.data_mut().http().new_incoming_request(Scheme::Http, request).and_then(|req| {
+            let out = store.data_mut().http().new_response_outparam_from_callback(move |response| {
+                if let Ok(response) = &response {
+                    status_seen.store(response.status().as_u16(), Ordering::Release);
+                }
+                let _ = response_tx.send(response);
+            })?;
+            Ok((req, out))
+        });
+        let (req, out) = match resources {
+            Ok(pair) => pair,
+            Err(e) => {
+                let failure = Failure { outcome: Outcome::Trap, message: "the request could not be passed to the function".into() };
+                report(InvocationReport {
+                    outcome: failure.outcome,
+                    guest_status: None,
+                    log: String::new(),
+                    duration: started.elapsed(),
+                    detail: Some(format!("{e:#}")),
+                });
+                return Err(failure);
+            }
+        };
+
+        let (done_tx, done_rx) = oneshot::channel::<(Outcome, String)>();
+        let pre = self.pre.clone();
+        let flags = (request_flag.clone(), response_flag.clone());
+        tokio::spawn(async move {
+            let result = tokio::time::timeout_at(deadline.into(), async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            })
+            .await;
+            let memory_denied = store.data().limiter.denied;
+            // Dropping the store releases the instance slot and, if the guest never
+            // responded, the response sender, which wakes the caller below.
+            drop(store);
+            let status = match guest_status.load(Ordering::Acquire) { 0 => None, s => Some(s) };
+            let (outcome, detail) = classify(result, memory_denied, &flags.0, &flags.1, status.is_some());
+            let message = failure_message(outcome, &detail);
+            let _ = done_tx.send((outcome, message));
+            report(InvocationReport {
+                outcome,
+                guest_status: status,
+                log: log.take(),
+                duration: started.elapsed(),
+                detail: (outcome != Outcome::Ok).then_some(detail),
+            });
+        });
+
+        tokio::select! {
+            biased;
+            response = response_rx => match response {
+                Ok(Ok(response)) => self.accept_response(response, response_flag),
+                Ok(Err(code)) => Err(Failure { outcome: Outcome::ErrorResponse, message: format!("the function answered with an error instead of a response: {code:?}") }),
+                Err(_) => {
+                    let (outcome, message) = done_rx.await.unwrap_or((Outcome::Trap, "the function failed".into()));
+                    Err(Failure { outcome: if outcome == Outcome::Ok { Outcome::NoResponse } else { outcome }, message })
+                }
+            },
+            _ = request_flag.wait() => Err(Failure {
+                outcome: Outcome::RequestBodyTooLarge,
+                message: format!("request body larger than request_body_bytes_max ({} bytes)", self.limits.request_body_bytes_max),
+            }),
+        }
+    }
+
+    fn accept_response(
+        &self,
+        response: http::Response<HyperOutgoingBody>,
+        flag: Arc<LimitFlag>,
+    ) -> Result<http::Response<ResponseBody>, Failure> {
+        let bytes_max = self.limits.response_body_bytes_max;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > bytes_max) {
+            // Dropping the body makes the guest's next write fail, which ends it.
+            flag.set();
+            return Err(Failure {
+                outcome: Outcome::ResponseBodyTooLarge,
+                message: format!("the function's response body is larger than response_body_bytes_max ({bytes_max} bytes)"),
+            });
+        }
+        Ok(response.map(|body| ResponseBody::guest(body, bytes_max, flag)))
+    }
+}
+
+fn classify(
+    result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+    memory_denied: bool,
+    request_flag: &LimitFlag,
+    response_flag: &LimitFlag,
+    responded: bool,
+) -> (Outcome, String) {
+    let error = match result {
+        Err(_) => return (Outcome::Timeout, "deadline reached while the function was waiting".into()),
+        Ok(Ok(())) if response_flag.hit() => return (Outcome::ResponseBodyTooLarge, String::new()),
+        Ok(Ok(())) if !responded => return (Outcome::NoResponse, "the function returned without a response".into()),
+        Ok(Ok(())) => return (Outcome::Ok, String::new()),
+        Ok(Err(error)) => error,
+    };
+    let detail = format!("{error:?}");
+    let outcome = if response_flag.hit() {
+        Outcome::ResponseBodyTooLarge
+    } else if memory_denied {
+        Outcome::MemoryLimit
+    } else if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        Outcome::InstanceLimit
+    } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        Outcome::Timeout
+    } else if request_flag.hit() {
+        Outcome::RequestBodyTooLarge
+    } else {
+        Outcome::Trap
+    };
+    (outcome, detail)
+}
+
+fn failure_message(outcome: Outcome, detail: &str) -> String {
+    match outcome {
+        Outcome::Trap => {
+            let first = detail.lines().next().unwrap_or("trap");
+            format!("the function trapped: {first}")
+        }
+        Outcome::Timeout => "the function ran past its timeout_ms".into(),
+        Outcome::MemoryLimit => "the function tried to use more memory than memory_bytes_max".into(),
+        Outcome::InstanceLimit => "no instance slot is free on this node (instances_max); retry shortly".into(),
+        Outcome::NoResponse => "the function returned without setting a response".into(),
+        _ => detail.to_string(),
+    }
+}
+
+/// The per-invocation data of a store: WASI contexts, the resource table and limits.
+pub(crate) struct InvocationState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: EddyHooks,
+    limiter: MemoryLimiter,
+}
+
+impl InvocationState {
+    fn new(env: &[(String, String)], log: &LogPipe, memory_bytes_max: u64) -> InvocationState {
+        // No preopened directories and the default socket policy (deny every address,
+        // no name lookups): the guest has no filesystem and no network.
+        let wasi = WasiCtx::builder().stdout(log.clone()).stderr(log.clone()).envs(env).build();
+        InvocationState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: EddyHooks { log: log.clone() },
+            limiter: MemoryLimiter { memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX), denied: false },
+        }
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// `wasi:http` policy: outgoing requests are refused until the allowlist exists.
+struct EddyHooks {
+    log: LogPipe,
+}
+
+type SendFuture = Box<
+    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>)>>
+        + Send,
+>;
+
+impl WasiHttpHooks for EddyHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        self.log.note(&format!(
+            "[eddy: outgoing request to {} refused: functions may not make outgoing HTTP requests yet]",
+            request.uri()
+        ));
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}
+
+/// Enforces the function's memory limit and remembers whether the guest hit it.
+struct MemoryLimiter {
+    memory_bytes_max: usize,
+    denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes_max {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}

@@ -1,0 +1,22 @@
+//! Runs WebAssembly HTTP components (`wasi:http/proxy`) with hard, per-invocation limits.
+//!
+//! The runtime owns one Wasmtime [`wasmtime::Engine`] per node: it validates and compiles
+//! components (with an on-disk cache of compiled code), pre-links one instance template
+//! per deployment, and runs every invocation in a fresh store with its own limits.
+//!
+//! Architecture invariant: this crate knows nothing about routing, the store (SQLite or
+//! Postgres) or the control API. It takes an HTTP request for one deployment and gives back
+//! an HTTP response plus an [`InvocationReport`].
+
+mod body;
+mod cache;
+mod engine;
+mod invoke;
+pub mod limits;
+mod log;
+
+pub use body::ResponseBody;
+pub use cache::CacheStats;
+pub use engine::{DeployError, Prepared, Runtime, RuntimeError};
+pub use invoke::{Deployment, Failure, InvocationReport, Outcome};
+pub use limits::{FunctionLimits, PoolingConfig, RuntimeConfig};

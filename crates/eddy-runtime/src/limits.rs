@@ -1,0 +1,112 @@
+//! Limits the runtime enforces, as named constants with their units, and the config that overrides them.
+//!
+//! Every constant here is documented in `docs/limits.md` with the test that proves it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default linear-memory limit of one instance. A guest that grows past it traps and the
+/// caller gets `500` with `eddy-error: memory_bytes_max`.
+pub const DEFAULT_MEMORY_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Node-wide ceiling for any function's memory limit; also the size of each pooled memory slot.
+pub const DEFAULT_NODE_MEMORY_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Default wall-clock limit of one invocation, from instantiation to the end of the
+/// response body. Exceeding it gives `504` with `eddy-error: timeout_ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Node-wide ceiling for any function's timeout.
+pub const DEFAULT_NODE_TIMEOUT_MS_MAX: u64 = 15 * 60 * 1000;
+/// Default request-body limit; larger bodies get `413` with `eddy-error: request_body_bytes_max`.
+pub const DEFAULT_REQUEST_BODY_BYTES_MAX: u64 = 10 * 1024 * 1024;
+/// Default response-body limit; a guest that writes more is cut off (see docs/limits.md).
+pub const DEFAULT_RESPONSE_BODY_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Captured stdout+stderr kept per invocation; the rest is dropped and marked as truncated.
+/// The guest never sees an error for logging too much.
+pub const DEFAULT_LOG_BYTES_PER_INVOCATION_MAX: usize = 64 * 1024;
+/// Instances that may exist at once on the node (the pooling allocator's slot count).
+/// Beyond it an invocation is refused with `503` and `eddy-error: instances_max`.
+pub const DEFAULT_INSTANCES_MAX: u32 = 1000;
+/// How often the epoch advances. A CPU-bound guest yields to other work at least this
+/// often and is stopped within about this much of its deadline.
+pub const EPOCH_TICK_MS: u64 = 5;
+
+/// Pooled-allocator memory kept resident between instantiations instead of being returned
+/// to the kernel and faulted back in. Measured on 2-core VMs to double throughput
+/// (see `../shared/TOOLCHAIN.md` figures for `wasmtime serve`).
+pub const DEFAULT_POOL_MEMORY_KEEP_RESIDENT_BYTES: usize = 8 * 1024 * 1024;
+/// Table memory kept resident between instantiations.
+pub const DEFAULT_POOL_TABLE_KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
+/// Async stack memory kept resident between instantiations.
+pub const DEFAULT_POOL_ASYNC_STACK_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// Node-wide runtime settings.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Directory of the compiled-code cache.
+    pub cache_dir: PathBuf,
+    /// Largest memory limit any function may ask for.
+    pub memory_bytes_max: u64,
+    /// Instances that may exist at once.
+    pub instances_max: u32,
+    /// Captured log bytes kept per invocation.
+    pub log_bytes_per_invocation_max: usize,
+    /// Pooling allocator tuning.
+    pub pooling: PoolingConfig,
+}
+
+impl RuntimeConfig {
+    /// Defaults with the given cache directory.
+    pub fn new(cache_dir: PathBuf) -> RuntimeConfig {
+        RuntimeConfig {
+            cache_dir,
+            memory_bytes_max: DEFAULT_NODE_MEMORY_BYTES_MAX,
+            instances_max: DEFAULT_INSTANCES_MAX,
+            log_bytes_per_invocation_max: DEFAULT_LOG_BYTES_PER_INVOCATION_MAX,
+            pooling: PoolingConfig::default(),
+        }
+    }
+}
+
+/// How much pooled memory stays resident between instantiations.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolingConfig {
+    pub memory_keep_resident_bytes: usize,
+    pub table_keep_resident_bytes: usize,
+    pub async_stack_keep_resident_bytes: usize,
+}
+
+impl Default for PoolingConfig {
+    fn default() -> Self {
+        PoolingConfig {
+            memory_keep_resident_bytes: DEFAULT_POOL_MEMORY_KEEP_RESIDENT_BYTES,
+            table_keep_resident_bytes: DEFAULT_POOL_TABLE_KEEP_RESIDENT_BYTES,
+            async_stack_keep_resident_bytes: DEFAULT_POOL_ASYNC_STACK_KEEP_RESIDENT_BYTES,
+        }
+    }
+}
+
+/// Limits of one function's invocations, already checked against the node's maxima.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionLimits {
+    pub memory_bytes_max: u64,
+    pub timeout: Duration,
+    pub request_body_bytes_max: u64,
+    pub response_body_bytes_max: u64,
+}
+
+impl Default for FunctionLimits {
+    fn default() -> Self {
+        FunctionLimits {
+            memory_bytes_max: DEFAULT_MEMORY_BYTES_MAX,
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            request_body_bytes_max: DEFAULT_REQUEST_BODY_BYTES_MAX,
+            response_body_bytes_max: DEFAULT_RESPONSE_BODY_BYTES_MAX,
+        }
+    }
+}
+
+/// Pool slots reserved per allowed instance. A component is several core instances
+/// (Python components built by componentize-py use about ten), usually one or two
+/// memories and a few tables; the pool must hold `instances_max` such components.
+pub(crate) const CORE_INSTANCES_PER_INSTANCE: u32 = 16;
+pub(crate) const MEMORIES_PER_INSTANCE: u32 = 2;
+pub(crate) const TABLES_PER_INSTANCE: u32 = 4;
