@@ -1,0 +1,38 @@
+//! The store's error type: each variant says where a failure came from.
+
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The route is the live route of another function.
+    #[error("route {route} is already served by function `{function}`")]
+    RouteTaken {
+        /// The route that was asked for.
+        route: String,
+        /// The function whose live version serves it.
+        function: String,
+    },
+    /// A named thing does not exist, e.g. "function `x`" or "version 3 of `x`".
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, readable in a sentence.
+        what: String,
+    },
+    /// Stored data (or data handed in) breaks an invariant: undecodable config, a digest that
+    /// does not match its bytes, a schema newer than this build.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    /// SQLite refused or failed a statement.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file system failed while preparing the database file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path being worked on.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,24 @@
+//! Durable state of an eddy node: functions, their immutable numbered versions, content-addressed
+//! component bytes, the admin token hash and invocation records, kept in one SQLite file.
+//!
+//! The store knows nothing about HTTP or Wasmtime. Its API is synchronous over one connection
+//! behind a mutex; async callers wrap calls in `tokio::task::spawn_blocking`.
+
+mod error;
+mod invocations;
+mod schema;
+mod store;
+mod types;
+
+pub use error::StoreError;
+pub use store::{Store, component_digest};
+pub use types::{
+    FunctionRecord, INVOCATION_RETENTION_MS, INVOCATIONS_PER_FUNCTION_MAX, InvocationRecord,
+    NewInvocation, NewVersion, Retention, VersionConfig, VersionRecord,
+};
+
+/// Result of every store operation.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! Connection settings and schema migrations tracked by `PRAGMA user_version`.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::{Result, StoreError};
+
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Applies the connection pragmas and every migration the database has not seen yet.
+pub(crate) fn prepare(conn: &mut Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Returns the resulting mode; in-memory databases answer "memory", which is fine.
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrate(conn)
+}
+
+/// Schema changes, applied in order; entry `i` moves `user_version` from `i` to `i + 1`.
+/// Never edit an entry once released; append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE components (
+    digest TEXT PRIMARY KEY,
+    bytes  BLOB NOT NULL
+) STRICT;
+
+-- `route` is the live version's route, copied here so a unique index can guard it.
+-- The live version must exist; checked at commit so a function and its first version
+-- can be inserted in one transaction.
+CREATE TABLE functions (
+    name          TEXT PRIMARY KEY,
+    live_version  INTEGER NOT NULL,
+    route         TEXT NOT NULL UNIQUE,
+    updated_at_ms INTEGER NOT NULL,
+    FOREIGN KEY (name, live_version) REFERENCES versions (function, version)
+        DEFERRABLE INITIALLY DEFERRED
+) STRICT;
+
+CREATE TABLE versions (
+    function      TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
+    version       INTEGER NOT NULL,
+    digest        TEXT NOT NULL REFERENCES components (digest),
+    size_bytes    INTEGER NOT NULL,
+    config        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (function, version)
+) STRICT;
+CREATE INDEX versions_digest ON versions (digest);
+
+CREATE TABLE invocations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    function    TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
+    version     INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    duration_us INTEGER NOT NULL,
+    log         TEXT NOT NULL
+) STRICT;
+CREATE INDEX invocations_function_id ON invocations (function, id);
+CREATE INDEX invocations_function_at ON invocations (function, at_ms);
+"#];
+
+/// Brings the schema up to `MIGRATIONS.len()`, one transaction per migration. The version is
+/// read inside each write transaction, so two processes opening the file at once do not both
+/// apply a migration.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let Some(sql) = MIGRATIONS.get(current) else {
+            if current > MIGRATIONS.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "schema version {current} is newer than this build supports ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", current + 1)?;
+        tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn schema_version(conn: &Connection) -> Result<usize> {
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
+#[cfg(test)]
+pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
