@@ -1,0 +1,300 @@
+//! The control API: JSON over HTTP under `/v1/`, bearer-token auth, the only way to change state.
+//!
+//! The contract is `docs/api.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eddy_store::{FunctionRecord, InvocationRecord, VersionRecord};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenHash;
+use crate::config::{LOG_WAIT_MS_MAX, LimitsConfig};
+use crate::error::ApiError;
+use crate::invocations::InvocationSink;
+use crate::registry::{DeployRequest, Registry, blocking, component_too_large};
+
+/// Room for multipart framing and the config part on top of the component itself.
+const MULTIPART_OVERHEAD_BYTES: u64 = 1024 * 1024;
+/// Records returned by one `logs` call at most.
+const LOG_ENTRIES_PER_CALL_MAX: usize = 1000;
+
+/// Shared state of the control API.
+#[derive(Clone)]
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub token: Arc<TokenHash>,
+    pub public_url: String,
+    pub limits: LimitsConfig,
+    pub sink: InvocationSink,
+    pub written: watch::Receiver<u64>,
+    pub draining: Arc<AtomicBool>,
+    pub shutdown: CancellationToken,
+}
+
+/// The router: `/healthz` without auth, everything under `/v1/` with it.
+pub fn router(state: ApiState) -> Router {
+    let upload_limit = usize::try_from(state.limits.component_bytes_max + MULTIPART_OVERHEAD_BYTES).unwrap_or(usize::MAX);
+    let v1 = Router::new()
+        .route("/node", get(node))
+        .route("/functions", get(list_functions))
+        .route("/functions/{name}", get(get_function).delete(remove_function))
+        .route(
+            "/functions/{name}/versions",
+            get(list_versions).post(deploy).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/functions/{name}/rollback", post(rollback))
+        .route("/functions/{name}/logs", get(logs))
+        .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::not_found("no such API path; the control API lives under /v1/") })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if state.token.matches(token.trim()) => next.run(request).await,
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}
+
+async fn node(State(state): State<ApiState>) -> Json<Value> {
+    let cache = state.registry.runtime().cache_stats();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "public_url": state.public_url,
+        "functions": state.registry.routes().len(),
+        "compile_cache": {"hits": cache.hits, "misses": cache.misses},
+        "invocation_records_dropped": state.sink.dropped(),
+    }))
+}
+
+async fn list_functions(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let functions = blocking(state.registry.store(), |s| s.list_functions()).await?;
+    let functions: Vec<Value> = functions.iter().map(|f| function_json(&state.public_url, f)).collect();
+    Ok(Json(json!({ "functions": functions })))
+}
+
+async fn get_function(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let function = find_function(&state, &name).await?;
+    Ok(Json(function_json(&state.public_url, &function)))
+}
+
+async fn remove_function(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    state.registry.remove(&name).await?;
+    Ok(Json(json!({ "removed": name })))
+}
+
+async fn deploy(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let max = state.limits.component_bytes_max;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|len| *len > max + MULTIPART_OVERHEAD_BYTES) {
+        return Err(component_too_large(len, max));
+    }
+    let mut request = DeployRequest::default();
+    let mut component: Option<Bytes> = None;
+    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, max))? {
+        match field.name() {
+            Some("config") => {
+                let bytes = field.bytes().await.map_err(|e| multipart_error(e, max))?;
+                request = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("invalid deploy config: {e}")))?;
+            }
+            Some("component") => component = Some(field.bytes().await.map_err(|e| multipart_error(e, max))?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected multipart part {other:?}: send `config` (JSON) and `component` (bytes)"
+                )));
+            }
+        }
+    }
+    let component = component.ok_or_else(|| ApiError::bad_request("missing multipart part `component` with the component bytes"))?;
+    let deployed = state.registry.deploy(&name, request, component).await?;
+    let v = &deployed.version;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "function": v.function,
+            "version": v.version,
+            "route": v.config.route,
+            "url": function_url(&state.public_url, &v.config.route),
+            "digest": v.digest,
+            "size_bytes": v.size_bytes,
+            "compiled": deployed.compiled,
+        })),
+    ))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, max: u64) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        component_too_large(max + 1, max)
+    } else {
+        ApiError::bad_request(format!("malformed multipart upload: {}", e.body_text()))
+    }
+}
+
+async fn list_versions(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let function = find_function(&state, &name).await?;
+    let owned = name.clone();
+    let versions = blocking(state.registry.store(), move |s| s.versions(&owned)).await?;
+    let versions: Vec<Value> = versions.iter().map(|v| version_json(v, function.live.version)).collect();
+    Ok(Json(json!({ "function": name, "live_version": function.live.version, "versions": versions })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    version: Option<u32>,
+}
+
+async fn rollback(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: RollbackRequest = if body.is_empty() {
+        RollbackRequest { version: None }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid rollback request: {e}")))?
+    };
+    let (function, previous) = state.registry.rollback(&name, request.version).await?;
+    Ok(Json(json!({ "function": name, "live_version": function.live.version, "previous_version": previous })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    after: Option<i64>,
+    tail: Option<usize>,
+    limit: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+async fn logs(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    find_function(&state, &name).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, LOG_ENTRIES_PER_CALL_MAX);
+    if let Some(tail) = query.tail {
+        let owned = name.clone();
+        let tail = tail.clamp(1, LOG_ENTRIES_PER_CALL_MAX);
+        let entries = blocking(state.registry.store(), move |s| s.invocations_tail(&owned, tail)).await?;
+        return Ok(Json(logs_json(&entries, query.after.unwrap_or(0))));
+    }
+    let after = query.after.unwrap_or(0);
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(LOG_WAIT_MS_MAX));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut written = state.written.clone();
+    loop {
+        written.borrow_and_update();
+        let owned = name.clone();
+        let entries = blocking(state.registry.store(), move |s| s.invocations_after(&owned, after, limit)).await?;
+        if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(logs_json(&entries, after)));
+        }
+        tokio::select! {
+            _ = written.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = state.shutdown.cancelled() => return Ok(Json(logs_json(&[], after))),
+        }
+    }
+}
+
+async fn find_function(state: &ApiState, name: &str) -> Result<FunctionRecord, ApiError> {
+    let owned = name.to_string();
+    blocking(state.registry.store(), move |s| s.function(&owned))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no function `{name}`; see `eddy ls`")))
+}
+
+fn function_url(public_url: &str, route: &str) -> String {
+    format!("{}{}", public_url.trim_end_matches('/'), route)
+}
+
+fn function_json(public_url: &str, f: &FunctionRecord) -> Value {
+    json!({
+        "name": f.name,
+        "route": f.live.config.route,
+        "url": function_url(public_url, &f.live.config.route),
+        "live_version": f.live.version,
+        "versions": f.version_count,
+        "digest": f.live.digest,
+        "memory_bytes_max": f.live.config.memory_bytes_max,
+        "timeout_ms": f.live.config.timeout_ms,
+        "updated_at": rfc3339(f.updated_at_ms),
+    })
+}
+
+fn version_json(v: &VersionRecord, live: u32) -> Value {
+    json!({
+        "version": v.version,
+        "live": v.version == live,
+        "digest": v.digest,
+        "size_bytes": v.size_bytes,
+        "route": v.config.route,
+        "memory_bytes_max": v.config.memory_bytes_max,
+        "timeout_ms": v.config.timeout_ms,
+        "env_keys": v.config.env.keys().collect::<Vec<_>>(),
+        "created_at": rfc3339(v.created_at_ms),
+    })
+}
+
+fn logs_json(entries: &[InvocationRecord], after: i64) -> Value {
+    let last_id = entries.last().map(|e| e.id).unwrap_or(after);
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "at": rfc3339(e.at_ms),
+                "version": e.version,
+                "method": e.method,
+                "path": e.path,
+                "status": e.status,
+                "outcome": e.outcome,
+                "duration_ms": e.duration_us as f64 / 1000.0,
+                "log": e.log,
+            })
+        })
+        .collect();
+    json!({ "entries": entries, "last_id": last_id })
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}

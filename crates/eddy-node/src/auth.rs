@@ -1,0 +1,60 @@
+//! The admin token: created on first start, only its hash stored, the plain token written
+//! to `<state-dir>/admin-token` with mode 0600.
+//!
+//! Deleting the file and restarting the node rotates the token.
+
+use std::io::Write;
+use std::path::Path;
+
+use eddy_store::Store;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// File name of the plain token inside the state directory.
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// The SHA-256 of the admin token, compared in constant time.
+pub struct TokenHash(String);
+
+impl TokenHash {
+    /// Whether `token` is the admin token.
+    pub fn matches(&self, token: &str) -> bool {
+        let presented = hash(token);
+        presented.len() == self.0.len()
+            && presented.bytes().zip(self.0.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// Load the token hash, creating the token (and its file) when the file is missing.
+pub fn ensure_admin_token(store: &Store, state_dir: &Path) -> anyhow::Result<TokenHash> {
+    use anyhow::Context;
+    let path = state_dir.join(TOKEN_FILE);
+    let stored = store.admin_token_hash().context("reading the admin token hash")?;
+    if let (Some(stored), true) = (stored, path.exists()) {
+        return Ok(TokenHash(stored));
+    }
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = format!("eddy_{}", hex::encode(raw));
+    write_private(&path, &token).with_context(|| format!("writing the admin token to {}", path.display()))?;
+    let hashed = hash(&token);
+    store.set_admin_token_hash(&hashed).context("storing the admin token hash")?;
+    tracing::info!(path = %path.display(), "created a new admin token");
+    Ok(TokenHash(hashed))
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

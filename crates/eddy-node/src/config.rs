@@ -1,0 +1,215 @@
+//! The node's typed configuration: one struct, unknown keys rejected, validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use eddy_runtime::limits as rt;
+
+/// Largest accepted component upload. Bigger uploads get `413 component_too_large`.
+pub const DEFAULT_COMPONENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Total bytes of request header names and values. More gets `431` with `eddy-error: header_bytes_max`.
+pub const DEFAULT_HEADER_BYTES_MAX: usize = 32 * 1024;
+/// Open connections on the public listener. Past it a new connection gets `503` with
+/// `eddy-error: connections_max` and is closed.
+pub const DEFAULT_CONNECTIONS_MAX: usize = 10_000;
+/// Time a client has to send a request's headers, on a new or an idle keep-alive connection.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// How long shutdown waits for in-flight requests before it stops them.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// Invocation records kept per function (oldest deleted first).
+pub const DEFAULT_INVOCATIONS_KEPT_PER_FUNCTION: usize = 1000;
+/// Age after which invocation records are deleted.
+pub const DEFAULT_INVOCATION_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Invocation records waiting to be written. When the store falls this far behind, new
+/// records are dropped (and counted) rather than slowing requests down.
+pub const INVOCATION_QUEUE_CAPACITY: usize = 10_000;
+/// Longest wait of a `logs?wait_ms=` long poll.
+pub const LOG_WAIT_MS_MAX: u64 = 30_000;
+
+/// Everything `eddy serve` needs. Read from `--config FILE` (TOML) and overridden by flags.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Public listener for functions.
+    pub listen: SocketAddr,
+    /// Control API listener.
+    pub admin: SocketAddr,
+    /// Holds the SQLite database, the admin token and (by default) the compile cache.
+    /// Set by `--state-dir` / `EDDY_STATE_DIR` only, so the CLI and the node agree on it.
+    #[serde(skip)]
+    pub state_dir: PathBuf,
+    /// Compiled-code cache; default `<state_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Base URL printed for functions; default `http://<listen>`.
+    pub public_url: Option<String>,
+    pub limits: LimitsConfig,
+    pub pooling: PoolingSettings,
+}
+
+/// Every node-wide limit. Names carry their units.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Memory of a function that does not ask for a limit.
+    pub memory_bytes_default: u64,
+    /// Largest memory a function may ask for.
+    pub memory_bytes_max: u64,
+    /// Timeout of a function that does not ask for one.
+    pub timeout_ms_default: u64,
+    /// Largest timeout a function may ask for.
+    pub timeout_ms_max: u64,
+    pub component_bytes_max: u64,
+    pub request_body_bytes_max: u64,
+    pub response_body_bytes_max: u64,
+    pub header_bytes_max: usize,
+    pub connections_max: usize,
+    pub instances_max: u32,
+    pub header_read_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub log_bytes_per_invocation_max: usize,
+    pub invocations_kept_per_function: usize,
+    pub invocation_retention_ms: i64,
+}
+
+/// Pooling-allocator memory kept resident between instantiations.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolingSettings {
+    pub memory_keep_resident_bytes: usize,
+    pub table_keep_resident_bytes: usize,
+    pub async_stack_keep_resident_bytes: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            state_dir: PathBuf::from(".eddy"),
+            cache_dir: None,
+            public_url: None,
+            limits: LimitsConfig::default(),
+            pooling: PoolingSettings::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            memory_bytes_default: rt::DEFAULT_MEMORY_BYTES_MAX,
+            memory_bytes_max: rt::DEFAULT_NODE_MEMORY_BYTES_MAX,
+            timeout_ms_default: rt::DEFAULT_TIMEOUT_MS,
+            timeout_ms_max: rt::DEFAULT_NODE_TIMEOUT_MS_MAX,
+            component_bytes_max: DEFAULT_COMPONENT_BYTES_MAX,
+            request_body_bytes_max: rt::DEFAULT_REQUEST_BODY_BYTES_MAX,
+            response_body_bytes_max: rt::DEFAULT_RESPONSE_BODY_BYTES_MAX,
+            header_bytes_max: DEFAULT_HEADER_BYTES_MAX,
+            connections_max: DEFAULT_CONNECTIONS_MAX,
+            instances_max: rt::DEFAULT_INSTANCES_MAX,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            log_bytes_per_invocation_max: rt::DEFAULT_LOG_BYTES_PER_INVOCATION_MAX,
+            invocations_kept_per_function: DEFAULT_INVOCATIONS_KEPT_PER_FUNCTION,
+            invocation_retention_ms: DEFAULT_INVOCATION_RETENTION_MS,
+        }
+    }
+}
+
+impl Default for PoolingSettings {
+    fn default() -> Self {
+        let d = rt::PoolingConfig::default();
+        PoolingSettings {
+            memory_keep_resident_bytes: d.memory_keep_resident_bytes,
+            table_keep_resident_bytes: d.table_keep_resident_bytes,
+            async_stack_keep_resident_bytes: d.async_stack_keep_resident_bytes,
+        }
+    }
+}
+
+/// A configuration that cannot work, with the key to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl NodeConfig {
+    /// Parse TOML, rejecting unknown keys.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
+        toml_de(text)
+    }
+
+    /// Check every value before any socket is bound or file written.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive: [(&str, u64); 11] = [
+            ("limits.memory_bytes_default", l.memory_bytes_default),
+            ("limits.memory_bytes_max", l.memory_bytes_max),
+            ("limits.timeout_ms_default", l.timeout_ms_default),
+            ("limits.timeout_ms_max", l.timeout_ms_max),
+            ("limits.component_bytes_max", l.component_bytes_max),
+            ("limits.header_bytes_max", l.header_bytes_max as u64),
+            ("limits.connections_max", l.connections_max as u64),
+            ("limits.instances_max", u64::from(l.instances_max)),
+            ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+            ("limits.invocations_kept_per_function", l.invocations_kept_per_function as u64),
+            ("limits.invocation_retention_ms", l.invocation_retention_ms.max(0) as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError(format!("{key} must be greater than 0")));
+        }
+        if l.memory_bytes_default > l.memory_bytes_max {
+            return Err(ConfigError(format!(
+                "limits.memory_bytes_default ({}) is above limits.memory_bytes_max ({})",
+                l.memory_bytes_default, l.memory_bytes_max
+            )));
+        }
+        if l.timeout_ms_default > l.timeout_ms_max {
+            return Err(ConfigError(format!(
+                "limits.timeout_ms_default ({}) is above limits.timeout_ms_max ({})",
+                l.timeout_ms_default, l.timeout_ms_max
+            )));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(format!("public_url `{url}` must start with http:// or https://")));
+        }
+        Ok(())
+    }
+
+    /// Where compiled code is cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.state_dir.join("cache"))
+    }
+}
+
+fn toml_de(text: &str) -> Result<NodeConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = NodeConfig::from_toml("[limits]\nmemory_bytes_maximum = 5\n").unwrap_err();
+        assert!(err.to_string().contains("memory_bytes_maximum"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_partial_files_keep_defaults() {
+        let config = NodeConfig::from_toml("[limits]\ntimeout_ms_default = 2000\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.timeout_ms_default, 2000);
+        assert_eq!(config.limits.request_body_bytes_max, rt::DEFAULT_REQUEST_BODY_BYTES_MAX);
+    }
+
+    #[test]
+    fn default_above_max_is_refused() {
+        let config = NodeConfig::from_toml("[limits]\nmemory_bytes_default = 10\nmemory_bytes_max = 5\n").unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("memory_bytes_default"));
+    }
+}

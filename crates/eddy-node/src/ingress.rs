@@ -1,0 +1,244 @@
+//! The public listener: accepts connections within `connections_max`, enforces header and
+//! body limits, routes each request to its function and turns failures into clear responses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eddy_runtime::{Failure, InvocationReport, Outcome, ResponseBody};
+use eddy_store::NewInvocation;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::LimitsConfig;
+use crate::invocations::InvocationSink;
+use crate::registry::{Registry, now_ms};
+use crate::routes::LiveFunction;
+
+/// The public health path; reveals nothing but whether the node is serving.
+pub const HEALTH_PATH: &str = "/_eddy/healthz";
+/// The header naming the limit (or failure) behind a response the node wrote itself.
+pub const ERROR_HEADER: &str = "eddy-error";
+/// Slack above `header_bytes_max` for hyper's read buffer (request line, framing), so
+/// eddy's own check answers before hyper's generic one.
+const HEADER_BUFFER_SLACK_BYTES: usize = 16 * 1024;
+/// How long a refused connection gets to receive its 503 before it is closed.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Shared state of the public listener.
+pub struct Ingress {
+    pub registry: Arc<Registry>,
+    pub sink: InvocationSink,
+    pub limits: LimitsConfig,
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Ingress {
+    /// Accept connections until `shutdown` fires, then wait up to the grace period for
+    /// in-flight requests.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let connections = Arc::new(Semaphore::new(self.limits.connections_max));
+        let graceful = GracefulShutdown::new();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.limits.header_read_timeout_ms))
+            .max_buf_size(self.limits.header_bytes_max.max(8192) + HEADER_BUFFER_SLACK_BYTES)
+            .keep_alive(true);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tokio::spawn(refuse_connection(stream, self.limits.connections_max));
+                continue;
+            };
+            let ingress = self.clone();
+            let service = service_fn(move |req| {
+                let ingress = ingress.clone();
+                async move { Ok::<_, std::convert::Infallible>(ingress.handle(req, peer).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        let grace = Duration::from_millis(self.limits.shutdown_grace_ms);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(grace_ms = self.limits.shutdown_grace_ms, "in-flight requests did not finish within the grace period");
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        let path = req.uri().path();
+        if path == HEALTH_PATH {
+            return health(&self.draining);
+        }
+        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        if header_bytes > self.limits.header_bytes_max {
+            return node_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_bytes_max",
+                &format!("request headers are {header_bytes} bytes, above header_bytes_max ({} bytes)", self.limits.header_bytes_max),
+            );
+        }
+        let Some(live) = self.registry.routes().lookup(path).cloned() else {
+            return node_response(StatusCode::NOT_FOUND, "no_route", &format!("no function serves {path}"));
+        };
+        let span = tracing::info_span!("invocation", function = %live.name, version = live.version, %peer);
+        self.invoke(live, req).instrument(span).await
+    }
+
+    async fn invoke(&self, live: Arc<LiveFunction>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+        let at_ms = now_ms();
+        let started = Instant::now();
+        let method = req.method().to_string();
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let record = Record { sink: self.sink.clone(), function: live.name.clone(), version: live.version, at_ms, method, path };
+        let limits = live.deployment.limits();
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limits.request_body_bytes_max) {
+            let failure = Failure {
+                outcome: Outcome::RequestBodyTooLarge,
+                message: format!("request body larger than request_body_bytes_max ({} bytes)", limits.request_body_bytes_max),
+            };
+            record.finish(failure_status(failure.outcome), failure.outcome, started.elapsed(), String::new());
+            return failure_response(&failure);
+        }
+        if !req.headers().contains_key(header::HOST) {
+            // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
+            req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        let report = move |report: InvocationReport| {
+            let status = report.guest_status.unwrap_or_else(|| failure_status(report.outcome).as_u16());
+            if report.outcome != Outcome::Ok {
+                tracing::warn!(outcome = report.outcome.as_str(), status, detail = report.detail.as_deref().unwrap_or(""), "invocation failed");
+            }
+            record.finish(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), report.outcome, report.duration, report.log);
+        };
+        match live.deployment.invoke(req, report).await {
+            Ok(response) => response,
+            Err(failure) => failure_response(&failure),
+        }
+    }
+}
+
+/// What is recorded about one invocation.
+struct Record {
+    sink: InvocationSink,
+    function: String,
+    version: u32,
+    at_ms: i64,
+    method: String,
+    path: String,
+}
+
+impl Record {
+    fn finish(self, status: StatusCode, outcome: Outcome, duration: Duration, log: String) {
+        self.sink.record(NewInvocation {
+            function: self.function,
+            version: self.version,
+            at_ms: self.at_ms,
+            method: self.method,
+            path: self.path,
+            status: status.as_u16(),
+            outcome: outcome.as_str().to_string(),
+            duration_us: duration.as_micros() as u64,
+            log,
+        });
+    }
+}
+
+/// The status the caller gets when the node answers for a failed invocation.
+pub fn failure_status(outcome: Outcome) -> StatusCode {
+    match outcome {
+        Outcome::Ok => StatusCode::OK,
+        Outcome::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        Outcome::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Outcome::ResponseBodyTooLarge => StatusCode::BAD_GATEWAY,
+        Outcome::InstanceLimit => StatusCode::SERVICE_UNAVAILABLE,
+        Outcome::Trap | Outcome::MemoryLimit | Outcome::NoResponse | Outcome::ErrorResponse => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// The `eddy-error` value for an outcome: the limit's name, or the kind of failure.
+pub fn error_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Timeout => "timeout_ms",
+        Outcome::MemoryLimit => "memory_bytes_max",
+        Outcome::RequestBodyTooLarge => "request_body_bytes_max",
+        Outcome::ResponseBodyTooLarge => "response_body_bytes_max",
+        Outcome::InstanceLimit => "instances_max",
+        other => other.as_str(),
+    }
+}
+
+fn failure_response(failure: &Failure) -> Response<ResponseBody> {
+    let mut response = node_response(failure_status(failure.outcome), error_name(failure.outcome), &failure.message);
+    if failure.outcome == Outcome::InstanceLimit {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// A short plain-text response written by the node, with `eddy-error` naming why.
+pub fn node_response(status: StatusCode, error: &'static str, message: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(format!("{message}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(error));
+    response
+}
+
+fn health(draining: &AtomicBool) -> Response<ResponseBody> {
+    let (status, body) = if draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    };
+    let mut response = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+async fn refuse_connection(mut stream: tokio::net::TcpStream, connections_max: usize) {
+    let body = format!("this node has reached connections_max ({connections_max} open connections); retry shortly\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n{ERROR_HEADER}: connections_max\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}

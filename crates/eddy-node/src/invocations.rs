@@ -1,0 +1,75 @@
+//! Invocation records: queued off the request path, written to the store in batches, and
+//! handed to `logs` long polls as they land.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eddy_store::{NewInvocation, Retention, Store};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::INVOCATION_QUEUE_CAPACITY;
+
+/// Records written per store transaction at most.
+const BATCH_RECORDS_MAX: usize = 512;
+
+/// Where the request path drops finished invocations. Cloning is cheap.
+#[derive(Clone)]
+pub struct InvocationSink {
+    tx: mpsc::Sender<NewInvocation>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The background writer; `run` until the sink is closed, then everything queued is written.
+pub struct InvocationWriter {
+    rx: mpsc::Receiver<NewInvocation>,
+    store: Arc<Store>,
+    retention: Retention,
+    written: watch::Sender<u64>,
+}
+
+/// Creates the sink, its writer, and a receiver that changes after every written batch.
+pub fn channel(store: Arc<Store>, retention: Retention) -> (InvocationSink, InvocationWriter, watch::Receiver<u64>) {
+    let (tx, rx) = mpsc::channel(INVOCATION_QUEUE_CAPACITY);
+    let (written, written_rx) = watch::channel(0);
+    let sink = InvocationSink { tx, dropped: Arc::new(AtomicU64::new(0)) };
+    (sink, InvocationWriter { rx, store, retention, written }, written_rx)
+}
+
+impl InvocationSink {
+    /// Queue a record; never waits. If the queue is full the record is dropped and counted.
+    pub fn record(&self, invocation: NewInvocation) {
+        if self.tx.try_send(invocation).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "invocation records dropped: the store is not keeping up");
+            }
+        }
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl InvocationWriter {
+    /// Write batches until every sink is dropped and the queue is empty.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH_RECORDS_MAX);
+        while self.rx.recv_many(&mut batch, BATCH_RECORDS_MAX).await > 0 {
+            let store = self.store.clone();
+            let retention = self.retention;
+            let records = std::mem::take(&mut batch);
+            let count = records.len() as u64;
+            let result = tokio::task::spawn_blocking(move || store.append_invocations(&records, retention)).await;
+            match result {
+                Ok(Ok(())) => self.written.send_modify(|n| *n += count),
+                Ok(Err(e)) => tracing::error!(error = %e, count, "cannot write invocation records"),
+                Err(e) => tracing::error!(error = %e, count, "invocation writer task failed"),
+            }
+            // Let a burst accumulate into the next batch instead of one transaction per record.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! An eddy node: the public ingress, the control API and the registry, wired to one
+//! runtime and one store.
+//!
+//! Architecture invariant: this crate is the only one that knows all the others. It does
+//! the IO (listeners, JSON); the runtime knows nothing of routes or the store, and the
+//! store knows nothing of HTTP or Wasmtime.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ingress;
+pub mod invocations;
+pub mod registry;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use eddy_runtime::{PoolingConfig, Runtime, RuntimeConfig};
+use eddy_store::{Retention, Store};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::NodeConfig;
+
+/// File name of the SQLite database inside the state directory.
+pub const DATABASE_FILE: &str = "eddy.db";
+
+/// A started node. Call [`RunningNode::shutdown`] to stop it gracefully.
+pub struct RunningNode {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub public_url: String,
+    pub functions: usize,
+    shutdown: CancellationToken,
+    draining: Arc<AtomicBool>,
+    servers: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    grace: Duration,
+}
+
+/// Validate the config, open the state, restore every function and bind both listeners.
+pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating the state directory {}", config.state_dir.display()))?;
+    let db_path = config.state_dir.join(DATABASE_FILE);
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&db_path))
+            .await?
+            .context("opening the database")?,
+    );
+    let token = Arc::new(auth::ensure_admin_token(&store, &config.state_dir)?);
+    let limits = config.limits.clone();
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: config.cache_dir(),
+        memory_bytes_max: limits.memory_bytes_max,
+        instances_max: limits.instances_max,
+        log_bytes_per_invocation_max: limits.log_bytes_per_invocation_max,
+        pooling: PoolingConfig {
+            memory_keep_resident_bytes: config.pooling.memory_keep_resident_bytes,
+            table_keep_resident_bytes: config.pooling.table_keep_resident_bytes,
+            async_stack_keep_resident_bytes: config.pooling.async_stack_keep_resident_bytes,
+        },
+    })?);
+    let registry = Arc::new(registry::Registry::load(runtime, store.clone(), limits.clone()).await?);
+    let functions = registry.routes().len();
+
+    let public = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the public listener to {} (is another node running? use --listen)", config.listen))?;
+    let admin = TcpListener::bind(config.admin)
+        .await
+        .with_context(|| format!("binding the control API to {} (is another node running? use --admin)", config.admin))?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{public_addr}"));
+
+    let retention = Retention {
+        invocations_per_function_max: limits.invocations_kept_per_function,
+        retention_ms: limits.invocation_retention_ms,
+    };
+    let (sink, writer, written) = invocations::channel(store, retention);
+    let writer = tokio::spawn(writer.run());
+    let shutdown = CancellationToken::new();
+    let draining = Arc::new(AtomicBool::new(false));
+
+    let ingress = Arc::new(ingress::Ingress {
+        registry: registry.clone(),
+        sink: sink.clone(),
+        limits: limits.clone(),
+        draining: draining.clone(),
+    });
+    let api_state = api::ApiState {
+        registry,
+        token,
+        public_url: public_url.clone(),
+        limits: limits.clone(),
+        sink,
+        written,
+        draining: draining.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
+    let admin_shutdown = shutdown.clone();
+    let admin_server = tokio::spawn(async move {
+        let app = api::router(api_state);
+        let result = axum::serve(admin, app)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "control API server failed");
+        }
+    });
+    Ok(RunningNode {
+        public_addr,
+        admin_addr,
+        public_url,
+        functions,
+        shutdown,
+        draining,
+        servers: vec![public_server, admin_server],
+        writer,
+        grace: Duration::from_millis(limits.shutdown_grace_ms),
+    })
+}
+
+impl RunningNode {
+    /// Stop accepting, let in-flight requests finish within the grace period, then write
+    /// the remaining invocation records.
+    pub async fn shutdown(self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.shutdown.cancel();
+        for server in self.servers {
+            // The public server bounds itself by the grace period; the control API's
+            // requests are short (long polls end on shutdown).
+            if tokio::time::timeout(self.grace + Duration::from_secs(1), server).await.is_err() {
+                tracing::warn!("a listener did not stop within the grace period");
+            }
+        }
+        // Guests still running (their clients gone) hold the record sink until their
+        // deadline; do not wait for them longer than the grace period.
+        if tokio::time::timeout(self.grace, self.writer).await.is_err() {
+            tracing::warn!("some invocation records were not written before shutdown");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Functions and their versions: deploy, rollback and remove, and the live route table.
+//!
+//! Changes are serialised by one async mutex (they are rare); requests read the route
+//! table through an `ArcSwap` without any lock. A request that started on a version keeps
+//! its `Arc<Deployment>` and finishes on it, whatever is swapped in meanwhile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use eddy_runtime::{Deployment, FunctionLimits, Prepared, Runtime};
+use eddy_store::{FunctionRecord, NewVersion, Store, VersionConfig, VersionRecord};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
+use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
+
+/// Total bytes of a function's environment variable names and values.
+pub const ENV_BYTES_MAX: usize = 64 * 1024;
+
+/// What a deploy asks for; every field optional. Unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub route: Option<String>,
+    pub memory_bytes_max: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The result of a deploy.
+#[derive(Debug)]
+pub struct Deployed {
+    pub version: VersionRecord,
+    /// False when the compiled code came from the cache.
+    pub compiled: bool,
+}
+
+/// The registry of one node.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    store: Arc<Store>,
+    limits: LimitsConfig,
+    routes: ArcSwap<RouteTable>,
+    /// Serialises changes; holds prepared components by digest so rollbacks and
+    /// functions sharing bytes reuse them.
+    prepared: Mutex<HashMap<String, Prepared>>,
+}
+
+impl Registry {
+    /// Restore every function's live version from the store. Compiled code comes from the
+    /// on-disk cache; a missing entry is recompiled.
+    pub async fn load(runtime: Arc<Runtime>, store: Arc<Store>, limits: LimitsConfig) -> anyhow::Result<Registry> {
+        let registry = Registry {
+            runtime,
+            store,
+            limits,
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            prepared: Mutex::new(HashMap::new()),
+        };
+        let functions = blocking(&registry.store, |s| s.list_functions()).await?;
+        let mut prepared = registry.prepared.lock().await;
+        for function in functions {
+            let live = registry.prepare_version(&mut prepared, &function.live).await.map_err(|e| {
+                anyhow::anyhow!("cannot restore function `{}` version {}: {}", function.name, function.live.version, e.message)
+            })?;
+            registry.routes.store(Arc::new(registry.routes.load().with(live)));
+        }
+        drop(prepared);
+        Ok(registry)
+    }
+
+    /// The current route table (lock-free).
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// The runtime, for its counters.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Validate, compile, store as the next version and make it live.
+    pub async fn deploy(&self, name: &str, request: DeployRequest, bytes: Bytes) -> Result<Deployed, ApiError> {
+        validate_name(name).map_err(ApiError::bad_request)?;
+        let config = self.version_config(name, request)?;
+        if bytes.len() as u64 > self.limits.component_bytes_max {
+            return Err(component_too_large(bytes.len() as u64, self.limits.component_bytes_max));
+        }
+        let mut prepared_cache = self.prepared.lock().await;
+        if let Some(owner) = self.routes.load().owner(&config.route)
+            && owner != name
+        {
+            return Err(eddy_store::StoreError::RouteTaken { route: config.route, function: owner.to_string() }.into());
+        }
+        let runtime = self.runtime.clone();
+        let compile_bytes = bytes.clone();
+        let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&compile_bytes))
+            .await
+            .map_err(|e| ApiError::internal("compilation task failed", e))??;
+        let new = NewVersion {
+            function: name.to_string(),
+            digest: prepared.digest.clone(),
+            size_bytes: bytes.len() as u64,
+            config,
+            created_at_ms: now_ms(),
+        };
+        let version = blocking(&self.store, move |s| s.create_version(&new, Some(&bytes))).await?;
+        let live = self.live_function(&prepared, &version);
+        self.routes.store(Arc::new(self.routes.load().with(live)));
+        let compiled = prepared.compiled;
+        prepared_cache.insert(prepared.digest.clone(), prepared);
+        tracing::info!(function = name, version = version.version, route = %version.config.route, compiled, "deployed");
+        Ok(Deployed { version, compiled })
+    }
+
+    /// Make `version` (default: the one before the live one) live again.
+    /// Returns the function record and the version that was live before.
+    pub async fn rollback(&self, name: &str, version: Option<u32>) -> Result<(FunctionRecord, u32), ApiError> {
+        let mut prepared_cache = self.prepared.lock().await;
+        let owned = name.to_string();
+        let current = blocking(&self.store, move |s| s.function(&owned))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no function `{name}`")))?;
+        let previous = current.live.version;
+        let owned = name.to_string();
+        let versions = blocking(&self.store, move |s| s.versions(&owned)).await?;
+        let target = match version {
+            Some(v) => versions
+                .iter()
+                .find(|r| r.version == v)
+                .ok_or_else(|| ApiError::not_found(format!("no version {v} of `{name}`; see `eddy versions {name}`")))?,
+            None => versions.iter().find(|r| r.version < previous).ok_or_else(|| {
+                ApiError::new(StatusCode::CONFLICT, "no_previous_version", format!("`{name}` has no version before {previous} to roll back to"))
+            })?,
+        }
+        .clone();
+        if let Some(owner) = self.routes.load().owner(&target.config.route)
+            && owner != name
+        {
+            return Err(eddy_store::StoreError::RouteTaken { route: target.config.route, function: owner.to_string() }.into());
+        }
+        let live = self.prepare_version(&mut prepared_cache, &target).await?;
+        let owned = name.to_string();
+        let target_version = target.version;
+        let record = blocking(&self.store, move |s| s.set_live_version(&owned, target_version)).await?;
+        self.routes.store(Arc::new(self.routes.load().with(live)));
+        tracing::info!(function = name, version = target_version, previous, "rolled back");
+        Ok((record, previous))
+    }
+
+    /// Stop serving a function and delete its versions and records.
+    pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
+        let _changes = self.prepared.lock().await;
+        let owned = name.to_string();
+        if !blocking(&self.store, move |s| s.remove_function(&owned)).await? {
+            return Err(ApiError::not_found(format!("no function `{name}`")));
+        }
+        self.routes.store(Arc::new(self.routes.load().without(name)));
+        tracing::info!(function = name, "removed");
+        Ok(())
+    }
+
+    /// Public limits of a stored version, for the API.
+    pub fn function_limits(&self, config: &VersionConfig) -> FunctionLimits {
+        FunctionLimits {
+            memory_bytes_max: config.memory_bytes_max,
+            timeout: Duration::from_millis(config.timeout_ms),
+            request_body_bytes_max: self.limits.request_body_bytes_max,
+            response_body_bytes_max: self.limits.response_body_bytes_max,
+        }
+    }
+
+    fn version_config(&self, name: &str, request: DeployRequest) -> Result<VersionConfig, ApiError> {
+        let route = request.route.unwrap_or_else(|| format!("/{name}"));
+        validate_route(&route).map_err(ApiError::bad_request)?;
+        let memory_bytes_max = request.memory_bytes_max.unwrap_or(self.limits.memory_bytes_default);
+        if memory_bytes_max > self.limits.memory_bytes_max {
+            return Err(ApiError::limit(format!(
+                "memory {memory_bytes_max} bytes is above this node's memory_bytes_max ({} bytes); ask for less or raise limits.memory_bytes_max",
+                self.limits.memory_bytes_max
+            )));
+        }
+        if memory_bytes_max < WASM_PAGE_BYTES {
+            return Err(ApiError::bad_request(format!("memory must be at least {WASM_PAGE_BYTES} bytes (one WebAssembly page)")));
+        }
+        let timeout_ms = request.timeout_ms.unwrap_or(self.limits.timeout_ms_default);
+        if timeout_ms > self.limits.timeout_ms_max {
+            return Err(ApiError::limit(format!(
+                "timeout {timeout_ms} ms is above this node's timeout_ms_max ({} ms); ask for less or raise limits.timeout_ms_max",
+                self.limits.timeout_ms_max
+            )));
+        }
+        if timeout_ms == 0 {
+            return Err(ApiError::bad_request("timeout must be greater than 0"));
+        }
+        validate_env(&request.env)?;
+        Ok(VersionConfig { route, memory_bytes_max, timeout_ms, env: request.env })
+    }
+
+    async fn prepare_version(
+        &self,
+        cache: &mut HashMap<String, Prepared>,
+        version: &VersionRecord,
+    ) -> Result<LiveFunction, ApiError> {
+        let prepared = match cache.get(&version.digest) {
+            Some(p) => p.clone(),
+            None => {
+                let digest = version.digest.clone();
+                let bytes = blocking(&self.store, move |s| s.component(&digest))
+                    .await?
+                    .ok_or_else(|| ApiError::internal("component bytes missing from the store", &version.digest))?;
+                let runtime = self.runtime.clone();
+                let p = tokio::task::spawn_blocking(move || runtime.prepare(&bytes))
+                    .await
+                    .map_err(|e| ApiError::internal("compilation task failed", e))??;
+                cache.insert(p.digest.clone(), p.clone());
+                p
+            }
+        };
+        Ok(self.live_function(&prepared, version))
+    }
+
+    fn live_function(&self, prepared: &Prepared, version: &VersionRecord) -> LiveFunction {
+        let env = version.config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let deployment = Deployment::new(
+            prepared,
+            self.function_limits(&version.config),
+            env,
+            self.limits.log_bytes_per_invocation_max,
+        );
+        LiveFunction {
+            name: version.function.clone(),
+            version: version.version,
+            route: version.config.route.clone(),
+            deployment: Arc::new(deployment),
+        }
+    }
+}
+
+/// Size of a WebAssembly page: the smallest memory a function can have.
+const WASM_PAGE_BYTES: u64 = 64 * 1024;
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let mut total = 0;
+    for (key, value) in env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "environment variable `{key}` is invalid: names must be non-empty without `=`, and neither may contain NUL"
+            )));
+        }
+        total += key.len() + value.len();
+    }
+    if total > ENV_BYTES_MAX {
+        return Err(ApiError::limit(format!(
+            "environment variables take {total} bytes, above env_bytes_max ({ENV_BYTES_MAX} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// 413 for a component above the node's limit.
+pub fn component_too_large(size: u64, max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "component_too_large",
+        format!("component is {size} bytes, above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"),
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Run a store call on a blocking thread.
+pub async fn blocking<T, F>(store: &Arc<Store>, call: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> eddy_store::Result<T> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(&store))
+        .await
+        .map_err(|e| ApiError::internal("store task failed", e))?
+        .map_err(ApiError::from)
+}

@@ -1,0 +1,161 @@
+//! The route table: which live deployment serves a request path (longest prefix wins).
+//!
+//! The table is immutable; the registry builds a new one on every change and swaps it in
+//! atomically, so the request path reads it without taking a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use eddy_runtime::Deployment;
+
+/// Paths under this prefix belong to the node (health checks) and cannot be routes.
+pub const RESERVED_PREFIX: &str = "/_eddy";
+/// Longest accepted route.
+pub const ROUTE_BYTES_MAX: usize = 256;
+
+/// The live version of one function.
+pub struct LiveFunction {
+    pub name: String,
+    pub version: u32,
+    pub route: String,
+    pub deployment: Arc<Deployment>,
+}
+
+/// Route prefix → live function.
+#[derive(Clone, Default)]
+pub struct RouteTable {
+    by_prefix: HashMap<String, Arc<LiveFunction>>,
+}
+
+impl RouteTable {
+    /// The function serving `path`: the longest route that is the path itself or a
+    /// whole-segment prefix of it (`/api` serves `/api` and `/api/x`, not `/apix`).
+    pub fn lookup(&self, path: &str) -> Option<&Arc<LiveFunction>> {
+        candidates(path).find_map(|prefix| self.by_prefix.get(prefix))
+    }
+
+    /// The function that owns `route`, if any.
+    pub fn owner(&self, route: &str) -> Option<&str> {
+        self.by_prefix.get(route).map(|live| live.name.as_str())
+    }
+
+    /// A table with `live` serving its route and no other route for that function.
+    pub fn with(&self, live: LiveFunction) -> RouteTable {
+        let mut next = self.without(&live.name);
+        next.by_prefix.insert(live.route.clone(), Arc::new(live));
+        next
+    }
+
+    /// A table without any route of function `name`.
+    pub fn without(&self, name: &str) -> RouteTable {
+        let mut next = self.clone();
+        next.by_prefix.retain(|_, live| live.name != name);
+        next
+    }
+
+    /// The live function called `name`.
+    pub fn function(&self, name: &str) -> Option<&Arc<LiveFunction>> {
+        self.by_prefix.values().find(|live| live.name == name)
+    }
+
+    /// Number of functions served.
+    pub fn len(&self) -> usize {
+        self.by_prefix.len()
+    }
+
+    /// Whether no function is served.
+    pub fn is_empty(&self) -> bool {
+        self.by_prefix.is_empty()
+    }
+}
+
+/// The prefixes that could serve `path`, longest first: `/a/b`, `/a`, `/`.
+fn candidates(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |prefix| match prefix.rfind('/') {
+        Some(0) if prefix.len() > 1 => Some("/"),
+        Some(0) | None => None,
+        Some(i) => Some(&prefix[..i]),
+    })
+}
+
+/// Check a route prefix, saying what is wrong with it.
+pub fn validate_route(route: &str) -> Result<(), String> {
+    let problem = if !route.starts_with('/') {
+        Some("must start with `/`")
+    } else if route.len() > ROUTE_BYTES_MAX {
+        Some("is longer than 256 bytes")
+    } else if route.len() > 1 && route.ends_with('/') {
+        Some("must not end with `/`")
+    } else if route.contains("//") {
+        Some("must not contain an empty segment (`//`)")
+    } else if route.split('/').any(|seg| seg == "." || seg == "..") {
+        Some("must not contain `.` or `..` segments")
+    } else if !route.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b)) {
+        Some("may contain only letters, digits and `/-._~`")
+    } else if route == RESERVED_PREFIX || route.starts_with("/_eddy/") {
+        Some("is reserved for the node (`/_eddy`)")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!("route `{route}` {p}")),
+        None => Ok(()),
+    }
+}
+
+/// Check a function name: 1–63 of `a-z0-9-`, starting with a letter.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "function name `{name}` is invalid: use 1-63 characters of a-z, 0-9 and `-`, starting with a letter"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(routes: &[&str], path: &str) -> Option<String> {
+        candidates(path).find(|c| routes.contains(c)).map(str::to_string)
+    }
+
+    #[test]
+    fn candidates_walk_whole_segments() {
+        assert_eq!(candidates("/api/v2/users").collect::<Vec<_>>(), ["/api/v2/users", "/api/v2", "/api", "/"]);
+        assert_eq!(candidates("/").collect::<Vec<_>>(), ["/"]);
+    }
+
+    #[test]
+    fn longest_whole_segment_prefix_wins() {
+        let routes = ["/", "/api", "/api/v2"];
+        assert_eq!(matches(&routes, "/api/v2/users").as_deref(), Some("/api/v2"));
+        assert_eq!(matches(&routes, "/api/v1").as_deref(), Some("/api"));
+        assert_eq!(matches(&routes, "/apix").as_deref(), Some("/"));
+        assert_eq!(matches(&["/api"], "/apix"), None);
+        assert_eq!(matches(&["/api"], "/api").as_deref(), Some("/api"));
+        assert_eq!(matches(&["/api"], "/api/").as_deref(), Some("/api"));
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        assert!(validate_route("/hello").is_ok());
+        assert!(validate_route("/").is_ok());
+        for bad in ["hello", "/hello/", "/a//b", "/a/../b", "/_eddy", "/_eddy/x", "/a b", "/a?b"] {
+            assert!(validate_route(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("hello-2").is_ok());
+        for bad in ["", "2hello", "Hello", "a_b", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
