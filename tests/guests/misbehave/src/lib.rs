@@ -1,0 +1,193 @@
+//! Test guest for eddy: the last path segment picks a (mis)behaviour, to exercise host limits.
+//!
+//! `/<prefix>/echo`, `env`, `log`, `loop`, `alloc`, `trap`, `panic`, `big?bytes=N`,
+//! `big-declared?bytes=N`, `sleep?ms=N`, `outgoing`; anything else answers 404.
+
+use std::hint::black_box;
+use std::io::Write as _;
+
+use wasi::exports::http::incoming_handler::Guest;
+use wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
+use wasi::io::streams::{OutputStream, StreamError};
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path_with_query = request.path_with_query().unwrap_or_default();
+        let (path, query) = path_with_query.split_once('?').unwrap_or((&path_with_query, ""));
+        let param = |name: &str| -> u64 {
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| *key == name)
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(0)
+        };
+
+        match path.rsplit('/').next().unwrap_or("") {
+            "echo" => echo(&request, &path_with_query, out),
+            "env" => {
+                let mut vars: Vec<(String, String)> = std::env::vars().collect();
+                vars.sort();
+                let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                respond(out, 200, text.as_bytes());
+            }
+            "log" => {
+                println!("hello stdout");
+                eprintln!("hello stderr");
+                respond(out, 200, b"logged");
+            }
+            "loop" => spin(),
+            "alloc" => hog_memory(),
+            "trap" => core::arch::wasm32::unreachable(),
+            "panic" => panic!("guest panicked on purpose"),
+            "big" => big(out, param("bytes"), false),
+            "big-declared" => big(out, param("bytes"), true),
+            "sleep" => {
+                let ms = param("ms");
+                wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                respond(out, 200, format!("slept {ms} ms").as_bytes());
+            }
+            "outgoing" => {
+                let text = match outgoing_get() {
+                    Ok(()) => "outgoing ok".to_string(),
+                    Err(error) => format!("outgoing refused: {error}"),
+                };
+                respond(out, 200, text.as_bytes());
+            }
+            _ => respond(out, 404, b"unknown behaviour"),
+        }
+    }
+}
+
+wasi::http::proxy::export!(Misbehave);
+
+/// Describes the request (method, path, sorted headers) followed by its raw body.
+fn echo(request: &IncomingRequest, path_with_query: &str, out: ResponseOutparam) {
+    let method = match request.method() {
+        Method::Get => "GET".to_string(),
+        Method::Head => "HEAD".to_string(),
+        Method::Post => "POST".to_string(),
+        Method::Put => "PUT".to_string(),
+        Method::Delete => "DELETE".to_string(),
+        Method::Connect => "CONNECT".to_string(),
+        Method::Options => "OPTIONS".to_string(),
+        Method::Trace => "TRACE".to_string(),
+        Method::Patch => "PATCH".to_string(),
+        Method::Other(name) => name,
+    };
+    let mut headers = request.headers().entries();
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    let body = read_body(request);
+
+    let mut text = format!("method: {method}\npath: {path_with_query}\n");
+    for (name, value) in headers {
+        text += &format!("header: {name}: {}\n", String::from_utf8_lossy(&value));
+    }
+    text += &format!("body-bytes: {}\nbody:\n", body.len());
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(&body);
+    respond(out, 200, &bytes);
+}
+
+/// Reads the whole incoming body through its input stream, until the stream closes.
+fn read_body(request: &IncomingRequest) -> Vec<u8> {
+    let mut data = Vec::new();
+    let Ok(body) = request.consume() else { return data };
+    let stream = body.stream().expect("body stream taken once");
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(error)) => {
+                eprintln!("reading request body failed: {}", error.to_debug_string());
+                break;
+            }
+        }
+    }
+    drop(stream); // the stream is a child of the body: drop it first
+    data
+}
+
+/// Streams `bytes` bytes of `x` in 64 KiB chunks, optionally declaring the length first.
+fn big(out: ResponseOutparam, bytes: u64, declared: bool) {
+    let length = declared.then(|| bytes.to_string());
+    let chunk = vec![b'x'; 64 * 1024];
+    send(out, 200, length.as_deref(), |stream| {
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            stream.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    });
+}
+
+/// Tries `GET http://example.com/`; eddy is expected to refuse it.
+fn outgoing_get() -> Result<(), String> {
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "bad scheme")?;
+    request.set_authority(Some("example.com")).map_err(|()| "bad authority")?;
+    request.set_path_with_query(Some("/")).map_err(|()| "bad path")?;
+    let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    future.subscribe().block();
+    match future.get() {
+        Some(Ok(Ok(_response))) => Ok(()),
+        Some(Ok(Err(error))) => Err(format!("{error:?}")),
+        Some(Err(())) | None => Err("no response".to_string()),
+    }
+}
+
+/// Burns CPU forever; `black_box` keeps the optimiser from removing the loop.
+fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Allocates and touches 1 MiB chunks until memory runs out (allocation failure aborts).
+fn hog_memory() -> ! {
+    let mut chunks = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        chunks.push(black_box(chunk));
+    }
+}
+
+/// Sends a small text/plain response.
+fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
+    send(out, status, None, |stream| stream.write_all(body));
+}
+
+/// Sends the response head (text/plain, optional content-length), then streams the body.
+fn send(
+    out: ResponseOutparam,
+    status: u16,
+    content_length: Option<&str>,
+    write: impl FnOnce(&mut OutputStream) -> std::io::Result<()>,
+) {
+    let mut fields = vec![("content-type".to_string(), b"text/plain".to_vec())];
+    if let Some(length) = content_length {
+        fields.push(("content-length".to_string(), length.as_bytes().to_vec()));
+    }
+    let response = OutgoingResponse::new(Fields::from_list(&fields).expect("valid headers"));
+    response.set_status_code(status).expect("valid status");
+    let body = response.body().expect("body taken once");
+    ResponseOutparam::set(out, Ok(response));
+
+    let mut stream = body.write().expect("body stream taken once");
+    // If the client has gone away there is nobody left to tell: stop without finishing.
+    if write(&mut stream).is_ok() && stream.blocking_flush().is_ok() {
+        drop(stream); // the stream is a child of the body: drop it before finishing
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
