@@ -1,0 +1,171 @@
+//! Control API wire types (docs/api.md), as the CLI sends and reads them.
+//!
+//! Response types hold only the fields the CLI shows and ignore the rest, so the API can grow
+//! without breaking older CLIs. `--json` output does not go through these types: it prints the
+//! node's JSON as received.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `config` part of a deploy. Only the fields the user gave are sent; the node fills in
+/// its defaults for the rest.
+#[derive(Serialize, Debug, Default, Clone, PartialEq)]
+pub struct DeployConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes_max: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// `201` answer to `POST /v1/functions/{name}/versions`.
+#[derive(Deserialize, Debug)]
+pub struct Deployed {
+    pub function: String,
+    pub version: u64,
+    pub url: String,
+    /// False when the node reused compiled code for identical bytes deployed before.
+    pub compiled: bool,
+}
+
+/// `GET /v1/functions`.
+#[derive(Deserialize, Debug)]
+pub struct FunctionList {
+    pub functions: Vec<Function>,
+}
+
+/// One element of `GET /v1/functions`.
+#[derive(Deserialize, Debug)]
+pub struct Function {
+    pub name: String,
+    pub route: String,
+    pub url: String,
+    pub live_version: u64,
+    pub memory_bytes_max: u64,
+    pub timeout_ms: u64,
+    /// RFC 3339, shown as the node wrote it.
+    pub updated_at: String,
+}
+
+/// `GET /v1/functions/{name}/versions`.
+#[derive(Deserialize, Debug)]
+pub struct VersionList {
+    /// Newest first.
+    pub versions: Vec<Version>,
+}
+
+/// One element of `GET /v1/functions/{name}/versions`.
+#[derive(Deserialize, Debug)]
+pub struct Version {
+    pub version: u64,
+    pub live: bool,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub size_bytes: u64,
+    pub route: String,
+    pub memory_bytes_max: u64,
+    pub timeout_ms: u64,
+    /// RFC 3339, shown as the node wrote it.
+    pub created_at: String,
+}
+
+/// `200` answer to `DELETE /v1/functions/{name}`.
+#[derive(Deserialize, Debug)]
+pub struct Removed {
+    pub removed: String,
+}
+
+/// Body of `POST /v1/functions/{name}/rollback`; no version means "the one before the live one".
+#[derive(Serialize, Debug)]
+pub struct RollbackRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// `200` answer to `POST /v1/functions/{name}/rollback`.
+#[derive(Deserialize, Debug)]
+pub struct RolledBack {
+    pub function: String,
+    pub live_version: u64,
+    pub previous_version: Option<u64>,
+}
+
+/// `GET /v1/functions/{name}/logs`. Entries stay raw JSON so `--json` can print them exactly as
+/// the node sent them; text output decodes each into a [`LogEntry`].
+#[derive(Deserialize, Debug)]
+pub struct LogPage {
+    /// Oldest first.
+    pub entries: Vec<serde_json::Value>,
+    /// The cursor to pass as `after=` to get only newer entries.
+    pub last_id: Option<u64>,
+}
+
+/// One invocation record from the logs endpoint.
+#[derive(Deserialize, Debug)]
+pub struct LogEntry {
+    /// RFC 3339, shown as the node wrote it.
+    pub at: String,
+    pub version: u64,
+    pub method: String,
+    pub path: String,
+    /// Absent when no response was sent (for example when the client went away).
+    pub status: Option<u16>,
+    pub outcome: String,
+    pub duration_ms: f64,
+    /// Captured stdout and stderr of the invocation, newline-separated.
+    #[serde(default)]
+    pub log: String,
+}
+
+/// Every error the control API returns: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Deserialize, Debug)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ErrorDetail {
+    pub code: String,
+    /// Meant for people: it already says what to do.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_config_sends_only_given_fields() {
+        assert_eq!(serde_json::to_string(&DeployConfig::default()).unwrap(), "{}");
+        let config = DeployConfig {
+            timeout_ms: Some(2000),
+            env: BTreeMap::from([("GREETING".to_owned(), "Hi".to_owned())]),
+            ..DeployConfig::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            r#"{"timeout_ms":2000,"env":{"GREETING":"Hi"}}"#
+        );
+    }
+
+    #[test]
+    fn rollback_without_version_is_an_empty_object() {
+        let body = serde_json::to_string(&RollbackRequest { version: None }).unwrap();
+        assert_eq!(body, "{}");
+    }
+
+    #[test]
+    fn log_entry_reads_the_documented_shape() {
+        let entry: LogEntry = serde_json::from_str(
+            r#"{"id": 17, "at": "2026-11-23T11:00:00.123Z", "version": 3, "method": "GET",
+                "path": "/hello?x=1", "status": 200, "outcome": "ok", "duration_ms": 1.27,
+                "log": "stdout line\nstderr line\n", "added_later": true}"#,
+        )
+        .unwrap();
+        assert_eq!((entry.version, entry.status, entry.duration_ms), (3, Some(200), 1.27));
+    }
+}

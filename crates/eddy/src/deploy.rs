@@ -1,0 +1,307 @@
+//! `eddy deploy`: upload a component as a new version of a function, or every function listed
+//! in an `eddy.toml` manifest.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::TryStreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Body;
+use reqwest::multipart::{Form, Part};
+use tokio_util::io::ReaderStream;
+
+use crate::api::{DeployConfig, Deployed};
+use crate::client::Client;
+use crate::{manifest, units};
+
+/// Uploads smaller than this finish before a progress bar would tell the user anything.
+const PROGRESS_BAR_BYTES_MIN: u64 = 1024 * 1024;
+
+/// Read size for streaming the component to the node: large enough for few syscalls, small
+/// enough that the progress bar moves smoothly.
+const UPLOAD_CHUNK_BYTES: usize = 64 * 1024;
+
+const MANIFEST_HELP: &str = r#"With NAME and FILE, deploys that one component. Without them, deploys every function in
+the manifest (./eddy.toml, or -f FILE), in name order, stopping at the first failure:
+
+  [functions.hello]
+  component = "target/guests/hello-rust.wasm"   # relative to the manifest's directory
+  route = "/hello"        # optional, default /NAME
+  memory = "64MiB"        # optional, default: the node's
+  timeout = "2s"          # optional, default: the node's
+  [functions.hello.env]
+  GREETING = "Hi"
+
+Unknown keys are refused."#;
+
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = MANIFEST_HELP)]
+pub struct DeployArgs {
+    /// Function to deploy; it is created on first deploy. 1–63 characters of a-z, 0-9 and -,
+    /// starting with a letter
+    name: Option<String>,
+    /// WebAssembly component to upload (a .wasm file exporting wasi:http/incoming-handler)
+    file: Option<PathBuf>,
+    /// URL path prefix the function serves [default: /NAME]
+    #[arg(long, value_name = "PREFIX")]
+    route: Option<String>,
+    /// Memory limit of one instance: 64MiB, 512KiB, 1GiB or a byte count [default: the node's]
+    #[arg(long = "memory", value_name = "SIZE", value_parser = units::parse_size)]
+    memory_bytes_max: Option<u64>,
+    /// Time limit of one request: 2s, 500ms, 1m [default: the node's]
+    #[arg(long = "timeout", value_name = "DURATION", value_parser = units::parse_duration_ms)]
+    timeout_ms: Option<u64>,
+    /// Environment variable for the function; repeat for more
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    env: Vec<(String, String)>,
+    /// Manifest to deploy when NAME and FILE are omitted [default: eddy.toml]
+    #[arg(short = 'f', long = "manifest", value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Print the node's JSON answer instead of a summary, one line per function
+    #[arg(long)]
+    json: bool,
+}
+
+impl DeployArgs {
+    /// Checks the combinations clap cannot express; the message says what to pass instead.
+    pub fn check_usage(&self) -> Result<(), String> {
+        // A lone positional is always NAME: clap fills positionals in order.
+        if let (Some(name), None) = (&self.name, &self.file) {
+            return Err(format!(
+                "a component FILE is needed after the function name: `eddy deploy {name} FILE` \
+                 (or pass neither to deploy every function in {})",
+                manifest::DEFAULT_PATH
+            ));
+        }
+        if self.name.is_some() && self.manifest.is_some() {
+            return Err(
+                "-f names a manifest to deploy instead of NAME FILE; pass one or the other".to_owned()
+            );
+        }
+        if self.name.is_none() {
+            let flags = [
+                ("--route", self.route.is_some()),
+                ("--memory", self.memory_bytes_max.is_some()),
+                ("--timeout", self.timeout_ms.is_some()),
+                ("--env", !self.env.is_empty()),
+            ];
+            if let Some((flag, _)) = flags.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{flag} applies to `eddy deploy NAME FILE`; for a manifest deploy, set it \
+                     per function in {}",
+                    manifest::DEFAULT_PATH
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (key, _) in &self.env {
+            if !seen.insert(key) {
+                return Err(format!("--env {key} is given twice; pass each KEY once"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One function to deploy: what to upload and the configuration to send with it.
+#[derive(Debug, PartialEq)]
+pub struct DeployRequest {
+    pub name: String,
+    pub component: PathBuf,
+    pub config: DeployConfig,
+}
+
+pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
+    match (args.name, args.file) {
+        (Some(name), Some(component)) => {
+            let config = DeployConfig {
+                route: args.route,
+                memory_bytes_max: args.memory_bytes_max,
+                timeout_ms: args.timeout_ms,
+                env: args.env.into_iter().collect(),
+            };
+            let request = DeployRequest { name, component, config };
+            let component = Component::open(&request.component)?;
+            deploy_one(client, &request, component, args.json).await
+        }
+        _ => {
+            let path = args.manifest.unwrap_or_else(|| manifest::DEFAULT_PATH.into());
+            deploy_manifest(client, &path, args.json).await
+        }
+    }
+}
+
+/// Deploys every function in the manifest at `path`, in name order, stopping at the first
+/// failure with an error that names the function.
+async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()> {
+    let requests = manifest::load(path)?;
+    let in_manifest = |request: &DeployRequest| format!("function `{}` in {}", request.name, path.display());
+    // Every component is opened before the first upload, so a typo in the last entry does not
+    // leave the first functions deployed and the rest not.
+    let components = requests
+        .iter()
+        .map(|request| Component::open(&request.component).with_context(|| in_manifest(request)))
+        .collect::<Result<Vec<_>>>()?;
+    for (request, component) in requests.iter().zip(components) {
+        deploy_one(client, request, component, json).await.with_context(|| in_manifest(request))?;
+    }
+    Ok(())
+}
+
+/// Parses one `--env KEY=VALUE`. The value may be empty and may contain `=`.
+pub fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
+    let (key, value) = pair
+        .split_once('=')
+        .ok_or_else(|| format!("`{pair}` has no `=`; expected KEY=VALUE, e.g. GREETING=Hi"))?;
+    check_env_key(key)?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// An environment variable name must be non-empty and cannot contain `=` (the separator) or
+/// NUL (the terminator in the guest's environment block).
+pub fn check_env_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the variable name before `=` is empty; expected KEY=VALUE, e.g. GREETING=Hi".to_owned());
+    }
+    if key.contains(['=', '\0']) {
+        return Err(format!("`{key}` cannot be a variable name: it contains `=` or NUL"));
+    }
+    Ok(())
+}
+
+/// A component file opened and measured before anything is sent.
+struct Component {
+    file: File,
+    len: u64,
+    file_name: String,
+}
+
+impl Component {
+    fn open(path: &Path) -> Result<Self> {
+        let unreadable = |err: std::io::Error| {
+            anyhow!("cannot read component {}: {err} — check the path", path.display())
+        };
+        let file = File::open(path).map_err(unreadable)?;
+        let metadata = file.metadata().map_err(unreadable)?;
+        if !metadata.is_file() {
+            bail!("component {} is not a file — pass the .wasm file to upload", path.display());
+        }
+        if metadata.len() == 0 {
+            bail!("component {} is empty — build it first", path.display());
+        }
+        let file_name = path
+            .file_name()
+            .map_or_else(|| "component.wasm".to_owned(), |name| name.to_string_lossy().into_owned());
+        Ok(Self { file, len: metadata.len(), file_name })
+    }
+}
+
+async fn deploy_one(
+    client: &Client,
+    request: &DeployRequest,
+    component: Component,
+    json: bool,
+) -> Result<()> {
+    let progress = upload_progress(&request.name, component.len);
+    let form = deploy_form(request, component, progress.clone())?;
+    let segments = ["v1", "functions", request.name.as_str(), "versions"];
+    let line = if json {
+        client.post_deploy::<serde_json::Value>(&segments, form).await.map(|answer| answer.to_string())
+    } else {
+        client.post_deploy::<Deployed>(&segments, form).await.map(|answer| summary(&answer))
+    };
+    progress.finish_and_clear();
+    writeln!(std::io::stdout(), "{}", line?)?;
+    Ok(())
+}
+
+/// The multipart body: the `config` JSON, then the component streamed from disk so memory
+/// use does not grow with its size and the progress bar tracks bytes actually sent.
+fn deploy_form(request: &DeployRequest, component: Component, progress: ProgressBar) -> Result<Form> {
+    let config = Part::text(serde_json::to_string(&request.config)?).mime_str("application/json")?;
+    let len = component.len;
+    let chunks = ReaderStream::with_capacity(tokio::fs::File::from_std(component.file), UPLOAD_CHUNK_BYTES)
+        .inspect_ok(move |chunk| {
+            progress.inc(chunk.len() as u64);
+            if progress.position() >= len {
+                progress.set_message("uploaded; the node is compiling…");
+            }
+        });
+    let component = Part::stream_with_length(Body::wrap_stream(chunks), len)
+        .file_name(component.file_name)
+        .mime_str("application/wasm")?;
+    Ok(Form::new().part("config", config).part("component", component))
+}
+
+/// A byte progress bar on stderr for uploads big enough to take a while, when a person is
+/// watching; otherwise a hidden bar, so the upload path is the same either way.
+fn upload_progress(name: &str, len: u64) -> ProgressBar {
+    if len <= PROGRESS_BAR_BYTES_MIN || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}) {msg}",
+    )
+    .expect("the progress template is valid")
+    .progress_chars("=> ");
+    ProgressBar::new(len).with_style(style).with_prefix(format!("uploading {name}"))
+}
+
+/// `deployed hello version 3 → http://127.0.0.1:8080/hello (compiled)`
+fn summary(deployed: &Deployed) -> String {
+    let how = if deployed.compiled { "compiled" } else { "cached" };
+    format!("deployed {} version {} → {} ({how})", deployed.function, deployed.version, deployed.url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_pairs_split_at_the_first_equals() {
+        assert_eq!(parse_env_pair("GREETING=Hi"), Ok(("GREETING".into(), "Hi".into())));
+        assert_eq!(parse_env_pair("EMPTY="), Ok(("EMPTY".into(), String::new())));
+        assert_eq!(parse_env_pair("URL=a=b"), Ok(("URL".into(), "a=b".into())));
+    }
+
+    #[test]
+    fn env_pairs_need_an_equals_and_a_key() {
+        assert!(parse_env_pair("GREETING").unwrap_err().contains("has no `=`"));
+        assert!(parse_env_pair("=Hi").unwrap_err().contains("name before `=` is empty"));
+        assert!(check_env_key("A\0B").is_err());
+    }
+
+    #[test]
+    fn summary_says_whether_the_node_compiled() {
+        let deployed: Deployed = serde_json::from_str(
+            r#"{"function": "hello", "version": 3, "route": "/hello",
+                "url": "http://127.0.0.1:8080/hello", "digest": "sha256:ab",
+                "size_bytes": 83211, "compiled": true}"#,
+        )
+        .unwrap();
+        assert_eq!(summary(&deployed), "deployed hello version 3 → http://127.0.0.1:8080/hello (compiled)");
+    }
+
+    #[test]
+    fn components_are_checked_before_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = Component::open(&dir.path().join("nope.wasm")).err().unwrap().to_string();
+        assert!(missing.starts_with("cannot read component "), "{missing}");
+        assert!(missing.ends_with("— check the path"), "{missing}");
+
+        let dir_err = Component::open(dir.path()).err().unwrap().to_string();
+        assert!(dir_err.contains("is not a file"), "{dir_err}");
+
+        let empty = dir.path().join("empty.wasm");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(Component::open(&empty).err().unwrap().to_string().contains("is empty"));
+
+        let real = dir.path().join("hello.wasm");
+        std::fs::write(&real, b"\0asm").unwrap();
+        let component = Component::open(&real).unwrap();
+        assert_eq!((component.len, component.file_name.as_str()), (4, "hello.wasm"));
+    }
+}

@@ -1,0 +1,193 @@
+//! `eddy.toml`: the manifest that lists a project's functions for `eddy deploy`. It is checked
+//! whole (unknown keys, sizes, durations, env names) before anything is uploaded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+use serde::Deserialize;
+
+use crate::api::DeployConfig;
+use crate::deploy::{DeployRequest, check_env_key};
+use crate::units;
+
+/// The manifest `eddy deploy` reads when given neither NAME FILE nor `-f`.
+pub const DEFAULT_PATH: &str = "eddy.toml";
+
+const FORMAT_HINT: &str = "see `eddy deploy --help` for the manifest format";
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ManifestToml {
+    #[serde(default)]
+    functions: BTreeMap<String, FunctionToml>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct FunctionToml {
+    component: PathBuf,
+    route: Option<String>,
+    memory: Option<String>,
+    timeout: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// Reads the manifest at `path` into deploy requests in function-name order, with component
+/// paths resolved against the manifest's directory.
+pub fn load(path: &Path) -> Result<Vec<DeployRequest>> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        anyhow!(
+            "cannot read manifest {}: {err} — pass NAME FILE to deploy one component, or -f FILE to name the manifest",
+            path.display()
+        )
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    parse(&text, dir).map_err(|problem| anyhow!("{}: {problem}", path.display()))
+}
+
+/// Parses manifest text; relative component paths are taken from `dir`.
+fn parse(text: &str, dir: &Path) -> Result<Vec<DeployRequest>, String> {
+    let manifest: ManifestToml = toml::from_str(text).map_err(|err| {
+        let place = err
+            .span()
+            .map(|span| format!("line {}: ", text[..span.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        format!("{place}{} — {FORMAT_HINT}", err.message().trim_end())
+    })?;
+    if manifest.functions.is_empty() {
+        return Err(format!("declares no functions — add a [functions.NAME] table; {FORMAT_HINT}"));
+    }
+    manifest
+        .functions
+        .into_iter()
+        .map(|(name, function)| {
+            let config = function.config().map_err(|problem| format!("function `{name}`: {problem}"))?;
+            Ok(DeployRequest { component: dir.join(&function.component), name, config })
+        })
+        .collect()
+}
+
+impl FunctionToml {
+    fn config(&self) -> Result<DeployConfig, String> {
+        let memory_bytes_max = self
+            .memory
+            .as_deref()
+            .map(units::parse_size)
+            .transpose()
+            .map_err(|problem| format!("memory: {problem}"))?;
+        let timeout_ms = self
+            .timeout
+            .as_deref()
+            .map(units::parse_duration_ms)
+            .transpose()
+            .map_err(|problem| format!("timeout: {problem}"))?;
+        for key in self.env.keys() {
+            check_env_key(key).map_err(|problem| format!("env: {problem}"))?;
+        }
+        Ok(DeployConfig {
+            route: self.route.clone(),
+            memory_bytes_max,
+            timeout_ms,
+            env: self.env.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [functions.hello]
+        component = "target/guests/hello-rust.wasm"
+        route = "/hello"
+        memory = "64MiB"
+        timeout = "2s"
+        [functions.hello.env]
+        GREETING = "Hi"
+
+        [functions.api]
+        component = "/abs/api.wasm"
+    "#;
+
+    #[test]
+    fn functions_come_in_name_order_with_paths_from_the_manifest_dir() {
+        let requests = parse(EXAMPLE, Path::new("/project")).unwrap();
+        assert_eq!(
+            requests,
+            [
+                DeployRequest {
+                    name: "api".into(),
+                    component: "/abs/api.wasm".into(),
+                    config: DeployConfig::default(),
+                },
+                DeployRequest {
+                    name: "hello".into(),
+                    component: "/project/target/guests/hello-rust.wasm".into(),
+                    config: DeployConfig {
+                        route: Some("/hello".into()),
+                        memory_bytes_max: Some(64 << 20),
+                        timeout_ms: Some(2000),
+                        env: BTreeMap::from([("GREETING".into(), "Hi".into())]),
+                    },
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_manifest_in_the_working_directory_keeps_paths_relative() {
+        let requests = parse("[functions.a]\ncomponent = \"a.wasm\"", Path::new("")).unwrap();
+        assert_eq!(requests[0].component, Path::new("a.wasm"));
+    }
+
+    #[test]
+    fn load_resolves_against_the_manifests_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eddy.toml");
+        std::fs::write(&path, "[functions.a]\ncomponent = \"guests/a.wasm\"\n").unwrap();
+        let requests = load(&path).unwrap();
+        assert_eq!(requests[0].component, dir.path().join("guests/a.wasm"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_at_every_level() {
+        let top = parse("colour = \"blue\"\n[functions.a]\ncomponent = \"a.wasm\"", Path::new(""));
+        assert!(top.unwrap_err().contains("unknown field `colour`"));
+
+        let function = parse("[functions.a]\ncomponent = \"a.wasm\"\nmemroy = \"1MiB\"", Path::new(""));
+        let err = function.unwrap_err();
+        assert!(err.starts_with("line 3: unknown field `memroy`"), "{err}");
+        assert!(err.ends_with(FORMAT_HINT), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_function_and_the_key() {
+        let err = parse("[functions.a]\ncomponent = \"a.wasm\"\nmemory = \"lots\"", Path::new(""))
+            .unwrap_err();
+        assert!(err.starts_with("function `a`: memory: `lots` is not a size"), "{err}");
+
+        let err = parse("[functions.a]\ncomponent = \"a.wasm\"\ntimeout = \"2\"", Path::new(""))
+            .unwrap_err();
+        assert!(err.starts_with("function `a`: timeout: `2` is not a duration"), "{err}");
+
+        let err = parse("[functions.a]\ncomponent = \"a.wasm\"\n[functions.a.env]\n\"\" = \"x\"", Path::new(""))
+            .unwrap_err();
+        assert!(err.starts_with("function `a`: env: "), "{err}");
+    }
+
+    #[test]
+    fn a_function_needs_a_component_and_a_manifest_needs_a_function() {
+        let err = parse("[functions.a]\nroute = \"/a\"", Path::new("")).unwrap_err();
+        assert!(err.contains("missing field `component`"), "{err}");
+        assert!(parse("", Path::new("")).unwrap_err().contains("declares no functions"));
+    }
+
+    #[test]
+    fn a_missing_manifest_says_what_to_pass() {
+        let err = load(Path::new("/nonexistent/eddy.toml")).unwrap_err().to_string();
+        assert!(err.contains("pass NAME FILE"), "{err}");
+    }
+}

@@ -1,0 +1,97 @@
+//! `eddy serve`: run a node until SIGINT or SIGTERM, then shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use eddy_node::NodeConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Start an eddy node.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Public listener for functions [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Control API listener; keep it on loopback or a private network [default: 127.0.0.1:8081]
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Node configuration file (TOML): limits and pooling settings; unknown keys are refused.
+    /// See docs/limits.md
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Compiled-code cache directory [default: <STATE_DIR>/cache]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Base URL printed for functions, when clients reach the node through a proxy
+    /// [default: http://<listen address>]
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Log format: `text` for people, `json` for log collectors. Level from EDDY_LOG (default info)
+    #[arg(long, value_name = "FORMAT", env = "EDDY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+/// Run a node with `state_dir` until a shutdown signal.
+pub async fn run(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    let config = node_config(state_dir, args)?;
+    let node = eddy_node::start(config).await?;
+    tracing::info!(
+        public = %node.public_addr,
+        admin = %node.admin_addr,
+        public_url = %node.public_url,
+        functions = node.functions,
+        "eddy ready"
+    );
+    shutdown_signal().await?;
+    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn node_config(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<NodeConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            NodeConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    config.state_dir = state_dir;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(admin) = args.admin {
+        config.admin = admin;
+    }
+    if args.cache_dir.is_some() {
+        config.cache_dir = args.cache_dir;
+    }
+    if args.public_url.is_some() {
+        config.public_url = args.public_url;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
