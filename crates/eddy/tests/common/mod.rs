@@ -1,0 +1,259 @@
+//! Test harness: runs the real `eddy` binary on loopback with its own state directory and
+//! drives it over HTTP and through the CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long a node gets to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `eddy serve` process, killed (by PID) when dropped.
+pub struct Node {
+    child: Option<Child>,
+    pub state: Arc<tempfile::TempDir>,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub token: String,
+    output: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+}
+
+/// Path of a guest built by `scripts/build-guests`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run scripts/build-guests (scripts/test does)", path.display());
+    path
+}
+
+/// Bytes of a guest.
+pub fn guest_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(guest(name)).unwrap()
+}
+
+impl Node {
+    /// A node with default limits.
+    pub fn start() -> Node {
+        Node::start_with_config("")
+    }
+
+    /// A node with the given `--config` TOML.
+    pub fn start_with_config(config_toml: &str) -> Node {
+        let state = Arc::new(tempfile::tempdir().unwrap());
+        Node::start_in(state, config_toml)
+    }
+
+    /// A node on an existing state directory (for restarts).
+    pub fn start_in(state: Arc<tempfile::TempDir>, config_toml: &str) -> Node {
+        let config = state.path().join("node.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(state.path().join("state"))
+            .env("EDDY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting eddy serve");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let lines = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"eddy ready\"") {
+                    let _ = ready_tx.send(line.clone());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let lines = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let ready = match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("eddy did not become ready:\n{}", output.lock().unwrap().join("\n"));
+            }
+        };
+        let ready: Value = serde_json::from_str(&ready).unwrap();
+        let token = std::fs::read_to_string(state.path().join("state/admin-token")).unwrap().trim().to_string();
+        Node {
+            child: Some(child),
+            public: ready["public"].as_str().unwrap().parse().unwrap(),
+            admin: ready["admin"].as_str().unwrap().parse().unwrap(),
+            state,
+            token,
+            output,
+            http: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap(),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.path().join("state")
+    }
+
+    /// Everything the node printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.public, path)
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}/v1{}", self.admin, path)
+    }
+
+    /// GET on the public listener: status, headers, body text.
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::from(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// An authenticated control-API GET.
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.api_url(path)).bearer_auth(&self.token).send().await.unwrap();
+        json_reply(response).await
+    }
+
+    /// Deploy `bytes` as `name` with a JSON config through the control API.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>, config: Value) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .part("config", reqwest::multipart::Part::text(config.to_string()))
+            .part("component", reqwest::multipart::Part::bytes(bytes));
+        let response = self
+            .http
+            .post(self.api_url(&format!("/functions/{name}/versions")))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        json_reply(response).await
+    }
+
+    /// Deploy and insist it worked.
+    pub async fn deploy_ok(&self, name: &str, guest_name: &str, config: Value) -> Value {
+        let (status, body) = self.deploy(name, guest_bytes(guest_name), config).await;
+        assert_eq!(status, 201, "deploy of {name} failed: {body}\n{}", self.output());
+        body
+    }
+
+    /// Run the CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_in(Path::new("."), args)
+    }
+
+    /// Run the CLI against this node from `dir`.
+    pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .current_dir(dir)
+            .args(args)
+            .env("EDDY_SERVER", format!("http://{}", self.admin))
+            .env("EDDY_STATE_DIR", self.state_dir())
+            .env_remove("EDDY_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    /// Wait for at least `count` invocation records of `function` and return them.
+    pub async fn wait_logs(&self, function: &str, count: usize) -> Vec<Value> {
+        let mut entries: Vec<Value> = Vec::new();
+        let mut after = 0;
+        for _ in 0..60 {
+            let (status, body) = self.api_get(&format!("/functions/{function}/logs?after={after}&wait_ms=1000")).await;
+            assert_eq!(status, 200, "{body}");
+            entries.extend(body["entries"].as_array().unwrap().iter().cloned());
+            after = body["last_id"].as_i64().unwrap();
+            if entries.len() >= count {
+                return entries;
+            }
+        }
+        panic!("only {} of {count} invocation records of {function} arrived: {entries:?}", entries.len());
+    }
+
+    /// SIGTERM, then wait for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let mut child = self.child.take().expect("node already stopped");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        status.success()
+    }
+
+    /// Send SIGTERM without waiting.
+    pub fn signal_terminate(&self) {
+        let child = self.child.as_ref().expect("node already stopped");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Wait for the process to exit.
+    pub fn wait_exit(&mut self) -> bool {
+        self.child.take().expect("node already stopped").wait().unwrap().success()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A public-listener response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub error: Option<String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let error = response.headers().get("eddy-error").map(|v| v.to_str().unwrap().to_string());
+        let body = response.text().await.unwrap_or_else(|e| format!("<body error: {e}>"));
+        Reply { status, error, body }
+    }
+}
+
+async fn json_reply(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text));
+    (status, value)
+}
+
+/// stdout of a CLI run, insisting it succeeded.
+pub fn stdout_ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "eddy failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// stderr of a CLI run, insisting it failed.
+pub fn stderr_err(output: &Output) -> String {
+    assert!(!output.status.success(), "eddy should have failed: {}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
