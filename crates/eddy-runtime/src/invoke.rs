@@ -186,9 +186,17 @@ impl Deployment {
             });
         });
 
+        let too_large = || Failure {
+            outcome: Outcome::RequestBodyTooLarge,
+            message: format!("request body larger than request_body_bytes_max ({} bytes)", self.limits.request_body_bytes_max),
+        };
         tokio::select! {
             biased;
+            _ = request_flag.wait() => Err(too_large()),
             response = response_rx => match response {
+                // The guest may answer after reading a truncated body; the caller must
+                // still learn that its body was refused.
+                _ if request_flag.hit() => Err(too_large()),
                 Ok(Ok(response)) => self.accept_response(response, response_flag),
                 Ok(Err(code)) => Err(Failure { outcome: Outcome::ErrorResponse, message: format!("the function answered with an error instead of a response: {code:?}") }),
                 Err(_) => {
@@ -196,10 +204,6 @@ impl Deployment {
                     Err(Failure { outcome: if outcome == Outcome::Ok { Outcome::NoResponse } else { outcome }, message })
                 }
             },
-            _ = request_flag.wait() => Err(Failure {
-                outcome: Outcome::RequestBodyTooLarge,
-                message: format!("request body larger than request_body_bytes_max ({} bytes)", self.limits.request_body_bytes_max),
-            }),
         }
     }
 

@@ -140,7 +140,10 @@ mod tests {
 
     #[test]
     fn deploy_config_sends_only_given_fields() {
-        assert_eq!(serde_json::to_string(&DeployConfig::default()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&DeployConfig::default()).unwrap(),
+            "{}"
+        );
         let config = DeployConfig {
             timeout_ms: Some(2000),
             env: BTreeMap::from([("GREETING".to_owned(), "Hi".to_owned())]),
@@ -166,6 +169,9 @@ mod tests {
                 "log": "stdout line\nstderr line\n", "added_later": true}"#,
         )
         .unwrap();
-        assert_eq!((entry.version, entry.status, entry.duration_ms), (3, Some(200), 1.27));
+        assert_eq!(
+            (entry.version, entry.status, entry.duration_ms),
+            (3, Some(200), 1.27)
+        );
     }
 }

@@ -42,7 +42,11 @@ const ERROR_BODY_CHARS_MAX: usize = 200;
 /// Returns the admin token: the one given with `--token`/`EDDY_TOKEN`, else the one the node
 /// wrote to `<state_dir>/admin-token`.
 pub fn resolve_token(given: Option<String>, state_dir: &Path) -> Result<String> {
-    if let Some(token) = given.as_deref().map(str::trim).filter(|token| !token.is_empty()) {
+    if let Some(token) = given
+        .as_deref()
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+    {
         return Ok(token.to_owned());
     }
     let path = state_dir.join(TOKEN_FILE);
@@ -85,7 +89,12 @@ impl Client {
             .user_agent(concat!("eddy-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot set up the HTTP client — this is a bug in eddy")?;
-        Ok(Self { http, base, token, state_dir })
+        Ok(Self {
+            http,
+            base,
+            token,
+            state_dir,
+        })
     }
 
     /// `GET` the path made of `segments` (each percent-encoded), with `query` parameters.
@@ -94,7 +103,11 @@ impl Client {
         segments: &[&str],
         query: &[(&str, String)],
     ) -> Result<T> {
-        let request = self.http.get(self.url(segments)).query(query).timeout(REQUEST_TIMEOUT);
+        let request = self
+            .http
+            .get(self.url(segments))
+            .query(query)
+            .timeout(REQUEST_TIMEOUT);
         self.send(request).await
     }
 
@@ -105,8 +118,11 @@ impl Client {
         query: &[(&str, String)],
         wait: Duration,
     ) -> Result<T> {
-        let request =
-            self.http.get(self.url(segments)).query(query).timeout(wait + LONG_POLL_SLACK);
+        let request = self
+            .http
+            .get(self.url(segments))
+            .query(query)
+            .timeout(wait + LONG_POLL_SLACK);
         self.send(request).await
     }
 
@@ -116,7 +132,11 @@ impl Client {
         segments: &[&str],
         body: &impl Serialize,
     ) -> Result<T> {
-        let request = self.http.post(self.url(segments)).json(body).timeout(REQUEST_TIMEOUT);
+        let request = self
+            .http
+            .post(self.url(segments))
+            .json(body)
+            .timeout(REQUEST_TIMEOUT);
         self.send(request).await
     }
 
@@ -126,12 +146,19 @@ impl Client {
         segments: &[&str],
         form: Form,
     ) -> Result<T> {
-        let request = self.http.post(self.url(segments)).multipart(form).timeout(DEPLOY_TIMEOUT);
+        let request = self
+            .http
+            .post(self.url(segments))
+            .multipart(form)
+            .timeout(DEPLOY_TIMEOUT);
         self.send(request).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T> {
-        let request = self.http.delete(self.url(segments)).timeout(REQUEST_TIMEOUT);
+        let request = self
+            .http
+            .delete(self.url(segments))
+            .timeout(REQUEST_TIMEOUT);
         self.send(request).await
     }
 
@@ -159,7 +186,11 @@ impl Client {
             .map_err(|err| self.transport_error(&err))?;
         let status = response.status();
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|err| self.transport_error(&err))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|err| self.transport_error(&err))?
+        {
             if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
                 bail!(
                     "the control API at {} sent more than {} — is --server pointing at an eddy node's control API?",
@@ -209,7 +240,11 @@ fn status_error_message(status: StatusCode, body: &[u8], state_dir: &Path) -> St
         );
     }
     if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
-        return if error.message.trim().is_empty() { error.code } else { error.message };
+        return if error.message.trim().is_empty() {
+            error.code
+        } else {
+            error.message
+        };
     }
     let text = String::from_utf8_lossy(body);
     let start: String = text.trim().chars().take(ERROR_BODY_CHARS_MAX).collect();
@@ -253,7 +288,8 @@ mod tests {
 
     #[test]
     fn unauthorized_points_at_the_token_file() {
-        let body = r#"{"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}}"#;
+        let body =
+            r#"{"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}}"#;
         assert_eq!(
             message(401, body),
             "the control API refused the token — pass --token or EDDY_TOKEN, or check /var/lib/eddy/admin-token"
@@ -269,13 +305,19 @@ mod tests {
         assert_eq!(message(404, ""), "control API answered 404 Not Found");
         let long = "x".repeat(1000);
         let shown = message(500, &long);
-        assert_eq!(shown.len(), "control API answered 500 Internal Server Error: ".len() + 200);
+        assert_eq!(
+            shown.len(),
+            "control API answered 500 Internal Server Error: ".len() + 200
+        );
     }
 
     #[test]
     fn token_comes_from_the_flag_then_the_state_dir() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_token(Some("given".into()), dir.path()).unwrap(), "given");
+        assert_eq!(
+            resolve_token(Some("given".into()), dir.path()).unwrap(),
+            "given"
+        );
 
         let missing = resolve_token(None, dir.path()).unwrap_err().to_string();
         assert!(missing.starts_with("no admin token: "), "{missing}");
@@ -283,7 +325,10 @@ mod tests {
 
         std::fs::write(dir.path().join("admin-token"), "  secret\n").unwrap();
         assert_eq!(resolve_token(None, dir.path()).unwrap(), "secret");
-        assert_eq!(resolve_token(Some(String::new()), dir.path()).unwrap(), "secret");
+        assert_eq!(
+            resolve_token(Some(String::new()), dir.path()).unwrap(),
+            "secret"
+        );
     }
 
     #[test]

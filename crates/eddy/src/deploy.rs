@@ -78,7 +78,8 @@ impl DeployArgs {
         }
         if self.name.is_some() && self.manifest.is_some() {
             return Err(
-                "-f names a manifest to deploy instead of NAME FILE; pass one or the other".to_owned()
+                "-f names a manifest to deploy instead of NAME FILE; pass one or the other"
+                    .to_owned(),
             );
         }
         if self.name.is_none() {
@@ -123,12 +124,18 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 timeout_ms: args.timeout_ms,
                 env: args.env.into_iter().collect(),
             };
-            let request = DeployRequest { name, component, config };
+            let request = DeployRequest {
+                name,
+                component,
+                config,
+            };
             let component = Component::open(&request.component)?;
             deploy_one(client, &request, component, args.json).await
         }
         _ => {
-            let path = args.manifest.unwrap_or_else(|| manifest::DEFAULT_PATH.into());
+            let path = args
+                .manifest
+                .unwrap_or_else(|| manifest::DEFAULT_PATH.into());
             deploy_manifest(client, &path, args.json).await
         }
     }
@@ -138,7 +145,8 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
 /// failure with an error that names the function.
 async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()> {
     let requests = manifest::load(path)?;
-    let in_manifest = |request: &DeployRequest| format!("function `{}` in {}", request.name, path.display());
+    let in_manifest =
+        |request: &DeployRequest| format!("function `{}` in {}", request.name, path.display());
     // Every component is opened before the first upload, so a typo in the last entry does not
     // leave the first functions deployed and the rest not.
     let components = requests
@@ -146,17 +154,20 @@ async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()>
         .map(|request| Component::open(&request.component).with_context(|| in_manifest(request)))
         .collect::<Result<Vec<_>>>()?;
     for (request, component) in requests.iter().zip(components) {
-        deploy_one(client, request, component, json).await.with_context(|| in_manifest(request))?;
+        deploy_one(client, request, component, json)
+            .await
+            .with_context(|| in_manifest(request))?;
     }
     Ok(())
 }
 
 /// Parses one `--env KEY=VALUE`. The value may be empty and may contain `=`.
 pub fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
+    const EXPECTED: &str = "expected KEY=VALUE, e.g. GREETING=Hi";
     let (key, value) = pair
         .split_once('=')
-        .ok_or_else(|| format!("`{pair}` has no `=`; expected KEY=VALUE, e.g. GREETING=Hi"))?;
-    check_env_key(key)?;
+        .ok_or_else(|| format!("`{pair}` has no `=`; {EXPECTED}"))?;
+    check_env_key(key).map_err(|problem| format!("{problem}; {EXPECTED}"))?;
     Ok((key.to_owned(), value.to_owned()))
 }
 
@@ -164,10 +175,12 @@ pub fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
 /// NUL (the terminator in the guest's environment block).
 pub fn check_env_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
-        return Err("the variable name before `=` is empty; expected KEY=VALUE, e.g. GREETING=Hi".to_owned());
+        return Err("the variable name is empty".to_owned());
     }
     if key.contains(['=', '\0']) {
-        return Err(format!("`{key}` cannot be a variable name: it contains `=` or NUL"));
+        return Err(format!(
+            "`{key}` cannot be a variable name: it contains `=` or NUL"
+        ));
     }
     Ok(())
 }
@@ -182,20 +195,31 @@ struct Component {
 impl Component {
     fn open(path: &Path) -> Result<Self> {
         let unreadable = |err: std::io::Error| {
-            anyhow!("cannot read component {}: {err} — check the path", path.display())
+            anyhow!(
+                "cannot read component {}: {err} — check the path",
+                path.display()
+            )
         };
         let file = File::open(path).map_err(unreadable)?;
         let metadata = file.metadata().map_err(unreadable)?;
         if !metadata.is_file() {
-            bail!("component {} is not a file — pass the .wasm file to upload", path.display());
+            bail!(
+                "component {} is not a file — pass the .wasm file to upload",
+                path.display()
+            );
         }
         if metadata.len() == 0 {
             bail!("component {} is empty — build it first", path.display());
         }
-        let file_name = path
-            .file_name()
-            .map_or_else(|| "component.wasm".to_owned(), |name| name.to_string_lossy().into_owned());
-        Ok(Self { file, len: metadata.len(), file_name })
+        let file_name = path.file_name().map_or_else(
+            || "component.wasm".to_owned(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        Ok(Self {
+            file,
+            len: metadata.len(),
+            file_name,
+        })
     }
 }
 
@@ -209,9 +233,15 @@ async fn deploy_one(
     let form = deploy_form(request, component, progress.clone())?;
     let segments = ["v1", "functions", request.name.as_str(), "versions"];
     let line = if json {
-        client.post_deploy::<serde_json::Value>(&segments, form).await.map(|answer| answer.to_string())
+        client
+            .post_deploy::<serde_json::Value>(&segments, form)
+            .await
+            .map(|answer| answer.to_string())
     } else {
-        client.post_deploy::<Deployed>(&segments, form).await.map(|answer| summary(&answer))
+        client
+            .post_deploy::<Deployed>(&segments, form)
+            .await
+            .map(|answer| summary(&answer))
     };
     progress.finish_and_clear();
     writeln!(std::io::stdout(), "{}", line?)?;
@@ -220,20 +250,30 @@ async fn deploy_one(
 
 /// The multipart body: the `config` JSON, then the component streamed from disk so memory
 /// use does not grow with its size and the progress bar tracks bytes actually sent.
-fn deploy_form(request: &DeployRequest, component: Component, progress: ProgressBar) -> Result<Form> {
-    let config = Part::text(serde_json::to_string(&request.config)?).mime_str("application/json")?;
+fn deploy_form(
+    request: &DeployRequest,
+    component: Component,
+    progress: ProgressBar,
+) -> Result<Form> {
+    let config =
+        Part::text(serde_json::to_string(&request.config)?).mime_str("application/json")?;
     let len = component.len;
-    let chunks = ReaderStream::with_capacity(tokio::fs::File::from_std(component.file), UPLOAD_CHUNK_BYTES)
-        .inspect_ok(move |chunk| {
-            progress.inc(chunk.len() as u64);
-            if progress.position() >= len {
-                progress.set_message("uploaded; the node is compiling…");
-            }
-        });
+    let chunks = ReaderStream::with_capacity(
+        tokio::fs::File::from_std(component.file),
+        UPLOAD_CHUNK_BYTES,
+    )
+    .inspect_ok(move |chunk| {
+        progress.inc(chunk.len() as u64);
+        if progress.position() >= len {
+            progress.set_message("uploaded; the node is compiling…");
+        }
+    });
     let component = Part::stream_with_length(Body::wrap_stream(chunks), len)
         .file_name(component.file_name)
         .mime_str("application/wasm")?;
-    Ok(Form::new().part("config", config).part("component", component))
+    Ok(Form::new()
+        .part("config", config)
+        .part("component", component))
 }
 
 /// A byte progress bar on stderr for uploads big enough to take a while, when a person is
@@ -247,13 +287,22 @@ fn upload_progress(name: &str, len: u64) -> ProgressBar {
     )
     .expect("the progress template is valid")
     .progress_chars("=> ");
-    ProgressBar::new(len).with_style(style).with_prefix(format!("uploading {name}"))
+    ProgressBar::new(len)
+        .with_style(style)
+        .with_prefix(format!("uploading {name}"))
 }
 
 /// `deployed hello version 3 → http://127.0.0.1:8080/hello (compiled)`
 fn summary(deployed: &Deployed) -> String {
-    let how = if deployed.compiled { "compiled" } else { "cached" };
-    format!("deployed {} version {} → {} ({how})", deployed.function, deployed.version, deployed.url)
+    let how = if deployed.compiled {
+        "compiled"
+    } else {
+        "cached"
+    };
+    format!(
+        "deployed {} version {} → {} ({how})",
+        deployed.function, deployed.version, deployed.url
+    )
 }
 
 #[cfg(test)]
@@ -262,15 +311,26 @@ mod tests {
 
     #[test]
     fn env_pairs_split_at_the_first_equals() {
-        assert_eq!(parse_env_pair("GREETING=Hi"), Ok(("GREETING".into(), "Hi".into())));
-        assert_eq!(parse_env_pair("EMPTY="), Ok(("EMPTY".into(), String::new())));
+        assert_eq!(
+            parse_env_pair("GREETING=Hi"),
+            Ok(("GREETING".into(), "Hi".into()))
+        );
+        assert_eq!(
+            parse_env_pair("EMPTY="),
+            Ok(("EMPTY".into(), String::new()))
+        );
         assert_eq!(parse_env_pair("URL=a=b"), Ok(("URL".into(), "a=b".into())));
     }
 
     #[test]
     fn env_pairs_need_an_equals_and_a_key() {
-        assert!(parse_env_pair("GREETING").unwrap_err().contains("has no `=`"));
-        assert!(parse_env_pair("=Hi").unwrap_err().contains("name before `=` is empty"));
+        let no_equals = parse_env_pair("GREETING").unwrap_err();
+        assert!(no_equals.contains("has no `=`"), "{no_equals}");
+        let no_key = parse_env_pair("=Hi").unwrap_err();
+        assert!(
+            no_key.starts_with("the variable name is empty; expected KEY=VALUE"),
+            "{no_key}"
+        );
         assert!(check_env_key("A\0B").is_err());
     }
 
@@ -282,13 +342,19 @@ mod tests {
                 "size_bytes": 83211, "compiled": true}"#,
         )
         .unwrap();
-        assert_eq!(summary(&deployed), "deployed hello version 3 → http://127.0.0.1:8080/hello (compiled)");
+        assert_eq!(
+            summary(&deployed),
+            "deployed hello version 3 → http://127.0.0.1:8080/hello (compiled)"
+        );
     }
 
     #[test]
     fn components_are_checked_before_upload() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = Component::open(&dir.path().join("nope.wasm")).err().unwrap().to_string();
+        let missing = Component::open(&dir.path().join("nope.wasm"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(missing.starts_with("cannot read component "), "{missing}");
         assert!(missing.ends_with("— check the path"), "{missing}");
 
@@ -297,11 +363,20 @@ mod tests {
 
         let empty = dir.path().join("empty.wasm");
         std::fs::write(&empty, b"").unwrap();
-        assert!(Component::open(&empty).err().unwrap().to_string().contains("is empty"));
+        assert!(
+            Component::open(&empty)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("is empty")
+        );
 
         let real = dir.path().join("hello.wasm");
         std::fs::write(&real, b"\0asm").unwrap();
         let component = Component::open(&real).unwrap();
-        assert_eq!((component.len, component.file_name.as_str()), (4, "hello.wasm"));
+        assert_eq!(
+            (component.len, component.file_name.as_str()),
+            (4, "hello.wasm")
+        );
     }
 }

@@ -42,8 +42,12 @@ pub struct LogsArgs {
 
 pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
     let path = ["v1", "functions", args.name.as_str(), "logs"];
-    let page: LogPage = client.get(&path, &[("tail", args.tail.to_string())]).await?;
-    print_page(&page, args.json)?;
+    // The node returns at least one entry for `tail`, so `--tail 0` asks for one to learn the
+    // cursor and shows none.
+    let tail = args.tail.max(1).to_string();
+    let page: LogPage = client.get(&path, &[("tail", tail)]).await?;
+    let skip = page.entries.len().saturating_sub(args.tail as usize);
+    print_entries(&page.entries[skip..], args.json)?;
     if !args.follow {
         return Ok(());
     }
@@ -57,7 +61,7 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
             ("wait_ms", FOLLOW_WAIT.as_millis().to_string()),
         ];
         let page: LogPage = client.long_poll(&path, &query, FOLLOW_WAIT).await?;
-        print_page(&page, args.json)?;
+        print_entries(&page.entries, args.json)?;
         after = next_cursor(after, &page);
         if page.entries.is_empty() {
             tokio::time::sleep(EMPTY_POLL_INTERVAL_MIN.saturating_sub(started.elapsed())).await;
@@ -68,13 +72,19 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
 /// The `after=` for the next poll: the node's `last_id`, or failing that the newest entry id,
 /// never moving backwards.
 fn next_cursor(after: u64, page: &LogPage) -> u64 {
-    let newest_entry = page.entries.iter().filter_map(|entry| entry["id"].as_u64()).max();
-    after.max(page.last_id.unwrap_or(0)).max(newest_entry.unwrap_or(0))
+    let newest_entry = page
+        .entries
+        .iter()
+        .filter_map(|entry| entry["id"].as_u64())
+        .max();
+    after
+        .max(page.last_id.unwrap_or(0))
+        .max(newest_entry.unwrap_or(0))
 }
 
-fn print_page(page: &LogPage, json: bool) -> Result<()> {
+fn print_entries(entries: &[Value], json: bool) -> Result<()> {
     let mut text = String::new();
-    for entry in &page.entries {
+    for entry in entries {
         if json {
             text.push_str(&entry.to_string());
             text.push('\n');
@@ -103,7 +113,9 @@ fn decode(entry: &Value) -> Result<LogEntry> {
 ///   | stdout line
 /// ```
 fn render(entry: &LogEntry) -> String {
-    let status = entry.status.map_or_else(|| "-".to_owned(), |status| status.to_string());
+    let status = entry
+        .status
+        .map_or_else(|| "-".to_owned(), |status| status.to_string());
     let mut text = format!(
         "{} v{} {} {} {status} {} {}\n",
         entry.at,
@@ -123,7 +135,11 @@ fn render(entry: &LogEntry) -> String {
 
 /// `1.27ms` below a second, `2.50s` from there on.
 fn format_duration_ms(ms: f64) -> String {
-    if ms < 1000.0 { format!("{ms:.2}ms") } else { format!("{:.2}s", ms / 1000.0) }
+    if ms < 1000.0 {
+        format!("{ms:.2}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
 }
 
 #[cfg(test)]
@@ -154,14 +170,23 @@ mod tests {
                 "path": "/hello", "status": null, "outcome": "timeout", "duration_ms": 2000.4,
                 "log": ""}"#,
         );
-        assert_eq!(render(&entry), "2026-11-23T11:00:01Z v3 POST /hello - timeout 2.00s\n");
+        assert_eq!(
+            render(&entry),
+            "2026-11-23T11:00:01Z v3 POST /hello - timeout 2.00s\n"
+        );
     }
 
     #[test]
     fn the_cursor_only_moves_forward() {
         let page = |json: &str| serde_json::from_str::<LogPage>(json).unwrap();
-        assert_eq!(next_cursor(0, &page(r#"{"entries": [], "last_id": 17}"#)), 17);
-        assert_eq!(next_cursor(20, &page(r#"{"entries": [], "last_id": 0}"#)), 20);
+        assert_eq!(
+            next_cursor(0, &page(r#"{"entries": [], "last_id": 17}"#)),
+            17
+        );
+        assert_eq!(
+            next_cursor(20, &page(r#"{"entries": [], "last_id": 0}"#)),
+            20
+        );
         assert_eq!(next_cursor(5, &page(r#"{"entries": [{"id": 9}]}"#)), 9);
     }
 }

@@ -47,7 +47,9 @@ fn render(functions: &[Function]) -> String {
         })
         .collect();
     table::render(
-        &["NAME", "ROUTE", "VERSION", "MEMORY", "TIMEOUT", "UPDATED", "URL"],
+        &[
+            "NAME", "ROUTE", "VERSION", "MEMORY", "TIMEOUT", "UPDATED", "URL",
+        ],
         &rows,
     )
 }
@@ -80,6 +82,9 @@ api-v2  /api    12       64 MiB   2s 500ms  2026-11-24T09:30:00Z  http://127.0.0
 
     #[test]
     fn no_functions_suggests_a_deploy() {
-        assert_eq!(render(&[]), "no functions deployed — try: eddy deploy NAME FILE\n");
+        assert_eq!(
+            render(&[]),
+            "no functions deployed — try: eddy deploy NAME FILE\n"
+        );
     }
 }

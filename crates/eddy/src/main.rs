@@ -66,7 +66,8 @@ struct GlobalArgs {
           value_parser = parse_server, global = true, help_heading = GLOBAL_OPTIONS)]
     server: Url,
     /// Admin token for the control API [default: the contents of <STATE_DIR>/admin-token]
-    #[arg(long, env = "EDDY_TOKEN", value_name = "TOKEN", hide_env_values = true, global = true, help_heading = GLOBAL_OPTIONS)]
+    #[arg(long, env = "EDDY_TOKEN", value_name = "TOKEN", hide_env_values = true,
+          global = true, help_heading = GLOBAL_OPTIONS)]
     token: Option<String>,
     /// Node state directory: `eddy serve` keeps its data here, and the other commands read the
     /// node's admin-token from it
@@ -120,7 +121,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let GlobalArgs { server, token, state_dir } = cli.global;
+    let GlobalArgs {
+        server,
+        token,
+        state_dir,
+    } = cli.global;
     let command = match cli.command {
         Command::Serve(args) => return serve::run(state_dir, args).await,
         Command::Api(command) => command,
@@ -145,13 +150,13 @@ fn usage_error(subcommand: &str, problem: String) -> ! {
     let sub = cli
         .find_subcommand_mut(subcommand)
         .expect("usage_error is called with a subcommand that exists");
-    sub.error(ErrorKind::MissingRequiredArgument, problem).exit()
+    sub.error(ErrorKind::MissingRequiredArgument, problem)
+        .exit()
 }
 
 fn parse_server(value: &str) -> Result<Url, String> {
-    let url = Url::parse(value).map_err(|err| {
-        format!("`{value}` is not a URL ({err}); expected e.g. {DEFAULT_SERVER}")
-    })?;
+    let url = Url::parse(value)
+        .map_err(|err| format!("`{value}` is not a URL ({err}); expected e.g. {DEFAULT_SERVER}"))?;
     if url.scheme() != "http" {
         return Err(format!(
             "`{value}` uses {}://, but this eddy speaks plain http:// only; expected e.g. {DEFAULT_SERVER}",
@@ -159,7 +164,9 @@ fn parse_server(value: &str) -> Result<Url, String> {
         ));
     }
     if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(format!("`{value}` has no host; expected e.g. {DEFAULT_SERVER}"));
+        return Err(format!(
+            "`{value}` has no host; expected e.g. {DEFAULT_SERVER}"
+        ));
     }
     Ok(url)
 }
@@ -189,14 +196,21 @@ mod tests {
     fn server_must_be_an_http_url() {
         assert!(parse_server("http://127.0.0.1:8081").is_ok());
         assert!(parse_server("http://node.internal:8081/eddy/").is_ok());
-        assert!(parse_server("https://node:8081").unwrap_err().contains("http:// only"));
+        assert!(
+            parse_server("https://node:8081")
+                .unwrap_err()
+                .contains("http:// only")
+        );
         assert!(parse_server("127.0.0.1:8081").is_err());
         assert!(parse_server("localhost").is_err());
     }
 
     #[test]
     fn messages_are_folded_to_one_line() {
-        assert_eq!(one_line("bad component:\n  missing export\n"), "bad component: missing export");
+        assert_eq!(
+            one_line("bad component:\n  missing export\n"),
+            "bad component: missing export"
+        );
     }
 
     #[test]
@@ -208,8 +222,16 @@ mod tests {
         assert!(parse(&["eddy", "deploy", "hello", "hello.wasm"]).is_ok());
         assert!(parse(&["eddy", "deploy"]).is_ok());
         assert!(parse(&["eddy", "deploy", "-f", "other/eddy.toml"]).is_ok());
-        assert!(parse(&["eddy", "deploy", "hello"]).unwrap_err().contains("FILE"));
-        assert!(parse(&["eddy", "deploy", "--memory", "64MiB"]).unwrap_err().contains("--memory"));
+        assert!(
+            parse(&["eddy", "deploy", "hello"])
+                .unwrap_err()
+                .contains("FILE")
+        );
+        assert!(
+            parse(&["eddy", "deploy", "--memory", "64MiB"])
+                .unwrap_err()
+                .contains("--memory")
+        );
         assert!(parse(&["eddy", "deploy", "hello", "hello.wasm", "-f", "eddy.toml"]).is_err());
     }
 

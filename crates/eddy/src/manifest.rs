@@ -57,14 +57,22 @@ fn parse(text: &str, dir: &Path) -> Result<Vec<DeployRequest>, String> {
         format!("{place}{} — {FORMAT_HINT}", err.message().trim_end())
     })?;
     if manifest.functions.is_empty() {
-        return Err(format!("declares no functions — add a [functions.NAME] table; {FORMAT_HINT}"));
+        return Err(format!(
+            "declares no functions — add a [functions.NAME] table; {FORMAT_HINT}"
+        ));
     }
     manifest
         .functions
         .into_iter()
         .map(|(name, function)| {
-            let config = function.config().map_err(|problem| format!("function `{name}`: {problem}"))?;
-            Ok(DeployRequest { component: dir.join(&function.component), name, config })
+            let config = function
+                .config()
+                .map_err(|problem| format!("function `{name}`: {problem}"))?;
+            Ok(DeployRequest {
+                component: dir.join(&function.component),
+                name,
+                config,
+            })
         })
         .collect()
 }
@@ -84,7 +92,8 @@ impl FunctionToml {
             .transpose()
             .map_err(|problem| format!("timeout: {problem}"))?;
         for key in self.env.keys() {
-            check_env_key(key).map_err(|problem| format!("env: {problem}"))?;
+            check_env_key(key)
+                .map_err(|problem| format!("env: {problem} — rename it in the env table"))?;
         }
         Ok(DeployConfig {
             route: self.route.clone(),
@@ -154,10 +163,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_by_name_at_every_level() {
-        let top = parse("colour = \"blue\"\n[functions.a]\ncomponent = \"a.wasm\"", Path::new(""));
+        let top = parse(
+            "colour = \"blue\"\n[functions.a]\ncomponent = \"a.wasm\"",
+            Path::new(""),
+        );
         assert!(top.unwrap_err().contains("unknown field `colour`"));
 
-        let function = parse("[functions.a]\ncomponent = \"a.wasm\"\nmemroy = \"1MiB\"", Path::new(""));
+        let function = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\nmemroy = \"1MiB\"",
+            Path::new(""),
+        );
         let err = function.unwrap_err();
         assert!(err.starts_with("line 3: unknown field `memroy`"), "{err}");
         assert!(err.ends_with(FORMAT_HINT), "{err}");
@@ -165,16 +180,31 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_function_and_the_key() {
-        let err = parse("[functions.a]\ncomponent = \"a.wasm\"\nmemory = \"lots\"", Path::new(""))
-            .unwrap_err();
-        assert!(err.starts_with("function `a`: memory: `lots` is not a size"), "{err}");
+        let err = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\nmemory = \"lots\"",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("function `a`: memory: `lots` is not a size"),
+            "{err}"
+        );
 
-        let err = parse("[functions.a]\ncomponent = \"a.wasm\"\ntimeout = \"2\"", Path::new(""))
-            .unwrap_err();
-        assert!(err.starts_with("function `a`: timeout: `2` is not a duration"), "{err}");
+        let err = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\ntimeout = \"2\"",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("function `a`: timeout: `2` is not a duration"),
+            "{err}"
+        );
 
-        let err = parse("[functions.a]\ncomponent = \"a.wasm\"\n[functions.a.env]\n\"\" = \"x\"", Path::new(""))
-            .unwrap_err();
+        let err = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\n[functions.a.env]\n\"\" = \"x\"",
+            Path::new(""),
+        )
+        .unwrap_err();
         assert!(err.starts_with("function `a`: env: "), "{err}");
     }
 
@@ -182,12 +212,18 @@ mod tests {
     fn a_function_needs_a_component_and_a_manifest_needs_a_function() {
         let err = parse("[functions.a]\nroute = \"/a\"", Path::new("")).unwrap_err();
         assert!(err.contains("missing field `component`"), "{err}");
-        assert!(parse("", Path::new("")).unwrap_err().contains("declares no functions"));
+        assert!(
+            parse("", Path::new(""))
+                .unwrap_err()
+                .contains("declares no functions")
+        );
     }
 
     #[test]
     fn a_missing_manifest_says_what_to_pass() {
-        let err = load(Path::new("/nonexistent/eddy.toml")).unwrap_err().to_string();
+        let err = load(Path::new("/nonexistent/eddy.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pass NAME FILE"), "{err}");
     }
 }

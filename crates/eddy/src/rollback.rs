@@ -16,15 +16,22 @@ pub struct RollbackArgs {
 }
 
 pub async fn run(client: &Client, args: RollbackArgs) -> Result<()> {
-    let request = RollbackRequest { version: args.version };
-    let answer: RolledBack = client.post(&["v1", "functions", &args.name, "rollback"], &request).await?;
+    let request = RollbackRequest {
+        version: args.version,
+    };
+    let answer: RolledBack = client
+        .post(&["v1", "functions", &args.name, "rollback"], &request)
+        .await?;
     writeln!(std::io::stdout(), "{}", summary(&answer))?;
     Ok(())
 }
 
 /// `hello: live version is now 2 (was 3)`
 fn summary(answer: &RolledBack) -> String {
-    let now = format!("{}: live version is now {}", answer.function, answer.live_version);
+    let now = format!(
+        "{}: live version is now {}",
+        answer.function, answer.live_version
+    );
     match answer.previous_version {
         Some(previous) => format!("{now} (was {previous})"),
         None => now,

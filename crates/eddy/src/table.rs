@@ -13,7 +13,10 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let mut out = String::new();
-    let header = header.iter().map(|title| title.to_string()).collect::<Vec<_>>();
+    let header = header
+        .iter()
+        .map(|title| title.to_string())
+        .collect::<Vec<_>>();
     for row in std::iter::once(&header).chain(rows) {
         let mut line = String::new();
         for (cell, width) in row.iter().zip(&widths) {

@@ -17,22 +17,27 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{value}` is not a size; expected {SIZE_EXAMPLES}"))?
         .as_u64();
     if bytes == 0 {
-        return Err(format!("`{value}` is zero; expected a size above zero, {SIZE_EXAMPLES}"));
+        return Err(format!(
+            "`{value}` is zero; expected a size above zero, {SIZE_EXAMPLES}"
+        ));
     }
     Ok(bytes)
 }
 
 /// Parses a duration such as `2s`, `500ms` or `1m 30s` into whole milliseconds.
 pub fn parse_duration_ms(value: &str) -> Result<u64, String> {
-    let duration = humantime::parse_duration(value.trim())
-        .map_err(|err| format!("`{value}` is not a duration ({err}); expected {DURATION_EXAMPLES}"))?;
+    let duration = humantime::parse_duration(value.trim()).map_err(|err| {
+        format!("`{value}` is not a duration ({err}); expected {DURATION_EXAMPLES}")
+    })?;
     if !duration.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(format!("`{value}` is not a whole number of milliseconds"));
     }
     let ms = u64::try_from(duration.as_millis())
         .map_err(|_| format!("`{value}` is too long; expected {DURATION_EXAMPLES}"))?;
     if ms == 0 {
-        return Err(format!("`{value}` is zero; expected a duration above zero, {DURATION_EXAMPLES}"));
+        return Err(format!(
+            "`{value}` is zero; expected a duration above zero, {DURATION_EXAMPLES}"
+        ));
     }
     Ok(ms)
 }
@@ -40,8 +45,12 @@ pub fn parse_duration_ms(value: &str) -> Result<u64, String> {
 /// Shows a byte count in binary units: exact multiples without decimals (`128 MiB`), others
 /// to one decimal (`81.3 KiB`).
 pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] =
-        [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
     match UNITS.iter().find(|(size, _)| bytes >= *size) {
         Some((size, unit)) if bytes.is_multiple_of(*size) => format!("{} {unit}", bytes / size),
         Some(_) => ByteSize(bytes).display().iec().to_string(),
@@ -87,10 +96,22 @@ mod tests {
 
     #[test]
     fn durations_refuse_nonsense() {
-        assert!(parse_duration_ms("2").unwrap_err().contains("expected e.g. 2s"));
-        assert!(parse_duration_ms("soon").unwrap_err().contains("expected e.g. 2s"));
+        assert!(
+            parse_duration_ms("2")
+                .unwrap_err()
+                .contains("expected e.g. 2s")
+        );
+        assert!(
+            parse_duration_ms("soon")
+                .unwrap_err()
+                .contains("expected e.g. 2s")
+        );
         assert!(parse_duration_ms("0s").unwrap_err().contains("zero"));
-        assert!(parse_duration_ms("1500us").unwrap_err().contains("whole number of milliseconds"));
+        assert!(
+            parse_duration_ms("1500us")
+                .unwrap_err()
+                .contains("whole number of milliseconds")
+        );
     }
 
     #[test]

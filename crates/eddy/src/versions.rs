@@ -49,7 +49,9 @@ fn render(versions: &[Version]) -> String {
         })
         .collect();
     table::render(
-        &["VERSION", "LIVE", "DIGEST", "SIZE", "ROUTE", "MEMORY", "TIMEOUT", "CREATED"],
+        &[
+            "VERSION", "LIVE", "DIGEST", "SIZE", "ROUTE", "MEMORY", "TIMEOUT", "CREATED",
+        ],
         &rows,
     )
 }
