@@ -45,14 +45,20 @@ pub struct ApiState {
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
 pub fn router(state: ApiState) -> Router {
-    let upload_limit = usize::try_from(state.limits.component_bytes_max + MULTIPART_OVERHEAD_BYTES).unwrap_or(usize::MAX);
+    let upload_limit = usize::try_from(state.limits.component_bytes_max + MULTIPART_OVERHEAD_BYTES)
+        .unwrap_or(usize::MAX);
     let v1 = Router::new()
         .route("/node", get(node))
         .route("/functions", get(list_functions))
-        .route("/functions/{name}", get(get_function).delete(remove_function))
+        .route(
+            "/functions/{name}",
+            get(get_function).delete(remove_function),
+        )
         .route(
             "/functions/{name}/versions",
-            get(list_versions).post(deploy).layer(DefaultBodyLimit::max(upload_limit)),
+            get(list_versions)
+                .post(deploy)
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/functions/{name}/rollback", post(rollback))
         .route("/functions/{name}/logs", get(logs))
@@ -61,7 +67,9 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/v1", v1)
-        .fallback(|| async { ApiError::not_found("no such API path; the control API lives under /v1/") })
+        .fallback(|| async {
+            ApiError::not_found("no such API path; the control API lives under /v1/")
+        })
         .with_state(state)
 }
 
@@ -98,16 +106,25 @@ async fn node(State(state): State<ApiState>) -> Json<Value> {
 
 async fn list_functions(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let functions = blocking(state.registry.store(), |s| s.list_functions()).await?;
-    let functions: Vec<Value> = functions.iter().map(|f| function_json(&state.public_url, f)).collect();
+    let functions: Vec<Value> = functions
+        .iter()
+        .map(|f| function_json(&state.public_url, f))
+        .collect();
     Ok(Json(json!({ "functions": functions })))
 }
 
-async fn get_function(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_function(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let function = find_function(&state, &name).await?;
     Ok(Json(function_json(&state.public_url, &function)))
 }
 
-async fn remove_function(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn remove_function(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state.registry.remove(&name).await?;
     Ok(Json(json!({ "removed": name })))
 }
@@ -119,20 +136,28 @@ async fn deploy(
     mut multipart: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let max = state.limits.component_bytes_max;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared.filter(|len| *len > max + MULTIPART_OVERHEAD_BYTES) {
         return Err(component_too_large(len, max));
     }
     let mut request = DeployRequest::default();
     let mut component: Option<Bytes> = None;
-    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, max))? {
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, max))?
+    {
         match field.name() {
             Some("config") => {
                 let bytes = field.bytes().await.map_err(|e| multipart_error(e, max))?;
                 request = serde_json::from_slice(&bytes)
                     .map_err(|e| ApiError::bad_request(format!("invalid deploy config: {e}")))?;
             }
-            Some("component") => component = Some(field.bytes().await.map_err(|e| multipart_error(e, max))?),
+            Some("component") => {
+                component = Some(field.bytes().await.map_err(|e| multipart_error(e, max))?)
+            }
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unexpected multipart part {other:?}: send `config` (JSON) and `component` (bytes)"
@@ -140,7 +165,9 @@ async fn deploy(
             }
         }
     }
-    let component = component.ok_or_else(|| ApiError::bad_request("missing multipart part `component` with the component bytes"))?;
+    let component = component.ok_or_else(|| {
+        ApiError::bad_request("missing multipart part `component` with the component bytes")
+    })?;
     let deployed = state.registry.deploy(&name, request, component).await?;
     let v = &deployed.version;
     Ok((
@@ -165,12 +192,20 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, max: u64) -> Api
     }
 }
 
-async fn list_versions(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_versions(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let function = find_function(&state, &name).await?;
     let owned = name.clone();
     let versions = blocking(state.registry.store(), move |s| s.versions(&owned)).await?;
-    let versions: Vec<Value> = versions.iter().map(|v| version_json(v, function.live.version)).collect();
-    Ok(Json(json!({ "function": name, "live_version": function.live.version, "versions": versions })))
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| version_json(v, function.live.version))
+        .collect();
+    Ok(Json(
+        json!({ "function": name, "live_version": function.live.version, "versions": versions }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -187,10 +222,13 @@ async fn rollback(
     let request: RollbackRequest = if body.is_empty() {
         RollbackRequest { version: None }
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid rollback request: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid rollback request: {e}")))?
     };
     let (function, previous) = state.registry.rollback(&name, request.version).await?;
-    Ok(Json(json!({ "function": name, "live_version": function.live.version, "previous_version": previous })))
+    Ok(Json(
+        json!({ "function": name, "live_version": function.live.version, "previous_version": previous }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -208,11 +246,17 @@ async fn logs(
     Query(query): Query<LogsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     find_function(&state, &name).await?;
-    let limit = query.limit.unwrap_or(100).clamp(1, LOG_ENTRIES_PER_CALL_MAX);
+    let limit = query
+        .limit
+        .unwrap_or(100)
+        .clamp(1, LOG_ENTRIES_PER_CALL_MAX);
     if let Some(tail) = query.tail {
         let owned = name.clone();
         let tail = tail.clamp(1, LOG_ENTRIES_PER_CALL_MAX);
-        let entries = blocking(state.registry.store(), move |s| s.invocations_tail(&owned, tail)).await?;
+        let entries = blocking(state.registry.store(), move |s| {
+            s.invocations_tail(&owned, tail)
+        })
+        .await?;
         return Ok(Json(logs_json(&entries, query.after.unwrap_or(0))));
     }
     let after = query.after.unwrap_or(0);
@@ -222,7 +266,10 @@ async fn logs(
     loop {
         written.borrow_and_update();
         let owned = name.clone();
-        let entries = blocking(state.registry.store(), move |s| s.invocations_after(&owned, after, limit)).await?;
+        let entries = blocking(state.registry.store(), move |s| {
+            s.invocations_after(&owned, after, limit)
+        })
+        .await?;
         if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(logs_json(&entries, after)));
         }

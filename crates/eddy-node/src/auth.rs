@@ -21,7 +21,11 @@ impl TokenHash {
     pub fn matches(&self, token: &str) -> bool {
         let presented = hash(token);
         presented.len() == self.0.len()
-            && presented.bytes().zip(self.0.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            && presented
+                .bytes()
+                .zip(self.0.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 }
 
@@ -29,16 +33,21 @@ impl TokenHash {
 pub fn ensure_admin_token(store: &Store, state_dir: &Path) -> anyhow::Result<TokenHash> {
     use anyhow::Context;
     let path = state_dir.join(TOKEN_FILE);
-    let stored = store.admin_token_hash().context("reading the admin token hash")?;
+    let stored = store
+        .admin_token_hash()
+        .context("reading the admin token hash")?;
     if let (Some(stored), true) = (stored, path.exists()) {
         return Ok(TokenHash(stored));
     }
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = format!("eddy_{}", hex::encode(raw));
-    write_private(&path, &token).with_context(|| format!("writing the admin token to {}", path.display()))?;
+    write_private(&path, &token)
+        .with_context(|| format!("writing the admin token to {}", path.display()))?;
     let hashed = hash(&token);
-    store.set_admin_token_hash(&hashed).context("storing the admin token hash")?;
+    store
+        .set_admin_token_hash(&hashed)
+        .context("storing the admin token hash")?;
     tracing::info!(path = %path.display(), "created a new admin token");
     Ok(TokenHash(hashed))
 }

@@ -153,8 +153,14 @@ impl NodeConfig {
             ("limits.connections_max", l.connections_max as u64),
             ("limits.instances_max", u64::from(l.instances_max)),
             ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
-            ("limits.invocations_kept_per_function", l.invocations_kept_per_function as u64),
-            ("limits.invocation_retention_ms", l.invocation_retention_ms.max(0) as u64),
+            (
+                "limits.invocations_kept_per_function",
+                l.invocations_kept_per_function as u64,
+            ),
+            (
+                "limits.invocation_retention_ms",
+                l.invocation_retention_ms.max(0) as u64,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
@@ -174,14 +180,18 @@ impl NodeConfig {
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError(format!("public_url `{url}` must start with http:// or https://")));
+            return Err(ConfigError(format!(
+                "public_url `{url}` must start with http:// or https://"
+            )));
         }
         Ok(())
     }
 
     /// Where compiled code is cached.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(|| self.state_dir.join("cache"))
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("cache"))
     }
 }
 
@@ -204,12 +214,23 @@ mod tests {
         let config = NodeConfig::from_toml("[limits]\ntimeout_ms_default = 2000\n").unwrap();
         config.validate().unwrap();
         assert_eq!(config.limits.timeout_ms_default, 2000);
-        assert_eq!(config.limits.request_body_bytes_max, rt::DEFAULT_REQUEST_BODY_BYTES_MAX);
+        assert_eq!(
+            config.limits.request_body_bytes_max,
+            rt::DEFAULT_REQUEST_BODY_BYTES_MAX
+        );
     }
 
     #[test]
     fn default_above_max_is_refused() {
-        let config = NodeConfig::from_toml("[limits]\nmemory_bytes_default = 10\nmemory_bytes_max = 5\n").unwrap();
-        assert!(config.validate().unwrap_err().to_string().contains("memory_bytes_default"));
+        let config =
+            NodeConfig::from_toml("[limits]\nmemory_bytes_default = 10\nmemory_bytes_max = 5\n")
+                .unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("memory_bytes_default")
+        );
     }
 }

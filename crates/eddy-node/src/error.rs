@@ -17,7 +17,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -57,7 +61,9 @@ impl From<StoreError> for ApiError {
             StoreError::RouteTaken { route, function } => ApiError::new(
                 StatusCode::CONFLICT,
                 "route_taken",
-                format!("route {route} is already served by function `{function}`; choose another --route or remove `{function}` first"),
+                format!(
+                    "route {route} is already served by function `{function}`; choose another --route or remove `{function}` first"
+                ),
             ),
             StoreError::NotFound { what } => ApiError::not_found(format!("no {what}")),
             other => ApiError::internal("the store failed", other),
@@ -67,7 +73,11 @@ impl From<StoreError> for ApiError {
 
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", e.to_string())
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_component",
+            e.to_string(),
+        )
     }
 }
 

@@ -90,8 +90,14 @@ impl Ingress {
         }
         drop(listener);
         let grace = Duration::from_millis(self.limits.shutdown_grace_ms);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(grace_ms = self.limits.shutdown_grace_ms, "in-flight requests did not finish within the grace period");
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = self.limits.shutdown_grace_ms,
+                "in-flight requests did not finish within the grace period"
+            );
         }
     }
 
@@ -100,47 +106,99 @@ impl Ingress {
         if path == HEALTH_PATH {
             return health(&self.draining);
         }
-        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
         if header_bytes > self.limits.header_bytes_max {
             return node_response(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "header_bytes_max",
-                &format!("request headers are {header_bytes} bytes, above header_bytes_max ({} bytes)", self.limits.header_bytes_max),
+                &format!(
+                    "request headers are {header_bytes} bytes, above header_bytes_max ({} bytes)",
+                    self.limits.header_bytes_max
+                ),
             );
         }
         let Some(live) = self.registry.routes().lookup(path).cloned() else {
-            return node_response(StatusCode::NOT_FOUND, "no_route", &format!("no function serves {path}"));
+            return node_response(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                &format!("no function serves {path}"),
+            );
         };
-        let span = tracing::info_span!("invocation", function = %live.name, version = live.version, %peer);
+        let span =
+            tracing::info_span!("invocation", function = %live.name, version = live.version, %peer);
         self.invoke(live, req).instrument(span).await
     }
 
-    async fn invoke(&self, live: Arc<LiveFunction>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn invoke(
+        &self,
+        live: Arc<LiveFunction>,
+        mut req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let at_ms = now_ms();
         let started = Instant::now();
         let method = req.method().to_string();
-        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-        let record = Record { sink: self.sink.clone(), function: live.name.clone(), version: live.version, at_ms, method, path };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let record = Record {
+            sink: self.sink.clone(),
+            function: live.name.clone(),
+            version: live.version,
+            at_ms,
+            method,
+            path,
+        };
         let limits = live.deployment.limits();
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limits.request_body_bytes_max) {
             let failure = Failure {
                 outcome: Outcome::RequestBodyTooLarge,
-                message: format!("request body larger than request_body_bytes_max ({} bytes)", limits.request_body_bytes_max),
+                message: format!(
+                    "request body larger than request_body_bytes_max ({} bytes)",
+                    limits.request_body_bytes_max
+                ),
             };
-            record.finish(failure_status(failure.outcome), failure.outcome, started.elapsed(), String::new());
+            record.finish(
+                failure_status(failure.outcome),
+                failure.outcome,
+                started.elapsed(),
+                String::new(),
+            );
             return failure_response(&failure);
         }
         if !req.headers().contains_key(header::HOST) {
             // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
-            req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
+            req.headers_mut()
+                .insert(header::HOST, HeaderValue::from_static("localhost"));
         }
         let report = move |report: InvocationReport| {
-            let status = report.guest_status.unwrap_or_else(|| failure_status(report.outcome).as_u16());
+            let status = report
+                .guest_status
+                .unwrap_or_else(|| failure_status(report.outcome).as_u16());
             if report.outcome != Outcome::Ok {
-                tracing::warn!(outcome = report.outcome.as_str(), status, detail = report.detail.as_deref().unwrap_or(""), "invocation failed");
+                tracing::warn!(
+                    outcome = report.outcome.as_str(),
+                    status,
+                    detail = report.detail.as_deref().unwrap_or(""),
+                    "invocation failed"
+                );
             }
-            record.finish(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), report.outcome, report.duration, report.log);
+            record.finish(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                report.outcome,
+                report.duration,
+                report.log,
+            );
         };
         match live.deployment.invoke(req, report).await {
             Ok(response) => response,
@@ -202,19 +260,32 @@ pub fn error_name(outcome: Outcome) -> &'static str {
 }
 
 fn failure_response(failure: &Failure) -> Response<ResponseBody> {
-    let mut response = node_response(failure_status(failure.outcome), error_name(failure.outcome), &failure.message);
+    let mut response = node_response(
+        failure_status(failure.outcome),
+        error_name(failure.outcome),
+        &failure.message,
+    );
     if failure.outcome == Outcome::InstanceLimit {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
 
 /// A short plain-text response written by the node, with `eddy-error` naming why.
-pub fn node_response(status: StatusCode, error: &'static str, message: &str) -> Response<ResponseBody> {
+pub fn node_response(
+    status: StatusCode,
+    error: &'static str,
+    message: &str,
+) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(format!("{message}\n")));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(ERROR_HEADER, HeaderValue::from_static(error));
     response
 }
@@ -231,7 +302,9 @@ fn health(draining: &AtomicBool) -> Response<ResponseBody> {
 }
 
 async fn refuse_connection(mut stream: tokio::net::TcpStream, connections_max: usize) {
-    let body = format!("this node has reached connections_max ({connections_max} open connections); retry shortly\n");
+    let body = format!(
+        "this node has reached connections_max ({connections_max} open connections); retry shortly\n"
+    );
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n{ERROR_HEADER}: connections_max\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

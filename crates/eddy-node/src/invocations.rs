@@ -29,11 +29,26 @@ pub struct InvocationWriter {
 }
 
 /// Creates the sink, its writer, and a receiver that changes after every written batch.
-pub fn channel(store: Arc<Store>, retention: Retention) -> (InvocationSink, InvocationWriter, watch::Receiver<u64>) {
+pub fn channel(
+    store: Arc<Store>,
+    retention: Retention,
+) -> (InvocationSink, InvocationWriter, watch::Receiver<u64>) {
     let (tx, rx) = mpsc::channel(INVOCATION_QUEUE_CAPACITY);
     let (written, written_rx) = watch::channel(0);
-    let sink = InvocationSink { tx, dropped: Arc::new(AtomicU64::new(0)) };
-    (sink, InvocationWriter { rx, store, retention, written }, written_rx)
+    let sink = InvocationSink {
+        tx,
+        dropped: Arc::new(AtomicU64::new(0)),
+    };
+    (
+        sink,
+        InvocationWriter {
+            rx,
+            store,
+            retention,
+            written,
+        },
+        written_rx,
+    )
 }
 
 impl InvocationSink {
@@ -42,7 +57,10 @@ impl InvocationSink {
         if self.tx.try_send(invocation).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "invocation records dropped: the store is not keeping up");
+                tracing::warn!(
+                    dropped,
+                    "invocation records dropped: the store is not keeping up"
+                );
             }
         }
     }
@@ -62,7 +80,9 @@ impl InvocationWriter {
             let retention = self.retention;
             let records = std::mem::take(&mut batch);
             let count = records.len() as u64;
-            let result = tokio::task::spawn_blocking(move || store.append_invocations(&records, retention)).await;
+            let result =
+                tokio::task::spawn_blocking(move || store.append_invocations(&records, retention))
+                    .await;
             match result {
                 Ok(Ok(())) => self.written.send_modify(|n| *n += count),
                 Ok(Err(e)) => tracing::error!(error = %e, count, "cannot write invocation records"),

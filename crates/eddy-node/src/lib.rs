@@ -47,8 +47,12 @@ pub struct RunningNode {
 /// Validate the config, open the state, restore every function and bind both listeners.
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     config.validate()?;
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating the state directory {}", config.state_dir.display()))?;
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!(
+            "creating the state directory {}",
+            config.state_dir.display()
+        )
+    })?;
     let db_path = config.state_dir.join(DATABASE_FILE);
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&db_path))
@@ -68,18 +72,28 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             async_stack_keep_resident_bytes: config.pooling.async_stack_keep_resident_bytes,
         },
     })?);
-    let registry = Arc::new(registry::Registry::load(runtime, store.clone(), limits.clone()).await?);
+    let registry =
+        Arc::new(registry::Registry::load(runtime, store.clone(), limits.clone()).await?);
     let functions = registry.routes().len();
 
-    let public = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the public listener to {} (is another node running? use --listen)", config.listen))?;
-    let admin = TcpListener::bind(config.admin)
-        .await
-        .with_context(|| format!("binding the control API to {} (is another node running? use --admin)", config.admin))?;
+    let public = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "binding the public listener to {} (is another node running? use --listen)",
+            config.listen
+        )
+    })?;
+    let admin = TcpListener::bind(config.admin).await.with_context(|| {
+        format!(
+            "binding the control API to {} (is another node running? use --admin)",
+            config.admin
+        )
+    })?;
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{public_addr}"));
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{public_addr}"));
 
     let retention = Retention {
         invocations_per_function_max: limits.invocations_kept_per_function,
@@ -139,7 +153,10 @@ impl RunningNode {
         for server in self.servers {
             // The public server bounds itself by the grace period; the control API's
             // requests are short (long polls end on shutdown).
-            if tokio::time::timeout(self.grace + Duration::from_secs(1), server).await.is_err() {
+            if tokio::time::timeout(self.grace + Duration::from_secs(1), server)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a listener did not stop within the grace period");
             }
         }

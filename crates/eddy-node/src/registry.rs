@@ -56,7 +56,11 @@ pub struct Registry {
 impl Registry {
     /// Restore every function's live version from the store. Compiled code comes from the
     /// on-disk cache; a missing entry is recompiled.
-    pub async fn load(runtime: Arc<Runtime>, store: Arc<Store>, limits: LimitsConfig) -> anyhow::Result<Registry> {
+    pub async fn load(
+        runtime: Arc<Runtime>,
+        store: Arc<Store>,
+        limits: LimitsConfig,
+    ) -> anyhow::Result<Registry> {
         let registry = Registry {
             runtime,
             store,
@@ -67,10 +71,20 @@ impl Registry {
         let functions = blocking(&registry.store, |s| s.list_functions()).await?;
         let mut prepared = registry.prepared.lock().await;
         for function in functions {
-            let live = registry.prepare_version(&mut prepared, &function.live).await.map_err(|e| {
-                anyhow::anyhow!("cannot restore function `{}` version {}: {}", function.name, function.live.version, e.message)
-            })?;
-            registry.routes.store(Arc::new(registry.routes.load().with(live)));
+            let live = registry
+                .prepare_version(&mut prepared, &function.live)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot restore function `{}` version {}: {}",
+                        function.name,
+                        function.live.version,
+                        e.message
+                    )
+                })?;
+            registry
+                .routes
+                .store(Arc::new(registry.routes.load().with(live)));
         }
         drop(prepared);
         Ok(registry)
@@ -92,17 +106,29 @@ impl Registry {
     }
 
     /// Validate, compile, store as the next version and make it live.
-    pub async fn deploy(&self, name: &str, request: DeployRequest, bytes: Bytes) -> Result<Deployed, ApiError> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        request: DeployRequest,
+        bytes: Bytes,
+    ) -> Result<Deployed, ApiError> {
         validate_name(name).map_err(ApiError::bad_request)?;
         let config = self.version_config(name, request)?;
         if bytes.len() as u64 > self.limits.component_bytes_max {
-            return Err(component_too_large(bytes.len() as u64, self.limits.component_bytes_max));
+            return Err(component_too_large(
+                bytes.len() as u64,
+                self.limits.component_bytes_max,
+            ));
         }
         let mut prepared_cache = self.prepared.lock().await;
         if let Some(owner) = self.routes.load().owner(&config.route)
             && owner != name
         {
-            return Err(eddy_store::StoreError::RouteTaken { route: config.route, function: owner.to_string() }.into());
+            return Err(eddy_store::StoreError::RouteTaken {
+                route: config.route,
+                function: owner.to_string(),
+            }
+            .into());
         }
         let runtime = self.runtime.clone();
         let compile_bytes = bytes.clone();
@@ -127,7 +153,11 @@ impl Registry {
 
     /// Make `version` (default: the one before the live one) live again.
     /// Returns the function record and the version that was live before.
-    pub async fn rollback(&self, name: &str, version: Option<u32>) -> Result<(FunctionRecord, u32), ApiError> {
+    pub async fn rollback(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(FunctionRecord, u32), ApiError> {
         let mut prepared_cache = self.prepared.lock().await;
         let owned = name.to_string();
         let current = blocking(&self.store, move |s| s.function(&owned))
@@ -137,26 +167,46 @@ impl Registry {
         let owned = name.to_string();
         let versions = blocking(&self.store, move |s| s.versions(&owned)).await?;
         let target = match version {
-            Some(v) => versions
-                .iter()
-                .find(|r| r.version == v)
-                .ok_or_else(|| ApiError::not_found(format!("no version {v} of `{name}`; see `eddy versions {name}`")))?,
-            None => versions.iter().find(|r| r.version < previous).ok_or_else(|| {
-                ApiError::new(StatusCode::CONFLICT, "no_previous_version", format!("`{name}` has no version before {previous} to roll back to"))
+            Some(v) => versions.iter().find(|r| r.version == v).ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no version {v} of `{name}`; see `eddy versions {name}`"
+                ))
             })?,
+            None => versions
+                .iter()
+                .find(|r| r.version < previous)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "no_previous_version",
+                        format!("`{name}` has no version before {previous} to roll back to"),
+                    )
+                })?,
         }
         .clone();
         if let Some(owner) = self.routes.load().owner(&target.config.route)
             && owner != name
         {
-            return Err(eddy_store::StoreError::RouteTaken { route: target.config.route, function: owner.to_string() }.into());
+            return Err(eddy_store::StoreError::RouteTaken {
+                route: target.config.route,
+                function: owner.to_string(),
+            }
+            .into());
         }
         let live = self.prepare_version(&mut prepared_cache, &target).await?;
         let owned = name.to_string();
         let target_version = target.version;
-        let record = blocking(&self.store, move |s| s.set_live_version(&owned, target_version)).await?;
+        let record = blocking(&self.store, move |s| {
+            s.set_live_version(&owned, target_version)
+        })
+        .await?;
         self.routes.store(Arc::new(self.routes.load().with(live)));
-        tracing::info!(function = name, version = target_version, previous, "rolled back");
+        tracing::info!(
+            function = name,
+            version = target_version,
+            previous,
+            "rolled back"
+        );
         Ok((record, previous))
     }
 
@@ -167,7 +217,8 @@ impl Registry {
         if !blocking(&self.store, move |s| s.remove_function(&owned)).await? {
             return Err(ApiError::not_found(format!("no function `{name}`")));
         }
-        self.routes.store(Arc::new(self.routes.load().without(name)));
+        self.routes
+            .store(Arc::new(self.routes.load().without(name)));
         tracing::info!(function = name, "removed");
         Ok(())
     }
@@ -182,10 +233,16 @@ impl Registry {
         }
     }
 
-    fn version_config(&self, name: &str, request: DeployRequest) -> Result<VersionConfig, ApiError> {
+    fn version_config(
+        &self,
+        name: &str,
+        request: DeployRequest,
+    ) -> Result<VersionConfig, ApiError> {
         let route = request.route.unwrap_or_else(|| format!("/{name}"));
         validate_route(&route).map_err(ApiError::bad_request)?;
-        let memory_bytes_max = request.memory_bytes_max.unwrap_or(self.limits.memory_bytes_default);
+        let memory_bytes_max = request
+            .memory_bytes_max
+            .unwrap_or(self.limits.memory_bytes_default);
         if memory_bytes_max > self.limits.memory_bytes_max {
             return Err(ApiError::limit(format!(
                 "memory {memory_bytes_max} bytes is above this node's memory_bytes_max ({} bytes); ask for less or raise limits.memory_bytes_max",
@@ -193,7 +250,9 @@ impl Registry {
             )));
         }
         if memory_bytes_max < WASM_PAGE_BYTES {
-            return Err(ApiError::bad_request(format!("memory must be at least {WASM_PAGE_BYTES} bytes (one WebAssembly page)")));
+            return Err(ApiError::bad_request(format!(
+                "memory must be at least {WASM_PAGE_BYTES} bytes (one WebAssembly page)"
+            )));
         }
         let timeout_ms = request.timeout_ms.unwrap_or(self.limits.timeout_ms_default);
         if timeout_ms > self.limits.timeout_ms_max {
@@ -206,7 +265,12 @@ impl Registry {
             return Err(ApiError::bad_request("timeout must be greater than 0"));
         }
         validate_env(&request.env)?;
-        Ok(VersionConfig { route, memory_bytes_max, timeout_ms, env: request.env })
+        Ok(VersionConfig {
+            route,
+            memory_bytes_max,
+            timeout_ms,
+            env: request.env,
+        })
     }
 
     async fn prepare_version(
@@ -220,7 +284,12 @@ impl Registry {
                 let digest = version.digest.clone();
                 let bytes = blocking(&self.store, move |s| s.component(&digest))
                     .await?
-                    .ok_or_else(|| ApiError::internal("component bytes missing from the store", &version.digest))?;
+                    .ok_or_else(|| {
+                        ApiError::internal(
+                            "component bytes missing from the store",
+                            &version.digest,
+                        )
+                    })?;
                 let runtime = self.runtime.clone();
                 let p = tokio::task::spawn_blocking(move || runtime.prepare(&bytes))
                     .await
@@ -233,7 +302,12 @@ impl Registry {
     }
 
     fn live_function(&self, prepared: &Prepared, version: &VersionRecord) -> LiveFunction {
-        let env = version.config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let env = version
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let deployment = Deployment::new(
             prepared,
             self.function_limits(&version.config),
@@ -275,13 +349,18 @@ pub fn component_too_large(size: u64, max: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "component_too_large",
-        format!("component is {size} bytes, above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"),
+        format!(
+            "component is {size} bytes, above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"
+        ),
     )
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Run a store call on a blocking thread.

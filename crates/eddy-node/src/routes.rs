@@ -90,7 +90,10 @@ pub fn validate_route(route: &str) -> Result<(), String> {
         Some("must not contain an empty segment (`//`)")
     } else if route.split('/').any(|seg| seg == "." || seg == "..") {
         Some("must not contain `.` or `..` segments")
-    } else if !route.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b)) {
+    } else if !route
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
         Some("may contain only letters, digits and `/-._~`")
     } else if route == RESERVED_PREFIX || route.starts_with("/_eddy/") {
         Some("is reserved for the node (`/_eddy`)")
@@ -107,7 +110,9 @@ pub fn validate_route(route: &str) -> Result<(), String> {
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = (1..=63).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -122,19 +127,27 @@ mod tests {
     use super::*;
 
     fn matches(routes: &[&str], path: &str) -> Option<String> {
-        candidates(path).find(|c| routes.contains(c)).map(str::to_string)
+        candidates(path)
+            .find(|c| routes.contains(c))
+            .map(str::to_string)
     }
 
     #[test]
     fn candidates_walk_whole_segments() {
-        assert_eq!(candidates("/api/v2/users").collect::<Vec<_>>(), ["/api/v2/users", "/api/v2", "/api", "/"]);
+        assert_eq!(
+            candidates("/api/v2/users").collect::<Vec<_>>(),
+            ["/api/v2/users", "/api/v2", "/api", "/"]
+        );
         assert_eq!(candidates("/").collect::<Vec<_>>(), ["/"]);
     }
 
     #[test]
     fn longest_whole_segment_prefix_wins() {
         let routes = ["/", "/api", "/api/v2"];
-        assert_eq!(matches(&routes, "/api/v2/users").as_deref(), Some("/api/v2"));
+        assert_eq!(
+            matches(&routes, "/api/v2/users").as_deref(),
+            Some("/api/v2")
+        );
         assert_eq!(matches(&routes, "/api/v1").as_deref(), Some("/api"));
         assert_eq!(matches(&routes, "/apix").as_deref(), Some("/"));
         assert_eq!(matches(&["/api"], "/apix"), None);
@@ -146,7 +159,9 @@ mod tests {
     fn routes_are_checked() {
         assert!(validate_route("/hello").is_ok());
         assert!(validate_route("/").is_ok());
-        for bad in ["hello", "/hello/", "/a//b", "/a/../b", "/_eddy", "/_eddy/x", "/a b", "/a?b"] {
+        for bad in [
+            "hello", "/hello/", "/a//b", "/a/../b", "/_eddy", "/_eddy/x", "/a b", "/a?b",
+        ] {
             assert!(validate_route(bad).is_err(), "{bad} accepted");
         }
     }

@@ -52,7 +52,12 @@ pub(crate) struct LimitedRequestBody<B> {
 
 impl<B> LimitedRequestBody<B> {
     pub(crate) fn new(inner: B, bytes_max: u64, flag: Arc<LimitFlag>) -> Self {
-        LimitedRequestBody { inner, seen_bytes: 0, bytes_max, flag }
+        LimitedRequestBody {
+            inner,
+            seen_bytes: 0,
+            bytes_max,
+            flag,
+        }
     }
 }
 
@@ -64,9 +69,14 @@ where
     type Data = Bytes;
     type Error = HttpError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         if self.flag.hit() {
-            return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.bytes_max)))));
+            return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(
+                self.bytes_max,
+            )))));
         }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         let frame = match frame {
@@ -78,7 +88,9 @@ where
             self.seen_bytes += data.len() as u64;
             if self.seen_bytes > self.bytes_max {
                 self.flag.set();
-                return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.bytes_max)))));
+                return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(
+                    self.bytes_max,
+                )))));
             }
         }
         Poll::Ready(Some(Ok(frame)))
@@ -109,12 +121,28 @@ struct Counted {
 impl ResponseBody {
     /// A complete body written by the node (errors, health checks).
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        let inner = Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync();
-        ResponseBody { inner, counted: None }
+        let inner = Full::new(bytes.into())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        ResponseBody {
+            inner,
+            counted: None,
+        }
     }
 
-    pub(crate) fn guest(inner: HyperOutgoingBody, bytes_max: u64, flag: Arc<LimitFlag>) -> ResponseBody {
-        ResponseBody { inner, counted: Some(Counted { seen_bytes: 0, bytes_max, flag }) }
+    pub(crate) fn guest(
+        inner: HyperOutgoingBody,
+        bytes_max: u64,
+        flag: Arc<LimitFlag>,
+    ) -> ResponseBody {
+        ResponseBody {
+            inner,
+            counted: Some(Counted {
+                seen_bytes: 0,
+                bytes_max,
+                flag,
+            }),
+        }
     }
 }
 
@@ -122,16 +150,21 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = HttpError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let (Some(Ok(frame)), Some(counted)) = (&frame, &mut this.counted) {
-            if let Some(data) = frame.data_ref() {
-                counted.seen_bytes += data.len() as u64;
-                if counted.seen_bytes > counted.bytes_max {
-                    counted.flag.set();
-                    return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(counted.bytes_max)))));
-                }
+        if let (Some(Ok(frame)), Some(counted)) = (&frame, &mut this.counted)
+            && let Some(data) = frame.data_ref()
+        {
+            counted.seen_bytes += data.len() as u64;
+            if counted.seen_bytes > counted.bytes_max {
+                counted.flag.set();
+                return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(
+                    counted.bytes_max,
+                )))));
             }
         }
         Poll::Ready(frame)

@@ -43,7 +43,10 @@ impl CompileCache {
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// Load the compiled component for `digest`, or compile `bytes` and store the result.

@@ -23,7 +23,10 @@ pub enum RuntimeError {
     #[error("cannot configure the WebAssembly engine: {0:#}")]
     Engine(wasmtime::Error),
     #[error("cannot use compile cache directory {path}: {source}")]
-    CacheDir { path: String, source: std::io::Error },
+    CacheDir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Why a component was refused at deploy. Every variant is the user's input, and its
@@ -50,7 +53,9 @@ pub enum DeployError {
          without any directory or network access"
     )]
     UnsatisfiedImport { import: String, detail: String },
-    #[error("the component's `wasi:http/incoming-handler` export does not have the expected shape: {0}")]
+    #[error(
+        "the component's `wasi:http/incoming-handler` export does not have the expected shape: {0}"
+    )]
     BadExport(String),
 }
 
@@ -85,11 +90,21 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(RuntimeError::Engine)?;
         let cache = CompileCache::open(&config.cache_dir, &engine).map_err(|source| {
-            RuntimeError::CacheDir { path: config.cache_dir.display().to_string(), source }
+            RuntimeError::CacheDir {
+                path: config.cache_dir.display().to_string(),
+                source,
+            }
         })?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
-        Ok(Runtime { engine, linker, cache, config, ticker: Some(ticker), ticker_stop })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            config,
+            ticker: Some(ticker),
+            ticker_stop,
+        })
     }
 
     /// The node-wide settings this runtime was built with.
@@ -113,7 +128,11 @@ impl Runtime {
             .load_or_compile(&self.engine, &digest, bytes)
             .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
         let pre = self.link(&component)?;
-        Ok(Prepared { pre, digest, compiled })
+        Ok(Prepared {
+            pre,
+            digest,
+            compiled,
+        })
     }
 
     fn link(&self, component: &Component) -> Result<ProxyPre<InvocationState>, DeployError> {
@@ -123,8 +142,15 @@ impl Runtime {
             DeployError::UnsatisfiedImport { import, detail }
         })?;
         let exports = export_names(&self.engine, component);
-        if !exports.iter().any(|name| name.starts_with(HANDLER_EXPORT_PREFIX)) {
-            let exports = if exports.is_empty() { "nothing".into() } else { exports.join(", ") };
+        if !exports
+            .iter()
+            .any(|name| name.starts_with(HANDLER_EXPORT_PREFIX))
+        {
+            let exports = if exports.is_empty() {
+                "nothing".into()
+            } else {
+                exports.join(", ")
+            };
             return Err(DeployError::MissingExport { exports });
         }
         ProxyPre::new(instance_pre).map_err(|e| DeployError::BadExport(format!("{e:#}")))
@@ -144,9 +170,21 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pooling = PoolingAllocationConfig::new();
     pooling
         .total_component_instances(config.instances_max)
-        .total_core_instances(config.instances_max.saturating_mul(crate::limits::CORE_INSTANCES_PER_INSTANCE))
-        .total_memories(config.instances_max.saturating_mul(crate::limits::MEMORIES_PER_INSTANCE))
-        .total_tables(config.instances_max.saturating_mul(crate::limits::TABLES_PER_INSTANCE))
+        .total_core_instances(
+            config
+                .instances_max
+                .saturating_mul(crate::limits::CORE_INSTANCES_PER_INSTANCE),
+        )
+        .total_memories(
+            config
+                .instances_max
+                .saturating_mul(crate::limits::MEMORIES_PER_INSTANCE),
+        )
+        .total_tables(
+            config
+                .instances_max
+                .saturating_mul(crate::limits::TABLES_PER_INSTANCE),
+        )
         .total_stacks(config.instances_max)
         .max_memory_size(usize::try_from(config.memory_bytes_max).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(config.pooling.memory_keep_resident_bytes)
@@ -181,7 +219,9 @@ fn check_is_component(bytes: &[u8]) -> Result<(), DeployError> {
         return Err(DeployError::CoreModule);
     }
     if !Parser::is_component(bytes) {
-        return Err(DeployError::Invalid("unknown WebAssembly binary version or layer".into()));
+        return Err(DeployError::Invalid(
+            "unknown WebAssembly binary version or layer".into(),
+        ));
     }
     Ok(())
 }

@@ -14,7 +14,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{Error as HttpError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    Error as HttpError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::body::{LimitFlag, LimitedRequestBody, ResponseBody};
 use crate::engine::Prepared;
@@ -93,8 +95,18 @@ pub struct Deployment {
 
 impl Deployment {
     /// A deployment of a prepared component. `log_bytes_max` bounds captured output.
-    pub fn new(prepared: &Prepared, limits: FunctionLimits, env: Vec<(String, String)>, log_bytes_max: usize) -> Deployment {
-        Deployment { pre: prepared.pre.clone(), limits, env: env.into(), log_bytes_max }
+    pub fn new(
+        prepared: &Prepared,
+        limits: FunctionLimits,
+        env: Vec<(String, String)>,
+        log_bytes_max: usize,
+    ) -> Deployment {
+        Deployment {
+            pre: prepared.pre.clone(),
+            limits,
+            env: env.into(),
+            log_bytes_max,
+        }
     }
 
     /// The limits every invocation of this deployment runs under.
@@ -127,28 +139,45 @@ impl Deployment {
             let bytes_max = self.limits.request_body_bytes_max;
             move |body| LimitedRequestBody::new(body, bytes_max, flag)
         });
-        let mut store = Store::new(self.pre.engine(), InvocationState::new(&self.env, &log, self.limits.memory_bytes_max));
+        let mut store = Store::new(
+            self.pre.engine(),
+            InvocationState::new(&self.env, &log, self.limits.memory_bytes_max),
+        );
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
         });
 
         let (response_tx, response_rx) = oneshot::channel();
         let status_seen = guest_status.clone();
-        let resources = store.data_mut().http().new_incoming_request(Scheme::Http, request).and_then(|req| {
-            let out = store.data_mut().http().new_response_outparam_from_callback(move |response| {
-                if let Ok(response) = &response {
-                    status_seen.store(response.status().as_u16(), Ordering::Release);
-                }
-                let _ = response_tx.send(response);
-            })?;
-            Ok((req, out))
-        });
+        let resources = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|req| {
+                let out = store
+                    .data_mut()
+                    .http()
+                    .new_response_outparam_from_callback(move |response| {
+                        if let Ok(response) = &response {
+                            status_seen.store(response.status().as_u16(), Ordering::Release);
+                        }
+                        let _ = response_tx.send(response);
+                    })?;
+                Ok((req, out))
+            });
         let (req, out) = match resources {
             Ok(pair) => pair,
             Err(e) => {
-                let failure = Failure { outcome: Outcome::Trap, message: "the request could not be passed to the function".into() };
+                let failure = Failure {
+                    outcome: Outcome::Trap,
+                    message: "the request could not be passed to the function".into(),
+                };
                 report(InvocationReport {
                     outcome: failure.outcome,
                     guest_status: None,
@@ -166,15 +195,22 @@ impl Deployment {
         tokio::spawn(async move {
             let result = tokio::time::timeout_at(deadline.into(), async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
             })
             .await;
             let memory_denied = store.data().limiter.denied;
             // Dropping the store releases the instance slot and, if the guest never
             // responded, the response sender, which wakes the caller below.
             drop(store);
-            let status = match guest_status.load(Ordering::Acquire) { 0 => None, s => Some(s) };
-            let (outcome, detail) = classify(result, memory_denied, &flags.0, &flags.1, status.is_some());
+            let status = match guest_status.load(Ordering::Acquire) {
+                0 => None,
+                s => Some(s),
+            };
+            let (outcome, detail) =
+                classify(result, memory_denied, &flags.0, &flags.1, status.is_some());
             let message = failure_message(outcome, &detail);
             let _ = done_tx.send((outcome, message));
             report(InvocationReport {
@@ -188,7 +224,10 @@ impl Deployment {
 
         let too_large = || Failure {
             outcome: Outcome::RequestBodyTooLarge,
-            message: format!("request body larger than request_body_bytes_max ({} bytes)", self.limits.request_body_bytes_max),
+            message: format!(
+                "request body larger than request_body_bytes_max ({} bytes)",
+                self.limits.request_body_bytes_max
+            ),
         };
         tokio::select! {
             biased;
@@ -223,7 +262,9 @@ impl Deployment {
             flag.set();
             return Err(Failure {
                 outcome: Outcome::ResponseBodyTooLarge,
-                message: format!("the function's response body is larger than response_body_bytes_max ({bytes_max} bytes)"),
+                message: format!(
+                    "the function's response body is larger than response_body_bytes_max ({bytes_max} bytes)"
+                ),
             });
         }
         Ok(response.map(|body| ResponseBody::guest(body, bytes_max, flag)))
@@ -238,9 +279,19 @@ fn classify(
     responded: bool,
 ) -> (Outcome, String) {
     let error = match result {
-        Err(_) => return (Outcome::Timeout, "deadline reached while the function was waiting".into()),
+        Err(_) => {
+            return (
+                Outcome::Timeout,
+                "deadline reached while the function was waiting".into(),
+            );
+        }
         Ok(Ok(())) if response_flag.hit() => return (Outcome::ResponseBodyTooLarge, String::new()),
-        Ok(Ok(())) if !responded => return (Outcome::NoResponse, "the function returned without a response".into()),
+        Ok(Ok(())) if !responded => {
+            return (
+                Outcome::NoResponse,
+                "the function returned without a response".into(),
+            );
+        }
         Ok(Ok(())) => return (Outcome::Ok, String::new()),
         Ok(Err(error)) => error,
     };
@@ -249,7 +300,10 @@ fn classify(
         Outcome::ResponseBodyTooLarge
     } else if memory_denied {
         Outcome::MemoryLimit
-    } else if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    } else if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         Outcome::InstanceLimit
     } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         Outcome::Timeout
@@ -268,8 +322,12 @@ fn failure_message(outcome: Outcome, detail: &str) -> String {
             format!("the function trapped: {first}")
         }
         Outcome::Timeout => "the function ran past its timeout_ms".into(),
-        Outcome::MemoryLimit => "the function tried to use more memory than memory_bytes_max".into(),
-        Outcome::InstanceLimit => "no instance slot is free on this node (instances_max); retry shortly".into(),
+        Outcome::MemoryLimit => {
+            "the function tried to use more memory than memory_bytes_max".into()
+        }
+        Outcome::InstanceLimit => {
+            "no instance slot is free on this node (instances_max); retry shortly".into()
+        }
         Outcome::NoResponse => "the function returned without setting a response".into(),
         _ => detail.to_string(),
     }
@@ -288,26 +346,40 @@ impl InvocationState {
     fn new(env: &[(String, String)], log: &LogPipe, memory_bytes_max: u64) -> InvocationState {
         // No preopened directories and the default socket policy (deny every address,
         // no name lookups): the guest has no filesystem and no network.
-        let wasi = WasiCtx::builder().stdout(log.clone()).stderr(log.clone()).envs(env).build();
+        let wasi = WasiCtx::builder()
+            .stdout(log.clone())
+            .stderr(log.clone())
+            .envs(env)
+            .build();
         InvocationState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: EddyHooks { log: log.clone() },
-            limiter: MemoryLimiter { memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX), denied: false },
+            limiter: MemoryLimiter {
+                memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX),
+                denied: false,
+            },
         }
     }
 }
 
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for InvocationState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -317,8 +389,12 @@ struct EddyHooks {
 }
 
 type SendFuture = Box<
-    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>)>>
-        + Send,
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
 >;
 
 impl WasiHttpHooks for EddyHooks {
@@ -343,7 +419,12 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes_max {
             self.denied = true;
             return Ok(false);
@@ -351,7 +432,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(true)
     }
 }

@@ -29,7 +29,13 @@ struct LogBuf {
 
 impl LogPipe {
     pub(crate) fn new(bytes_max: usize) -> LogPipe {
-        LogPipe { inner: Arc::new(Mutex::new(LogBuf { bytes: Vec::new(), bytes_max, dropped_bytes: 0 })) }
+        LogPipe {
+            inner: Arc::new(Mutex::new(LogBuf {
+                bytes: Vec::new(),
+                bytes_max,
+                dropped_bytes: 0,
+            })),
+        }
     }
 
     /// Append a line written by the host on the guest's behalf (for example a refused request).
@@ -99,7 +105,11 @@ impl Pollable for LogPipe {
 }
 
 impl AsyncWrite for LogPipe {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.append(data);
         Poll::Ready(Ok(data.len()))
     }

@@ -54,7 +54,8 @@ pub async fn run(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
 fn node_config(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<NodeConfig> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             NodeConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => NodeConfig::default(),
@@ -80,7 +81,11 @@ fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.init();
     }
@@ -88,7 +93,8 @@ fn init_logging(format: &str) {
 
 async fn shutdown_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
         _ = terminate.recv() => {}

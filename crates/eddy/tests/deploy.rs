@@ -17,21 +17,44 @@ async fn cli_deploys_serves_lists_versions_rolls_back_and_removes() {
     assert!(out.contains("deployed hello version 1"), "{out}");
     assert!(out.contains(&node.url("/hello")), "{out}");
     let reply = node.get("/hello").await;
-    assert_eq!((reply.status, reply.body.as_str()), (200, "Hello from eddy!\n"));
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "Hello from eddy!\n")
+    );
 
-    let out = stdout_ok(&node.cli(&["deploy", "hello", hello.to_str().unwrap(), "--env", "GREETING=Howdy", "--memory", "64MiB", "--timeout", "2s"]));
+    let out = stdout_ok(&node.cli(&[
+        "deploy",
+        "hello",
+        hello.to_str().unwrap(),
+        "--env",
+        "GREETING=Howdy",
+        "--memory",
+        "64MiB",
+        "--timeout",
+        "2s",
+    ]));
     assert!(out.contains("version 2"), "{out}");
     assert_eq!(node.get("/hello").await.body, "Howdy from eddy!\n");
 
     let ls = stdout_ok(&node.cli(&["ls"]));
-    assert!(ls.contains("hello") && ls.contains("/hello") && ls.contains("64 MiB") && ls.contains("2s"), "{ls}");
-    let ls: serde_json::Value = serde_json::from_str(&stdout_ok(&node.cli(&["ls", "--json"]))).unwrap();
+    assert!(
+        ls.contains("hello") && ls.contains("/hello") && ls.contains("64 MiB") && ls.contains("2s"),
+        "{ls}"
+    );
+    let ls: serde_json::Value =
+        serde_json::from_str(&stdout_ok(&node.cli(&["ls", "--json"]))).unwrap();
     assert_eq!(ls["functions"][0]["live_version"], 2);
     assert_eq!(ls["functions"][0]["memory_bytes_max"], 64 * 1024 * 1024);
     assert_eq!(ls["functions"][0]["timeout_ms"], 2000);
 
-    let versions: serde_json::Value = serde_json::from_str(&stdout_ok(&node.cli(&["versions", "hello", "--json"]))).unwrap();
-    let numbers: Vec<u64> = versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    let versions: serde_json::Value =
+        serde_json::from_str(&stdout_ok(&node.cli(&["versions", "hello", "--json"]))).unwrap();
+    let numbers: Vec<u64> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, [2, 1]);
     assert_eq!(versions["versions"][0]["env_keys"], json!(["GREETING"]));
 
@@ -42,11 +65,17 @@ async fn cli_deploys_serves_lists_versions_rolls_back_and_removes() {
     assert!(out.contains("now 2"), "{out}");
     assert_eq!(node.get("/hello").await.body, "Howdy from eddy!\n");
     let err = stderr_err(&node.cli(&["rollback", "hello", "9"]));
-    assert!(err.starts_with("error: ") && err.contains("no version 9"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("no version 9"),
+        "{err}"
+    );
 
     stdout_ok(&node.cli(&["rm", "hello"]));
     let reply = node.get("/hello").await;
-    assert_eq!((reply.status, reply.error.as_deref()), (404, Some("no_route")));
+    assert_eq!(
+        (reply.status, reply.error.as_deref()),
+        (404, Some("no_route"))
+    );
     assert!(stdout_ok(&node.cli(&["ls"])).contains("no functions deployed"));
     let err = stderr_err(&node.cli(&["rm", "hello"]));
     assert!(err.contains("no function `hello`"), "{err}");
@@ -66,9 +95,16 @@ async fn manifest_deploys_every_function_and_refuses_unknown_keys() {
     assert_eq!(node.get("/hi").await.body, "Hey from eddy!\n");
     assert_eq!(node.get("/other").await.body, "Hello from eddy!\n");
     let (_, f) = node.api_get("/functions/hello").await;
-    assert_eq!((f["memory_bytes_max"].as_u64(), f["timeout_ms"].as_u64()), (Some(32 << 20), Some(500)));
+    assert_eq!(
+        (f["memory_bytes_max"].as_u64(), f["timeout_ms"].as_u64()),
+        (Some(32 << 20), Some(500))
+    );
 
-    std::fs::write(dir.path().join("bad.toml"), "[functions.hello]\ncomponent = \"hello.wasm\"\nmemroy = \"1MiB\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[functions.hello]\ncomponent = \"hello.wasm\"\nmemroy = \"1MiB\"\n",
+    )
+    .unwrap();
     let err = stderr_err(&node.cli_in(dir.path(), &["deploy", "-f", "bad.toml"]));
     assert!(err.contains("memroy"), "{err}");
 }
@@ -76,26 +112,46 @@ async fn manifest_deploys_every_function_and_refuses_unknown_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_longest_prefix_wins_taken_routes_are_refused_and_requests_arrive_whole() {
     let node = Node::start();
-    node.deploy_ok("root", "hello-rust", json!({"route": "/", "env": {"GREETING": "Root"}})).await;
-    node.deploy_ok("api", "misbehave", json!({"route": "/api"})).await;
-    node.deploy_ok("v2", "hello-rust", json!({"route": "/api/v2", "env": {"GREETING": "V2"}})).await;
+    node.deploy_ok(
+        "root",
+        "hello-rust",
+        json!({"route": "/", "env": {"GREETING": "Root"}}),
+    )
+    .await;
+    node.deploy_ok("api", "misbehave", json!({"route": "/api"}))
+        .await;
+    node.deploy_ok(
+        "v2",
+        "hello-rust",
+        json!({"route": "/api/v2", "env": {"GREETING": "V2"}}),
+    )
+    .await;
 
     assert_eq!(node.get("/api/v2/users").await.body, "V2 from eddy!\n");
     assert_eq!(node.get("/apix").await.body, "Root from eddy!\n");
     assert_eq!(node.get("/").await.body, "Root from eddy!\n");
 
-    let (status, body) = node.deploy("thief", guest_bytes("hello-rust"), json!({"route": "/api"})).await;
+    let (status, body) = node
+        .deploy("thief", guest_bytes("hello-rust"), json!({"route": "/api"}))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "route_taken");
-    assert!(body["error"]["message"].as_str().unwrap().contains("`api`"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("`api`"),
+        "{body}"
+    );
     let (status, _) = node.api_get("/functions/thief").await;
     assert_eq!(status, 404, "a refused deploy must store nothing");
 
     for route in ["nope", "/_eddy/x", "/a/../b", "/trailing/"] {
-        let (status, body) = node.deploy("bad", guest_bytes("hello-rust"), json!({"route": route})).await;
+        let (status, body) = node
+            .deploy("bad", guest_bytes("hello-rust"), json!({"route": route}))
+            .await;
         assert_eq!(status, 400, "{route}: {body}");
     }
-    let (status, body) = node.deploy("Bad_Name", guest_bytes("hello-rust"), json!({})).await;
+    let (status, body) = node
+        .deploy("Bad_Name", guest_bytes("hello-rust"), json!({}))
+        .await;
     assert_eq!(status, 400, "{body}");
 
     let response = node
@@ -117,10 +173,19 @@ async fn routes_longest_prefix_wins_taken_routes_are_refused_and_requests_arrive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_comes_from_the_deploy_and_identical_bytes_are_not_recompiled() {
     let node = Node::start();
-    let first = node.deploy_ok("mis", "misbehave", json!({"env": {"A": "1", "B": "two words"}})).await;
+    let first = node
+        .deploy_ok(
+            "mis",
+            "misbehave",
+            json!({"env": {"A": "1", "B": "two words"}}),
+        )
+        .await;
     assert_eq!(first["compiled"], true);
     let env = node.get("/mis/env").await.body;
-    assert_eq!(env, "A=1\nB=two words\n", "the guest must see exactly the deploy's environment");
+    assert_eq!(
+        env, "A=1\nB=two words\n",
+        "the guest must see exactly the deploy's environment"
+    );
     let second = node.deploy_ok("mis", "misbehave", json!({})).await;
     assert_eq!(second["compiled"], false);
     assert_eq!(second["version"], 2);
@@ -131,7 +196,8 @@ async fn environment_comes_from_the_deploy_and_identical_bytes_are_not_recompile
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_loop_across_redeploys_sees_only_successes() {
     let node = Arc::new(Node::start());
-    node.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "v0"}})).await;
+    node.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "v0"}}))
+        .await;
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let mut loops = Vec::new();
@@ -153,18 +219,29 @@ async fn a_load_loop_across_redeploys_sees_only_successes() {
         }));
     }
     for round in 1..=5 {
-        node.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": format!("v{round}")}})).await;
+        node.deploy_ok(
+            "hello",
+            "hello-rust",
+            json!({"env": {"GREETING": format!("v{round}")}}),
+        )
+        .await;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut all_seen = std::collections::BTreeSet::new();
     for l in loops {
         let (failures, seen) = l.await.unwrap();
-        assert!(failures.is_empty(), "requests failed during redeploys: {failures:?}");
+        assert!(
+            failures.is_empty(),
+            "requests failed during redeploys: {failures:?}"
+        );
         all_seen.extend(seen);
     }
     assert!(ok.load(Ordering::Relaxed) > 20, "the load loop barely ran");
-    assert!(all_seen.contains("v5 from eddy!\n") && all_seen.len() >= 2, "{all_seen:?}");
+    assert!(
+        all_seen.contains("v5 from eddy!\n") && all_seen.len() >= 2,
+        "{all_seen:?}"
+    );
     assert_eq!(node.get("/hello").await.body, "v5 from eddy!\n");
 }
 
@@ -187,11 +264,17 @@ async fn components_that_cannot_be_served_are_refused_and_nothing_is_stored() {
         let digest = eddy_store::component_digest(&bytes);
         let (got, body) = node.deploy(name, bytes, json!({})).await;
         assert_eq!(got, status, "{name}: {body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(message), "{name}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(message),
+            "{name}: {body}"
+        );
         let (status, _) = node.api_get(&format!("/functions/{name}")).await;
         assert_eq!(status, 404, "{name} must not be stored");
         let store = eddy_store::Store::open(&node.state_dir().join("eddy.db")).unwrap();
-        assert!(!store.has_component(&digest).unwrap(), "{name}: component bytes were stored");
+        assert!(
+            !store.has_component(&digest).unwrap(),
+            "{name}: component bytes were stored"
+        );
     }
     let (_, list) = node.api_get("/functions").await;
     assert_eq!(list["functions"], json!([]));
@@ -210,17 +293,40 @@ async fn the_control_api_needs_the_token_and_health_needs_nothing() {
     assert_eq!(missing.status(), 401);
     let body: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
-    let wrong = node.http.get(&url).bearer_auth("eddy_wrong").send().await.unwrap();
+    let wrong = node
+        .http
+        .get(&url)
+        .bearer_auth("eddy_wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let deploy = node.http.post(node.api_url("/functions/x/versions")).send().await.unwrap();
+    let deploy = node
+        .http
+        .post(node.api_url("/functions/x/versions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deploy.status(), 401);
-    let unknown = node.http.get(node.api_url("/nothing-here")).send().await.unwrap();
-    assert_eq!(unknown.status(), 401, "unknown paths under /v1 must not reveal themselves either");
+    let unknown = node
+        .http
+        .get(node.api_url("/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.status(),
+        401,
+        "unknown paths under /v1 must not reveal themselves either"
+    );
 
     let err = stderr_err(&node.cli(&["ls", "--token", "eddy_wrong"]));
     assert!(err.contains("refused the token"), "{err}");
 
-    for url in [format!("http://{}/healthz", node.admin), node.url("/_eddy/healthz")] {
+    for url in [
+        format!("http://{}/healthz", node.admin),
+        node.url("/_eddy/healthz"),
+    ] {
         let response = node.http.get(&url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.text().await.unwrap(), "ok\n");
@@ -233,6 +339,35 @@ async fn a_python_component_built_by_componentize_py_deploys_and_serves() {
     node.deploy_ok("py", "hello-python", json!({})).await;
     for _ in 0..3 {
         let reply = node.get("/py").await;
-        assert_eq!((reply.status, reply.body.as_str()), (200, "Hello from Python on eddy!\n"), "{}", node.output());
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "Hello from Python on eddy!\n"),
+            "{}",
+            node.output()
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_finish_on_the_version_they_started_on() {
+    let node = Node::start();
+    node.deploy_ok("swap", "misbehave", json!({"route": "/swap"}))
+        .await;
+    let client = node.http.clone();
+    let url = node.url("/swap/sleep?ms=1000");
+    let slow =
+        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    node.deploy_ok("swap", "hello-rust", json!({"route": "/swap"}))
+        .await;
+    assert_eq!(
+        node.get("/swap/sleep?ms=1000").await.body,
+        "Hello from eddy!\n",
+        "new requests go to version 2"
+    );
+    assert_eq!(
+        slow.await.unwrap(),
+        "slept 1000 ms",
+        "the in-flight request must finish on version 1"
+    );
 }

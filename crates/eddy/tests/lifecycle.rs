@@ -14,16 +14,26 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_serves_every_function_without_recompiling() {
     let mut node = Node::start();
-    node.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "Again"}})).await;
-    node.deploy_ok("mis", "misbehave", json!({"route": "/m"})).await;
+    node.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "Again"}}))
+        .await;
+    node.deploy_ok("mis", "misbehave", json!({"route": "/m"}))
+        .await;
     node.deploy_ok("py", "hello-python", json!({})).await;
     let (_, stats) = node.api_get("/node").await;
     assert_eq!(stats["compile_cache"]["misses"], 3);
-    assert!(node.terminate(), "eddy should exit cleanly on SIGTERM:\n{}", node.output());
+    assert!(
+        node.terminate(),
+        "eddy should exit cleanly on SIGTERM:\n{}",
+        node.output()
+    );
 
     let node = Node::start_in(node.state.clone(), "");
     let (_, stats) = node.api_get("/node").await;
-    assert_eq!(stats["compile_cache"], json!({"hits": 3, "misses": 0}), "a restart must load compiled code, not compile");
+    assert_eq!(
+        stats["compile_cache"],
+        json!({"hits": 3, "misses": 0}),
+        "a restart must load compiled code, not compile"
+    );
     assert_eq!(stats["functions"], 3);
     assert_eq!(node.get("/hello").await.body, "Again from eddy!\n");
     assert_eq!(node.get("/m/echo").await.status, 200);
@@ -36,15 +46,29 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     node.deploy_ok("mis", "misbehave", json!({})).await;
     let client = node.http.clone();
     let url = node.url("/mis/sleep?ms=1500");
-    let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    let in_flight =
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(500)).await;
     node.signal_terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = node.http.get(node.url("/mis/echo")).send().await;
-    assert!(refused.is_err(), "a new connection after SIGTERM must be refused: {refused:?}");
-    assert_eq!(in_flight.await.unwrap().expect("the in-flight request must complete"), 200);
+    assert!(
+        refused.is_err(),
+        "a new connection after SIGTERM must be refused: {refused:?}"
+    );
+    assert_eq!(
+        in_flight
+            .await
+            .unwrap()
+            .expect("the in-flight request must complete"),
+        200
+    );
     let public = node.public;
-    assert!(node.wait_exit(), "eddy should exit cleanly after draining:\n{}", node.output());
+    assert!(
+        node.wait_exit(),
+        "eddy should exit cleanly after draining:\n{}",
+        node.output()
+    );
     assert!(std::net::TcpStream::connect(public).is_err());
 }
 
@@ -60,7 +84,10 @@ async fn admin_token_is_created_private_and_only_its_hash_is_stored() {
     let wal = std::fs::read(node.state_dir().join("eddy.db-wal")).unwrap_or_default();
     let needle = node.token.as_bytes();
     for bytes in [&db, &wal] {
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the plain token must not be stored");
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the plain token must not be stored"
+        );
     }
     let store = eddy_store::Store::open(&node.state_dir().join("eddy.db")).unwrap();
     assert!(store.admin_token_hash().unwrap().is_some());
@@ -90,7 +117,9 @@ async fn logs_follow_prints_new_invocations() {
             }
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(10)).expect("the tail is printed first");
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the tail is printed first");
     assert!(first.contains("GET /mis/log 200 ok"), "{first}");
     assert_eq!(node.get("/mis/trap").await.status, 500);
     let mut seen = Vec::new();
@@ -105,7 +134,10 @@ async fn logs_follow_prints_new_invocations() {
     }
     let _ = follow.kill();
     let _ = follow.wait();
-    assert!(seen.iter().any(|l| l.contains("GET /mis/trap 500 trap")), "follow did not print the new invocation: {seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("GET /mis/trap 500 trap")),
+        "follow did not print the new invocation: {seen:?}"
+    );
 }
 
 #[test]
@@ -115,12 +147,25 @@ fn invalid_node_config_is_refused_before_binding() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     for (text, expected) in [
-        ("[limits]\nmemory_bytes_maximum = 5\n", "memory_bytes_maximum"),
-        ("[limits]\ntimeout_ms_default = 0\n", "limits.timeout_ms_default must be greater than 0"),
+        (
+            "[limits]\nmemory_bytes_maximum = 5\n",
+            "memory_bytes_maximum",
+        ),
+        (
+            "[limits]\ntimeout_ms_default = 0\n",
+            "limits.timeout_ms_default must be greater than 0",
+        ),
     ] {
         std::fs::write(&config, text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin", "127.0.0.1:0", "--config"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(&config)
             .arg("--state-dir")
             .arg(state.path().join("state"))
@@ -129,16 +174,32 @@ fn invalid_node_config_is_refused_before_binding() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{err}");
-        assert!(!err.contains("binding"), "the config must be checked before binding: {err}");
-        assert!(!state.path().join("state").exists(), "nothing may be written for a refused config");
+        assert!(
+            !err.contains("binding"),
+            "the config must be checked before binding: {err}"
+        );
+        assert!(
+            !state.path().join("state").exists(),
+            "nothing may be written for a refused config"
+        );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin", "127.0.0.1:0", "--state-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
         .arg(state.path().join("state2"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("binding the public listener to 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("binding the public listener to 127.0.0.1:{port}")),
+        "{err}"
+    );
     drop(held);
 }

@@ -27,8 +27,14 @@ pub struct Node {
 
 /// Path of a guest built by `scripts/build-guests`.
 pub fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/build-guests (scripts/test does)", path.display());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/guests")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests (scripts/test does)",
+        path.display()
+    );
     path
 }
 
@@ -54,7 +60,16 @@ impl Node {
         let config = state.path().join("node.toml");
         std::fs::write(&config, config_toml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json", "--config"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--config",
+            ])
             .arg(&config)
             .arg("--state-dir")
             .arg(state.path().join("state"))
@@ -87,11 +102,17 @@ impl Node {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("eddy did not become ready:\n{}", output.lock().unwrap().join("\n"));
+                panic!(
+                    "eddy did not become ready:\n{}",
+                    output.lock().unwrap().join("\n")
+                );
             }
         };
         let ready: Value = serde_json::from_str(&ready).unwrap();
-        let token = std::fs::read_to_string(state.path().join("state/admin-token")).unwrap().trim().to_string();
+        let token = std::fs::read_to_string(state.path().join("state/admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
         Node {
             child: Some(child),
             public: ready["public"].as_str().unwrap().parse().unwrap(),
@@ -99,7 +120,10 @@ impl Node {
             state,
             token,
             output,
-            http: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         }
     }
 
@@ -127,7 +151,13 @@ impl Node {
 
     /// An authenticated control-API GET.
     pub async fn api_get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.api_url(path)).bearer_auth(&self.token).send().await.unwrap();
+        let response = self
+            .http
+            .get(self.api_url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         json_reply(response).await
     }
 
@@ -150,7 +180,12 @@ impl Node {
     /// Deploy and insist it worked.
     pub async fn deploy_ok(&self, name: &str, guest_name: &str, config: Value) -> Value {
         let (status, body) = self.deploy(name, guest_bytes(guest_name), config).await;
-        assert_eq!(status, 201, "deploy of {name} failed: {body}\n{}", self.output());
+        assert_eq!(
+            status,
+            201,
+            "deploy of {name} failed: {body}\n{}",
+            self.output()
+        );
         body
     }
 
@@ -176,7 +211,11 @@ impl Node {
         let mut entries: Vec<Value> = Vec::new();
         let mut after = 0;
         for _ in 0..60 {
-            let (status, body) = self.api_get(&format!("/functions/{function}/logs?after={after}&wait_ms=1000")).await;
+            let (status, body) = self
+                .api_get(&format!(
+                    "/functions/{function}/logs?after={after}&wait_ms=1000"
+                ))
+                .await;
             assert_eq!(status, 200, "{body}");
             entries.extend(body["entries"].as_array().unwrap().iter().cloned());
             after = body["last_id"].as_i64().unwrap();
@@ -184,7 +223,10 @@ impl Node {
                 return entries;
             }
         }
-        panic!("only {} of {count} invocation records of {function} arrived: {entries:?}", entries.len());
+        panic!(
+            "only {} of {count} invocation records of {function} arrived: {entries:?}",
+            entries.len()
+        );
     }
 
     /// SIGTERM, then wait for the process to exit; returns whether it exited successfully.
@@ -203,7 +245,12 @@ impl Node {
 
     /// Wait for the process to exit.
     pub fn wait_exit(&mut self) -> bool {
-        self.child.take().expect("node already stopped").wait().unwrap().success()
+        self.child
+            .take()
+            .expect("node already stopped")
+            .wait()
+            .unwrap()
+            .success()
     }
 }
 
@@ -227,16 +274,26 @@ pub struct Reply {
 impl Reply {
     pub async fn from(response: reqwest::Response) -> Reply {
         let status = response.status().as_u16();
-        let error = response.headers().get("eddy-error").map(|v| v.to_str().unwrap().to_string());
-        let body = response.text().await.unwrap_or_else(|e| format!("<body error: {e}>"));
-        Reply { status, error, body }
+        let error = response
+            .headers()
+            .get("eddy-error")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response
+            .text()
+            .await
+            .unwrap_or_else(|e| format!("<body error: {e}>"));
+        Reply {
+            status,
+            error,
+            body,
+        }
     }
 }
 
 async fn json_reply(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text));
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
 }
 
@@ -254,6 +311,10 @@ pub fn stdout_ok(output: &Output) -> String {
 
 /// stderr of a CLI run, insisting it failed.
 pub fn stderr_err(output: &Output) -> String {
-    assert!(!output.status.success(), "eddy should have failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "eddy should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
