@@ -324,9 +324,10 @@ fn logs_json(entries: &[InvocationRecord], after: i64) -> Value {
     let last_id = entries.last().map(|e| e.id).unwrap_or(after);
     let entries: Vec<Value> = entries
         .iter()
-        .map(|e| {
+        .map(|record| {
+            let e = &record.invocation;
             json!({
-                "id": e.id,
+                "id": record.id,
                 "at": rfc3339(e.at_ms),
                 "version": e.version,
                 "method": e.method,

@@ -109,14 +109,16 @@ fn sql_limit(limit: usize) -> i64 {
 fn invocation_row(row: &Row<'_>) -> rusqlite::Result<InvocationRecord> {
     Ok(InvocationRecord {
         id: row.get(0)?,
-        function: row.get(1)?,
-        version: row.get(2)?,
-        at_ms: row.get(3)?,
-        method: row.get(4)?,
-        path: row.get(5)?,
-        status: row.get(6)?,
-        outcome: row.get(7)?,
-        duration_us: row.get(8)?,
-        log: row.get(9)?,
+        invocation: NewInvocation {
+            function: row.get(1)?,
+            version: row.get(2)?,
+            at_ms: row.get(3)?,
+            method: row.get(4)?,
+            path: row.get(5)?,
+            status: row.get(6)?,
+            outcome: row.get(7)?,
+            duration_us: row.get(8)?,
+            log: row.get(9)?,
+        },
     })
 }

@@ -54,7 +54,7 @@ fn invocation(function: &str, at_ms: i64, log: &str) -> NewInvocation {
 }
 
 fn logs(records: &[crate::InvocationRecord]) -> Vec<&str> {
-    records.iter().map(|r| r.log.as_str()).collect()
+    records.iter().map(|r| r.invocation.log.as_str()).collect()
 }
 
 #[test]
@@ -307,7 +307,7 @@ fn invocations_read_by_cursor_and_tail_in_order() {
             all[0],
             crate::InvocationRecord {
                 id: all[0].id,
-                ..record_of(&batch[0])
+                invocation: batch[0].clone(),
             }
         );
         assert_eq!(
@@ -385,21 +385,6 @@ fn retention_deletes_records_older_than_the_window() {
         assert_eq!(logs(&store.invocations_tail("a", 10)?), ["later"]);
         Ok(())
     });
-}
-
-fn record_of(new: &NewInvocation) -> crate::InvocationRecord {
-    crate::InvocationRecord {
-        id: 0,
-        function: new.function.clone(),
-        version: new.version,
-        at_ms: new.at_ms,
-        method: new.method.clone(),
-        path: new.path.clone(),
-        status: new.status,
-        outcome: new.outcome.clone(),
-        duration_us: new.duration_us,
-        log: new.log.clone(),
-    }
 }
 
 #[test]

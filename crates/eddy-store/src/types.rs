@@ -106,27 +106,11 @@ pub struct NewInvocation {
     pub log: String,
 }
 
-/// A stored invocation record.
+/// A stored invocation record: what was appended, with the id it was stored under.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InvocationRecord {
     /// Increasing id, unique across functions; used as a cursor.
     pub id: i64,
-    /// Function name.
-    pub function: String,
-    /// Version that handled the request.
-    pub version: u32,
-    /// When the request arrived (unix milliseconds).
-    pub at_ms: i64,
-    /// HTTP method.
-    pub method: String,
-    /// Request path.
-    pub path: String,
-    /// Response status.
-    pub status: u16,
-    /// How the invocation ended, e.g. `ok`, `trap`, `timeout`.
-    pub outcome: String,
-    /// Time spent handling the request (microseconds).
-    pub duration_us: u64,
-    /// Captured stdout and stderr.
-    pub log: String,
+    /// The record as it was appended.
+    pub invocation: NewInvocation,
 }

@@ -72,10 +72,7 @@ async fn cli_deploys_serves_lists_versions_rolls_back_and_removes() {
 
     stdout_ok(&node.cli(&["rm", "hello"]));
     let reply = node.get("/hello").await;
-    assert_eq!(
-        (reply.status, reply.error.as_deref()),
-        (404, Some("no_route"))
-    );
+    reply.assert_refused(404, "no_route");
     assert!(stdout_ok(&node.cli(&["ls"])).contains("no functions deployed"));
     let err = stderr_err(&node.cli(&["rm", "hello"]));
     assert!(err.contains("no function `hello`"), "{err}");

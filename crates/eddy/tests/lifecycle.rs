@@ -140,6 +140,30 @@ async fn logs_follow_prints_new_invocations() {
     );
 }
 
+/// Run `eddy serve` expecting it to fail at start-up; returns its stderr.
+fn serve_fails(port: u16, state_dir: &std::path::Path, config: Option<&std::path::Path>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(state_dir);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "eddy serve should have refused to start"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn invalid_node_config_is_refused_before_binding() {
     let state = tempfile::tempdir().unwrap();
@@ -157,22 +181,7 @@ fn invalid_node_config_is_refused_before_binding() {
         ),
     ] {
         std::fs::write(&config, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(state.path().join("state"))
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = serve_fails(port, &state.path().join("state"), Some(&config));
         assert!(err.contains(expected), "{err}");
         assert!(
             !err.contains("binding"),
@@ -183,20 +192,7 @@ fn invalid_node_config_is_refused_before_binding() {
             "nothing may be written for a refused config"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin",
-            "127.0.0.1:0",
-            "--state-dir",
-        ])
-        .arg(state.path().join("state2"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(port, &state.path().join("state2"), None);
     assert!(
         err.contains(&format!("binding the public listener to 127.0.0.1:{port}")),
         "{err}"

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Node, Reply, guest_bytes};
+use common::{Node, guest_bytes};
 use serde_json::json;
 
 /// The node and an unrelated function still serve after a limit was hit.
@@ -34,11 +34,7 @@ async fn timeout_stops_cpu_loops_and_waits_with_504() {
     for path in ["/mis/loop", "/mis/sleep?ms=5000"] {
         let started = std::time::Instant::now();
         let reply = node.get(path).await;
-        assert_eq!(
-            (reply.status, reply.error.as_deref()),
-            (504, Some("timeout_ms")),
-            "{path}: {reply:?}"
-        );
+        reply.assert_refused(504, "timeout_ms");
         assert!(reply.body.contains("timeout_ms"), "{reply:?}");
         assert!(
             started.elapsed() < Duration::from_secs(4),
@@ -60,11 +56,7 @@ async fn timeout_stops_cpu_loops_and_waits_with_504() {
 async fn memory_limit_traps_the_guest_with_500() {
     let node = node_with_guests("", json!({"memory_bytes_max": 16 * 1024 * 1024})).await;
     let reply = node.get("/mis/alloc").await;
-    assert_eq!(
-        (reply.status, reply.error.as_deref()),
-        (500, Some("memory_bytes_max")),
-        "{reply:?}"
-    );
+    reply.assert_refused(500, "memory_bytes_max");
     assert!(reply.body.contains("memory_bytes_max"), "{reply:?}");
     assert_unharmed(&node).await;
     let entries = node.wait_logs("mis", 1).await;
@@ -107,11 +99,7 @@ async fn traps_and_panics_are_500_and_recorded() {
     let node = node_with_guests("", json!({})).await;
     for path in ["/mis/trap", "/mis/panic"] {
         let reply = node.get(path).await;
-        assert_eq!(
-            (reply.status, reply.error.as_deref()),
-            (500, Some("trap")),
-            "{path}: {reply:?}"
-        );
+        reply.assert_refused(500, "trap");
         assert_unharmed(&node).await;
     }
     let entries = node.wait_logs("mis", 2).await;
@@ -129,45 +117,19 @@ async fn traps_and_panics_are_500_and_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_over_the_limit_get_413_declared_or_streamed() {
     let node = node_with_guests("[limits]\nrequest_body_bytes_max = 1000\n", json!({})).await;
-    let declared = node
-        .http
-        .post(node.url("/mis/echo"))
-        .body(vec![b'a'; 1001])
-        .send()
-        .await
-        .unwrap();
-    let reply = Reply::from(declared).await;
-    assert_eq!(
-        (reply.status, reply.error.as_deref()),
-        (413, Some("request_body_bytes_max")),
-        "{reply:?}"
-    );
+    let echo = || node.http.post(node.url("/mis/echo"));
+    let reply = node.send(echo().body(vec![b'a'; 1001])).await;
+    reply.assert_refused(413, "request_body_bytes_max");
 
     let chunks = futures::stream::iter(
         (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'b'; 100]))),
     );
-    let streamed = node
-        .http
-        .post(node.url("/mis/echo"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
-    let reply = Reply::from(streamed).await;
-    assert_eq!(
-        (reply.status, reply.error.as_deref()),
-        (413, Some("request_body_bytes_max")),
-        "{reply:?}"
-    );
+    let reply = node
+        .send(echo().body(reqwest::Body::wrap_stream(chunks)))
+        .await;
+    reply.assert_refused(413, "request_body_bytes_max");
 
-    let fits = node
-        .http
-        .post(node.url("/mis/echo"))
-        .body(vec![b'c'; 1000])
-        .send()
-        .await
-        .unwrap();
-    let reply = Reply::from(fits).await;
+    let reply = node.send(echo().body(vec![b'c'; 1000])).await;
     assert_eq!(reply.status, 200);
     assert!(reply.body.contains("body-bytes: 1000"), "{reply:?}");
     assert_unharmed(&node).await;
@@ -177,11 +139,7 @@ async fn request_bodies_over_the_limit_get_413_declared_or_streamed() {
 async fn response_bodies_over_the_limit_are_refused_or_cut_off() {
     let node = node_with_guests("[limits]\nresponse_body_bytes_max = 100000\n", json!({})).await;
     let reply = node.get("/mis/big-declared?bytes=200000").await;
-    assert_eq!(
-        (reply.status, reply.error.as_deref()),
-        (502, Some("response_body_bytes_max")),
-        "{reply:?}"
-    );
+    reply.assert_refused(502, "response_body_bytes_max");
 
     // Streamed without a length: the head is already sent, so the body is cut off.
     let response = node
@@ -216,19 +174,14 @@ async fn response_bodies_over_the_limit_are_refused_or_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431() {
     let node = node_with_guests("[limits]\nheader_bytes_max = 2048\n", json!({})).await;
-    let response = node
-        .http
-        .get(node.url("/hello"))
-        .header("x-big", "h".repeat(4000))
-        .send()
-        .await
-        .unwrap();
-    let reply = Reply::from(response).await;
-    assert_eq!(
-        (reply.status, reply.error.as_deref()),
-        (431, Some("header_bytes_max")),
-        "{reply:?}"
-    );
+    let reply = node
+        .send(
+            node.http
+                .get(node.url("/hello"))
+                .header("x-big", "h".repeat(4000)),
+        )
+        .await;
+    reply.assert_refused(431, "header_bytes_max");
     let response = node
         .http
         .get(node.url("/hello"))
@@ -287,11 +240,7 @@ async fn instances_over_the_limit_get_503() {
     let slow = tokio::spawn(futures::future::join_all(slow));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reply = node.get("/hello").await;
-    assert_eq!(
-        (reply.status, reply.error.as_deref()),
-        (503, Some("instances_max")),
-        "{reply:?}"
-    );
+    reply.assert_refused(503, "instances_max");
     for response in slow.await.unwrap() {
         assert_eq!(response.unwrap().status(), 200);
     }

@@ -146,7 +146,12 @@ impl Node {
 
     /// GET on the public listener: status, headers, body text.
     pub async fn get(&self, path: &str) -> Reply {
-        Reply::from(self.http.get(self.url(path)).send().await.unwrap()).await
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// Send a request built on `self.http` and read the reply.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        Reply::from(request.send().await.unwrap()).await
     }
 
     /// An authenticated control-API GET.
@@ -272,6 +277,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Insist the node refused the request with `status` and `eddy-error: error`.
+    #[track_caller]
+    pub fn assert_refused(&self, status: u16, error: &str) {
+        assert_eq!(
+            (self.status, self.error.as_deref()),
+            (status, Some(error)),
+            "{self:?}"
+        );
+        assert!(!self.body.is_empty(), "the node must say why: {self:?}");
+    }
+
     pub async fn from(response: reqwest::Response) -> Reply {
         let status = response.status().as_u16();
         let error = response
