@@ -140,7 +140,7 @@ async fn deploy(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared.filter(|len| *len > max + MULTIPART_OVERHEAD_BYTES) {
-        return Err(component_too_large(len, max));
+        return Err(component_too_large(Some(len), max));
     }
     let mut request = DeployRequest::default();
     let mut component: Option<Bytes> = None;
@@ -186,7 +186,7 @@ async fn deploy(
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, max: u64) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        component_too_large(max + 1, max)
+        component_too_large(None, max)
     } else {
         ApiError::bad_request(format!("malformed multipart upload: {}", e.body_text()))
     }

@@ -116,7 +116,7 @@ impl Registry {
         let config = self.version_config(name, request)?;
         if bytes.len() as u64 > self.limits.component_bytes_max {
             return Err(component_too_large(
-                bytes.len() as u64,
+                Some(bytes.len() as u64),
                 self.limits.component_bytes_max,
             ));
         }
@@ -345,12 +345,14 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
 }
 
 /// 413 for a component above the node's limit.
-pub fn component_too_large(size: u64, max: u64) -> ApiError {
+/// `size` is the upload's size when it is known (it is not when the body was cut off).
+pub fn component_too_large(size: Option<u64>, max: u64) -> ApiError {
+    let size = size.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "component_too_large",
         format!(
-            "component is {size} bytes, above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"
+            "the component upload{size} is above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"
         ),
     )
 }

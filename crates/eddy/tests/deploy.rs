@@ -150,6 +150,77 @@ async fn routes_longest_prefix_wins_taken_routes_are_refused_and_requests_arrive
         .deploy("Bad_Name", guest_bytes("hello-rust"), json!({}))
         .await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = node
+        .deploy(
+            "typo",
+            guest_bytes("hello-rust"),
+            json!({"memroy_bytes_max": 1}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memroy_bytes_max"),
+        "{body}"
+    );
+    let (status, body) = node
+        .deploy(
+            "env",
+            guest_bytes("hello-rust"),
+            json!({"env": {"A=B": "x"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = node
+        .deploy(
+            "tiny",
+            guest_bytes("hello-rust"),
+            json!({"memory_bytes_max": 1000}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = node
+        .deploy(
+            "bigenv",
+            guest_bytes("hello-rust"),
+            json!({"env": {"BIG": "x".repeat(70_000)}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("limit_exceeded")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("env_bytes_max"),
+        "{body}"
+    );
+    let long_route = format!("/{}", "a".repeat(300));
+    let (status, body) = node
+        .deploy(
+            "longroute",
+            guest_bytes("hello-rust"),
+            json!({"route": long_route}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let rollback = node
+        .http
+        .post(node.api_url("/functions/api/rollback"))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rollback.status(),
+        409,
+        "a function with one version has nothing to roll back to"
+    );
 
     let response = node
         .http
