@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -133,8 +135,14 @@ async fn deploy(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::bad_request(format!(
+            "a deploy is a multipart/form-data upload with parts `config` and `component`: {}",
+            e.body_text()
+        ))
+    })?;
     let max = state.limits.component_bytes_max;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -243,8 +251,14 @@ struct LogsQuery {
 async fn logs(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    Query(query): Query<LogsQuery>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid logs query (after, tail, limit, wait_ms): {}",
+            e.body_text()
+        ))
+    })?;
     find_function(&state, &name).await?;
     let limit = query
         .limit

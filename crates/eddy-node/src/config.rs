@@ -25,6 +25,13 @@ pub const DEFAULT_INVOCATION_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Invocation records waiting to be written. When the store falls this far behind, new
 /// records are dropped (and counted) rather than slowing requests down.
 pub const INVOCATION_QUEUE_CAPACITY: usize = 10_000;
+/// Largest memory limit there can be: a 32-bit WebAssembly memory holds at most 4 GiB.
+pub const MEMORY_BYTES_MAX_CEILING: u64 = 4 * 1024 * 1024 * 1024;
+/// Smallest memory a function can have: one WebAssembly page.
+pub const MEMORY_BYTES_MIN: u64 = 64 * 1024;
+/// Most instance slots a node can reserve: every memory slot reserves about 4 GiB of
+/// address space, and the pool must fit in the process's 128 TiB.
+pub const INSTANCES_MAX_CEILING: u32 = 10_000;
 /// Longest wait of a `logs?wait_ms=` long poll.
 pub const LOG_WAIT_MS_MAX: u64 = 30_000;
 
@@ -165,6 +172,24 @@ impl NodeConfig {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
         }
+        if l.memory_bytes_max > MEMORY_BYTES_MAX_CEILING {
+            return Err(ConfigError(format!(
+                "limits.memory_bytes_max ({}) is above {MEMORY_BYTES_MAX_CEILING} bytes, the most a WebAssembly memory can hold",
+                l.memory_bytes_max
+            )));
+        }
+        if l.memory_bytes_default < MEMORY_BYTES_MIN {
+            return Err(ConfigError(format!(
+                "limits.memory_bytes_default ({}) is below {MEMORY_BYTES_MIN} bytes, one WebAssembly page",
+                l.memory_bytes_default
+            )));
+        }
+        if l.instances_max > INSTANCES_MAX_CEILING {
+            return Err(ConfigError(format!(
+                "limits.instances_max ({}) is above {INSTANCES_MAX_CEILING}: each instance slot reserves address space for its memories",
+                l.instances_max
+            )));
+        }
         if l.memory_bytes_default > l.memory_bytes_max {
             return Err(ConfigError(format!(
                 "limits.memory_bytes_default ({}) is above limits.memory_bytes_max ({})",
@@ -218,6 +243,24 @@ mod tests {
             config.limits.request_body_bytes_max,
             rt::DEFAULT_REQUEST_BODY_BYTES_MAX
         );
+    }
+
+    #[test]
+    fn values_the_engine_cannot_honour_are_refused_up_front() {
+        for (text, key) in [
+            (
+                "[limits]\nmemory_bytes_max = 5000000000\n",
+                "limits.memory_bytes_max",
+            ),
+            (
+                "[limits]\nmemory_bytes_default = 1000\n",
+                "limits.memory_bytes_default",
+            ),
+            ("[limits]\ninstances_max = 20000\n", "limits.instances_max"),
+        ] {
+            let err = NodeConfig::from_toml(text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -201,7 +201,11 @@ impl Ingress {
             );
         };
         match live.deployment.invoke(req, report).await {
-            Ok(response) => response,
+            Ok(mut response) => {
+                // The header is the node's word; a guest cannot speak for the node.
+                response.headers_mut().remove(ERROR_HEADER);
+                response
+            }
             Err(failure) => failure_response(&failure),
         }
     }

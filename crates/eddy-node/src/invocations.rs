@@ -12,6 +12,8 @@ use crate::config::INVOCATION_QUEUE_CAPACITY;
 
 /// Records written per store transaction at most.
 const BATCH_RECORDS_MAX: usize = 512;
+/// How often old records are expired even when no new ones arrive.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Where the request path drops finished invocations. Cloning is cheap.
 #[derive(Clone)]
@@ -72,24 +74,48 @@ impl InvocationSink {
 }
 
 impl InvocationWriter {
-    /// Write batches until every sink is dropped and the queue is empty.
+    /// Write batches until every sink is dropped and the queue is empty; expire old records
+    /// every `EXPIRY_INTERVAL` meanwhile.
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH_RECORDS_MAX);
-        while self.rx.recv_many(&mut batch, BATCH_RECORDS_MAX).await > 0 {
-            let store = self.store.clone();
-            let retention = self.retention;
-            let records = std::mem::take(&mut batch);
-            let count = records.len() as u64;
-            let result =
-                tokio::task::spawn_blocking(move || store.append_invocations(&records, retention))
-                    .await;
-            match result {
-                Ok(Ok(())) => self.written.send_modify(|n| *n += count),
-                Ok(Err(e)) => tracing::error!(error = %e, count, "cannot write invocation records"),
-                Err(e) => tracing::error!(error = %e, count, "invocation writer task failed"),
+        let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+        loop {
+            tokio::select! {
+                received = self.rx.recv_many(&mut batch, BATCH_RECORDS_MAX) => {
+                    if received == 0 {
+                        return;
+                    }
+                    self.write(std::mem::take(&mut batch)).await;
+                    // Let a burst accumulate into the next batch instead of one transaction per record.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                _ = expiry.tick() => self.expire().await,
             }
-            // Let a burst accumulate into the next batch instead of one transaction per record.
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn write(&self, records: Vec<NewInvocation>) {
+        let store = self.store.clone();
+        let retention = self.retention;
+        let count = records.len() as u64;
+        let result =
+            tokio::task::spawn_blocking(move || store.append_invocations(&records, retention))
+                .await;
+        match result {
+            Ok(Ok(())) => self.written.send_modify(|n| *n += count),
+            Ok(Err(e)) => tracing::error!(error = %e, count, "cannot write invocation records"),
+            Err(e) => tracing::error!(error = %e, count, "invocation writer task failed"),
+        }
+    }
+
+    async fn expire(&self) {
+        let store = self.store.clone();
+        let retention = self.retention;
+        match tokio::task::spawn_blocking(move || store.expire_invocations(retention)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(deleted)) => tracing::info!(deleted, "expired old invocation records"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot expire invocation records"),
+            Err(e) => tracing::error!(error = %e, "invocation expiry task failed"),
         }
     }
 }

@@ -16,7 +16,7 @@ use eddy_store::{FunctionRecord, NewVersion, Store, VersionConfig, VersionRecord
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, MEMORY_BYTES_MIN};
 use crate::error::ApiError;
 use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
 
@@ -144,9 +144,9 @@ impl Registry {
         };
         let version = blocking(&self.store, move |s| s.create_version(&new, Some(&bytes))).await?;
         let live = self.live_function(&prepared, &version);
-        self.routes.store(Arc::new(self.routes.load().with(live)));
         let compiled = prepared.compiled;
         prepared_cache.insert(prepared.digest.clone(), prepared);
+        self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(function = name, version = version.version, route = %version.config.route, compiled, "deployed");
         Ok(Deployed { version, compiled })
     }
@@ -212,22 +212,40 @@ impl Registry {
 
     /// Stop serving a function and delete its versions and records.
     pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
-        let _changes = self.prepared.lock().await;
+        let mut prepared_cache = self.prepared.lock().await;
         let owned = name.to_string();
         if !blocking(&self.store, move |s| s.remove_function(&owned)).await? {
             return Err(ApiError::not_found(format!("no function `{name}`")));
         }
-        self.routes
-            .store(Arc::new(self.routes.load().without(name)));
+        self.publish(&mut prepared_cache, self.routes.load().without(name));
         tracing::info!(function = name, "removed");
         Ok(())
     }
 
+    /// Swap in a new route table and drop compiled components no live function uses any
+    /// more (a rollback to them reloads from the on-disk cache).
+    fn publish(&self, prepared_cache: &mut HashMap<String, Prepared>, routes: RouteTable) {
+        prepared_cache.retain(|digest, _| routes.uses(digest));
+        self.routes.store(Arc::new(routes));
+    }
+
     /// Public limits of a stored version, for the API.
+    ///
+    /// A version stored under higher node maxima than today's runs within today's: the
+    /// node's ceilings always win.
     pub fn function_limits(&self, config: &VersionConfig) -> FunctionLimits {
+        let memory_bytes_max = config.memory_bytes_max.min(self.limits.memory_bytes_max);
+        let timeout_ms = config.timeout_ms.min(self.limits.timeout_ms_max);
+        if (memory_bytes_max, timeout_ms) != (config.memory_bytes_max, config.timeout_ms) {
+            tracing::warn!(
+                memory_bytes_max,
+                timeout_ms,
+                "a stored version asks for more than this node's maxima; running it within them"
+            );
+        }
         FunctionLimits {
-            memory_bytes_max: config.memory_bytes_max,
-            timeout: Duration::from_millis(config.timeout_ms),
+            memory_bytes_max,
+            timeout: Duration::from_millis(timeout_ms),
             request_body_bytes_max: self.limits.request_body_bytes_max,
             response_body_bytes_max: self.limits.response_body_bytes_max,
         }
@@ -249,9 +267,9 @@ impl Registry {
                 self.limits.memory_bytes_max
             )));
         }
-        if memory_bytes_max < WASM_PAGE_BYTES {
+        if memory_bytes_max < MEMORY_BYTES_MIN {
             return Err(ApiError::bad_request(format!(
-                "memory must be at least {WASM_PAGE_BYTES} bytes (one WebAssembly page)"
+                "memory must be at least {MEMORY_BYTES_MIN} bytes (one WebAssembly page)"
             )));
         }
         let timeout_ms = request.timeout_ms.unwrap_or(self.limits.timeout_ms_default);
@@ -317,14 +335,12 @@ impl Registry {
         LiveFunction {
             name: version.function.clone(),
             version: version.version,
+            digest: version.digest.clone(),
             route: version.config.route.clone(),
             deployment: Arc::new(deployment),
         }
     }
 }
-
-/// Size of a WebAssembly page: the smallest memory a function can have.
-const WASM_PAGE_BYTES: u64 = 64 * 1024;
 
 fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
     let mut total = 0;

@@ -17,6 +17,8 @@ pub const ROUTE_BYTES_MAX: usize = 256;
 pub struct LiveFunction {
     pub name: String,
     pub version: u32,
+    /// `sha256:` digest of the component.
+    pub digest: String,
     pub route: String,
     pub deployment: Arc<Deployment>,
 }
@@ -56,6 +58,11 @@ impl RouteTable {
     /// The live function called `name`.
     pub fn function(&self, name: &str) -> Option<&Arc<LiveFunction>> {
         self.by_prefix.values().find(|live| live.name == name)
+    }
+
+    /// Whether a live function runs the component with `digest`.
+    pub fn uses(&self, digest: &str) -> bool {
+        self.by_prefix.values().any(|live| live.digest == digest)
     }
 
     /// Number of functions served.

@@ -116,6 +116,8 @@ struct Counted {
     seen_bytes: u64,
     bytes_max: u64,
     flag: Arc<LimitFlag>,
+    /// Set when the guest failed before finishing its body.
+    aborted: Arc<LimitFlag>,
 }
 
 impl ResponseBody {
@@ -134,6 +136,7 @@ impl ResponseBody {
         inner: HyperOutgoingBody,
         bytes_max: u64,
         flag: Arc<LimitFlag>,
+        aborted: Arc<LimitFlag>,
     ) -> ResponseBody {
         ResponseBody {
             inner,
@@ -141,6 +144,7 @@ impl ResponseBody {
                 seen_bytes: 0,
                 bytes_max,
                 flag,
+                aborted,
             }),
         }
     }
@@ -156,6 +160,12 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if frame.is_none()
+            && let Some(counted) = &this.counted
+            && counted.aborted.hit()
+        {
+            return Poll::Ready(Some(Err(HttpError::HttpResponseIncomplete)));
+        }
         if let (Some(Ok(frame)), Some(counted)) = (&frame, &mut this.counted)
             && let Some(data) = frame.data_ref()
         {
@@ -171,7 +181,8 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let aborted = self.counted.as_ref().is_some_and(|c| c.aborted.hit());
+        !aborted && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -2,17 +2,18 @@
 //! classification of how it ended.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Body;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{
     Error as HttpError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
@@ -117,7 +118,8 @@ impl Deployment {
     /// Run the guest for one request.
     ///
     /// Returns as soon as the guest has set its response (the body streams after) or has
-    /// failed. `report` is called exactly once, when the guest's work has ended.
+    /// failed. `report` is called exactly once, when the guest's work has ended, from the
+    /// task that ran it (inside the caller's tracing span).
     pub async fn invoke<B>(
         &self,
         request: http::Request<B>,
@@ -129,13 +131,11 @@ impl Deployment {
     {
         let started = Instant::now();
         let deadline = started + self.limits.timeout;
-        let request_flag = Arc::new(LimitFlag::default());
-        let response_flag = Arc::new(LimitFlag::default());
-        let guest_status = Arc::new(AtomicU16::new(0));
+        let shared = Arc::new(Shared::default());
         let log = LogPipe::new(self.log_bytes_max);
 
         let request = request.map({
-            let flag = request_flag.clone();
+            let flag = shared.request_flag.clone();
             let bytes_max = self.limits.request_body_bytes_max;
             move |body| LimitedRequestBody::new(body, bytes_max, flag)
         });
@@ -153,8 +153,16 @@ impl Deployment {
             }
         });
 
-        let (response_tx, response_rx) = oneshot::channel();
-        let status_seen = guest_status.clone();
+        let (delivery_tx, mut delivery_rx) = oneshot::channel();
+        let on_response = {
+            let shared = shared.clone();
+            let limits = self.limits;
+            move |response| {
+                if let Some(delivery) = shared.decide(response, limits) {
+                    let _ = delivery_tx.send(delivery);
+                }
+            }
+        };
         let resources = store
             .data_mut()
             .http()
@@ -163,12 +171,7 @@ impl Deployment {
                 let out = store
                     .data_mut()
                     .http()
-                    .new_response_outparam_from_callback(move |response| {
-                        if let Ok(response) = &response {
-                            status_seen.store(response.status().as_u16(), Ordering::Release);
-                        }
-                        let _ = response_tx.send(response);
-                    })?;
+                    .new_response_outparam_from_callback(on_response)?;
                 Ok((req, out))
             });
         let (req, out) = match resources {
@@ -189,10 +192,10 @@ impl Deployment {
             }
         };
 
-        let (done_tx, done_rx) = oneshot::channel::<(Outcome, String)>();
+        let (done_tx, done_rx) = oneshot::channel::<Failure>();
         let pre = self.pre.clone();
-        let flags = (request_flag.clone(), response_flag.clone());
-        tokio::spawn(async move {
+        let task_shared = shared.clone();
+        let guest = async move {
             let result = tokio::time::timeout_at(deadline.into(), async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -202,56 +205,133 @@ impl Deployment {
             })
             .await;
             let memory_denied = store.data().limiter.denied;
-            // Dropping the store releases the instance slot and, if the guest never
-            // responded, the response sender, which wakes the caller below.
+            let (outcome, detail) = task_shared.classify(result, memory_denied);
+            if outcome != Outcome::Ok {
+                // A body the guest left unfinished must reach the client as an error,
+                // not as a clean end of a shorter body.
+                task_shared.aborted.set();
+            }
+            // Dropping the store releases the instance slot, ends the response body and,
+            // if the guest never responded, drops the response sender (waking `invoke`).
             drop(store);
-            let status = match guest_status.load(Ordering::Acquire) {
-                0 => None,
-                s => Some(s),
-            };
-            let (outcome, detail) =
-                classify(result, memory_denied, &flags.0, &flags.1, status.is_some());
-            let message = failure_message(outcome, &detail);
-            let _ = done_tx.send((outcome, message));
+            let _ = done_tx.send(Failure {
+                outcome,
+                message: failure_message(outcome, &detail),
+            });
             report(InvocationReport {
                 outcome,
-                guest_status: status,
+                guest_status: task_shared.delivered_status(),
                 log: log.take(),
                 duration: started.elapsed(),
                 detail: (outcome != Outcome::Ok).then_some(detail),
             });
-        });
-
-        let too_large = || Failure {
-            outcome: Outcome::RequestBodyTooLarge,
-            message: format!(
-                "request body larger than request_body_bytes_max ({} bytes)",
-                self.limits.request_body_bytes_max
-            ),
         };
-        tokio::select! {
-            biased;
-            _ = request_flag.wait() => Err(too_large()),
-            response = response_rx => match response {
-                // The guest may answer after reading a truncated body; the caller must
-                // still learn that its body was refused.
-                _ if request_flag.hit() => Err(too_large()),
-                Ok(Ok(response)) => self.accept_response(response, response_flag),
-                Ok(Err(code)) => Err(Failure { outcome: Outcome::ErrorResponse, message: format!("the function answered with an error instead of a response: {code:?}") }),
-                Err(_) => {
-                    let (outcome, message) = done_rx.await.unwrap_or((Outcome::Trap, "the function failed".into()));
-                    Err(Failure { outcome: if outcome == Outcome::Ok { Outcome::NoResponse } else { outcome }, message })
+        tokio::spawn(guest.in_current_span());
+
+        let mut request_refused = false;
+        loop {
+            tokio::select! {
+                biased;
+                delivery = &mut delivery_rx => return match delivery {
+                    Ok(Delivery::Response(response)) => Ok(response),
+                    Ok(Delivery::Refused(failure)) => Err(failure),
+                    Err(_) => {
+                        let failure = done_rx.await.unwrap_or(Failure { outcome: Outcome::Trap, message: "the function failed".into() });
+                        Err(match failure.outcome {
+                            Outcome::Ok => Failure { outcome: Outcome::NoResponse, message: failure_message(Outcome::NoResponse, "") },
+                            _ => failure,
+                        })
+                    }
+                },
+                _ = shared.request_flag.wait(), if !request_refused => {
+                    request_refused = true;
+                    // Unless the guest's response was delivered first, the caller learns
+                    // that its body was refused.
+                    if shared.claim(Decision::Refused) {
+                        return Err(request_body_too_large(self.limits));
+                    }
                 }
-            },
+            }
         }
     }
+}
 
-    fn accept_response(
+/// What happened to the guest's response; decided once, by whoever gets there first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Decision {
+    Undecided = 0,
+    /// The guest's response went to the caller.
+    Delivered = 1,
+    /// The node answered instead (a limit).
+    Refused = 2,
+    /// The guest set a `wasi:http` error code instead of a response.
+    GuestError = 3,
+}
+
+enum Delivery {
+    Response(http::Response<ResponseBody>),
+    Refused(Failure),
+}
+
+/// State shared by `invoke`, the guest's response callback and the guest task.
+#[derive(Default)]
+struct Shared {
+    decision: AtomicU8,
+    guest_status: AtomicU16,
+    request_flag: Arc<LimitFlag>,
+    response_flag: Arc<LimitFlag>,
+    aborted: Arc<LimitFlag>,
+}
+
+impl Shared {
+    /// Move from `Undecided` to `decision`; false if something else was decided first.
+    fn claim(&self, decision: Decision) -> bool {
+        self.decision
+            .compare_exchange(
+                Decision::Undecided as u8,
+                decision as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    fn decision(&self) -> u8 {
+        self.decision.load(Ordering::Acquire)
+    }
+
+    fn delivered_status(&self) -> Option<u16> {
+        (self.decision() == Decision::Delivered as u8)
+            .then(|| self.guest_status.load(Ordering::Acquire))
+    }
+
+    /// Called when the guest sets its response: deliver it, or refuse it for a limit.
+    /// `None` when the caller has already been answered.
+    fn decide(
         &self,
-        response: http::Response<HyperOutgoingBody>,
-        flag: Arc<LimitFlag>,
-    ) -> Result<http::Response<ResponseBody>, Failure> {
-        let bytes_max = self.limits.response_body_bytes_max;
+        response: Result<http::Response<HyperOutgoingBody>, ErrorCode>,
+        limits: FunctionLimits,
+    ) -> Option<Delivery> {
+        let response = match response {
+            Err(code) => {
+                let message =
+                    format!("the function answered with an error instead of a response: {code:?}");
+                return self
+                    .claim(Decision::GuestError)
+                    .then_some(Delivery::Refused(Failure {
+                        outcome: Outcome::ErrorResponse,
+                        message,
+                    }));
+            }
+            Ok(response) => response,
+        };
+        if self.request_flag.hit() {
+            return self
+                .claim(Decision::Refused)
+                .then(|| Delivery::Refused(request_body_too_large(limits)));
+        }
+        let bytes_max = limits.response_body_bytes_max;
         let declared = response
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -259,68 +339,97 @@ impl Deployment {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > bytes_max) {
             // Dropping the body makes the guest's next write fail, which ends it.
-            flag.set();
-            return Err(Failure {
-                outcome: Outcome::ResponseBodyTooLarge,
-                message: format!(
-                    "the function's response body is larger than response_body_bytes_max ({bytes_max} bytes)"
-                ),
+            self.response_flag.set();
+            return self.claim(Decision::Refused).then(|| {
+                Delivery::Refused(Failure {
+                    outcome: Outcome::ResponseBodyTooLarge,
+                    message: format!(
+                        "the function's response body is larger than response_body_bytes_max ({bytes_max} bytes)"
+                    ),
+                })
             });
         }
-        Ok(response.map(|body| ResponseBody::guest(body, bytes_max, flag)))
+        self.guest_status
+            .store(response.status().as_u16(), Ordering::Release);
+        if !self.claim(Decision::Delivered) {
+            return None;
+        }
+        let (response_flag, aborted) = (self.response_flag.clone(), self.aborted.clone());
+        Some(Delivery::Response(response.map(|body| {
+            ResponseBody::guest(body, bytes_max, response_flag, aborted)
+        })))
+    }
+
+    /// How the guest's run ended, and the internal detail of a failure.
+    fn classify(
+        &self,
+        result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+        memory_denied: bool,
+    ) -> (Outcome, String) {
+        let error = match result {
+            Err(_) => {
+                return (
+                    Outcome::Timeout,
+                    "deadline reached while the function was waiting".into(),
+                );
+            }
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error),
+        };
+        let detail = error.as_ref().map(|e| format!("{e:?}")).unwrap_or_default();
+        let outcome = if self.response_flag.hit() {
+            Outcome::ResponseBodyTooLarge
+        } else if self.request_flag.hit() {
+            Outcome::RequestBodyTooLarge
+        } else if let Some(error) = &error {
+            if memory_denied {
+                Outcome::MemoryLimit
+            } else if error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+            {
+                Outcome::InstanceLimit
+            } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                Outcome::Timeout
+            } else {
+                Outcome::Trap
+            }
+        } else if self.decision() == Decision::GuestError as u8 {
+            Outcome::ErrorResponse
+        } else if self.decision() == Decision::Undecided as u8 {
+            Outcome::NoResponse
+        } else {
+            Outcome::Ok
+        };
+        let message = match (&error, outcome) {
+            (Some(error), Outcome::Trap) => trap_reason(error),
+            _ => detail,
+        };
+        (outcome, message)
     }
 }
 
-fn classify(
-    result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
-    memory_denied: bool,
-    request_flag: &LimitFlag,
-    response_flag: &LimitFlag,
-    responded: bool,
-) -> (Outcome, String) {
-    let error = match result {
-        Err(_) => {
-            return (
-                Outcome::Timeout,
-                "deadline reached while the function was waiting".into(),
-            );
-        }
-        Ok(Ok(())) if response_flag.hit() => return (Outcome::ResponseBodyTooLarge, String::new()),
-        Ok(Ok(())) if !responded => {
-            return (
-                Outcome::NoResponse,
-                "the function returned without a response".into(),
-            );
-        }
-        Ok(Ok(())) => return (Outcome::Ok, String::new()),
-        Ok(Err(error)) => error,
-    };
-    let detail = format!("{error:?}");
-    let outcome = if response_flag.hit() {
-        Outcome::ResponseBodyTooLarge
-    } else if memory_denied {
-        Outcome::MemoryLimit
-    } else if error
-        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-    {
-        Outcome::InstanceLimit
-    } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        Outcome::Timeout
-    } else if request_flag.hit() {
-        Outcome::RequestBodyTooLarge
-    } else {
-        Outcome::Trap
-    };
-    (outcome, detail)
+fn request_body_too_large(limits: FunctionLimits) -> Failure {
+    Failure {
+        outcome: Outcome::RequestBodyTooLarge,
+        message: format!(
+            "request body larger than request_body_bytes_max ({} bytes)",
+            limits.request_body_bytes_max
+        ),
+    }
+}
+
+/// The reason a guest trapped, without the backtrace: the trap code when there is one.
+fn trap_reason(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.to_string(),
+    }
 }
 
 fn failure_message(outcome: Outcome, detail: &str) -> String {
     match outcome {
-        Outcome::Trap => {
-            let first = detail.lines().next().unwrap_or("trap");
-            format!("the function trapped: {first}")
-        }
+        Outcome::Trap => format!("the function trapped: {detail}"),
         Outcome::Timeout => "the function ran past its timeout_ms".into(),
         Outcome::MemoryLimit => {
             "the function tried to use more memory than memory_bytes_max".into()

@@ -30,8 +30,9 @@ pub const DEFAULT_INSTANCES_MAX: u32 = 1000;
 pub const EPOCH_TICK_MS: u64 = 5;
 
 /// Pooled-allocator memory kept resident between instantiations instead of being returned
-/// to the kernel and faulted back in. Measured on 2-core VMs to double throughput
-/// (see `../shared/TOOLCHAIN.md` figures for `wasmtime serve`).
+/// to the kernel and faulted back in. On 2-core VMs this doubled `wasmtime serve`'s
+/// throughput for a fresh instance per request; eddy's own figures come with the
+/// benchmark harness.
 pub const DEFAULT_POOL_MEMORY_KEEP_RESIDENT_BYTES: usize = 8 * 1024 * 1024;
 /// Table memory kept resident between instantiations.
 pub const DEFAULT_POOL_TABLE_KEEP_RESIDENT_BYTES: usize = 1024 * 1024;

@@ -9,10 +9,10 @@ use crate::store::now_ms;
 use crate::{InvocationRecord, NewInvocation, Result, Retention, Store};
 
 impl Store {
-    /// Inserts `batch` in one transaction, then applies `retention` to each function in it:
-    /// keeps its newest `invocations_per_function_max` records and deletes those with `at_ms`
-    /// before `now - retention_ms`, where `now` is the later of the system clock and the newest
-    /// `at_ms` in the batch.
+    /// Inserts `batch` in one transaction, then applies `retention`: keeps the newest
+    /// `invocations_per_function_max` records of each function in the batch and deletes every
+    /// record (of any function) with `at_ms` before `now - retention_ms`, where `now` is the
+    /// later of the system clock and the newest `at_ms` in the batch.
     ///
     /// Records of functions that no longer exist (removed while the request ran) are dropped.
     pub fn append_invocations(&self, batch: &[NewInvocation], retention: Retention) -> Result<()> {
@@ -47,12 +47,12 @@ impl Store {
                 ])?;
             }
         }
+        tx.execute(
+            "DELETE FROM invocations WHERE at_ms < ?1",
+            params![cutoff_ms],
+        )?;
         let functions: BTreeSet<&str> = batch.iter().map(|inv| inv.function.as_str()).collect();
         for function in functions {
-            tx.execute(
-                "DELETE FROM invocations WHERE function = ?1 AND at_ms < ?2",
-                params![function, cutoff_ms],
-            )?;
             // Deletes everything at or below the id of the first record past the newest `keep`.
             tx.execute(
                 "DELETE FROM invocations WHERE function = ?1 AND id <= (
@@ -63,6 +63,16 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Deletes every record older than `retention.retention_ms`, for nodes that have had no
+    /// traffic to trigger it. Returns how many were deleted.
+    pub fn expire_invocations(&self, retention: Retention) -> Result<usize> {
+        let cutoff_ms = now_ms().saturating_sub(retention.retention_ms);
+        Ok(self.conn().execute(
+            "DELETE FROM invocations WHERE at_ms < ?1",
+            params![cutoff_ms],
+        )?)
     }
 
     /// Records of `function` with `id > after_id`, oldest first, at most `limit`. Empty if the

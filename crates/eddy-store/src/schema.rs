@@ -68,7 +68,7 @@ CREATE TABLE invocations (
     log         TEXT NOT NULL
 ) STRICT;
 CREATE INDEX invocations_function_id ON invocations (function, id);
-CREATE INDEX invocations_function_at ON invocations (function, at_ms);
+CREATE INDEX invocations_at ON invocations (at_ms);
 "#];
 
 /// Brings the schema up to `MIGRATIONS.len()`, one transaction per migration. The version is

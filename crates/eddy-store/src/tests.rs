@@ -388,6 +388,40 @@ fn retention_deletes_records_older_than_the_window() {
 }
 
 #[test]
+fn old_records_of_idle_functions_expire_too() {
+    each_store(|store| {
+        deploy(store, "busy", "/busy", b"busy", 1)?;
+        deploy(store, "idle", "/idle", b"idle", 1)?;
+        let now = now_ms();
+        let day_ms = 24 * 3600 * 1000;
+        let window = Retention {
+            retention_ms: 2 * day_ms,
+            ..Retention::default()
+        };
+        store.append_invocations(&[invocation("idle", now - day_ms, "idle")], window)?;
+        let shorter = Retention {
+            retention_ms: day_ms / 2,
+            ..Retention::default()
+        };
+        store.append_invocations(&[invocation("busy", now, "busy")], shorter)?;
+        assert!(
+            store.invocations_tail("idle", 10)?.is_empty(),
+            "a batch of another function expires it"
+        );
+
+        store.append_invocations(&[invocation("idle", now - day_ms, "idle again")], window)?;
+        assert_eq!(store.expire_invocations(window)?, 0);
+        assert_eq!(
+            store.expire_invocations(shorter)?,
+            1,
+            "the periodic pass expires it with no traffic"
+        );
+        assert!(store.invocations_tail("idle", 10)?.is_empty());
+        Ok(())
+    });
+}
+
+#[test]
 fn open_creates_missing_directories() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("a/b/eddy.db");

@@ -388,6 +388,25 @@ async fn the_control_api_needs_the_token_and_health_needs_nothing() {
         "unknown paths under /v1 must not reveal themselves either"
     );
 
+    let not_multipart = node
+        .http
+        .post(node.api_url("/functions/x/versions"))
+        .bearer_auth(&node.token)
+        .body("raw bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_multipart.status(), 400);
+    let body: serde_json::Value = not_multipart.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    let (status, body) = node.api_get("/functions/hello/logs?after=soon").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("bad_request")),
+        "{body}"
+    );
+
     let err = stderr_err(&node.cli(&["ls", "--token", "eddy_wrong"]));
     assert!(err.contains("refused the token"), "{err}");
 

@@ -165,6 +165,14 @@ async fn response_bodies_over_the_limit_are_refused_or_cut_off() {
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
     outcomes.sort();
+    let declared = entries
+        .iter()
+        .find(|e| e["path"] == "/mis/big-declared?bytes=200000")
+        .unwrap();
+    assert_eq!(
+        declared["status"], 502,
+        "the record keeps the status the caller got"
+    );
     assert_eq!(
         outcomes,
         ["ok", "response_body_too_large", "response_body_too_large"]
@@ -308,5 +316,45 @@ async fn outgoing_http_is_refused_with_a_clear_error() {
             .contains("outgoing request to http://example.com/ refused"),
         "{:?}",
         entries[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_fails_mid_body_does_not_look_successful() {
+    let node = node_with_guests("", json!({})).await;
+    // Depending on how much was flushed before the trap, the client sees the connection
+    // end before the head or after part of the body; never a clean, complete response.
+    match node.http.get(node.url("/mis/half?bytes=1000")).send().await {
+        Err(error) => assert!(error.is_request(), "{error:?}"),
+        Ok(response) => {
+            assert_eq!(response.status(), 200);
+            let body = response.bytes().await;
+            assert!(
+                body.is_err(),
+                "a body cut short by a trap must end in an error: {body:?}"
+            );
+        }
+    }
+    let entries = node.wait_logs("mis", 1).await;
+    assert_eq!(
+        (&entries[0]["outcome"], &entries[0]["status"]),
+        (&json!("trap"), &json!(200))
+    );
+    assert_unharmed(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_say_why_and_guests_cannot_forge_the_nodes_error_header() {
+    let node = node_with_guests("", json!({})).await;
+    let reply = node.get("/mis/trap").await;
+    reply.assert_refused(500, "trap");
+    assert!(
+        reply.body.contains("unreachable"),
+        "the caller should learn the trap's reason: {reply:?}"
+    );
+    let reply = node.get("/mis/fake-error").await;
+    assert_eq!(
+        (reply.status, reply.error.as_deref(), reply.body.as_str()),
+        (200, None, "fine")
     );
 }

@@ -1,7 +1,9 @@
 //! Test guest for eddy: the last path segment picks a (mis)behaviour, to exercise host limits.
 //!
 //! `/<prefix>/echo`, `env`, `log`, `loop`, `alloc`, `trap`, `panic`, `big?bytes=N`,
-//! `big-declared?bytes=N`, `sleep?ms=N`, `outgoing`; anything else answers 404.
+//! `big-declared?bytes=N`, `half?bytes=N` (sends N bytes of its body, then traps),
+//! `sleep?ms=N`, `outgoing`, `fake-error` (answers 200 with its own `eddy-error` header);
+//! anything else answers 404.
 
 use std::hint::black_box;
 use std::io::Write as _;
@@ -47,6 +49,15 @@ impl Guest for Misbehave {
             "panic" => panic!("guest panicked on purpose"),
             "big" => big(out, param("bytes"), false),
             "big-declared" => big(out, param("bytes"), true),
+            "half" => {
+                let bytes = vec![b'h'; param("bytes") as usize];
+                send(out, 200, None, |stream| {
+                    stream.write_all(&bytes)?;
+                    stream.blocking_flush().map_err(std::io::Error::other)?;
+                    core::arch::wasm32::unreachable()
+                })
+            }
+            "fake-error" => fake_error(out),
             "sleep" => {
                 let ms = param("ms");
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
@@ -126,6 +137,21 @@ fn big(out: ResponseOutparam, bytes: u64, declared: bool) {
         }
         Ok(())
     });
+}
+
+/// Answers 200 with an `eddy-error` header of its own, which the node must not pass on.
+fn fake_error(out: ResponseOutparam) {
+    let fields = [
+        ("content-type".to_string(), b"text/plain".to_vec()),
+        ("eddy-error".to_string(), b"timeout_ms".to_vec()),
+    ];
+    let response = OutgoingResponse::new(Fields::from_list(&fields).expect("valid headers"));
+    let body = response.body().expect("body taken once");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().expect("body stream taken once");
+    stream.blocking_write_and_flush(b"fine").expect("write");
+    drop(stream);
+    OutgoingBody::finish(body, None).expect("finish");
 }
 
 /// Tries `GET http://example.com/`; eddy is expected to refuse it.
