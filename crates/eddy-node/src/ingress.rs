@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eddy_runtime::{Failure, InvocationReport, Outcome, ResponseBody};
+use eddy_runtime::{Answer, Failure, InvocationReport, Outcome, ResponseBody};
 use eddy_store::NewInvocation;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -182,9 +182,10 @@ impl Ingress {
                 .insert(header::HOST, HeaderValue::from_static("localhost"));
         }
         let report = move |report: InvocationReport| {
-            let status = report
-                .guest_status
-                .unwrap_or_else(|| failure_status(report.outcome).as_u16());
+            let status = match report.answer {
+                Answer::Guest(status) => status,
+                Answer::Node(outcome) => failure_status(outcome).as_u16(),
+            };
             if report.outcome != Outcome::Ok {
                 tracing::warn!(
                     outcome = report.outcome.as_str(),

@@ -200,7 +200,7 @@ impl Registry {
             s.set_live_version(&owned, target_version)
         })
         .await?;
-        self.routes.store(Arc::new(self.routes.load().with(live)));
+        self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(
             function = name,
             version = target_version,
@@ -229,15 +229,18 @@ impl Registry {
         self.routes.store(Arc::new(routes));
     }
 
-    /// Public limits of a stored version, for the API.
+    /// The limits a stored version runs under.
     ///
     /// A version stored under higher node maxima than today's runs within today's: the
     /// node's ceilings always win.
-    pub fn function_limits(&self, config: &VersionConfig) -> FunctionLimits {
+    fn function_limits(&self, version: &VersionRecord) -> FunctionLimits {
+        let config = &version.config;
         let memory_bytes_max = config.memory_bytes_max.min(self.limits.memory_bytes_max);
         let timeout_ms = config.timeout_ms.min(self.limits.timeout_ms_max);
         if (memory_bytes_max, timeout_ms) != (config.memory_bytes_max, config.timeout_ms) {
             tracing::warn!(
+                function = %version.function,
+                version = version.version,
                 memory_bytes_max,
                 timeout_ms,
                 "a stored version asks for more than this node's maxima; running it within them"
@@ -328,7 +331,7 @@ impl Registry {
             .collect();
         let deployment = Deployment::new(
             prepared,
-            self.function_limits(&version.config),
+            self.function_limits(version),
             env,
             self.limits.log_bytes_per_invocation_max,
         );

@@ -76,14 +76,23 @@ pub struct Failure {
 #[derive(Debug)]
 pub struct InvocationReport {
     pub outcome: Outcome,
-    /// The status the guest set, if it set one.
-    pub guest_status: Option<u16>,
+    /// What the caller got: the guest's response, or the node's answer for a failure.
+    pub answer: Answer,
     /// Captured stdout and stderr (bounded).
     pub log: String,
     /// Wall time from the start of instantiation to the end of the guest's work.
     pub duration: Duration,
     /// Internal detail of a failure, for the node's log (not for callers).
     pub detail: Option<String>,
+}
+
+/// Who answered the caller, and with what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The guest's response (with this status) was delivered.
+    Guest(u16),
+    /// The node answered for the failure with this outcome.
+    Node(Outcome),
 }
 
 /// A live version of a function: its pre-linked instance template and limits.
@@ -183,7 +192,7 @@ impl Deployment {
                 };
                 report(InvocationReport {
                     outcome: failure.outcome,
-                    guest_status: None,
+                    answer: Answer::Node(failure.outcome),
                     log: String::new(),
                     duration: started.elapsed(),
                     detail: Some(format!("{e:#}")),
@@ -220,7 +229,7 @@ impl Deployment {
             });
             report(InvocationReport {
                 outcome,
-                guest_status: task_shared.delivered_status(),
+                answer: task_shared.answer(outcome),
                 log: log.take(),
                 duration: started.elapsed(),
                 detail: (outcome != Outcome::Ok).then_some(detail),
@@ -247,7 +256,7 @@ impl Deployment {
                     request_refused = true;
                     // Unless the guest's response was delivered first, the caller learns
                     // that its body was refused.
-                    if shared.claim(Decision::Refused) {
+                    if shared.claim_for_node(Decision::Refused, Outcome::RequestBodyTooLarge) {
                         return Err(request_body_too_large(self.limits));
                     }
                 }
@@ -279,6 +288,8 @@ enum Delivery {
 struct Shared {
     decision: AtomicU8,
     guest_status: AtomicU16,
+    /// The outcome the node answered for, when it answered before the guest finished.
+    node_answer: std::sync::OnceLock<Outcome>,
     request_flag: Arc<LimitFlag>,
     response_flag: Arc<LimitFlag>,
     aborted: Arc<LimitFlag>,
@@ -301,9 +312,25 @@ impl Shared {
         self.decision.load(Ordering::Acquire)
     }
 
-    fn delivered_status(&self) -> Option<u16> {
-        (self.decision() == Decision::Delivered as u8)
-            .then(|| self.guest_status.load(Ordering::Acquire))
+    /// Claim the answer for the node, remembering which failure it answered.
+    fn claim_for_node(&self, decision: Decision, outcome: Outcome) -> bool {
+        let claimed = self.claim(decision);
+        if claimed {
+            let _ = self.node_answer.set(outcome);
+        }
+        claimed
+    }
+
+    /// What the caller got, once the guest's run ended with `outcome`.
+    fn answer(&self, outcome: Outcome) -> Answer {
+        if self.decision() == Decision::Delivered as u8 {
+            return Answer::Guest(self.guest_status.load(Ordering::Acquire));
+        }
+        match self.node_answer.get() {
+            Some(answered) => Answer::Node(*answered),
+            None if outcome == Outcome::Ok => Answer::Node(Outcome::NoResponse),
+            None => Answer::Node(outcome),
+        }
     }
 
     /// Called when the guest sets its response: deliver it, or refuse it for a limit.
@@ -318,7 +345,7 @@ impl Shared {
                 let message =
                     format!("the function answered with an error instead of a response: {code:?}");
                 return self
-                    .claim(Decision::GuestError)
+                    .claim_for_node(Decision::GuestError, Outcome::ErrorResponse)
                     .then_some(Delivery::Refused(Failure {
                         outcome: Outcome::ErrorResponse,
                         message,
@@ -328,7 +355,7 @@ impl Shared {
         };
         if self.request_flag.hit() {
             return self
-                .claim(Decision::Refused)
+                .claim_for_node(Decision::Refused, Outcome::RequestBodyTooLarge)
                 .then(|| Delivery::Refused(request_body_too_large(limits)));
         }
         let bytes_max = limits.response_body_bytes_max;
@@ -340,7 +367,7 @@ impl Shared {
         if declared.is_some_and(|len| len > bytes_max) {
             // Dropping the body makes the guest's next write fail, which ends it.
             self.response_flag.set();
-            return self.claim(Decision::Refused).then(|| {
+            return self.claim_for_node(Decision::Refused, Outcome::ResponseBodyTooLarge).then(|| {
                 Delivery::Refused(Failure {
                     outcome: Outcome::ResponseBodyTooLarge,
                     message: format!(

@@ -18,5 +18,5 @@ mod log;
 pub use body::ResponseBody;
 pub use cache::CacheStats;
 pub use engine::{DeployError, Prepared, Runtime, RuntimeError};
-pub use invoke::{Deployment, Failure, InvocationReport, Outcome};
+pub use invoke::{Answer, Deployment, Failure, InvocationReport, Outcome};
 pub use limits::{FunctionLimits, PoolingConfig, RuntimeConfig};

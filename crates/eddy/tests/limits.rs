@@ -133,6 +133,16 @@ async fn request_bodies_over_the_limit_get_413_declared_or_streamed() {
     assert_eq!(reply.status, 200);
     assert!(reply.body.contains("body-bytes: 1000"), "{reply:?}");
     assert_unharmed(&node).await;
+    let entries = node.wait_logs("mis", 3).await;
+    let refused: Vec<_> = entries
+        .iter()
+        .filter(|e| e["outcome"] == "request_body_too_large")
+        .collect();
+    assert_eq!(refused.len(), 2, "{entries:?}");
+    assert!(
+        refused.iter().all(|e| e["status"] == 413),
+        "records keep the status the caller got: {entries:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
