@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""eddy's benchmark: eddy side by side with `wasmtime serve` and a native hyper server.
+
+Run through bench/run, which builds everything and installs the reference tools first.
+Every process this script starts is stopped by its PID when it ends, however it ends.
+Results are printed and prepended to bench/RESULTS.md (older results stay below).
+"""
+
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EDDY = Path(os.environ.get("EDDY_BIN", ROOT / "target/release/eddy"))
+NATIVE = ROOT / "target/release/native-hello"
+GUESTS = ROOT / "target/guests"
+WASMTIME = Path(os.environ["WASMTIME_BIN"])
+RESULTS = ROOT / "bench/RESULTS.md"
+
+# Load: wrk's duration per measurement, and the concurrency levels compared.
+WRK_DURATION_S = int(os.environ.get("BENCH_WRK_DURATION_S", "6"))
+WRK_WARMUP_S = 1
+CONCURRENCY = [1, 64, 256]
+# Cold starts: repetitions per measurement (medians and p99 are taken over them).
+COLD_REPETITIONS = int(os.environ.get("BENCH_COLD_REPETITIONS", "20"))
+# Cost of waiting: concurrent requests, each waiting this long on the host clock.
+WAITERS = 1000
+WAIT_MS = 1000
+# The window (seconds after the requests were sent) in which all are waiting: the node's
+# CPU use there is the cost of waiting itself.
+STEADY_WAIT_FROM_S = 0.45
+STEADY_WAIT_TO_S = 0.95
+# Density: idle functions deployed on one node.
+DENSITY_FUNCTIONS = int(os.environ.get("BENCH_DENSITY_FUNCTIONS", "1000"))
+# Bounded waits for processes to come up.
+READY_TIMEOUT_S = 60
+# The `wasmtime serve` configuration TOOLCHAIN.md found best on these machines.
+WASMTIME_POOLING = [
+    "-O", "pooling-allocator=y",
+    "-O", "pooling-memory-keep-resident=8MiB",
+    "-O", "pooling-table-keep-resident=1MiB",
+    "-O", "pooling-async-stack-keep-resident=2MiB",
+]
+# Interpreters touch more memory per instance: keep more of it resident for them.
+PYTHON_MEMORY_KEEP_RESIDENT = "64MiB"
+
+PROCESSES = []
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, **kwargs):
+    """Start a process that is stopped by PID when the benchmark ends."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+    PROCESSES.append(proc)
+    return proc
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc in PROCESSES:
+        PROCESSES.remove(proc)
+
+
+def stop_all(*_):
+    for proc in list(PROCESSES):
+        stop(proc)
+
+
+def wait_port(port, proc):
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"nothing listened on port {port} within {READY_TIMEOUT_S}s")
+
+
+def get(url, timeout=30):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read()
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def with_custom_section(component: bytes, payload: bytes) -> bytes:
+    """The same component with a custom section appended: a new digest, so a new compile."""
+    name = b"eddy-bench"
+    body = leb128(len(name)) + name + payload
+    return component + b"\x00" + leb128(len(body)) + body
+
+
+def leb128(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class Node:
+    """An `eddy serve` process on its own state directory."""
+
+    def __init__(self, state_dir, config=""):
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.state_dir / "node.toml"
+        self.config_path.write_text(config)
+        self.proc = None
+
+    def start(self):
+        self.port, self.admin = free_port(), free_port()
+        started = time.monotonic()
+        self.proc = start(
+            [str(EDDY), "--state-dir", str(self.state_dir / "state"), "serve",
+             "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin}",
+             "--config", str(self.config_path)],
+            env={**os.environ, "EDDY_LOG": "warn"},
+        )
+        deadline = started + READY_TIMEOUT_S
+        while True:
+            try:
+                get(f"http://127.0.0.1:{self.admin}/healthz", timeout=1)
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("eddy did not start")
+                time.sleep(0.002)
+        self.ready_s = time.monotonic() - started
+        self.token = (self.state_dir / "state/admin-token").read_text().strip()
+        return self
+
+    def stop(self):
+        stop(self.proc)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def deploy(self, name, component: bytes, config=None):
+        boundary = "eddybenchboundary"
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"config\"\r\n"
+            f"Content-Type: application/json\r\n\r\n{json.dumps(config or {})}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; filename=\"c.wasm\"\r\n"
+            f"Content-Type: application/wasm\r\n\r\n"
+        ).encode() + component + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin}/v1/functions/{name}/versions",
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+
+
+def wrk(url, connections):
+    threads = min(2, connections)
+    subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_WARMUP_S}s", url],
+                   check=True, capture_output=True)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_DURATION_S}s", "--latency", url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": latency_ms(out, "50%"),
+        "p99_ms": latency_ms(out, "99%"),
+        "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+    }
+
+
+def latency_ms(out, label):
+    match = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wasmtime_serve(component, keep_resident="8MiB"):
+    port = free_port()
+    options = [o.replace("pooling-memory-keep-resident=8MiB", f"pooling-memory-keep-resident={keep_resident}")
+               for o in WASMTIME_POOLING]
+    proc = start([str(WASMTIME), "serve", "-Scli", *options, "--addr", f"127.0.0.1:{port}", str(component)])
+    wait_port(port, proc)
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def throughput(work):
+    results = {}
+    hello = (GUESTS / "hello-rust.wasm").read_bytes()
+    python = (GUESTS / "hello-python.wasm").read_bytes()
+
+    log("throughput: eddy, Rust hello")
+    node = Node(work / "eddy-rust").start()
+    node.deploy("hello", hello)
+    results["rust", "eddy"] = {c: wrk(node.url("/hello"), c) for c in CONCURRENCY}
+    node.stop()
+
+    log("throughput: wasmtime serve, Rust hello")
+    proc, url = wasmtime_serve(GUESTS / "hello-rust.wasm")
+    results["rust", "wasmtime"] = {c: wrk(url, c) for c in CONCURRENCY}
+    stop(proc)
+
+    log("throughput: native hyper")
+    port = free_port()
+    proc = start([str(NATIVE), f"127.0.0.1:{port}"])
+    wait_port(port, proc)
+    results["rust", "native"] = {c: wrk(f"http://127.0.0.1:{port}/", c) for c in CONCURRENCY}
+    stop(proc)
+
+    log("throughput: eddy, Python hello")
+    keep = 64 * 1024 * 1024
+    node = Node(work / "eddy-python", f"[pooling]\nmemory_keep_resident_bytes = {keep}\n").start()
+    node.deploy("py", python)
+    results["python", "eddy"] = {c: wrk(node.url("/py"), c) for c in CONCURRENCY}
+    node.stop()
+
+    log("throughput: wasmtime serve, Python hello")
+    proc, url = wasmtime_serve(GUESTS / "hello-python.wasm", PYTHON_MEMORY_KEEP_RESIDENT)
+    results["python", "wasmtime"] = {c: wrk(url, c) for c in CONCURRENCY}
+    stop(proc)
+    return results
+
+
+def timed_first_request(url):
+    started = time.monotonic()
+    status, _ = get(url)
+    assert status == 200, status
+    return (time.monotonic() - started) * 1000
+
+
+def cold_starts(work):
+    hello = (GUESTS / "hello-rust.wasm").read_bytes()
+    python = (GUESTS / "hello-python.wasm").read_bytes()
+    out = {}
+
+    log(f"cold start: first request after deploy ({COLD_REPETITIONS}x)")
+    node = Node(work / "cold").start()
+    first = []
+    for i in range(COLD_REPETITIONS):
+        node.deploy(f"f{i}", hello)
+        first.append(timed_first_request(node.url(f"/f{i}")))
+    out["first request after deploy (Rust)"] = first
+
+    log(f"cold start: deploy-to-ready, new component each time ({COLD_REPETITIONS}x Rust, Python)")
+    for label, component, name in [("Rust", hello, "r"), ("Python", python, "p")]:
+        times = []
+        for i in range(COLD_REPETITIONS):
+            fresh = with_custom_section(component, os.urandom(16))
+            started = time.monotonic()
+            result = node.deploy(f"{name}{i}", fresh)
+            assert result["compiled"], result
+            get(node.url(f"/{name}{i}"))
+            times.append((time.monotonic() - started) * 1000)
+        out[f"deploy-to-ready, new component ({label})"] = times
+    node.stop()
+
+    log(f"cold start: first request after restart ({COLD_REPETITIONS}x)")
+    node = Node(work / "restart").start()
+    node.deploy("hello", hello)
+    node.stop()
+    ready, first = [], []
+    for _ in range(COLD_REPETITIONS):
+        node.start()
+        ready.append(node.ready_s * 1000)
+        first.append(timed_first_request(node.url("/hello")))
+        node.stop()
+    out["node start to ready, 1 function (compiled code cached)"] = ready
+    out["first request after restart (Rust)"] = first
+    return out
+
+
+async def one_waiter(port, path):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data.startswith(b"HTTP/1.1 200")
+
+
+async def waiters(port, path, count):
+    return await asyncio.gather(*(one_waiter(port, path) for _ in range(count)))
+
+
+def cost_of_waiting(work):
+    log(f"cost of waiting: {WAITERS} concurrent requests waiting {WAIT_MS} ms on the host clock")
+    node = Node(work / "wait", f"[limits]\ninstances_max = {WAITERS * 2}\n").start()
+    node.deploy("mis", (GUESTS / "misbehave.wasm").read_bytes())
+    get(node.url("/mis/sleep?ms=1"))
+    pid = node.proc.pid
+    rss_before = rss_bytes(pid)
+    cpu_before = cpu_seconds(pid)
+    peak = {"rss": rss_before}
+
+    samples = []  # (seconds since start, node CPU seconds)
+
+    async def run():
+        sampler_stop = asyncio.Event()
+        started = time.monotonic()
+
+        async def sample():
+            while not sampler_stop.is_set():
+                peak["rss"] = max(peak["rss"], rss_bytes(pid))
+                samples.append((time.monotonic() - started, cpu_seconds(pid)))
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        oks = await waiters(node.port, f"/mis/sleep?ms={WAIT_MS}", WAITERS)
+        elapsed = time.monotonic() - started
+        sampler_stop.set()
+        await sampler
+        return oks, elapsed
+
+    oks, elapsed = asyncio.run(run())
+    cpu = cpu_seconds(pid) - cpu_before
+    node.stop()
+    # The steady wait: every request has started and none has finished yet.
+    window = [(t, c) for t, c in samples if STEADY_WAIT_FROM_S <= t <= STEADY_WAIT_TO_S]
+    steady_pct = (100 * (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+                  if len(window) >= 2 else float("nan"))
+    return {
+        "ok": sum(oks),
+        "total_s": elapsed,
+        "node_cpu_s": cpu,
+        "node_cpu_pct_of_core": 100 * cpu / elapsed,
+        "steady_cpu_pct_of_core": steady_pct,
+        "rss_per_inflight_kib": (peak["rss"] - rss_before) / WAITERS / 1024,
+        "rss_before_mib": rss_before / 2**20,
+        "rss_peak_mib": peak["rss"] / 2**20,
+    }
+
+
+def density(work):
+    log(f"density: {DENSITY_FUNCTIONS} idle functions on one node")
+    hello = (GUESTS / "hello-rust.wasm").read_bytes()
+    node = Node(work / "density").start()
+    empty = rss_bytes(node.proc.pid)
+    started = time.monotonic()
+    for i in range(DENSITY_FUNCTIONS):
+        node.deploy(f"d{i:04}", hello)
+    deploy_s = time.monotonic() - started
+    status, _ = get(node.url(f"/d{DENSITY_FUNCTIONS - 1:04}"))
+    assert status == 200
+    loaded = rss_bytes(node.proc.pid)
+    node.stop()
+    node.start()
+    restarted = rss_bytes(node.proc.pid)
+    restart_ready_s = node.ready_s
+    node.stop()
+    return {
+        "rss_empty_mib": empty / 2**20,
+        "rss_loaded_mib": loaded / 2**20,
+        "rss_per_function_kib": (loaded - empty) / DENSITY_FUNCTIONS / 1024,
+        "rss_after_restart_mib": restarted / 2**20,
+        "deploy_all_s": deploy_s,
+        "restart_ready_s": restart_ready_s,
+    }
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    def version(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "unknown"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "eddy": version(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
+        "rustc": version(["rustc", "--version"]),
+        "wasmtime": version([str(WASMTIME), "--version"]),
+        "wrk": version(["wrk", "--version"]) or "wrk",
+    }
+
+
+def ms(v):
+    return f"{v:.2f}"
+
+
+def report(info, tput, cold, wait, dens):
+    lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
+    lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
+                 f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
+                 "load generator on the same two cores. Fresh instance per request everywhere.")
+    lines.append("")
+    lines.append("### Throughput and latency")
+    lines.append("")
+    lines.append("| guest | server | conns | req/s | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for guest in ["rust", "python"]:
+        servers = ["eddy", "wasmtime", "native"] if guest == "rust" else ["eddy", "wasmtime"]
+        for server in servers:
+            for c in CONCURRENCY:
+                r = tput[guest, server][c]
+                ratio_w = ratio_n = ""
+                if server == "eddy":
+                    ratio_w = f"{r['rps'] / tput[guest, 'wasmtime'][c]['rps']:.2f}×"
+                    if (guest, "native") in tput:
+                        ratio_n = f"{r['rps'] / tput[guest, 'native'][c]['rps']:.3f}×"
+                errors = r["errors"] + (1 if r["socket_errors"] else 0)
+                lines.append(f"| {guest} hello | {server} | {c} | {r['rps']:.0f} | {ms(r['p50_ms'])} | "
+                             f"{ms(r['p99_ms'])} | {errors if errors else 0}{' (' + r['socket_errors'] + ')' if r['socket_errors'] else ''} | {ratio_w} | {ratio_n} |")
+    lines.append("")
+    lines.append(f"### Cold start ({COLD_REPETITIONS} repetitions each)")
+    lines.append("")
+    lines.append("| measurement | median ms | p99 ms | min ms | max ms |")
+    lines.append("|---|---:|---:|---:|---:|")
+    for label, values in cold.items():
+        lines.append(f"| {label} | {ms(statistics.median(values))} | {ms(percentile(values, 99))} | "
+                     f"{ms(min(values))} | {ms(max(values))} |")
+    lines.append("")
+    lines.append(f"### Cost of waiting ({WAITERS} concurrent requests, each waiting {WAIT_MS} ms on `wasi:clocks`)")
+    lines.append("")
+    lines.append("| succeeded | total s | node CPU s (whole run) | node CPU % of one core (whole run) | "
+                 f"node CPU % of one core while all wait ({STEADY_WAIT_FROM_S}–{STEADY_WAIT_TO_S} s) | "
+                 "RSS per in-flight invocation KiB | node RSS before → peak MiB |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---|")
+    lines.append(f"| {wait['ok']}/{WAITERS} | {wait['total_s']:.2f} | {wait['node_cpu_s']:.2f} | "
+                 f"{wait['node_cpu_pct_of_core']:.1f} | {wait['steady_cpu_pct_of_core']:.1f} | "
+                 f"{wait['rss_per_inflight_kib']:.0f} | "
+                 f"{wait['rss_before_mib']:.0f} → {wait['rss_peak_mib']:.0f} |")
+    lines.append("")
+    lines.append(f"### Density ({DENSITY_FUNCTIONS} idle Rust hello functions)")
+    lines.append("")
+    lines.append("| RSS empty MiB | RSS loaded MiB | RSS per function KiB | RSS after restart MiB | deploying all s | restart to ready s |")
+    lines.append("|---:|---:|---:|---:|---:|---:|")
+    lines.append(f"| {dens['rss_empty_mib']:.0f} | {dens['rss_loaded_mib']:.0f} | {dens['rss_per_function_kib']:.0f} | "
+                 f"{dens['rss_after_restart_mib']:.0f} | {dens['deploy_all_s']:.1f} | {dens['restart_ready_s']:.2f} |")
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def prepend(section):
+    header = "# Benchmark results\n\nProduced by `bench/run`; newest first. Raw figures next to the ratios.\n\n"
+    old = RESULTS.read_text() if RESULTS.exists() else header
+    body = old[len(header):] if old.startswith(header) else old
+    RESULTS.write_text(header + section + "\n" + body)
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    try:
+        with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
+            work = Path(tmp)
+            info = machine()
+            tput = throughput(work)
+            cold = cold_starts(work)
+            wait = cost_of_waiting(work)
+            dens = density(work)
+            section = report(info, tput, cold, wait, dens)
+            print(section)
+            if os.environ.get("BENCH_NO_RECORD") != "1":
+                prepend(section)
+                log(f"recorded in {RESULTS.relative_to(ROOT)}")
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    main()
