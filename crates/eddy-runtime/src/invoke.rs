@@ -21,7 +21,7 @@ use wasmtime_wasi_http::{
 
 use crate::body::{LimitFlag, LimitedRequestBody, ResponseBody};
 use crate::engine::Prepared;
-use crate::limits::FunctionLimits;
+use crate::limits::{CPU_SLICE_TICKS, FunctionLimits};
 use crate::log::LogPipe;
 
 /// How an invocation ended. A trap or a limit is an outcome to record, not a node error.
@@ -153,12 +153,12 @@ impl Deployment {
             InvocationState::new(&self.env, &log, self.limits.memory_bytes_max),
         );
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(1);
+        store.set_epoch_deadline(CPU_SLICE_TICKS);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                Ok(UpdateDeadline::Yield(CPU_SLICE_TICKS))
             }
         });
 
@@ -222,7 +222,10 @@ impl Deployment {
             }
             // Dropping the store releases the instance slot, ends the response body and,
             // if the guest never responded, drops the response sender (waking `invoke`).
-            drop(store);
+            // Resetting a large memory takes milliseconds: do it off this worker, so the
+            // connection this task just woke (parked in this worker's LIFO slot, where no
+            // other worker can steal it) sends the response without waiting for it.
+            drop_off_worker(store);
             let _ = done_tx.send(Failure {
                 outcome,
                 message: failure_message(outcome, &detail),
@@ -434,6 +437,11 @@ impl Shared {
         };
         (outcome, message)
     }
+}
+
+/// Drop a finished invocation's store on the blocking pool.
+fn drop_off_worker(store: Store<InvocationState>) {
+    tokio::task::spawn_blocking(move || drop(store));
 }
 
 fn request_body_too_large(limits: FunctionLimits) -> Failure {

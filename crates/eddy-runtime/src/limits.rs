@@ -25,9 +25,13 @@ pub const DEFAULT_LOG_BYTES_PER_INVOCATION_MAX: usize = 64 * 1024;
 /// Instances that may exist at once on the node (the pooling allocator's slot count).
 /// Beyond it an invocation is refused with `503` and `eddy-error: instances_max`.
 pub const DEFAULT_INSTANCES_MAX: u32 = 1000;
-/// How often the epoch advances. A CPU-bound guest yields to other work at least this
-/// often and is stopped within about this much of its deadline.
+/// How often the epoch advances: the resolution of deadlines and CPU slices.
 pub const EPOCH_TICK_MS: u64 = 5;
+/// CPU time a guest may run before it yields its worker thread to other invocations, in
+/// epoch ticks (`EPOCH_TICK_MS` each). Short requests finish within one slice and never
+/// interleave; a CPU-bound guest cannot hold a worker for longer than this. Deadlines are
+/// checked at every slice, so a looping guest stops within a slice of its timeout.
+pub const CPU_SLICE_TICKS: u64 = 10;
 
 /// Pooled-allocator memory kept resident between instantiations instead of being returned
 /// to the kernel and faulted back in. On 2-core VMs this doubled `wasmtime serve`'s
