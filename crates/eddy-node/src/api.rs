@@ -3,7 +3,7 @@
 //! The contract is `docs/api.md`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokenHash;
 use crate::config::{LOG_WAIT_MS_MAX, LimitsConfig};
 use crate::error::ApiError;
+use crate::ingress::health_status;
 use crate::invocations::InvocationSink;
 use crate::registry::{DeployRequest, Registry, blocking, component_too_large};
 
@@ -88,11 +89,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
 }
 
 async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
-    if state.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        (StatusCode::OK, "ok\n")
-    }
+    health_status(&state.draining)
 }
 
 async fn node(State(state): State<ApiState>) -> Json<Value> {

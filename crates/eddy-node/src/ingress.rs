@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use eddy_runtime::{Answer, Failure, InvocationReport, Outcome, ResponseBody};
@@ -139,7 +139,6 @@ impl Ingress {
         mut req: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let at_ms = now_ms();
-        let started = Instant::now();
         let method = req.method().to_string();
         let path = req
             .uri()
@@ -155,27 +154,6 @@ impl Ingress {
             method,
             path,
         };
-        let limits = live.deployment.limits();
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limits.request_body_bytes_max) {
-            let failure = Failure {
-                outcome: Outcome::RequestBodyTooLarge,
-                message: format!(
-                    "request body larger than request_body_bytes_max ({} bytes)",
-                    limits.request_body_bytes_max
-                ),
-            };
-            record.finish(
-                failure_status(failure.outcome),
-                failure.outcome,
-                started.elapsed(),
-                String::new(),
-            );
-            return failure_response(&failure);
-        }
         if !req.headers().contains_key(header::HOST) {
             // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
             req.headers_mut()
@@ -295,12 +273,17 @@ pub fn node_response(
     response
 }
 
-fn health(draining: &AtomicBool) -> Response<ResponseBody> {
-    let (status, body) = if draining.load(Ordering::Relaxed) {
+/// The health answer on both listeners: whether the node is serving, and nothing else.
+pub fn health_status(draining: &AtomicBool) -> (StatusCode, &'static str) {
+    if draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (StatusCode::OK, "ok\n")
-    };
+    }
+}
+
+fn health(draining: &AtomicBool) -> Response<ResponseBody> {
+    let (status, body) = health_status(draining);
     let mut response = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response

@@ -121,15 +121,7 @@ impl Registry {
             ));
         }
         let mut prepared_cache = self.prepared.lock().await;
-        if let Some(owner) = self.routes.load().owner(&config.route)
-            && owner != name
-        {
-            return Err(eddy_store::StoreError::RouteTaken {
-                route: config.route,
-                function: owner.to_string(),
-            }
-            .into());
-        }
+        self.check_route_free(name, &config.route)?;
         let runtime = self.runtime.clone();
         let compile_bytes = bytes.clone();
         let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&compile_bytes))
@@ -184,15 +176,7 @@ impl Registry {
                 })?,
         }
         .clone();
-        if let Some(owner) = self.routes.load().owner(&target.config.route)
-            && owner != name
-        {
-            return Err(eddy_store::StoreError::RouteTaken {
-                route: target.config.route,
-                function: owner.to_string(),
-            }
-            .into());
-        }
+        self.check_route_free(name, &target.config.route)?;
         let live = self.prepare_version(&mut prepared_cache, &target).await?;
         let owned = name.to_string();
         let target_version = target.version;
@@ -220,6 +204,19 @@ impl Registry {
         self.publish(&mut prepared_cache, self.routes.load().without(name));
         tracing::info!(function = name, "removed");
         Ok(())
+    }
+
+    /// Refuse a route that is live for another function (the store checks again inside
+    /// its transaction; this answers before any compiling).
+    fn check_route_free(&self, name: &str, route: &str) -> Result<(), ApiError> {
+        match self.routes.load().owner(route) {
+            Some(owner) if owner != name => Err(eddy_store::StoreError::RouteTaken {
+                route: route.to_string(),
+                function: owner.to_string(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
     }
 
     /// Swap in a new route table and drop compiled components no live function uses any

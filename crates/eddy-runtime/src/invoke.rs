@@ -139,6 +139,11 @@ impl Deployment {
         B::Error: Into<HttpError>,
     {
         let started = Instant::now();
+        if declared_length(request.headers())
+            .is_some_and(|len| len > self.limits.request_body_bytes_max)
+        {
+            return refuse(report, started, request_body_too_large(self.limits), None);
+        }
         let deadline = started + self.limits.timeout;
         let shared = Arc::new(Shared::default());
         let log = LogPipe::new(self.log_bytes_max);
@@ -190,14 +195,7 @@ impl Deployment {
                     outcome: Outcome::Trap,
                     message: "the request could not be passed to the function".into(),
                 };
-                report(InvocationReport {
-                    outcome: failure.outcome,
-                    answer: Answer::Node(failure.outcome),
-                    log: String::new(),
-                    duration: started.elapsed(),
-                    detail: Some(format!("{e:#}")),
-                });
-                return Err(failure);
+                return refuse(report, started, failure, Some(format!("{e:#}")));
             }
         };
 
@@ -362,12 +360,7 @@ impl Shared {
                 .then(|| Delivery::Refused(request_body_too_large(limits)));
         }
         let bytes_max = limits.response_body_bytes_max;
-        let declared = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > bytes_max) {
+        if declared_length(response.headers()).is_some_and(|len| len > bytes_max) {
             // Dropping the body makes the guest's next write fail, which ends it.
             self.response_flag.set();
             return self.claim_for_node(Decision::Refused, Outcome::ResponseBodyTooLarge).then(|| {
@@ -442,6 +435,33 @@ impl Shared {
 /// Drop a finished invocation's store on the blocking pool.
 fn drop_off_worker(store: Store<InvocationState>) {
     tokio::task::spawn_blocking(move || drop(store));
+}
+
+/// Answer for a failure before any guest code ran, reporting it as such.
+fn refuse(
+    report: impl FnOnce(InvocationReport),
+    started: Instant,
+    failure: Failure,
+    detail: Option<String>,
+) -> Result<http::Response<ResponseBody>, Failure> {
+    report(InvocationReport {
+        outcome: failure.outcome,
+        answer: Answer::Node(failure.outcome),
+        log: String::new(),
+        duration: started.elapsed(),
+        detail,
+    });
+    Err(failure)
+}
+
+/// The `content-length` a message declares, if it declares a valid one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn request_body_too_large(limits: FunctionLimits) -> Failure {
