@@ -103,12 +103,7 @@ impl Client {
         segments: &[&str],
         query: &[(&str, String)],
     ) -> Result<T> {
-        let request = self
-            .http
-            .get(self.url(segments))
-            .query(query)
-            .timeout(REQUEST_TIMEOUT);
-        self.send(request).await
+        self.get_within(segments, query, REQUEST_TIMEOUT).await
     }
 
     /// `GET` that the node may hold open for up to `wait` before answering (long poll).
@@ -118,11 +113,38 @@ impl Client {
         query: &[(&str, String)],
         wait: Duration,
     ) -> Result<T> {
+        self.get_within(segments, query, wait + LONG_POLL_SLACK)
+            .await
+    }
+
+    /// Print a listing: the node's JSON as it came with `--json`, otherwise `render`'s table.
+    pub async fn print_listing<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        json: bool,
+        render: impl FnOnce(T) -> String,
+    ) -> Result<()> {
+        let output = if json {
+            serde_json::to_string_pretty(&self.get::<serde_json::Value>(segments, &[]).await?)?
+                + "\n"
+        } else {
+            render(self.get::<T>(segments, &[]).await?)
+        };
+        std::io::Write::write_all(&mut std::io::stdout(), output.as_bytes())?;
+        Ok(())
+    }
+
+    async fn get_within<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<T> {
         let request = self
             .http
             .get(self.url(segments))
             .query(query)
-            .timeout(wait + LONG_POLL_SLACK);
+            .timeout(timeout);
         self.send(request).await
     }
 

@@ -1,7 +1,5 @@
 //! `eddy ls`: list deployed functions.
 
-use std::io::Write;
-
 use anyhow::Result;
 
 use crate::api::{Function, FunctionList};
@@ -19,13 +17,11 @@ pub struct LsArgs {
 
 pub async fn run(client: &Client, args: LsArgs) -> Result<()> {
     const PATH: [&str; 2] = ["v1", "functions"];
-    let output = if args.json {
-        serde_json::to_string_pretty(&client.get::<serde_json::Value>(&PATH, &[]).await?)? + "\n"
-    } else {
-        render(&client.get::<FunctionList>(&PATH, &[]).await?.functions)
-    };
-    std::io::stdout().write_all(output.as_bytes())?;
-    Ok(())
+    client
+        .print_listing(&PATH, args.json, |list: FunctionList| {
+            render(&list.functions)
+        })
+        .await
 }
 
 fn render(functions: &[Function]) -> String {

@@ -1,7 +1,5 @@
 //! `eddy versions`: list a function's versions, newest first.
 
-use std::io::Write;
-
 use anyhow::Result;
 
 use crate::api::{Version, VersionList};
@@ -23,13 +21,9 @@ pub struct VersionsArgs {
 
 pub async fn run(client: &Client, args: VersionsArgs) -> Result<()> {
     let path = ["v1", "functions", args.name.as_str(), "versions"];
-    let output = if args.json {
-        serde_json::to_string_pretty(&client.get::<serde_json::Value>(&path, &[]).await?)? + "\n"
-    } else {
-        render(&client.get::<VersionList>(&path, &[]).await?.versions)
-    };
-    std::io::stdout().write_all(output.as_bytes())?;
-    Ok(())
+    client
+        .print_listing(&path, args.json, |list: VersionList| render(&list.versions))
+        .await
 }
 
 fn render(versions: &[Version]) -> String {
