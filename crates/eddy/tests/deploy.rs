@@ -131,12 +131,8 @@ async fn routes_longest_prefix_wins_taken_routes_are_refused_and_requests_arrive
     let (status, body) = node
         .deploy("thief", guest_bytes("hello-rust"), json!({"route": "/api"}))
         .await;
-    assert_eq!(status, 409, "{body}");
+    common::assert_api_error(status, &body, 409, "`api`");
     assert_eq!(body["error"]["code"], "route_taken");
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("`api`"),
-        "{body}"
-    );
     let (status, _) = node.api_get("/functions/thief").await;
     assert_eq!(status, 404, "a refused deploy must store nothing");
 
@@ -157,14 +153,7 @@ async fn routes_longest_prefix_wins_taken_routes_are_refused_and_requests_arrive
             json!({"memroy_bytes_max": 1}),
         )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("memroy_bytes_max"),
-        "{body}"
-    );
+    common::assert_api_error(status, &body, 400, "memroy_bytes_max");
     let (status, body) = node
         .deploy(
             "env",
@@ -188,18 +177,8 @@ async fn routes_longest_prefix_wins_taken_routes_are_refused_and_requests_arrive
             json!({"env": {"BIG": "x".repeat(70_000)}}),
         )
         .await;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (422, &json!("limit_exceeded")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("env_bytes_max"),
-        "{body}"
-    );
+    common::assert_api_error(status, &body, 422, "env_bytes_max");
+    assert_eq!(body["error"]["code"], "limit_exceeded", "{body}");
     let long_route = format!("/{}", "a".repeat(300));
     let (status, body) = node
         .deploy(
@@ -331,11 +310,7 @@ async fn components_that_cannot_be_served_are_refused_and_nothing_is_stored() {
     for (name, bytes, status, message) in cases {
         let digest = eddy_store::component_digest(&bytes);
         let (got, body) = node.deploy(name, bytes, json!({})).await;
-        assert_eq!(got, status, "{name}: {body}");
-        assert!(
-            body["error"]["message"].as_str().unwrap().contains(message),
-            "{name}: {body}"
-        );
+        common::assert_api_error(got, &body, status, message);
         let (status, _) = node.api_get(&format!("/functions/{name}")).await;
         assert_eq!(status, 404, "{name} must not be stored");
         let store = eddy_store::Store::open(&node.state_dir().join("eddy.db")).unwrap();

@@ -313,6 +313,14 @@ async fn json_reply(response: reqwest::Response) -> (u16, Value) {
     (status, value)
 }
 
+/// Insist a control-API reply is the error `status` and its message mentions `message_part`.
+#[track_caller]
+pub fn assert_api_error(status: u16, body: &Value, expected_status: u16, message_part: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(message_part), "{body}");
+}
+
 /// stdout of a CLI run, insisting it succeeded.
 pub fn stdout_ok(output: &Output) -> String {
     assert!(
