@@ -31,7 +31,7 @@ WASMTIME = Path(os.environ["WASMTIME_BIN"])
 RESULTS = ROOT / "bench/RESULTS.md"
 
 # Load: wrk's duration per measurement, and the concurrency levels compared.
-WRK_DURATION_S = int(os.environ.get("BENCH_WRK_DURATION_S", "6"))
+WRK_DURATION_S = int(os.environ.get("BENCH_WRK_DURATION_S", "5"))
 WRK_WARMUP_S = 1
 CONCURRENCY = [1, 64, 256]
 # Cold starts: repetitions per measurement (medians and p99 are taken over them).
@@ -47,17 +47,35 @@ STEADY_WAIT_TO_S = 0.95
 DENSITY_FUNCTIONS = int(os.environ.get("BENCH_DENSITY_FUNCTIONS", "1000"))
 # Bounded waits for processes to come up.
 READY_TIMEOUT_S = 60
-# The `wasmtime serve` configuration TOOLCHAIN.md found best on these machines.
-# (8 MiB memory, 1 MiB tables, 2 MiB async stacks kept resident; wasmtime takes bytes).
+# `wasmtime serve`'s best configuration we know, per guest: TOOLCHAIN.md's pooling
+# settings (8 MiB memory, 1 MiB tables, 2 MiB async stacks kept resident; wasmtime takes
+# bytes), plus what this harness measured on 2026-11-23: `PAGEMAP_SCAN` resets raise the
+# Rust hello's requests/s by about 8% but halve the Python hello's, and interpreters
+# touch more memory per instance, so Python keeps 64 MiB resident without page-map scans.
 MIB = 1024 * 1024
-WASMTIME_POOLING = [
-    "-O", "pooling-allocator=y",
-    "-O", f"pooling-memory-keep-resident={8 * MIB}",
-    "-O", f"pooling-table-keep-resident={1 * MIB}",
-    "-O", f"pooling-async-stack-keep-resident={2 * MIB}",
-]
-# Interpreters touch more memory per instance: keep more of it resident for them.
-PYTHON_MEMORY_KEEP_RESIDENT = 64 * MIB
+WASMTIME_OPTIONS = {
+    "rust": ["-O", "pooling-allocator=y",
+             "-O", f"pooling-memory-keep-resident={8 * MIB}",
+             "-O", f"pooling-table-keep-resident={1 * MIB}",
+             "-O", f"pooling-async-stack-keep-resident={2 * MIB}",
+             "-O", "pooling-pagemap-scan=y"],
+    "python": ["-O", "pooling-allocator=y",
+               "-O", f"pooling-memory-keep-resident={64 * MIB}",
+               "-O", f"pooling-table-keep-resident={1 * MIB}",
+               "-O", f"pooling-async-stack-keep-resident={2 * MIB}"],
+}
+# eddy's node configuration per guest: its defaults for Rust; for Python both its
+# defaults and the settings a node serving only Python would use (docs/limits.md).
+EDDY_CONFIGS = {
+    "rust": {"eddy": ""},
+    "python": {
+        "eddy": f"[pooling]\nmemory_keep_resident_bytes = {64 * MIB}\npagemap_scan = false\n",
+        "eddy (defaults)": "",
+    },
+}
+# Throughput rounds: every server is measured once per round, rounds interleaved, and the
+# median round is reported, so a slow minute on a shared machine hits all servers alike.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 PROCESSES = []
 
@@ -238,49 +256,57 @@ def latency_ms(out, label):
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wasmtime_serve(component, keep_resident=8 * MIB):
+def wasmtime_serve(guest, component):
     port = free_port()
-    options = [o.replace(f"pooling-memory-keep-resident={8 * MIB}", f"pooling-memory-keep-resident={keep_resident}")
-               for o in WASMTIME_POOLING]
-    proc = start([str(WASMTIME), "serve", "-Scli", *options, "--addr", f"127.0.0.1:{port}", str(component)])
+    proc = start([str(WASMTIME), "serve", "-Scli", *WASMTIME_OPTIONS[guest],
+                  "--addr", f"127.0.0.1:{port}", str(component)])
     wait_port(port, proc)
     return proc, f"http://127.0.0.1:{port}/"
 
 
+GUEST_FILES = {"rust": "hello-rust.wasm", "python": "hello-python.wasm"}
+
+
 def throughput(work):
+    """{(guest, server): {conns: [result per round]}}, rounds interleaved."""
     results = {}
-    hello = (GUESTS / "hello-rust.wasm").read_bytes()
-    python = (GUESTS / "hello-python.wasm").read_bytes()
+    state_dirs = {}
 
-    log("throughput: eddy, Rust hello")
-    node = Node(work / "eddy-rust").start()
-    node.deploy("hello", hello)
-    results["rust", "eddy"] = {c: wrk(node.url("/hello"), c) for c in CONCURRENCY}
-    node.stop()
+    def measure(guest, server, url):
+        for c in CONCURRENCY:
+            results.setdefault((guest, server), {}).setdefault(c, []).append(wrk(url, c))
 
-    log("throughput: wasmtime serve, Rust hello")
-    proc, url = wasmtime_serve(GUESTS / "hello-rust.wasm")
-    results["rust", "wasmtime"] = {c: wrk(url, c) for c in CONCURRENCY}
-    stop(proc)
-
-    log("throughput: native hyper")
-    port = free_port()
-    proc = start([str(NATIVE), f"127.0.0.1:{port}"])
-    wait_port(port, proc)
-    results["rust", "native"] = {c: wrk(f"http://127.0.0.1:{port}/", c) for c in CONCURRENCY}
-    stop(proc)
-
-    log("throughput: eddy, Python hello")
-    node = Node(work / "eddy-python", f"[pooling]\nmemory_keep_resident_bytes = {PYTHON_MEMORY_KEEP_RESIDENT}\n").start()
-    node.deploy("py", python)
-    results["python", "eddy"] = {c: wrk(node.url("/py"), c) for c in CONCURRENCY}
-    node.stop()
-
-    log("throughput: wasmtime serve, Python hello")
-    proc, url = wasmtime_serve(GUESTS / "hello-python.wasm", PYTHON_MEMORY_KEEP_RESIDENT)
-    results["python", "wasmtime"] = {c: wrk(url, c) for c in CONCURRENCY}
-    stop(proc)
+    for round_ in range(ROUNDS):
+        for guest, file in GUEST_FILES.items():
+            component = GUESTS / file
+            for server, config in EDDY_CONFIGS[guest].items():
+                log(f"throughput round {round_ + 1}/{ROUNDS}: {server}, {guest} hello")
+                # One state directory per configuration: later rounds restart the node
+                # with the function (and its compiled code) already there.
+                first = (guest, server) not in state_dirs
+                state_dir = state_dirs.setdefault((guest, server), work / f"tput-{len(state_dirs)}")
+                node = Node(state_dir, config).start()
+                if first:
+                    node.deploy("hello", component.read_bytes())
+                measure(guest, server, node.url("/hello"))
+                node.stop()
+            log(f"throughput round {round_ + 1}/{ROUNDS}: wasmtime serve, {guest} hello")
+            proc, url = wasmtime_serve(guest, component)
+            measure(guest, "wasmtime", url)
+            stop(proc)
+            if guest == "rust":
+                log(f"throughput round {round_ + 1}/{ROUNDS}: native hyper")
+                port = free_port()
+                proc = start([str(NATIVE), f"127.0.0.1:{port}"])
+                wait_port(port, proc)
+                measure(guest, "native", f"http://127.0.0.1:{port}/")
+                stop(proc)
     return results
+
+
+def median_round(runs):
+    """The run with the median requests/s (its latencies belong to the same run)."""
+    return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
 
 def timed_first_request(url):
@@ -455,21 +481,29 @@ def report(info, tput, cold, wait, dens):
     lines.append("")
     lines.append("### Throughput and latency")
     lines.append("")
-    lines.append("| guest | server | conns | req/s | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for guest in ["rust", "python"]:
-        servers = ["eddy", "wasmtime", "native"] if guest == "rust" else ["eddy", "wasmtime"]
+    lines.append(f"Median of {ROUNDS} interleaved rounds (req/s, and p50/p99 of that same round); "
+                 "every round's req/s alongside. `wasmtime serve` options, Rust: "
+                 f"`{' '.join(WASMTIME_OPTIONS['rust'])}`; Python: `{' '.join(WASMTIME_OPTIONS['python'])}`. "
+                 "eddy Python node config: `" + EDDY_CONFIGS['python']['eddy'].strip().replace(chr(10), "; ") + "`.")
+    lines.append("")
+    lines.append("| guest | server | conns | req/s | req/s per round | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s |")
+    lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    for guest in GUEST_FILES:
+        servers = [*EDDY_CONFIGS[guest], "wasmtime"] + (["native"] if guest == "rust" else [])
         for server in servers:
             for c in CONCURRENCY:
-                r = tput[guest, server][c]
+                runs = tput[guest, server][c]
+                r = median_round(runs)
                 ratio_w = ratio_n = ""
-                if server == "eddy":
-                    ratio_w = f"{r['rps'] / tput[guest, 'wasmtime'][c]['rps']:.2f}×"
+                if server.startswith("eddy"):
+                    ratio_w = f"{r['rps'] / median_round(tput[guest, 'wasmtime'][c])['rps']:.2f}×"
                     if (guest, "native") in tput:
-                        ratio_n = f"{r['rps'] / tput[guest, 'native'][c]['rps']:.3f}×"
-                errors = r["errors"] + (1 if r["socket_errors"] else 0)
-                lines.append(f"| {guest} hello | {server} | {c} | {r['rps']:.0f} | {ms(r['p50_ms'])} | "
-                             f"{ms(r['p99_ms'])} | {errors if errors else 0}{' (' + r['socket_errors'] + ')' if r['socket_errors'] else ''} | {ratio_w} | {ratio_n} |")
+                        ratio_n = f"{r['rps'] / median_round(tput[guest, 'native'][c])['rps']:.3f}×"
+                errors = sum(run["errors"] + (1 if run["socket_errors"] else 0) for run in runs)
+                socket_errors = "; ".join(run["socket_errors"] for run in runs if run["socket_errors"])
+                spread = ", ".join(f"{run['rps']:.0f}" for run in runs)
+                lines.append(f"| {guest} hello | {server} | {c} | {r['rps']:.0f} | {spread} | {ms(r['p50_ms'])} | "
+                             f"{ms(r['p99_ms'])} | {errors}{' (' + socket_errors + ')' if socket_errors else ''} | {ratio_w} | {ratio_n} |")
     lines.append("")
     lines.append(f"### Cold start ({COLD_REPETITIONS} repetitions each)")
     lines.append("")

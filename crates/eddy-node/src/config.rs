@@ -80,13 +80,29 @@ pub struct LimitsConfig {
     pub invocation_retention_ms: i64,
 }
 
-/// Pooling-allocator memory kept resident between instantiations.
+/// How the instance pool keeps and resets slots between instantiations (tuning, see
+/// `docs/limits.md`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolingSettings {
     pub memory_keep_resident_bytes: usize,
     pub table_keep_resident_bytes: usize,
     pub async_stack_keep_resident_bytes: usize,
+    pub pagemap_scan: bool,
+    pub inline_teardown_memory_bytes_max: usize,
+}
+
+impl PoolingSettings {
+    /// The runtime's form of these settings.
+    pub fn runtime(&self) -> rt::PoolingConfig {
+        rt::PoolingConfig {
+            memory_keep_resident_bytes: self.memory_keep_resident_bytes,
+            table_keep_resident_bytes: self.table_keep_resident_bytes,
+            async_stack_keep_resident_bytes: self.async_stack_keep_resident_bytes,
+            pagemap_scan: self.pagemap_scan,
+            inline_teardown_memory_bytes_max: self.inline_teardown_memory_bytes_max,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -132,6 +148,8 @@ impl Default for PoolingSettings {
             memory_keep_resident_bytes: d.memory_keep_resident_bytes,
             table_keep_resident_bytes: d.table_keep_resident_bytes,
             async_stack_keep_resident_bytes: d.async_stack_keep_resident_bytes,
+            pagemap_scan: d.pagemap_scan,
+            inline_teardown_memory_bytes_max: d.inline_teardown_memory_bytes_max,
         }
     }
 }

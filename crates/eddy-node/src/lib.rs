@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use eddy_runtime::{PoolingConfig, Runtime, RuntimeConfig};
+use eddy_runtime::{Runtime, RuntimeConfig};
 use eddy_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -37,6 +37,9 @@ pub struct RunningNode {
     pub admin_addr: SocketAddr,
     pub public_url: String,
     pub functions: usize,
+    /// Whether finished instances are reset with Linux `PAGEMAP_SCAN` (configured and
+    /// supported by the kernel).
+    pub pagemap_scan: bool,
     shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
@@ -66,12 +69,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         memory_bytes_max: limits.memory_bytes_max,
         instances_max: limits.instances_max,
         log_bytes_per_invocation_max: limits.log_bytes_per_invocation_max,
-        pooling: PoolingConfig {
-            memory_keep_resident_bytes: config.pooling.memory_keep_resident_bytes,
-            table_keep_resident_bytes: config.pooling.table_keep_resident_bytes,
-            async_stack_keep_resident_bytes: config.pooling.async_stack_keep_resident_bytes,
-        },
+        pooling: config.pooling.runtime(),
     })?);
+    let pagemap_scan = runtime.pagemap_scan_in_use();
     let registry =
         Arc::new(registry::Registry::load(runtime, store.clone(), limits.clone()).await?);
     let functions = registry.routes().len();
@@ -136,6 +136,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         admin_addr,
         public_url,
         functions,
+        pagemap_scan,
         shutdown,
         draining,
         servers: vec![public_server, admin_server],

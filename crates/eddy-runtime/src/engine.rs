@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CacheStats, CompileCache};
@@ -67,6 +67,8 @@ pub struct Prepared {
     pub digest: String,
     /// False when the compiled code came from the cache.
     pub compiled: bool,
+    /// Instances with at most this much linear memory are torn down inline.
+    pub(crate) inline_teardown_memory_bytes_max: usize,
 }
 
 /// One per node: the engine, the linker with every host interface, the compile cache and
@@ -112,6 +114,12 @@ impl Runtime {
         &self.config
     }
 
+    /// Whether finished instances are reset with `PAGEMAP_SCAN`: configured and supported
+    /// by this kernel.
+    pub fn pagemap_scan_in_use(&self) -> bool {
+        self.config.pooling.pagemap_scan && PoolingAllocationConfig::is_pagemap_scan_available()
+    }
+
     /// Compile-cache counters since the runtime started.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
@@ -132,6 +140,7 @@ impl Runtime {
             pre,
             digest,
             compiled,
+            inline_teardown_memory_bytes_max: self.config.pooling.inline_teardown_memory_bytes_max,
         })
     }
 
@@ -189,7 +198,12 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .max_memory_size(usize::try_from(config.memory_bytes_max).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(config.pooling.memory_keep_resident_bytes)
         .table_keep_resident(config.pooling.table_keep_resident_bytes)
-        .async_stack_keep_resident(config.pooling.async_stack_keep_resident_bytes);
+        .async_stack_keep_resident(config.pooling.async_stack_keep_resident_bytes)
+        .pagemap_scan(if config.pooling.pagemap_scan {
+            Enabled::Auto
+        } else {
+            Enabled::No
+        });
     let mut wasm = Config::new();
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
         .epoch_interruption(true)

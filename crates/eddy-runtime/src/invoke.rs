@@ -101,6 +101,7 @@ pub struct Deployment {
     limits: FunctionLimits,
     env: Arc<[(String, String)]>,
     log_bytes_max: usize,
+    inline_teardown_memory_bytes_max: usize,
 }
 
 impl Deployment {
@@ -116,6 +117,7 @@ impl Deployment {
             limits,
             env: env.into(),
             log_bytes_max,
+            inline_teardown_memory_bytes_max: prepared.inline_teardown_memory_bytes_max,
         }
     }
 
@@ -201,6 +203,7 @@ impl Deployment {
 
         let (done_tx, done_rx) = oneshot::channel::<Failure>();
         let pre = self.pre.clone();
+        let inline_teardown_memory_bytes_max = self.inline_teardown_memory_bytes_max;
         let task_shared = shared.clone();
         let guest = async move {
             let result = tokio::time::timeout_at(deadline.into(), async {
@@ -222,8 +225,13 @@ impl Deployment {
             // if the guest never responded, drops the response sender (waking `invoke`).
             // Resetting a large memory takes milliseconds: do it off this worker, so the
             // connection this task just woke (parked in this worker's LIFO slot, where no
-            // other worker can steal it) sends the response without waiting for it.
-            drop_off_worker(store);
+            // other worker can steal it) sends the response without waiting for it. A
+            // small memory resets faster than a hand-off to another thread.
+            if store.data().limiter.memory_bytes_peak <= inline_teardown_memory_bytes_max {
+                drop(store);
+            } else {
+                drop_off_worker(store);
+            }
             let _ = done_tx.send(Failure {
                 outcome,
                 message: failure_message(outcome, &detail),
@@ -522,6 +530,7 @@ impl InvocationState {
             hooks: EddyHooks { log: log.clone() },
             limiter: MemoryLimiter {
                 memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX),
+                memory_bytes_peak: 0,
                 denied: false,
             },
         }
@@ -579,6 +588,8 @@ impl WasiHttpHooks for EddyHooks {
 /// Enforces the function's memory limit and remembers whether the guest hit it.
 struct MemoryLimiter {
     memory_bytes_max: usize,
+    /// The largest linear memory granted to the guest (any of its memories).
+    memory_bytes_peak: usize,
     denied: bool,
 }
 
@@ -593,6 +604,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.denied = true;
             return Ok(false);
         }
+        self.memory_bytes_peak = self.memory_bytes_peak.max(desired);
         Ok(true)
     }
 

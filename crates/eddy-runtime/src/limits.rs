@@ -42,6 +42,19 @@ pub const DEFAULT_POOL_MEMORY_KEEP_RESIDENT_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_POOL_TABLE_KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
 /// Async stack memory kept resident between instantiations.
 pub const DEFAULT_POOL_ASYNC_STACK_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
+/// Whether a finished instance's memory is reset by asking the kernel which pages the guest
+/// wrote (Linux `PAGEMAP_SCAN`, kernel 6.7 or later; ignored where unavailable) and
+/// restoring only those, instead of `memset`-ing the whole kept-resident region. Measured
+/// in `bench/RESULTS.md` (2026-11-23): +20% requests/s for a small Rust guest, but about
+/// −15% for the Python guest at 8 MiB kept resident and −45% at 64 MiB, whose instances
+/// dirty many pages. Nodes that serve mostly interpreter-based guests should turn it off.
+pub const DEFAULT_POOL_PAGEMAP_SCAN: bool = true;
+/// A finished instance whose linear memory is at most this large is torn down (its pool
+/// slot reset) on the worker that ran it; larger ones are torn down on the blocking pool.
+/// Resetting a small memory costs microseconds, less than handing it to another thread;
+/// resetting a large one costs milliseconds, during which the worker could not send the
+/// response it just woke. Measured in `bench/RESULTS.md` (2026-11-23).
+pub const DEFAULT_POOL_INLINE_TEARDOWN_MEMORY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Node-wide runtime settings.
 #[derive(Clone, Debug)]
@@ -71,12 +84,14 @@ impl RuntimeConfig {
     }
 }
 
-/// How much pooled memory stays resident between instantiations.
+/// How pooled instance slots are kept and reset between instantiations.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolingConfig {
     pub memory_keep_resident_bytes: usize,
     pub table_keep_resident_bytes: usize,
     pub async_stack_keep_resident_bytes: usize,
+    pub pagemap_scan: bool,
+    pub inline_teardown_memory_bytes_max: usize,
 }
 
 impl Default for PoolingConfig {
@@ -85,6 +100,8 @@ impl Default for PoolingConfig {
             memory_keep_resident_bytes: DEFAULT_POOL_MEMORY_KEEP_RESIDENT_BYTES,
             table_keep_resident_bytes: DEFAULT_POOL_TABLE_KEEP_RESIDENT_BYTES,
             async_stack_keep_resident_bytes: DEFAULT_POOL_ASYNC_STACK_KEEP_RESIDENT_BYTES,
+            pagemap_scan: DEFAULT_POOL_PAGEMAP_SCAN,
+            inline_teardown_memory_bytes_max: DEFAULT_POOL_INLINE_TEARDOWN_MEMORY_BYTES_MAX,
         }
     }
 }

@@ -42,6 +42,7 @@ pub async fn run(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         admin = %node.admin_addr,
         public_url = %node.public_url,
         functions = node.functions,
+        pagemap_scan = node.pagemap_scan,
         "eddy ready"
     );
     shutdown_signal().await?;

@@ -199,3 +199,46 @@ fn invalid_node_config_is_refused_before_binding() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_a_fresh_instance_whatever_the_pool_settings() {
+    // Default settings; no page-map scan; and everything torn down off the worker with
+    // nothing kept resident. `fresh?mb=16` grows past both the inline-teardown threshold
+    // and the kept-resident region, so every reset path of a reused slot is exercised.
+    let configs = [
+        ("", None),
+        ("[pooling]\npagemap_scan = false\n", Some(false)),
+        (
+            "[pooling]\ninline_teardown_memory_bytes_max = 0\nmemory_keep_resident_bytes = 0\n",
+            None,
+        ),
+    ];
+    for (config, pagemap_scan) in configs {
+        let node = Node::start_with_config(config);
+        if let Some(expected) = pagemap_scan {
+            let ready = node
+                .output()
+                .lines()
+                .find(|line| line.contains("eddy ready"))
+                .map(str::to_string)
+                .expect("the ready line");
+            assert!(
+                ready.contains(&format!("\"pagemap_scan\":{expected}")),
+                "{ready}"
+            );
+        }
+        node.deploy_ok("mis", "misbehave", json!({})).await;
+        for mb in [0, 16] {
+            let path = format!("/mis/fresh?mb={mb}");
+            for _ in 0..12 {
+                let reply = node.get(&path).await;
+                assert_eq!((reply.status, reply.body.as_str()), (200, "fresh"), "{config}");
+            }
+            let replies =
+                futures::future::join_all((0..16).map(|_| node.get(&path))).await;
+            for reply in replies {
+                assert_eq!((reply.status, reply.body.as_str()), (200, "fresh"), "{config}");
+            }
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! `/<prefix>/echo`, `env`, `log`, `loop`, `alloc`, `trap`, `panic`, `big?bytes=N`,
 //! `big-declared?bytes=N`, `half?bytes=N` (sends N bytes of its body, then traps),
-//! `sleep?ms=N`, `outgoing`, `fake-error` (answers 200 with its own `eddy-error` header);
+//! `sleep?ms=N`, `outgoing`, `fake-error` (answers 200 with its own `eddy-error` header),
+//! `fresh?mb=N` (checks that it runs in a fresh instance: a static still holds its initial
+//! value, and N MiB of newly grown memory read as zeros; then dirties both);
 //! anything else answers 404.
 
 use std::hint::black_box;
@@ -58,6 +60,10 @@ impl Guest for Misbehave {
                 })
             }
             "fake-error" => fake_error(out),
+            "fresh" => match check_fresh(param("mb")) {
+                Ok(()) => respond(out, 200, b"fresh"),
+                Err(problem) => respond(out, 500, problem.as_bytes()),
+            },
             "sleep" => {
                 let ms = param("ms");
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
@@ -187,6 +193,38 @@ fn hog_memory() -> ! {
         }
         chunks.push(black_box(chunk));
     }
+}
+
+/// Set by every run of `fresh`: a fresh instance always finds it at zero.
+static MARK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Fails if state of an earlier instance is visible: `MARK` already set, or memory grown
+/// by `mb` MiB not all zeros. Leaves both dirty for the next instance to check.
+fn check_fresh(mb: u64) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    const PAGE_BYTES: usize = 64 * 1024;
+    let previous = MARK.swap(0xEDD1, Ordering::Relaxed);
+    if previous != 0 {
+        return Err(format!("stale: a static holds {previous:#x} from an earlier instance"));
+    }
+    let pages = (mb as usize) * 1024 * 1024 / PAGE_BYTES;
+    if pages == 0 {
+        return Ok(());
+    }
+    let first = core::arch::wasm32::memory_grow(0, pages);
+    if first == usize::MAX {
+        return Err(format!("could not grow memory by {mb} MiB"));
+    }
+    // Memory the guest grew itself lies outside the allocator: reading and writing it
+    // through a raw pointer touches no Rust object.
+    let grown = unsafe {
+        core::slice::from_raw_parts_mut((first * PAGE_BYTES) as *mut u8, pages * PAGE_BYTES)
+    };
+    if let Some(offset) = grown.iter().position(|&byte| byte != 0) {
+        return Err(format!("stale: grown memory holds {:#x} at offset {offset}", grown[offset]));
+    }
+    grown.fill(0xAB);
+    Ok(())
 }
 
 /// Sends a small text/plain response.
