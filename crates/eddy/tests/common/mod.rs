@@ -20,6 +20,8 @@ pub struct Node {
     pub state: Arc<tempfile::TempDir>,
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// The node's `eddy ready` log line, parsed.
+    pub ready: Value,
     pub token: String,
     output: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::Client,
@@ -84,10 +86,11 @@ impl Node {
         let lines = output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Kept before readiness is reported, so `output()` always holds the ready line.
+                lines.lock().unwrap().push(line.clone());
                 if line.contains("\"eddy ready\"") {
-                    let _ = ready_tx.send(line.clone());
+                    let _ = ready_tx.send(line);
                 }
-                lines.lock().unwrap().push(line);
             }
         });
         let stderr = child.stderr.take().unwrap();
@@ -117,6 +120,7 @@ impl Node {
             child: Some(child),
             public: ready["public"].as_str().unwrap().parse().unwrap(),
             admin: ready["admin"].as_str().unwrap().parse().unwrap(),
+            ready,
             state,
             token,
             output,
