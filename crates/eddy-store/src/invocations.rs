@@ -29,8 +29,9 @@ impl Store {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO invocations
-                     (function, version, at_ms, method, path, status, outcome, duration_us, log)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+                     (function, version, at_ms, method, path, status, outcome, duration_us, log,
+                      cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
                  WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?1)",
             )?;
             for inv in batch {
@@ -43,7 +44,12 @@ impl Store {
                     inv.status,
                     inv.outcome,
                     inv.duration_us,
-                    inv.log
+                    inv.log,
+                    inv.cpu_us,
+                    inv.instantiate_us,
+                    inv.memory_bytes_peak,
+                    inv.request_bytes,
+                    inv.response_bytes
                 ])?;
             }
         }
@@ -108,8 +114,8 @@ impl Store {
     }
 }
 
-const COLUMNS: &str =
-    "id, function, version, at_ms, method, path, status, outcome, duration_us, log";
+const COLUMNS: &str = "id, function, version, at_ms, method, path, status, outcome, duration_us, log, \
+     cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes";
 
 /// SQLite takes limits as i64; anything larger means "no limit".
 fn sql_limit(limit: usize) -> i64 {
@@ -129,6 +135,11 @@ fn invocation_row(row: &Row<'_>) -> rusqlite::Result<InvocationRecord> {
             outcome: row.get(7)?,
             duration_us: row.get(8)?,
             log: row.get(9)?,
+            cpu_us: row.get(10)?,
+            instantiate_us: row.get(11)?,
+            memory_bytes_peak: row.get(12)?,
+            request_bytes: row.get(13)?,
+            response_bytes: row.get(14)?,
         },
     })
 }

@@ -6,6 +6,7 @@
 
 mod error;
 mod invocations;
+mod rollups;
 mod schema;
 mod store;
 mod types;
@@ -14,7 +15,8 @@ pub use error::StoreError;
 pub use store::{Store, component_digest};
 pub use types::{
     FunctionRecord, INVOCATION_RETENTION_MS, INVOCATIONS_PER_FUNCTION_MAX, InvocationRecord,
-    NewInvocation, NewVersion, Retention, VersionConfig, VersionRecord,
+    LatencyHistogram, NewInvocation, NewVersion, Retention, ReuseSettings, Rollup, VersionConfig,
+    VersionRecord,
 };
 
 /// Result of every store operation.

@@ -21,7 +21,8 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<()> {
 
 /// Schema changes, applied in order; entry `i` moves `user_version` from `i` to `i + 1`.
 /// Never edit an entry once released; append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -69,7 +70,37 @@ CREATE TABLE invocations (
 ) STRICT;
 CREATE INDEX invocations_function_id ON invocations (function, id);
 CREATE INDEX invocations_at ON invocations (at_ms);
-"#];
+"#,
+    r#"
+-- Metering of each recorded invocation.
+ALTER TABLE invocations ADD COLUMN cpu_us INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invocations ADD COLUMN instantiate_us INTEGER;
+ALTER TABLE invocations ADD COLUMN memory_bytes_peak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invocations ADD COLUMN request_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invocations ADD COLUMN response_bytes INTEGER NOT NULL DEFAULT 0;
+
+-- Per-function, per-minute totals: what `eddy stats` reads, one row per function and
+-- minute however many invocations it had. `outcomes` and `latency` are JSON.
+CREATE TABLE invocation_minutes (
+    function          TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
+    minute_ms         INTEGER NOT NULL,
+    invocations       INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    rejected          INTEGER NOT NULL,
+    cold_starts       INTEGER NOT NULL,
+    wall_us           INTEGER NOT NULL,
+    cpu_us            INTEGER NOT NULL,
+    instantiate_us    INTEGER NOT NULL,
+    request_bytes     INTEGER NOT NULL,
+    response_bytes    INTEGER NOT NULL,
+    memory_bytes_peak INTEGER NOT NULL,
+    outcomes          TEXT NOT NULL,
+    latency           TEXT NOT NULL,
+    PRIMARY KEY (function, minute_ms)
+) STRICT;
+CREATE INDEX invocation_minutes_minute ON invocation_minutes (minute_ms);
+"#,
+];
 
 /// Brings the schema up to `MIGRATIONS.len()`, one transaction per migration. The version is
 /// read inside each write transaction, so two processes opening the file at once do not both

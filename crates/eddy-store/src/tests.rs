@@ -24,6 +24,15 @@ fn config(route: &str) -> VersionConfig {
         memory_bytes_max: 64 << 20,
         timeout_ms: 30_000,
         env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+        allow_outbound: vec!["api.example.com".to_owned()],
+        max_concurrency: Some(10),
+        max_queue: None,
+        max_wait_ms: None,
+        reserved_concurrency: 0,
+        reuse: Some(crate::ReuseSettings {
+            max_requests: 5,
+            idle_timeout_ms: 1000,
+        }),
     }
 }
 
@@ -41,6 +50,11 @@ fn deploy(store: &Store, function: &str, route: &str, bytes: &[u8], at_ms: i64) 
 
 fn invocation(function: &str, at_ms: i64, log: &str) -> NewInvocation {
     NewInvocation {
+        cpu_us: 0,
+        instantiate_us: Some(10),
+        memory_bytes_peak: 65536,
+        request_bytes: 0,
+        response_bytes: 3,
         function: function.to_owned(),
         version: 1,
         at_ms,
@@ -427,4 +441,58 @@ fn open_creates_missing_directories() {
     let path = dir.path().join("a/b/eddy.db");
     Store::open(&path).expect("open");
     assert!(Path::exists(&path));
+}
+
+#[test]
+fn rollups_merge_per_function_and_minute_and_expire() {
+    each_store(|store| {
+        deploy(store, "f", "/f", b"bytes", 1)?;
+        let mut one = crate::Rollup {
+            invocations: 2,
+            errors: 1,
+            wall_us: 300,
+            memory_bytes_peak: 10,
+            ..Default::default()
+        };
+        one.outcomes.insert("ok".into(), 1);
+        one.outcomes.insert("trap".into(), 1);
+        one.latency.record(100);
+        one.latency.record(200);
+        let minute = 60_000 * 1000;
+        store.add_rollups(
+            &[
+                ("f".into(), minute, one.clone()),
+                ("f".into(), minute, one.clone()),
+            ],
+            minute - 1,
+        )?;
+        // A removed function's minutes are dropped, not an error.
+        store.add_rollups(&[("gone".into(), minute, one.clone())], 0)?;
+        let rows = store.rollups("f", 0)?;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, minute);
+        let merged = &rows[0].1;
+        assert_eq!(merged.invocations, 4);
+        assert_eq!(merged.outcomes["trap"], 2);
+        assert_eq!(merged.latency.count(), 4);
+        assert_eq!(merged.memory_bytes_peak, 10);
+        assert!(store.rollups("f", minute + 60_000)?.is_empty());
+        // Expiry: a later write with a cutoff past the minute deletes it.
+        store.add_rollups(&[], minute + 1)?;
+        assert!(store.rollups("f", 0)?.is_empty());
+        Ok(())
+    });
+}
+
+#[test]
+fn latency_quantiles_are_within_an_eighth() {
+    let mut h = crate::LatencyHistogram::default();
+    for us in 1..=1000u64 {
+        h.record(us * 1000);
+    }
+    let p50 = h.quantile_us(0.5).unwrap() as f64;
+    let p99 = h.quantile_us(0.99).unwrap() as f64;
+    assert!((p50 / 500_000.0 - 1.0).abs() < 0.125, "{p50}");
+    assert!((p99 / 990_000.0 - 1.0).abs() < 0.125, "{p99}");
+    assert_eq!(crate::LatencyHistogram::default().quantile_us(0.5), None);
 }

@@ -36,6 +36,37 @@ pub struct VersionConfig {
     pub timeout_ms: u64,
     /// Environment variables given to the component.
     pub env: BTreeMap<String, String>,
+    /// Hosts and URLs the function may send HTTP requests to (`*` for any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_outbound: Vec<String>,
+    /// Invocations running at once; `None`: the node's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Requests waiting for a slot; `None`: the node's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<u32>,
+    /// Longest wait for a slot (milliseconds); `None`: the node's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u64>,
+    /// Concurrency held for this function alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reserved_concurrency: u32,
+    /// Warm-instance reuse; `None`: a fresh instance per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseSettings>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Warm-instance reuse of a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReuseSettings {
+    /// Requests one instance serves before it is replaced.
+    pub max_requests: u32,
+    /// Idle time after which a warm instance is dropped (milliseconds).
+    pub idle_timeout_ms: u64,
 }
 
 /// A version to create with [`crate::Store::create_version`].
@@ -102,8 +133,123 @@ pub struct NewInvocation {
     pub outcome: String,
     /// Time spent handling the request (microseconds).
     pub duration_us: u64,
+    /// CPU time the guest spent running (microseconds).
+    pub cpu_us: u64,
+    /// Time spent instantiating (microseconds); `None` when a warm instance was reused or
+    /// no instance ran.
+    pub instantiate_us: Option<u64>,
+    /// Largest linear memory of the instance (bytes).
+    pub memory_bytes_peak: u64,
+    /// Request body bytes read by the guest.
+    pub request_bytes: u64,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
     /// Captured stdout and stderr.
     pub log: String,
+}
+
+/// Per-function totals of one minute of invocations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rollup {
+    /// Invocations that ran (rejected ones are not counted here).
+    pub invocations: u64,
+    /// Invocations that failed: any outcome but `ok`, or a guest status of 500 or more.
+    pub errors: u64,
+    /// Requests admission control turned away.
+    pub rejected: u64,
+    /// Invocations that got a fresh instance.
+    pub cold_starts: u64,
+    pub wall_us: u64,
+    pub cpu_us: u64,
+    pub instantiate_us: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// Largest instance memory seen in the minute (bytes).
+    pub memory_bytes_peak: u64,
+    /// Invocations per outcome name.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Wall-time distribution of the invocations.
+    pub latency: LatencyHistogram,
+}
+
+impl Rollup {
+    /// Add `other`'s counts to these.
+    pub fn merge(&mut self, other: &Rollup) {
+        self.invocations += other.invocations;
+        self.errors += other.errors;
+        self.rejected += other.rejected;
+        self.cold_starts += other.cold_starts;
+        self.wall_us += other.wall_us;
+        self.cpu_us += other.cpu_us;
+        self.instantiate_us += other.instantiate_us;
+        self.request_bytes += other.request_bytes;
+        self.response_bytes += other.response_bytes;
+        self.memory_bytes_peak = self.memory_bytes_peak.max(other.memory_bytes_peak);
+        for (outcome, n) in &other.outcomes {
+            *self.outcomes.entry(outcome.clone()).or_default() += n;
+        }
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// A log-linear histogram of microsecond values: 8 buckets per power of two, so a
+/// percentile read from it is within 12.5% of the true value.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LatencyHistogram {
+    /// Bucket index → count (sparse).
+    pub buckets: BTreeMap<u16, u64>,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, us: u64) {
+        *self.buckets.entry(bucket_of(us)).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (bucket, n) in &other.buckets {
+            *self.buckets.entry(*bucket).or_default() += n;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.values().sum()
+    }
+
+    /// The value at quantile `q` (0..=1): the upper bound of the bucket it falls in.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                return Some(bucket_upper_us(*bucket));
+            }
+        }
+        self.buckets.keys().last().map(|b| bucket_upper_us(*b))
+    }
+}
+
+fn bucket_of(us: u64) -> u16 {
+    if us < 8 {
+        return us as u16;
+    }
+    let log = 63 - us.leading_zeros(); // >= 3
+    let sub = (us >> (log - 3)) & 7;
+    ((log - 2) * 8 + sub as u32) as u16
+}
+
+fn bucket_upper_us(bucket: u16) -> u64 {
+    if bucket < 8 {
+        return u64::from(bucket);
+    }
+    let log = u32::from(bucket / 8) + 2;
+    let sub = u64::from(bucket % 8);
+    let width = 1u64 << (log - 3);
+    ((8 + sub) << (log - 3)) + width - 1
 }
 
 /// A stored invocation record: what was appended, with the id it was stored under.
