@@ -2,15 +2,17 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::invoke::Completion;
 
 /// Shared between a limited body and the invocation that watches it.
 #[derive(Default)]
@@ -48,15 +50,23 @@ pub(crate) struct LimitedRequestBody<B> {
     seen_bytes: u64,
     bytes_max: u64,
     flag: Arc<LimitFlag>,
+    /// Shared count of `seen_bytes`, for metering.
+    counter: Arc<AtomicU64>,
 }
 
 impl<B> LimitedRequestBody<B> {
-    pub(crate) fn new(inner: B, bytes_max: u64, flag: Arc<LimitFlag>) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        bytes_max: u64,
+        flag: Arc<LimitFlag>,
+        counter: Arc<AtomicU64>,
+    ) -> Self {
         LimitedRequestBody {
             inner,
             seen_bytes: 0,
             bytes_max,
             flag,
+            counter,
         }
     }
 }
@@ -86,6 +96,7 @@ where
         };
         if let Some(data) = frame.data_ref() {
             self.seen_bytes += data.len() as u64;
+            self.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
             if self.seen_bytes > self.bytes_max {
                 self.flag.set();
                 return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(
@@ -118,6 +129,14 @@ struct Counted {
     flag: Arc<LimitFlag>,
     /// Set when the guest failed before finishing its body.
     aborted: Arc<LimitFlag>,
+    /// The invocation's report waits for this body to end (or be dropped).
+    completion: Arc<Completion>,
+    /// With reuse: resolves once the guest's instance is back in its pool (or dropped).
+    /// The body's end is held back until then, so a caller that sends its next request
+    /// as soon as this response ends finds the warm instance.
+    settled: Option<oneshot::Receiver<()>>,
+    /// The guest's body has ended; only the settlement is awaited.
+    inner_ended: bool,
 }
 
 impl ResponseBody {
@@ -137,6 +156,8 @@ impl ResponseBody {
         bytes_max: u64,
         flag: Arc<LimitFlag>,
         aborted: Arc<LimitFlag>,
+        completion: Arc<Completion>,
+        settled: Option<oneshot::Receiver<()>>,
     ) -> ResponseBody {
         ResponseBody {
             inner,
@@ -145,8 +166,17 @@ impl ResponseBody {
                 bytes_max,
                 flag,
                 aborted,
+                completion,
+                settled,
+                inner_ended: false,
             }),
         }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.completion.body_ended.set();
     }
 }
 
@@ -159,7 +189,21 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = match &mut this.counted {
+            Some(counted) if counted.inner_ended => None,
+            _ => ready!(Pin::new(&mut this.inner).poll_frame(cx)),
+        };
+        if frame.is_none()
+            && let Some(counted) = &mut this.counted
+        {
+            counted.inner_ended = true;
+            counted.completion.body_ended.set();
+            if let Some(settled) = &mut counted.settled {
+                // Err: the sender was dropped, which settles it too.
+                let _ = ready!(Pin::new(settled).poll(cx));
+                counted.settled = None;
+            }
+        }
         if frame.is_none()
             && let Some(counted) = &this.counted
             && counted.aborted.hit()
@@ -170,6 +214,7 @@ impl Body for ResponseBody {
             && let Some(data) = frame.data_ref()
         {
             counted.seen_bytes += data.len() as u64;
+            counted.completion.add_response_bytes(data.len() as u64);
             if counted.seen_bytes > counted.bytes_max {
                 counted.flag.set();
                 return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(
@@ -181,8 +226,11 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        let aborted = self.counted.as_ref().is_some_and(|c| c.aborted.hit());
-        !aborted && self.inner.is_end_stream()
+        let held = self
+            .counted
+            .as_ref()
+            .is_some_and(|c| c.aborted.hit() || c.settled.is_some());
+        !held && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

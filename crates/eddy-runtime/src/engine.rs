@@ -13,6 +13,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::cache::{CacheStats, CompileCache};
 use crate::invoke::InvocationState;
 use crate::limits::{EPOCH_TICK_MS, RuntimeConfig};
+use crate::outbound::OutboundClient;
+use crate::reuse::IdleBudget;
 
 /// The export every function must have: `wasi:http/incoming-handler` of WASI 0.2.
 const HANDLER_EXPORT_PREFIX: &str = "wasi:http/incoming-handler@0.2.";
@@ -80,6 +82,8 @@ pub struct Runtime {
     config: RuntimeConfig,
     ticker: Option<JoinHandle<()>>,
     ticker_stop: Arc<AtomicBool>,
+    outbound: Arc<OutboundClient>,
+    idle_budget: Arc<IdleBudget>,
 }
 
 impl Runtime {
@@ -103,10 +107,22 @@ impl Runtime {
             engine,
             linker,
             cache,
-            config,
             ticker: Some(ticker),
             ticker_stop,
+            outbound: Arc::new(OutboundClient::new(config.outbound)),
+            idle_budget: Arc::new(IdleBudget::new(config.idle_instances_max)),
+            config,
         })
+    }
+
+    /// The node's pooled client for outgoing HTTP.
+    pub(crate) fn outbound_client(&self) -> Arc<OutboundClient> {
+        self.outbound.clone()
+    }
+
+    /// The node-wide budget of warm idle instances.
+    pub(crate) fn idle_budget(&self) -> Arc<IdleBudget> {
+        self.idle_budget.clone()
     }
 
     /// The node-wide settings this runtime was built with.

@@ -1,8 +1,8 @@
 //! One invocation: a fresh store with its own limits, the guest's `handle` call, and the
 //! classification of how it ended.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,9 +20,12 @@ use wasmtime_wasi_http::{
 };
 
 use crate::body::{LimitFlag, LimitedRequestBody, ResponseBody};
-use crate::engine::Prepared;
-use crate::limits::{CPU_SLICE_TICKS, FunctionLimits};
+use crate::engine::{Prepared, Runtime};
+use crate::limits::{CPU_SLICE_TICKS, FunctionLimits, ReuseConfig};
 use crate::log::LogPipe;
+use crate::meter::metered;
+use crate::outbound::{AllowRule, OutboundPolicy};
+use crate::reuse::{IdlePool, Instance, LiveGuard};
 
 /// How an invocation ended. A trap or a limit is an outcome to record, not a node error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,6 +48,8 @@ pub enum Outcome {
     NoResponse,
     /// The guest answered with a `wasi:http` error code instead of a response.
     ErrorResponse,
+    /// Admission control turned the request away before any instance ran it.
+    Rejected,
 }
 
 impl Outcome {
@@ -60,6 +65,7 @@ impl Outcome {
             Outcome::InstanceLimit => "instance_limit",
             Outcome::NoResponse => "no_response",
             Outcome::ErrorResponse => "error_response",
+            Outcome::Rejected => "rejected",
         }
     }
 }
@@ -82,8 +88,75 @@ pub struct InvocationReport {
     pub log: String,
     /// Wall time from the start of instantiation to the end of the guest's work.
     pub duration: Duration,
+    /// CPU time the guest spent running (its `handle` call's polls, on the thread CPU
+    /// clock); time parked awaiting I/O or timers is not counted.
+    pub cpu: Duration,
+    /// Time spent instantiating, when this invocation got a fresh instance; `None` when it
+    /// reused a warm one (or never got an instance).
+    pub instantiate: Option<Duration>,
+    /// Largest linear memory of the instance so far.
+    pub memory_bytes_peak: u64,
+    /// Request body bytes the guest read.
+    pub request_bytes: u64,
+    /// Response body bytes sent to the caller.
+    pub response_bytes: u64,
     /// Internal detail of a failure, for the node's log (not for callers).
     pub detail: Option<String>,
+}
+
+impl InvocationReport {
+    /// A report for a request answered by the node before any guest code ran.
+    pub fn refused(
+        outcome: Outcome,
+        duration: Duration,
+        detail: Option<String>,
+    ) -> InvocationReport {
+        InvocationReport {
+            outcome,
+            answer: Answer::Node(outcome),
+            log: String::new(),
+            duration,
+            cpu: Duration::ZERO,
+            instantiate: None,
+            memory_bytes_peak: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+            detail,
+        }
+    }
+}
+
+/// Calls an invocation's report once both the guest has finished and the caller's
+/// response body has ended (or was never sent), so the report has every byte.
+pub(crate) struct Completion {
+    pending: Mutex<Option<PendingReport>>,
+    response_bytes: AtomicU64,
+    /// Set when the caller's response body has ended or was dropped.
+    pub(crate) body_ended: LimitFlag,
+    span: tracing::Span,
+}
+
+type PendingReport = (InvocationReport, Box<dyn FnOnce(InvocationReport) + Send>);
+
+impl Completion {
+    pub(crate) fn add_response_bytes(&self, n: u64) {
+        self.response_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let pending = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((mut report, call)) = pending {
+            report.response_bytes = *self.response_bytes.get_mut();
+            let _entered = self.span.enter();
+            call(report);
+        }
+    }
 }
 
 /// Who answered the caller, and with what.
@@ -95,29 +168,45 @@ pub enum Answer {
     Node(Outcome),
 }
 
-/// A live version of a function: its pre-linked instance template and limits.
+/// How one version of a function runs.
+pub struct DeploymentSettings {
+    pub limits: FunctionLimits,
+    pub env: Vec<(String, String)>,
+    /// Keep instances warm between requests; `None`: a fresh instance per request.
+    pub reuse: Option<ReuseConfig>,
+    /// Where the function may send HTTP requests.
+    pub outbound: Vec<AllowRule>,
+    /// The function's live-instance count, shared by all its versions.
+    pub instances_live: Arc<AtomicUsize>,
+}
+
+/// A live version of a function: its pre-linked instance template, limits and, with
+/// reuse, its warm instances.
 pub struct Deployment {
     pre: ProxyPre<InvocationState>,
     limits: FunctionLimits,
     env: Arc<[(String, String)]>,
     log_bytes_max: usize,
     inline_teardown_memory_bytes_max: usize,
+    reuse: Option<ReuseConfig>,
+    idle: Arc<IdlePool>,
+    outbound: OutboundPolicy,
+    instances_live: Arc<AtomicUsize>,
 }
 
 impl Deployment {
-    /// A deployment of a prepared component. `log_bytes_max` bounds captured output.
-    pub fn new(
-        prepared: &Prepared,
-        limits: FunctionLimits,
-        env: Vec<(String, String)>,
-        log_bytes_max: usize,
-    ) -> Deployment {
+    /// A deployment of a prepared component on `runtime`.
+    pub fn new(runtime: &Runtime, prepared: &Prepared, settings: DeploymentSettings) -> Deployment {
         Deployment {
             pre: prepared.pre.clone(),
-            limits,
-            env: env.into(),
-            log_bytes_max,
+            limits: settings.limits,
+            env: settings.env.into(),
+            log_bytes_max: runtime.config().log_bytes_per_invocation_max,
             inline_teardown_memory_bytes_max: prepared.inline_teardown_memory_bytes_max,
+            reuse: settings.reuse,
+            idle: Arc::new(IdlePool::new(runtime.idle_budget())),
+            outbound: OutboundPolicy::new(settings.outbound, runtime.outbound_client()),
+            instances_live: settings.instances_live,
         }
     }
 
@@ -126,14 +215,76 @@ impl Deployment {
         self.limits
     }
 
+    /// Warm-instance reuse, when the function opted in.
+    pub fn reuse(&self) -> Option<ReuseConfig> {
+        self.reuse
+    }
+
+    /// Drop the warm instances idle for longer than the idle timeout (scale to zero).
+    /// Returns how many were dropped.
+    pub fn evict_idle(&self, now: Instant) -> usize {
+        let Some(reuse) = self.reuse else {
+            return 0;
+        };
+        let Some(cutoff) = now.checked_sub(reuse.idle_timeout) else {
+            return 0;
+        };
+        let expired = self.idle.expired(cutoff);
+        let count = expired.len();
+        for instance in expired {
+            discard(instance, self.inline_teardown_memory_bytes_max);
+        }
+        count
+    }
+
+    /// Drop every warm instance (the version stopped serving).
+    pub fn drop_idle(&self) {
+        for instance in self.idle.drain() {
+            discard(instance, self.inline_teardown_memory_bytes_max);
+        }
+    }
+
+    /// A warm instance if there is one, otherwise a new store to instantiate into.
+    fn instance(&self) -> Instance {
+        if let Some(instance) = self.idle.take() {
+            return instance;
+        }
+        let log = LogPipe::new(self.log_bytes_max);
+        let mut store = Store::new(
+            self.pre.engine(),
+            InvocationState::new(
+                &self.env,
+                log,
+                self.limits.memory_bytes_max,
+                self.outbound.clone(),
+            ),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(CPU_SLICE_TICKS))
+            }
+        });
+        Instance {
+            store,
+            proxy: None,
+            served: 0,
+            _live: LiveGuard::new(&self.instances_live),
+        }
+    }
+
     /// Run the guest for one request.
     ///
     /// Returns as soon as the guest has set its response (the body streams after) or has
-    /// failed. `report` is called exactly once, when the guest's work has ended, from the
-    /// task that ran it (inside the caller's tracing span).
+    /// failed. `hold` is dropped when the guest's work has ended (an admission permit, say).
+    /// `report` is called exactly once, when the guest's work has ended and the response
+    /// body has been sent, inside the caller's tracing span.
     pub async fn invoke<B>(
         &self,
         request: http::Request<B>,
+        hold: impl Send + 'static,
         report: impl FnOnce(InvocationReport) + Send + 'static,
     ) -> Result<http::Response<ResponseBody>, Failure>
     where
@@ -148,33 +299,43 @@ impl Deployment {
         }
         let deadline = started + self.limits.timeout;
         let shared = Arc::new(Shared::default());
-        let log = LogPipe::new(self.log_bytes_max);
+        let completion = Arc::new(Completion {
+            pending: Mutex::new(None),
+            response_bytes: AtomicU64::new(0),
+            body_ended: LimitFlag::default(),
+            span: tracing::Span::current(),
+        });
 
         let request = request.map({
             let flag = shared.request_flag.clone();
+            let seen = shared.request_bytes.clone();
             let bytes_max = self.limits.request_body_bytes_max;
-            move |body| LimitedRequestBody::new(body, bytes_max, flag)
+            move |body| LimitedRequestBody::new(body, bytes_max, flag, seen)
         });
-        let mut store = Store::new(
-            self.pre.engine(),
-            InvocationState::new(&self.env, &log, self.limits.memory_bytes_max),
-        );
-        store.limiter(|state| &mut state.limiter);
+        let Instance {
+            mut store,
+            proxy,
+            served,
+            _live,
+        } = self.instance();
+        store.data_mut().begin(deadline);
         store.set_epoch_deadline(CPU_SLICE_TICKS);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(CPU_SLICE_TICKS))
-            }
-        });
 
         let (delivery_tx, mut delivery_rx) = oneshot::channel();
+        // With reuse, the response body's end waits for the instance to be settled.
+        let (settled_tx, settled_rx) = match self.reuse {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel::<()>();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let on_response = {
             let shared = shared.clone();
             let limits = self.limits;
+            let completion = completion.clone();
             move |response| {
-                if let Some(delivery) = shared.decide(response, limits) {
+                if let Some(delivery) = shared.decide(response, limits, completion, settled_rx) {
                     let _ = delivery_tx.send(delivery);
                 }
             }
@@ -190,6 +351,7 @@ impl Deployment {
                     .new_response_outparam_from_callback(on_response)?;
                 Ok((req, out))
             });
+        let report_to = report;
         let (req, out) = match resources {
             Ok(pair) => pair,
             Err(e) => {
@@ -197,23 +359,39 @@ impl Deployment {
                     outcome: Outcome::Trap,
                     message: "the request could not be passed to the function".into(),
                 };
-                return refuse(report, started, failure, Some(format!("{e:#}")));
+                return refuse(report_to, started, failure, Some(format!("{e:#}")));
             }
         };
 
         let (done_tx, done_rx) = oneshot::channel::<Failure>();
         let pre = self.pre.clone();
         let inline_teardown_memory_bytes_max = self.inline_teardown_memory_bytes_max;
+        let reuse = self.reuse;
+        let idle = self.idle.clone();
         let task_shared = shared.clone();
         let guest = async move {
+            let mut proxy = proxy;
+            let mut cpu = Duration::ZERO;
+            let mut instantiate = None;
             let result = tokio::time::timeout_at(deadline.into(), async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
+                let handler = match proxy.take() {
+                    Some(warm) => warm,
+                    None => {
+                        let start = Instant::now();
+                        let fresh = pre.instantiate_async(&mut store).await?;
+                        instantiate = Some(start.elapsed());
+                        fresh
+                    }
+                };
+                let call = handler
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
+                    .call_handle(&mut store, req, out);
+                metered(call, &mut cpu).await?;
+                proxy = Some(handler);
+                Ok(())
             })
             .await;
+            drop(hold);
             let memory_denied = store.data().limiter.denied;
             let (outcome, detail) = task_shared.classify(result, memory_denied);
             if outcome != Outcome::Ok {
@@ -221,28 +399,60 @@ impl Deployment {
                 // not as a clean end of a shorter body.
                 task_shared.aborted.set();
             }
-            // Dropping the store releases the instance slot, ends the response body and,
-            // if the guest never responded, drops the response sender (waking `invoke`).
-            // Resetting a large memory takes milliseconds: do it off this worker, so the
-            // connection this task just woke (parked in this worker's LIFO slot, where no
-            // other worker can steal it) sends the response without waiting for it. A
-            // small memory resets faster than a hand-off to another thread.
-            if store.data().limiter.memory_bytes_peak <= inline_teardown_memory_bytes_max {
-                drop(store);
-            } else {
-                drop_off_worker(store);
+            let memory_bytes_peak = store.data().limiter.memory_bytes_peak as u64;
+            let log = store.data().log.take();
+            let instance = Instance {
+                store,
+                // Only an instance whose call returned cleanly is kept: one that trapped,
+                // timed out or hit a limit is discarded, never reused.
+                proxy: if outcome == Outcome::Ok { proxy } else { None },
+                served: served + 1,
+                _live,
+            };
+            let mut keep = instance.proxy.is_some()
+                && reuse.is_some_and(|reuse| instance.served < reuse.max_requests);
+            // The guest may return with its response body still open (never finished nor
+            // dropped): on a fresh instance dropping the store ends it, but a warm one would
+            // keep the caller waiting. Reuse the instance only once the body has ended;
+            // past the deadline, cut the body off as failed and drop the instance.
+            if keep
+                && tokio::time::timeout_at(deadline.into(), completion.body_ended.wait())
+                    .await
+                    .is_err()
+            {
+                keep = false;
+                task_shared.aborted.set();
             }
+            let unkept = if keep {
+                idle.put(instance).err()
+            } else {
+                Some(instance)
+            };
+            if let Some(instance) = unkept {
+                // Dropping the store releases the instance slot, ends the response body
+                // and, if the guest never responded, drops the response sender (waking
+                // `invoke`).
+                discard(instance, inline_teardown_memory_bytes_max);
+            }
+            drop(settled_tx);
             let _ = done_tx.send(Failure {
                 outcome,
                 message: failure_message(outcome, &detail),
             });
-            report(InvocationReport {
+            let report = InvocationReport {
                 outcome,
                 answer: task_shared.answer(outcome),
-                log: log.take(),
+                log,
                 duration: started.elapsed(),
+                cpu,
+                instantiate,
+                memory_bytes_peak,
+                request_bytes: task_shared.request_bytes.load(Ordering::Relaxed),
+                response_bytes: 0,
                 detail: (outcome != Outcome::Ok).then_some(detail),
-            });
+            };
+            *completion.pending.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((report, Box::new(report_to)));
         };
         tokio::spawn(guest.in_current_span());
 
@@ -302,6 +512,8 @@ struct Shared {
     request_flag: Arc<LimitFlag>,
     response_flag: Arc<LimitFlag>,
     aborted: Arc<LimitFlag>,
+    /// Request body bytes the guest has read.
+    request_bytes: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -348,6 +560,8 @@ impl Shared {
         &self,
         response: Result<http::Response<HyperOutgoingBody>, ErrorCode>,
         limits: FunctionLimits,
+        completion: Arc<Completion>,
+        settled: Option<oneshot::Receiver<()>>,
     ) -> Option<Delivery> {
         let response = match response {
             Err(code) => {
@@ -387,7 +601,7 @@ impl Shared {
         }
         let (response_flag, aborted) = (self.response_flag.clone(), self.aborted.clone());
         Some(Delivery::Response(response.map(|body| {
-            ResponseBody::guest(body, bytes_max, response_flag, aborted)
+            ResponseBody::guest(body, bytes_max, response_flag, aborted, completion, settled)
         })))
     }
 
@@ -440,9 +654,16 @@ impl Shared {
     }
 }
 
-/// Drop a finished invocation's store on the blocking pool.
-fn drop_off_worker(store: Store<InvocationState>) {
-    tokio::task::spawn_blocking(move || drop(store));
+/// Drop an instance that will not be reused. Resetting a large memory takes
+/// milliseconds: do it off this worker, so the connection this task just woke (parked in
+/// this worker's LIFO slot, where no other worker can steal it) sends the response without
+/// waiting for it. A small memory resets faster than a hand-off to another thread.
+fn discard(instance: Instance, inline_teardown_memory_bytes_max: usize) {
+    if instance.store.data().limiter.memory_bytes_peak <= inline_teardown_memory_bytes_max {
+        drop(instance);
+    } else {
+        tokio::task::spawn_blocking(move || drop(instance));
+    }
 }
 
 /// Answer for a failure before any guest code ran, reporting it as such.
@@ -452,13 +673,11 @@ fn refuse(
     failure: Failure,
     detail: Option<String>,
 ) -> Result<http::Response<ResponseBody>, Failure> {
-    report(InvocationReport {
-        outcome: failure.outcome,
-        answer: Answer::Node(failure.outcome),
-        log: String::new(),
-        duration: started.elapsed(),
+    report(InvocationReport::refused(
+        failure.outcome,
+        started.elapsed(),
         detail,
-    });
+    ));
     Err(failure)
 }
 
@@ -512,12 +731,22 @@ pub(crate) struct InvocationState {
     table: ResourceTable,
     hooks: EddyHooks,
     limiter: MemoryLimiter,
+    /// Captured output of the current invocation.
+    log: LogPipe,
+    /// When the current invocation must stop.
+    deadline: Instant,
 }
 
 impl InvocationState {
-    fn new(env: &[(String, String)], log: &LogPipe, memory_bytes_max: u64) -> InvocationState {
+    fn new(
+        env: &[(String, String)],
+        log: LogPipe,
+        memory_bytes_max: u64,
+        outbound: OutboundPolicy,
+    ) -> InvocationState {
         // No preopened directories and the default socket policy (deny every address,
-        // no name lookups): the guest has no filesystem and no network.
+        // no name lookups): the guest has no filesystem and no sockets. Outgoing HTTP goes
+        // through the function's allowlist.
         let wasi = WasiCtx::builder()
             .stdout(log.clone())
             .stderr(log.clone())
@@ -527,13 +756,24 @@ impl InvocationState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: EddyHooks { log: log.clone() },
+            hooks: EddyHooks {
+                log: log.clone(),
+                outbound,
+            },
             limiter: MemoryLimiter {
                 memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX),
                 memory_bytes_peak: 0,
                 denied: false,
             },
+            log,
+            deadline: Instant::now(),
         }
+    }
+
+    /// Start an invocation on this (new or warm) instance.
+    fn begin(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.limiter.denied = false;
     }
 }
 
@@ -556,9 +796,10 @@ impl WasiHttpView for InvocationState {
     }
 }
 
-/// `wasi:http` policy: outgoing requests are refused until the allowlist exists.
+/// `wasi:http` policy: outgoing requests go through the function's allowlist.
 struct EddyHooks {
     log: LogPipe,
+    outbound: OutboundPolicy,
 }
 
 type SendFuture = Box<
@@ -574,14 +815,17 @@ impl WasiHttpHooks for EddyHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
-        self.log.note(&format!(
-            "[eddy: outgoing request to {} refused: functions may not make outgoing HTTP requests yet]",
-            request.uri()
-        ));
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
+        let send = self.outbound.send(request, options, &self.log);
+        Box::new(async move {
+            let response = send.await?;
+            // The pooled client drives the connection itself: nothing more to await.
+            let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, io))
+        })
     }
 }
 

@@ -14,9 +14,13 @@ mod engine;
 mod invoke;
 pub mod limits;
 mod log;
+mod meter;
+mod outbound;
+mod reuse;
 
 pub use body::ResponseBody;
 pub use cache::CacheStats;
 pub use engine::{DeployError, Prepared, Runtime, RuntimeError};
-pub use invoke::{Answer, Deployment, Failure, InvocationReport, Outcome};
-pub use limits::{FunctionLimits, PoolingConfig, RuntimeConfig};
+pub use invoke::{Answer, Deployment, DeploymentSettings, Failure, InvocationReport, Outcome};
+pub use limits::{FunctionLimits, OutboundConfig, PoolingConfig, ReuseConfig, RuntimeConfig};
+pub use outbound::AllowRule;

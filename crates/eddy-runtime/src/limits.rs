@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::outbound::OutboundConfig;
+
 /// Default linear-memory limit of one instance. A guest that grows past it traps and the
 /// caller gets `500` with `eddy-error: memory_bytes_max`.
 pub const DEFAULT_MEMORY_BYTES_MAX: u64 = 128 * 1024 * 1024;
@@ -56,6 +58,27 @@ pub const DEFAULT_POOL_PAGEMAP_SCAN: bool = true;
 /// response it just woke. Measured in `bench/RESULTS.md` (2026-11-23).
 pub const DEFAULT_POOL_INLINE_TEARDOWN_MEMORY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Requests one warm instance serves before it is replaced, for functions deployed with
+/// `--reuse` and no `--reuse-max-requests`. Bounds what a slow leak in module state can grow to.
+pub const DEFAULT_REUSE_MAX_REQUESTS: u32 = 10_000;
+/// How long a warm instance waits idle before it is dropped (scale to zero), for functions
+/// deployed with `--reuse` and no `--reuse-idle-timeout`.
+pub const DEFAULT_REUSE_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Warm instances kept idle on the node at once, all functions together. Each holds an
+/// instance slot (`instances_max`) and its memory; past this, finished instances are
+/// dropped instead of kept.
+pub const DEFAULT_IDLE_INSTANCES_MAX: usize = 250;
+/// Longest wait for an outgoing TCP (and TLS) connection.
+pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Longest wait for an outgoing response's head, and between frames of its body. A guest
+/// may ask for less with `wasi:http` request options, never more.
+pub const DEFAULT_OUTBOUND_TIMEOUT_MS: u64 = 30_000;
+/// Largest outgoing response body a guest may receive; past it the guest's read fails
+/// with `HTTP-response-body-size`.
+pub const DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Idle pooled connections kept per upstream host for outgoing requests.
+pub const DEFAULT_OUTBOUND_IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
+
 /// Node-wide runtime settings.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -69,6 +92,10 @@ pub struct RuntimeConfig {
     pub log_bytes_per_invocation_max: usize,
     /// Pooling allocator tuning.
     pub pooling: PoolingConfig,
+    /// Warm instances kept idle at once, all functions together.
+    pub idle_instances_max: usize,
+    /// Outgoing HTTP.
+    pub outbound: OutboundConfig,
 }
 
 impl RuntimeConfig {
@@ -80,6 +107,37 @@ impl RuntimeConfig {
             instances_max: DEFAULT_INSTANCES_MAX,
             log_bytes_per_invocation_max: DEFAULT_LOG_BYTES_PER_INVOCATION_MAX,
             pooling: PoolingConfig::default(),
+            idle_instances_max: DEFAULT_IDLE_INSTANCES_MAX,
+            outbound: OutboundConfig::default(),
+        }
+    }
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            connect_timeout: Duration::from_millis(DEFAULT_OUTBOUND_CONNECT_TIMEOUT_MS),
+            timeout: Duration::from_millis(DEFAULT_OUTBOUND_TIMEOUT_MS),
+            response_bytes_max: DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX,
+            idle_connections_per_host_max: DEFAULT_OUTBOUND_IDLE_CONNECTIONS_PER_HOST_MAX,
+        }
+    }
+}
+
+/// Warm-instance reuse of one function (`--reuse`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReuseConfig {
+    /// Requests one instance serves before it is replaced.
+    pub max_requests: u32,
+    /// Idle time after which a warm instance is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ReuseConfig {
+    fn default() -> Self {
+        ReuseConfig {
+            max_requests: DEFAULT_REUSE_MAX_REQUESTS,
+            idle_timeout: Duration::from_millis(DEFAULT_REUSE_IDLE_TIMEOUT_MS),
         }
     }
 }

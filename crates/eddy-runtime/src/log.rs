@@ -55,6 +55,8 @@ impl LogPipe {
                 "[eddy: {} more bytes of output dropped: log_bytes_per_invocation_max is {}]\n",
                 buf.dropped_bytes, buf.bytes_max
             ));
+            // A reused instance starts its next invocation's log empty.
+            buf.dropped_bytes = 0;
         }
         text
     }
