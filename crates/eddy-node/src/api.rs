@@ -26,6 +26,7 @@ use crate::config::{LOG_WAIT_MS_MAX, LimitsConfig};
 use crate::error::ApiError;
 use crate::ingress::health_status;
 use crate::invocations::InvocationSink;
+use crate::metering::{FunctionGauges, MINUTE_MS};
 use crate::registry::{DeployRequest, Registry, blocking, component_too_large};
 
 /// Room for multipart framing and the config part on top of the component itself.
@@ -65,10 +66,15 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/functions/{name}/rollback", post(rollback))
         .route("/functions/{name}/logs", get(logs))
+        .route("/functions/{name}/stats", get(stats))
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(metrics)
         .nest("/v1", v1)
         .fallback(|| async {
             ApiError::not_found("no such API path; the control API lives under /v1/")
@@ -292,6 +298,100 @@ async fn logs(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    since_ms: Option<u64>,
+}
+
+/// Default window of `stats`: the last hour.
+const STATS_SINCE_MS_DEFAULT: u64 = 60 * 60 * 1000;
+
+async fn stats(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!("invalid stats query (since_ms): {}", e.body_text()))
+    })?;
+    find_function(&state, &name).await?;
+    let since_ms = query.since_ms.unwrap_or(STATS_SINCE_MS_DEFAULT);
+    let now = crate::registry::now_ms();
+    let from = now.saturating_sub(i64::try_from(since_ms).unwrap_or(i64::MAX));
+    // Whole minutes: the minute `from` falls in is included.
+    let from_minute = from - from.rem_euclid(MINUTE_MS);
+    let meter = state.registry.meter();
+    let total = {
+        let _gate = meter.flush_gate.read().await;
+        let mut total = meter.pending_of(&name, from_minute);
+        let owned = name.clone();
+        let stored = blocking(state.registry.store(), move |s| {
+            s.rollups(&owned, from_minute)
+        })
+        .await?;
+        for (_, rollup) in &stored {
+            total.merge(rollup);
+        }
+        total
+    };
+    let load = state.registry.admission().load(&name);
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(Json(json!({
+        "function": name,
+        "since": rfc3339(from_minute),
+        "invocations": total.invocations,
+        "errors": total.errors,
+        "rejected": total.rejected,
+        "cold_starts": total.cold_starts,
+        "wall_ms_total": ms(total.wall_us),
+        "cpu_ms_total": ms(total.cpu_us),
+        "instantiate_ms_total": ms(total.instantiate_us),
+        "latency_ms_p50": total.latency.quantile_us(0.5).map(ms),
+        "latency_ms_p99": total.latency.quantile_us(0.99).map(ms),
+        "request_bytes": total.request_bytes,
+        "response_bytes": total.response_bytes,
+        "memory_bytes_peak": total.memory_bytes_peak,
+        "outcomes": total.outcomes,
+        "instances_live": state.registry.instances_live(&name),
+        "in_flight": load.in_flight,
+        "queued": load.queued,
+    })))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let registry = &state.registry;
+    let gauges: Vec<FunctionGauges> = registry
+        .routes()
+        .all()
+        .map(|live| {
+            let load = registry.admission().load(&live.name);
+            FunctionGauges {
+                function: live.name.to_string(),
+                instances_live: live
+                    .instances_live
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                in_flight: load.in_flight,
+                queued: load.queued,
+            }
+        })
+        .collect();
+    let admission = registry.admission();
+    let text = registry.meter().render(
+        &gauges,
+        admission.in_flight(),
+        admission.node().concurrency_max,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 async fn find_function(state: &ApiState, name: &str) -> Result<FunctionRecord, ApiError> {
     let owned = name.to_string();
     blocking(state.registry.store(), move |s| s.function(&owned))
@@ -314,6 +414,15 @@ fn function_json(public_url: &str, f: &FunctionRecord) -> Value {
         "memory_bytes_max": f.live.config.memory_bytes_max,
         "timeout_ms": f.live.config.timeout_ms,
         "updated_at": rfc3339(f.updated_at_ms),
+        "allow_outbound": f.live.config.allow_outbound,
+        "max_concurrency": f.live.config.max_concurrency,
+        "max_queue": f.live.config.max_queue,
+        "max_wait_ms": f.live.config.max_wait_ms,
+        "reserved_concurrency": f.live.config.reserved_concurrency,
+        "reuse": f.live.config.reuse.map(|r| json!({
+            "max_requests": r.max_requests,
+            "idle_timeout_ms": r.idle_timeout_ms,
+        })),
     })
 }
 
@@ -346,6 +455,12 @@ fn logs_json(entries: &[InvocationRecord], after: i64) -> Value {
                 "status": e.status,
                 "outcome": e.outcome,
                 "duration_ms": e.duration_us as f64 / 1000.0,
+                "cpu_ms": e.cpu_us as f64 / 1000.0,
+                "instantiate_ms": e.instantiate_us.map(|us| us as f64 / 1000.0),
+                "fresh_instance": e.instantiate_us.is_some(),
+                "memory_bytes_peak": e.memory_bytes_peak,
+                "request_bytes": e.request_bytes,
+                "response_bytes": e.response_bytes,
                 "log": e.log,
             })
         })

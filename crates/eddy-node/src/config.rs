@@ -34,6 +34,27 @@ pub const MEMORY_BYTES_MIN: u64 = 64 * 1024;
 pub const INSTANCES_MAX_CEILING: u32 = 10_000;
 /// Longest wait of a `logs?wait_ms=` long poll.
 pub const LOG_WAIT_MS_MAX: u64 = 30_000;
+/// Invocations running at once on the node, all functions and classes together. With
+/// `idle_instances_max` it should stay within `instances_max`, so callers meet admission
+/// control (503 with `Retry-After`) before the instance pool runs out.
+pub const DEFAULT_CONCURRENCY_MAX: usize = 750;
+/// Of `concurrency_max`, the most that background work (queue deliveries, cron ticks) may
+/// hold at once; the rest is always left to interactive requests.
+pub const DEFAULT_BACKGROUND_CONCURRENCY_MAX: usize = 375;
+/// A function's concurrency when it does not ask for one (`--max-concurrency`).
+pub const DEFAULT_FUNCTION_CONCURRENCY_MAX: u32 = 100;
+/// Requests of one function that may wait for a slot when it does not say (`--max-queue`).
+pub const DEFAULT_FUNCTION_QUEUE_MAX: u32 = 1000;
+/// Longest a request waits for a slot when its function does not say (`--max-wait`).
+pub const DEFAULT_FUNCTION_WAIT_MS_MAX: u64 = 10_000;
+/// Ceiling of any function's `--max-queue`.
+pub const FUNCTION_QUEUE_MAX_CEILING: u32 = 100_000;
+/// Ceiling of any function's `--reuse-idle-timeout` (one day).
+pub const REUSE_IDLE_TIMEOUT_MS_CEILING: u64 = 24 * 60 * 60 * 1000;
+/// Per-minute invocation totals older than this are deleted (30 days).
+pub const DEFAULT_ROLLUP_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// Entries of one function's outbound allowlist.
+pub const ALLOW_OUTBOUND_RULES_MAX: usize = 64;
 
 /// Everything `eddy serve` needs. Read from `--config FILE` (TOML) and overridden by flags.
 #[derive(Clone, Debug, Deserialize)]
@@ -78,6 +99,16 @@ pub struct LimitsConfig {
     pub log_bytes_per_invocation_max: usize,
     pub invocations_kept_per_function: usize,
     pub invocation_retention_ms: i64,
+    pub rollup_retention_ms: i64,
+    pub concurrency_max: usize,
+    pub background_concurrency_max: usize,
+    pub function_concurrency_default: u32,
+    pub function_queue_default: u32,
+    pub function_wait_ms_default: u64,
+    pub idle_instances_max: usize,
+    pub outbound_connect_timeout_ms: u64,
+    pub outbound_timeout_ms: u64,
+    pub outbound_response_bytes_max: u64,
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -137,6 +168,16 @@ impl Default for LimitsConfig {
             log_bytes_per_invocation_max: rt::DEFAULT_LOG_BYTES_PER_INVOCATION_MAX,
             invocations_kept_per_function: DEFAULT_INVOCATIONS_KEPT_PER_FUNCTION,
             invocation_retention_ms: DEFAULT_INVOCATION_RETENTION_MS,
+            rollup_retention_ms: DEFAULT_ROLLUP_RETENTION_MS,
+            concurrency_max: DEFAULT_CONCURRENCY_MAX,
+            background_concurrency_max: DEFAULT_BACKGROUND_CONCURRENCY_MAX,
+            function_concurrency_default: DEFAULT_FUNCTION_CONCURRENCY_MAX,
+            function_queue_default: DEFAULT_FUNCTION_QUEUE_MAX,
+            function_wait_ms_default: DEFAULT_FUNCTION_WAIT_MS_MAX,
+            idle_instances_max: rt::DEFAULT_IDLE_INSTANCES_MAX,
+            outbound_connect_timeout_ms: rt::DEFAULT_OUTBOUND_CONNECT_TIMEOUT_MS,
+            outbound_timeout_ms: rt::DEFAULT_OUTBOUND_TIMEOUT_MS,
+            outbound_response_bytes_max: rt::DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX,
         }
     }
 }
@@ -168,7 +209,29 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 18] = [
+            (
+                "limits.rollup_retention_ms",
+                l.rollup_retention_ms.max(0) as u64,
+            ),
+            ("limits.concurrency_max", l.concurrency_max as u64),
+            (
+                "limits.function_concurrency_default",
+                u64::from(l.function_concurrency_default),
+            ),
+            (
+                "limits.function_wait_ms_default",
+                l.function_wait_ms_default,
+            ),
+            (
+                "limits.outbound_connect_timeout_ms",
+                l.outbound_connect_timeout_ms,
+            ),
+            ("limits.outbound_timeout_ms", l.outbound_timeout_ms),
+            (
+                "limits.outbound_response_bytes_max",
+                l.outbound_response_bytes_max,
+            ),
             ("limits.memory_bytes_default", l.memory_bytes_default),
             ("limits.memory_bytes_max", l.memory_bytes_max),
             ("limits.timeout_ms_default", l.timeout_ms_default),
@@ -220,6 +283,24 @@ impl NodeConfig {
                 l.timeout_ms_default, l.timeout_ms_max
             )));
         }
+        if l.background_concurrency_max > l.concurrency_max {
+            return Err(ConfigError(format!(
+                "limits.background_concurrency_max ({}) is above limits.concurrency_max ({})",
+                l.background_concurrency_max, l.concurrency_max
+            )));
+        }
+        if l.function_concurrency_default as usize > l.concurrency_max {
+            return Err(ConfigError(format!(
+                "limits.function_concurrency_default ({}) is above limits.concurrency_max ({})",
+                l.function_concurrency_default, l.concurrency_max
+            )));
+        }
+        if l.function_queue_default > FUNCTION_QUEUE_MAX_CEILING {
+            return Err(ConfigError(format!(
+                "limits.function_queue_default ({}) is above {FUNCTION_QUEUE_MAX_CEILING}",
+                l.function_queue_default
+            )));
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -228,6 +309,24 @@ impl NodeConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The runtime's form of the node settings.
+    pub fn runtime(&self) -> rt::RuntimeConfig {
+        let l = &self.limits;
+        let mut config = rt::RuntimeConfig::new(self.cache_dir());
+        config.memory_bytes_max = l.memory_bytes_max;
+        config.instances_max = l.instances_max;
+        config.log_bytes_per_invocation_max = l.log_bytes_per_invocation_max;
+        config.pooling = self.pooling.runtime();
+        config.idle_instances_max = l.idle_instances_max;
+        config.outbound = rt::OutboundConfig {
+            connect_timeout: std::time::Duration::from_millis(l.outbound_connect_timeout_ms),
+            timeout: std::time::Duration::from_millis(l.outbound_timeout_ms),
+            response_bytes_max: l.outbound_response_bytes_max,
+            ..rt::OutboundConfig::default()
+        };
+        config
     }
 
     /// Where compiled code is cached.

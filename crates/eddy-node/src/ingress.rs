@@ -21,8 +21,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::admission::{Class, Rejection};
 use crate::config::LimitsConfig;
 use crate::invocations::InvocationSink;
+use crate::metering::Meter;
 use crate::registry::{Registry, now_ms};
 use crate::routes::LiveFunction;
 
@@ -148,11 +150,30 @@ impl Ingress {
             .to_string();
         let record = Record {
             sink: self.sink.clone(),
+            meter: self.registry.meter().clone(),
             function: live.name.clone(),
             version: live.version,
             at_ms,
             method,
             path,
+        };
+        let permit = match self
+            .registry
+            .admission()
+            .admit(&live.name, Class::Interactive)
+            .await
+        {
+            Ok(permit) => permit,
+            Err(rejection) => {
+                let (limit, message) = rejection_reason(rejection, &live);
+                tracing::info!(limit, "request rejected by admission control");
+                record.rejected(limit);
+                let mut response = node_response(StatusCode::SERVICE_UNAVAILABLE, limit, &message);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
         };
         if !req.headers().contains_key(header::HOST) {
             // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
@@ -172,14 +193,9 @@ impl Ingress {
                     "invocation failed"
                 );
             }
-            record.finish(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                report.outcome,
-                report.duration,
-                report.log,
-            );
+            record.finish(status, report);
         };
-        match live.deployment.invoke(req, report).await {
+        match live.deployment.invoke(req, permit, report).await {
             Ok(mut response) => {
                 // The header is the node's word; a guest cannot speak for the node.
                 response.headers_mut().remove(ERROR_HEADER);
@@ -190,10 +206,12 @@ impl Ingress {
     }
 }
 
-/// What is recorded about one invocation.
+/// What is recorded about one invocation: its totals in the meter, its row in the ring of
+/// recent invocations.
 struct Record {
     sink: InvocationSink,
-    function: String,
+    meter: Arc<Meter>,
+    function: Arc<str>,
     version: u32,
     at_ms: i64,
     method: String,
@@ -201,18 +219,79 @@ struct Record {
 }
 
 impl Record {
-    fn finish(self, status: StatusCode, outcome: Outcome, duration: Duration, log: String) {
+    fn finish(self, status: u16, report: InvocationReport) {
+        self.meter
+            .invocation(&self.function, self.at_ms, status, &report);
         self.sink.record(NewInvocation {
-            function: self.function,
+            function: self.function.to_string(),
             version: self.version,
             at_ms: self.at_ms,
             method: self.method,
             path: self.path,
-            status: status.as_u16(),
-            outcome: outcome.as_str().to_string(),
-            duration_us: duration.as_micros() as u64,
-            log,
+            status,
+            outcome: report.outcome.as_str().to_string(),
+            duration_us: report.duration.as_micros() as u64,
+            cpu_us: report.cpu.as_micros() as u64,
+            instantiate_us: report.instantiate.map(|d| d.as_micros() as u64),
+            memory_bytes_peak: report.memory_bytes_peak,
+            request_bytes: report.request_bytes,
+            response_bytes: report.response_bytes,
+            log: report.log,
         });
+    }
+
+    fn rejected(self, limit: &'static str) {
+        self.meter.rejected(&self.function, self.at_ms, limit);
+        self.sink.record(NewInvocation {
+            function: self.function.to_string(),
+            version: self.version,
+            at_ms: self.at_ms,
+            method: self.method,
+            path: self.path,
+            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            outcome: Outcome::Rejected.as_str().to_string(),
+            duration_us: 0,
+            cpu_us: 0,
+            instantiate_us: None,
+            memory_bytes_peak: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+            log: format!("[eddy: rejected by admission control: {limit}]\n"),
+        });
+    }
+}
+
+/// The limit that turned a request away, and what the caller is told.
+fn rejection_reason(rejection: Rejection, live: &LiveFunction) -> (&'static str, String) {
+    let a = live.admission;
+    let name = &live.name;
+    match rejection {
+        Rejection::QueueFull if a.max_queue == 0 => (
+            "max_concurrency",
+            format!(
+                "`{name}` is running its max_concurrency ({}) invocations and queues none (max_queue 0); retry shortly",
+                a.max_concurrency
+            ),
+        ),
+        Rejection::QueueFull => (
+            "max_queue",
+            format!(
+                "`{name}` is running its max_concurrency ({}) invocations and its queue is full (max_queue {}); retry shortly",
+                a.max_concurrency, a.max_queue
+            ),
+        ),
+        Rejection::WaitExpired => (
+            "max_wait_ms",
+            format!(
+                "`{name}` had no free slot within max_wait_ms ({} ms; max_concurrency {}, or the node's concurrency_max); retry shortly",
+                a.max_wait.as_millis(),
+                a.max_concurrency
+            ),
+        ),
+        Rejection::Gone => (
+            "function_removed",
+            format!("`{name}` was removed or changed while this request waited; retry"),
+        ),
     }
 }
 
@@ -223,7 +302,7 @@ pub fn failure_status(outcome: Outcome) -> StatusCode {
         Outcome::Timeout => StatusCode::GATEWAY_TIMEOUT,
         Outcome::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Outcome::ResponseBodyTooLarge => StatusCode::BAD_GATEWAY,
-        Outcome::InstanceLimit => StatusCode::SERVICE_UNAVAILABLE,
+        Outcome::InstanceLimit | Outcome::Rejected => StatusCode::SERVICE_UNAVAILABLE,
         Outcome::Trap | Outcome::MemoryLimit | Outcome::NoResponse | Outcome::ErrorResponse => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -9,11 +9,14 @@ use eddy_store::{NewInvocation, Retention, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::INVOCATION_QUEUE_CAPACITY;
+use crate::metering::Meter;
 
 /// Records written per store transaction at most.
 const BATCH_RECORDS_MAX: usize = 512;
 /// How often old records are expired even when no new ones arrive.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often per-minute invocation totals are written to the store.
+pub const ROLLUP_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the request path drops finished invocations. Cloning is cheap.
 #[derive(Clone)]
@@ -28,12 +31,16 @@ pub struct InvocationWriter {
     store: Arc<Store>,
     retention: Retention,
     written: watch::Sender<u64>,
+    meter: Arc<Meter>,
+    rollup_retention_ms: i64,
 }
 
 /// Creates the sink, its writer, and a receiver that changes after every written batch.
 pub fn channel(
     store: Arc<Store>,
     retention: Retention,
+    meter: Arc<Meter>,
+    rollup_retention_ms: i64,
 ) -> (InvocationSink, InvocationWriter, watch::Receiver<u64>) {
     let (tx, rx) = mpsc::channel(INVOCATION_QUEUE_CAPACITY);
     let (written, written_rx) = watch::channel(0);
@@ -48,6 +55,8 @@ pub fn channel(
             store,
             retention,
             written,
+            meter,
+            rollup_retention_ms,
         },
         written_rx,
     )
@@ -79,10 +88,13 @@ impl InvocationWriter {
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH_RECORDS_MAX);
         let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+        let mut flush = tokio::time::interval(ROLLUP_FLUSH_INTERVAL);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 received = self.rx.recv_many(&mut batch, BATCH_RECORDS_MAX) => {
                     if received == 0 {
+                        self.flush_rollups().await;
                         return;
                     }
                     self.write(std::mem::take(&mut batch)).await;
@@ -90,7 +102,26 @@ impl InvocationWriter {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 _ = expiry.tick() => self.expire().await,
+                _ = flush.tick() => self.flush_rollups().await,
             }
+        }
+    }
+
+    /// Move the meter's pending per-minute totals into the store. Stats queries wait for
+    /// the move (the gate), so they never see a minute twice or not at all.
+    async fn flush_rollups(&self) {
+        let _gate = self.meter.flush_gate.write().await;
+        let rollups = self.meter.take_pending();
+        let cutoff_ms = crate::registry::now_ms().saturating_sub(self.rollup_retention_ms);
+        if rollups.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let count = rollups.len();
+        match tokio::task::spawn_blocking(move || store.add_rollups(&rollups, cutoff_ms)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, count, "cannot write invocation totals"),
+            Err(e) => tracing::error!(error = %e, count, "invocation totals task failed"),
         }
     }
 

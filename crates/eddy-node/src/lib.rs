@@ -5,12 +5,14 @@
 //! the IO (listeners, JSON); the runtime knows nothing of routes or the store, and the
 //! store knows nothing of HTTP or Wasmtime.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingress;
 pub mod invocations;
+pub mod metering;
 pub mod registry;
 pub mod routes;
 
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use eddy_runtime::{Runtime, RuntimeConfig};
+use eddy_runtime::Runtime;
 use eddy_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -64,13 +66,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     let token = Arc::new(auth::ensure_admin_token(&store, &config.state_dir)?);
     let limits = config.limits.clone();
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        cache_dir: config.cache_dir(),
-        memory_bytes_max: limits.memory_bytes_max,
-        instances_max: limits.instances_max,
-        log_bytes_per_invocation_max: limits.log_bytes_per_invocation_max,
-        pooling: config.pooling.runtime(),
-    })?);
+    let runtime = Arc::new(Runtime::new(config.runtime())?);
     let pagemap_scan = runtime.pagemap_scan_in_use();
     let registry =
         Arc::new(registry::Registry::load(runtime, store.clone(), limits.clone()).await?);
@@ -99,9 +95,15 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         invocations_per_function_max: limits.invocations_kept_per_function,
         retention_ms: limits.invocation_retention_ms,
     };
-    let (sink, writer, written) = invocations::channel(store, retention);
+    let (sink, writer, written) = invocations::channel(
+        store,
+        retention,
+        registry.meter().clone(),
+        limits.rollup_retention_ms,
+    );
     let writer = tokio::spawn(writer.run());
     let shutdown = CancellationToken::new();
+    tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
     let draining = Arc::new(AtomicBool::new(false));
 
     let ingress = Arc::new(ingress::Ingress {
@@ -143,6 +145,27 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         writer,
         grace: Duration::from_millis(limits.shutdown_grace_ms),
     })
+}
+
+/// How often warm instances past their idle timeout are looked for: the precision of
+/// `--reuse-idle-timeout`.
+pub const IDLE_EVICTION_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Drop warm instances idle past their function's timeout, until shutdown (scale to zero).
+async fn evict_idle_instances(registry: Arc<registry::Registry>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(IDLE_EVICTION_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let evicted = registry.evict_idle();
+                if evicted > 0 {
+                    tracing::debug!(evicted, "dropped idle warm instances");
+                }
+            }
+        }
+    }
 }
 
 impl RunningNode {

@@ -11,13 +11,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use eddy_runtime::{Deployment, FunctionLimits, Prepared, Runtime};
-use eddy_store::{FunctionRecord, NewVersion, Store, VersionConfig, VersionRecord};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use eddy_runtime::limits as rt_limits;
+use eddy_runtime::{
+    AllowRule, Deployment, DeploymentSettings, FunctionLimits, Prepared, ReuseConfig, Runtime,
+};
+use eddy_store::{FunctionRecord, NewVersion, ReuseSettings, Store, VersionConfig, VersionRecord};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::{LimitsConfig, MEMORY_BYTES_MIN};
+use crate::admission::{Admission, FunctionAdmission, NodeAdmission};
+use crate::config::{
+    ALLOW_OUTBOUND_RULES_MAX, FUNCTION_QUEUE_MAX_CEILING, LimitsConfig, MEMORY_BYTES_MIN,
+    REUSE_IDLE_TIMEOUT_MS_CEILING,
+};
 use crate::error::ApiError;
+use crate::metering::Meter;
 use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
 
 /// Total bytes of a function's environment variable names and values.
@@ -32,6 +42,17 @@ pub struct DeployRequest {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Hosts or URLs the function may call (`*` for any, only when given explicitly).
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    pub max_concurrency: Option<u32>,
+    pub max_queue: Option<u32>,
+    pub max_wait_ms: Option<u64>,
+    pub reserved_concurrency: Option<u32>,
+    /// Keep instances warm between requests. Either tuning key alone also turns it on.
+    pub reuse: Option<bool>,
+    pub reuse_max_requests: Option<u32>,
+    pub reuse_idle_timeout_ms: Option<u64>,
 }
 
 /// The result of a deploy.
@@ -48,6 +69,10 @@ pub struct Registry {
     store: Arc<Store>,
     limits: LimitsConfig,
     routes: ArcSwap<RouteTable>,
+    admission: Arc<Admission>,
+    meter: Arc<Meter>,
+    /// Live-instance counts by function, shared by all of a function's versions.
+    instance_gauges: std::sync::Mutex<HashMap<String, Arc<AtomicUsize>>>,
     /// Serialises changes; holds prepared components by digest so rollbacks and
     /// functions sharing bytes reuse them.
     prepared: Mutex<HashMap<String, Prepared>>,
@@ -61,11 +86,18 @@ impl Registry {
         store: Arc<Store>,
         limits: LimitsConfig,
     ) -> anyhow::Result<Registry> {
+        let admission = Admission::new(NodeAdmission {
+            concurrency_max: limits.concurrency_max,
+            background_concurrency_max: limits.background_concurrency_max,
+        });
         let registry = Registry {
             runtime,
             store,
             limits,
             routes: ArcSwap::from_pointee(RouteTable::default()),
+            admission,
+            meter: Arc::new(Meter::new()),
+            instance_gauges: std::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
         };
         let functions = blocking(&registry.store, |s| s.list_functions()).await?;
@@ -82,6 +114,13 @@ impl Registry {
                         e.message
                     )
                 })?;
+            if let Err(problem) = registry.admission.configure(&function.name, live.admission) {
+                // Node limits lowered since the deploy: serve it without its reservation.
+                tracing::warn!(function = %function.name, problem, "reserved concurrency dropped");
+                let mut settings = live.admission;
+                settings.reserved = 0;
+                let _ = registry.admission.configure(&function.name, settings);
+            }
             registry
                 .routes
                 .store(Arc::new(registry.routes.load().with(live)));
@@ -103,6 +142,34 @@ impl Registry {
     /// The store, for reads.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The node's admission controller.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// The node's meter.
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
+    /// How many instances of `function` exist now.
+    pub fn instances_live(&self, function: &str) -> usize {
+        self.instance_gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function)
+            .map_or(0, |g| g.load(Ordering::Relaxed))
+    }
+
+    /// Drop warm instances idle past their function's idle timeout. Returns how many.
+    pub fn evict_idle(&self) -> usize {
+        let now = std::time::Instant::now();
+        self.routes()
+            .all()
+            .map(|live| live.deployment.evict_idle(now))
+            .sum()
     }
 
     /// Validate, compile, store as the next version and make it live.
@@ -134,10 +201,16 @@ impl Registry {
             config,
             created_at_ms: now_ms(),
         };
+        self.admission
+            .check(name, self.function_admission(&new.config))
+            .map_err(ApiError::limit)?;
         let version = blocking(&self.store, move |s| s.create_version(&new, Some(&bytes))).await?;
         let live = self.live_function(&prepared, &version);
         let compiled = prepared.compiled;
         prepared_cache.insert(prepared.digest.clone(), prepared);
+        self.admission
+            .configure(name, live.admission)
+            .map_err(ApiError::limit)?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(function = name, version = version.version, route = %version.config.route, compiled, "deployed");
         Ok(Deployed { version, compiled })
@@ -177,6 +250,9 @@ impl Registry {
         }
         .clone();
         self.check_route_free(name, &target.config.route)?;
+        self.admission
+            .check(name, self.function_admission(&target.config))
+            .map_err(ApiError::limit)?;
         let live = self.prepare_version(&mut prepared_cache, &target).await?;
         let owned = name.to_string();
         let target_version = target.version;
@@ -184,6 +260,9 @@ impl Registry {
             s.set_live_version(&owned, target_version)
         })
         .await?;
+        self.admission
+            .configure(name, live.admission)
+            .map_err(ApiError::limit)?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(
             function = name,
@@ -202,6 +281,12 @@ impl Registry {
             return Err(ApiError::not_found(format!("no function `{name}`")));
         }
         self.publish(&mut prepared_cache, self.routes.load().without(name));
+        self.admission.remove(name);
+        self.meter.remove(name);
+        self.instance_gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         tracing::info!(function = name, "removed");
         Ok(())
     }
@@ -223,7 +308,18 @@ impl Registry {
     /// more (a rollback to them reloads from the on-disk cache).
     fn publish(&self, prepared_cache: &mut HashMap<String, Prepared>, routes: RouteTable) {
         prepared_cache.retain(|digest, _| routes.uses(digest));
-        self.routes.store(Arc::new(routes));
+        let previous = self.routes.swap(Arc::new(routes));
+        // Versions no longer live keep no warm instances (requests still running on them
+        // finish, and their instances are dropped with the version).
+        let current = self.routes.load();
+        for old in previous.all() {
+            if !current
+                .all()
+                .any(|live| Arc::ptr_eq(&live.deployment, &old.deployment))
+            {
+                old.deployment.drop_idle();
+            }
+        }
     }
 
     /// The limits a stored version runs under.
@@ -256,6 +352,7 @@ impl Registry {
         name: &str,
         request: DeployRequest,
     ) -> Result<VersionConfig, ApiError> {
+        self.validate_fluid(&request)?;
         let route = request.route.unwrap_or_else(|| format!("/{name}"));
         validate_route(&route).map_err(ApiError::bad_request)?;
         let memory_bytes_max = request
@@ -283,12 +380,123 @@ impl Registry {
             return Err(ApiError::bad_request("timeout must be greater than 0"));
         }
         validate_env(&request.env)?;
+        let reuse_asked = request.reuse.unwrap_or(false)
+            || request.reuse_max_requests.is_some()
+            || request.reuse_idle_timeout_ms.is_some();
+        if request.reuse == Some(false) && reuse_asked {
+            return Err(ApiError::bad_request(
+                "reuse_max_requests and reuse_idle_timeout_ms tune warm-instance reuse; they cannot be given with reuse = false",
+            ));
+        }
+        let reuse = reuse_asked.then(|| ReuseSettings {
+            max_requests: request
+                .reuse_max_requests
+                .unwrap_or(rt_limits::DEFAULT_REUSE_MAX_REQUESTS),
+            idle_timeout_ms: request
+                .reuse_idle_timeout_ms
+                .unwrap_or(rt_limits::DEFAULT_REUSE_IDLE_TIMEOUT_MS),
+        });
         Ok(VersionConfig {
             route,
             memory_bytes_max,
             timeout_ms,
             env: request.env,
+            allow_outbound: request.allow_outbound,
+            max_concurrency: request.max_concurrency,
+            max_queue: request.max_queue,
+            max_wait_ms: request.max_wait_ms,
+            reserved_concurrency: request.reserved_concurrency.unwrap_or(0),
+            reuse,
         })
+    }
+
+    /// Check the concurrency, reuse and outbound settings of a deploy against the node.
+    fn validate_fluid(&self, request: &DeployRequest) -> Result<(), ApiError> {
+        let l = &self.limits;
+        if let Some(n) = request.max_concurrency {
+            if n == 0 {
+                return Err(ApiError::bad_request("max_concurrency must be at least 1"));
+            }
+            if n as usize > l.concurrency_max {
+                return Err(ApiError::limit(format!(
+                    "max_concurrency {n} is above this node's concurrency_max ({}); ask for less or raise limits.concurrency_max",
+                    l.concurrency_max
+                )));
+            }
+        }
+        if let Some(n) = request.max_queue
+            && n > FUNCTION_QUEUE_MAX_CEILING
+        {
+            return Err(ApiError::limit(format!(
+                "max_queue {n} is above {FUNCTION_QUEUE_MAX_CEILING}, the most a function may queue"
+            )));
+        }
+        if let Some(ms) = request.max_wait_ms
+            && ms > l.timeout_ms_max
+        {
+            return Err(ApiError::limit(format!(
+                "max_wait {ms} ms is above this node's timeout_ms_max ({} ms)",
+                l.timeout_ms_max
+            )));
+        }
+        let max_concurrency = request
+            .max_concurrency
+            .unwrap_or(l.function_concurrency_default);
+        if let Some(reserved) = request.reserved_concurrency
+            && reserved > max_concurrency
+        {
+            return Err(ApiError::bad_request(format!(
+                "reserved_concurrency {reserved} is above the function's max_concurrency ({max_concurrency})"
+            )));
+        }
+        if request.reuse_max_requests == Some(0) {
+            return Err(ApiError::bad_request(
+                "reuse_max_requests must be at least 1",
+            ));
+        }
+        if let Some(ms) = request.reuse_idle_timeout_ms
+            && (ms == 0 || ms > REUSE_IDLE_TIMEOUT_MS_CEILING)
+        {
+            return Err(ApiError::bad_request(format!(
+                "reuse_idle_timeout must be between 1 ms and {REUSE_IDLE_TIMEOUT_MS_CEILING} ms (one day)"
+            )));
+        }
+        if request.allow_outbound.len() > ALLOW_OUTBOUND_RULES_MAX {
+            return Err(ApiError::limit(format!(
+                "{} outbound rules is above allow_outbound_rules_max ({ALLOW_OUTBOUND_RULES_MAX}); use a wildcard such as *.example.com",
+                request.allow_outbound.len()
+            )));
+        }
+        for rule in &request.allow_outbound {
+            AllowRule::parse(rule).map_err(ApiError::bad_request)?;
+        }
+        Ok(())
+    }
+
+    /// The admission settings a version runs under.
+    fn function_admission(&self, config: &VersionConfig) -> FunctionAdmission {
+        let l = &self.limits;
+        FunctionAdmission {
+            max_concurrency: config
+                .max_concurrency
+                .unwrap_or(l.function_concurrency_default)
+                .min(l.concurrency_max as u32) as usize,
+            max_queue: config.max_queue.unwrap_or(l.function_queue_default) as usize,
+            max_wait: Duration::from_millis(
+                config.max_wait_ms.unwrap_or(l.function_wait_ms_default),
+            ),
+            reserved: config.reserved_concurrency as usize,
+        }
+    }
+
+    /// The live-instance gauge of `function`, created on first use.
+    fn instance_gauge(&self, function: &str) -> Arc<AtomicUsize> {
+        self.instance_gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(function.to_string())
+            .or_default()
+            .clone()
     }
 
     async fn prepare_version(
@@ -326,18 +534,41 @@ impl Registry {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let config = &version.config;
+        let outbound = config
+            .allow_outbound
+            .iter()
+            .filter_map(|rule| match AllowRule::parse(rule) {
+                Ok(rule) => Some(rule),
+                Err(problem) => {
+                    tracing::warn!(function = %version.function, problem, "outbound rule ignored");
+                    None
+                }
+            })
+            .collect();
+        let instances_live = self.instance_gauge(&version.function);
         let deployment = Deployment::new(
+            &self.runtime,
             prepared,
-            self.function_limits(version),
-            env,
-            self.limits.log_bytes_per_invocation_max,
+            DeploymentSettings {
+                limits: self.function_limits(version),
+                env,
+                reuse: config.reuse.map(|r| ReuseConfig {
+                    max_requests: r.max_requests,
+                    idle_timeout: Duration::from_millis(r.idle_timeout_ms),
+                }),
+                outbound,
+                instances_live: instances_live.clone(),
+            },
         );
         LiveFunction {
-            name: version.function.clone(),
+            name: Arc::from(version.function.as_str()),
             version: version.version,
             digest: version.digest.clone(),
-            route: version.config.route.clone(),
+            route: config.route.clone(),
             deployment: Arc::new(deployment),
+            instances_live,
+            admission: self.function_admission(config),
         }
     }
 }

@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use eddy_runtime::Deployment;
+
+use crate::admission::FunctionAdmission;
 
 /// Paths under this prefix belong to the node (health checks) and cannot be routes.
 pub const RESERVED_PREFIX: &str = "/_eddy";
@@ -15,12 +18,16 @@ pub const ROUTE_BYTES_MAX: usize = 256;
 
 /// The live version of one function.
 pub struct LiveFunction {
-    pub name: String,
+    pub name: Arc<str>,
     pub version: u32,
     /// `sha256:` digest of the component.
     pub digest: String,
     pub route: String,
     pub deployment: Arc<Deployment>,
+    /// How many instances of the function exist (all versions).
+    pub instances_live: Arc<AtomicUsize>,
+    /// The function's admission settings.
+    pub admission: FunctionAdmission,
 }
 
 /// Route prefix → live function.
@@ -38,7 +45,7 @@ impl RouteTable {
 
     /// The function that owns `route`, if any.
     pub fn owner(&self, route: &str) -> Option<&str> {
-        self.by_prefix.get(route).map(|live| live.name.as_str())
+        self.by_prefix.get(route).map(|live| &*live.name)
     }
 
     /// A table with `live` serving its route and no other route for that function.
@@ -51,13 +58,18 @@ impl RouteTable {
     /// A table without any route of function `name`.
     pub fn without(&self, name: &str) -> RouteTable {
         let mut next = self.clone();
-        next.by_prefix.retain(|_, live| live.name != name);
+        next.by_prefix.retain(|_, live| &*live.name != name);
         next
     }
 
     /// The live function called `name`.
     pub fn function(&self, name: &str) -> Option<&Arc<LiveFunction>> {
-        self.by_prefix.values().find(|live| live.name == name)
+        self.by_prefix.values().find(|live| &*live.name == name)
+    }
+
+    /// Every live function.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<LiveFunction>> {
+        self.by_prefix.values()
     }
 
     /// Whether a live function runs the component with `digest`.

@@ -1,0 +1,552 @@
+//! Admission control: one mechanism every trigger (HTTP now; queues, cron and WebSockets
+//! later) goes through before an invocation may run.
+//!
+//! - Each function has a concurrency limit and a bounded wait queue with a maximum wait.
+//! - The node has a capacity shared by all functions. A function's reserved concurrency
+//!   is a floor the others cannot take: the shared part of the capacity is what is left
+//!   after every reservation.
+//! - Two classes: interactive (HTTP, WebSocket) and background (queue, cron). Background
+//!   work may use at most `background_concurrency_max` of the node, and when a slot frees,
+//!   waiting interactive requests are admitted before waiting background ones.
+//! - Nothing waits without bound: past the queue, or past the wait, the request is
+//!   rejected at once with the name of the limit (and the caller gets 503 with
+//!   `Retry-After`).
+//!
+//! All state sits behind one mutex; critical sections are a few comparisons.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// Which kind of work asks for admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A caller is waiting: HTTP requests, WebSocket messages.
+    Interactive,
+    /// Nobody is waiting on the answer: queue deliveries, cron ticks.
+    Background,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Interactive => "interactive",
+            Class::Background => "background",
+        }
+    }
+}
+
+/// The node-wide side of admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAdmission {
+    /// Invocations running at once on the node.
+    pub concurrency_max: usize,
+    /// Of those, at most this many background ones.
+    pub background_concurrency_max: usize,
+}
+
+/// One function's admission settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionAdmission {
+    /// Invocations of this function running at once.
+    pub max_concurrency: usize,
+    /// Requests that may wait for a slot; 0: reject at once when full.
+    pub max_queue: usize,
+    /// Longest a request waits for a slot.
+    pub max_wait: Duration,
+    /// Slots held for this function alone (a floor no other function can take).
+    pub reserved: usize,
+}
+
+/// Why a request was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The function's wait queue was full (`max_queue`).
+    QueueFull,
+    /// No slot freed within `max_wait`.
+    WaitExpired,
+    /// The function was removed or redeployed with other settings while it waited.
+    Gone,
+}
+
+impl Rejection {
+    /// The limit's name, for `eddy-error` and metrics.
+    pub fn limit(self) -> &'static str {
+        match self {
+            Rejection::QueueFull => "max_queue",
+            Rejection::WaitExpired => "max_wait_ms",
+            Rejection::Gone => "function_removed",
+        }
+    }
+}
+
+/// A running invocation's slot; dropping it frees the slot and admits the next waiter.
+pub struct Permit {
+    admission: Arc<Admission>,
+    function: Arc<str>,
+    class: Class,
+    shared: bool,
+    /// False once the slot was released some other way.
+    armed: bool,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = self.admission.lock();
+        state.release(&self.function, self.class, self.shared);
+        state.admit_waiters(&self.admission);
+    }
+}
+
+/// What a function's admission looks like right now (for stats and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FunctionLoad {
+    pub in_flight: usize,
+    pub queued: usize,
+}
+
+/// The node's admission controller.
+pub struct Admission {
+    node: NodeAdmission,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    functions: HashMap<Arc<str>, FunctionState>,
+    /// Waiters in arrival order, per class.
+    interactive: VecDeque<Waiter>,
+    background: VecDeque<Waiter>,
+    in_flight: usize,
+    background_in_flight: usize,
+    /// Permits taken beyond their function's reservation.
+    shared_in_flight: usize,
+    /// Sum of every function's reservation.
+    reserved_total: usize,
+    next_waiter: u64,
+}
+
+struct FunctionState {
+    settings: FunctionAdmission,
+    in_flight: usize,
+    queued: usize,
+}
+
+struct Waiter {
+    id: u64,
+    function: Arc<str>,
+    tx: oneshot::Sender<Permit>,
+}
+
+impl Admission {
+    pub fn new(node: NodeAdmission) -> Arc<Admission> {
+        Arc::new(Admission {
+            node,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    pub fn node(&self) -> NodeAdmission {
+        self.node
+    }
+
+    /// Register or update a function's settings. Refused (with the reason) when its
+    /// reservation does not fit in what the node has left to reserve.
+    pub fn configure(
+        self: &Arc<Self>,
+        function: &str,
+        settings: FunctionAdmission,
+    ) -> Result<(), String> {
+        let mut state = self.lock();
+        let current = state
+            .functions
+            .get(function)
+            .map_or(0, |f| f.settings.reserved);
+        let reserved_total = state.reserved_total - current + settings.reserved;
+        if reserved_total > self.node.concurrency_max {
+            return Err(format!(
+                "reserved concurrency {} does not fit: functions on this node already reserve {} of its concurrency_max ({})",
+                settings.reserved,
+                state.reserved_total - current,
+                self.node.concurrency_max
+            ));
+        }
+        state.reserved_total = reserved_total;
+        let entry = state
+            .functions
+            .entry(Arc::from(function))
+            .or_insert(FunctionState {
+                settings,
+                in_flight: 0,
+                queued: 0,
+            });
+        let shared_before = entry.in_flight.saturating_sub(entry.settings.reserved);
+        entry.settings = settings;
+        let shared_after = entry.in_flight.saturating_sub(settings.reserved);
+        state.shared_in_flight = state.shared_in_flight + shared_after - shared_before;
+        state.admit_waiters(self);
+        Ok(())
+    }
+
+    /// Whether `settings` would fit, without changing anything.
+    pub fn check(&self, function: &str, settings: FunctionAdmission) -> Result<(), String> {
+        let state = self.lock();
+        let current = state
+            .functions
+            .get(function)
+            .map_or(0, |f| f.settings.reserved);
+        let others = state.reserved_total - current;
+        if others + settings.reserved > self.node.concurrency_max {
+            return Err(format!(
+                "reserved concurrency {} does not fit: other functions on this node reserve {others} of its concurrency_max ({})",
+                settings.reserved, self.node.concurrency_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forget a removed function; its waiters are rejected.
+    pub fn remove(self: &Arc<Self>, function: &str) {
+        let mut state = self.lock();
+        if let Some(f) = state.functions.remove(function) {
+            state.reserved_total -= f.settings.reserved;
+            // Running invocations release into the shared count as if unreserved.
+            state.shared_in_flight += f.in_flight.min(f.settings.reserved);
+        }
+        // Dropping the senders wakes the waiters with `Gone`.
+        state.interactive.retain(|w| &*w.function != function);
+        state.background.retain(|w| &*w.function != function);
+        state.admit_waiters(self);
+    }
+
+    /// The current load of `function`.
+    pub fn load(&self, function: &str) -> FunctionLoad {
+        let state = self.lock();
+        state
+            .functions
+            .get(function)
+            .map(|f| FunctionLoad {
+                in_flight: f.in_flight,
+                queued: f.queued,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Invocations running on the node.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
+    /// Wait (within the function's queue and wait limits) for a slot to run `function`.
+    pub async fn admit(
+        self: &Arc<Self>,
+        function: &str,
+        class: Class,
+    ) -> Result<Permit, Rejection> {
+        let (rx, id, function, max_wait) = {
+            let mut state = self.lock();
+            let Some((key, f)) = state.functions.get_key_value(function) else {
+                return Err(Rejection::Gone);
+            };
+            let key = key.clone();
+            let settings = f.settings;
+            let queued = f.queued;
+            // Interactive-first holds at every release (see `admit_waiters`); an arrival
+            // only has to stay behind its own function's waiters.
+            let nobody_waiting = state.queue(class).iter().all(|w| w.function != key);
+            if nobody_waiting && let Some(shared) = state.fits(&self.node, &key, class) {
+                return Ok(state.grant(self, key, class, shared));
+            }
+            if queued >= settings.max_queue {
+                return Err(Rejection::QueueFull);
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = state.next_waiter;
+            state.next_waiter += 1;
+            state.functions.get_mut(&key).expect("checked above").queued += 1;
+            state.queue_mut(class).push_back(Waiter {
+                id,
+                function: key.clone(),
+                tx,
+            });
+            (rx, id, key, settings.max_wait)
+        };
+        match tokio::time::timeout(max_wait, rx).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Rejection::Gone),
+            Err(_) => {
+                let mut state = self.lock();
+                let queue = state.queue_mut(class);
+                if let Some(at) = queue.iter().position(|w| w.id == id) {
+                    queue.remove(at);
+                    if let Some(f) = state.functions.get_mut(&function) {
+                        f.queued -= 1;
+                    }
+                }
+                // A permit granted just as the wait ran out is dropped with the receiver,
+                // which frees its slot again.
+                Err(Rejection::WaitExpired)
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn queue(&self, class: Class) -> &VecDeque<Waiter> {
+        match class {
+            Class::Interactive => &self.interactive,
+            Class::Background => &self.background,
+        }
+    }
+
+    fn queue_mut(&mut self, class: Class) -> &mut VecDeque<Waiter> {
+        match class {
+            Class::Interactive => &mut self.interactive,
+            Class::Background => &mut self.background,
+        }
+    }
+
+    /// Whether one more `class` invocation of `function` fits now; `Some(shared)` says
+    /// whether it takes a shared slot (beyond the function's reservation).
+    fn fits(&self, node: &NodeAdmission, function: &str, class: Class) -> Option<bool> {
+        let f = self.functions.get(function)?;
+        if f.in_flight >= f.settings.max_concurrency {
+            return None;
+        }
+        let within_reservation = f.in_flight < f.settings.reserved;
+        if !within_reservation {
+            let shared_capacity = node.concurrency_max - self.reserved_total;
+            if self.shared_in_flight >= shared_capacity {
+                return None;
+            }
+            if class == Class::Background
+                && self.background_in_flight >= node.background_concurrency_max
+            {
+                return None;
+            }
+        }
+        Some(!within_reservation)
+    }
+
+    fn grant(
+        &mut self,
+        admission: &Arc<Admission>,
+        function: Arc<str>,
+        class: Class,
+        shared: bool,
+    ) -> Permit {
+        self.functions
+            .get_mut(&function)
+            .expect("granted functions exist")
+            .in_flight += 1;
+        self.in_flight += 1;
+        if class == Class::Background {
+            self.background_in_flight += 1;
+        }
+        if shared {
+            self.shared_in_flight += 1;
+        }
+        Permit {
+            admission: admission.clone(),
+            function,
+            class,
+            shared,
+            armed: true,
+        }
+    }
+
+    fn release(&mut self, function: &str, class: Class, shared: bool) {
+        self.in_flight -= 1;
+        if class == Class::Background {
+            self.background_in_flight -= 1;
+        }
+        match self.functions.get_mut(function) {
+            Some(f) => {
+                f.in_flight -= 1;
+                if shared {
+                    self.shared_in_flight -= 1;
+                }
+            }
+            // Removed while running: `remove` moved its slots to the shared count.
+            None => self.shared_in_flight -= 1,
+        }
+    }
+
+    /// Admit every waiter that now fits: interactive ones first, each class in order of
+    /// arrival (a function at its own limit does not hold up the others behind it).
+    fn admit_waiters(&mut self, admission: &Arc<Admission>) {
+        for class in [Class::Interactive, Class::Background] {
+            let mut at = 0;
+            while at < self.queue(class).len() {
+                let function = self.queue(class)[at].function.clone();
+                let Some(shared) = self.fits(&admission.node, &function, class) else {
+                    at += 1;
+                    continue;
+                };
+                let waiter = self.queue_mut(class).remove(at).expect("index in range");
+                if let Some(f) = self.functions.get_mut(&function) {
+                    f.queued -= 1;
+                }
+                if waiter.tx.is_closed() {
+                    continue;
+                }
+                let permit = self.grant(admission, function, class, shared);
+                if let Err(mut permit) = waiter.tx.send(permit) {
+                    // The waiter gave up as it was admitted: undo without re-entering the lock.
+                    self.release(&permit.function, permit.class, permit.shared);
+                    permit.armed = false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function(max_concurrency: usize, max_queue: usize, reserved: usize) -> FunctionAdmission {
+        FunctionAdmission {
+            max_concurrency,
+            max_queue,
+            max_wait: Duration::from_secs(5),
+            reserved,
+        }
+    }
+
+    fn node(concurrency_max: usize, background_concurrency_max: usize) -> Arc<Admission> {
+        Admission::new(NodeAdmission {
+            concurrency_max,
+            background_concurrency_max,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_function_with_no_queue_rejects_at_once() {
+        let admission = node(10, 5);
+        admission.configure("f", function(2, 0, 0)).unwrap();
+        let a = admission.admit("f", Class::Interactive).await.unwrap();
+        let _b = admission.admit("f", Class::Interactive).await.unwrap();
+        let third = admission.admit("f", Class::Interactive).await;
+        assert_eq!(third.err(), Some(Rejection::QueueFull));
+        drop(a);
+        let _c = admission.admit("f", Class::Interactive).await.unwrap();
+        assert_eq!(admission.load("f").in_flight, 2);
+    }
+
+    #[tokio::test]
+    async fn waiters_are_admitted_in_order_and_bounded_by_their_wait() {
+        let admission = node(10, 5);
+        let mut settings = function(1, 1, 0);
+        settings.max_wait = Duration::from_millis(100);
+        admission.configure("f", settings).unwrap();
+        let running = admission.admit("f", Class::Interactive).await.unwrap();
+        let expired = admission.admit("f", Class::Interactive).await;
+        assert_eq!(expired.err(), Some(Rejection::WaitExpired));
+        assert_eq!(
+            admission.load("f").queued,
+            0,
+            "an expired waiter leaves the queue"
+        );
+
+        let waiting = {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.admit("f", Class::Interactive).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(admission.load("f").queued, 1);
+        drop(running);
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn reserved_concurrency_is_a_floor_others_cannot_take() {
+        let admission = node(4, 4);
+        admission.configure("reserved", function(10, 0, 2)).unwrap();
+        admission.configure("greedy", function(10, 0, 0)).unwrap();
+        let mut greedy = Vec::new();
+        while let Ok(permit) = admission.admit("greedy", Class::Interactive).await {
+            greedy.push(permit);
+        }
+        assert_eq!(
+            greedy.len(),
+            2,
+            "the greedy function gets only the unreserved half"
+        );
+        let _r1 = admission
+            .admit("reserved", Class::Interactive)
+            .await
+            .unwrap();
+        let _r2 = admission
+            .admit("reserved", Class::Interactive)
+            .await
+            .unwrap();
+        assert!(
+            admission
+                .admit("reserved", Class::Interactive)
+                .await
+                .is_err()
+        );
+        let err = admission.check("third", function(10, 0, 3)).unwrap_err();
+        assert!(
+            err.contains("reserve 2 of its concurrency_max (4)"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn background_work_cannot_take_the_whole_node_and_waits_behind_interactive() {
+        let admission = node(4, 2);
+        admission
+            .configure("consumer", function(10, 10, 0))
+            .unwrap();
+        admission.configure("api", function(10, 10, 0)).unwrap();
+        let b1 = admission
+            .admit("consumer", Class::Background)
+            .await
+            .unwrap();
+        let _b2 = admission
+            .admit("consumer", Class::Background)
+            .await
+            .unwrap();
+        // The background share is spent: the next delivery waits, interactive does not.
+        let queued_background = {
+            let admission = admission.clone();
+            tokio::spawn(async move {
+                admission
+                    .admit("consumer", Class::Background)
+                    .await
+                    .map(|_| ())
+            })
+        };
+        let i1 = admission.admit("api", Class::Interactive).await.unwrap();
+        let _i2 = admission.admit("api", Class::Interactive).await.unwrap();
+        // The node is full; an interactive request queues too.
+        let queued_interactive = {
+            let admission = admission.clone();
+            tokio::spawn(async move {
+                let permit = admission.admit("api", Class::Interactive).await;
+                (permit.is_ok(), admission.load("consumer").in_flight)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(admission.load("api").queued, 1);
+        assert_eq!(admission.load("consumer").queued, 1);
+        // A background slot frees: the waiting interactive request goes first.
+        drop(b1);
+        let (admitted, consumer_in_flight) = queued_interactive.await.unwrap();
+        assert!(admitted);
+        assert_eq!(consumer_in_flight, 1, "background stayed queued");
+        drop(i1);
+        assert_eq!(queued_background.await.unwrap(), Ok(()));
+    }
+}

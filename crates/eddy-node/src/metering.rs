@@ -1,0 +1,359 @@
+//! Metering of every invocation: per-function, per-minute totals (flushed to the store by
+//! the invocation writer, read by `eddy stats`) and Prometheus counters for `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use eddy_runtime::{InvocationReport, Outcome};
+use eddy_store::Rollup;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tokio::sync::RwLock;
+
+/// Milliseconds in the rollup period.
+pub const MINUTE_MS: i64 = 60_000;
+/// Upper bounds (seconds) of the invocation-duration histogram in `/metrics`.
+const DURATION_BUCKETS_S: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabel {
+    function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    function: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    function: String,
+    limit: String,
+}
+
+/// Prometheus families, one series per function.
+struct Metrics {
+    registry: MetricsRegistry,
+    invocations: Family<OutcomeLabels, Counter>,
+    rejected: Family<LimitLabels, Counter>,
+    cold_starts: Family<FunctionLabel, Counter>,
+    wall_seconds: Family<FunctionLabel, Counter<f64>>,
+    cpu_seconds: Family<FunctionLabel, Counter<f64>>,
+    request_bytes: Family<FunctionLabel, Counter>,
+    response_bytes: Family<FunctionLabel, Counter>,
+    duration: Family<FunctionLabel, Histogram>,
+    instances_live: Family<FunctionLabel, Gauge>,
+    in_flight: Family<FunctionLabel, Gauge>,
+    queued: Family<FunctionLabel, Gauge>,
+    node_in_flight: Gauge,
+    node_concurrency_max: Gauge,
+}
+
+/// What one function's gauges read at scrape time.
+pub struct FunctionGauges {
+    pub function: String,
+    pub instances_live: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+}
+
+/// The node's meter. Cheap to call from the request path: one short mutex for the
+/// minute totals; the Prometheus families synchronise themselves.
+pub struct Meter {
+    /// Totals not yet written to the store, by function and minute.
+    pending: Mutex<HashMap<(Arc<str>, i64), Rollup>>,
+    /// Held for writing while pending totals move to the store, and for reading while a
+    /// stats query reads both, so no minute is counted twice or missed.
+    pub(crate) flush_gate: RwLock<()>,
+    metrics: Metrics,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Meter::new()
+    }
+}
+
+impl Meter {
+    pub fn new() -> Meter {
+        let mut registry = MetricsRegistry::with_prefix("eddy");
+        let invocations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "invocations",
+            "Invocations that ran, by outcome",
+            invocations.clone(),
+        );
+        let rejected = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rejected",
+            "Requests turned away by admission control, by the limit that refused them",
+            rejected.clone(),
+        );
+        let cold_starts = Family::<FunctionLabel, Counter>::default();
+        registry.register(
+            "cold_starts",
+            "Invocations that instantiated a fresh instance",
+            cold_starts.clone(),
+        );
+        let wall_seconds = Family::<FunctionLabel, Counter<f64>>::default();
+        registry.register(
+            "invocation_wall_seconds",
+            "Wall time of invocations, from instantiation to the end of the guest's work",
+            wall_seconds.clone(),
+        );
+        let cpu_seconds = Family::<FunctionLabel, Counter<f64>>::default();
+        registry.register(
+            "invocation_cpu_seconds",
+            "CPU time guests spent running (not waiting on I/O, timers or admission)",
+            cpu_seconds.clone(),
+        );
+        let request_bytes = Family::<FunctionLabel, Counter>::default();
+        registry.register(
+            "request_body_bytes",
+            "Request body bytes read by guests",
+            request_bytes.clone(),
+        );
+        let response_bytes = Family::<FunctionLabel, Counter>::default();
+        registry.register(
+            "response_body_bytes",
+            "Response body bytes sent by guests",
+            response_bytes.clone(),
+        );
+        let duration = Family::<FunctionLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(DURATION_BUCKETS_S)) as fn() -> Histogram,
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "Wall time of invocations",
+            duration.clone(),
+        );
+        let instances_live = Family::<FunctionLabel, Gauge>::default();
+        registry.register(
+            "instances_live",
+            "Instances that exist (running or kept warm)",
+            instances_live.clone(),
+        );
+        let in_flight = Family::<FunctionLabel, Gauge>::default();
+        registry.register("in_flight", "Invocations running", in_flight.clone());
+        let queued = Family::<FunctionLabel, Gauge>::default();
+        registry.register("queued", "Requests waiting for admission", queued.clone());
+        let node_in_flight = Gauge::default();
+        registry.register(
+            "node_in_flight",
+            "Invocations running on the node",
+            node_in_flight.clone(),
+        );
+        let node_concurrency_max = Gauge::default();
+        registry.register(
+            "node_concurrency_max",
+            "The node's capacity (limits.concurrency_max)",
+            node_concurrency_max.clone(),
+        );
+        let duration_family = duration;
+        Meter {
+            pending: Mutex::new(HashMap::new()),
+            flush_gate: RwLock::new(()),
+            metrics: Metrics {
+                registry,
+                invocations,
+                rejected,
+                cold_starts,
+                wall_seconds,
+                cpu_seconds,
+                request_bytes,
+                response_bytes,
+                duration: duration_family,
+                instances_live,
+                in_flight,
+                queued,
+                node_in_flight,
+                node_concurrency_max,
+            },
+        }
+    }
+
+    /// Count a finished invocation that answered with `status`.
+    pub fn invocation(
+        &self,
+        function: &Arc<str>,
+        at_ms: i64,
+        status: u16,
+        report: &InvocationReport,
+    ) {
+        let wall_us = report.duration.as_micros() as u64;
+        // Prometheus first: once `stats` (the totals) shows an invocation, `/metrics` does too.
+        let error = report.outcome != Outcome::Ok || status >= 500;
+        let m = self.metrics();
+        let label = FunctionLabel {
+            function: function.to_string(),
+        };
+        m.invocations
+            .get_or_create(&OutcomeLabels {
+                function: function.to_string(),
+                outcome: report.outcome.as_str().to_string(),
+            })
+            .inc();
+        if report.instantiate.is_some() {
+            m.cold_starts.get_or_create(&label).inc();
+        }
+        m.wall_seconds
+            .get_or_create(&label)
+            .inc_by(report.duration.as_secs_f64());
+        m.cpu_seconds
+            .get_or_create(&label)
+            .inc_by(report.cpu.as_secs_f64());
+        m.request_bytes
+            .get_or_create(&label)
+            .inc_by(report.request_bytes);
+        m.response_bytes
+            .get_or_create(&label)
+            .inc_by(report.response_bytes);
+        m.duration
+            .get_or_create(&label)
+            .observe(report.duration.as_secs_f64());
+        self.add(function, at_ms, |r| {
+            r.invocations += 1;
+            r.errors += u64::from(error);
+            r.cold_starts += u64::from(report.instantiate.is_some());
+            r.wall_us += wall_us;
+            r.cpu_us += report.cpu.as_micros() as u64;
+            r.instantiate_us += report.instantiate.map_or(0, |d| d.as_micros() as u64);
+            r.request_bytes += report.request_bytes;
+            r.response_bytes += report.response_bytes;
+            r.memory_bytes_peak = r.memory_bytes_peak.max(report.memory_bytes_peak);
+            *r.outcomes
+                .entry(report.outcome.as_str().to_string())
+                .or_default() += 1;
+            r.latency.record(wall_us);
+        });
+    }
+
+    /// Count a request admission control turned away because of `limit`.
+    pub fn rejected(&self, function: &Arc<str>, at_ms: i64, limit: &str) {
+        self.metrics()
+            .rejected
+            .get_or_create(&LimitLabels {
+                function: function.to_string(),
+                limit: limit.to_string(),
+            })
+            .inc();
+        self.add(function, at_ms, |r| {
+            r.rejected += 1;
+            *r.outcomes
+                .entry(Outcome::Rejected.as_str().to_string())
+                .or_default() += 1;
+        });
+    }
+
+    fn add(&self, function: &Arc<str>, at_ms: i64, update: impl FnOnce(&mut Rollup)) {
+        let minute = at_ms - at_ms.rem_euclid(MINUTE_MS);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        update(pending.entry((function.clone(), minute)).or_default());
+    }
+
+    /// Take every pending total, to write to the store.
+    pub fn take_pending(&self) -> Vec<(String, i64, Rollup)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .drain()
+            .map(|((function, minute), rollup)| (function.to_string(), minute, rollup))
+            .collect()
+    }
+
+    /// Pending totals of `function` from `since_minute_ms` on.
+    pub fn pending_of(&self, function: &str, since_minute_ms: i64) -> Rollup {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total = Rollup::default();
+        for ((f, minute), rollup) in pending.iter() {
+            if &**f == function && *minute >= since_minute_ms {
+                total.merge(rollup);
+            }
+        }
+        total
+    }
+
+    /// Forget a removed function's series.
+    pub fn remove(&self, function: &str) {
+        let m = self.metrics();
+        let label = FunctionLabel {
+            function: function.to_string(),
+        };
+        for family in [&m.cold_starts, &m.request_bytes, &m.response_bytes] {
+            family.remove(&label);
+        }
+        m.wall_seconds.remove(&label);
+        m.cpu_seconds.remove(&label);
+        m.duration.remove(&label);
+        m.instances_live.remove(&label);
+        m.in_flight.remove(&label);
+        m.queued.remove(&label);
+        for outcome in ALL_OUTCOMES {
+            m.invocations.remove(&OutcomeLabels {
+                function: function.to_string(),
+                outcome: outcome.as_str().to_string(),
+            });
+        }
+        for limit in [
+            "max_concurrency",
+            "max_queue",
+            "max_wait_ms",
+            "function_removed",
+        ] {
+            m.rejected.remove(&LimitLabels {
+                function: function.to_string(),
+                limit: limit.to_string(),
+            });
+        }
+    }
+
+    /// The Prometheus text exposition, with gauges read now.
+    pub fn render(
+        &self,
+        gauges: &[FunctionGauges],
+        node_in_flight: usize,
+        node_concurrency_max: usize,
+    ) -> String {
+        let m = self.metrics();
+        for g in gauges {
+            let label = FunctionLabel {
+                function: g.function.clone(),
+            };
+            m.instances_live
+                .get_or_create(&label)
+                .set(g.instances_live as i64);
+            m.in_flight.get_or_create(&label).set(g.in_flight as i64);
+            m.queued.get_or_create(&label).set(g.queued as i64);
+        }
+        m.node_in_flight.set(node_in_flight as i64);
+        m.node_concurrency_max.set(node_concurrency_max as i64);
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        text
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+const ALL_OUTCOMES: [Outcome; 10] = [
+    Outcome::Ok,
+    Outcome::Trap,
+    Outcome::Timeout,
+    Outcome::MemoryLimit,
+    Outcome::RequestBodyTooLarge,
+    Outcome::ResponseBodyTooLarge,
+    Outcome::InstanceLimit,
+    Outcome::NoResponse,
+    Outcome::ErrorResponse,
+    Outcome::Rejected,
+];
