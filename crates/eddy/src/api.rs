@@ -20,6 +20,29 @@ pub struct DeployConfig {
     pub timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub fluid: FluidConfig,
+}
+
+/// Outbound, concurrency and reuse settings of a deploy (flags or `eddy.toml` keys).
+#[derive(Serialize, Debug, Default, PartialEq, Clone)]
+pub struct FluidConfig {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_outbound: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrency: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse_max_requests: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse_idle_timeout_ms: Option<u64>,
 }
 
 /// `201` answer to `POST /v1/functions/{name}/versions`.

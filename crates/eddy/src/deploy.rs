@@ -13,7 +13,7 @@ use reqwest::Body;
 use reqwest::multipart::{Form, Part};
 use tokio_util::io::ReaderStream;
 
-use crate::api::{DeployConfig, Deployed};
+use crate::api::{DeployConfig, Deployed, FluidConfig};
 use crate::client::Client;
 use crate::{manifest, units};
 
@@ -32,6 +32,11 @@ the manifest (./eddy.toml, or -f FILE), in name order, stopping at the first fai
   route = "/hello"        # optional, default /NAME
   memory = "64MiB"        # optional, default: the node's
   timeout = "2s"          # optional, default: the node's
+  allow_outbound = ["api.example.com", "http://127.0.0.1:9000"]   # optional, none by default
+  max_concurrency = 100   # optional, with max_queue, max_wait = "10s", reserved_concurrency
+  reuse = true            # optional: keep instances warm between requests
+  reuse_max_requests = 10000     # optional (implies reuse)
+  reuse_idle_timeout = "60s"     # optional (implies reuse)
   [functions.hello.env]
   GREETING = "Hi"
 
@@ -57,6 +62,8 @@ pub struct DeployArgs {
     /// Environment variable for the function; repeat for more
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     env: Vec<(String, String)>,
+    #[command(flatten)]
+    fluid: FluidArgs,
     /// Manifest to deploy when NAME and FILE are omitted [default: eddy.toml]
     #[arg(short = 'f', long = "manifest", value_name = "FILE")]
     manifest: Option<PathBuf>,
@@ -88,6 +95,23 @@ impl DeployArgs {
                 ("--memory", self.memory_bytes_max.is_some()),
                 ("--timeout", self.timeout_ms.is_some()),
                 ("--env", !self.env.is_empty()),
+                ("--allow-outbound", !self.fluid.allow_outbound.is_empty()),
+                ("--max-concurrency", self.fluid.max_concurrency.is_some()),
+                ("--max-queue", self.fluid.max_queue.is_some()),
+                ("--max-wait", self.fluid.max_wait_ms.is_some()),
+                (
+                    "--reserved-concurrency",
+                    self.fluid.reserved_concurrency.is_some(),
+                ),
+                ("--reuse", self.fluid.reuse),
+                (
+                    "--reuse-max-requests",
+                    self.fluid.reuse_max_requests.is_some(),
+                ),
+                (
+                    "--reuse-idle-timeout",
+                    self.fluid.reuse_idle_timeout_ms.is_some(),
+                ),
             ];
             if let Some((flag, _)) = flags.iter().find(|(_, given)| *given) {
                 return Err(format!(
@@ -107,6 +131,52 @@ impl DeployArgs {
     }
 }
 
+/// Outgoing HTTP, admission and warm-instance settings of `eddy deploy NAME FILE`.
+#[derive(clap::Args, Debug, Default)]
+pub struct FluidArgs {
+    /// Host or URL the function may send HTTP requests to: api.example.com, host:port,
+    /// *.example.com, https://api.example.com/v1, or * for any; repeat for more [default: none]
+    #[arg(long = "allow-outbound", value_name = "URL-OR-HOST")]
+    allow_outbound: Vec<String>,
+    /// Invocations of this function running at once [default: the node's, 100]
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<u32>,
+    /// Requests that may wait for a slot beyond that; 0 refuses at once [default: 1000]
+    #[arg(long, value_name = "N")]
+    max_queue: Option<u32>,
+    /// Longest a request waits for a slot before 503: 500ms, 10s [default: 10s]
+    #[arg(long = "max-wait", value_name = "DURATION", value_parser = units::parse_duration_ms)]
+    max_wait_ms: Option<u64>,
+    /// Concurrency held for this function alone, a floor no other function can take
+    #[arg(long, value_name = "N")]
+    reserved_concurrency: Option<u32>,
+    /// Keep instances warm between requests, so module state (an interpreter, a cache)
+    /// survives; an instance that failed is never reused
+    #[arg(long)]
+    reuse: bool,
+    /// Requests one warm instance serves before it is replaced (implies --reuse) [default: 10000]
+    #[arg(long, value_name = "N")]
+    reuse_max_requests: Option<u32>,
+    /// Idle time after which a warm instance is dropped (implies --reuse) [default: 60s]
+    #[arg(long = "reuse-idle-timeout", value_name = "DURATION", value_parser = units::parse_duration_ms)]
+    reuse_idle_timeout_ms: Option<u64>,
+}
+
+impl FluidArgs {
+    fn config(self) -> FluidConfig {
+        FluidConfig {
+            allow_outbound: self.allow_outbound,
+            max_concurrency: self.max_concurrency,
+            max_queue: self.max_queue,
+            max_wait_ms: self.max_wait_ms,
+            reserved_concurrency: self.reserved_concurrency,
+            reuse: self.reuse.then_some(true),
+            reuse_max_requests: self.reuse_max_requests,
+            reuse_idle_timeout_ms: self.reuse_idle_timeout_ms,
+        }
+    }
+}
+
 /// One function to deploy: what to upload and the configuration to send with it.
 #[derive(Debug, PartialEq)]
 pub struct DeployRequest {
@@ -123,6 +193,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 memory_bytes_max: args.memory_bytes_max,
                 timeout_ms: args.timeout_ms,
                 env: args.env.into_iter().collect(),
+                fluid: args.fluid.config(),
             };
             let request = DeployRequest {
                 name,

@@ -13,6 +13,7 @@ mod manifest;
 mod rm;
 mod rollback;
 mod serve;
+mod stats;
 mod table;
 mod units;
 mod versions;
@@ -88,7 +89,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ApiCommand {
     /// Deploy a component as a new version of a function, or every function in eddy.toml
-    Deploy(deploy::DeployArgs),
+    Deploy(Box<deploy::DeployArgs>),
     /// List deployed functions
     Ls(ls::LsArgs),
     /// Remove a function with all its versions and logs; it stops serving at once
@@ -99,6 +100,8 @@ enum ApiCommand {
     Rollback(rollback::RollbackArgs),
     /// Show a function's recent invocations and their output
     Logs(logs::LogsArgs),
+    /// Show a function's metered invocations: counts, latency, CPU versus wall time
+    Stats(stats::StatsArgs),
 }
 
 #[tokio::main]
@@ -133,12 +136,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let token = client::resolve_token(token, &state_dir)?;
     let client = Client::new(server, token, state_dir)?;
     match command {
-        ApiCommand::Deploy(args) => deploy::run(&client, args).await,
+        ApiCommand::Deploy(args) => deploy::run(&client, *args).await,
         ApiCommand::Ls(args) => ls::run(&client, args).await,
         ApiCommand::Rm(args) => rm::run(&client, args).await,
         ApiCommand::Versions(args) => versions::run(&client, args).await,
         ApiCommand::Rollback(args) => rollback::run(&client, args).await,
         ApiCommand::Logs(args) => logs::run(&client, args).await,
+        ApiCommand::Stats(args) => stats::run(&client, args).await,
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
 
-use crate::api::DeployConfig;
+use crate::api::{DeployConfig, FluidConfig};
 use crate::deploy::{DeployRequest, check_env_key};
 use crate::units;
 
@@ -32,6 +32,15 @@ struct FunctionToml {
     timeout: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    allow_outbound: Vec<String>,
+    max_concurrency: Option<u32>,
+    max_queue: Option<u32>,
+    max_wait: Option<String>,
+    reserved_concurrency: Option<u32>,
+    reuse: Option<bool>,
+    reuse_max_requests: Option<u32>,
+    reuse_idle_timeout: Option<String>,
 }
 
 /// Reads the manifest at `path` into deploy requests in function-name order, with component
@@ -95,11 +104,28 @@ impl FunctionToml {
             check_env_key(key)
                 .map_err(|problem| format!("env: {problem} — rename it in the env table"))?;
         }
+        let duration = |key: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(units::parse_duration_ms)
+                .transpose()
+                .map_err(|problem| format!("{key}: {problem}"))
+        };
         Ok(DeployConfig {
             route: self.route.clone(),
             memory_bytes_max,
             timeout_ms,
             env: self.env.clone(),
+            fluid: FluidConfig {
+                allow_outbound: self.allow_outbound.clone(),
+                max_concurrency: self.max_concurrency,
+                max_queue: self.max_queue,
+                max_wait_ms: duration("max_wait", &self.max_wait)?,
+                reserved_concurrency: self.reserved_concurrency,
+                reuse: self.reuse,
+                reuse_max_requests: self.reuse_max_requests,
+                reuse_idle_timeout_ms: duration("reuse_idle_timeout", &self.reuse_idle_timeout)?,
+            },
         })
     }
 }
@@ -114,6 +140,10 @@ mod tests {
         route = "/hello"
         memory = "64MiB"
         timeout = "2s"
+        allow_outbound = ["api.example.com"]
+        max_concurrency = 5
+        max_wait = "500ms"
+        reuse_idle_timeout = "30s"
         [functions.hello.env]
         GREETING = "Hi"
 
@@ -140,6 +170,13 @@ mod tests {
                         memory_bytes_max: Some(64 << 20),
                         timeout_ms: Some(2000),
                         env: BTreeMap::from([("GREETING".into(), "Hi".into())]),
+                        fluid: FluidConfig {
+                            allow_outbound: vec!["api.example.com".into()],
+                            max_concurrency: Some(5),
+                            max_wait_ms: Some(500),
+                            reuse_idle_timeout_ms: Some(30_000),
+                            ..FluidConfig::default()
+                        },
                     },
                 },
             ]
