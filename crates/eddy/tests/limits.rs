@@ -309,7 +309,7 @@ async fn outgoing_http_is_refused_with_a_clear_error() {
         entries[0]["log"]
             .as_str()
             .unwrap()
-            .contains("outgoing request to http://example.com/ refused"),
+            .contains("outgoing request to http://example.com/ denied: not in this function's outbound allowlist; deploy with --allow-outbound http://example.com"),
         "{:?}",
         entries[0]
     );

@@ -277,6 +277,8 @@ impl Drop for Node {
 pub struct Reply {
     pub status: u16,
     pub error: Option<String>,
+    /// The `retry-after` header, if any.
+    pub retry_after: Option<String>,
     pub body: String,
 }
 
@@ -298,6 +300,10 @@ impl Reply {
             .headers()
             .get("eddy-error")
             .map(|v| v.to_str().unwrap().to_string());
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
         let body = response
             .text()
             .await
@@ -305,6 +311,7 @@ impl Reply {
         Reply {
             status,
             error,
+            retry_after,
             body,
         }
     }

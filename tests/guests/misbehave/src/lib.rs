@@ -2,7 +2,12 @@
 //!
 //! `/<prefix>/echo`, `env`, `log`, `loop`, `alloc`, `trap`, `panic`, `big?bytes=N`,
 //! `big-declared?bytes=N`, `half?bytes=N` (sends N bytes of its body, then traps),
-//! `sleep?ms=N`, `outgoing`, `fake-error` (answers 200 with its own `eddy-error` header),
+//! `sleep?ms=N`, `outgoing[?to=HOST:PORT/PATH]` (GETs `http://HOST:PORT/PATH`, default
+//! `example.com/`, and answers with the upstream's status and body or the error it got),
+//! `count` (counts requests in module state: 1 on a fresh instance, more on a reused one),
+//! `leak` (sends its head and part of its body, then returns without finishing or dropping
+//! the body),
+//! `fake-error` (answers 200 with its own `eddy-error` header),
 //! `fresh?mb=N` (checks that it runs in a fresh instance: a static still holds its initial
 //! value, and N MiB of newly grown memory read as zeros; then dirties both);
 //! anything else answers 404.
@@ -70,11 +75,28 @@ impl Guest for Misbehave {
                 respond(out, 200, format!("slept {ms} ms").as_bytes());
             }
             "outgoing" => {
-                let text = match outgoing_get() {
-                    Ok(()) => "outgoing ok".to_string(),
+                let to = query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("to="))
+                    .unwrap_or("example.com/");
+                let text = match outgoing_get(to) {
+                    Ok((status, body)) => format!("outgoing ok: {status} {body}"),
                     Err(error) => format!("outgoing refused: {error}"),
                 };
                 respond(out, 200, text.as_bytes());
+            }
+            "leak" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let body = response.body().expect("body taken once");
+                ResponseOutparam::set(out, Ok(response));
+                let stream = body.write().expect("body stream taken once");
+                let _ = stream.blocking_write_and_flush(b"partial");
+                std::mem::forget(stream);
+                std::mem::forget(body);
+            }
+            "count" => {
+                let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                respond(out, 200, n.to_string().as_bytes());
             }
             _ => respond(out, 404, b"unknown behaviour"),
         }
@@ -160,19 +182,40 @@ fn fake_error(out: ResponseOutparam) {
     OutgoingBody::finish(body, None).expect("finish");
 }
 
-/// Tries `GET http://example.com/`; eddy is expected to refuse it.
-fn outgoing_get() -> Result<(), String> {
+/// Requests served by this instance (module state that reuse keeps).
+static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// `GET http://{to}` (`to` is `host[:port]/path`): the status and body, or the error.
+fn outgoing_get(to: &str) -> Result<(u16, String), String> {
+    let (authority, path) = match to.find('/') {
+        Some(at) => (&to[..at], &to[at..]),
+        None => (to, "/"),
+    };
     let request = OutgoingRequest::new(Fields::new());
     request.set_scheme(Some(&Scheme::Http)).map_err(|()| "bad scheme")?;
-    request.set_authority(Some("example.com")).map_err(|()| "bad authority")?;
-    request.set_path_with_query(Some("/")).map_err(|()| "bad path")?;
+    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
     let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     future.subscribe().block();
-    match future.get() {
-        Some(Ok(Ok(_response))) => Ok(()),
-        Some(Ok(Err(error))) => Err(format!("{error:?}")),
-        Some(Err(())) | None => Err("no response".to_string()),
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(error))) => return Err(format!("{error:?}")),
+        Some(Err(())) | None => return Err("no response".to_string()),
+    };
+    let status = response.status();
+    let body = response.consume().map_err(|()| "body taken")?;
+    let stream = body.stream().map_err(|()| "stream taken")?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(format!("reading the body: {}", e.to_debug_string()));
+            }
+        }
     }
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Burns CPU forever; `black_box` keeps the optimiser from removing the loop.

@@ -1,0 +1,426 @@
+//! Fluid execution: waiting on I/O is concurrent and costs no CPU, outgoing HTTP follows
+//! each function's allowlist, admission control bounds every function, warm instances are
+//! reused only when asked for, and idle ones go away (scale to zero). Metering shows it all.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Node, assert_api_error};
+use serde_json::{Value, json};
+
+/// Delay of the slow upstream.
+const UPSTREAM_DELAY: Duration = Duration::from_millis(200);
+
+/// A local upstream on loopback: `/slow` answers after `UPSTREAM_DELAY`, `/fast` at once.
+/// Stops when the returned handle is dropped (the test's runtime ends).
+async fn upstream() -> SocketAddr {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(UPSTREAM_DELAY).await;
+                "slow upstream"
+            }),
+        )
+        .route("/fast", get(|| async { "fast upstream" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn stats(node: &Node, function: &str) -> Value {
+    let (status, body) = node.api_get(&format!("/functions/{function}/stats")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Poll `stats` until `done` holds (metering lands just after each response).
+async fn stats_when(node: &Node, function: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = stats(node, function).await;
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stats of {function} never got there: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_little_cpu() {
+    let upstream = upstream().await;
+    let node = Node::start();
+    node.deploy_ok(
+        "mis",
+        "misbehave",
+        json!({"allow_outbound": [format!("127.0.0.1:{}", upstream.port())]}),
+    )
+    .await;
+    let path = format!("/mis/outgoing?to=127.0.0.1:{}/slow", upstream.port());
+    assert_eq!(node.get(&path).await.body, "outgoing ok: 200 slow upstream");
+
+    const REQUESTS: usize = 200;
+    let started = Instant::now();
+    let replies = futures::future::join_all((0..REQUESTS).map(|_| node.get(&path))).await;
+    let elapsed = started.elapsed();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, "outgoing ok: 200 slow upstream");
+    }
+    // One at a time this is 200 × 200 ms = 40 s. The function's default max_concurrency
+    // (100) runs them in two waves; allow a wide margin for a loaded machine.
+    assert!(
+        elapsed < UPSTREAM_DELAY * 40,
+        "200 waiting requests took {elapsed:?}: they did not wait concurrently"
+    );
+
+    let s = stats_when(&node, "mis", |s| s["invocations"] == REQUESTS + 1).await;
+    assert_eq!(s["errors"], 0, "{s}");
+    assert_eq!(s["rejected"], 0, "{s}");
+    let wall = s["wall_ms_total"].as_f64().unwrap();
+    let cpu = s["cpu_ms_total"].as_f64().unwrap();
+    assert!(wall >= 200.0 * (REQUESTS + 1) as f64, "{s}");
+    assert!(cpu > 0.0, "CPU time is metered: {s}");
+    assert!(
+        cpu * 10.0 < wall,
+        "waiting must not be metered as CPU: cpu {cpu} ms of wall {wall} ms"
+    );
+    // Each recorded invocation shows the same: CPU a small fraction of its wall time.
+    let entries = node.wait_logs("mis", REQUESTS + 1).await;
+    for entry in &entries {
+        let (cpu, wall) = (
+            entry["cpu_ms"].as_f64().unwrap(),
+            entry["duration_ms"].as_f64().unwrap(),
+        );
+        assert!(wall >= 200.0 && cpu * 4.0 < wall, "{entry}");
+        assert_eq!(entry["fresh_instance"], true, "{entry}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_requests_follow_the_allowlist() {
+    let allowed = upstream().await;
+    let other = upstream().await;
+    let node = Node::start();
+    node.deploy_ok(
+        "mis",
+        "misbehave",
+        json!({"allow_outbound": [format!("http://127.0.0.1:{}", allowed.port())]}),
+    )
+    .await;
+    let reply = node
+        .get(&format!(
+            "/mis/outgoing?to=127.0.0.1:{}/fast",
+            allowed.port()
+        ))
+        .await;
+    assert_eq!(reply.body, "outgoing ok: 200 fast upstream");
+    let reply = node
+        .get(&format!("/mis/outgoing?to=127.0.0.1:{}/fast", other.port()))
+        .await;
+    assert_eq!(reply.body, "outgoing refused: ErrorCode::HttpRequestDenied");
+    let entries = node.wait_logs("mis", 2).await;
+    let log = entries[1]["log"].as_str().unwrap();
+    assert!(
+        log.contains(&format!(
+            "outgoing request to http://127.0.0.1:{}/fast denied: not in this function's outbound allowlist; deploy with --allow-outbound http://127.0.0.1:{}",
+            other.port(),
+            other.port()
+        )),
+        "{log}"
+    );
+
+    // `*` allows everything, but only when asked for.
+    node.deploy_ok("any", "misbehave", json!({"allow_outbound": ["*"]}))
+        .await;
+    let reply = node
+        .get(&format!("/any/outgoing?to=127.0.0.1:{}/fast", other.port()))
+        .await;
+    assert_eq!(reply.body, "outgoing ok: 200 fast upstream");
+
+    // A closed port is a clear connection error, not a hang.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let reply = node
+        .get(&format!("/any/outgoing?to=127.0.0.1:{}/", closed.port()))
+        .await;
+    assert_eq!(reply.body, "outgoing refused: ErrorCode::ConnectionRefused");
+
+    // Bad rules are refused at deploy with the reason.
+    let (status, body) = node
+        .deploy(
+            "bad",
+            common::guest_bytes("misbehave"),
+            json!({"allow_outbound": ["ftp://x"]}),
+        )
+        .await;
+    assert_api_error(
+        status,
+        &body,
+        400,
+        "only http and https URLs can be allowed",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_function_answers_503_with_retry_after_and_meters_the_rejection() {
+    let node = Node::start();
+    node.deploy_ok(
+        "mis",
+        "misbehave",
+        json!({"max_concurrency": 2, "max_queue": 0}),
+    )
+    .await;
+    let slow = || node.get("/mis/sleep?ms=3000");
+    let (first, second, third) = tokio::join!(slow(), slow(), async {
+        // Let the two slow requests take both slots first.
+        for _ in 0..100 {
+            if stats(&node, "mis").await["in_flight"] == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node.get("/mis/echo").await
+    });
+    assert_eq!((first.status, second.status), (200, 200));
+    third.assert_refused(503, "max_concurrency");
+    assert_eq!(third.retry_after.as_deref(), Some("1"));
+    assert!(third.body.contains("max_concurrency (2)"), "{}", third.body);
+    let s = stats_when(&node, "mis", |s| s["invocations"] == 2).await;
+    assert_eq!(s["rejected"], 1, "{s}");
+    assert_eq!(s["outcomes"]["rejected"], 1, "{s}");
+
+    // With a queue, a request waits for a slot instead, within max_wait.
+    node.deploy_ok(
+        "queued",
+        "misbehave",
+        json!({"max_concurrency": 1, "max_queue": 5, "max_wait_ms": 5000}),
+    )
+    .await;
+    let (a, b) = tokio::join!(
+        node.get("/queued/sleep?ms=300"),
+        node.get("/queued/sleep?ms=300")
+    );
+    assert_eq!((a.status, b.status), (200, 200));
+    node.deploy_ok(
+        "impatient",
+        "misbehave",
+        json!({"max_concurrency": 1, "max_queue": 5, "max_wait_ms": 100}),
+    )
+    .await;
+    let (a, b) = tokio::join!(node.get("/impatient/sleep?ms=2000"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        node.get("/impatient/echo").await
+    });
+    assert_eq!(a.status, 200);
+    b.assert_refused(503, "max_wait_ms");
+
+    // Settings the node cannot honour are refused at deploy.
+    let (status, body) = node
+        .deploy(
+            "huge",
+            common::guest_bytes("misbehave"),
+            json!({"max_concurrency": 100000}),
+        )
+        .await;
+    assert_api_error(
+        status,
+        &body,
+        422,
+        "above this node's concurrency_max (750)",
+    );
+    let (status, body) = node
+        .deploy(
+            "greedy",
+            common::guest_bytes("misbehave"),
+            json!({"max_concurrency": 700, "reserved_concurrency": 700}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = node
+        .deploy(
+            "greedy2",
+            common::guest_bytes("misbehave"),
+            json!({"reserved_concurrency": 100}),
+        )
+        .await;
+    assert_api_error(
+        status,
+        &body,
+        422,
+        "reserve 700 of its concurrency_max (750)",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_keeps_module_state_only_when_asked_and_never_after_a_failure() {
+    let node = Node::start();
+    node.deploy_ok("fresh", "misbehave", json!({})).await;
+    node.deploy_ok(
+        "warm",
+        "misbehave",
+        json!({"reuse": true, "reuse_idle_timeout_ms": 1000}),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(node.get("/fresh/count").await.body, "1");
+    }
+    for n in 1..=3 {
+        assert_eq!(node.get("/warm/count").await.body, n.to_string());
+    }
+    // A trap discards the instance: the next request starts from fresh state.
+    assert_eq!(node.get("/warm/trap").await.status, 500);
+    assert_eq!(node.get("/warm/count").await.body, "1");
+    assert_eq!(node.get("/warm/count").await.body, "2");
+    // So does a timeout or a memory limit.
+    node.deploy_ok(
+        "limited",
+        "misbehave",
+        json!({"reuse": true, "timeout_ms": 500, "memory_bytes_max": 16 << 20}),
+    )
+    .await;
+    assert_eq!(node.get("/limited/count").await.body, "1");
+    assert_eq!(node.get("/limited/loop").await.status, 504);
+    assert_eq!(node.get("/limited/count").await.body, "1");
+    assert_eq!(node.get("/limited/count").await.body, "2");
+    assert_eq!(node.get("/limited/alloc").await.status, 500);
+    assert_eq!(node.get("/limited/count").await.body, "1");
+
+    let s = stats_when(&node, "warm", |s| s["invocations"] == 6).await;
+    assert_eq!(
+        s["cold_starts"], 2,
+        "fresh after deploy and after the trap: {s}"
+    );
+    assert_eq!(s["instances_live"], 1, "{s}");
+    let fresh = stats_when(&node, "fresh", |s| s["invocations"] == 3).await;
+    assert_eq!(fresh["cold_starts"], 3, "{fresh}");
+    assert_eq!(fresh["instances_live"], 0, "{fresh}");
+
+    // Scale to zero: past the idle timeout the warm instance is dropped.
+    stats_when(&node, "warm", |s| s["instances_live"] == 0).await;
+    assert_eq!(node.get("/warm/count").await.body, "1");
+
+    // max_requests bounds one instance's life.
+    node.deploy_ok("short", "misbehave", json!({"reuse_max_requests": 2}))
+        .await;
+    let counts: Vec<String> =
+        futures::future::join_all((0..5).map(|_| async { node.get("/short/count").await.body }))
+            .await;
+    assert!(counts.iter().all(|c| c == "1" || c == "2"), "{counts:?}");
+    let mut sequential = Vec::new();
+    for _ in 0..4 {
+        sequential.push(node.get("/short/count").await.body);
+    }
+    assert!(
+        sequential.iter().all(|c| c == "1" || c == "2"),
+        "{sequential:?}"
+    );
+
+    // A guest that returns with its body still open is not reused: its caller gets a body
+    // cut off as failed at the deadline, not a hang and not a clean short body.
+    node.deploy_ok(
+        "leaky",
+        "misbehave",
+        json!({"reuse": true, "timeout_ms": 1000}),
+    )
+    .await;
+    let response = node.http.get(node.url("/leaky/leak")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.text()).await;
+    assert!(matches!(body, Ok(Err(_))), "{body:?}");
+    assert_eq!(node.get("/leaky/count").await.body, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_metrics_report_every_invocation() {
+    let node = Node::start();
+    node.deploy_ok("mis", "misbehave", json!({"reuse": true}))
+        .await;
+    assert_eq!(node.get("/mis/trap").await.status, 500);
+    for _ in 0..3 {
+        assert_eq!(node.get("/mis/echo").await.status, 200);
+    }
+    let s = stats_when(&node, "mis", |s| s["invocations"] == 4).await;
+    for key in [
+        "invocations",
+        "errors",
+        "rejected",
+        "wall_ms_total",
+        "cpu_ms_total",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "cold_starts",
+        "instances_live",
+    ] {
+        assert!(s.get(key).is_some(), "stats lack {key}: {s}");
+    }
+    assert_eq!(s["errors"], 1, "{s}");
+    assert_eq!(s["outcomes"]["trap"], 1, "{s}");
+    assert_eq!(s["outcomes"]["ok"], 3, "{s}");
+    assert!(s["response_bytes"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["latency_ms_p50"].as_f64().unwrap() > 0.0, "{s}");
+
+    // The CLI prints the same JSON, and a summary.
+    let output = node.cli(&["stats", "mis", "--since", "10m", "--json"]);
+    let cli: Value = serde_json::from_str(&common::stdout_ok(&output)).unwrap();
+    assert_eq!(cli["invocations"], 4);
+    let summary = common::stdout_ok(&node.cli(&["stats", "mis"]));
+    assert!(
+        summary.contains("invocations   4 (1 errors, 0 rejected"),
+        "{summary}"
+    );
+    let missing = node.cli(&["stats", "nope"]);
+    assert!(common::stderr_err(&missing).contains("no function `nope`"));
+
+    // Prometheus text on the admin listener, with the token.
+    let metrics = node
+        .http
+        .get(format!("http://{}/metrics", node.admin))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    for line in [
+        "eddy_invocations_total{function=\"mis\",outcome=\"ok\"} 3",
+        "eddy_invocations_total{function=\"mis\",outcome=\"trap\"} 1",
+        "eddy_instances_live{function=\"mis\"} 1",
+        "eddy_node_concurrency_max 750",
+    ] {
+        assert!(text.contains(line), "metrics lack `{line}`:\n{text}");
+    }
+    assert!(
+        text.contains("eddy_invocation_cpu_seconds_total{function=\"mis\"}"),
+        "{text}"
+    );
+    let anonymous = node
+        .http
+        .get(format!("http://{}/metrics", node.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_survive_a_restart() {
+    let mut node = Node::start();
+    node.deploy_ok("mis", "misbehave", json!({})).await;
+    for _ in 0..5 {
+        assert_eq!(node.get("/mis/echo").await.status, 200);
+    }
+    stats_when(&node, "mis", |s| s["invocations"] == 5).await;
+    assert!(node.terminate(), "{}", node.output());
+    let node = Node::start_in(node.state.clone(), "");
+    let s = stats(&node, "mis").await;
+    assert_eq!(s["invocations"], 5, "{s}");
+    assert_eq!(s["instances_live"], 0, "{s}");
+}
