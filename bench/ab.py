@@ -26,7 +26,7 @@ GUEST = os.environ.get("AB_GUEST", "rust")
 CONNS = [int(c) for c in os.environ.get("AB_CONNS", "64").split(",")]
 ROUNDS = int(os.environ.get("AB_ROUNDS", "3"))
 EDDY_BINS = [Path(p) for p in os.environ.get("AB_EDDY_BINS", str(b.EDDY)).split(",")]
-EDDY_CONFIG = os.environ.get("AB_EDDY_CONFIG", b.EDDY_CONFIGS[GUEST]["eddy"])
+EDDY_CONFIG = os.environ.get("AB_EDDY_CONFIG", b.EDDY_CONFIGS[GUEST]["eddy"][0])
 VARIANTS = os.environ.get("AB_WASMTIME_VARIANTS", "").split(";")
 
 

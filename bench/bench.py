@@ -64,13 +64,24 @@ WASMTIME_OPTIONS = {
                "-O", f"pooling-table-keep-resident={1 * MIB}",
                "-O", f"pooling-async-stack-keep-resident={2 * MIB}"],
 }
+# The JS hello (componentize-js, also an interpreter) runs like the Python one.
+WASMTIME_OPTIONS["js"] = WASMTIME_OPTIONS["python"]
 # eddy's node configuration per guest: its defaults for Rust; for Python both its
 # defaults and the settings a node serving only Python would use (docs/limits.md).
+# Each entry: (node config, deploy config). `--reuse` keeps instances warm (issue 4): the
+# interpreters start once per instance instead of once per request.
+INTERPRETER_NODE = f"[pooling]\nmemory_keep_resident_bytes = {64 * MIB}\npagemap_scan = false\n"
+REUSE = {"reuse": True}
 EDDY_CONFIGS = {
-    "rust": {"eddy": ""},
+    "rust": {"eddy": ("", {}), "eddy --reuse": ("", REUSE)},
     "python": {
-        "eddy": f"[pooling]\nmemory_keep_resident_bytes = {64 * MIB}\npagemap_scan = false\n",
-        "eddy (defaults)": "",
+        "eddy": (INTERPRETER_NODE, {}),
+        "eddy (defaults)": ("", {}),
+        "eddy --reuse": (INTERPRETER_NODE, REUSE),
+    },
+    "js": {
+        "eddy": (INTERPRETER_NODE, {}),
+        "eddy --reuse": (INTERPRETER_NODE, REUSE),
     },
 }
 # Throughput rounds: every server is measured once per round, rounds interleaved, and the
@@ -210,6 +221,14 @@ class Node:
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def stats(self, function):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin}/v1/functions/{function}/stats",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
     def deploy(self, name, component: bytes, config=None):
         boundary = "eddybenchboundary"
         body = (
@@ -264,7 +283,7 @@ def wasmtime_serve(guest, component):
     return proc, f"http://127.0.0.1:{port}/"
 
 
-GUEST_FILES = {"rust": "hello-rust.wasm", "python": "hello-python.wasm"}
+GUEST_FILES = {"rust": "hello-rust.wasm", "python": "hello-python.wasm", "js": "hello-js.wasm"}
 
 
 def throughput(work):
@@ -279,7 +298,7 @@ def throughput(work):
     for round_ in range(ROUNDS):
         for guest, file in GUEST_FILES.items():
             component = GUESTS / file
-            for server, config in EDDY_CONFIGS[guest].items():
+            for server, (config, deploy_config) in EDDY_CONFIGS[guest].items():
                 log(f"throughput round {round_ + 1}/{ROUNDS}: {server}, {guest} hello")
                 # One state directory per configuration: later rounds restart the node
                 # with the function (and its compiled code) already there.
@@ -287,7 +306,7 @@ def throughput(work):
                 state_dir = state_dirs.setdefault((guest, server), work / f"tput-{len(state_dirs)}")
                 node = Node(state_dir, config).start()
                 if first:
-                    node.deploy("hello", component.read_bytes())
+                    node.deploy("hello", component.read_bytes(), deploy_config)
                 measure(guest, server, node.url("/hello"))
                 node.stop()
             log(f"throughput round {round_ + 1}/{ROUNDS}: wasmtime serve, {guest} hello")
@@ -401,6 +420,13 @@ def cost_of_waiting(work):
 
     oks, elapsed = asyncio.run(run())
     cpu = cpu_seconds(pid) - cpu_before
+    # What eddy metered for those invocations: guest CPU against wall time.
+    metered = {}
+    for _ in range(50):
+        metered = node.stats("mis")
+        if metered["invocations"] >= WAITERS + 1:
+            break
+        time.sleep(0.1)
     node.stop()
     # The steady wait: every request has started and none has finished yet.
     window = [(t, c) for t, c in samples if STEADY_WAIT_FROM_S <= t <= STEADY_WAIT_TO_S]
@@ -415,6 +441,9 @@ def cost_of_waiting(work):
         "rss_per_inflight_kib": (peak["rss"] - rss_before) / WAITERS / 1024,
         "rss_before_mib": rss_before / 2**20,
         "rss_peak_mib": peak["rss"] / 2**20,
+        "metered_invocations": metered["invocations"],
+        "metered_wall_ms": metered["wall_ms_total"],
+        "metered_cpu_ms": metered["cpu_ms_total"],
     }
 
 
@@ -477,14 +506,15 @@ def report(info, tput, cold, wait, dens):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
                  f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
-                 "load generator on the same two cores. Fresh instance per request everywhere.")
+                 "load generator on the same two cores. Fresh instance per request everywhere except "
+                 "the `eddy --reuse` rows (warm instances, the function's opt-in).")
     lines.append("")
     lines.append("### Throughput and latency")
     lines.append("")
     lines.append(f"Median of {ROUNDS} interleaved rounds (req/s, and p50/p99 of that same round); "
                  "every round's req/s alongside. `wasmtime serve` options, Rust: "
                  f"`{' '.join(WASMTIME_OPTIONS['rust'])}`; Python: `{' '.join(WASMTIME_OPTIONS['python'])}`. "
-                 "eddy Python node config: `" + EDDY_CONFIGS['python']['eddy'].strip().replace(chr(10), "; ") + "`.")
+                 "eddy node config for Python and JS: `" + INTERPRETER_NODE.strip().replace(chr(10), "; ") + "`.")
     lines.append("")
     lines.append("| guest | server | conns | req/s | req/s per round | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s |")
     lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
@@ -523,6 +553,13 @@ def report(info, tput, cold, wait, dens):
                  f"{wait['node_cpu_pct_of_core']:.1f} | {wait['steady_cpu_pct_of_core']:.1f} | "
                  f"{wait['rss_per_inflight_kib']:.0f} | "
                  f"{wait['rss_before_mib']:.0f} → {wait['rss_peak_mib']:.0f} |")
+    lines.append("")
+    n = max(wait["metered_invocations"], 1)
+    lines.append("Metered by eddy for the same invocations (`eddy stats`): "
+                 f"{wait['metered_invocations']} invocations, wall {wait['metered_wall_ms'] / 1000:.1f} s in all "
+                 f"({wait['metered_wall_ms'] / n:.1f} ms each), guest CPU {wait['metered_cpu_ms']:.1f} ms in all "
+                 f"({wait['metered_cpu_ms'] / n * 1000:.1f} µs each): CPU is "
+                 f"{100 * wait['metered_cpu_ms'] / max(wait['metered_wall_ms'], 1e-9):.3f}% of wall.")
     lines.append("")
     lines.append(f"### Density ({DENSITY_FUNCTIONS} idle Rust hello functions)")
     lines.append("")
