@@ -86,8 +86,10 @@ impl Rejection {
 pub struct Permit {
     admission: Arc<Admission>,
     function: Arc<str>,
+    /// The function's registration this permit was granted under: a function removed and
+    /// created again is a new generation, which this permit's release does not touch.
+    generation: u64,
     class: Class,
-    shared: bool,
     /// False once the slot was released some other way.
     armed: bool,
 }
@@ -98,7 +100,7 @@ impl Drop for Permit {
             return;
         }
         let mut state = self.admission.lock();
-        state.release(&self.function, self.class, self.shared);
+        state.release(&self.function, self.generation, self.class);
         state.admit_waiters(&self.admission);
     }
 }
@@ -129,10 +131,15 @@ struct State {
     /// Sum of every function's reservation.
     reserved_total: usize,
     next_waiter: u64,
+    next_generation: u64,
 }
 
+/// Invariant: `State::shared_in_flight` is the sum over functions of
+/// `in_flight - reserved` (where positive), plus the permits still running for removed
+/// generations.
 struct FunctionState {
     settings: FunctionAdmission,
+    generation: u64,
     in_flight: usize,
     queued: usize,
 }
@@ -177,14 +184,20 @@ impl Admission {
             ));
         }
         state.reserved_total = reserved_total;
+        let generation = state.next_generation;
         let entry = state
             .functions
             .entry(Arc::from(function))
             .or_insert(FunctionState {
                 settings,
+                generation,
                 in_flight: 0,
                 queued: 0,
             });
+        if entry.generation == generation {
+            state.next_generation += 1;
+        }
+        let entry = state.functions.get_mut(function).expect("inserted above");
         let shared_before = entry.in_flight.saturating_sub(entry.settings.reserved);
         entry.settings = settings;
         let shared_after = entry.in_flight.saturating_sub(settings.reserved);
@@ -215,7 +228,7 @@ impl Admission {
         let mut state = self.lock();
         if let Some(f) = state.functions.remove(function) {
             state.reserved_total -= f.settings.reserved;
-            // Running invocations release into the shared count as if unreserved.
+            // Its running invocations now count as shared until they end (see `release`).
             state.shared_in_flight += f.in_flight.min(f.settings.reserved);
         }
         // Dropping the senders wakes the waiters with `Gone`.
@@ -276,27 +289,47 @@ impl Admission {
             });
             (rx, id, key, settings.max_wait)
         };
+        // Leaves the queue however this wait ends: admitted, timed out, or the caller
+        // gone (this future dropped).
+        let _leave = LeaveQueue {
+            admission: self,
+            class,
+            id,
+            function,
+        };
         match tokio::time::timeout(max_wait, rx).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(Rejection::Gone),
-            Err(_) => {
-                let mut state = self.lock();
-                let queue = state.queue_mut(class);
-                if let Some(at) = queue.iter().position(|w| w.id == id) {
-                    queue.remove(at);
-                    if let Some(f) = state.functions.get_mut(&function) {
-                        f.queued -= 1;
-                    }
-                }
-                // A permit granted just as the wait ran out is dropped with the receiver,
-                // which frees its slot again.
-                Err(Rejection::WaitExpired)
-            }
+            // A permit granted just as the wait ran out is dropped with the receiver, which
+            // frees its slot again.
+            Err(_) => Err(Rejection::WaitExpired),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes a waiter from its queue when its wait ends, unless it was admitted (and so
+/// removed) already.
+struct LeaveQueue<'a> {
+    admission: &'a Admission,
+    class: Class,
+    id: u64,
+    function: Arc<str>,
+}
+
+impl Drop for LeaveQueue<'_> {
+    fn drop(&mut self) {
+        let mut state = self.admission.lock();
+        let queue = state.queue_mut(self.class);
+        if let Some(at) = queue.iter().position(|w| w.id == self.id) {
+            queue.remove(at);
+            if let Some(f) = state.functions.get_mut(&self.function) {
+                f.queued -= 1;
+            }
+        }
     }
 }
 
@@ -344,10 +377,12 @@ impl State {
         class: Class,
         shared: bool,
     ) -> Permit {
-        self.functions
+        let f = self
+            .functions
             .get_mut(&function)
-            .expect("granted functions exist")
-            .in_flight += 1;
+            .expect("granted functions exist");
+        f.in_flight += 1;
+        let generation = f.generation;
         self.in_flight += 1;
         if class == Class::Background {
             self.background_in_flight += 1;
@@ -358,26 +393,30 @@ impl State {
         Permit {
             admission: admission.clone(),
             function,
+            generation,
             class,
-            shared,
             armed: true,
         }
     }
 
-    fn release(&mut self, function: &str, class: Class, shared: bool) {
+    /// Give back one slot. Whether it was a shared one follows from the function's state
+    /// now (its reservation may have changed since the grant), which keeps the invariant on
+    /// `shared_in_flight`.
+    fn release(&mut self, function: &str, generation: u64, class: Class) {
         self.in_flight -= 1;
         if class == Class::Background {
             self.background_in_flight -= 1;
         }
         match self.functions.get_mut(function) {
-            Some(f) => {
-                f.in_flight -= 1;
-                if shared {
+            Some(f) if f.generation == generation => {
+                if f.in_flight > f.settings.reserved {
                     self.shared_in_flight -= 1;
                 }
+                f.in_flight -= 1;
             }
-            // Removed while running: `remove` moved its slots to the shared count.
-            None => self.shared_in_flight -= 1,
+            // Removed (and perhaps created again) while running: `remove` moved its slots
+            // to the shared count.
+            _ => self.shared_in_flight -= 1,
         }
     }
 
@@ -402,7 +441,7 @@ impl State {
                 let permit = self.grant(admission, function, class, shared);
                 if let Err(mut permit) = waiter.tx.send(permit) {
                     // The waiter gave up as it was admitted: undo without re-entering the lock.
-                    self.release(&permit.function, permit.class, permit.shared);
+                    self.release(&permit.function, permit.generation, permit.class);
                     permit.armed = false;
                 }
             }
@@ -548,5 +587,78 @@ mod tests {
         assert_eq!(consumer_in_flight, 1, "background stayed queued");
         drop(i1);
         assert_eq!(queued_background.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn changing_a_reservation_while_invocations_run_keeps_the_counts_right() {
+        let admission = node(4, 4);
+        admission.configure("f", function(10, 0, 0)).unwrap();
+        admission.configure("g", function(10, 0, 0)).unwrap();
+        let running: Vec<Permit> = vec![
+            admission.admit("f", Class::Interactive).await.unwrap(),
+            admission.admit("f", Class::Interactive).await.unwrap(),
+        ];
+        admission.configure("f", function(10, 0, 2)).unwrap();
+        drop(running);
+        // Were the count off, `g` would find the shared part (2) full or overflowing.
+        let g: Vec<Permit> = vec![
+            admission.admit("g", Class::Interactive).await.unwrap(),
+            admission.admit("g", Class::Interactive).await.unwrap(),
+        ];
+        assert!(admission.admit("g", Class::Interactive).await.is_err());
+        drop(g);
+        admission.configure("f", function(10, 0, 0)).unwrap();
+        let all: Vec<Permit> =
+            futures::future::join_all((0..4).map(|_| admission.admit("g", Class::Interactive)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        assert_eq!(admission.in_flight(), all.len());
+    }
+
+    #[tokio::test]
+    async fn a_function_removed_and_created_again_while_running_starts_from_zero() {
+        let admission = node(4, 4);
+        admission.configure("f", function(2, 0, 1)).unwrap();
+        let old = admission.admit("f", Class::Interactive).await.unwrap();
+        let old2 = admission.admit("f", Class::Interactive).await.unwrap();
+        admission.remove("f");
+        admission.configure("f", function(2, 0, 1)).unwrap();
+        assert_eq!(admission.load("f").in_flight, 0);
+        let new = admission.admit("f", Class::Interactive).await.unwrap();
+        drop((old, old2));
+        assert_eq!(admission.load("f").in_flight, 1);
+        let _new2 = admission.admit("f", Class::Interactive).await.unwrap();
+        drop(new);
+        assert_eq!(admission.in_flight(), 1);
+        // The node's shared capacity is whole again: 3 shared + 1 reserved.
+        admission.configure("g", function(10, 0, 0)).unwrap();
+        let mut g = Vec::new();
+        while let Ok(permit) = admission.admit("g", Class::Interactive).await {
+            g.push(permit);
+        }
+        assert_eq!(g.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_leaves_the_queue() {
+        let admission = node(4, 4);
+        admission.configure("f", function(1, 1, 0)).unwrap();
+        let _running = admission.admit("f", Class::Interactive).await.unwrap();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            admission.admit("f", Class::Interactive),
+        )
+        .await;
+        assert!(gave_up.is_err(), "it was still waiting");
+        assert_eq!(admission.load("f").queued, 0);
+        // Its place is free for the next caller.
+        let next = tokio::time::timeout(
+            Duration::from_millis(50),
+            admission.admit("f", Class::Interactive),
+        )
+        .await;
+        assert!(next.is_err(), "queued, not refused");
     }
 }
