@@ -174,12 +174,6 @@ impl ResponseBody {
     }
 }
 
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.completion.body_ended.set();
-    }
-}
-
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = HttpError;
@@ -197,7 +191,6 @@ impl Body for ResponseBody {
             && let Some(counted) = &mut this.counted
         {
             counted.inner_ended = true;
-            counted.completion.body_ended.set();
             if let Some(settled) = &mut counted.settled {
                 // Err: the sender was dropped, which settles it too.
                 let _ = ready!(Pin::new(settled).poll(cx));

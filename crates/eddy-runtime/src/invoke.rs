@@ -21,7 +21,7 @@ use wasmtime_wasi_http::{
 
 use crate::body::{LimitFlag, LimitedRequestBody, ResponseBody};
 use crate::engine::{Prepared, Runtime};
-use crate::limits::{CPU_SLICE_TICKS, FunctionLimits, ReuseConfig};
+use crate::limits::{CPU_SLICE_TICKS, FunctionLimits, REUSE_LEFTOVER_RESOURCES_MAX, ReuseConfig};
 use crate::log::LogPipe;
 use crate::meter::metered;
 use crate::outbound::{AllowRule, OutboundPolicy};
@@ -131,8 +131,6 @@ impl InvocationReport {
 pub(crate) struct Completion {
     pending: Mutex<Option<PendingReport>>,
     response_bytes: AtomicU64,
-    /// Set when the caller's response body has ended or was dropped.
-    pub(crate) body_ended: LimitFlag,
     span: tracing::Span,
 }
 
@@ -302,7 +300,6 @@ impl Deployment {
         let completion = Arc::new(Completion {
             pending: Mutex::new(None),
             response_bytes: AtomicU64::new(0),
-            body_ended: LimitFlag::default(),
             span: tracing::Span::current(),
         });
 
@@ -401,7 +398,7 @@ impl Deployment {
             }
             let memory_bytes_peak = store.data().limiter.memory_bytes_peak as u64;
             let log = store.data().log.take();
-            let instance = Instance {
+            let mut instance = Instance {
                 store,
                 // Only an instance whose call returned cleanly is kept: one that trapped,
                 // timed out or hit a limit is discarded, never reused.
@@ -409,20 +406,16 @@ impl Deployment {
                 served: served + 1,
                 _live,
             };
-            let mut keep = instance.proxy.is_some()
-                && reuse.is_some_and(|reuse| instance.served < reuse.max_requests);
-            // The guest may return with its response body still open (never finished nor
-            // dropped): on a fresh instance dropping the store ends it, but a warm one would
-            // keep the caller waiting. Reuse the instance only once the body has ended;
-            // past the deadline, cut the body off as failed and drop the instance.
-            if keep
-                && tokio::time::timeout_at(deadline.into(), completion.body_ended.wait())
-                    .await
-                    .is_err()
-            {
-                keep = false;
+            // What the guest left open decides whether the instance may serve again.
+            let leftovers = settle_leftovers(&mut instance.store.data_mut().table);
+            if leftovers == Leftovers::Unfinished {
+                // It returned without finishing its response body: however the body ends
+                // when the instance goes, the caller must see it as incomplete.
                 task_shared.aborted.set();
             }
+            let keep = matches!(leftovers, Leftovers::Inert(n) if n <= REUSE_LEFTOVER_RESOURCES_MAX)
+                && instance.proxy.is_some()
+                && reuse.is_some_and(|reuse| instance.served < reuse.max_requests);
             let unkept = if keep {
                 idle.put(instance).err()
             } else {
@@ -654,6 +647,55 @@ impl Shared {
     }
 }
 
+/// What a guest left in its resource table when its `handle` call returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leftovers {
+    /// Only inert resources (request handles whose bodies the host has dropped, fields,
+    /// streams and pollables of the guest's own): this many.
+    Inert(usize),
+    /// The response body was never finished: the caller would wait on it.
+    Unfinished,
+    /// Request-scoped I/O still open (an outgoing request in flight, a response body
+    /// being read, an unset response): dropping the instance ends it.
+    Pending,
+}
+
+/// Classify what the guest left open, dropping the bodies of request handles it kept (an
+/// unread request body would hold up the caller's connection).
+///
+/// Interpreters keep handles until their garbage collector runs: StarlingMonkey (the
+/// JavaScript engine) keeps every `incoming-request`, so its instances are replaced after
+/// `REUSE_LEFTOVER_RESOURCES_MAX` of them.
+fn settle_leftovers(table: &mut ResourceTable) -> Leftovers {
+    use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
+    use wasmtime_wasi_http::p2::types::{
+        HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostResponseOutparam,
+    };
+    if table.is_empty() {
+        return Leftovers::Inert(0);
+    }
+    let mut count = 0;
+    let mut verdict = None;
+    for entry in table.iter_mut() {
+        let entry: &mut dyn std::any::Any = entry;
+        count += 1;
+        if entry.is::<HostOutgoingBody>() {
+            verdict = Some(Leftovers::Unfinished);
+        } else if verdict.is_none()
+            && (entry.is::<HostResponseOutparam>()
+                || entry.is::<HostFutureIncomingResponse>()
+                || entry.is::<HostIncomingResponse>()
+                || entry.is::<HostIncomingBody>()
+                || entry.is::<HostFutureTrailers>())
+        {
+            verdict = Some(Leftovers::Pending);
+        } else if let Some(request) = entry.downcast_mut::<HostIncomingRequest>() {
+            request.body = None;
+        }
+    }
+    verdict.unwrap_or(Leftovers::Inert(count))
+}
+
 /// Drop an instance that will not be reused. Resetting a large memory takes
 /// milliseconds: do it off this worker, so the connection this task just woke (parked in
 /// this worker's LIFO slot, where no other worker can steal it) sends the response without
@@ -759,6 +801,7 @@ impl InvocationState {
             hooks: EddyHooks {
                 log: log.clone(),
                 outbound,
+                outbound_slots: crate::outbound::invocation_slots(),
             },
             limiter: MemoryLimiter {
                 memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX),
@@ -800,6 +843,8 @@ impl WasiHttpView for InvocationState {
 struct EddyHooks {
     log: LogPipe,
     outbound: OutboundPolicy,
+    /// Outgoing requests this instance has in flight.
+    outbound_slots: Arc<tokio::sync::Semaphore>,
 }
 
 type SendFuture = Box<
@@ -818,7 +863,9 @@ impl WasiHttpHooks for EddyHooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
-        let send = self.outbound.send(request, options, &self.log);
+        let send = self
+            .outbound
+            .send(request, options, &self.log, &self.outbound_slots);
         Box::new(async move {
             let response = send.await?;
             // The pooled client drives the connection itself: nothing more to await.

@@ -64,6 +64,11 @@ pub const DEFAULT_REUSE_MAX_REQUESTS: u32 = 10_000;
 /// How long a warm instance waits idle before it is dropped (scale to zero), for functions
 /// deployed with `--reuse` and no `--reuse-idle-timeout`.
 pub const DEFAULT_REUSE_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Resources a guest may leave open in its instance after a request (handles its
+/// interpreter has not collected yet) and still have the instance reused; past it the
+/// instance is replaced. A response body left unfinished, or I/O still pending, always
+/// means replacement.
+pub const REUSE_LEFTOVER_RESOURCES_MAX: usize = 64;
 /// Warm instances kept idle on the node at once, all functions together. Each holds an
 /// instance slot (`instances_max`) and its memory; past this, finished instances are
 /// dropped instead of kept.
@@ -76,6 +81,12 @@ pub const DEFAULT_OUTBOUND_TIMEOUT_MS: u64 = 30_000;
 /// Largest outgoing response body a guest may receive; past it the guest's read fails
 /// with `HTTP-response-body-size`.
 pub const DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Outgoing requests in flight at once on the node, all functions together; past it a
+/// guest's request fails with `connection-limit-reached`, and its log says why.
+pub const DEFAULT_OUTBOUND_REQUESTS_IN_FLIGHT_MAX: usize = 4096;
+/// Outgoing requests one instance may have in flight at once (a guest that starts
+/// requests in a loop without reading them cannot take the node's file descriptors).
+pub const OUTBOUND_REQUESTS_PER_INSTANCE_MAX: usize = 64;
 /// Idle pooled connections kept per upstream host for outgoing requests.
 pub const DEFAULT_OUTBOUND_IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
 
@@ -120,6 +131,7 @@ impl Default for OutboundConfig {
             timeout: Duration::from_millis(DEFAULT_OUTBOUND_TIMEOUT_MS),
             response_bytes_max: DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX,
             idle_connections_per_host_max: DEFAULT_OUTBOUND_IDLE_CONNECTIONS_PER_HOST_MAX,
+            requests_in_flight_max: DEFAULT_OUTBOUND_REQUESTS_IN_FLIGHT_MAX,
         }
     }
 }

@@ -17,14 +17,18 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
+use crate::limits::OUTBOUND_REQUESTS_PER_INSTANCE_MAX;
 use crate::log::LogPipe;
 
 /// The node's pooled client and the limits every outgoing request runs under.
 pub struct OutboundClient {
     client: Client<HttpsConnector<HttpConnector>, WasiBody>,
     config: OutboundConfig,
+    /// Outgoing requests in flight on the node (`requests_in_flight_max`).
+    in_flight: Arc<Semaphore>,
 }
 
 /// Node-wide settings of outgoing HTTP (see `docs/limits.md`).
@@ -38,6 +42,9 @@ pub struct OutboundConfig {
     pub response_bytes_max: u64,
     /// Idle pooled connections kept per upstream host.
     pub idle_connections_per_host_max: usize,
+    /// Outgoing requests in flight at once on the node, all functions together (each
+    /// holds a connection until its response body is read or dropped).
+    pub requests_in_flight_max: usize,
 }
 
 impl OutboundClient {
@@ -55,7 +62,11 @@ impl OutboundClient {
             .pool_max_idle_per_host(config.idle_connections_per_host_max)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(https);
-        OutboundClient { client, config }
+        OutboundClient {
+            client,
+            config,
+            in_flight: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+        }
     }
 
     /// Send an allowed request. Timeouts asked for by the guest apply when shorter than
@@ -64,6 +75,7 @@ impl OutboundClient {
         &self,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
+        permits: InFlight,
     ) -> Result<http::Response<WasiBody>, HttpError> {
         let shorter = |asked: Option<Duration>| {
             asked.map_or(self.config.timeout, |d| d.min(self.config.timeout))
@@ -89,6 +101,7 @@ impl OutboundClient {
                 bytes_max,
                 between_bytes,
                 idle: None,
+                _permits: permits,
             }
             .boxed_unsync()
         }))
@@ -135,6 +148,14 @@ struct LimitedResponse {
     bytes_max: u64,
     between_bytes: Duration,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Held until the body is read or dropped.
+    _permits: InFlight,
+}
+
+/// The slots an outgoing request holds: one of the node's, one of its invocation's.
+pub(crate) struct InFlight {
+    _node: OwnedSemaphorePermit,
+    _invocation: OwnedSemaphorePermit,
 }
 
 impl Body for LimitedResponse {
@@ -229,20 +250,35 @@ impl AllowRule {
             Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, "*")) => (host, Some(None)),
-            Some((host, port)) => match port.parse::<u16>() {
-                Ok(port) => (host, Some(Some(port))),
+        // `[v6::addr]:port`, `host:port`, or either without a port.
+        let (host, port_text) = match authority.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((v6, "")) => (v6, None),
+                Some((v6, tail)) => match tail.strip_prefix(':') {
+                    Some(port) => (v6, Some(port)),
+                    None => return bad("unexpected text after the IPv6 address"),
+                },
+                None => return bad("the IPv6 address has no closing `]`"),
+            },
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let port = match port_text {
+            None => None,
+            Some("*") => Some(None),
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) => Some(Some(port)),
                 Err(_) => return bad("the port is not a number"),
             },
-            None => (authority, None),
         };
         let bare = host.strip_prefix("*.").unwrap_or(host);
         if bare.is_empty()
             || bare.contains('*')
             || !bare
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         {
             return bad("the host is not a host name or address");
         }
@@ -259,7 +295,11 @@ impl AllowRule {
         let Some(host) = uri.host() else {
             return false;
         };
-        let host = host.to_ascii_lowercase();
+        // `http::Uri` keeps the brackets of an IPv6 host; rules hold the bare address.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let scheme = uri.scheme_str().unwrap_or("https");
         if self.scheme.as_deref().is_some_and(|s| s != scheme) {
             return false;
@@ -281,13 +321,27 @@ impl AllowRule {
             None => port == default_port,
         };
         let path = uri.path();
+        // A path rule is only as good as the path it sees: dot segments or an encoded `.`
+        // or `/` could walk out of the prefix once the upstream normalises them.
         let path_ok = self.path.is_empty()
-            || path == self.path
-            || path
-                .strip_prefix(&self.path)
-                .is_some_and(|rest| rest.starts_with('/'));
+            || (!walks_out(path)
+                && (path == self.path
+                    || path
+                        .strip_prefix(&self.path)
+                        .is_some_and(|rest| rest.starts_with('/'))));
         host_ok && port_ok && path_ok
     }
+}
+
+/// Whether `path` has a dot segment or an encoded `.`, `/` or `\\`.
+fn walks_out(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
 }
 
 /// What one function may reach, and the client it reaches it with.
@@ -295,6 +349,11 @@ impl AllowRule {
 pub struct OutboundPolicy {
     rules: Arc<[AllowRule]>,
     client: Arc<OutboundClient>,
+}
+
+/// Outgoing requests one instance may have in flight at once.
+pub(crate) fn invocation_slots() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(OUTBOUND_REQUESTS_PER_INSTANCE_MAX))
 }
 
 impl OutboundPolicy {
@@ -312,22 +371,47 @@ impl OutboundPolicy {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         log: &LogPipe,
+        instance_slots: &Arc<Semaphore>,
     ) -> impl Future<Output = Result<http::Response<WasiBody>, HttpError>> + Send + 'static {
         let allowed = self.rules.iter().any(|rule| rule.allows(request.uri()));
-        if !allowed {
+        let permits = if !allowed {
             log.note(&format!(
                 "[eddy: outgoing request to {} denied: not in this function's outbound allowlist; deploy with --allow-outbound {}]",
                 request.uri(),
                 suggestion(request.uri())
             ));
-        }
+            Err(HttpError::HttpRequestDenied)
+        } else {
+            self.slots(instance_slots, log, request.uri())
+        };
         let client = self.client.clone();
-        async move {
-            if !allowed {
-                return Err(HttpError::HttpRequestDenied);
-            }
-            client.send(request, options).await
-        }
+        async move { client.send(request, options, permits?).await }
+    }
+
+    /// A node slot and an instance slot for one outgoing request, or the refusal.
+    fn slots(
+        &self,
+        instance_slots: &Arc<Semaphore>,
+        log: &LogPipe,
+        uri: &http::Uri,
+    ) -> Result<InFlight, HttpError> {
+        let Ok(invocation) = instance_slots.clone().try_acquire_owned() else {
+            log.note(&format!(
+                "[eddy: outgoing request to {uri} refused: this invocation already has {OUTBOUND_REQUESTS_PER_INSTANCE_MAX} outgoing requests in flight (outbound_requests_per_instance_max)]"
+            ));
+            return Err(HttpError::ConnectionLimitReached);
+        };
+        let Ok(node) = self.client.in_flight.clone().try_acquire_owned() else {
+            log.note(&format!(
+                "[eddy: outgoing request to {uri} refused: the node has {} outgoing requests in flight (limits.outbound_requests_in_flight_max)]",
+                self.client.config.requests_in_flight_max
+            ));
+            return Err(HttpError::ConnectionLimitReached);
+        };
+        Ok(InFlight {
+            _node: node,
+            _invocation: invocation,
+        })
     }
 }
 
@@ -377,6 +461,13 @@ mod tests {
         ));
         assert!(allows("http://h:8080/v1", "http://h:8080/v1/items"));
         assert!(!allows("http://h:8080/v1", "http://h:8080/v10"));
+        assert!(!allows("http://h:8080/v1", "http://h:8080/v1/../admin"));
+        assert!(!allows("http://h:8080/v1", "http://h:8080/v1/%2e%2e/admin"));
+        assert!(!allows("http://h:8080/v1", "http://h:8080/v1/a%2F..%2Fb"));
+        assert!(allows("[::1]:9000", "http://[::1]:9000/x"));
+        assert!(allows("http://[::1]", "http://[::1]/x"));
+        assert!(!allows("[::1]:9000", "http://[::1]:9001/x"));
+        assert!(!allows("api.example.com", "http://user@evil.example/"));
     }
 
     #[test]
@@ -387,6 +478,7 @@ mod tests {
             ("", "not a host"),
             ("a*b.com", "not a host"),
             ("ex ample.com", "not a host"),
+            ("[::1", "no closing"),
         ] {
             let err = AllowRule::parse(rule).unwrap_err();
             assert!(err.contains(why), "{rule}: {err}");
