@@ -109,6 +109,7 @@ pub struct LimitsConfig {
     pub outbound_connect_timeout_ms: u64,
     pub outbound_timeout_ms: u64,
     pub outbound_response_bytes_max: u64,
+    pub outbound_requests_in_flight_max: usize,
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -178,6 +179,7 @@ impl Default for LimitsConfig {
             outbound_connect_timeout_ms: rt::DEFAULT_OUTBOUND_CONNECT_TIMEOUT_MS,
             outbound_timeout_ms: rt::DEFAULT_OUTBOUND_TIMEOUT_MS,
             outbound_response_bytes_max: rt::DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX,
+            outbound_requests_in_flight_max: rt::DEFAULT_OUTBOUND_REQUESTS_IN_FLIGHT_MAX,
         }
     }
 }
@@ -209,7 +211,11 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 18] = [
+        let positive: [(&str, u64); 19] = [
+            (
+                "limits.outbound_requests_in_flight_max",
+                l.outbound_requests_in_flight_max as u64,
+            ),
             (
                 "limits.rollup_retention_ms",
                 l.rollup_retention_ms.max(0) as u64,
@@ -324,6 +330,7 @@ impl NodeConfig {
             connect_timeout: std::time::Duration::from_millis(l.outbound_connect_timeout_ms),
             timeout: std::time::Duration::from_millis(l.outbound_timeout_ms),
             response_bytes_max: l.outbound_response_bytes_max,
+            requests_in_flight_max: l.outbound_requests_in_flight_max,
             ..rt::OutboundConfig::default()
         };
         config

@@ -66,8 +66,30 @@ async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_
 
     const REQUESTS: usize = 200;
     let started = Instant::now();
-    let replies = futures::future::join_all((0..REQUESTS).map(|_| node.get(&path))).await;
+    let (replies, peak) = tokio::join!(
+        futures::future::join_all((0..REQUESTS).map(|_| node.get(&path))),
+        async {
+            // While they wait, the function's 100 slots (its default max_concurrency) are
+            // all busy and the rest queue; nothing waits behind a CPU.
+            let mut peak = (0, 0);
+            for _ in 0..200 {
+                let s = stats(&node, "mis").await;
+                let now = (
+                    s["in_flight"].as_u64().unwrap(),
+                    s["queued"].as_u64().unwrap(),
+                );
+                peak = (peak.0.max(now.0), peak.1.max(now.1));
+                if peak.0 == 100 && peak.1 > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peak
+        }
+    );
     let elapsed = started.elapsed();
+    assert_eq!(peak.0, 100, "100 invocations waited at once: {peak:?}");
+    assert!(peak.1 > 0, "the rest queued: {peak:?}");
     for reply in &replies {
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body, "outgoing ok: 200 slow upstream");
@@ -324,17 +346,24 @@ async fn reuse_keeps_module_state_only_when_asked_and_never_after_a_failure() {
     );
 
     // A guest that returns with its body still open is not reused: its caller gets a body
-    // cut off as failed at the deadline, not a hang and not a clean short body.
+    // cut off as failed, not a hang and not a clean short body, and the next request gets
+    // a fresh instance.
     node.deploy_ok(
         "leaky",
         "misbehave",
         json!({"reuse": true, "timeout_ms": 1000}),
     )
     .await;
-    let response = node.http.get(node.url("/leaky/leak")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let body = tokio::time::timeout(Duration::from_secs(10), response.text()).await;
-    assert!(matches!(body, Ok(Err(_))), "{body:?}");
+    assert_eq!(node.get("/leaky/count").await.body, "1");
+    // Depending on timing the connection ends before the head or inside the body.
+    let leaked = tokio::time::timeout(Duration::from_secs(10), async {
+        match node.http.get(node.url("/leaky/leak")).send().await {
+            Err(error) => Err(error),
+            Ok(response) => response.text().await,
+        }
+    })
+    .await;
+    assert!(matches!(leaked, Ok(Err(_))), "{leaked:?}");
     assert_eq!(node.get("/leaky/count").await.body, "1");
 }
 
@@ -395,7 +424,10 @@ async fn stats_and_metrics_report_every_invocation() {
         "eddy_instances_live{function=\"mis\"} 1",
         "eddy_node_concurrency_max 750",
     ] {
-        assert!(text.contains(line), "metrics lack `{line}`:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "metrics lack `{line}`:\n{text}"
+        );
     }
     assert!(
         text.contains("eddy_invocation_cpu_seconds_total{function=\"mis\"}"),
@@ -423,4 +455,93 @@ async fn stats_survive_a_restart() {
     let s = stats(&node, "mis").await;
     assert_eq!(s["invocations"], 5, "{s}");
     assert_eq!(s["instances_live"], 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_requests_stop_at_the_node_timeout_and_response_size() {
+    let upstream = upstream().await;
+    let node = Node::start_with_config(
+        "[limits]\noutbound_timeout_ms = 50\noutbound_response_bytes_max = 8\n",
+    );
+    node.deploy_ok(
+        "mis",
+        "misbehave",
+        json!({"allow_outbound": [format!("127.0.0.1:{}", upstream.port())]}),
+    )
+    .await;
+    // The upstream answers after 200 ms; the node waits 50 ms for the head.
+    let reply = node
+        .get(&format!(
+            "/mis/outgoing?to=127.0.0.1:{}/slow",
+            upstream.port()
+        ))
+        .await;
+    assert_eq!(
+        reply.body,
+        "outgoing refused: ErrorCode::ConnectionReadTimeout"
+    );
+    // "fast upstream" is 13 bytes, above the 8 allowed (declared by content-length).
+    let reply = node
+        .get(&format!(
+            "/mis/outgoing?to=127.0.0.1:{}/fast",
+            upstream.port()
+        ))
+        .await;
+    assert_eq!(
+        reply.body,
+        "outgoing refused: ErrorCode::HttpResponseBodySize(Some(13))"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_requests_in_flight_are_bounded_node_wide() {
+    let upstream = upstream().await;
+    let node = Node::start_with_config("[limits]\noutbound_requests_in_flight_max = 1\n");
+    node.deploy_ok(
+        "mis",
+        "misbehave",
+        json!({"allow_outbound": [format!("127.0.0.1:{}", upstream.port())]}),
+    )
+    .await;
+    let path = format!("/mis/outgoing?to=127.0.0.1:{}/slow", upstream.port());
+    let (a, b) = tokio::join!(node.get(&path), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        node.get(&path).await
+    });
+    let mut bodies = [a.body, b.body];
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            "outgoing ok: 200 slow upstream".to_string(),
+            "outgoing refused: ErrorCode::ConnectionLimitReached".to_string()
+        ]
+    );
+    let entries = node.wait_logs("mis", 2).await;
+    assert!(
+        entries.iter().any(|e| e["log"]
+            .as_str()
+            .unwrap()
+            .contains("limits.outbound_requests_in_flight_max")),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_keeps_at_most_idle_instances_max_warm() {
+    let node = Node::start_with_config("[limits]\nidle_instances_max = 1\n");
+    node.deploy_ok("a", "misbehave", json!({"reuse": true}))
+        .await;
+    node.deploy_ok("b", "misbehave", json!({"reuse": true}))
+        .await;
+    assert_eq!(node.get("/a/count").await.body, "1");
+    assert_eq!(node.get("/b/count").await.body, "1");
+    // `a` took the only idle slot; `b`'s instance was dropped after its request.
+    assert_eq!(node.get("/a/count").await.body, "2");
+    assert_eq!(node.get("/b/count").await.body, "1");
+    let (a, b) = (stats(&node, "a").await, stats(&node, "b").await);
+    assert_eq!(
+        (a["instances_live"].as_u64(), b["instances_live"].as_u64()),
+        (Some(1), Some(0))
+    );
 }
