@@ -275,9 +275,15 @@ def latency_ms(out, label):
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wasmtime_serve(guest, component):
+# `wasmtime serve` 48 can reuse instances too (`--max-instance-reuse-count`; its default for
+# WASIp2 components is 1, a fresh instance per request): the like-for-like reference for
+# eddy's `--reuse` rows.
+WASMTIME_REUSE = ["--max-instance-reuse-count", "10000", "--idle-instance-timeout", "60s"]
+
+
+def wasmtime_serve(guest, component, extra=()):
     port = free_port()
-    proc = start([str(WASMTIME), "serve", "-Scli", *WASMTIME_OPTIONS[guest],
+    proc = start([str(WASMTIME), "serve", "-Scli", *WASMTIME_OPTIONS[guest], *extra,
                   "--addr", f"127.0.0.1:{port}", str(component)])
     wait_port(port, proc)
     return proc, f"http://127.0.0.1:{port}/"
@@ -312,6 +318,10 @@ def throughput(work):
             log(f"throughput round {round_ + 1}/{ROUNDS}: wasmtime serve, {guest} hello")
             proc, url = wasmtime_serve(guest, component)
             measure(guest, "wasmtime", url)
+            stop(proc)
+            log(f"throughput round {round_ + 1}/{ROUNDS}: wasmtime serve with reuse, {guest} hello")
+            proc, url = wasmtime_serve(guest, component, WASMTIME_REUSE)
+            measure(guest, "wasmtime --reuse", url)
             stop(proc)
             if guest == "rust":
                 log(f"throughput round {round_ + 1}/{ROUNDS}: native hyper")
@@ -516,24 +526,30 @@ def report(info, tput, cold, wait, dens):
                  f"`{' '.join(WASMTIME_OPTIONS['rust'])}`; Python: `{' '.join(WASMTIME_OPTIONS['python'])}`. "
                  "eddy node config for Python and JS: `" + INTERPRETER_NODE.strip().replace(chr(10), "; ") + "`.")
     lines.append("")
-    lines.append("| guest | server | conns | req/s | req/s per round | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s |")
-    lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    lines.append("`wasmtime --reuse` is `wasmtime serve` with `" + " ".join(WASMTIME_REUSE) + "`; the "
+                 "eddy/wasmtime ratio is always against `wasmtime serve` fresh per request, the last "
+                 "column compares `eddy --reuse` with `wasmtime --reuse`.")
+    lines.append("")
+    lines.append("| guest | server | conns | req/s | req/s per round | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s | eddy --reuse/wasmtime --reuse |")
+    lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for guest in GUEST_FILES:
-        servers = [*EDDY_CONFIGS[guest], "wasmtime"] + (["native"] if guest == "rust" else [])
+        servers = [*EDDY_CONFIGS[guest], "wasmtime", "wasmtime --reuse"] + (["native"] if guest == "rust" else [])
         for server in servers:
             for c in CONCURRENCY:
                 runs = tput[guest, server][c]
                 r = median_round(runs)
-                ratio_w = ratio_n = ""
+                ratio_w = ratio_n = ratio_r = ""
                 if server.startswith("eddy"):
                     ratio_w = f"{r['rps'] / median_round(tput[guest, 'wasmtime'][c])['rps']:.2f}×"
                     if (guest, "native") in tput:
                         ratio_n = f"{r['rps'] / median_round(tput[guest, 'native'][c])['rps']:.3f}×"
+                if server == "eddy --reuse":
+                    ratio_r = f"{r['rps'] / median_round(tput[guest, 'wasmtime --reuse'][c])['rps']:.2f}×"
                 errors = sum(run["errors"] + (1 if run["socket_errors"] else 0) for run in runs)
                 socket_errors = "; ".join(run["socket_errors"] for run in runs if run["socket_errors"])
                 spread = ", ".join(f"{run['rps']:.0f}" for run in runs)
                 lines.append(f"| {guest} hello | {server} | {c} | {r['rps']:.0f} | {spread} | {ms(r['p50_ms'])} | "
-                             f"{ms(r['p99_ms'])} | {errors}{' (' + socket_errors + ')' if socket_errors else ''} | {ratio_w} | {ratio_n} |")
+                             f"{ms(r['p99_ms'])} | {errors}{' (' + socket_errors + ')' if socket_errors else ''} | {ratio_w} | {ratio_n} | {ratio_r} |")
     lines.append("")
     lines.append(f"### Cold start ({COLD_REPETITIONS} repetitions each)")
     lines.append("")

@@ -1,9 +1,26 @@
-// Hello-world eddy function in JavaScript: a componentize-js `wasi:http/proxy` app. The
-// engine (StarlingMonkey) turns each incoming request into a service-worker style fetch event.
-addEventListener("fetch", (event) =>
-  event.respondWith(
-    new Response("Hello from JavaScript on eddy!\n", {
-      headers: { "content-type": "text/plain" },
-    }),
-  ),
-);
+// Hello-world eddy function in JavaScript: a componentize-js app exporting
+// `wasi:http/incoming-handler` directly.
+//
+// StarlingMonkey (the engine inside componentize-js) also offers a service-worker style
+// `addEventListener("fetch", ...)` handler. That works with a fresh instance per request,
+// but not on a warm instance (`eddy deploy --reuse`): its second fetch event fails with
+// "FetchEvent#respondWith can't be called twice on the same event"
+// (bytecodealliance/StarlingMonkey#247). This export has no such state and can be reused.
+import { Fields, OutgoingBody, OutgoingResponse, ResponseOutparam } from "wasi:http/types@0.2.10";
+
+const greeting = new TextEncoder().encode("Hello from JavaScript on eddy!\n");
+
+export const incomingHandler = {
+  handle(request, responseOut) {
+    const response = new OutgoingResponse(
+      Fields.fromList([["content-type", new TextEncoder().encode("text/plain")]]),
+    );
+    response.setStatusCode(200);
+    const body = response.body();
+    ResponseOutparam.set(responseOut, { tag: "ok", val: response });
+    const stream = body.write();
+    stream.blockingWriteAndFlush(greeting);
+    stream[Symbol.dispose]();
+    OutgoingBody.finish(body, undefined);
+  },
+};
