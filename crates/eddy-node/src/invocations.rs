@@ -118,9 +118,18 @@ impl InvocationWriter {
         }
         let store = self.store.clone();
         let count = rollups.len();
-        match tokio::task::spawn_blocking(move || store.add_rollups(&rollups, cutoff_ms)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, count, "cannot write invocation totals"),
+        let result = tokio::task::spawn_blocking(move || {
+            let result = store.add_rollups(&rollups, cutoff_ms);
+            (result, rollups)
+        })
+        .await;
+        match result {
+            Ok((Ok(()), _)) => {}
+            Ok((Err(e), rollups)) => {
+                // Kept for the next flush: a busy or briefly failing disk loses no totals.
+                tracing::error!(error = %e, count, "cannot write invocation totals; will retry");
+                self.meter.restore_pending(rollups);
+            }
             Err(e) => tracing::error!(error = %e, count, "invocation totals task failed"),
         }
     }

@@ -267,6 +267,17 @@ impl Meter {
             .collect()
     }
 
+    /// Put back totals that could not be written, to try again at the next flush.
+    pub fn restore_pending(&self, rollups: Vec<(String, i64, Rollup)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (function, minute, rollup) in rollups {
+            pending
+                .entry((Arc::from(function.as_str()), minute))
+                .or_default()
+                .merge(&rollup);
+        }
+    }
+
     /// Pending totals of `function` from `since_minute_ms` on.
     pub fn pending_of(&self, function: &str, since_minute_ms: i64) -> Rollup {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
