@@ -545,3 +545,72 @@ async fn the_node_keeps_at_most_idle_instances_max_warm() {
         (Some(1), Some(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_flags_and_manifest_keys_reach_the_function() {
+    let node = Node::start();
+    let guest = common::guest("misbehave");
+    let output = node.cli(&[
+        "deploy",
+        "flags",
+        guest.to_str().unwrap(),
+        "--allow-outbound",
+        "api.example.com",
+        "--allow-outbound",
+        "127.0.0.1:9000",
+        "--max-concurrency",
+        "3",
+        "--max-queue",
+        "0",
+        "--max-wait",
+        "250ms",
+        "--reserved-concurrency",
+        "1",
+        "--reuse-idle-timeout",
+        "2s",
+    ]);
+    common::stdout_ok(&output);
+    let (_, f) = node.api_get("/functions/flags").await;
+    assert_eq!(
+        f["allow_outbound"],
+        json!(["api.example.com", "127.0.0.1:9000"])
+    );
+    assert_eq!(
+        (
+            &f["max_concurrency"],
+            &f["max_queue"],
+            &f["max_wait_ms"],
+            &f["reserved_concurrency"]
+        ),
+        (&json!(3), &json!(0), &json!(250), &json!(1))
+    );
+    assert_eq!(
+        f["reuse"],
+        json!({"max_requests": 10000, "idle_timeout_ms": 2000})
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("eddy.toml"),
+        format!(
+            "[functions.manifest]\ncomponent = \"{}\"\nreuse = true\nmax_wait = \"1s\"\nallow_outbound = [\"*\"]\n",
+            guest.display()
+        ),
+    )
+    .unwrap();
+    common::stdout_ok(&node.cli_in(dir.path(), &["deploy"]));
+    let (_, f) = node.api_get("/functions/manifest").await;
+    assert_eq!(f["allow_outbound"], json!(["*"]));
+    assert_eq!(f["max_wait_ms"], 1000);
+    assert_eq!(f["reuse"]["max_requests"], 10000);
+
+    // Tuning flags cannot contradict reuse = false.
+    let (status, body) = node
+        .deploy(
+            "bad",
+            common::guest_bytes("misbehave"),
+            json!({"reuse": false, "reuse_max_requests": 5}),
+        )
+        .await;
+    assert_api_error(status, &body, 400, "cannot be given with reuse = false");
+}
