@@ -20,6 +20,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 /// Invocation records kept per function (oldest deleted first).
 pub const DEFAULT_INVOCATIONS_KEPT_PER_FUNCTION: usize = 1000;
+/// Successful invocations without output recorded per function per second; past it they
+/// are counted in the per-minute totals (`eddy stats`) but get no record of their own, so
+/// the ring of recent invocations is not one SQLite row per request at high rates.
+/// Failures and invocations that wrote output are always recorded.
+pub const DEFAULT_INVOCATION_RECORDS_PER_SECOND_MAX: u32 = 100;
 /// Age after which invocation records are deleted.
 pub const DEFAULT_INVOCATION_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Invocation records waiting to be written. When the store falls this far behind, new
@@ -98,6 +103,7 @@ pub struct LimitsConfig {
     pub shutdown_grace_ms: u64,
     pub log_bytes_per_invocation_max: usize,
     pub invocations_kept_per_function: usize,
+    pub invocation_records_per_second_max: u32,
     pub invocation_retention_ms: i64,
     pub rollup_retention_ms: i64,
     pub concurrency_max: usize,
@@ -168,6 +174,7 @@ impl Default for LimitsConfig {
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             log_bytes_per_invocation_max: rt::DEFAULT_LOG_BYTES_PER_INVOCATION_MAX,
             invocations_kept_per_function: DEFAULT_INVOCATIONS_KEPT_PER_FUNCTION,
+            invocation_records_per_second_max: DEFAULT_INVOCATION_RECORDS_PER_SECOND_MAX,
             invocation_retention_ms: DEFAULT_INVOCATION_RETENTION_MS,
             rollup_retention_ms: DEFAULT_ROLLUP_RETENTION_MS,
             concurrency_max: DEFAULT_CONCURRENCY_MAX,

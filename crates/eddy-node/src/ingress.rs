@@ -149,6 +149,8 @@ impl Ingress {
             .unwrap_or("/")
             .to_string();
         let record = Record {
+            live: live.clone(),
+            records_per_second_max: self.limits.invocation_records_per_second_max,
             sink: self.sink.clone(),
             meter: self.registry.meter().clone(),
             function: live.name.clone(),
@@ -209,6 +211,8 @@ impl Ingress {
 /// What is recorded about one invocation: its totals in the meter, its row in the ring of
 /// recent invocations.
 struct Record {
+    live: Arc<LiveFunction>,
+    records_per_second_max: u32,
     sink: InvocationSink,
     meter: Arc<Meter>,
     function: Arc<str>,
@@ -222,6 +226,15 @@ impl Record {
     fn finish(self, status: u16, report: InvocationReport) {
         self.meter
             .invocation(&self.function, self.at_ms, status, &report);
+        let plain = report.outcome == Outcome::Ok && status < 500 && report.log.is_empty();
+        if plain
+            && !self
+                .live
+                .records
+                .take(self.at_ms, self.records_per_second_max)
+        {
+            return;
+        }
         self.sink.record(NewInvocation {
             function: self.function.to_string(),
             version: self.version,
@@ -242,6 +255,14 @@ impl Record {
 
     fn rejected(self, limit: &'static str) {
         self.meter.rejected(&self.function, self.at_ms, limit);
+        // A flood of rejections is counted in full, recorded within the same budget.
+        if !self
+            .live
+            .records
+            .take(self.at_ms, self.records_per_second_max)
+        {
+            return;
+        }
         self.sink.record(NewInvocation {
             function: self.function.to_string(),
             version: self.version,

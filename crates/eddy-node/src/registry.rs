@@ -569,6 +569,7 @@ impl Registry {
             deployment: Arc::new(deployment),
             instances_live,
             admission: self.function_admission(config),
+            records: Default::default(),
         }
     }
 }

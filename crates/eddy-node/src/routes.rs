@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use eddy_runtime::Deployment;
 
@@ -28,6 +28,26 @@ pub struct LiveFunction {
     pub instances_live: Arc<AtomicUsize>,
     /// The function's admission settings.
     pub admission: FunctionAdmission,
+    /// How many plain successes this second got a record in the ring.
+    pub records: RecordBudget,
+}
+
+/// Per-second budget of records for successful invocations without output.
+#[derive(Default)]
+pub struct RecordBudget {
+    second: AtomicU64,
+    used: AtomicU32,
+}
+
+impl RecordBudget {
+    /// Whether one more plain success at `at_ms` gets a record, within `per_second_max`.
+    pub fn take(&self, at_ms: i64, per_second_max: u32) -> bool {
+        let second = (at_ms / 1000) as u64;
+        if self.second.swap(second, Ordering::Relaxed) != second {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < per_second_max
+    }
 }
 
 /// Route prefix → live function.

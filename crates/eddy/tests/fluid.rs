@@ -614,3 +614,45 @@ async fn deploy_flags_and_manifest_keys_reach_the_function() {
         .await;
     assert_api_error(status, &body, 400, "cannot be given with reuse = false");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_high_rates_plain_successes_are_counted_but_not_each_recorded() {
+    let node = Node::start_with_config("[limits]\ninvocation_records_per_second_max = 2\n");
+    node.deploy_ok("mis", "misbehave", json!({})).await;
+    let replies = futures::future::join_all((0..20).map(|_| node.get("/mis/echo"))).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    for _ in 0..3 {
+        assert_eq!(node.get("/mis/trap").await.status, 500);
+    }
+    assert_eq!(node.get("/mis/log").await.status, 200);
+    stats_when(&node, "mis", |s| s["invocations"] == 24).await;
+    // Every failure and every invocation with output has its record; the plain successes
+    // only as many as the budget allows in the seconds they spanned.
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        let (_, body) = node.api_get("/functions/mis/logs?tail=1000").await;
+        entries = body["entries"].as_array().unwrap().clone();
+        if entries.iter().any(|e| e["path"] == "/mis/log") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcomes: Vec<&str> = entries
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "trap").count(),
+        3,
+        "{outcomes:?}"
+    );
+    assert!(
+        entries.iter().any(|e| e["path"] == "/mis/log"),
+        "{outcomes:?}"
+    );
+    let echoes = entries.iter().filter(|e| e["path"] == "/mis/echo").count();
+    assert!(
+        (1..20).contains(&echoes),
+        "{echoes} of 20 plain successes recorded"
+    );
+}
