@@ -2,7 +2,7 @@
 //! the invocation writer, read by `eddy stats`) and Prometheus counters for `/metrics`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use eddy_runtime::{InvocationReport, Outcome};
 use eddy_store::Rollup;
@@ -12,7 +12,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as MetricsRegistry;
-use tokio::sync::RwLock;
 
 /// Milliseconds in the rollup period.
 pub const MINUTE_MS: i64 = 60_000;
@@ -56,6 +55,25 @@ struct Metrics {
     node_concurrency_max: Gauge,
 }
 
+/// Handles on one function's counters (they share their values with the families).
+struct Series {
+    /// By `outcome_index`.
+    outcomes: [Counter; 10],
+    cold_starts: Counter,
+    wall_seconds: Counter<f64>,
+    cpu_seconds: Counter<f64>,
+    request_bytes: Counter,
+    response_bytes: Counter,
+    duration: Histogram,
+}
+
+fn outcome_index(outcome: Outcome) -> usize {
+    ALL_OUTCOMES
+        .iter()
+        .position(|o| *o == outcome)
+        .expect("ALL_OUTCOMES lists every outcome")
+}
+
 /// What one function's gauges read at scrape time.
 pub struct FunctionGauges {
     pub function: String,
@@ -69,9 +87,12 @@ pub struct FunctionGauges {
 pub struct Meter {
     /// Totals not yet written to the store, by function and minute.
     pending: Mutex<HashMap<(Arc<str>, i64), Rollup>>,
+    /// Each function's Prometheus series, so the request path neither allocates labels
+    /// nor searches the families.
+    series: RwLock<HashMap<Arc<str>, Arc<Series>>>,
     /// Held for writing while pending totals move to the store, and for reading while a
     /// stats query reads both, so no minute is counted twice or missed.
-    pub(crate) flush_gate: RwLock<()>,
+    pub(crate) flush_gate: tokio::sync::RwLock<()>,
     metrics: Metrics,
 }
 
@@ -159,7 +180,8 @@ impl Meter {
         let duration_family = duration;
         Meter {
             pending: Mutex::new(HashMap::new()),
-            flush_gate: RwLock::new(()),
+            series: RwLock::new(HashMap::new()),
+            flush_gate: tokio::sync::RwLock::new(()),
             metrics: Metrics {
                 registry,
                 invocations,
@@ -190,34 +212,16 @@ impl Meter {
         let wall_us = report.duration.as_micros() as u64;
         // Prometheus first: once `stats` (the totals) shows an invocation, `/metrics` does too.
         let error = report.outcome != Outcome::Ok || status >= 500;
-        let m = self.metrics();
-        let label = FunctionLabel {
-            function: function.to_string(),
-        };
-        m.invocations
-            .get_or_create(&OutcomeLabels {
-                function: function.to_string(),
-                outcome: report.outcome.as_str().to_string(),
-            })
-            .inc();
+        let series = self.series(function);
+        series.outcomes[outcome_index(report.outcome)].inc();
         if report.instantiate.is_some() {
-            m.cold_starts.get_or_create(&label).inc();
+            series.cold_starts.inc();
         }
-        m.wall_seconds
-            .get_or_create(&label)
-            .inc_by(report.duration.as_secs_f64());
-        m.cpu_seconds
-            .get_or_create(&label)
-            .inc_by(report.cpu.as_secs_f64());
-        m.request_bytes
-            .get_or_create(&label)
-            .inc_by(report.request_bytes);
-        m.response_bytes
-            .get_or_create(&label)
-            .inc_by(report.response_bytes);
-        m.duration
-            .get_or_create(&label)
-            .observe(report.duration.as_secs_f64());
+        series.wall_seconds.inc_by(report.duration.as_secs_f64());
+        series.cpu_seconds.inc_by(report.cpu.as_secs_f64());
+        series.request_bytes.inc_by(report.request_bytes);
+        series.response_bytes.inc_by(report.response_bytes);
+        series.duration.observe(report.duration.as_secs_f64());
         self.add(function, at_ms, |r| {
             r.invocations += 1;
             r.errors += u64::from(error);
@@ -228,9 +232,12 @@ impl Meter {
             r.request_bytes += report.request_bytes;
             r.response_bytes += report.response_bytes;
             r.memory_bytes_peak = r.memory_bytes_peak.max(report.memory_bytes_peak);
-            *r.outcomes
-                .entry(report.outcome.as_str().to_string())
-                .or_default() += 1;
+            match r.outcomes.get_mut(report.outcome.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    r.outcomes.insert(report.outcome.as_str().to_string(), 1);
+                }
+            }
             r.latency.record(wall_us);
         });
     }
@@ -290,8 +297,50 @@ impl Meter {
         total
     }
 
+    /// The function's series, created on first use and then found without allocating.
+    fn series(&self, function: &Arc<str>) -> Arc<Series> {
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function)
+        {
+            return series.clone();
+        }
+        let m = self.metrics();
+        let label = FunctionLabel {
+            function: function.to_string(),
+        };
+        let series = Arc::new(Series {
+            outcomes: ALL_OUTCOMES.map(|outcome| {
+                m.invocations
+                    .get_or_create(&OutcomeLabels {
+                        function: function.to_string(),
+                        outcome: outcome.as_str().to_string(),
+                    })
+                    .clone()
+            }),
+            cold_starts: m.cold_starts.get_or_create(&label).clone(),
+            wall_seconds: m.wall_seconds.get_or_create(&label).clone(),
+            cpu_seconds: m.cpu_seconds.get_or_create(&label).clone(),
+            request_bytes: m.request_bytes.get_or_create(&label).clone(),
+            response_bytes: m.response_bytes.get_or_create(&label).clone(),
+            duration: m.duration.get_or_create(&label).clone(),
+        });
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(function.clone())
+            .or_insert(series)
+            .clone()
+    }
+
     /// Forget a removed function's series.
     pub fn remove(&self, function: &str) {
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(function);
         let m = self.metrics();
         let label = FunctionLabel {
             function: function.to_string(),
