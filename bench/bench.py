@@ -406,8 +406,11 @@ async def waiters(port, path, count):
 
 def cost_of_waiting(work):
     log(f"cost of waiting: {WAITERS} concurrent requests waiting {WAIT_MS} ms on the host clock")
-    node = Node(work / "wait", f"[limits]\ninstances_max = {WAITERS * 2}\n").start()
-    node.deploy("mis", (GUESTS / "misbehave.wasm").read_bytes())
+    # All of them must wait at once: above the node's and the function's default
+    # concurrency (750 and 100), which would admit them in waves.
+    node = Node(work / "wait", f"[limits]\ninstances_max = {WAITERS * 2}\n"
+                f"concurrency_max = {WAITERS}\n").start()
+    node.deploy("mis", (GUESTS / "misbehave.wasm").read_bytes(), {"max_concurrency": WAITERS})
     get(node.url("/mis/sleep?ms=1"))
     pid = node.proc.pid
     rss_before = rss_bytes(pid)
@@ -524,71 +527,75 @@ def report(info, tput, cold, wait, dens):
                  "load generator on the same two cores. Fresh instance per request everywhere except "
                  "the `eddy --reuse` rows (warm instances, the function's opt-in).")
     lines.append("")
-    lines.append("### Throughput and latency")
-    lines.append("")
-    lines.append(f"Median of {ROUNDS} interleaved rounds (req/s, and p50/p99 of that same round); "
-                 "every round's req/s alongside. `wasmtime serve` options, Rust: "
-                 f"`{' '.join(WASMTIME_OPTIONS['rust'])}`; Python: `{' '.join(WASMTIME_OPTIONS['python'])}`. "
-                 "eddy node config for Python and JS: `" + INTERPRETER_NODE.strip().replace(chr(10), "; ") + "`.")
-    lines.append("")
-    lines.append("`wasmtime --reuse` is `wasmtime serve` with `" + " ".join(WASMTIME_REUSE) + "`; the "
-                 "eddy/wasmtime ratio is always against `wasmtime serve` fresh per request, the last "
-                 "column compares `eddy --reuse` with `wasmtime --reuse`.")
-    lines.append("")
-    lines.append("| guest | server | conns | req/s | req/s per round | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s | eddy --reuse/wasmtime --reuse |")
-    lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for guest in GUEST_FILES:
-        servers = [*EDDY_CONFIGS[guest], "wasmtime", "wasmtime --reuse"] + (["native"] if guest == "rust" else [])
-        for server in servers:
-            for c in CONCURRENCY:
-                runs = tput[guest, server][c]
-                r = median_round(runs)
-                ratio_w = ratio_n = ratio_r = ""
-                if server.startswith("eddy"):
-                    ratio_w = f"{r['rps'] / median_round(tput[guest, 'wasmtime'][c])['rps']:.2f}×"
-                    if (guest, "native") in tput:
-                        ratio_n = f"{r['rps'] / median_round(tput[guest, 'native'][c])['rps']:.3f}×"
-                if server == "eddy --reuse":
-                    ratio_r = f"{r['rps'] / median_round(tput[guest, 'wasmtime --reuse'][c])['rps']:.2f}×"
-                errors = sum(run["errors"] + (1 if run["socket_errors"] else 0) for run in runs)
-                socket_errors = "; ".join(run["socket_errors"] for run in runs if run["socket_errors"])
-                spread = ", ".join(f"{run['rps']:.0f}" for run in runs)
-                lines.append(f"| {guest} hello | {server} | {c} | {r['rps']:.0f} | {spread} | {ms(r['p50_ms'])} | "
-                             f"{ms(r['p99_ms'])} | {errors}{' (' + socket_errors + ')' if socket_errors else ''} | {ratio_w} | {ratio_n} | {ratio_r} |")
-    lines.append("")
-    lines.append(f"### Cold start ({COLD_REPETITIONS} repetitions each)")
-    lines.append("")
-    lines.append("| measurement | median ms | p99 ms | min ms | max ms |")
-    lines.append("|---|---:|---:|---:|---:|")
-    for label, values in cold.items():
-        lines.append(f"| {label} | {ms(statistics.median(values))} | {ms(percentile(values, 99))} | "
-                     f"{ms(min(values))} | {ms(max(values))} |")
-    lines.append("")
-    lines.append(f"### Cost of waiting ({WAITERS} concurrent requests, each waiting {WAIT_MS} ms on `wasi:clocks`)")
-    lines.append("")
-    lines.append("| succeeded | total s | node CPU s (whole run) | node CPU % of one core (whole run) | "
-                 f"node CPU % of one core while all wait ({STEADY_WAIT_FROM_S}–{STEADY_WAIT_TO_S} s) | "
-                 "RSS per in-flight invocation KiB | node RSS before → peak MiB |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---|")
-    lines.append(f"| {wait['ok']}/{WAITERS} | {wait['total_s']:.2f} | {wait['node_cpu_s']:.2f} | "
-                 f"{wait['node_cpu_pct_of_core']:.1f} | {wait['steady_cpu_pct_of_core']:.1f} | "
-                 f"{wait['rss_per_inflight_kib']:.0f} | "
-                 f"{wait['rss_before_mib']:.0f} → {wait['rss_peak_mib']:.0f} |")
-    lines.append("")
-    n = max(wait["metered_invocations"], 1)
-    lines.append("Metered by eddy for the same invocations (`eddy stats`): "
-                 f"{wait['metered_invocations']} invocations, wall {wait['metered_wall_ms'] / 1000:.1f} s in all "
-                 f"({wait['metered_wall_ms'] / n:.1f} ms each), guest CPU {wait['metered_cpu_ms']:.1f} ms in all "
-                 f"({wait['metered_cpu_ms'] / n * 1000:.1f} µs each): CPU is "
-                 f"{100 * wait['metered_cpu_ms'] / max(wait['metered_wall_ms'], 1e-9):.3f}% of wall.")
-    lines.append("")
-    lines.append(f"### Density ({DENSITY_FUNCTIONS} idle Rust hello functions)")
-    lines.append("")
-    lines.append("| RSS empty MiB | RSS loaded MiB | RSS per function KiB | RSS after restart MiB | deploying all s | restart to ready s |")
-    lines.append("|---:|---:|---:|---:|---:|---:|")
-    lines.append(f"| {dens['rss_empty_mib']:.0f} | {dens['rss_loaded_mib']:.0f} | {dens['rss_per_function_kib']:.0f} | "
-                 f"{dens['rss_after_restart_mib']:.0f} | {dens['deploy_all_s']:.1f} | {dens['restart_ready_s']:.2f} |")
-    lines.append("")
+    if tput:
+        lines.append("### Throughput and latency")
+        lines.append("")
+        lines.append(f"Median of {ROUNDS} interleaved rounds (req/s, and p50/p99 of that same round); "
+                     "every round's req/s alongside. `wasmtime serve` options, Rust: "
+                     f"`{' '.join(WASMTIME_OPTIONS['rust'])}`; Python: `{' '.join(WASMTIME_OPTIONS['python'])}`. "
+                     "eddy node config for Python and JS: `" + INTERPRETER_NODE.strip().replace(chr(10), "; ") + "`.")
+        lines.append("")
+        lines.append("`wasmtime --reuse` is `wasmtime serve` with `" + " ".join(WASMTIME_REUSE) + "`; the "
+                     "eddy/wasmtime ratio is always against `wasmtime serve` fresh per request, the last "
+                     "column compares `eddy --reuse` with `wasmtime --reuse`.")
+        lines.append("")
+        lines.append("| guest | server | conns | req/s | req/s per round | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s | eddy --reuse/wasmtime --reuse |")
+        lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        for guest in GUEST_FILES:
+            servers = [*EDDY_CONFIGS[guest], "wasmtime", "wasmtime --reuse"] + (["native"] if guest == "rust" else [])
+            for server in servers:
+                for c in CONCURRENCY:
+                    runs = tput[guest, server][c]
+                    r = median_round(runs)
+                    ratio_w = ratio_n = ratio_r = ""
+                    if server.startswith("eddy"):
+                        ratio_w = f"{r['rps'] / median_round(tput[guest, 'wasmtime'][c])['rps']:.2f}×"
+                        if (guest, "native") in tput:
+                            ratio_n = f"{r['rps'] / median_round(tput[guest, 'native'][c])['rps']:.3f}×"
+                    if server == "eddy --reuse":
+                        ratio_r = f"{r['rps'] / median_round(tput[guest, 'wasmtime --reuse'][c])['rps']:.2f}×"
+                    errors = sum(run["errors"] + (1 if run["socket_errors"] else 0) for run in runs)
+                    socket_errors = "; ".join(run["socket_errors"] for run in runs if run["socket_errors"])
+                    spread = ", ".join(f"{run['rps']:.0f}" for run in runs)
+                    lines.append(f"| {guest} hello | {server} | {c} | {r['rps']:.0f} | {spread} | {ms(r['p50_ms'])} | "
+                                 f"{ms(r['p99_ms'])} | {errors}{' (' + socket_errors + ')' if socket_errors else ''} | {ratio_w} | {ratio_n} | {ratio_r} |")
+        lines.append("")
+    if cold:
+        lines.append(f"### Cold start ({COLD_REPETITIONS} repetitions each)")
+        lines.append("")
+        lines.append("| measurement | median ms | p99 ms | min ms | max ms |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for label, values in cold.items():
+            lines.append(f"| {label} | {ms(statistics.median(values))} | {ms(percentile(values, 99))} | "
+                         f"{ms(min(values))} | {ms(max(values))} |")
+        lines.append("")
+    if wait:
+        lines.append(f"### Cost of waiting ({WAITERS} concurrent requests, each waiting {WAIT_MS} ms on `wasi:clocks`)")
+        lines.append("")
+        lines.append("| succeeded | total s | node CPU s (whole run) | node CPU % of one core (whole run) | "
+                     f"node CPU % of one core while all wait ({STEADY_WAIT_FROM_S}–{STEADY_WAIT_TO_S} s) | "
+                     "RSS per in-flight invocation KiB | node RSS before → peak MiB |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---|")
+        lines.append(f"| {wait['ok']}/{WAITERS} | {wait['total_s']:.2f} | {wait['node_cpu_s']:.2f} | "
+                     f"{wait['node_cpu_pct_of_core']:.1f} | {wait['steady_cpu_pct_of_core']:.1f} | "
+                     f"{wait['rss_per_inflight_kib']:.0f} | "
+                     f"{wait['rss_before_mib']:.0f} → {wait['rss_peak_mib']:.0f} |")
+        lines.append("")
+        n = max(wait["metered_invocations"], 1)
+        lines.append("Metered by eddy for the same invocations (`eddy stats`): "
+                     f"{wait['metered_invocations']} invocations, wall {wait['metered_wall_ms'] / 1000:.1f} s in all "
+                     f"({wait['metered_wall_ms'] / n:.1f} ms each), guest CPU {wait['metered_cpu_ms']:.1f} ms in all "
+                     f"({wait['metered_cpu_ms'] / n * 1000:.1f} µs each): CPU is "
+                     f"{100 * wait['metered_cpu_ms'] / max(wait['metered_wall_ms'], 1e-9):.3f}% of wall.")
+        lines.append("")
+    if dens:
+        lines.append(f"### Density ({DENSITY_FUNCTIONS} idle Rust hello functions)")
+        lines.append("")
+        lines.append("| RSS empty MiB | RSS loaded MiB | RSS per function KiB | RSS after restart MiB | deploying all s | restart to ready s |")
+        lines.append("|---:|---:|---:|---:|---:|---:|")
+        lines.append(f"| {dens['rss_empty_mib']:.0f} | {dens['rss_loaded_mib']:.0f} | {dens['rss_per_function_kib']:.0f} | "
+                     f"{dens['rss_after_restart_mib']:.0f} | {dens['deploy_all_s']:.1f} | {dens['restart_ready_s']:.2f} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -607,10 +614,11 @@ def main():
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             work = Path(tmp)
             info = machine()
-            tput = throughput(work)
-            cold = cold_starts(work)
-            wait = cost_of_waiting(work)
-            dens = density(work)
+            sections = os.environ.get("BENCH_SECTIONS", "throughput,cold,wait,density").split(",")
+            tput = throughput(work) if "throughput" in sections else None
+            cold = cold_starts(work) if "cold" in sections else None
+            wait = cost_of_waiting(work) if "wait" in sections else None
+            dens = density(work) if "density" in sections else None
             section = report(info, tput, cold, wait, dens)
             print(section)
             if os.environ.get("BENCH_NO_RECORD") != "1":
