@@ -170,34 +170,24 @@ impl Admission {
         settings: FunctionAdmission,
     ) -> Result<(), String> {
         let mut state = self.lock();
-        let current = state
-            .functions
-            .get(function)
-            .map_or(0, |f| f.settings.reserved);
-        let reserved_total = state.reserved_total - current + settings.reserved;
-        if reserved_total > self.node.concurrency_max {
-            return Err(format!(
-                "reserved concurrency {} does not fit: functions on this node already reserve {} of its concurrency_max ({})",
-                settings.reserved,
-                state.reserved_total - current,
-                self.node.concurrency_max
-            ));
+        state.reserved_total = state.reservation_fits(&self.node, function, settings.reserved)?;
+        if !state.functions.contains_key(function) {
+            let generation = state.next_generation;
+            state.next_generation += 1;
+            state.functions.insert(
+                Arc::from(function),
+                FunctionState {
+                    settings,
+                    generation,
+                    in_flight: 0,
+                    queued: 0,
+                },
+            );
         }
-        state.reserved_total = reserved_total;
-        let generation = state.next_generation;
         let entry = state
             .functions
-            .entry(Arc::from(function))
-            .or_insert(FunctionState {
-                settings,
-                generation,
-                in_flight: 0,
-                queued: 0,
-            });
-        if entry.generation == generation {
-            state.next_generation += 1;
-        }
-        let entry = state.functions.get_mut(function).expect("inserted above");
+            .get_mut(function)
+            .expect("present or inserted above");
         let shared_before = entry.in_flight.saturating_sub(entry.settings.reserved);
         entry.settings = settings;
         let shared_after = entry.in_flight.saturating_sub(settings.reserved);
@@ -208,19 +198,9 @@ impl Admission {
 
     /// Whether `settings` would fit, without changing anything.
     pub fn check(&self, function: &str, settings: FunctionAdmission) -> Result<(), String> {
-        let state = self.lock();
-        let current = state
-            .functions
-            .get(function)
-            .map_or(0, |f| f.settings.reserved);
-        let others = state.reserved_total - current;
-        if others + settings.reserved > self.node.concurrency_max {
-            return Err(format!(
-                "reserved concurrency {} does not fit: other functions on this node reserve {others} of its concurrency_max ({})",
-                settings.reserved, self.node.concurrency_max
-            ));
-        }
-        Ok(())
+        self.lock()
+            .reservation_fits(&self.node, function, settings.reserved)
+            .map(|_| ())
     }
 
     /// Forget a removed function; its waiters are rejected.
@@ -334,6 +314,27 @@ impl Drop for LeaveQueue<'_> {
 }
 
 impl State {
+    /// The node's reservations if `function` reserved `reserved`, or why that does not fit.
+    fn reservation_fits(
+        &self,
+        node: &NodeAdmission,
+        function: &str,
+        reserved: usize,
+    ) -> Result<usize, String> {
+        let current = self
+            .functions
+            .get(function)
+            .map_or(0, |f| f.settings.reserved);
+        let others = self.reserved_total - current;
+        if others + reserved > node.concurrency_max {
+            return Err(format!(
+                "reserved concurrency {reserved} does not fit: other functions on this node reserve {others} of its concurrency_max ({})",
+                node.concurrency_max
+            ));
+        }
+        Ok(others + reserved)
+    }
+
     fn queue(&self, class: Class) -> &VecDeque<Waiter> {
         match class {
             Class::Interactive => &self.interactive,
