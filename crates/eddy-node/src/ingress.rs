@@ -156,8 +156,6 @@ impl Ingress {
             records_per_second_max: self.limits.invocation_records_per_second_max,
             sink: self.sink.clone(),
             meter: self.registry.meter().clone(),
-            function: live.name.clone(),
-            version: live.version,
             at_ms,
             method,
             path,
@@ -194,8 +192,8 @@ impl Ingress {
             };
             if report.outcome != Outcome::Ok {
                 tracing::warn!(
-                    function = %record.function,
-                    version = record.version,
+                    function = %record.live.name,
+                    version = record.live.version,
                     outcome = report.outcome.as_str(),
                     status,
                     detail = report.detail.as_deref().unwrap_or(""),
@@ -222,8 +220,6 @@ struct Record {
     records_per_second_max: u32,
     sink: InvocationSink,
     meter: Arc<Meter>,
-    function: Arc<str>,
-    version: u32,
     at_ms: i64,
     method: String,
     path: String,
@@ -232,9 +228,22 @@ struct Record {
 impl Record {
     fn finish(self, status: u16, report: InvocationReport) {
         self.meter
-            .invocation(&self.function, self.at_ms, status, &report);
+            .invocation(&self.live.name, self.at_ms, status, &report);
         let plain = report.outcome == Outcome::Ok && status < 500 && report.log.is_empty();
-        if plain
+        self.write(status, report, plain);
+    }
+
+    fn rejected(self, limit: &'static str) {
+        self.meter.rejected(&self.live.name, self.at_ms, limit);
+        let mut report = InvocationReport::refused(Outcome::Rejected, Duration::ZERO, None);
+        report.log = format!("[eddy: rejected by admission control: {limit}]\n");
+        // A flood of rejections is counted in full, recorded within the same budget.
+        self.write(StatusCode::SERVICE_UNAVAILABLE.as_u16(), report, true);
+    }
+
+    /// Queue the record; a `budgeted` one only within `invocation_records_per_second_max`.
+    fn write(self, status: u16, report: InvocationReport, budgeted: bool) {
+        if budgeted
             && !self
                 .live
                 .records
@@ -243,8 +252,8 @@ impl Record {
             return;
         }
         self.sink.record(NewInvocation {
-            function: self.function.to_string(),
-            version: self.version,
+            function: self.live.name.to_string(),
+            version: self.live.version,
             at_ms: self.at_ms,
             method: self.method,
             path: self.path,
@@ -257,34 +266,6 @@ impl Record {
             request_bytes: report.request_bytes,
             response_bytes: report.response_bytes,
             log: report.log,
-        });
-    }
-
-    fn rejected(self, limit: &'static str) {
-        self.meter.rejected(&self.function, self.at_ms, limit);
-        // A flood of rejections is counted in full, recorded within the same budget.
-        if !self
-            .live
-            .records
-            .take(self.at_ms, self.records_per_second_max)
-        {
-            return;
-        }
-        self.sink.record(NewInvocation {
-            function: self.function.to_string(),
-            version: self.version,
-            at_ms: self.at_ms,
-            method: self.method,
-            path: self.path,
-            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
-            outcome: Outcome::Rejected.as_str().to_string(),
-            duration_us: 0,
-            cpu_us: 0,
-            instantiate_us: None,
-            memory_bytes_peak: 0,
-            request_bytes: 0,
-            response_bytes: 0,
-            log: format!("[eddy: rejected by admission control: {limit}]\n"),
         });
     }
 }
