@@ -32,6 +32,11 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
+/// The misbehave path that GETs `path` from the local upstream `at`.
+fn outgoing(function: &str, at: SocketAddr, path: &str) -> String {
+    format!("/{function}/outgoing?to=127.0.0.1:{}{path}", at.port())
+}
+
 async fn stats(node: &Node, function: &str) -> Value {
     let (status, body) = node.api_get(&format!("/functions/{function}/stats")).await;
     assert_eq!(status, 200, "{body}");
@@ -61,7 +66,7 @@ async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_
         json!({"allow_outbound": [format!("127.0.0.1:{}", upstream.port())]}),
     )
     .await;
-    let path = format!("/mis/outgoing?to=127.0.0.1:{}/slow", upstream.port());
+    let path = outgoing("mis", upstream, "/slow");
     assert_eq!(node.get(&path).await.body, "outgoing ok: 200 slow upstream");
 
     const REQUESTS: usize = 200;
@@ -136,16 +141,9 @@ async fn outgoing_requests_follow_the_allowlist() {
         json!({"allow_outbound": [format!("http://127.0.0.1:{}", allowed.port())]}),
     )
     .await;
-    let reply = node
-        .get(&format!(
-            "/mis/outgoing?to=127.0.0.1:{}/fast",
-            allowed.port()
-        ))
-        .await;
+    let reply = node.get(&outgoing("mis", allowed, "/fast")).await;
     assert_eq!(reply.body, "outgoing ok: 200 fast upstream");
-    let reply = node
-        .get(&format!("/mis/outgoing?to=127.0.0.1:{}/fast", other.port()))
-        .await;
+    let reply = node.get(&outgoing("mis", other, "/fast")).await;
     assert_eq!(reply.body, "outgoing refused: ErrorCode::HttpRequestDenied");
     let entries = node.wait_logs("mis", 2).await;
     let log = entries[1]["log"].as_str().unwrap();
@@ -161,9 +159,7 @@ async fn outgoing_requests_follow_the_allowlist() {
     // `*` allows everything, but only when asked for.
     node.deploy_ok("any", "misbehave", json!({"allow_outbound": ["*"]}))
         .await;
-    let reply = node
-        .get(&format!("/any/outgoing?to=127.0.0.1:{}/fast", other.port()))
-        .await;
+    let reply = node.get(&outgoing("any", other, "/fast")).await;
     assert_eq!(reply.body, "outgoing ok: 200 fast upstream");
 
     // A closed port is a clear connection error, not a hang.
@@ -171,9 +167,7 @@ async fn outgoing_requests_follow_the_allowlist() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let reply = node
-        .get(&format!("/any/outgoing?to=127.0.0.1:{}/", closed.port()))
-        .await;
+    let reply = node.get(&outgoing("any", closed, "/")).await;
     assert_eq!(reply.body, "outgoing refused: ErrorCode::ConnectionRefused");
 
     // Bad rules are refused at deploy with the reason.
@@ -471,23 +465,13 @@ async fn outgoing_requests_stop_at_the_node_timeout_and_response_size() {
     )
     .await;
     // The upstream answers after 200 ms; the node waits 50 ms for the head.
-    let reply = node
-        .get(&format!(
-            "/mis/outgoing?to=127.0.0.1:{}/slow",
-            upstream.port()
-        ))
-        .await;
+    let reply = node.get(&outgoing("mis", upstream, "/slow")).await;
     assert_eq!(
         reply.body,
         "outgoing refused: ErrorCode::ConnectionReadTimeout"
     );
     // "fast upstream" is 13 bytes, above the 8 allowed (declared by content-length).
-    let reply = node
-        .get(&format!(
-            "/mis/outgoing?to=127.0.0.1:{}/fast",
-            upstream.port()
-        ))
-        .await;
+    let reply = node.get(&outgoing("mis", upstream, "/fast")).await;
     assert_eq!(
         reply.body,
         "outgoing refused: ErrorCode::HttpResponseBodySize(Some(13))"
@@ -504,7 +488,7 @@ async fn outgoing_requests_in_flight_are_bounded_node_wide() {
         json!({"allow_outbound": [format!("127.0.0.1:{}", upstream.port())]}),
     )
     .await;
-    let path = format!("/mis/outgoing?to=127.0.0.1:{}/slow", upstream.port());
+    let path = outgoing("mis", upstream, "/slow");
     let (a, b) = tokio::join!(node.get(&path), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         node.get(&path).await
