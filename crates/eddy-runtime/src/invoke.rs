@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -447,7 +448,17 @@ impl Deployment {
             *completion.pending.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((report, Box::new(report_to)));
         };
-        tokio::spawn(guest.in_current_span());
+        // Run the guest on this task until it first waits: a guest that answers without
+        // waiting (most do) has finished, instance settled, before hyper polls its response,
+        // so hyper sends head and whole body in one write, and no task or cross-thread wake
+        // is spent on it. A guest that waits (I/O, a timer, its CPU slice) goes on as a task
+        // of its own, so its response can stream while it runs.
+        let mut guest = Box::pin(guest.in_current_span());
+        let waiting =
+            std::future::poll_fn(|cx| Poll::Ready(guest.as_mut().poll(cx).is_pending())).await;
+        if waiting {
+            tokio::spawn(guest);
+        }
 
         let mut request_refused = false;
         loop {
@@ -697,9 +708,9 @@ fn settle_leftovers(table: &mut ResourceTable) -> Leftovers {
 }
 
 /// Drop an instance that will not be reused. Resetting a large memory takes
-/// milliseconds: do it off this worker, so the connection this task just woke (parked in
-/// this worker's LIFO slot, where no other worker can steal it) sends the response without
-/// waiting for it. A small memory resets faster than a hand-off to another thread.
+/// milliseconds: do it on the blocking pool, so the response does not wait for it (the
+/// guest often runs on the connection's own task, and otherwise wakes it onto this
+/// worker). A small memory resets faster than a hand-off to another thread.
 fn discard(instance: Instance, inline_teardown_memory_bytes_max: usize) {
     if instance.store.data().limiter.memory_bytes_peak <= inline_teardown_memory_bytes_max {
         drop(instance);
