@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EDDY = Path(os.environ.get("EDDY_BIN", ROOT / "target/release/eddy"))
 NATIVE = ROOT / "target/release/native-hello"
+GUEST_CALL = ROOT / "target/release/guest-call"
 GUESTS = ROOT / "target/guests"
 WASMTIME = Path(os.environ["WASMTIME_BIN"])
 RESULTS = ROOT / "bench/RESULTS.md"
@@ -290,7 +291,10 @@ def wasmtime_serve(guest, component, extra=()):
 
 
 GUEST_FILES = {"rust": "hello-rust.wasm", "python": "hello-python.wasm", "js": "hello-js.wasm"}
-if not (GUESTS / GUEST_FILES["js"]).exists():
+# BENCH_GUESTS=rust (say) measures only those guests.
+if os.environ.get("BENCH_GUESTS"):
+    GUEST_FILES = {g: f for g, f in GUEST_FILES.items() if g in os.environ["BENCH_GUESTS"].split(",")}
+if "js" in GUEST_FILES and not (GUESTS / GUEST_FILES["js"]).exists():
     # scripts/build-guests builds the JS hello only where Node.js and npm are installed.
     print("bench: no target/guests/hello-js.wasm (Node.js missing?): the JS rows are skipped",
           file=sys.stderr)
@@ -335,6 +339,17 @@ def throughput(work):
                 wait_port(port, proc)
                 measure(guest, "native", f"http://127.0.0.1:{port}/")
                 stop(proc)
+    return results
+
+
+def guest_calls():
+    """{guest: {"wasmtime": us, "eddy": us}}: a warm request in process, no network."""
+    results = {}
+    for guest, file in GUEST_FILES.items():
+        log(f"guest call in process: {guest} hello")
+        out = subprocess.run([str(GUEST_CALL), str(GUESTS / file)], check=True,
+                             capture_output=True, text=True).stdout
+        results[guest] = {name: float(us) for name, us in (line.split() for line in out.splitlines())}
     return results
 
 
@@ -520,7 +535,7 @@ def ms(v):
     return f"{v:.2f}"
 
 
-def report(info, tput, cold, wait, dens):
+def report(info, tput, cold, wait, dens, calls=None):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
                  f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
@@ -559,6 +574,19 @@ def report(info, tput, cold, wait, dens):
                     spread = ", ".join(f"{run['rps']:.0f}" for run in runs)
                     lines.append(f"| {guest} hello | {server} | {c} | {r['rps']:.0f} | {spread} | {ms(r['p50_ms'])} | "
                                  f"{ms(r['p99_ms'])} | {errors}{' (' + socket_errors + ')' if socket_errors else ''} | {ratio_w} | {ratio_n} | {ratio_r} |")
+        lines.append("")
+    if calls:
+        lines.append("### A warm request in process (no network, one thread)")
+        lines.append("")
+        lines.append("`target/release/guest-call`: one warm instance, `handle` called with a synthetic GET and "
+                     "the body read to its end. `wasmtime` is bare Wasmtime with wasmtime-wasi-http; `eddy` is "
+                     "`Deployment::invoke` with reuse (limits, CPU metering, report, instance back to its pool). "
+                     "A floor under any HTTP server running the guest.")
+        lines.append("")
+        lines.append("| guest | bare wasmtime µs/request | eddy invoke µs/request | eddy's own µs/request |")
+        lines.append("|---|---:|---:|---:|")
+        for guest, r in calls.items():
+            lines.append(f"| {guest} hello | {r['wasmtime']:.2f} | {r['eddy']:.2f} | {r['eddy'] - r['wasmtime']:.2f} |")
         lines.append("")
     if cold:
         lines.append(f"### Cold start ({COLD_REPETITIONS} repetitions each)")
@@ -614,12 +642,13 @@ def main():
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             work = Path(tmp)
             info = machine()
-            sections = os.environ.get("BENCH_SECTIONS", "throughput,cold,wait,density").split(",")
+            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,wait,density").split(",")
             tput = throughput(work) if "throughput" in sections else None
             cold = cold_starts(work) if "cold" in sections else None
             wait = cost_of_waiting(work) if "wait" in sections else None
             dens = density(work) if "density" in sections else None
-            section = report(info, tput, cold, wait, dens)
+            calls = guest_calls() if "guestcall" in sections else None
+            section = report(info, tput, cold, wait, dens, calls)
             print(section)
             if os.environ.get("BENCH_NO_RECORD") != "1":
                 prepend(section)

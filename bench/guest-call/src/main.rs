@@ -1,0 +1,201 @@
+//! The in-process cost of one request to a warm instance, with no network: what a
+//! `wasi:http` guest call costs by itself, as a floor under any HTTP server that runs it.
+//!
+//! Usage: guest-call COMPONENT [REQUESTS]
+//!
+//! Prints one line per measurement, `name microseconds-per-request`:
+//! - `wasmtime`: bare Wasmtime 48 and wasmtime-wasi-http, the way an embedder with no
+//!   limits or metering would call it: one instance, `handle` called with a synthetic GET,
+//!   the response body read to its end.
+//! - `eddy`: the same request through `eddy_runtime::Deployment::invoke` with reuse on
+//!   (limits, CPU metering, the report, the instance back to its pool each time).
+//!
+//! Single-threaded (a current-thread Tokio runtime), each measured over REQUESTS (default
+//! 20000) after 2000 to warm up.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+const WARM_UP_REQUESTS: u32 = 2000;
+const DEFAULT_REQUESTS: u32 = 20_000;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let component = args
+        .next()
+        .context("usage: guest-call COMPONENT [REQUESTS]")?;
+    let requests = match args.next() {
+        Some(n) => n.parse().context("REQUESTS must be a number")?,
+        None => DEFAULT_REQUESTS,
+    };
+    let bytes = std::fs::read(&component).with_context(|| format!("reading {component}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let bare = bare_wasmtime(&bytes, requests).await?;
+        println!("wasmtime {bare:.2}");
+        let eddy = eddy(&bytes, requests).await?;
+        println!("eddy {eddy:.2}");
+        Ok(())
+    })
+}
+
+fn request() -> http::Request<Empty<Bytes>> {
+    http::Request::builder()
+        .uri("http://localhost/hello")
+        .header(http::header::HOST, "localhost")
+        .body(Empty::new())
+        .expect("a valid request")
+}
+
+/// Microseconds per request of `run`, after warming up.
+async fn per_request<F, Fut>(requests: u32, mut run: F) -> Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    for _ in 0..WARM_UP_REQUESTS {
+        run().await?;
+    }
+    let start = Instant::now();
+    for _ in 0..requests {
+        run().await?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(requests))
+}
+
+struct Bare {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: NoOutgoing,
+}
+
+/// The hello guests send no requests; any attempt is refused.
+struct NoOutgoing;
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for NoOutgoing {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied.into()) })
+    }
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Bare {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+async fn bare_wasmtime(bytes: &[u8], requests: u32) -> Result<f64> {
+    let engine = Engine::new(&Config::new())?;
+    let component = Component::new(&engine, bytes)?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+    let mut store = Store::new(
+        &engine,
+        Bare {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: NoOutgoing,
+        },
+    );
+    let proxy = pre.instantiate_async(&mut store).await?;
+    let store = std::cell::RefCell::new(store);
+    per_request(requests, || async {
+        let mut store = store.borrow_mut();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request())?;
+        let out = store.data_mut().http().new_response_outparam(tx)?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, req, out)
+            .await?;
+        let response = rx.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let body = response.into_body().collect().await?.to_bytes();
+        if body.is_empty() {
+            bail!("the guest answered with an empty body");
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn eddy(bytes: &[u8], requests: u32) -> Result<f64> {
+    let cache = std::env::temp_dir().join(format!("eddy-guest-call-{}", std::process::id()));
+    let runtime = eddy_runtime::Runtime::new(eddy_runtime::RuntimeConfig::new(cache.clone()))?;
+    let prepared = runtime.prepare(bytes)?;
+    let deployment = eddy_runtime::Deployment::new(
+        &runtime,
+        &prepared,
+        eddy_runtime::DeploymentSettings {
+            limits: eddy_runtime::FunctionLimits::default(),
+            env: Vec::new(),
+            reuse: Some(eddy_runtime::ReuseConfig::default()),
+            outbound: Vec::new(),
+            instances_live: Arc::new(AtomicUsize::new(0)),
+        },
+    );
+    let result = per_request(requests, || async {
+        let response = deployment
+            .invoke(request(), (), |report| {
+                assert_eq!(report.outcome, eddy_runtime::Outcome::Ok);
+            })
+            .await
+            .map_err(|failure| anyhow::anyhow!("{}", failure.message))?;
+        let body = response.into_body().collect().await?.to_bytes();
+        if body.is_empty() {
+            bail!("the guest answered with an empty body");
+        }
+        Ok(())
+    })
+    .await;
+    drop(deployment);
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(cache);
+    result
+}
