@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{Node, assert_api_error};
+use eddy_runtime::limits::REUSE_LEFTOVER_RESOURCES_MAX;
 use serde_json::{Value, json};
 
 /// Delay of the slow upstream.
@@ -360,6 +361,16 @@ async fn reuse_keeps_module_state_only_when_asked_and_never_after_a_failure() {
     .await;
     assert!(matches!(leaked, Ok(Err(_))), "{leaked:?}");
     assert_eq!(node.get("/leaky/count").await.body, "1");
+
+    // Handles a guest leaves open (an interpreter's garbage not yet collected) are allowed
+    // up to REUSE_LEFTOVER_RESOURCES_MAX; past it the instance is replaced.
+    let half = REUSE_LEFTOVER_RESOURCES_MAX / 2 + 1;
+    let hoard = format!("/leaky/hoard?n={half}");
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        counts.push(node.get(&hoard).await.body);
+    }
+    assert_eq!(counts, ["2", "3", "1"], "{half} handles left per request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

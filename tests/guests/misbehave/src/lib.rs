@@ -6,7 +6,8 @@
 //! `example.com/`, and answers with the upstream's status and body or the error it got),
 //! `count` (counts requests in module state: 1 on a fresh instance, more on a reused one),
 //! `leak` (sends its head and part of its body, then returns without finishing or dropping
-//! the body),
+//! the body), `hoard?n=N` (leaves N header `fields` handles open, as an interpreter waiting
+//! for its garbage collector would, and answers like `count`),
 //! `fake-error` (answers 200 with its own `eddy-error` header),
 //! `fresh?mb=N` (checks that it runs in a fresh instance: a static still holds its initial
 //! value, and N MiB of newly grown memory read as zeros; then dirties both);
@@ -93,6 +94,13 @@ impl Guest for Misbehave {
                 let _ = stream.blocking_write_and_flush(b"partial");
                 std::mem::forget(stream);
                 std::mem::forget(body);
+            }
+            "hoard" => {
+                for _ in 0..param("n") {
+                    std::mem::forget(Fields::new());
+                }
+                let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                respond(out, 200, n.to_string().as_bytes());
             }
             "count" => {
                 let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
