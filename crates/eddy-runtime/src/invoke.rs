@@ -675,8 +675,8 @@ enum Leftovers {
 /// unread request body would hold up the caller's connection).
 ///
 /// Interpreters keep handles until their garbage collector runs: StarlingMonkey (the
-/// JavaScript engine) keeps every `incoming-request`, so its instances are replaced after
-/// `REUSE_LEFTOVER_RESOURCES_MAX` of them.
+/// JavaScript engine) keeps every `incoming-request` its handler does not dispose of, so
+/// such instances are replaced after `REUSE_LEFTOVER_RESOURCES_MAX` of them.
 fn settle_leftovers(table: &mut ResourceTable) -> Leftovers {
     use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
     use wasmtime_wasi_http::p2::types::{

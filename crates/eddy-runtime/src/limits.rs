@@ -68,9 +68,10 @@ pub const DEFAULT_REUSE_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// interpreter has not collected yet) and still have the instance reused; past it the
 /// instance is replaced. A response body left unfinished, or I/O still pending, always
 /// means replacement. StarlingMonkey (JavaScript) leaves one `incoming-request` per
-/// request, so its warm instance is replaced about every this many requests. A fresh
-/// instance's first request cost 1.08 ms of guest CPU against 0.19 ms warm (2026-11-27):
-/// about 3.5 µs a request at 256, 14 at the earlier 64.
+/// request unless the handler disposes of it (`request[Symbol.dispose]()`, as
+/// examples/hello-js does), so without that its warm instance is replaced about every this
+/// many requests. A fresh instance's first request cost 1.08 ms of guest CPU against
+/// 0.19 ms warm (2026-11-27): about 3.5 µs a request at 256, 14 at the earlier 64.
 pub const REUSE_LEFTOVER_RESOURCES_MAX: usize = 256;
 /// Warm instances kept idle on the node at once, all functions together. Each holds an
 /// instance slot (`instances_max`) and its memory; past this, finished instances are
