@@ -16,6 +16,9 @@
 //! Single-threaded (a current-thread Tokio runtime). Each is measured over REQUESTS (default
 //! 5000) after 500 to warm up, in 5 interleaved rounds; the fastest round is printed (noise
 //! from other work on the machine only ever adds time).
+//!
+//! With `GUEST_CALL_PERFMAP=1` the bare engines write `/tmp/perf-PID.map`, so `perf record`
+//! and `perf report` name the guest's own functions (where the component has a name section).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -155,6 +158,9 @@ impl WasiHttpView for Bare {
 fn bare_pre(bytes: &[u8], epoch: bool) -> Result<ProxyPre<Bare>> {
     let mut config = Config::new();
     config.epoch_interruption(epoch);
+    if std::env::var_os("GUEST_CALL_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     let component = Component::new(&engine, bytes)?;
     let mut linker = Linker::new(&engine);
