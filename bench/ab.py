@@ -9,8 +9,8 @@ the median over rounds, with the server's CPU per request (from /proc/PID/stat).
   AB_EDDY_BINS=/tmp/eddy-a,/tmp/eddy-b AB_WASMTIME_VARIANTS=";-O pooling-pagemap-scan=n" \
   python3 bench/ab.py
 
-Environment: AB_GUEST (rust | python), AB_CONNS (64), AB_ROUNDS (3), AB_EDDY_BINS (the
-release build), AB_EDDY_CONFIG (node TOML, default: the harness's per-guest config),
+Environment: AB_GUEST (rust | python | js), AB_CONNS (64), AB_ROUNDS (3), AB_EDDY_BINS (the
+release build), AB_REUSE=1 (deploy with `--reuse`), AB_EDDY_CONFIG (node TOML, default: the harness's per-guest config),
 AB_WASMTIME_VARIANTS (extra `wasmtime serve` options, `;`-separated; empty string for none),
 BENCH_WRK_DURATION_S.
 """
@@ -28,6 +28,7 @@ ROUNDS = int(os.environ.get("AB_ROUNDS", "3"))
 EDDY_BINS = [Path(p) for p in os.environ.get("AB_EDDY_BINS", str(b.EDDY)).split(",")]
 EDDY_CONFIG = os.environ.get("AB_EDDY_CONFIG", b.EDDY_CONFIGS[GUEST]["eddy"][0])
 VARIANTS = os.environ.get("AB_WASMTIME_VARIANTS", "").split(";")
+DEPLOY_CONFIG = b.REUSE if os.environ.get("AB_REUSE") == "1" else {}
 
 
 def run(results, name, pid, url):
@@ -51,7 +52,7 @@ def main():
                 for i, binary in enumerate(EDDY_BINS):
                     b.EDDY = binary
                     node = b.Node(Path(tmp) / f"{round_}-{i}", EDDY_CONFIG).start()
-                    node.deploy("hello", component.read_bytes())
+                    node.deploy("hello", component.read_bytes(), DEPLOY_CONFIG)
                     run(results, f"eddy {binary}", node.proc.pid, node.url("/hello"))
                     node.stop()
                 for extra in VARIANTS:
