@@ -10,8 +10,8 @@ the median over rounds, with the server's CPU per request (from /proc/PID/stat).
   python3 bench/ab.py
 
 Environment: AB_GUEST (rust | python | js), AB_CONNS (64), AB_ROUNDS (3), AB_EDDY_BINS (the
-release build), AB_REUSE=1 (deploy with `--reuse`), AB_EDDY_CONFIG (node TOML, default: the harness's per-guest config),
-AB_WASMTIME_VARIANTS (extra `wasmtime serve` options, `;`-separated; empty string for none),
+release build), AB_REUSE=1 (deploy with `--reuse`), AB_EDDY_CONFIG (node TOML, default: the
+harness's per-guest config), AB_WASMTIME_VARIANTS (extra `wasmtime serve` options, `;`-separated; empty string for none),
 BENCH_WRK_DURATION_S.
 """
 

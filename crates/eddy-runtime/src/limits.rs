@@ -34,6 +34,10 @@ pub const EPOCH_TICK_MS: u64 = 5;
 /// interleave; a CPU-bound guest cannot hold a worker for longer than this. Deadlines are
 /// checked at every slice, so a looping guest stops within a slice of its timeout.
 pub const CPU_SLICE_TICKS: u64 = 10;
+/// Polls of a guest shorter than this (wall clock) are metered as CPU by their wall time
+/// instead of a second read of the thread CPU clock (`meter.rs`); also the most a single
+/// poll can be over-counted by.
+pub const METER_WALL_CLOCK_POLL_MAX_NS: u64 = 50_000;
 
 /// Pooled-allocator memory kept resident between instantiations instead of being returned
 /// to the kernel and faulted back in. On 2-core VMs this doubled `wasmtime serve`'s

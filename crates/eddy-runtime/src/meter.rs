@@ -13,9 +13,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Polls shorter than this (wall clock) are metered by their wall time instead of a second
-/// read of the thread CPU clock; also the most a single poll can be over-counted by.
-pub const METER_WALL_CLOCK_POLL_MAX_NS: u64 = 50_000;
+use crate::limits::METER_WALL_CLOCK_POLL_MAX_NS;
 
 /// CPU time the calling thread has used.
 pub(crate) fn thread_cpu_time() -> Duration {
