@@ -144,13 +144,9 @@ impl Ingress {
         mut req: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let at_ms = now_ms();
-        let method = req.method().to_string();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
+        // Cheap clones (shared bytes); formatted only if the record is written.
+        let method = req.method().clone();
+        let path = req.uri().path_and_query().cloned();
         let record = Record {
             live: live.clone(),
             records_per_second_max: self.limits.invocation_records_per_second_max,
@@ -221,8 +217,8 @@ struct Record {
     sink: InvocationSink,
     meter: Arc<Meter>,
     at_ms: i64,
-    method: String,
-    path: String,
+    method: http::Method,
+    path: Option<http::uri::PathAndQuery>,
 }
 
 impl Record {
@@ -255,8 +251,8 @@ impl Record {
             function: self.live.name.to_string(),
             version: self.live.version,
             at_ms: self.at_ms,
-            method: self.method,
-            path: self.path,
+            method: self.method.to_string(),
+            path: self.path.as_ref().map_or("/", |p| p.as_str()).to_string(),
             status,
             outcome: report.outcome.as_str().to_string(),
             duration_us: report.duration.as_micros() as u64,
