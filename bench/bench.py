@@ -35,6 +35,17 @@ RESULTS = ROOT / "bench/RESULTS.md"
 WRK_DURATION_S = int(os.environ.get("BENCH_WRK_DURATION_S", "5"))
 WRK_WARMUP_S = 1
 CONCURRENCY = [1, 64, 256]
+# The scheduling policy wrk runs under. wrk shares the two cores with the server it loads,
+# so by default (`other`) each response that wakes a wrk thread also lets it preempt the
+# server's worker, which remote clients never do; on this harness's VMs a server paying more
+# CPU per request pays superlinearly for it (eddy: 0.4 preemptions per request against
+# native hyper's 0.03, on 2026-11-27). `batch` (SCHED_BATCH, `chrt --batch 0`, no privilege
+# needed) keeps wrk from preempting on wake-up; it still gets its full share of the CPU.
+# Every server is measured under the same policy; RESULTS.md says which.
+WRK_SCHED = os.environ.get("BENCH_WRK_SCHED", "batch")
+if WRK_SCHED not in ("batch", "other"):
+    sys.exit(f"bench: BENCH_WRK_SCHED must be batch or other, not {WRK_SCHED!r}")
+WRK_PREFIX = ["chrt", "--batch", "0"] if WRK_SCHED == "batch" else []
 # Cold starts: repetitions per measurement (medians and p99 are taken over them).
 COLD_REPETITIONS = int(os.environ.get("BENCH_COLD_REPETITIONS", "20"))
 # Cost of waiting: concurrent requests, each waiting this long on the host clock.
@@ -253,10 +264,10 @@ class Node:
 
 def wrk(url, connections):
     threads = min(2, connections)
-    subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_WARMUP_S}s", url],
+    subprocess.run([*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_WARMUP_S}s", url],
                    check=True, capture_output=True)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_DURATION_S}s", "--latency", url],
+        [*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_DURATION_S}s", "--latency", url],
         check=True, capture_output=True, text=True,
     ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -539,7 +550,7 @@ def report(info, tput, cold, wait, dens, calls=None):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
                  f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
-                 "load generator on the same two cores. Fresh instance per request everywhere except "
+                 f"load generator on the same two cores{' under SCHED_BATCH (`chrt --batch 0`: it does not preempt the server when a response wakes it)' if WRK_SCHED == 'batch' else ', default scheduling (SCHED_OTHER)'}. Fresh instance per request everywhere except "
                  "the `eddy --reuse` rows (warm instances, the function's opt-in).")
     lines.append("")
     if tput:
