@@ -11,8 +11,8 @@ the median over rounds, with the server's CPU per request (from /proc/PID/stat).
 
 Environment: AB_GUEST (rust | python | js), AB_CONNS (64), AB_ROUNDS (3), AB_EDDY_BINS (the
 release build), AB_REUSE=1 (deploy with `--reuse`), AB_EDDY_CONFIG (node TOML, default: the
-harness's per-guest config), AB_WASMTIME_VARIANTS (extra `wasmtime serve` options, `;`-separated; empty string for none),
-BENCH_WRK_DURATION_S.
+harness's per-guest config), AB_WASMTIME_VARIANTS (extra `wasmtime serve` options,
+`;`-separated; empty string for none), BENCH_WRK_DURATION_S, BENCH_WRK_SCHED.
 """
 
 import os

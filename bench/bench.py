@@ -42,10 +42,16 @@ CONCURRENCY = [1, 64, 256]
 # native hyper's 0.03, on 2026-11-27). `batch` (SCHED_BATCH, `chrt --batch 0`, no privilege
 # needed) keeps wrk from preempting on wake-up; it still gets its full share of the CPU.
 # Every server is measured under the same policy; RESULTS.md says which.
+# Each policy: (the command wrk runs under, how RESULTS.md describes it).
+WRK_POLICIES = {
+    "batch": (["chrt", "--batch", "0"],
+              " under SCHED_BATCH (`chrt --batch 0`: it does not preempt the server when a response wakes it)"),
+    "other": ([], ", default scheduling (SCHED_OTHER)"),
+}
 WRK_SCHED = os.environ.get("BENCH_WRK_SCHED", "batch")
-if WRK_SCHED not in ("batch", "other"):
-    sys.exit(f"bench: BENCH_WRK_SCHED must be batch or other, not {WRK_SCHED!r}")
-WRK_PREFIX = ["chrt", "--batch", "0"] if WRK_SCHED == "batch" else []
+if WRK_SCHED not in WRK_POLICIES:
+    sys.exit(f"bench: BENCH_WRK_SCHED must be one of {', '.join(WRK_POLICIES)}, not {WRK_SCHED!r}")
+WRK_PREFIX, WRK_POLICY_TEXT = WRK_POLICIES[WRK_SCHED]
 # Cold starts: repetitions per measurement (medians and p99 are taken over them).
 COLD_REPETITIONS = int(os.environ.get("BENCH_COLD_REPETITIONS", "20"))
 # Cost of waiting: concurrent requests, each waiting this long on the host clock.
@@ -263,11 +269,10 @@ class Node:
 
 
 def wrk(url, connections):
-    threads = min(2, connections)
-    subprocess.run([*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_WARMUP_S}s", url],
-                   check=True, capture_output=True)
+    command = [*WRK_PREFIX, "wrk", f"-t{min(2, connections)}", f"-c{connections}"]
+    subprocess.run([*command, f"-d{WRK_WARMUP_S}s", url], check=True, capture_output=True)
     out = subprocess.run(
-        [*WRK_PREFIX, "wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_DURATION_S}s", "--latency", url],
+        [*command, f"-d{WRK_DURATION_S}s", "--latency", url],
         check=True, capture_output=True, text=True,
     ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -550,7 +555,7 @@ def report(info, tput, cold, wait, dens, calls=None):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
                  f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
-                 f"load generator on the same two cores{' under SCHED_BATCH (`chrt --batch 0`: it does not preempt the server when a response wakes it)' if WRK_SCHED == 'batch' else ', default scheduling (SCHED_OTHER)'}. Fresh instance per request everywhere except "
+                 f"load generator on the same two cores{WRK_POLICY_TEXT}. Fresh instance per request everywhere except "
                  "the `eddy --reuse` rows (warm instances, the function's opt-in).")
     lines.append("")
     if tput:
