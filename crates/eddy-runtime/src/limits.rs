@@ -56,10 +56,12 @@ pub const DEFAULT_POOL_ASYNC_STACK_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 /// dirty many pages. Nodes that serve mostly interpreter-based guests should turn it off.
 pub const DEFAULT_POOL_PAGEMAP_SCAN: bool = true;
 /// A finished instance whose linear memory is at most this large is torn down (its pool
-/// slot reset) on the worker that ran it; larger ones are torn down on the blocking pool.
-/// Resetting a small memory costs microseconds, less than handing it to another thread;
-/// resetting a large one costs milliseconds, during which the worker could not send the
-/// response it just woke. Measured in `bench/RESULTS.md` (2026-11-23).
+/// slot reset) at once, before its response is sent; a larger one in a task of its own on
+/// the same worker, after the response is sent. Resetting a small memory costs
+/// microseconds, less than a task; resetting a large one costs hundreds of microseconds to
+/// milliseconds, which the response should not wait for. Measured in `bench/RESULTS.md`
+/// (2026-11-23, and 2026-11-27 10:40 for the task on the same worker instead of the
+/// blocking pool).
 pub const DEFAULT_POOL_INLINE_TEARDOWN_MEMORY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Requests one warm instance serves before it is replaced, for functions deployed with
