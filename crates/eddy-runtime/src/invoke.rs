@@ -714,7 +714,7 @@ fn settle_leftovers(table: &mut ResourceTable) -> Leftovers {
 /// yields, after the response has been written. The memory is reset on the core whose
 /// caches hold it, and the next instance in the slot finds it there; on the blocking pool
 /// the same reset cost the JS hello twice the CPU per request (bench/RESULTS.md,
-/// 2026-11-27 10:40).
+/// 2026-11-27 10:21).
 fn discard(instance: Instance, inline_teardown_memory_bytes_max: usize) {
     if instance.store.data().limiter.memory_bytes_peak <= inline_teardown_memory_bytes_max {
         drop(instance);

@@ -60,7 +60,7 @@ pub const DEFAULT_POOL_PAGEMAP_SCAN: bool = true;
 /// the same worker, after the response is sent. Resetting a small memory costs
 /// microseconds, less than a task; resetting a large one costs hundreds of microseconds to
 /// milliseconds, which the response should not wait for. Measured in `bench/RESULTS.md`
-/// (2026-11-23, and 2026-11-27 10:40 for the task on the same worker instead of the
+/// (2026-11-23, and 2026-11-27 10:21 for the task on the same worker instead of the
 /// blocking pool).
 pub const DEFAULT_POOL_INLINE_TEARDOWN_MEMORY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
