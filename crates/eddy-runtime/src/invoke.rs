@@ -707,14 +707,14 @@ fn settle_leftovers(table: &mut ResourceTable) -> Leftovers {
     verdict.unwrap_or(Leftovers::Inert(count))
 }
 
-/// Drop an instance that will not be reused. A small memory resets in microseconds: right
-/// here. Resetting a large one (an interpreter's, with memory kept resident) takes
-/// hundreds of microseconds to milliseconds, and the response must not wait for it: it
-/// goes to a task of its own, which Tokio runs on this same worker once the current task
-/// yields, after the response has been written. The memory is reset on the core whose
-/// caches hold it, and the next instance in the slot finds it there; on the blocking pool
-/// the same reset cost the JS hello twice the CPU per request (bench/RESULTS.md,
-/// 2026-11-27 10:21).
+/// Drop an instance that will not be reused (after a request, or evicted when idle). A
+/// small memory resets in microseconds: right here. Resetting a large one (an
+/// interpreter's, with memory kept resident) takes hundreds of microseconds to
+/// milliseconds, and a response must not wait for it: it goes to a task of its own, which
+/// Tokio normally runs next on this same worker (its LIFO slot) once the current task
+/// yields, so after the caller's response has been written. The memory is reset on the
+/// core whose caches hold it; on the blocking pool the same reset cost the JS hello twice
+/// the CPU per request (bench/RESULTS.md, 2026-11-27 10:21).
 fn discard(instance: Instance, inline_teardown_memory_bytes_max: usize) {
     if instance.store.data().limiter.memory_bytes_peak <= inline_teardown_memory_bytes_max {
         drop(instance);
