@@ -104,7 +104,13 @@ async fn node(State(state): State<ApiState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "public_url": state.public_url,
         "functions": state.registry.routes().len(),
-        "compile_cache": {"hits": cache.hits, "misses": cache.misses},
+        "compile_cache": {
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "incremental_hits": cache.incremental_hits,
+            "incremental_inserts": cache.incremental_inserts,
+            "incremental_bytes": cache.incremental_bytes,
+        },
         "invocation_records_dropped": state.sink.dropped(),
     }))
 }

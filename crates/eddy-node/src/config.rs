@@ -112,6 +112,8 @@ pub struct LimitsConfig {
     pub function_queue_default: u32,
     pub function_wait_ms_default: u64,
     pub idle_instances_max: usize,
+    /// Disk for Cranelift's per-function cache (`0`: off).
+    pub incremental_cache_bytes_max: u64,
     pub outbound_connect_timeout_ms: u64,
     pub outbound_timeout_ms: u64,
     pub outbound_response_bytes_max: u64,
@@ -183,6 +185,7 @@ impl Default for LimitsConfig {
             function_queue_default: DEFAULT_FUNCTION_QUEUE_MAX,
             function_wait_ms_default: DEFAULT_FUNCTION_WAIT_MS_MAX,
             idle_instances_max: rt::DEFAULT_IDLE_INSTANCES_MAX,
+            incremental_cache_bytes_max: rt::DEFAULT_INCREMENTAL_CACHE_BYTES_MAX,
             outbound_connect_timeout_ms: rt::DEFAULT_OUTBOUND_CONNECT_TIMEOUT_MS,
             outbound_timeout_ms: rt::DEFAULT_OUTBOUND_TIMEOUT_MS,
             outbound_response_bytes_max: rt::DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX,
@@ -333,6 +336,7 @@ impl NodeConfig {
         config.log_bytes_per_invocation_max = l.log_bytes_per_invocation_max;
         config.pooling = self.pooling.runtime();
         config.idle_instances_max = l.idle_instances_max;
+        config.incremental_cache_bytes_max = l.incremental_cache_bytes_max;
         config.outbound = rt::OutboundConfig {
             connect_timeout: std::time::Duration::from_millis(l.outbound_connect_timeout_ms),
             timeout: std::time::Duration::from_millis(l.outbound_timeout_ms),

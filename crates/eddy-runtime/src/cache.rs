@@ -20,6 +20,12 @@ pub struct CacheStats {
     pub hits: u64,
     /// Components compiled with Cranelift.
     pub misses: u64,
+    /// Functions whose machine code came from the incremental cache instead of Cranelift.
+    pub incremental_hits: u64,
+    /// Functions compiled and stored in the incremental cache.
+    pub incremental_inserts: u64,
+    /// Bytes the incremental cache holds on disk.
+    pub incremental_bytes: u64,
 }
 
 pub(crate) struct CompileCache {
@@ -46,6 +52,7 @@ impl CompileCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            ..CacheStats::default()
         }
     }
 
@@ -92,5 +99,184 @@ impl CompileCache {
         std::fs::write(&tmp, serialized)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
+    }
+}
+
+/// Cranelift's incremental compilation cache, on disk: the machine code of single functions,
+/// keyed by what went into compiling them. A component that differs from one compiled before
+/// only in part (a Python or JavaScript function: the same interpreter, another app) reuses
+/// the machine code of every function that did not change, across deploys, functions and
+/// restarts.
+///
+/// One file per entry, `<dir>/<sha256 of the key>`, written to a temporary file and renamed.
+/// The total is bounded by `bytes_max`: at start the least recently used entries go until
+/// the rest fit in three quarters of it; while running, entries past it are not stored.
+#[derive(Debug)]
+pub(crate) struct IncrementalStore {
+    dir: PathBuf,
+    bytes: AtomicU64,
+    bytes_max: u64,
+    hits: AtomicU64,
+    inserts: AtomicU64,
+}
+
+impl IncrementalStore {
+    pub(crate) fn open(dir: &Path, bytes_max: u64) -> io::Result<IncrementalStore> {
+        std::fs::create_dir_all(dir)?;
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if !meta.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            if name.to_string_lossy().contains(".tmp") {
+                // Left by a crash between write and rename.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let used = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            entries.push((used, meta.len(), entry.path()));
+        }
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        if total > bytes_max {
+            entries.sort();
+            let target = bytes_max / 4 * 3;
+            for (_, len, path) in entries {
+                if total <= target {
+                    break;
+                }
+                if std::fs::remove_file(&path).is_ok() {
+                    total -= len;
+                }
+            }
+        }
+        Ok(IncrementalStore {
+            dir: dir.to_path_buf(),
+            bytes: AtomicU64::new(total),
+            bytes_max,
+            hits: AtomicU64::new(0),
+            inserts: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes of all entries.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries found and entries stored since start.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.inserts.load(Ordering::Relaxed),
+        )
+    }
+
+    fn path(&self, key: &[u8]) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        self.dir.join(hex::encode(Sha256::digest(key)))
+    }
+}
+
+impl wasmtime::CacheStore for IncrementalStore {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let path = self.path(key);
+        let value = std::fs::read(&path).ok()?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        // Recently used: kept first when the store is trimmed at start.
+        if let Ok(file) = std::fs::File::options().write(true).open(&path) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+        Some(std::borrow::Cow::Owned(value))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let len = value.len() as u64;
+        let reserved = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bytes| {
+                (bytes + len <= self.bytes_max).then_some(bytes + len)
+            });
+        if reserved.is_err() {
+            return false;
+        }
+        let path = self.path(key);
+        // Unique per write: Cranelift compiles on several threads, and two of them may store
+        // the same key (identical functions) at once.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let tmp = path.with_extension(format!(
+            "tmp{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = std::fs::write(&tmp, &value).and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        self.inserts.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::CacheStore;
+
+    fn entries(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn the_incremental_store_gives_back_what_it_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IncrementalStore::open(dir.path(), 1000).unwrap();
+        assert_eq!(store.get(b"k"), None);
+        assert!(store.insert(b"k", vec![1, 2, 3]));
+        assert_eq!(store.get(b"k").as_deref(), Some(&[1, 2, 3][..]));
+        assert_eq!(store.counts(), (1, 1));
+        assert_eq!(store.bytes(), 3);
+        // On disk: a new store over the same directory finds it.
+        let again = IncrementalStore::open(dir.path(), 1000).unwrap();
+        assert_eq!(again.get(b"k").as_deref(), Some(&[1, 2, 3][..]));
+        assert_eq!(again.bytes(), 3);
+    }
+
+    #[test]
+    fn the_incremental_store_stays_within_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IncrementalStore::open(dir.path(), 100).unwrap();
+        assert!(store.insert(b"a", vec![0; 60]));
+        assert!(!store.insert(b"b", vec![0; 60]), "160 bytes is past 100");
+        assert!(store.insert(b"c", vec![0; 40]));
+        assert_eq!((store.bytes(), entries(dir.path())), (100, 2));
+        assert_eq!(store.get(b"b"), None);
+
+        // Over the bound at start (it was lowered): least recently used go first, until the
+        // rest fit in three quarters.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let path_a = store.path(b"a");
+        std::fs::File::options()
+            .write(true)
+            .open(&path_a)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let smaller = IncrementalStore::open(dir.path(), 80).unwrap();
+        assert_eq!(smaller.bytes(), 40);
+        assert_eq!(smaller.get(b"a"), None, "the older entry went");
+        assert!(smaller.get(b"c").is_some());
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("abc.tmp123-0"), [0; 10]).unwrap();
+        let store = IncrementalStore::open(dir.path(), 100).unwrap();
+        assert_eq!((store.bytes(), entries(dir.path())), (0, 0));
     }
 }

@@ -10,14 +10,21 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::cache::{CacheStats, CompileCache};
+use crate::cache::{CacheStats, CompileCache, IncrementalStore};
 use crate::invoke::InvocationState;
 use crate::limits::{EPOCH_TICK_MS, RuntimeConfig};
 use crate::outbound::OutboundClient;
 use crate::reuse::IdleBudget;
 
+/// Where, under the compile cache directory, Cranelift's per-function cache lives.
+const INCREMENTAL_CACHE_SUBDIR: &str = "incremental";
+
 /// The export every function must have: `wasi:http/incoming-handler` of WASI 0.2.
 const HANDLER_EXPORT_PREFIX: &str = "wasi:http/incoming-handler@0.2.";
+/// The same interface of any release.
+const HANDLER_EXPORT_NAME: &str = "wasi:http/incoming-handler@";
+/// What a component of the `wasi:cli/command` world (a program for `wasmtime run`) exports.
+const CLI_RUN_EXPORT_NAME: &str = "wasi:cli/run@";
 
 /// A failure to start the runtime: an infrastructure fault, never the user's input.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +57,20 @@ pub enum DeployError {
     )]
     MissingExport { exports: String },
     #[error(
+        "the component exports `{export}`, a wasi:http release eddy does not serve; eddy serves \
+         wasi:http 0.2 (`wasi:http/incoming-handler@0.2.x`, the wasi:http/proxy world of WASIp2): \
+         build against wasi:http 0.2"
+    )]
+    UnsupportedHttpVersion { export: String },
+    #[error(
+        "the component is a command (it exports `{export}`, the wasi:cli/command world: a program \
+         for `wasmtime run`), not an HTTP handler; eddy serves components of the wasi:http/proxy \
+         world, which export `wasi:http/incoming-handler@0.2.x` (Rust: a cdylib with \
+         `wasi::http::proxy::export!`; componentize-py and componentize-js: \
+         `-w wasi:http/proxy@0.2.x`)"
+    )]
+    CommandWorld { export: String },
+    #[error(
         "the component imports `{import}`, which eddy does not provide ({detail}); eddy provides \
          wasi:http, wasi:cli, wasi:clocks, wasi:random, wasi:io, and wasi:filesystem/wasi:sockets \
          without any directory or network access"
@@ -79,6 +100,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<InvocationState>,
     cache: CompileCache,
+    /// Cranelift's per-function cache, when `incremental_cache_bytes_max` is not 0.
+    incremental: Option<Arc<IncrementalStore>>,
     config: RuntimeConfig,
     ticker: Option<JoinHandle<()>>,
     ticker_stop: Arc<AtomicBool>,
@@ -90,23 +113,34 @@ impl Runtime {
     /// Build the engine (pooling allocator, copy-on-write memory images, epoch
     /// interruption) and start the epoch ticker thread.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        let engine = Engine::new(&engine_config(&config)).map_err(RuntimeError::Engine)?;
+        let incremental = match config.incremental_cache_bytes_max {
+            0 => None,
+            bytes_max => {
+                let dir = config.cache_dir.join(INCREMENTAL_CACHE_SUBDIR);
+                let store =
+                    IncrementalStore::open(&dir, bytes_max).map_err(cache_dir_error(&dir))?;
+                Some(Arc::new(store))
+            }
+        };
+        let mut wasm = engine_config(&config);
+        if let Some(store) = &incremental {
+            wasm.enable_incremental_compilation(store.clone())
+                .map_err(RuntimeError::Engine)?;
+        }
+        let engine = Engine::new(&wasm).map_err(RuntimeError::Engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(RuntimeError::Engine)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(RuntimeError::Engine)?;
-        let cache = CompileCache::open(&config.cache_dir, &engine).map_err(|source| {
-            RuntimeError::CacheDir {
-                path: config.cache_dir.display().to_string(),
-                source,
-            }
-        })?;
+        let cache = CompileCache::open(&config.cache_dir, &engine)
+            .map_err(cache_dir_error(&config.cache_dir))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
         Ok(Runtime {
             engine,
             linker,
             cache,
+            incremental,
             ticker: Some(ticker),
             ticker_stop,
             outbound: Arc::new(OutboundClient::new(config.outbound)),
@@ -138,7 +172,12 @@ impl Runtime {
 
     /// Compile-cache counters since the runtime started.
     pub fn cache_stats(&self) -> CacheStats {
-        self.cache.stats()
+        let mut stats = self.cache.stats();
+        if let Some(store) = &self.incremental {
+            (stats.incremental_hits, stats.incremental_inserts) = store.counts();
+            stats.incremental_bytes = store.bytes();
+        }
+        stats
     }
 
     /// Validate, compile (or load from the cache) and pre-link a component.
@@ -167,10 +206,22 @@ impl Runtime {
             DeployError::UnsatisfiedImport { import, detail }
         })?;
         let exports = export_names(&self.engine, component);
-        if !exports
+        let serves = exports
             .iter()
-            .any(|name| name.starts_with(HANDLER_EXPORT_PREFIX))
-        {
+            .any(|name| name.starts_with(HANDLER_EXPORT_PREFIX));
+        let find = |prefix: &str| {
+            exports
+                .iter()
+                .find(|name| name.starts_with(prefix))
+                .cloned()
+        };
+        if !serves {
+            if let Some(export) = find(HANDLER_EXPORT_NAME) {
+                return Err(DeployError::UnsupportedHttpVersion { export });
+            }
+            if let Some(export) = find(CLI_RUN_EXPORT_NAME) {
+                return Err(DeployError::CommandWorld { export });
+            }
             let exports = if exports.is_empty() {
                 "nothing".into()
             } else {
@@ -226,6 +277,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .memory_init_cow(true)
         .parallel_compilation(true);
     wasm
+}
+
+fn cache_dir_error(dir: &std::path::Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = dir.display().to_string();
+    move |source| RuntimeError::CacheDir { path, source }
 }
 
 fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> JoinHandle<()> {

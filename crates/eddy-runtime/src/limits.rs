@@ -100,6 +100,12 @@ pub const OUTBOUND_REQUESTS_PER_INSTANCE_MAX: usize = 64;
 /// Idle pooled connections kept per upstream host for outgoing requests.
 pub const DEFAULT_OUTBOUND_IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
 
+/// Disk the incremental compilation cache may use (machine code of single functions, reused
+/// when a changed component compiles; under `<cache_dir>/incremental`). Past it new code is
+/// not stored; at start the least recently used entries are removed until the rest fit in
+/// three quarters of it. `0` turns incremental compilation off.
+pub const DEFAULT_INCREMENTAL_CACHE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
 /// Node-wide runtime settings.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -117,6 +123,8 @@ pub struct RuntimeConfig {
     pub idle_instances_max: usize,
     /// Outgoing HTTP.
     pub outbound: OutboundConfig,
+    /// Disk Cranelift's per-function cache may use (`0`: no incremental compilation).
+    pub incremental_cache_bytes_max: u64,
 }
 
 impl RuntimeConfig {
@@ -130,6 +138,7 @@ impl RuntimeConfig {
             pooling: PoolingConfig::default(),
             idle_instances_max: DEFAULT_IDLE_INSTANCES_MAX,
             outbound: OutboundConfig::default(),
+            incremental_cache_bytes_max: DEFAULT_INCREMENTAL_CACHE_BYTES_MAX,
         }
     }
 }

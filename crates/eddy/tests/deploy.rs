@@ -237,7 +237,8 @@ async fn environment_comes_from_the_deploy_and_identical_bytes_are_not_recompile
     assert_eq!(second["compiled"], false);
     assert_eq!(second["version"], 2);
     let (_, stats) = node.api_get("/node").await;
-    assert_eq!(stats["compile_cache"], json!({"hits": 1, "misses": 1}));
+    let cache = &stats["compile_cache"];
+    assert_eq!((&cache["hits"], &cache["misses"]), (&json!(1), &json!(1)), "{cache}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,6 +293,20 @@ async fn a_load_loop_across_redeploys_sees_only_successes() {
     assert_eq!(node.get("/hello").await.body, "v5 from eddy!\n");
 }
 
+/// A component exporting `interface` with one function `func` (no parameters, returning
+/// `result`), as a component of another world than wasi:http/proxy would.
+fn exporting(interface: &str, func: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+            (core module $m (func (export "f") (result i32) i32.const 0))
+            (core instance $i (instantiate $m))
+            (func $f (result (result)) (canon lift (core func $i "f")))
+            (instance $exported (export "{func}" (func $f)))
+            (export "{interface}" (instance $exported)))"#
+    ))
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_that_cannot_be_served_are_refused_and_nothing_is_stored() {
     let node = Node::start_with_config("[limits]\ncomponent_bytes_max = 1000000\n");
@@ -304,6 +319,18 @@ async fn components_that_cannot_be_served_are_refused_and_nothing_is_stored() {
             wat::parse_str("(component (import \"acme:missing/thing@1.0.0\" (instance (export \"ping\" (func)))))").unwrap(),
             422,
             "imports `acme:missing/thing@1.0.0`",
+        ),
+        (
+            "command",
+            exporting("wasi:cli/run@0.2.0", "run"),
+            422,
+            "the component is a command (it exports `wasi:cli/run@0.2.0`",
+        ),
+        (
+            "http03",
+            exporting("wasi:http/incoming-handler@0.3.0-rc-2026-03-15", "handle"),
+            422,
+            "a wasi:http release eddy does not serve; eddy serves wasi:http 0.2",
         ),
         ("huge", vec![0u8; 1_200_000], 413, "component_bytes_max"),
     ];

@@ -29,15 +29,110 @@ async fn restart_serves_every_function_without_recompiling() {
 
     let node = Node::start_in(node.state.clone(), "");
     let (_, stats) = node.api_get("/node").await;
+    let cache = &stats["compile_cache"];
     assert_eq!(
-        stats["compile_cache"],
-        json!({"hits": 3, "misses": 0}),
-        "a restart must load compiled code, not compile"
+        (&cache["hits"], &cache["misses"], &cache["incremental_hits"]),
+        (&json!(3), &json!(0), &json!(0)),
+        "a restart must load compiled code, not compile: {cache}"
     );
     assert_eq!(stats["functions"], 3);
     assert_eq!(node.get("/hello").await.body, "Again from eddy!\n");
     assert_eq!(node.get("/m/echo").await.status, 200);
     assert_eq!(node.get("/py").await.body, "Hello from Python on eddy!\n");
+}
+
+/// `component` with a custom section appended: another component (another digest, so the
+/// whole-component cache misses) whose functions are all the same.
+fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"eddy-test";
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0);
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_component_reuses_the_machine_code_of_unchanged_functions() {
+    let mut node = Node::start();
+    let hello = common::guest_bytes("hello-rust");
+    let (status, body) = node.deploy("one", hello.clone(), json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, stats) = node.api_get("/node").await;
+    let first = stats["compile_cache"].clone();
+    let stored = first["incremental_inserts"].as_u64().unwrap();
+    // Identical functions within one component (adapter trampolines) hit already.
+    let functions = stored + first["incremental_hits"].as_u64().unwrap();
+    assert!(stored > 0, "{first}");
+    assert!(first["incremental_bytes"].as_u64().unwrap() > 0, "{first}");
+
+    // Same functions, another component: compiled again, every function from the cache.
+    let (status, body) = node
+        .deploy("two", with_custom_section(&hello, b"2"), json!({}))
+        .await;
+    assert_eq!((status, &body["compiled"]), (201, &json!(true)), "{body}");
+    let (_, stats) = node.api_get("/node").await;
+    let second = &stats["compile_cache"];
+    assert_eq!(second["misses"], 2, "{second}");
+    // Nearly every function from the cache. Not all: when this was written 31 of the 389
+    // were compiled and stored again, their cache keys differing between two compiles of the
+    // same functions (why was not investigated).
+    let new = second["incremental_inserts"].as_u64().unwrap() - stored;
+    let hits =
+        second["incremental_hits"].as_u64().unwrap() - first["incremental_hits"].as_u64().unwrap();
+    assert_eq!(hits + new, functions, "{first} then {second}");
+    assert!(hits * 10 >= functions * 8, "{first} then {second}");
+    assert_eq!(node.get("/two").await.body, "Hello from eddy!\n");
+
+    // The cache is on disk: after a restart a third variant compiles from it too.
+    assert!(node.terminate(), "{}", node.output());
+    let node = Node::start_in(node.state.clone(), "");
+    let (status, body) = node
+        .deploy("three", with_custom_section(&hello, b"3"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, stats) = node.api_get("/node").await;
+    let third = &stats["compile_cache"];
+    let hits = third["incremental_hits"].as_u64().unwrap();
+    assert_eq!(
+        hits + third["incremental_inserts"].as_u64().unwrap(),
+        functions,
+        "{third}"
+    );
+    assert!(hits * 10 >= functions * 8, "{third}");
+    assert_eq!(node.get("/three").await.body, "Hello from eddy!\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_compilation_can_be_turned_off() {
+    let node = Node::start_with_config("[limits]\nincremental_cache_bytes_max = 0\n");
+    let (status, body) = node
+        .deploy("one", common::guest_bytes("hello-rust"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, stats) = node.api_get("/node").await;
+    let cache = &stats["compile_cache"];
+    assert_eq!(
+        (&cache["incremental_inserts"], &cache["incremental_bytes"]),
+        (&json!(0), &json!(0)),
+        "{cache}"
+    );
+    assert!(!node.state_dir().join("cache/incremental").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
