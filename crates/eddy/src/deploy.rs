@@ -14,6 +14,7 @@ use reqwest::multipart::{Form, Part};
 use tokio_util::io::ReaderStream;
 
 use crate::api::{DeployConfig, Deployed, FluidConfig};
+use crate::build::{self, BuildSpec};
 use crate::client::Client;
 use crate::{manifest, units};
 
@@ -29,6 +30,10 @@ the manifest (./eddy.toml, or -f FILE), in name order, stopping at the first fai
 
   [functions.hello]
   component = "target/guests/hello-rust.wasm"   # relative to the manifest's directory
+  lang = "rust"           # optional: rust, python or js — `eddy build` (and `eddy deploy`,
+                          # when a source is newer) makes the component from the sources;
+                          # component then defaults to build/NAME.wasm
+  source = "hello"        # optional with lang: the project directory, default: the manifest's
   route = "/hello"        # optional, default /NAME
   memory = "64MiB"        # optional, default: the node's
   timeout = "2s"          # optional, default: the node's
@@ -183,6 +188,8 @@ pub struct DeployRequest {
     pub name: String,
     pub component: PathBuf,
     pub config: DeployConfig,
+    /// How `eddy build` makes the component, when the manifest says (`lang`).
+    pub build: Option<BuildSpec>,
 }
 
 pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
@@ -199,6 +206,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 name,
                 component,
                 config,
+                build: None,
             };
             let component = Component::open(&request.component)?;
             deploy_one(client, &request, component, args.json).await
@@ -218,6 +226,10 @@ async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()>
     let requests = manifest::load(path)?;
     let in_manifest =
         |request: &DeployRequest| format!("function `{}` in {}", request.name, path.display());
+    // Functions with a `lang` are built first when a source is newer than the component.
+    for request in &requests {
+        build_if_stale(request).await?;
+    }
     // Every component is opened before the first upload, so a typo in the last entry does not
     // leave the first functions deployed and the rest not.
     let components = requests
@@ -230,6 +242,22 @@ async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()>
             .with_context(|| in_manifest(request))?;
     }
     Ok(())
+}
+
+/// Builds `request`'s component (on a blocking thread: toolchains run for seconds) when it
+/// has a `lang` and a source is newer than the component. Returns whether it built.
+pub(crate) async fn build_if_stale(request: &DeployRequest) -> Result<bool> {
+    let Some(spec) = request.build.clone() else {
+        return Ok(false);
+    };
+    let (name, component) = (request.name.clone(), request.component.clone());
+    tokio::task::spawn_blocking(move || build::build(&name, &spec, &component, false)).await?
+}
+
+/// Uploads `request`'s component and prints the one-line summary.
+pub(crate) async fn deploy_request(client: &Client, request: &DeployRequest) -> Result<()> {
+    let component = Component::open(&request.component)?;
+    deploy_one(client, request, component, false).await
 }
 
 /// Parses one `--env KEY=VALUE`. The value may be empty and may contain `=`.

@@ -51,7 +51,20 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
     if !args.follow {
         return Ok(());
     }
-    let mut after = next_cursor(0, &page);
+    follow(client, &args.name, next_cursor(0, &page), args.json).await
+}
+
+/// The cursor after the newest invocation `name` has now: following from it prints only
+/// invocations still to come.
+pub(crate) async fn newest(client: &Client, name: &str) -> Result<u64> {
+    let path = ["v1", "functions", name, "logs"];
+    let page: LogPage = client.get(&path, &[("tail", "1".to_owned())]).await?;
+    Ok(next_cursor(0, &page))
+}
+
+/// Prints `name`'s invocations after cursor `after` as the node records them.
+pub(crate) async fn follow(client: &Client, name: &str, mut after: u64, json: bool) -> Result<()> {
+    let path = ["v1", "functions", name, "logs"];
     // Ends only with Ctrl-C or an error: following is open-ended by request. Each poll is
     // bounded by the client's long-poll time limit.
     loop {
@@ -61,7 +74,7 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
             ("wait_ms", FOLLOW_WAIT.as_millis().to_string()),
         ];
         let page: LogPage = client.long_poll(&path, &query, FOLLOW_WAIT).await?;
-        print_entries(&page.entries, args.json)?;
+        print_entries(&page.entries, json)?;
         after = next_cursor(after, &page);
         if page.entries.is_empty() {
             tokio::time::sleep(EMPTY_POLL_INTERVAL_MIN.saturating_sub(started.elapsed())).await;

@@ -5,11 +5,14 @@
 //! to stderr and exits 1. Usage errors are clap's and exit 2.
 
 mod api;
+mod build;
 mod client;
 mod deploy;
+mod dev;
 mod logs;
 mod ls;
 mod manifest;
+mod new;
 mod rm;
 mod rollback;
 mod serve;
@@ -17,6 +20,7 @@ mod stats;
 mod table;
 mod units;
 mod versions;
+mod wit;
 
 use std::io;
 use std::path::PathBuf;
@@ -42,7 +46,9 @@ const GLOBAL_OPTIONS: &str = "Global options";
 const QUICK_START: &str = "\
 Quick start:
   eddy serve &                        # a node: public on :8080, control API on :8081
-  eddy deploy hello hello.wasm        # upload a component; it serves /hello
+  eddy new hello --lang python        # a function project (or --lang rust, --lang js)
+  cd hello && eddy deploy             # build it and deploy it; it serves /hello
+  eddy dev                            # redeploy on every change, print the invocations
   curl http://127.0.0.1:8080/hello
   eddy logs hello --follow";
 
@@ -81,6 +87,10 @@ struct GlobalArgs {
 enum Command {
     /// Run an eddy node: serve deployed functions and the control API
     Serve(serve::ServeArgs),
+    /// Create a function project: source, eddy.toml and what its toolchain needs
+    New(new::NewArgs),
+    /// Build the components of the functions in eddy.toml that have a `lang`
+    Build(build::BuildArgs),
     #[command(flatten)]
     Api(ApiCommand),
 }
@@ -102,6 +112,9 @@ enum ApiCommand {
     Logs(logs::LogsArgs),
     /// Show a function's metered invocations: counts, latency, CPU versus wall time
     Stats(stats::StatsArgs),
+    /// Build and deploy the functions in eddy.toml, print their invocations, and rebuild and
+    /// redeploy on every change to their sources (Ctrl-C to stop)
+    Dev(dev::DevArgs),
 }
 
 #[tokio::main]
@@ -131,6 +144,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } = cli.global;
     let command = match cli.command {
         Command::Serve(args) => return serve::run(state_dir, args).await,
+        Command::New(args) => return new::run(args),
+        // Builds run toolchains for minutes; they block this thread, which waits on nothing else.
+        Command::Build(args) => return build::run(args),
         Command::Api(command) => command,
     };
     let token = client::resolve_token(token, &state_dir)?;
@@ -143,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ApiCommand::Rollback(args) => rollback::run(&client, args).await,
         ApiCommand::Logs(args) => logs::run(&client, args).await,
         ApiCommand::Stats(args) => stats::run(&client, args).await,
+        ApiCommand::Dev(args) => dev::run(client, args).await,
     }
 }
 

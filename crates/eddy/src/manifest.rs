@@ -8,6 +8,7 @@ use anyhow::{Result, anyhow};
 use serde::Deserialize;
 
 use crate::api::{DeployConfig, FluidConfig};
+use crate::build::{BuildSpec, Lang};
 use crate::deploy::{DeployRequest, check_env_key};
 use crate::units;
 
@@ -26,7 +27,12 @@ struct ManifestToml {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct FunctionToml {
-    component: PathBuf,
+    /// How `eddy build` makes the component; without it the component is built elsewhere.
+    lang: Option<Lang>,
+    /// The function's project directory (with `lang`) [default: the manifest's directory].
+    source: Option<PathBuf>,
+    /// The component to deploy [default with `lang`: build/NAME.wasm].
+    component: Option<PathBuf>,
     route: Option<String>,
     memory: Option<String>,
     timeout: Option<String>,
@@ -77,10 +83,31 @@ fn parse(text: &str, dir: &Path) -> Result<Vec<DeployRequest>, String> {
             let config = function
                 .config()
                 .map_err(|problem| format!("function `{name}`: {problem}"))?;
+            let build = function.lang.map(|lang| BuildSpec {
+                lang,
+                source: dir.join(function.source.as_deref().unwrap_or(Path::new("."))),
+            });
+            let component = match (&function.component, &build) {
+                (Some(component), _) => dir.join(component),
+                (None, Some(_)) => dir.join(format!("build/{name}.wasm")),
+                (None, None) => {
+                    return Err(format!(
+                        "function `{name}`: no `component` — set component = \"PATH.wasm\", \
+                         or lang = \"rust\", \"python\" or \"js\" for `eddy build` to make \
+                         it; {FORMAT_HINT}"
+                    ));
+                }
+            };
+            if function.source.is_some() && build.is_none() {
+                return Err(format!(
+                    "function `{name}`: `source` needs `lang` (how to build it); {FORMAT_HINT}"
+                ));
+            }
             Ok(DeployRequest {
-                component: dir.join(&function.component),
+                component,
                 name,
                 config,
+                build,
             })
         })
         .collect()
@@ -161,6 +188,7 @@ mod tests {
                     name: "api".into(),
                     component: "/abs/api.wasm".into(),
                     config: DeployConfig::default(),
+                    build: None,
                 },
                 DeployRequest {
                     name: "hello".into(),
@@ -178,9 +206,44 @@ mod tests {
                             ..FluidConfig::default()
                         },
                     },
+                    build: None,
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_function_with_a_lang_is_built_from_its_source() {
+        let requests = parse(
+            "[functions.a]\nlang = \"python\"\n\
+             [functions.b]\nlang = \"js\"\nsource = \"b\"\ncomponent = \"out/b.wasm\"",
+            Path::new("/p"),
+        )
+        .unwrap();
+        assert_eq!(requests[0].component, Path::new("/p/build/a.wasm"));
+        assert_eq!(
+            requests[0].build,
+            Some(BuildSpec {
+                lang: Lang::Python,
+                source: "/p/.".into()
+            })
+        );
+        assert_eq!(requests[1].component, Path::new("/p/out/b.wasm"));
+        assert_eq!(
+            requests[1].build,
+            Some(BuildSpec {
+                lang: Lang::Js,
+                source: "/p/b".into()
+            })
+        );
+        let err = parse("[functions.a]\nlang = \"go\"", Path::new("")).unwrap_err();
+        assert!(err.contains("unknown variant `go`"), "{err}");
+        let err = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\nsource = \"a\"",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(err.contains("`source` needs `lang`"), "{err}");
     }
 
     #[test]
@@ -248,7 +311,7 @@ mod tests {
     #[test]
     fn a_function_needs_a_component_and_a_manifest_needs_a_function() {
         let err = parse("[functions.a]\nroute = \"/a\"", Path::new("")).unwrap_err();
-        assert!(err.contains("missing field `component`"), "{err}");
+        assert!(err.contains("function `a`: no `component`"), "{err}");
         assert!(
             parse("", Path::new(""))
                 .unwrap_err()

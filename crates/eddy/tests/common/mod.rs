@@ -40,6 +40,24 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The CLI, run from `dir` with the guest toolchains `scripts/build-guests` installs on its
+/// PATH (componentize-py under target/tools/bin) and Rust guests built in the target
+/// directory it uses (target/guest-build: std for wasm32-wasip2 and the `wasi` crate are
+/// built once).
+pub fn eddy_in(dir: &Path) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let mut paths = vec![root.join("tools/bin")];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    command
+        .current_dir(dir)
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .env("CARGO_TARGET_DIR", root.join("guest-build"));
+    command
+}
+
 /// Bytes of a guest.
 pub fn guest_bytes(name: &str) -> Vec<u8> {
     std::fs::read(guest(name)).unwrap()
@@ -205,8 +223,7 @@ impl Node {
 
     /// Run the CLI against this node from `dir`.
     pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .current_dir(dir)
+        eddy_in(dir)
             .args(args)
             .env("EDDY_SERVER", format!("http://{}", self.admin))
             .env("EDDY_STATE_DIR", self.state_dir())
