@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -387,7 +388,10 @@ def cold_starts(work):
     out = {}
 
     log(f"cold start: first request after deploy ({COLD_REPETITIONS}x)")
-    node = Node(work / "cold").start()
+    # Without the incremental cache: every new component below compiles from nothing
+    # (with it, the same functions in another component would come from the cache; the
+    # redeploy section measures that).
+    node = Node(work / "cold", NO_INCREMENTAL_NODE).start()
     first = []
     for i in range(COLD_REPETITIONS):
         node.deploy(f"f{i}", hello)
@@ -419,6 +423,62 @@ def cold_starts(work):
         node.stop()
     out["node start to ready, 1 function (compiled code cached)"] = ready
     out["first request after restart (Rust)"] = first
+    return out
+
+
+NO_INCREMENTAL_NODE = "[limits]\nincremental_cache_bytes_max = 0\n"
+REDEPLOY_REPETITIONS = int(os.environ.get("BENCH_REDEPLOY_REPETITIONS", "5"))
+
+
+def eddy_build(project):
+    """Builds the function project `project` with `eddy build` (componentize-py from
+    scripts/build-guests' install under target/tools/bin when it is not on PATH)."""
+    env = {**os.environ, "PATH": f"{ROOT / 'target/tools/bin'}:{os.environ.get('PATH', '')}"}
+    subprocess.run([str(EDDY), "build"], cwd=project, env=env, check=True, capture_output=True)
+
+
+def python_variants(work):
+    """The Python hello changed in one line, and another Python function (the template of
+    `eddy new`), built with `eddy build`."""
+    changed = work / "py-changed"
+    shutil.copytree(ROOT / "examples/hello-python", changed)
+    app = changed / "app.py"
+    app.write_text(app.read_text().replace("Hello from Python", "Howdy from Python"))
+    (changed / "eddy.toml").write_text('[functions.changed]\nlang = "python"\n')
+    eddy_build(changed)
+    subprocess.run([str(EDDY), "new", "second", "--lang", "python", "--dir", str(work / "py-second")],
+                   check=True, capture_output=True)
+    eddy_build(work / "py-second")
+    return (changed / "build/changed.wasm").read_bytes(), (work / "py-second/build/second.wasm").read_bytes()
+
+
+def timed_deploy(node, name, component):
+    started = time.monotonic()
+    node.deploy(name, component)
+    get(node.url(f"/{name}"))
+    return (time.monotonic() - started) * 1000
+
+
+def redeploys(work):
+    """Deploy-to-ready of a Python function after another Python function was deployed: the
+    same function changed in one line, and a second function, on a node with and without
+    the incremental compilation cache (a new state directory each repetition)."""
+    log("redeploy: building the changed and the second Python function")
+    first = (GUESTS / "hello-python.wasm").read_bytes()
+    changed, second = python_variants(work)
+    out = {}
+    for label, config in [("without the incremental cache", NO_INCREMENTAL_NODE),
+                          ("with the incremental cache", "")]:
+        log(f"redeploy: {label} ({REDEPLOY_REPETITIONS}x)")
+        rows = {"first Python function": [], "the same function, changed": [],
+                "a second Python function": []}
+        for i in range(REDEPLOY_REPETITIONS):
+            node = Node(work / f"redeploy-{len(out)}-{i}", config).start()
+            rows["first Python function"].append(timed_deploy(node, "hello", first))
+            rows["the same function, changed"].append(timed_deploy(node, "hello", changed))
+            rows["a second Python function"].append(timed_deploy(node, "second", second))
+            node.stop()
+        out[label] = rows
     return out
 
 
@@ -551,7 +611,7 @@ def ms(v):
     return f"{v:.2f}"
 
 
-def report(info, tput, cold, wait, dens, calls=None):
+def report(info, tput, cold, wait, dens, calls=None, redeploy=None):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
                  f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
@@ -614,6 +674,21 @@ def report(info, tput, cold, wait, dens, calls=None):
             lines.append(f"| {label} | {ms(statistics.median(values))} | {ms(percentile(values, 99))} | "
                          f"{ms(min(values))} | {ms(max(values))} |")
         lines.append("")
+    if redeploy:
+        lines.append(f"### Redeploying a Python function ({REDEPLOY_REPETITIONS} repetitions, a new node each)")
+        lines.append("")
+        lines.append("Deploy-to-ready (upload, compile, first `200`) after the component is built: "
+                     "the first Python function on a new node, then the same function with one line "
+                     "of `app.py` changed, then another Python function (the `eddy new` template). "
+                     "The cold-start section's new-component rows run without the incremental cache.")
+        lines.append("")
+        lines.append("| deploy | node | median ms | min ms | max ms |")
+        lines.append("|---|---|---:|---:|---:|")
+        for label, rows in redeploy.items():
+            for what, values in rows.items():
+                lines.append(f"| {what} | {label} | {ms(statistics.median(values))} | "
+                             f"{ms(min(values))} | {ms(max(values))} |")
+        lines.append("")
     if wait:
         lines.append(f"### Cost of waiting ({WAITERS} concurrent requests, each waiting {WAIT_MS} ms on `wasi:clocks`)")
         lines.append("")
@@ -659,13 +734,14 @@ def main():
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             work = Path(tmp)
             info = machine()
-            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,wait,density").split(",")
+            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density").split(",")
             tput = throughput(work) if "throughput" in sections else None
             cold = cold_starts(work) if "cold" in sections else None
+            redeploy = redeploys(work) if "redeploy" in sections else None
             wait = cost_of_waiting(work) if "wait" in sections else None
             dens = density(work) if "density" in sections else None
             calls = guest_calls() if "guestcall" in sections else None
-            section = report(info, tput, cold, wait, dens, calls)
+            section = report(info, tput, cold, wait, dens, calls, redeploy)
             print(section)
             if os.environ.get("BENCH_NO_RECORD") != "1":
                 prepend(section)
