@@ -39,6 +39,18 @@ const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// without flooding the terminal.
 const ERROR_BODY_CHARS_MAX: usize = 200;
 
+/// The state directory of a node started in `start` or a directory above it (`eddy serve`
+/// and `scripts/demo` keep it in `./.eddy`): the nearest `<dir>/<name>` holding an admin
+/// token. So `eddy deploy` in a function project made inside the directory the node runs
+/// from finds the node's token, as git finds `.git`.
+pub fn find_state_dir(start: &Path, name: &Path) -> Option<PathBuf> {
+    let start = std::path::absolute(start).ok()?;
+    start
+        .ancestors()
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.join(TOKEN_FILE).is_file())
+}
+
 /// Returns the admin token: the one given with `--token`/`EDDY_TOKEN`, else the one the node
 /// wrote to `<state_dir>/admin-token`.
 pub fn resolve_token(given: Option<String>, state_dir: &Path) -> Result<String> {
@@ -293,6 +305,27 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_dir_is_found_in_a_directory_above() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join(".eddy");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join(TOKEN_FILE), "t").unwrap();
+        let deep = root.path().join("functions/hello");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(
+            find_state_dir(&deep, Path::new(".eddy")),
+            Some(state.clone())
+        );
+        assert_eq!(find_state_dir(root.path(), Path::new(".eddy")), Some(state));
+        // A .eddy without a token (a node that never started there) is not it.
+        std::fs::create_dir_all(deep.join(".eddy")).unwrap();
+        assert_eq!(
+            find_state_dir(&deep, Path::new(".eddy")),
+            Some(root.path().join(".eddy"))
+        );
+    }
 
     fn message(status: u16, body: &str) -> String {
         let status = StatusCode::from_u16(status).unwrap();

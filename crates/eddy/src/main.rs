@@ -23,7 +23,7 @@ mod versions;
 mod wit;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -148,6 +148,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Builds run toolchains for minutes; they block this thread, which waits on nothing else.
         Command::Build(args) => return build::run(args),
         Command::Api(command) => command,
+    };
+    // The default state directory is looked for upwards too: a function project made inside
+    // the directory a node runs from (`eddy new` next to `scripts/demo`) finds its token.
+    let state_dir = if token.is_none() && state_dir == Path::new(DEFAULT_STATE_DIR) {
+        client::find_state_dir(Path::new("."), Path::new(DEFAULT_STATE_DIR)).unwrap_or(state_dir)
+    } else {
+        state_dir
     };
     let token = client::resolve_token(token, &state_dir)?;
     let client = Client::new(server, token, state_dir)?;

@@ -238,7 +238,11 @@ async fn environment_comes_from_the_deploy_and_identical_bytes_are_not_recompile
     assert_eq!(second["version"], 2);
     let (_, stats) = node.api_get("/node").await;
     let cache = &stats["compile_cache"];
-    assert_eq!((&cache["hits"], &cache["misses"]), (&json!(1), &json!(1)), "{cache}");
+    assert_eq!(
+        (&cache["hits"], &cache["misses"]),
+        (&json!(1), &json!(1)),
+        "{cache}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,3 +274,26 @@ async fn dev_redeploys_on_every_change_and_prints_the_invocations() {
     let versions = stdout_ok(&node.cli(&["versions", "my-dev"]));
     assert!(versions.contains('2'), "{versions}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_below_the_nodes_directory_finds_its_token() {
+    let node = Node::start();
+    // The node's directory, as `scripts/demo` leaves it: its state in ./.eddy.
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(node.state_dir(), home.path().join(".eddy")).unwrap();
+    let project = home.path().join("functions/hello");
+    std::fs::create_dir_all(&project).unwrap();
+    let ls = |dir: &Path| {
+        eddy_in(dir)
+            .args(["ls", "--json"])
+            .env("EDDY_SERVER", format!("http://{}", node.admin))
+            .env_remove("EDDY_STATE_DIR")
+            .env_remove("EDDY_TOKEN")
+            .output()
+            .unwrap()
+    };
+    assert!(stdout_ok(&ls(&project)).contains("\"functions\""));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let err = stderr_err(&ls(elsewhere.path()));
+    assert!(err.contains("no admin token"), "{err}");
+}
