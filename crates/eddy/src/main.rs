@@ -77,7 +77,8 @@ struct GlobalArgs {
           global = true, help_heading = GLOBAL_OPTIONS)]
     token: Option<String>,
     /// Node state directory: `eddy serve` keeps its data here, and the other commands read the
-    /// node's admin-token from it
+    /// node's admin-token from it (by default from ./.eddy here or in the nearest parent
+    /// directory that has one)
     #[arg(long, env = "EDDY_STATE_DIR", value_name = "DIR", default_value = DEFAULT_STATE_DIR,
           global = true, help_heading = GLOBAL_OPTIONS)]
     state_dir: PathBuf,
@@ -112,8 +113,7 @@ enum ApiCommand {
     Logs(logs::LogsArgs),
     /// Show a function's metered invocations: counts, latency, CPU versus wall time
     Stats(stats::StatsArgs),
-    /// Build and deploy the functions in eddy.toml, print their invocations, and rebuild and
-    /// redeploy on every change to their sources (Ctrl-C to stop)
+    /// Deploy the functions in eddy.toml, then redeploy on every change and print invocations
     Dev(dev::DevArgs),
 }
 
