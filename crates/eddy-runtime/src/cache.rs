@@ -94,12 +94,26 @@ impl CompileCache {
     }
 
     fn store(&self, path: &Path, component: &Component) -> wasmtime::Result<()> {
-        let serialized = component.serialize()?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, serialized)?;
-        std::fs::rename(&tmp, path)?;
+        write_atomically(path, &component.serialize()?)?;
         Ok(())
     }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place, so a reader
+/// or a crash never sees half a file. The temporary name is unique per write: Cranelift
+/// compiles on several threads, and two of them may store the same key at once.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Cranelift's incremental compilation cache, on disk: the machine code of single functions,
@@ -182,13 +196,17 @@ impl IncrementalStore {
 
 impl wasmtime::CacheStore for IncrementalStore {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        let path = self.path(key);
-        let value = std::fs::read(&path).ok()?;
+        use std::io::Read;
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(self.path(key))
+            .ok()?;
+        let mut value = Vec::new();
+        file.read_to_end(&mut value).ok()?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         // Recently used: kept first when the store is trimmed at start.
-        if let Ok(file) = std::fs::File::options().write(true).open(&path) {
-            let _ = file.set_modified(std::time::SystemTime::now());
-        }
+        let _ = file.set_modified(std::time::SystemTime::now());
         Some(std::borrow::Cow::Owned(value))
     }
 
@@ -202,18 +220,7 @@ impl wasmtime::CacheStore for IncrementalStore {
         if reserved.is_err() {
             return false;
         }
-        let path = self.path(key);
-        // Unique per write: Cranelift compiles on several threads, and two of them may store
-        // the same key (identical functions) at once.
-        static WRITES: AtomicU64 = AtomicU64::new(0);
-        let tmp = path.with_extension(format!(
-            "tmp{}-{}",
-            std::process::id(),
-            WRITES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = std::fs::write(&tmp, &value).and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if write_atomically(&self.path(key), &value).is_err() {
             self.bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }

@@ -171,64 +171,73 @@ pub fn build(name: &str, spec: &BuildSpec, output: &Path, force: bool) -> Result
     Ok(true)
 }
 
+/// What a component is built from: the files under its project directory, but for those in
+/// `NOT_SOURCES` directories, in the component's own directory, and `eddy.toml`. Paths are
+/// compared canonical, as a file watcher reports them.
+pub struct Sources {
+    root: PathBuf,
+    /// The component's directory, once it exists.
+    output_dir: Option<PathBuf>,
+}
+
+impl Sources {
+    pub fn new(source: &Path, output: &Path) -> Result<Sources> {
+        let root = source
+            .canonicalize()
+            .with_context(|| format!("the sources at {}", source.display()))?;
+        let output_dir = output
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .canonicalize()
+            .ok();
+        Ok(Sources { root, output_dir })
+    }
+
+    /// Whether a change to `path` can change the component.
+    pub fn contains(&self, path: &Path) -> bool {
+        let Ok(relative) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        !(relative
+            .components()
+            .any(|c| NOT_SOURCES.iter().any(|n| c.as_os_str() == *n))
+            || relative.file_name() == Some(OsStr::new(manifest::DEFAULT_PATH))
+            || self
+                .output_dir
+                .as_ref()
+                .is_some_and(|d| path.starts_with(d)))
+    }
+
+    /// When the newest source file was modified.
+    fn newest(&self, dir: &Path) -> Result<Option<SystemTime>> {
+        let mut newest = None;
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            if !self.contains(&path) {
+                continue;
+            }
+            let time = if entry.file_type()?.is_dir() {
+                self.newest(&path)?
+            } else {
+                Some(entry.metadata()?.modified()?)
+            };
+            newest = newest.max(time);
+        }
+        Ok(newest)
+    }
+}
+
 /// Whether `output` exists and no source file under `source` is newer.
 fn up_to_date(source: &Path, output: &Path) -> Result<bool> {
     let Ok(built) = std::fs::metadata(output).and_then(|m| m.modified()) else {
         return Ok(false);
     };
-    let output_dir = std::path::absolute(output)?.parent().map(Path::to_path_buf);
-    Ok(newest_source(source, output_dir.as_deref())?.is_none_or(|newest| newest <= built))
-}
-
-fn newest_source(dir: &Path, skip: Option<&Path>) -> Result<Option<SystemTime>> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let path = entry.path();
-        let kind = entry.file_type()?;
-        let time = if kind.is_dir() {
-            let name = entry.file_name();
-            if NOT_SOURCES.iter().any(|n| OsStr::new(n) == name)
-                || skip.is_some_and(|skip| std::path::absolute(&path).is_ok_and(|p| p == skip))
-            {
-                continue;
-            }
-            newest_source(&path, skip)?
-        } else if entry.file_name() == manifest::DEFAULT_PATH {
-            // Deploy settings, not part of the component.
-            continue;
-        } else {
-            Some(entry.metadata()?.modified()?)
-        };
-        newest = newest.max(time);
-    }
-    Ok(newest)
-}
-
-/// Whether a change to `path` (as a file watcher reports it: under the canonical `source`)
-/// can change the component built from `source` into `output`: not under `target`,
-/// `node_modules` and the like, not the component's own directory, not `eddy.toml`.
-pub fn is_source(source: &Path, output: &Path, path: &Path) -> bool {
-    let Ok(source) = source.canonicalize() else {
-        return false;
-    };
-    let Ok(relative) = path.strip_prefix(&source) else {
-        return false;
-    };
-    if relative
-        .components()
-        .any(|c| NOT_SOURCES.iter().any(|n| c.as_os_str() == *n))
-        || relative.file_name() == Some(OsStr::new(manifest::DEFAULT_PATH))
-    {
-        return false;
-    }
-    let output_dir = output
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    !output_dir
-        .canonicalize()
-        .is_ok_and(|dir| path.starts_with(dir))
+    let sources = Sources::new(source, output)?;
+    Ok(sources
+        .newest(&sources.root)?
+        .is_none_or(|newest| newest <= built))
 }
 
 /// Runs a toolchain command with its output on our stderr (stdout stays for results).
@@ -246,16 +255,14 @@ fn run_tool(what: &str, command: &mut Command) -> Result<()> {
 }
 
 /// Whether `program` runs at all (is installed and on PATH).
-fn runs(program: impl AsRef<OsStr>, arg: &str) -> Option<String> {
-    let out = Command::new(program)
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
         .arg(arg)
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -272,7 +279,7 @@ struct CargoPackage {
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 struct CargoLib {
     name: Option<String>,
@@ -329,10 +336,7 @@ fn build_rust(spec: &BuildSpec, output: &Path) -> Result<()> {
             manifest_path.display()
         )
     })?;
-    let lib = cargo.lib.unwrap_or(CargoLib {
-        name: None,
-        crate_type: Vec::new(),
-    });
+    let lib = cargo.lib.unwrap_or_default();
     if !lib.crate_type.iter().any(|t| t == "cdylib") {
         bail!(
             "{} does not build a component: add [lib] crate-type = [\"cdylib\"] (a function \
@@ -395,7 +399,7 @@ fn build_python(spec: &BuildSpec, output: &Path) -> Result<()> {
             spec.source.display()
         );
     }
-    if runs("componentize-py", "--version").is_none() {
+    if !runs("componentize-py", "--version") {
         bail!(
             "componentize-py is not installed: it builds Python functions — install it with \
              `pip install componentize-py=={COMPONENTIZE_PY_VERSION}` (or `pipx install`) so \
@@ -472,7 +476,7 @@ fn build_js(spec: &BuildSpec, output: &Path) -> Result<()> {
             src.display()
         );
     }
-    if runs("node", "--version").is_none() || runs("npm", "--version").is_none() {
+    if !runs("node", "--version") || !runs("npm", "--version") {
         bail!(
             "Node.js and npm are not installed: they build JavaScript functions — install them \
              (Debian/Ubuntu: `sudo apt-get install nodejs npm`; elsewhere https://nodejs.org)"
@@ -564,20 +568,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().canonicalize().unwrap();
         std::fs::create_dir_all(src.join("build")).unwrap();
-        let output = src.join("build/f.wasm");
-        assert!(is_source(&src, &output, &src.join("app.py")));
-        assert!(is_source(&src, &output, &src.join("lib/util.py")));
-        assert!(!is_source(&src, &output, &src.join("build/f.wasm")));
-        assert!(!is_source(&src, &output, &src.join("build/f.wasm.partial")));
-        assert!(!is_source(&src, &output, &src.join("__pycache__/app.pyc")));
-        assert!(!is_source(
-            &src,
-            &output,
-            &src.join("node_modules/x/index.js")
-        ));
-        assert!(!is_source(&src, &output, &src.join("target/release/x")));
-        assert!(!is_source(&src, &output, &src.join("eddy.toml")));
-        assert!(!is_source(&src, &output, Path::new("/elsewhere/app.py")));
+        let sources = Sources::new(&src, &src.join("build/f.wasm")).unwrap();
+        assert!(sources.contains(&src.join("app.py")));
+        assert!(sources.contains(&src.join("lib/util.py")));
+        assert!(!sources.contains(&src.join("build/f.wasm")));
+        assert!(!sources.contains(&src.join("build/f.wasm.partial")));
+        assert!(!sources.contains(&src.join("__pycache__/app.pyc")));
+        assert!(!sources.contains(&src.join("node_modules/x/index.js")));
+        assert!(!sources.contains(&src.join("target/release/x")));
+        assert!(!sources.contains(&src.join("eddy.toml")));
+        assert!(!sources.contains(Path::new("/elsewhere/app.py")));
     }
 
     #[test]

@@ -131,10 +131,8 @@ fn collect(
     for target in targets {
         let spec = target.build.as_ref().expect("filtered on build");
         if !changed.contains(&target.name)
-            && event
-                .paths
-                .iter()
-                .any(|path| build::is_source(&spec.source, &target.component, path))
+            && build::Sources::new(&spec.source, &target.component)
+                .is_ok_and(|sources| event.paths.iter().any(|path| sources.contains(path)))
         {
             changed.push(target.name.clone());
         }
