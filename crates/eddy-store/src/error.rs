@@ -19,6 +19,22 @@ pub enum StoreError {
         /// What was looked for, readable in a sentence.
         what: String,
     },
+    /// A named thing exists already, e.g. "queue `x`".
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What was to be created, readable in a sentence.
+        what: String,
+    },
+    /// The change contradicts what is stored; the message says how.
+    #[error("{0}")]
+    Conflict(String),
+    /// A publish would take a queue past its depth limit.
+    #[error("queue `{queue}` holds {depth} messages, its queue_depth_max ({depth_max})")]
+    DepthLimit {
+        queue: String,
+        depth: u64,
+        depth_max: u64,
+    },
     /// Stored data (or data handed in) breaks an invariant: undecodable config, a digest that
     /// does not match its bytes, a schema newer than this build.
     #[error("store data is corrupt: {0}")]

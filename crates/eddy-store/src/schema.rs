@@ -9,19 +9,38 @@ use crate::{Result, StoreError};
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Applies the connection pragmas and every migration the database has not seen yet.
-pub(crate) fn prepare(conn: &mut Connection) -> Result<()> {
+/// When a commit waits for the disk.
+#[derive(Clone, Copy)]
+pub(crate) enum Synchronous {
+    /// At checkpoints only: a committed transaction survives the process dying, not the
+    /// machine losing power.
+    Normal,
+    /// At every commit: a committed transaction survives a power loss too.
+    Full,
+}
+
+/// Applies the connection pragmas and every one of `migrations` the database has not seen
+/// yet.
+pub(crate) fn prepare(
+    conn: &mut Connection,
+    migrations: &[&str],
+    synchronous: Synchronous,
+) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Returns the resulting mode; in-memory databases answer "memory", which is fine.
     let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let synchronous = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    migrate(conn)
+    migrate(conn, migrations)
 }
 
 /// Schema changes, applied in order; entry `i` moves `user_version` from `i` to `i + 1`.
 /// Never edit an entry once released; append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -102,18 +121,18 @@ CREATE INDEX invocation_minutes_minute ON invocation_minutes (minute_ms);
 "#,
 ];
 
-/// Brings the schema up to `MIGRATIONS.len()`, one transaction per migration. The version is
+/// Brings the schema up to `migrations.len()`, one transaction per migration. The version is
 /// read inside each write transaction, so two processes opening the file at once do not both
 /// apply a migration.
-fn migrate(conn: &mut Connection) -> Result<()> {
+fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> {
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        let Some(sql) = MIGRATIONS.get(current) else {
-            if current > MIGRATIONS.len() {
+        let Some(sql) = migrations.get(current) else {
+            if current > migrations.len() {
                 return Err(StoreError::Corrupt(format!(
                     "schema version {current} is newer than this build supports ({})",
-                    MIGRATIONS.len()
+                    migrations.len()
                 )));
             }
             return Ok(());

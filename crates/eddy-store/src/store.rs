@@ -245,7 +245,7 @@ impl Store {
     }
 
     fn prepared(mut conn: Connection) -> Result<Store> {
-        schema::prepare(&mut conn)?;
+        schema::prepare(&mut conn, schema::MIGRATIONS, schema::Synchronous::Normal)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })

@@ -33,6 +33,7 @@ fn config(route: &str) -> VersionConfig {
             max_requests: 5,
             idle_timeout_ms: 1000,
         }),
+        publish: vec!["orders".to_owned()],
     }
 }
 

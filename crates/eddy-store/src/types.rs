@@ -54,6 +54,9 @@ pub struct VersionConfig {
     /// Warm-instance reuse; `None`: a fresh instance per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<ReuseSettings>,
+    /// Queues the function may publish to through `http://eddy.local` (`*` for any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
