@@ -25,7 +25,7 @@ use crate::engine::{Prepared, Runtime};
 use crate::limits::{CPU_SLICE_TICKS, FunctionLimits, REUSE_LEFTOVER_RESOURCES_MAX, ReuseConfig};
 use crate::log::LogPipe;
 use crate::meter::metered;
-use crate::outbound::{AllowRule, OutboundPolicy};
+use crate::outbound::{AllowRule, OutboundPolicy, Platform};
 use crate::reuse::{IdlePool, Instance, LiveGuard};
 
 /// How an invocation ended. A trap or a limit is an outcome to record, not a node error.
@@ -177,6 +177,8 @@ pub struct DeploymentSettings {
     pub outbound: Vec<AllowRule>,
     /// The function's live-instance count, shared by all its versions.
     pub instances_live: Arc<AtomicUsize>,
+    /// What answers the function's requests to `http://eddy.local/`; `None`: nothing does.
+    pub platform: Option<Arc<dyn Platform>>,
 }
 
 /// A live version of a function: its pre-linked instance template, limits and, with
@@ -204,7 +206,11 @@ impl Deployment {
             inline_teardown_memory_bytes_max: prepared.inline_teardown_memory_bytes_max,
             reuse: settings.reuse,
             idle: Arc::new(IdlePool::new(runtime.idle_budget())),
-            outbound: OutboundPolicy::new(settings.outbound, runtime.outbound_client()),
+            outbound: OutboundPolicy::new(
+                settings.outbound,
+                runtime.outbound_client(),
+                settings.platform,
+            ),
             instances_live: settings.instances_live,
         }
     }

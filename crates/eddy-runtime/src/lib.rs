@@ -23,4 +23,6 @@ pub use cache::CacheStats;
 pub use engine::{DeployError, Prepared, Runtime, RuntimeError};
 pub use invoke::{Answer, Deployment, DeploymentSettings, Failure, InvocationReport, Outcome};
 pub use limits::{FunctionLimits, OutboundConfig, PoolingConfig, ReuseConfig, RuntimeConfig};
-pub use outbound::AllowRule;
+pub use outbound::{AllowRule, PLATFORM_HOST, Platform};
+/// The body type of requests to and answers from [`Platform`].
+pub use wasmtime_wasi_http::WasiBody as PlatformBody;

@@ -344,11 +344,25 @@ fn walks_out(path: &str) -> bool {
             .any(|segment| segment == "." || segment == "..")
 }
 
+/// The host under which a guest reaches the node's own API (publishing to a queue, ...)
+/// with ordinary outgoing HTTP; the node answers without a network hop.
+pub const PLATFORM_HOST: &str = "eddy.local";
+
+/// The node's answer to a guest's request to `http://eddy.local/...`. The node knows which
+/// function asks (one `Platform` per deployment) and what it may do.
+pub trait Platform: Send + Sync {
+    fn handle(
+        &self,
+        request: http::Request<WasiBody>,
+    ) -> Pin<Box<dyn Future<Output = http::Response<WasiBody>> + Send>>;
+}
+
 /// What one function may reach, and the client it reaches it with.
 #[derive(Clone)]
 pub struct OutboundPolicy {
     rules: Arc<[AllowRule]>,
     client: Arc<OutboundClient>,
+    platform: Option<Arc<dyn Platform>>,
 }
 
 /// Outgoing requests one instance may have in flight at once.
@@ -357,10 +371,15 @@ pub(crate) fn invocation_slots() -> Arc<Semaphore> {
 }
 
 impl OutboundPolicy {
-    pub fn new(rules: Vec<AllowRule>, client: Arc<OutboundClient>) -> OutboundPolicy {
+    pub fn new(
+        rules: Vec<AllowRule>,
+        client: Arc<OutboundClient>,
+        platform: Option<Arc<dyn Platform>>,
+    ) -> OutboundPolicy {
         OutboundPolicy {
             rules: rules.into(),
             client,
+            platform,
         }
     }
 
@@ -372,7 +391,16 @@ impl OutboundPolicy {
         options: Option<RequestOptions>,
         log: &LogPipe,
         instance_slots: &Arc<Semaphore>,
-    ) -> impl Future<Output = Result<http::Response<WasiBody>, HttpError>> + Send + 'static {
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, HttpError>> + Send>> {
+        if request.uri().host() == Some(PLATFORM_HOST) {
+            return match &self.platform {
+                Some(platform) => {
+                    let answer = platform.handle(request);
+                    Box::pin(async move { Ok(answer.await) })
+                }
+                None => Box::pin(async { Err(HttpError::DestinationNotFound) }),
+            };
+        }
         let allowed = self.rules.iter().any(|rule| rule.allows(request.uri()));
         let permits = if !allowed {
             log.note(&format!(
@@ -385,7 +413,7 @@ impl OutboundPolicy {
             self.slots(instance_slots, log, request.uri())
         };
         let client = self.client.clone();
-        async move { client.send(request, options, permits?).await }
+        Box::pin(async move { client.send(request, options, permits?).await })
     }
 
     /// A node slot and an instance slot for one outgoing request, or the refusal.
