@@ -45,6 +45,8 @@ pub struct ApiState {
     pub written: watch::Receiver<u64>,
     pub draining: Arc<AtomicBool>,
     pub shutdown: CancellationToken,
+    pub queues: Arc<crate::queues::QueueHub>,
+    pub consumers: Arc<crate::consumer::Consumers>,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
@@ -67,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/functions/{name}/rollback", post(rollback))
         .route("/functions/{name}/logs", get(logs))
         .route("/functions/{name}/stats", get(stats))
+        .merge(crate::queue_api::routes())
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new()
@@ -382,9 +385,23 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             }
         })
         .collect();
+    let mut queues = Vec::new();
+    for q in state.queues.store.list_queues().await.unwrap_or_default() {
+        let Ok(counts) = state.queues.store.counts(&q.name).await else {
+            continue;
+        };
+        queues.push(crate::metering::QueueGauges {
+            consumer_concurrency: state.consumers.status(&q.name).map_or(0, |s| s.concurrency),
+            queue: q.name,
+            depth: counts.depth,
+            in_flight: counts.in_flight,
+            dead_lettered: counts.dead_lettered,
+        });
+    }
     let admission = registry.admission();
     let text = registry.meter().render(
         &gauges,
+        &queues,
         admission.in_flight(),
         admission.node().concurrency_max,
     );

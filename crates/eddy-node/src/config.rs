@@ -60,6 +60,35 @@ pub const REUSE_IDLE_TIMEOUT_MS_CEILING: u64 = 24 * 60 * 60 * 1000;
 pub const DEFAULT_ROLLUP_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Entries of one function's outbound allowlist.
 pub const ALLOW_OUTBOUND_RULES_MAX: usize = 64;
+/// Entries of one function's `publish` list (queues it may publish to).
+pub const PUBLISH_RULES_MAX: usize = 64;
+/// Largest queue message body. A bigger publish gets `413` (`queue_message_bytes_max`).
+pub const DEFAULT_QUEUE_MESSAGE_BYTES_MAX: u64 = 256 * 1024;
+/// Messages one queue may hold (ready, delayed and in flight). Past it a publish gets `503`
+/// with `Retry-After` (`queue_depth_max`); a dead-letter move is never refused.
+pub const DEFAULT_QUEUE_DEPTH_MAX: u64 = 1_000_000;
+/// Queues on the node, dead-letter queues included.
+pub const DEFAULT_QUEUES_MAX: usize = 1000;
+/// Messages in one batch publish call.
+pub const QUEUE_PUBLISH_BATCH_MAX: usize = 1000;
+/// Idempotency window of a queue created without one.
+pub const DEFAULT_QUEUE_IDEMPOTENCY_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Longest idempotency window a queue may have (one day).
+pub const QUEUE_IDEMPOTENCY_WINDOW_MS_CEILING: u64 = 24 * 60 * 60 * 1000;
+/// Messages per delivery at most (`--batch-size`).
+pub const CONSUMER_BATCH_SIZE_MAX: u32 = 1000;
+/// Deliveries of one message at most (`--max-attempts`).
+pub const CONSUMER_ATTEMPTS_MAX_CEILING: u32 = 100;
+/// Defaults of a consumer binding that does not say.
+pub const DEFAULT_CONSUMER_BATCH_SIZE: u32 = 1;
+pub const DEFAULT_CONSUMER_CONCURRENCY_MAX: u32 = 10;
+pub const DEFAULT_CONSUMER_VISIBILITY_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_CONSUMER_ATTEMPTS_MAX: u32 = 5;
+pub const DEFAULT_CONSUMER_BACKOFF_BASE_MS: u64 = 1000;
+pub const DEFAULT_CONSUMER_BACKOFF_MAX_MS: u64 = 5 * 60 * 1000;
+/// Consecutive failed deliveries after which a consumer's circuit breaker opens: it pauses,
+/// then probes with one delivery at exponentially growing intervals.
+pub const DEFAULT_CONSUMER_BREAKER_FAILURES: u32 = 10;
 
 /// Everything `eddy serve` needs. Read from `--config FILE` (TOML) and overridden by flags.
 #[derive(Clone, Debug, Deserialize)]
@@ -118,6 +147,11 @@ pub struct LimitsConfig {
     pub outbound_timeout_ms: u64,
     pub outbound_response_bytes_max: u64,
     pub outbound_requests_in_flight_max: usize,
+    pub queue_message_bytes_max: u64,
+    pub queue_depth_max: u64,
+    pub queues_max: usize,
+    pub queue_idempotency_window_ms_default: u64,
+    pub consumer_breaker_failures: u32,
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -190,6 +224,11 @@ impl Default for LimitsConfig {
             outbound_timeout_ms: rt::DEFAULT_OUTBOUND_TIMEOUT_MS,
             outbound_response_bytes_max: rt::DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX,
             outbound_requests_in_flight_max: rt::DEFAULT_OUTBOUND_REQUESTS_IN_FLIGHT_MAX,
+            queue_message_bytes_max: DEFAULT_QUEUE_MESSAGE_BYTES_MAX,
+            queue_depth_max: DEFAULT_QUEUE_DEPTH_MAX,
+            queues_max: DEFAULT_QUEUES_MAX,
+            queue_idempotency_window_ms_default: DEFAULT_QUEUE_IDEMPOTENCY_WINDOW_MS,
+            consumer_breaker_failures: DEFAULT_CONSUMER_BREAKER_FAILURES,
         }
     }
 }
@@ -221,7 +260,14 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 19] = [
+        let positive: [(&str, u64); 23] = [
+            ("limits.queue_message_bytes_max", l.queue_message_bytes_max),
+            ("limits.queue_depth_max", l.queue_depth_max),
+            ("limits.queues_max", l.queues_max as u64),
+            (
+                "limits.consumer_breaker_failures",
+                u64::from(l.consumer_breaker_failures),
+            ),
             (
                 "limits.outbound_requests_in_flight_max",
                 l.outbound_requests_in_flight_max as u64,
@@ -315,6 +361,18 @@ impl NodeConfig {
             return Err(ConfigError(format!(
                 "limits.function_queue_default ({}) is above {FUNCTION_QUEUE_MAX_CEILING}",
                 l.function_queue_default
+            )));
+        }
+        if l.queue_message_bytes_max > l.request_body_bytes_max {
+            return Err(ConfigError(format!(
+                "limits.queue_message_bytes_max ({}) is above limits.request_body_bytes_max ({}): a message must fit in the request that delivers it",
+                l.queue_message_bytes_max, l.request_body_bytes_max
+            )));
+        }
+        if l.queue_idempotency_window_ms_default > QUEUE_IDEMPOTENCY_WINDOW_MS_CEILING {
+            return Err(ConfigError(format!(
+                "limits.queue_idempotency_window_ms_default ({}) is above {QUEUE_IDEMPOTENCY_WINDOW_MS_CEILING} ms (one day)",
+                l.queue_idempotency_window_ms_default
             )));
         }
         if let Some(url) = &self.public_url

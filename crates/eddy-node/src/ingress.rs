@@ -211,25 +211,25 @@ impl Ingress {
 
 /// What is recorded about one invocation: its totals in the meter, its row in the ring of
 /// recent invocations.
-struct Record {
-    live: Arc<LiveFunction>,
-    records_per_second_max: u32,
-    sink: InvocationSink,
-    meter: Arc<Meter>,
-    at_ms: i64,
-    method: http::Method,
-    path: Option<http::uri::PathAndQuery>,
+pub(crate) struct Record {
+    pub(crate) live: Arc<LiveFunction>,
+    pub(crate) records_per_second_max: u32,
+    pub(crate) sink: InvocationSink,
+    pub(crate) meter: Arc<Meter>,
+    pub(crate) at_ms: i64,
+    pub(crate) method: http::Method,
+    pub(crate) path: Option<http::uri::PathAndQuery>,
 }
 
 impl Record {
-    fn finish(self, status: u16, report: InvocationReport) {
+    pub(crate) fn finish(self, status: u16, report: InvocationReport) {
         self.meter
             .invocation(&self.live.name, self.at_ms, status, &report);
         let plain = report.outcome == Outcome::Ok && status < 500 && report.log.is_empty();
         self.write(status, report, plain);
     }
 
-    fn rejected(self, limit: &'static str) {
+    pub(crate) fn rejected(self, limit: &'static str) {
         self.meter.rejected(&self.live.name, self.at_ms, limit);
         let mut report = InvocationReport::refused(Outcome::Rejected, Duration::ZERO, None);
         report.log = format!("[eddy: rejected by admission control: {limit}]\n");

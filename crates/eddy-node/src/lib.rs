@@ -9,10 +9,13 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod ingress;
 pub mod invocations;
 pub mod metering;
+pub mod queue_api;
+pub mod queues;
 pub mod registry;
 pub mod routes;
 
@@ -32,6 +35,8 @@ pub use config::NodeConfig;
 
 /// File name of the SQLite database inside the state directory.
 pub const DATABASE_FILE: &str = "eddy.db";
+/// File name of the queues' SQLite database inside the state directory.
+pub const QUEUE_DATABASE_FILE: &str = "queues.db";
 
 /// A started node. Call [`RunningNode::shutdown`] to stop it gracefully.
 pub struct RunningNode {
@@ -46,6 +51,7 @@ pub struct RunningNode {
     draining: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
+    consumers: Arc<consumer::Consumers>,
     grace: Duration,
 }
 
@@ -66,10 +72,18 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     let token = Arc::new(auth::ensure_admin_token(&store, &config.state_dir)?);
     let limits = config.limits.clone();
+    let queue_db = config.state_dir.join(QUEUE_DATABASE_FILE);
+    let queue_store = Arc::new(
+        tokio::task::spawn_blocking(move || eddy_store::QueueStore::open(&queue_db))
+            .await?
+            .context("opening the queue database")?,
+    );
+    let queues = Arc::new(queues::QueueHub::new(queue_store, limits.clone()));
     let runtime = Arc::new(Runtime::new(config.runtime())?);
     let pagemap_scan = runtime.pagemap_scan_in_use();
-    let registry =
-        Arc::new(registry::Registry::load(runtime, store.clone(), limits.clone()).await?);
+    let registry = Arc::new(
+        registry::Registry::load(runtime, store.clone(), limits.clone(), queues.clone()).await?,
+    );
     let functions = registry.routes().len();
 
     let public = TcpListener::bind(config.listen).await.with_context(|| {
@@ -102,6 +116,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         limits.rollup_retention_ms,
     );
     let writer = tokio::spawn(writer.run());
+    let consumers = consumer::Consumers::new(queues.clone(), registry.clone(), sink.clone());
+    consumers.start_all().await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
     let draining = Arc::new(AtomicBool::new(false));
@@ -121,6 +137,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         written,
         draining: draining.clone(),
         shutdown: shutdown.clone(),
+        queues,
+        consumers: consumers.clone(),
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();
@@ -143,6 +161,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         draining,
         servers: vec![public_server, admin_server],
         writer,
+        consumers,
         grace: Duration::from_millis(limits.shutdown_grace_ms),
     })
 }
@@ -174,6 +193,9 @@ impl RunningNode {
     pub async fn shutdown(self) {
         self.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
+        // No new deliveries; those running finish like requests (their messages are
+        // settled, or delivered again after a restart).
+        self.consumers.stop_all();
         for server in self.servers {
             // The public server bounds itself by the grace period; the control API's
             // requests are short (long polls end on shutdown).

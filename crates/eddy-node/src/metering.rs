@@ -26,6 +26,11 @@ struct FunctionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     function: String,
     outcome: String,
@@ -53,6 +58,10 @@ struct Metrics {
     queued: Family<FunctionLabel, Gauge>,
     node_in_flight: Gauge,
     node_concurrency_max: Gauge,
+    queue_depth: Family<QueueLabel, Gauge>,
+    queue_in_flight: Family<QueueLabel, Gauge>,
+    queue_dead_lettered: Family<QueueLabel, Gauge>,
+    queue_consumer_concurrency: Family<QueueLabel, Gauge>,
 }
 
 /// Handles on one function's counters (they share their values with the families).
@@ -72,6 +81,17 @@ fn outcome_index(outcome: Outcome) -> usize {
         .iter()
         .position(|o| *o == outcome)
         .expect("ALL_OUTCOMES lists every outcome")
+}
+
+/// What one queue's gauges read at scrape time.
+pub struct QueueGauges {
+    pub queue: String,
+    pub depth: u64,
+    pub in_flight: u64,
+    pub dead_lettered: u64,
+    /// The consumer's adaptive concurrency now (0 without a consumer or while its breaker
+    /// is open).
+    pub consumer_concurrency: u32,
 }
 
 /// What one function's gauges read at scrape time.
@@ -177,6 +197,31 @@ impl Meter {
             "The node's capacity (limits.concurrency_max)",
             node_concurrency_max.clone(),
         );
+        let queue_gauge = |registry: &mut MetricsRegistry, name: &str, help: &str| {
+            let family = Family::<QueueLabel, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let queue_depth = queue_gauge(
+            &mut registry,
+            "queue_depth",
+            "Messages in the queue (ready, delayed and in flight)",
+        );
+        let queue_in_flight = queue_gauge(
+            &mut registry,
+            "queue_in_flight",
+            "Messages of the queue being delivered",
+        );
+        let queue_dead_lettered = queue_gauge(
+            &mut registry,
+            "queue_dead_lettered",
+            "Messages moved to the dead-letter queue after their last attempt",
+        );
+        let queue_consumer_concurrency = queue_gauge(
+            &mut registry,
+            "queue_consumer_concurrency",
+            "Deliveries the queue's consumer may run at once now (adaptive; 0 while its breaker is open)",
+        );
         let duration_family = duration;
         Meter {
             pending: Mutex::new(HashMap::new()),
@@ -197,6 +242,10 @@ impl Meter {
                 queued,
                 node_in_flight,
                 node_concurrency_max,
+                queue_depth,
+                queue_in_flight,
+                queue_dead_lettered,
+                queue_consumer_concurrency,
             },
         }
     }
@@ -377,10 +426,26 @@ impl Meter {
     pub fn render(
         &self,
         gauges: &[FunctionGauges],
+        queues: &[QueueGauges],
         node_in_flight: usize,
         node_concurrency_max: usize,
     ) -> String {
         let m = self.metrics();
+        for q in queues {
+            let label = QueueLabel {
+                queue: q.queue.clone(),
+            };
+            m.queue_depth.get_or_create(&label).set(q.depth as i64);
+            m.queue_in_flight
+                .get_or_create(&label)
+                .set(q.in_flight as i64);
+            m.queue_dead_lettered
+                .get_or_create(&label)
+                .set(q.dead_lettered as i64);
+            m.queue_consumer_concurrency
+                .get_or_create(&label)
+                .set(i64::from(q.consumer_concurrency));
+        }
         for g in gauges {
             let label = FunctionLabel {
                 function: g.function.clone(),

@@ -24,10 +24,11 @@ use tokio::sync::Mutex;
 use crate::admission::{Admission, FunctionAdmission, NodeAdmission};
 use crate::config::{
     ALLOW_OUTBOUND_RULES_MAX, FUNCTION_QUEUE_MAX_CEILING, LimitsConfig, MEMORY_BYTES_MIN,
-    REUSE_IDLE_TIMEOUT_MS_CEILING,
+    PUBLISH_RULES_MAX, REUSE_IDLE_TIMEOUT_MS_CEILING,
 };
 use crate::error::ApiError;
 use crate::metering::Meter;
+use crate::queues::{FunctionPlatform, QueueHub, validate_queue_name};
 use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
 
 /// Total bytes of a function's environment variable names and values.
@@ -53,6 +54,9 @@ pub struct DeployRequest {
     pub reuse: Option<bool>,
     pub reuse_max_requests: Option<u32>,
     pub reuse_idle_timeout_ms: Option<u64>,
+    /// Queues the function may publish to from inside (`*` for any).
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// The result of a deploy.
@@ -76,6 +80,8 @@ pub struct Registry {
     /// Serialises changes; holds prepared components by digest so rollbacks and
     /// functions sharing bytes reuse them.
     prepared: Mutex<HashMap<String, Prepared>>,
+    /// The node's queues, which functions reach through `http://eddy.local`.
+    queues: Arc<QueueHub>,
 }
 
 impl Registry {
@@ -85,6 +91,7 @@ impl Registry {
         runtime: Arc<Runtime>,
         store: Arc<Store>,
         limits: LimitsConfig,
+        queues: Arc<QueueHub>,
     ) -> anyhow::Result<Registry> {
         let admission = Admission::new(NodeAdmission {
             concurrency_max: limits.concurrency_max,
@@ -99,6 +106,7 @@ impl Registry {
             meter: Arc::new(Meter::new()),
             instance_gauges: std::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
+            queues,
         };
         let functions = blocking(&registry.store, |s| s.list_functions()).await?;
         let mut prepared = registry.prepared.lock().await;
@@ -407,6 +415,7 @@ impl Registry {
             max_wait_ms: request.max_wait_ms,
             reserved_concurrency: request.reserved_concurrency.unwrap_or(0),
             reuse,
+            publish: request.publish,
         })
     }
 
@@ -469,6 +478,18 @@ impl Registry {
         }
         for rule in &request.allow_outbound {
             AllowRule::parse(rule).map_err(ApiError::bad_request)?;
+        }
+        if request.publish.len() > PUBLISH_RULES_MAX {
+            return Err(ApiError::limit(format!(
+                "{} publish entries is above publish_rules_max ({PUBLISH_RULES_MAX}); use `*` for any queue",
+                request.publish.len()
+            )));
+        }
+        for queue in &request.publish {
+            if queue != "*" {
+                validate_queue_name(queue)
+                    .map_err(|e| ApiError::bad_request(format!("publish: {e}")))?;
+            }
         }
         Ok(())
     }
@@ -559,6 +580,11 @@ impl Registry {
                 }),
                 outbound,
                 instances_live: instances_live.clone(),
+                platform: Some(Arc::new(FunctionPlatform {
+                    hub: self.queues.clone(),
+                    function: Arc::from(version.function.as_str()),
+                    publish: config.publish.clone().into(),
+                })),
             },
         );
         LiveFunction {

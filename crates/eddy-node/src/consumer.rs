@@ -1,0 +1,595 @@
+//! Queue consumers: one dispatcher per queue with a bound function. It claims messages,
+//! delivers them as CloudEvents over the function's ordinary HTTP handler, and settles
+//! each delivery: acknowledged, retried after a backoff with full jitter, or moved to the
+//! dead-letter queue after `max_attempts`.
+//!
+//! Nothing here can turn into a retry storm:
+//! - every delivery is a *background* invocation: admission control caps the node's
+//!   background work (`background_concurrency_max`) and admits waiting interactive
+//!   requests first;
+//! - each consumer has its own bounded concurrency, and it adapts (AIMD): a failed delivery
+//!   halves it (once per round of deliveries), a success adds `1/limit`, up to
+//!   `max_concurrency`;
+//! - after `consumer_breaker_failures` failures in a row the consumer's circuit breaker opens:
+//!   nothing is delivered until a single probe, spaced `backoff_base * 2^k` (at most
+//!   `backoff_max`) after each failed one;
+//! - a message is attempted at most `max_attempts` times, counted when it is claimed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use eddy_runtime::{Answer, InvocationReport, Outcome};
+use eddy_store::{Claimed, ConsumerSettings, Settle};
+use http::{HeaderValue, Request, header};
+use http_body_util::{BodyExt, Full};
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Class;
+use crate::ingress::{Record, failure_status};
+use crate::invocations::InvocationSink;
+use crate::queues::QueueHub;
+use crate::registry::{Registry, now_ms};
+use crate::routes::LiveFunction;
+
+/// CloudEvents `type` of a queue message delivery.
+pub const QUEUE_EVENT_TYPE: &str = "dev.eddy.queue.message";
+/// Content type of a delivery of more than one message.
+pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+/// How often a consumer whose function is not deployed looks again.
+const FUNCTION_ABSENT_POLL: Duration = Duration::from_secs(1);
+/// Pause after admission control turned a delivery away (the node is busy).
+const ADMISSION_RETRY: Duration = Duration::from_millis(100);
+/// Longest a consumer with an empty queue sleeps without looking (publishes wake it at
+/// once; this only bounds how late a retry whose backoff ended is picked up).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Pause after the queue store failed a claim.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// The node's running consumers.
+pub struct Consumers {
+    hub: Arc<QueueHub>,
+    registry: Arc<Registry>,
+    sink: InvocationSink,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+struct Running {
+    control: Arc<Control>,
+    cancel: CancellationToken,
+}
+
+/// A consumer's state as stats show it.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumerStatus {
+    /// Deliveries allowed at once now (adaptive, at most `max_concurrency`).
+    pub concurrency: u32,
+    /// Deliveries running now.
+    pub in_flight: usize,
+    pub breaker: &'static str,
+}
+
+impl Consumers {
+    pub fn new(hub: Arc<QueueHub>, registry: Arc<Registry>, sink: InvocationSink) -> Arc<Self> {
+        Arc::new(Consumers {
+            hub,
+            registry,
+            sink,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Start a dispatcher for every queue with a consumer.
+    pub async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
+        for queue in self.hub.store.list_queues().await? {
+            if let Some(consumer) = queue.consumer {
+                self.apply(&queue.name, Some(consumer));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop `queue`'s dispatcher, if any, and start one for `consumer`. Deliveries running
+    /// under the old settings finish.
+    pub fn apply(self: &Arc<Self>, queue: &str, consumer: Option<ConsumerSettings>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = running.remove(queue) {
+            old.cancel.cancel();
+        }
+        let Some(settings) = consumer else {
+            return;
+        };
+        let control = Arc::new(Control::new(&settings));
+        let cancel = CancellationToken::new();
+        let dispatcher = Arc::new(Dispatcher {
+            queue: queue.to_string(),
+            settings,
+            breaker_failures: self.hub.limits.consumer_breaker_failures,
+            records_per_second_max: self.hub.limits.invocation_records_per_second_max,
+            hub: self.hub.clone(),
+            registry: self.registry.clone(),
+            sink: self.sink.clone(),
+            control: control.clone(),
+            cancel: cancel.clone(),
+        });
+        tokio::spawn(dispatcher.run());
+        running.insert(queue.to_string(), Running { control, cancel });
+    }
+
+    /// Stop every dispatcher (shutdown); running deliveries finish.
+    pub fn stop_all(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, r) in running.drain() {
+            r.cancel.cancel();
+        }
+    }
+
+    /// The live state of `queue`'s consumer.
+    pub fn status(&self, queue: &str) -> Option<ConsumerStatus> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(queue).map(|r| r.control.status())
+    }
+}
+
+/// Adaptive concurrency and the circuit breaker of one consumer.
+struct Control {
+    state: Mutex<ControlState>,
+    /// A delivery or claim ended: the dispatcher may go on.
+    changed: Notify,
+}
+
+struct ControlState {
+    /// AIMD limit on deliveries at once, in `[1, max]`.
+    limit: f64,
+    max: f64,
+    /// Bumped at every decrease: a failure of a delivery started before the last decrease
+    /// does not decrease again (one halving per round).
+    epoch: u64,
+    /// Claims and deliveries running.
+    in_flight: usize,
+    /// Claims running; while the queue looks drained only one runs at a time.
+    claiming: usize,
+    /// The last claim filled a whole batch: there is likely more.
+    busy: bool,
+    /// A claim found nothing: wait for a publish or this time (unix ms) before claiming.
+    drained: Option<Option<i64>>,
+    failures_in_row: u32,
+    breaker: Breaker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Breaker {
+    Closed,
+    /// Nothing is delivered until `until`; it has opened `trips` times in a row.
+    Open {
+        until: Instant,
+        trips: u32,
+    },
+    /// One probe delivery is allowed.
+    HalfOpen {
+        trips: u32,
+    },
+}
+
+enum Gate {
+    Go { epoch: u64 },
+    Full,
+    Until(Instant),
+    Drained(Option<i64>),
+}
+
+impl Control {
+    fn new(settings: &ConsumerSettings) -> Control {
+        let max = f64::from(settings.max_concurrency.max(1));
+        Control {
+            state: Mutex::new(ControlState {
+                limit: max,
+                max,
+                epoch: 0,
+                in_flight: 0,
+                claiming: 0,
+                busy: true,
+                drained: None,
+                failures_in_row: 0,
+                breaker: Breaker::Closed,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// May one more claim-and-deliver start now?
+    fn admit(&self, now: Instant) -> Gate {
+        let mut s = self.lock();
+        if let Some(next) = s.drained.take() {
+            return Gate::Drained(next);
+        }
+        let allowed = match s.breaker {
+            Breaker::Open { until, .. } if now < until => return Gate::Until(until),
+            Breaker::Open { trips, .. } => {
+                s.breaker = Breaker::HalfOpen { trips };
+                1
+            }
+            Breaker::HalfOpen { .. } => 1,
+            Breaker::Closed => s.limit.floor() as usize,
+        };
+        if s.in_flight >= allowed || (!s.busy && s.claiming > 0) {
+            return Gate::Full;
+        }
+        s.in_flight += 1;
+        s.claiming += 1;
+        Gate::Go { epoch: s.epoch }
+    }
+
+    /// A claim came back with `claimed` of `asked` messages (`next`: when the next delayed
+    /// one is due). With none, the slot is given back.
+    fn claimed(&self, claimed: usize, asked: usize, next: Option<i64>) {
+        let mut s = self.lock();
+        s.claiming -= 1;
+        s.busy = claimed >= asked;
+        if claimed == 0 {
+            s.in_flight -= 1;
+            s.drained = Some(next);
+        }
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Give a slot back without a delivery (admission refused it, the function is absent).
+    fn release(&self, claiming: bool) {
+        let mut s = self.lock();
+        s.in_flight -= 1;
+        if claiming {
+            s.claiming -= 1;
+        }
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// A delivery started in `epoch` ended.
+    fn finished(
+        &self,
+        success: bool,
+        epoch: u64,
+        breaker_failures: u32,
+        spacing: impl Fn(u32) -> Duration,
+    ) {
+        let mut s = self.lock();
+        s.in_flight -= 1;
+        if success {
+            s.failures_in_row = 0;
+            s.limit = (s.limit + 1.0 / s.limit).min(s.max);
+            if matches!(s.breaker, Breaker::HalfOpen { .. }) {
+                s.breaker = Breaker::Closed;
+            }
+        } else {
+            s.failures_in_row += 1;
+            if epoch == s.epoch {
+                s.limit = (s.limit / 2.0).max(1.0);
+                s.epoch += 1;
+            }
+            let now = Instant::now();
+            s.breaker = match s.breaker {
+                Breaker::HalfOpen { trips } | Breaker::Open { trips, .. } => Breaker::Open {
+                    until: now + spacing(trips + 1),
+                    trips: trips + 1,
+                },
+                Breaker::Closed if s.failures_in_row >= breaker_failures => Breaker::Open {
+                    until: now + spacing(1),
+                    trips: 1,
+                },
+                closed => closed,
+            };
+        }
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    fn status(&self) -> ConsumerStatus {
+        let s = self.lock();
+        ConsumerStatus {
+            concurrency: match s.breaker {
+                Breaker::Closed => s.limit.floor() as u32,
+                Breaker::HalfOpen { .. } => 1,
+                Breaker::Open { .. } => 0,
+            },
+            in_flight: s.in_flight,
+            breaker: match s.breaker {
+                Breaker::Closed => "closed",
+                Breaker::Open { .. } => "open",
+                Breaker::HalfOpen { .. } => "half_open",
+            },
+        }
+    }
+}
+
+struct Dispatcher {
+    queue: String,
+    settings: ConsumerSettings,
+    breaker_failures: u32,
+    records_per_second_max: u32,
+    hub: Arc<QueueHub>,
+    registry: Arc<Registry>,
+    sink: InvocationSink,
+    control: Arc<Control>,
+    cancel: CancellationToken,
+}
+
+impl Dispatcher {
+    async fn run(self: Arc<Self>) {
+        let waker = self.hub.waker(&self.queue);
+        loop {
+            let wait = match self.control.admit(Instant::now()) {
+                Gate::Go { epoch } => {
+                    tokio::spawn(self.clone().claim_and_deliver(epoch));
+                    continue;
+                }
+                Gate::Full => None,
+                Gate::Until(until) => Some(until.saturating_duration_since(Instant::now())),
+                Gate::Drained(next) => {
+                    let due = next.map_or(IDLE_POLL, |ms| {
+                        Duration::from_millis(ms.saturating_sub(now_ms()).max(0) as u64)
+                    });
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return,
+                        _ = waker.notified() => {}
+                        _ = tokio::time::sleep(due.min(IDLE_POLL)) => {}
+                    }
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = self.control.changed.notified() => {}
+                _ = tokio::time::sleep(wait.unwrap_or(IDLE_POLL)) => {}
+            }
+        }
+    }
+
+    /// Backoff spacing for attempt or breaker trip `n` (from 1), without jitter.
+    fn spacing(&self, n: u32) -> Duration {
+        let factor = 1u64
+            .checked_shl(n.saturating_sub(1).min(62))
+            .unwrap_or(u64::MAX);
+        Duration::from_millis(
+            self.settings
+                .backoff_base_ms
+                .saturating_mul(factor)
+                .min(self.settings.backoff_max_ms),
+        )
+    }
+
+    async fn claim_and_deliver(self: Arc<Self>, epoch: u64) {
+        let function = self.settings.function.as_str();
+        let Some(live) = self.registry.routes().function(function).cloned() else {
+            self.control.release(true);
+            self.pause(FUNCTION_ABSENT_POLL).await;
+            return;
+        };
+        let admitted = tokio::select! {
+            _ = self.cancel.cancelled() => None,
+            admitted = self.registry.admission().admit(function, Class::Background) => Some(admitted),
+        };
+        let permit = match admitted {
+            Some(Ok(permit)) => permit,
+            Some(Err(_)) => {
+                // The node (or the function) is busy: no attempt is spent.
+                self.pause(ADMISSION_RETRY).await;
+                self.control.release(true);
+                return;
+            }
+            None => {
+                self.control.release(true);
+                return;
+            }
+        };
+        let asked = self.settings.batch_size.max(1);
+        let lease_until_ms = now_ms() + self.settings.visibility_timeout_ms as i64;
+        let (claimed, next) = match self
+            .hub
+            .store
+            .claim(&self.queue, asked, lease_until_ms)
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(queue = %self.queue, error = %e, "claiming messages failed");
+                drop(permit);
+                self.pause(STORE_RETRY).await;
+                self.control.release(true);
+                return;
+            }
+        };
+        self.control.claimed(claimed.len(), asked as usize, next);
+        if claimed.is_empty() {
+            return;
+        }
+        let visibility = Duration::from_millis(self.settings.visibility_timeout_ms);
+        let outcome = tokio::time::timeout(visibility, self.deliver(live, &claimed, permit))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer within the visibility timeout ({} ms)",
+                    self.settings.visibility_timeout_ms
+                ))
+            });
+        let success = outcome.is_ok();
+        self.settle(&claimed, outcome, lease_until_ms).await;
+        self.control
+            .finished(success, epoch, self.breaker_failures, |n| self.spacing(n));
+    }
+
+    async fn pause(&self, how_long: Duration) {
+        tokio::select! {
+            _ = self.cancel.cancelled() => {}
+            _ = tokio::time::sleep(how_long) => {}
+        }
+    }
+
+    /// One delivery: a POST to the function. `Ok` when it answered 2xx.
+    async fn deliver(
+        &self,
+        live: Arc<LiveFunction>,
+        claimed: &[Claimed],
+        permit: crate::admission::Permit,
+    ) -> Result<(), String> {
+        let path = self
+            .settings
+            .path
+            .clone()
+            .unwrap_or_else(|| live.route.clone());
+        let request = self.request(&path, claimed)?;
+        let record = Record {
+            live: live.clone(),
+            records_per_second_max: self.records_per_second_max,
+            sink: self.sink.clone(),
+            meter: self.registry.meter().clone(),
+            at_ms: now_ms(),
+            method: http::Method::POST,
+            path: path.parse().ok(),
+        };
+        let (tx, rx) = oneshot::channel::<(Outcome, u16, Option<String>)>();
+        let report = move |report: InvocationReport| {
+            let status = match report.answer {
+                Answer::Guest(status) => status,
+                Answer::Node(outcome) => failure_status(outcome).as_u16(),
+            };
+            let _ = tx.send((report.outcome, status, report.detail.clone()));
+            record.finish(status, report);
+        };
+        if let Ok(response) = live.deployment.invoke(request, permit, report).await {
+            // The report comes once the body has been read to its end.
+            let _ = response.into_body().collect().await;
+        }
+        let (outcome, status, detail) = rx
+            .await
+            .map_err(|_| "the invocation ended without a report".to_string())?;
+        match outcome {
+            Outcome::Ok if (200..300).contains(&status) => Ok(()),
+            Outcome::Ok => Err(format!("the function answered {status}")),
+            other => Err(match detail {
+                Some(detail) => format!("{}: {detail}", other.as_str()),
+                None => other.as_str().to_string(),
+            }),
+        }
+    }
+
+    /// The delivery request: binary-mode CloudEvent for a batch size of 1, otherwise a
+    /// JSON array of structured events.
+    fn request(&self, path: &str, claimed: &[Claimed]) -> Result<Request<Full<Bytes>>, String> {
+        let source = format!("/queues/{}", self.queue);
+        let builder = Request::builder()
+            .method(http::Method::POST)
+            .uri(path)
+            .header(header::HOST, "localhost");
+        let request = if self.settings.batch_size <= 1 {
+            let m = &claimed[0];
+            builder
+                .header(header::CONTENT_TYPE, header_value(&m.content_type))
+                .header("ce-specversion", "1.0")
+                .header("ce-id", header_value(&m.id))
+                .header("ce-type", QUEUE_EVENT_TYPE)
+                .header("ce-source", header_value(&source))
+                .header("ce-time", rfc3339(m.enqueued_at_ms))
+                .header("ce-eddyattempt", m.attempt.to_string())
+                .header("ce-eddyfirstenqueued", rfc3339(m.first_enqueued_at_ms))
+                .body(Full::new(Bytes::from(m.body.clone())))
+        } else {
+            let events: Vec<serde_json::Value> = claimed
+                .iter()
+                .map(|m| {
+                    let mut event = json!({
+                        "specversion": "1.0",
+                        "id": m.id,
+                        "type": QUEUE_EVENT_TYPE,
+                        "source": source,
+                        "time": rfc3339(m.enqueued_at_ms),
+                        "datacontenttype": m.content_type,
+                        "eddyattempt": m.attempt,
+                        "eddyfirstenqueued": rfc3339(m.first_enqueued_at_ms),
+                    });
+                    match std::str::from_utf8(&m.body) {
+                        Ok(text) if m.content_type.contains("json") => {
+                            match serde_json::from_str::<serde_json::Value>(text) {
+                                Ok(data) => event["data"] = data,
+                                Err(_) => event["data"] = json!(text),
+                            }
+                        }
+                        Ok(text) => event["data"] = json!(text),
+                        Err(_) => {
+                            event["data_base64"] =
+                                json!(base64::engine::general_purpose::STANDARD.encode(&m.body))
+                        }
+                    }
+                    event
+                })
+                .collect();
+            let body = serde_json::to_vec(&events).map_err(|e| e.to_string())?;
+            builder
+                .header(header::CONTENT_TYPE, BATCH_CONTENT_TYPE)
+                .body(Full::new(Bytes::from(body)))
+        };
+        request.map_err(|e| format!("the delivery request could not be built: {e}"))
+    }
+
+    /// Acknowledge, retry or dead-letter each message of a finished delivery.
+    async fn settle(&self, claimed: &[Claimed], outcome: Result<(), String>, lease_until_ms: i64) {
+        let settlements = claimed
+            .iter()
+            .map(|m| match &outcome {
+                Ok(()) => Settle::Ack {
+                    row: m.row,
+                    lease_until_ms,
+                },
+                Err(error) if m.attempt >= self.settings.max_attempts => Settle::DeadLetter {
+                    row: m.row,
+                    lease_until_ms,
+                    to: self.settings.dead_letter.clone(),
+                    error: format!(
+                        "attempt {} of {}: {error}",
+                        m.attempt, self.settings.max_attempts
+                    ),
+                },
+                Err(error) => {
+                    // Full jitter: anywhere between now and the exponential backoff.
+                    let cap = self.spacing(m.attempt).as_millis() as u64;
+                    let delay = rand::rng().random_range(0..=cap);
+                    Settle::Retry {
+                        row: m.row,
+                        lease_until_ms,
+                        visible_at_ms: now_ms() + delay as i64,
+                        error: format!("attempt {}: {error}", m.attempt),
+                    }
+                }
+            })
+            .collect();
+        if let Err(e) = self.hub.store.settle(&self.queue, settlements).await {
+            // The messages stay leased: they are delivered again once their visibility
+            // timeout has passed (or after a restart).
+            tracing::error!(queue = %self.queue, error = %e, "settling a delivery failed");
+        }
+        if outcome.is_ok() {
+            return;
+        }
+        // A retry may be due before the consumer would look again.
+        self.hub.waker(&self.queue).notify_one();
+    }
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}

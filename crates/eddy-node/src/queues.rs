@@ -1,0 +1,277 @@
+//! Durable queues on the node: publishing (control API and, from inside a function,
+//! `POST http://eddy.local/queues/NAME`), the checks every publish passes, and waking the
+//! queue's consumer when messages arrive. Deliveries are `consumer.rs`.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use eddy_runtime::{Platform, PlatformBody as WasiBody};
+use eddy_store::{NewMessage, Published, QueueStore, StoreError};
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::config::{LimitsConfig, QUEUE_PUBLISH_BATCH_MAX};
+use crate::error::ApiError;
+use crate::ingress::ERROR_HEADER;
+use crate::routes::validate_name;
+
+/// Longest queue name: room for the `-dlq` of its dead-letter queue within 63.
+pub const QUEUE_NAME_BYTES_MAX: usize = 58;
+/// Longest idempotency key.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+/// Content type of a message published without one.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// The node's queues: the store, the limits a publish is checked against, and a wake-up
+/// per queue for its consumer.
+pub struct QueueHub {
+    pub store: Arc<QueueStore>,
+    pub limits: LimitsConfig,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl QueueHub {
+    pub fn new(store: Arc<QueueStore>, limits: LimitsConfig) -> QueueHub {
+        QueueHub {
+            store,
+            limits,
+            wakers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What the consumer of `queue` waits on for new messages.
+    pub fn waker(&self, queue: &str) -> Arc<Notify> {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(queue.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Check and enqueue `messages` (all or none), then wake the queue's consumer.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Published>, ApiError> {
+        if messages.len() > QUEUE_PUBLISH_BATCH_MAX {
+            return Err(ApiError::limit(format!(
+                "{} messages in one publish is above queue_publish_batch_max ({QUEUE_PUBLISH_BATCH_MAX}); split the batch",
+                messages.len()
+            )));
+        }
+        let bytes_max = self.limits.queue_message_bytes_max;
+        for (i, message) in messages.iter().enumerate() {
+            if message.body.len() as u64 > bytes_max {
+                return Err(message_too_large(
+                    Some(message.body.len() as u64),
+                    bytes_max,
+                    i,
+                ));
+            }
+            if let Some(key) = &message.idempotency_key {
+                check_idempotency_key(key)?;
+            }
+        }
+        let published = self
+            .store
+            .publish(queue, messages, self.limits.queue_depth_max)
+            .await
+            .map_err(queue_error)?;
+        if published.iter().any(|p| !p.duplicate) {
+            self.waker(queue).notify_one();
+        }
+        Ok(published)
+    }
+}
+
+/// Check a queue name: a function name that leaves room for `-dlq`.
+pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    validate_name(name).map_err(|_| {
+        format!(
+            "queue name `{name}` is invalid: use 1-{QUEUE_NAME_BYTES_MAX} characters of a-z, 0-9 and `-`, starting with a letter"
+        )
+    })?;
+    if name.len() > QUEUE_NAME_BYTES_MAX {
+        return Err(format!(
+            "queue name `{name}` is longer than {QUEUE_NAME_BYTES_MAX} characters (its dead-letter queue adds `-dlq`)"
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "an idempotency key must be 1-{IDEMPOTENCY_KEY_BYTES_MAX} bytes; this one is {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A message body, read to its end within `bytes_max` (413 past it).
+pub async fn read_message<B>(body: B, bytes_max: u64) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Ok(Limited::new(body, bytes_max as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                message_too_large(None, bytes_max, 0)
+            } else {
+                ApiError::bad_request(format!("reading the message body failed: {e}"))
+            }
+        })?
+        .to_bytes())
+}
+
+/// 413 for a message above `queue_message_bytes_max`.
+pub fn message_too_large(size: Option<u64>, max: u64, index: usize) -> ApiError {
+    let size = size.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "queue_message_bytes_max",
+        format!(
+            "message {index}{size} is above this node's queue_message_bytes_max ({max} bytes); send a reference to the data instead, or raise limits.queue_message_bytes_max"
+        ),
+    )
+}
+
+/// The control-API error for a store error of a queue operation.
+pub fn queue_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound { what } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_queue",
+            format!("no {what}; create it with `eddy queue create`, see `eddy queue ls`"),
+        ),
+        StoreError::AlreadyExists { what } => ApiError::new(
+            StatusCode::CONFLICT,
+            "queue_exists",
+            format!("{what} already exists"),
+        ),
+        StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        e @ StoreError::DepthLimit { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_depth_max",
+            format!("{e}; retry once its consumer has caught up, or raise limits.queue_depth_max"),
+        ),
+        other => ApiError::internal("the queue store failed", other),
+    }
+}
+
+/// What answers one function's requests to `http://eddy.local/`: publishing to the
+/// queues its config allows (`publish`).
+pub struct FunctionPlatform {
+    pub hub: Arc<QueueHub>,
+    pub function: Arc<str>,
+    /// Queue names, or `*` for any.
+    pub publish: Arc<[String]>,
+}
+
+impl Platform for FunctionPlatform {
+    fn handle(
+        &self,
+        request: http::Request<WasiBody>,
+    ) -> Pin<Box<dyn Future<Output = http::Response<WasiBody>> + Send>> {
+        let hub = self.hub.clone();
+        let function = self.function.clone();
+        let publish = self.publish.clone();
+        Box::pin(async move {
+            match platform_publish(&hub, &function, &publish, request).await {
+                Ok(body) => platform_response(StatusCode::ACCEPTED, None, body.to_string()),
+                Err(e) => platform_response(
+                    e.status,
+                    Some(e.code),
+                    json!({"error": {"code": e.code, "message": e.message}}).to_string(),
+                ),
+            }
+        })
+    }
+}
+
+async fn platform_publish(
+    hub: &QueueHub,
+    function: &str,
+    publish: &[String],
+    request: http::Request<WasiBody>,
+) -> Result<serde_json::Value, ApiError> {
+    // The body is not `Sync`: keep only the head across awaits.
+    let (request, body) = request.into_parts();
+    let path = request.uri.path().to_string();
+    let Some(queue) = path
+        .strip_prefix("/queues/")
+        .map(|q| q.trim_end_matches('/'))
+        .filter(|q| !q.is_empty() && !q.contains('/'))
+    else {
+        return Err(ApiError::not_found(format!(
+            "eddy.local has no {path}; publish with POST http://eddy.local/queues/NAME"
+        )));
+    };
+    if request.method != http::Method::POST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("publish with POST http://eddy.local/queues/{queue}"),
+        ));
+    }
+    if !publish.iter().any(|q| q == "*" || q == queue) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "publish_not_allowed",
+            format!(
+                "function `{function}` may not publish to queue `{queue}`; deploy it with publish = [\"{queue}\"]"
+            ),
+        ));
+    }
+    let header = |name: http::header::HeaderName| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type =
+        header(http::header::CONTENT_TYPE).unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into());
+    let idempotency_key = header(http::header::HeaderName::from_static("idempotency-key"));
+    let body = read_message(body, hub.limits.queue_message_bytes_max).await?;
+    let message = NewMessage {
+        body: body.to_vec(),
+        content_type,
+        idempotency_key,
+    };
+    let published = hub.publish(queue, vec![message]).await?;
+    let first = &published[0];
+    Ok(json!({"id": first.id, "duplicate": first.duplicate}))
+}
+
+fn platform_response(
+    status: StatusCode,
+    error: Option<&'static str>,
+    body: String,
+) -> http::Response<WasiBody> {
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Some(error) = error {
+        headers.insert(ERROR_HEADER, http::HeaderValue::from_static(error));
+    }
+    response
+}
