@@ -20,6 +20,10 @@ pub struct DeployConfig {
     pub timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Queues the function may send to from inside (`POST http://eddy.local/queues/NAME`);
+    /// `*` is any queue.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
     #[serde(flatten)]
     pub fluid: FluidConfig,
 }
@@ -142,6 +146,138 @@ pub struct LogEntry {
     /// Captured stdout and stderr of the invocation, newline-separated.
     #[serde(default)]
     pub log: String,
+}
+
+/// Body of `POST /v1/queues`; the node's default idempotency window when none is given.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct NewQueue {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_window_ms: Option<u64>,
+}
+
+/// `GET /v1/queues`.
+#[derive(Deserialize, Debug)]
+pub struct QueueList {
+    /// In name order.
+    pub queues: Vec<Queue>,
+}
+
+/// A queue with its counters and consumer: `GET /v1/queues/{name}` and the elements of
+/// `GET /v1/queues`.
+#[derive(Deserialize, Debug)]
+pub struct Queue {
+    pub name: String,
+    /// Where messages go after their last failed attempt; none for a dead-letter queue.
+    pub dead_letter_queue: Option<String>,
+    /// The queue this one is the dead-letter queue of.
+    pub dead_letter_of: Option<String>,
+    pub idempotency_window_ms: Option<u64>,
+    /// RFC 3339, shown as the node wrote it.
+    pub created_at: String,
+    pub depth: u64,
+    pub ready: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub delivered: u64,
+    pub succeeded: u64,
+    pub failed_attempts: u64,
+    pub dead_lettered: u64,
+    /// Age of the oldest message; none when the queue is empty.
+    pub oldest_age_ms: Option<u64>,
+    /// The consumer's current adaptive concurrency; 0 without a consumer.
+    pub consumer_concurrency: u32,
+    pub consumer: Option<Consumer>,
+}
+
+/// Body of `PUT /v1/queues/{name}/consumer`: the function that receives the queue's
+/// messages. Only the fields the user gave are sent; the node fills in its defaults.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ConsumerConfig {
+    pub function: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// A consumer binding as the node holds it: the `200` answer to
+/// `PUT /v1/queues/{name}/consumer` and the `consumer` of a [`Queue`].
+#[derive(Deserialize, Debug)]
+pub struct Consumer {
+    pub function: String,
+    pub batch_size: u32,
+    pub max_concurrency: u32,
+    pub visibility_timeout_ms: u64,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub dead_letter: Option<String>,
+    /// Request path of the deliveries; none means the function's route.
+    pub path: Option<String>,
+    /// Live state, reported with a queue: deliveries running and the circuit breaker
+    /// (`closed`, `open` or `half_open`). The current concurrency is the queue's
+    /// `consumer_concurrency`.
+    pub in_flight: Option<u64>,
+    pub breaker: Option<String>,
+}
+
+/// `202` answer to `POST /v1/queues/{name}/messages`.
+#[derive(Deserialize, Debug)]
+pub struct Sent {
+    pub id: String,
+    /// True when the idempotency key was seen within the window: nothing new was enqueued
+    /// and `id` is the earlier message's.
+    pub duplicate: bool,
+}
+
+/// `GET /v1/queues/{name}/messages?limit=N`.
+#[derive(Deserialize, Debug)]
+pub struct MessageList {
+    /// Oldest first.
+    pub messages: Vec<Message>,
+}
+
+/// One message as `peek` shows it.
+#[derive(Deserialize, Debug)]
+pub struct Message {
+    pub id: String,
+    pub attempts: u32,
+    /// RFC 3339, shown as the node wrote it.
+    pub enqueued_at: String,
+    /// RFC 3339; when the message will next be delivered.
+    pub visible_at: String,
+    pub in_flight: bool,
+    pub content_type: String,
+    /// The payload when it is UTF-8 …
+    pub data: Option<String>,
+    /// … otherwise the payload in base64.
+    pub data_base64: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// `200` answer to `POST /v1/queues/{name}/redrive`.
+#[derive(Deserialize, Debug)]
+pub struct Redriven {
+    pub moved: u64,
+}
+
+/// `200` answer to `POST /v1/queues/{name}/purge`.
+#[derive(Deserialize, Debug)]
+pub struct Purged {
+    pub purged: u64,
 }
 
 /// Every error the control API returns: `{"error": {"code": ..., "message": ...}}`.

@@ -82,7 +82,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
     let path = args
         .manifest
         .unwrap_or_else(|| manifest::DEFAULT_PATH.into());
-    let requests = manifest::load(&path)?;
+    let requests = manifest::load(&path)?.functions;
     for name in &args.names {
         if !requests.iter().any(|r| &r.name == name) {
             bail!(

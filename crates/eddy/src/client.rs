@@ -129,18 +129,37 @@ impl Client {
             .await
     }
 
+    /// `GET` something that may not exist: `None` when the node answers 404 with the error code
+    /// `missing_code` (a 404 from anything else, such as a proxy, stays an error).
+    pub async fn get_unless_missing<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        missing_code: &str,
+    ) -> Result<Option<T>> {
+        let request = self.http.get(self.url(segments)).timeout(REQUEST_TIMEOUT);
+        let (status, body) = self.exchange(request).await?;
+        if status == StatusCode::NOT_FOUND
+            && serde_json::from_slice::<ErrorBody>(&body)
+                .is_ok_and(|ErrorBody { error }| error.code == missing_code)
+        {
+            return Ok(None);
+        }
+        self.decode(status, &body).map(Some)
+    }
+
     /// Print a listing: the node's JSON as it came with `--json`, otherwise `render`'s table.
     pub async fn print_listing<T: DeserializeOwned>(
         &self,
         segments: &[&str],
+        query: &[(&str, String)],
         json: bool,
         render: impl FnOnce(T) -> String,
     ) -> Result<()> {
         let output = if json {
-            serde_json::to_string_pretty(&self.get::<serde_json::Value>(segments, &[]).await?)?
+            serde_json::to_string_pretty(&self.get::<serde_json::Value>(segments, query).await?)?
                 + "\n"
         } else {
-            render(self.get::<T>(segments, &[]).await?)
+            render(self.get::<T>(segments, query).await?)
         };
         std::io::Write::write_all(&mut std::io::stdout(), output.as_bytes())?;
         Ok(())
@@ -174,6 +193,38 @@ impl Client {
         self.send(request).await
     }
 
+    /// `POST` `body` as it is, with `headers` (such as `content-type`), checked by the caller
+    /// to be valid header values.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<T> {
+        let request = headers.iter().fold(
+            self.http
+                .post(self.url(segments))
+                .body(body)
+                .timeout(REQUEST_TIMEOUT),
+            |request, (name, value)| request.header(*name, *value),
+        );
+        self.send(request).await
+    }
+
+    /// `PUT` a JSON body.
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &impl Serialize,
+    ) -> Result<T> {
+        let request = self
+            .http
+            .put(self.url(segments))
+            .json(body)
+            .timeout(REQUEST_TIMEOUT);
+        self.send(request).await
+    }
+
     /// `POST` a deploy: a multipart upload followed by compilation on the node.
     pub async fn post_deploy<T: DeserializeOwned>(
         &self,
@@ -188,6 +239,7 @@ impl Client {
         self.send(request).await
     }
 
+    /// `DELETE`; use `T = ()` for a `204 No Content` answer.
     pub async fn delete<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T> {
         let request = self
             .http
@@ -213,6 +265,12 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
+        let (status, body) = self.exchange(request).await?;
+        self.decode(status, &body)
+    }
+
+    /// Sends `request` with the token and reads the whole answer, within the size limit.
+    async fn exchange(&self, request: RequestBuilder) -> Result<(StatusCode, Vec<u8>)> {
         let mut response = request
             .bearer_auth(&self.token)
             .send()
@@ -234,10 +292,21 @@ impl Client {
             }
             body.extend_from_slice(&chunk);
         }
+        Ok((status, body))
+    }
+
+    /// The JSON answer as `T`, or the one-line error for a non-2xx status. A `204 No Content`
+    /// reads as JSON `null`, which is what `()` expects.
+    fn decode<T: DeserializeOwned>(&self, status: StatusCode, body: &[u8]) -> Result<T> {
         if !status.is_success() {
-            bail!(status_error_message(status, &body, &self.state_dir));
+            bail!(status_error_message(status, body, &self.state_dir));
         }
-        serde_json::from_slice(&body).map_err(|err| {
+        let body = if status == StatusCode::NO_CONTENT {
+            &b"null"[..]
+        } else {
+            body
+        };
+        serde_json::from_slice(body).map_err(|err| {
             anyhow!(
                 "the control API at {} sent an answer this eddy cannot read ({err}) — is --server pointing at an eddy node's control API, and are the CLI and node the same version?",
                 self.server()

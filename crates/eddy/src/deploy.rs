@@ -1,5 +1,5 @@
 //! `eddy deploy`: upload a component as a new version of a function, or every function listed
-//! in an `eddy.toml` manifest.
+//! in an `eddy.toml` manifest, with the queues it declares and the consumers it binds.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -13,10 +13,10 @@ use reqwest::Body;
 use reqwest::multipart::{Form, Part};
 use tokio_util::io::ReaderStream;
 
-use crate::api::{DeployConfig, Deployed, FluidConfig};
+use crate::api::{ConsumerConfig, DeployConfig, Deployed, FluidConfig};
 use crate::build::{self, BuildSpec};
 use crate::client::Client;
-use crate::{manifest, units};
+use crate::{manifest, queue, units};
 
 /// Uploads smaller than this finish before a progress bar would tell the user anything.
 const PROGRESS_BAR_BYTES_MIN: u64 = 1024 * 1024;
@@ -26,7 +26,12 @@ const PROGRESS_BAR_BYTES_MIN: u64 = 1024 * 1024;
 const UPLOAD_CHUNK_BYTES: usize = 64 * 1024;
 
 const MANIFEST_HELP: &str = r#"With NAME and FILE, deploys that one component. Without them, deploys every function in
-the manifest (./eddy.toml, or -f FILE), in name order, stopping at the first failure:
+the manifest (./eddy.toml, or -f FILE), in name order, stopping at the first failure. It
+first creates the queues the manifest declares that the node does not have yet (an existing
+queue is left as it is), and binds each function's `consume` queue after deploying it:
+
+  [queues.orders]         # created with its dead-letter queue orders-dlq
+  idempotency_window = "5m"      # optional, default: the node's
 
   [functions.hello]
   component = "target/guests/hello-rust.wasm"   # relative to the manifest's directory
@@ -42,6 +47,12 @@ the manifest (./eddy.toml, or -f FILE), in name order, stopping at the first fai
   reuse = true            # optional: keep instances warm between requests
   reuse_max_requests = 10000     # optional (implies reuse)
   reuse_idle_timeout = "60s"     # optional (implies reuse)
+  publish = ["orders"]    # optional: queues it may send to (POST http://eddy.local/queues/NAME),
+                          # "*" for any
+  consume = { queue = "orders" }   # optional: it receives the queue's messages; also
+                          # batch_size, max_concurrency, visibility_timeout = "60s",
+                          # max_attempts, backoff_base = "1s", backoff_max = "5m",
+                          # dead_letter = "QUEUE", path = "/hello/jobs"
   [functions.hello.env]
   GREETING = "Hi"
 
@@ -67,6 +78,10 @@ pub struct DeployArgs {
     /// Environment variable for the function; repeat for more
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     env: Vec<(String, String)>,
+    /// Queue the function may send messages to (POST http://eddy.local/queues/NAME), or * for
+    /// any; repeat for more [default: none]
+    #[arg(long = "publish", value_name = "QUEUE")]
+    publish: Vec<String>,
     #[command(flatten)]
     fluid: FluidArgs,
     /// Manifest to deploy when NAME and FILE are omitted [default: eddy.toml]
@@ -100,6 +115,7 @@ impl DeployArgs {
                 ("--memory", self.memory_bytes_max.is_some()),
                 ("--timeout", self.timeout_ms.is_some()),
                 ("--env", !self.env.is_empty()),
+                ("--publish", !self.publish.is_empty()),
                 ("--allow-outbound", !self.fluid.allow_outbound.is_empty()),
                 ("--max-concurrency", self.fluid.max_concurrency.is_some()),
                 ("--max-queue", self.fluid.max_queue.is_some()),
@@ -190,6 +206,15 @@ pub struct DeployRequest {
     pub config: DeployConfig,
     /// How `eddy build` makes the component, when the manifest says (`lang`).
     pub build: Option<BuildSpec>,
+    /// The queue the function consumes, bound after it is deployed (`consume` in the manifest).
+    pub consume: Option<Consume>,
+}
+
+/// A function's consumer binding: the queue, and how its messages are delivered.
+#[derive(Debug, PartialEq)]
+pub struct Consume {
+    pub queue: String,
+    pub consumer: ConsumerConfig,
 }
 
 pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
@@ -200,6 +225,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 memory_bytes_max: args.memory_bytes_max,
                 timeout_ms: args.timeout_ms,
                 env: args.env.into_iter().collect(),
+                publish: args.publish,
                 fluid: args.fluid.config(),
             };
             let request = DeployRequest {
@@ -207,6 +233,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 component,
                 config,
                 build: None,
+                consume: None,
             };
             let component = Component::open(&request.component)?;
             deploy_one(client, &request, component, args.json).await
@@ -220,10 +247,14 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
     }
 }
 
-/// Deploys every function in the manifest at `path`, in name order, stopping at the first
-/// failure with an error that names the function.
+/// Creates the manifest's missing queues, then deploys every function in the manifest at
+/// `path`, in name order, binding its consumer; stops at the first failure with an error that
+/// names the queue or function.
 async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()> {
-    let requests = manifest::load(path)?;
+    let manifest::Manifest {
+        queues,
+        functions: requests,
+    } = manifest::load(path)?;
     let in_manifest =
         |request: &DeployRequest| format!("function `{}` in {}", request.name, path.display());
     // Functions with a `lang` are built first when a source is newer than the component.
@@ -236,10 +267,32 @@ async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()>
         .iter()
         .map(|request| Component::open(&request.component).with_context(|| in_manifest(request)))
         .collect::<Result<Vec<_>>>()?;
+    // Queues come first: a function may publish to or consume from them as soon as it is live.
+    for queue in &queues {
+        let note = queue::create_if_missing(client, queue)
+            .await
+            .with_context(|| format!("queue `{}` in {}", queue.name, path.display()))?;
+        print_unless_json(note, json)?;
+    }
     for (request, component) in requests.iter().zip(components) {
         deploy_one(client, request, component, json)
             .await
             .with_context(|| in_manifest(request))?;
+        if let Some(consume) = &request.consume {
+            let bound = queue::bind(client, &consume.queue, &consume.consumer)
+                .await
+                .with_context(|| in_manifest(request))?;
+            print_unless_json(Some(bound), json)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--json` output is the node's deploy answers only, one line per function; the lines about
+/// queues are for people.
+fn print_unless_json(line: Option<String>, json: bool) -> Result<()> {
+    if let Some(line) = line.filter(|_| !json) {
+        writeln!(std::io::stdout(), "{line}")?;
     }
     Ok(())
 }

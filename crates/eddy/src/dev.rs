@@ -34,6 +34,7 @@ pub async fn run(client: Client, args: DevArgs) -> Result<()> {
         .manifest
         .unwrap_or_else(|| manifest::DEFAULT_PATH.into());
     let targets: Vec<DeployRequest> = manifest::load(&path)?
+        .functions
         .into_iter()
         .filter(|r| r.build.is_some() && (args.names.is_empty() || args.names.contains(&r.name)))
         .collect();

@@ -18,7 +18,7 @@ pub struct LsArgs {
 pub async fn run(client: &Client, args: LsArgs) -> Result<()> {
     const PATH: [&str; 2] = ["v1", "functions"];
     client
-        .print_listing(&PATH, args.json, |list: FunctionList| {
+        .print_listing(&PATH, &[], args.json, |list: FunctionList| {
             render(&list.functions)
         })
         .await

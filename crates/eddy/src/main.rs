@@ -13,6 +13,7 @@ mod logs;
 mod ls;
 mod manifest;
 mod new;
+mod queue;
 mod rm;
 mod rollback;
 mod serve;
@@ -115,6 +116,8 @@ enum ApiCommand {
     Stats(stats::StatsArgs),
     /// Deploy the functions in eddy.toml, then redeploy on every change and print invocations
     Dev(dev::DevArgs),
+    /// Durable queues: create them, send messages, bind a consumer function, inspect them
+    Queue(queue::QueueArgs),
 }
 
 #[tokio::main]
@@ -167,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ApiCommand::Logs(args) => logs::run(&client, args).await,
         ApiCommand::Stats(args) => stats::run(&client, args).await,
         ApiCommand::Dev(args) => dev::run(client, args).await,
+        ApiCommand::Queue(args) => queue::run(&client, args).await,
     }
 }
 

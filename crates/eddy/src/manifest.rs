@@ -1,15 +1,17 @@
-//! `eddy.toml`: the manifest that lists a project's functions for `eddy deploy`. It is checked
-//! whole (unknown keys, sizes, durations, env names) before anything is uploaded.
+//! `eddy.toml`: the manifest that lists a project's functions and queues for `eddy deploy`.
+//! It is checked whole (unknown keys, sizes, durations, env names, queue names) before
+//! anything is uploaded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
+use eddy_node::queues::validate_queue_name;
 use serde::Deserialize;
 
-use crate::api::{DeployConfig, FluidConfig};
+use crate::api::{ConsumerConfig, DeployConfig, FluidConfig, NewQueue};
 use crate::build::{BuildSpec, Lang};
-use crate::deploy::{DeployRequest, check_env_key};
+use crate::deploy::{Consume, DeployRequest, check_env_key};
 use crate::units;
 
 /// The manifest `eddy deploy` reads when given neither NAME FILE nor `-f`.
@@ -17,11 +19,32 @@ pub const DEFAULT_PATH: &str = "eddy.toml";
 
 const FORMAT_HINT: &str = "see `eddy deploy --help` for the manifest format";
 
+/// What the node appends to a queue's name to name its dead-letter queue.
+const DEAD_LETTER_SUFFIX: &str = "-dlq";
+
+/// What a manifest asks for, checked: the queues to create and the functions to deploy.
+#[derive(Debug)]
+pub struct Manifest {
+    /// In name order.
+    pub queues: Vec<NewQueue>,
+    /// In name order.
+    pub functions: Vec<DeployRequest>,
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct ManifestToml {
     #[serde(default)]
+    queues: BTreeMap<String, QueueToml>,
+    #[serde(default)]
     functions: BTreeMap<String, FunctionToml>,
+}
+
+/// `[queues.NAME]`: a queue `eddy deploy` creates when the node does not have it yet.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct QueueToml {
+    idempotency_window: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -47,11 +70,32 @@ struct FunctionToml {
     reuse: Option<bool>,
     reuse_max_requests: Option<u32>,
     reuse_idle_timeout: Option<String>,
+    /// Queues the function may send to from inside; `*` for any.
+    #[serde(default)]
+    publish: Vec<String>,
+    /// The queue whose messages the function receives.
+    consume: Option<ConsumeToml>,
 }
 
-/// Reads the manifest at `path` into deploy requests in function-name order, with component
-/// paths resolved against the manifest's directory.
-pub fn load(path: &Path) -> Result<Vec<DeployRequest>> {
+/// `consume = { queue = "orders", ... }`: only `queue` is required; the node has defaults for
+/// the rest.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ConsumeToml {
+    queue: String,
+    batch_size: Option<u32>,
+    max_concurrency: Option<u32>,
+    visibility_timeout: Option<String>,
+    max_attempts: Option<u32>,
+    backoff_base: Option<String>,
+    backoff_max: Option<String>,
+    dead_letter: Option<String>,
+    path: Option<String>,
+}
+
+/// Reads the manifest at `path`: its queues, and its functions as deploy requests with
+/// component paths resolved against the manifest's directory.
+pub fn load(path: &Path) -> Result<Manifest> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         anyhow!(
             "cannot read manifest {}: {err} — pass NAME FILE to deploy one component, or -f FILE to name the manifest",
@@ -63,7 +107,7 @@ pub fn load(path: &Path) -> Result<Vec<DeployRequest>> {
 }
 
 /// Parses manifest text; relative component paths are taken from `dir`.
-fn parse(text: &str, dir: &Path) -> Result<Vec<DeployRequest>, String> {
+fn parse(text: &str, dir: &Path) -> Result<Manifest, String> {
     let manifest: ManifestToml = toml::from_str(text).map_err(|err| {
         let place = err
             .span()
@@ -71,12 +115,26 @@ fn parse(text: &str, dir: &Path) -> Result<Vec<DeployRequest>, String> {
             .unwrap_or_default();
         format!("{place}{} — {FORMAT_HINT}", err.message().trim_end())
     })?;
-    if manifest.functions.is_empty() {
+    if manifest.functions.is_empty() && manifest.queues.is_empty() {
         return Err(format!(
-            "declares no functions — add a [functions.NAME] table; {FORMAT_HINT}"
+            "declares no functions or queues — add a [functions.NAME] or [queues.NAME] \
+             table; {FORMAT_HINT}"
         ));
     }
-    manifest
+    let queues = manifest
+        .queues
+        .into_iter()
+        .map(|(name, queue)| {
+            validate_queue_name(&name)?;
+            let idempotency_window_ms = duration("idempotency_window", &queue.idempotency_window)
+                .map_err(|problem| format!("queue `{name}`: {problem}"))?;
+            Ok(NewQueue {
+                name,
+                idempotency_window_ms,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let functions = manifest
         .functions
         .into_iter()
         .map(|(name, function)| {
@@ -103,14 +161,91 @@ fn parse(text: &str, dir: &Path) -> Result<Vec<DeployRequest>, String> {
                     "function `{name}`: `source` needs `lang` (how to build it); {FORMAT_HINT}"
                 ));
             }
+            let consume = function
+                .consume
+                .as_ref()
+                .map(|consume| consume.binding(&name))
+                .transpose()
+                .map_err(|problem| format!("function `{name}`: consume: {problem}"))?;
             Ok(DeployRequest {
                 component,
                 name,
                 config,
                 build,
+                consume,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    check_one_consumer_per_queue(&functions)?;
+    Ok(Manifest { queues, functions })
+}
+
+/// A queue has one consumer binding; two functions claiming it would replace each other's.
+fn check_one_consumer_per_queue(functions: &[DeployRequest]) -> Result<(), String> {
+    let mut consumers = BTreeMap::new();
+    for function in functions {
+        let Some(consume) = &function.consume else {
+            continue;
+        };
+        if let Some(first) = consumers.insert(&consume.queue, &function.name) {
+            return Err(format!(
+                "functions `{first}` and `{}` both consume queue `{}` — a queue has one \
+                 consumer; remove `consume` from one of them",
+                function.name, consume.queue
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a name that refers to a queue (`publish`, `consume`): the name of a queue one can
+/// create, or of such a queue's dead-letter queue. The rule is the node's, checked here so a
+/// typo stops the deploy before anything is uploaded.
+fn check_queue_ref(name: &str) -> Result<(), String> {
+    validate_queue_name(name).or_else(|problem| match name.strip_suffix(DEAD_LETTER_SUFFIX) {
+        Some(queue) if validate_queue_name(queue).is_ok() => Ok(()),
+        _ => Err(problem),
+    })
+}
+
+/// A duration key's value in milliseconds; the error names the key.
+fn duration(key: &str, value: &Option<String>) -> Result<Option<u64>, String> {
+    value
+        .as_deref()
+        .map(units::parse_duration_ms)
+        .transpose()
+        .map_err(|problem| format!("{key}: {problem}"))
+}
+
+/// A count that must be at least 1; the error names the key.
+fn at_least_one(key: &str, value: Option<u32>) -> Result<Option<u32>, String> {
+    match value {
+        Some(0) => Err(format!("{key}: 0 is too few; expected 1 or more")),
+        _ => Ok(value),
+    }
+}
+
+impl ConsumeToml {
+    fn binding(&self, function: &str) -> Result<Consume, String> {
+        check_queue_ref(&self.queue).map_err(|problem| format!("queue: {problem}"))?;
+        if let Some(dead_letter) = &self.dead_letter {
+            check_queue_ref(dead_letter).map_err(|problem| format!("dead_letter: {problem}"))?;
+        }
+        Ok(Consume {
+            queue: self.queue.clone(),
+            consumer: ConsumerConfig {
+                function: function.to_owned(),
+                batch_size: at_least_one("batch_size", self.batch_size)?,
+                max_concurrency: at_least_one("max_concurrency", self.max_concurrency)?,
+                visibility_timeout_ms: duration("visibility_timeout", &self.visibility_timeout)?,
+                max_attempts: at_least_one("max_attempts", self.max_attempts)?,
+                backoff_base_ms: duration("backoff_base", &self.backoff_base)?,
+                backoff_max_ms: duration("backoff_max", &self.backoff_max)?,
+                dead_letter: self.dead_letter.clone(),
+                path: self.path.clone(),
+            },
+        })
+    }
 }
 
 impl FunctionToml {
@@ -121,28 +256,20 @@ impl FunctionToml {
             .map(units::parse_size)
             .transpose()
             .map_err(|problem| format!("memory: {problem}"))?;
-        let timeout_ms = self
-            .timeout
-            .as_deref()
-            .map(units::parse_duration_ms)
-            .transpose()
-            .map_err(|problem| format!("timeout: {problem}"))?;
         for key in self.env.keys() {
             check_env_key(key)
                 .map_err(|problem| format!("env: {problem} — rename it in the env table"))?;
         }
-        let duration = |key: &str, value: &Option<String>| {
-            value
-                .as_deref()
-                .map(units::parse_duration_ms)
-                .transpose()
-                .map_err(|problem| format!("{key}: {problem}"))
-        };
+        for queue in self.publish.iter().filter(|queue| *queue != "*") {
+            check_queue_ref(queue)
+                .map_err(|problem| format!("publish: {problem}, or \"*\" for any queue"))?;
+        }
         Ok(DeployConfig {
             route: self.route.clone(),
             memory_bytes_max,
-            timeout_ms,
+            timeout_ms: duration("timeout", &self.timeout)?,
             env: self.env.clone(),
+            publish: self.publish.clone(),
             fluid: FluidConfig {
                 allow_outbound: self.allow_outbound.clone(),
                 max_concurrency: self.max_concurrency,
@@ -180,7 +307,7 @@ mod tests {
 
     #[test]
     fn functions_come_in_name_order_with_paths_from_the_manifest_dir() {
-        let requests = parse(EXAMPLE, Path::new("/project")).unwrap();
+        let requests = parse(EXAMPLE, Path::new("/project")).unwrap().functions;
         assert_eq!(
             requests,
             [
@@ -189,6 +316,7 @@ mod tests {
                     component: "/abs/api.wasm".into(),
                     config: DeployConfig::default(),
                     build: None,
+                    consume: None,
                 },
                 DeployRequest {
                     name: "hello".into(),
@@ -205,8 +333,10 @@ mod tests {
                             reuse_idle_timeout_ms: Some(30_000),
                             ..FluidConfig::default()
                         },
+                        ..DeployConfig::default()
                     },
                     build: None,
+                    consume: None,
                 },
             ]
         );
@@ -219,7 +349,8 @@ mod tests {
              [functions.b]\nlang = \"js\"\nsource = \"b\"\ncomponent = \"out/b.wasm\"",
             Path::new("/p"),
         )
-        .unwrap();
+        .unwrap()
+        .functions;
         assert_eq!(requests[0].component, Path::new("/p/build/a.wasm"));
         assert_eq!(
             requests[0].build,
@@ -248,7 +379,9 @@ mod tests {
 
     #[test]
     fn a_manifest_in_the_working_directory_keeps_paths_relative() {
-        let requests = parse("[functions.a]\ncomponent = \"a.wasm\"", Path::new("")).unwrap();
+        let requests = parse("[functions.a]\ncomponent = \"a.wasm\"", Path::new(""))
+            .unwrap()
+            .functions;
         assert_eq!(requests[0].component, Path::new("a.wasm"));
     }
 
@@ -257,7 +390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("eddy.toml");
         std::fs::write(&path, "[functions.a]\ncomponent = \"guests/a.wasm\"\n").unwrap();
-        let requests = load(&path).unwrap();
+        let requests = load(&path).unwrap().functions;
         assert_eq!(requests[0].component, dir.path().join("guests/a.wasm"));
     }
 
@@ -325,5 +458,157 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("pass NAME FILE"), "{err}");
+    }
+
+    #[test]
+    fn queues_are_declared_and_functions_publish_and_consume() {
+        let manifest = parse(
+            r#"
+            [queues.orders]
+            idempotency_window = "10m"
+            [queues.emails]
+
+            [functions.shop]
+            component = "shop.wasm"
+            publish = ["orders", "emails"]
+
+            [functions.worker]
+            component = "worker.wasm"
+            consume = { queue = "orders", batch_size = 10, max_concurrency = 4, visibility_timeout = "90s", max_attempts = 3, backoff_base = "250ms", backoff_max = "1m", dead_letter = "parked", path = "/worker/jobs" }
+
+            [functions.mailer]
+            component = "mailer.wasm"
+            consume = { queue = "emails" }
+            "#,
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!(
+            manifest.queues,
+            [
+                NewQueue {
+                    name: "emails".into(),
+                    idempotency_window_ms: None
+                },
+                NewQueue {
+                    name: "orders".into(),
+                    idempotency_window_ms: Some(600_000)
+                },
+            ]
+        );
+        let [mailer, shop, worker] = &manifest.functions[..] else {
+            panic!("three functions: {:?}", manifest.functions);
+        };
+        assert_eq!(shop.config.publish, ["orders", "emails"]);
+        assert_eq!(shop.consume, None);
+        assert_eq!(
+            worker.consume,
+            Some(Consume {
+                queue: "orders".into(),
+                consumer: ConsumerConfig {
+                    function: "worker".into(),
+                    batch_size: Some(10),
+                    max_concurrency: Some(4),
+                    visibility_timeout_ms: Some(90_000),
+                    max_attempts: Some(3),
+                    backoff_base_ms: Some(250),
+                    backoff_max_ms: Some(60_000),
+                    dead_letter: Some("parked".into()),
+                    path: Some("/worker/jobs".into()),
+                },
+            })
+        );
+        let mailer_consumer = &mailer.consume.as_ref().unwrap().consumer;
+        assert_eq!(
+            serde_json::to_string(mailer_consumer).unwrap(),
+            r#"{"function":"mailer"}"#
+        );
+        assert_eq!(
+            serde_json::to_value(&shop.config).unwrap()["publish"],
+            serde_json::json!(["orders", "emails"])
+        );
+    }
+
+    #[test]
+    fn a_manifest_of_queues_alone_is_enough() {
+        let manifest = parse("[queues.orders]", Path::new("")).unwrap();
+        assert_eq!(manifest.queues.len(), 1);
+        assert!(manifest.functions.is_empty());
+    }
+
+    #[test]
+    fn queue_keys_are_checked_like_the_rest() {
+        let parse_err = |text: &str| parse(text, Path::new("")).unwrap_err();
+        let err = parse_err("[queues.orders]\nidempotency_windw = \"5m\"");
+        assert!(err.contains("unknown field `idempotency_windw`"), "{err}");
+        let err = parse_err("[queues.orders]\nidempotency_window = \"5\"");
+        assert!(
+            err.starts_with("queue `orders`: idempotency_window: `5` is not a duration"),
+            "{err}"
+        );
+        let err = parse_err("[queues.Orders]");
+        assert!(err.starts_with("queue name `Orders` is invalid"), "{err}");
+        let long = "q".repeat(59);
+        assert!(parse_err(&format!("[queues.{long}]")).contains("longer than 58"));
+
+        let function = |keys: &str| format!("[functions.w]\ncomponent = \"w.wasm\"\n{keys}");
+        let err = parse_err(&function(
+            "consume = { queue = \"orders\", batch-size = 2 }",
+        ));
+        assert!(err.contains("unknown field `batch-size`"), "{err}");
+        let err = parse_err(&function("consume = { batch_size = 2 }"));
+        assert!(err.contains("missing field `queue`"), "{err}");
+        let err = parse_err(&function(
+            "consume = { queue = \"orders\", visibility_timeout = \"soon\" }",
+        ));
+        assert!(
+            err.starts_with("function `w`: consume: visibility_timeout: `soon` is not a duration"),
+            "{err}"
+        );
+        let err = parse_err(&function(
+            "consume = { queue = \"orders\", max_attempts = 0 }",
+        ));
+        assert!(
+            err.starts_with("function `w`: consume: max_attempts: 0 is too few"),
+            "{err}"
+        );
+        let err = parse_err(&function("publish = [\"Orders\"]"));
+        assert!(
+            err.starts_with("function `w`: publish: queue name `Orders`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dead_letter_queues_and_any_queue_can_be_named() {
+        let long = "q".repeat(58);
+        let text = format!(
+            "[functions.w]\ncomponent = \"w.wasm\"\npublish = [\"*\"]\n\
+             consume = {{ queue = \"{long}-dlq\", dead_letter = \"orders-dlq\" }}"
+        );
+        let manifest = parse(&text, Path::new("")).unwrap();
+        assert_eq!(manifest.functions[0].config.publish, ["*"]);
+        let err = parse(
+            &format!(
+                "[functions.w]\ncomponent = \"w.wasm\"\nconsume = {{ queue = \"q{long}-dlq\" }}"
+            ),
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(err.contains("longer than 58"), "{err}");
+    }
+
+    #[test]
+    fn a_queue_has_one_consumer() {
+        let err = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\nconsume = { queue = \"orders\" }\n\
+             [functions.b]\ncomponent = \"b.wasm\"\nconsume = { queue = \"orders\" }",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("functions `a` and `b` both consume queue `orders`"),
+            "{err}"
+        );
     }
 }

@@ -117,7 +117,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let project = dir.path().join("fn");
             create(&project, "my-fn", lang).unwrap();
-            let requests = manifest::load(&project.join("eddy.toml")).unwrap();
+            let requests = manifest::load(&project.join("eddy.toml"))
+                .unwrap()
+                .functions;
             assert_eq!(requests.len(), 1);
             assert_eq!(requests[0].name, "my-fn");
             assert_eq!(requests[0].component, project.join("build/my-fn.wasm"));

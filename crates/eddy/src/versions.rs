@@ -22,7 +22,9 @@ pub struct VersionsArgs {
 pub async fn run(client: &Client, args: VersionsArgs) -> Result<()> {
     let path = ["v1", "functions", args.name.as_str(), "versions"];
     client
-        .print_listing(&path, args.json, |list: VersionList| render(&list.versions))
+        .print_listing(&path, &[], args.json, |list: VersionList| {
+            render(&list.versions)
+        })
         .await
 }
 
