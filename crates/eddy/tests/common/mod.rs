@@ -263,6 +263,13 @@ impl Node {
         status.success()
     }
 
+    /// SIGKILL (no chance to clean up, as in a crash), then reap the process.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("node already stopped");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Send SIGTERM without waiting.
     pub fn signal_terminate(&self) {
         let child = self.child.as_ref().expect("node already stopped");

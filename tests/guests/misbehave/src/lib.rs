@@ -11,6 +11,10 @@
 //! `fake-error` (answers 200 with its own `eddy-error` header),
 //! `fresh?mb=N` (checks that it runs in a fresh instance: a static still holds its initial
 //! value, and N MiB of newly grown memory read as zeros; then dirties both);
+//! `flaky?fail=P&to=HOST:PORT/PATH` (a queue consumer: fails P% of deliveries at random with
+//! 500, otherwise GETs `to?id=<ce-id>&attempt=<ce-eddyattempt>` and answers 200 if that
+//! answered 200), `publish?queue=Q` (POSTs its body to `http://eddy.local/queues/Q` and
+//! answers 200 with the node's `<status> <body>`);
 //! anything else answers 404.
 
 use std::hint::black_box;
@@ -106,6 +110,61 @@ impl Guest for Misbehave {
                 let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 respond(out, 200, n.to_string().as_bytes());
             }
+            "flaky" => {
+                // A queue consumer that fails `fail` percent of deliveries at random and
+                // reports each success (ce-id, attempt) to `to` before acknowledging it.
+                let header = |name: &str| {
+                    request
+                        .headers()
+                        .get(name)
+                        .first()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                let (id, attempt) = (header("ce-id"), header("ce-eddyattempt"));
+                let roll = wasi::random::random::get_random_u64() % 100;
+                if roll < param("fail") {
+                    respond(out, 500, b"failed on purpose");
+                    return;
+                }
+                let to = query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("to="))
+                    .unwrap_or("");
+                match outgoing_get(&format!("{to}?id={id}&attempt={attempt}")) {
+                    Ok((200, _)) => respond(out, 200, b"done"),
+                    Ok((status, body)) => respond(out, 502, format!("recorder said {status} {body}").as_bytes()),
+                    Err(error) => respond(out, 502, error.as_bytes()),
+                }
+            }
+            "relay" => {
+                // POSTs what `echo` would answer to `to` and answers 200 if that did.
+                let to = query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("to="))
+                    .unwrap_or("")
+                    .to_string();
+                match outgoing_post(&to, &describe(&request, &path_with_query)) {
+                    Ok((200, _)) => respond(out, 200, b"relayed"),
+                    Ok((status, body)) => respond(out, 502, format!("{status} {body}").as_bytes()),
+                    Err(error) => respond(out, 502, error.as_bytes()),
+                }
+            }
+            "publish" => {
+                // Publishes its request body to `queue` through the node's platform API and
+                // answers with the node's status and body.
+                let queue = query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("queue="))
+                    .unwrap_or("")
+                    .to_string();
+                let body = read_body(&request);
+                let text = match outgoing_post(&format!("eddy.local/queues/{queue}"), &body) {
+                    Ok((status, body)) => format!("{status} {body}"),
+                    Err(error) => format!("refused: {error}"),
+                };
+                respond(out, 200, text.as_bytes());
+            }
             _ => respond(out, 404, b"unknown behaviour"),
         }
     }
@@ -115,6 +174,11 @@ wasi::http::proxy::export!(Misbehave);
 
 /// Describes the request (method, path, sorted headers) followed by its raw body.
 fn echo(request: &IncomingRequest, path_with_query: &str, out: ResponseOutparam) {
+    respond(out, 200, &describe(request, path_with_query));
+}
+
+/// The request as text: method, path, sorted headers, body size, then the body.
+fn describe(request: &IncomingRequest, path_with_query: &str) -> Vec<u8> {
     let method = match request.method() {
         Method::Get => "GET".to_string(),
         Method::Head => "HEAD".to_string(),
@@ -138,7 +202,7 @@ fn echo(request: &IncomingRequest, path_with_query: &str, out: ResponseOutparam)
     text += &format!("body-bytes: {}\nbody:\n", body.len());
     let mut bytes = text.into_bytes();
     bytes.extend_from_slice(&body);
-    respond(out, 200, &bytes);
+    bytes
 }
 
 /// Reads the whole incoming body through its input stream, until the stream closes.
@@ -195,6 +259,15 @@ static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0
 
 /// `GET http://{to}` (`to` is `host[:port]/path`): the status and body, or the error.
 fn outgoing_get(to: &str) -> Result<(u16, String), String> {
+    outgoing(to, None)
+}
+
+/// `POST http://{to}` with `body`: the status and body, or the error.
+fn outgoing_post(to: &str, body: &[u8]) -> Result<(u16, String), String> {
+    outgoing(to, Some(body))
+}
+
+fn outgoing(to: &str, body: Option<&[u8]>) -> Result<(u16, String), String> {
     let (authority, path) = match to.find('/') {
         Some(at) => (&to[..at], &to[at..]),
         None => (to, "/"),
@@ -203,7 +276,19 @@ fn outgoing_get(to: &str) -> Result<(u16, String), String> {
     request.set_scheme(Some(&Scheme::Http)).map_err(|()| "bad scheme")?;
     request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
     request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    if body.is_some() {
+        request.set_method(&Method::Post).map_err(|()| "bad method")?;
+    }
+    let outgoing_body = request.body().map_err(|()| "body taken")?;
+    if let Some(bytes) = body {
+        let stream = outgoing_body.write().map_err(|()| "body stream taken")?;
+        for chunk in bytes.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).map_err(|e| format!("{e:?}"))?;
+        }
+        drop(stream);
+    }
     let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    OutgoingBody::finish(outgoing_body, None).map_err(|e| format!("{e:?}"))?;
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(response))) => response,

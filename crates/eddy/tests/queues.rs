@@ -1,0 +1,647 @@
+//! Durable queues: nothing published is lost (also across `kill -9`), no message is tried
+//! more than its max attempts, failing consumers back off without touching interactive
+//! traffic, deliveries are CloudEvents, and every misuse is refused with its reason.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Node, assert_api_error};
+use serde_json::{Value, json};
+
+/// What the local recorder has seen: `(ce-id, attempt)` of each success report, and the
+/// bodies relayed to it.
+#[derive(Default)]
+struct Recorded {
+    successes: Vec<(String, u32)>,
+    relayed: Vec<String>,
+}
+
+/// A recorder on loopback: `GET /record?id=&attempt=` notes a success, `POST /relay` notes
+/// a body, `GET /slow` answers after ten seconds.
+async fn recorder() -> (SocketAddr, Arc<Mutex<Recorded>>) {
+    use axum::extract::{Query, State};
+    use axum::routing::{get, post};
+    let recorded = Arc::new(Mutex::new(Recorded::default()));
+    let app = axum::Router::new()
+        .route(
+            "/record",
+            get(
+                |State(r): State<Arc<Mutex<Recorded>>>,
+                 Query(q): Query<HashMap<String, String>>| async move {
+                    let attempt = q["attempt"].parse().unwrap_or(0);
+                    r.lock().unwrap().successes.push((q["id"].clone(), attempt));
+                    "ok"
+                },
+            ),
+        )
+        .route(
+            "/relay",
+            post(
+                |State(r): State<Arc<Mutex<Recorded>>>, body: String| async move {
+                    r.lock().unwrap().relayed.push(body);
+                    "ok"
+                },
+            ),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                "late"
+            }),
+        )
+        .with_state(recorded.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, recorded)
+}
+
+/// An authenticated control-API call with a JSON body (or none).
+async fn api(
+    node: &Node,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = node
+        .http
+        .request(method, node.api_url(path))
+        .bearer_auth(&node.token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn create_queue(node: &Node, name: &str) {
+    let (status, body) = api(
+        node,
+        reqwest::Method::POST,
+        "/queues",
+        Some(json!({"name": name})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn consume(node: &Node, queue: &str, settings: Value) {
+    let (status, body) = api(
+        node,
+        reqwest::Method::PUT,
+        &format!("/queues/{queue}/consumer"),
+        Some(settings),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", node.output());
+}
+
+/// Publish `bodies` in batches of 1000; their ids.
+async fn publish_all(node: &Node, queue: &str, bodies: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in bodies.chunks(1000) {
+        let messages: Vec<Value> = chunk.iter().map(|b| json!({"data": b})).collect();
+        let (status, body) = api(
+            node,
+            reqwest::Method::POST,
+            &format!("/queues/{queue}/batch"),
+            Some(json!({"messages": messages})),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        ids.extend(
+            body["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap().to_string()),
+        );
+    }
+    ids
+}
+
+async fn queue_stats(node: &Node, queue: &str) -> Value {
+    let (status, body) = node.api_get(&format!("/queues/{queue}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Poll the queue's stats until `done` holds or `within` passes.
+async fn queue_when(
+    node: &Node,
+    queue: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let stats = queue_stats(node, queue).await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue {queue} never got there: {stats}\n{}",
+            node.output()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every message of a queue, by peeking (dead-letter queues here hold a few hundred).
+async fn peek_all(node: &Node, queue: &str) -> Vec<Value> {
+    let (status, body) = node
+        .api_get(&format!("/queues/{queue}/messages?limit=1000"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["messages"].as_array().unwrap().clone()
+}
+
+const MESSAGES: usize = 10_000;
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Publishes `MESSAGES` to a consumer failing 30% of attempts at random, optionally
+/// killing the node (SIGKILL) and starting it again midway, then checks that every
+/// published message ended acknowledged or dead-lettered, within its max attempts.
+async fn flaky_run(kill_midway: bool) {
+    let (recorder, recorded) = recorder().await;
+    let mut node = Node::start();
+    node.deploy_ok(
+        "worker",
+        "misbehave",
+        json!({"allow_outbound": [format!("127.0.0.1:{}", recorder.port())], "reuse": true}),
+    )
+    .await;
+    create_queue(&node, "jobs").await;
+    consume(
+        &node,
+        "jobs",
+        json!({
+            "function": "worker",
+            "path": format!("/worker/flaky?fail=30&to=127.0.0.1:{}/record", recorder.port()),
+            "max_attempts": MAX_ATTEMPTS,
+            "max_concurrency": 16,
+            "backoff_base_ms": 1,
+            "backoff_max_ms": 20,
+        }),
+    )
+    .await;
+    let bodies: Vec<String> = (0..MESSAGES).map(|i| format!("job {i}")).collect();
+    let published: BTreeSet<String> = publish_all(&node, "jobs", &bodies)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(published.len(), MESSAGES, "ids are unique");
+
+    if kill_midway {
+        queue_when(&node, "jobs", Duration::from_secs(120), |s| {
+            s["succeeded"].as_u64().unwrap() >= (MESSAGES / 4) as u64
+        })
+        .await;
+        node.kill();
+        node = Node::start_in(node.state.clone(), "");
+    }
+    let done = queue_when(&node, "jobs", Duration::from_secs(300), |s| s["depth"] == 0).await;
+
+    let dead = peek_all(&node, "jobs-dlq").await;
+    for message in &dead {
+        assert!(
+            message["attempts"].as_u64().unwrap() <= u64::from(MAX_ATTEMPTS),
+            "dead letter past max attempts: {message}"
+        );
+    }
+    let dead_ids: BTreeSet<String> = dead
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    let recorded = recorded.lock().unwrap();
+    for (id, attempt) in &recorded.successes {
+        assert!(
+            (1..=MAX_ATTEMPTS).contains(attempt),
+            "{id} succeeded on attempt {attempt}, beyond max attempts {MAX_ATTEMPTS}"
+        );
+    }
+    let succeeded: BTreeSet<String> = recorded
+        .successes
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    let ended: BTreeSet<String> = succeeded.union(&dead_ids).cloned().collect();
+    let lost: Vec<_> = published.difference(&ended).take(5).collect();
+    let unknown: Vec<_> = ended.difference(&published).take(5).collect();
+    assert!(lost.is_empty(), "messages lost: {lost:?} (stats {done})");
+    assert!(unknown.is_empty(), "messages never published: {unknown:?}");
+    // About 0.3^3 of the messages fail every attempt.
+    assert!(
+        !dead_ids.is_empty() && dead_ids.len() < MESSAGES / 10,
+        "{} dead letters of {MESSAGES}",
+        dead_ids.len()
+    );
+    if !kill_midway {
+        // Without a crash nothing is delivered twice after a success.
+        assert_eq!(
+            done["succeeded"].as_u64().unwrap() as usize,
+            succeeded.len()
+        );
+        assert_eq!(
+            done["succeeded"].as_u64().unwrap() + done["dead_lettered"].as_u64().unwrap(),
+            MESSAGES as u64,
+            "{done}"
+        );
+        assert_eq!(
+            done["delivered"].as_u64().unwrap(),
+            done["succeeded"].as_u64().unwrap() + done["failed_attempts"].as_u64().unwrap(),
+            "{done}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_to_a_flaky_consumer_end_succeeded_or_dead_lettered() {
+    flaky_run(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_midway_loses_no_message() {
+    flaky_run(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timing_out_consumer_shrinks_while_http_keeps_answering() {
+    let (recorder, _) = recorder().await;
+    let node = Node::start();
+    node.deploy_ok(
+        "worker",
+        "misbehave",
+        json!({"allow_outbound": [format!("127.0.0.1:{}", recorder.port())], "timeout_ms": 300}),
+    )
+    .await;
+    node.deploy_ok("front", "hello-rust", json!({})).await;
+    create_queue(&node, "slow").await;
+    consume(
+        &node,
+        "slow",
+        json!({
+            "function": "worker",
+            "path": format!("/worker/outgoing?to=127.0.0.1:{}/slow", recorder.port()),
+            "max_concurrency": 8,
+            "max_attempts": 50,
+            "backoff_base_ms": 1,
+            "backoff_max_ms": 50,
+        }),
+    )
+    .await;
+    let bodies: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    publish_all(&node, "slow", &bodies).await;
+
+    // Interactive traffic while the consumer times out: every request is answered.
+    let started = Instant::now();
+    let mut answered = 0;
+    let mut smallest = u64::MAX;
+    while started.elapsed() < Duration::from_secs(4) {
+        let reply = node.get("/front").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        answered += 1;
+        if answered % 20 == 0 {
+            let stats = queue_stats(&node, "slow").await;
+            smallest = smallest.min(stats["consumer_concurrency"].as_u64().unwrap());
+        }
+    }
+    let stats = queue_stats(&node, "slow").await;
+    smallest = smallest.min(stats["consumer_concurrency"].as_u64().unwrap());
+    assert!(stats["failed_attempts"].as_u64().unwrap() > 0, "{stats}");
+    assert!(smallest < 8, "the consumer never shrank below 8: {stats}");
+    assert!(answered > 50, "only {answered} interactive requests in 4 s");
+    // The shrunk concurrency is in the metrics too.
+    let metrics = node
+        .http
+        .get(format!("http://{}/metrics", node.admin))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("eddy_queue_consumer_concurrency{") && l.contains("queue=\"slow\""))
+        .unwrap_or_else(|| panic!("no consumer concurrency metric:\n{metrics}"));
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value < 8.0, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_cloudevents_single_or_batched() {
+    let (recorder, recorded) = recorder().await;
+    let node = Node::start();
+    node.deploy_ok(
+        "worker",
+        "misbehave",
+        json!({"allow_outbound": [format!("127.0.0.1:{}", recorder.port())]}),
+    )
+    .await;
+    let relay = format!("/worker/relay?to=127.0.0.1:{}/relay", recorder.port());
+    create_queue(&node, "single").await;
+    create_queue(&node, "batched").await;
+    consume(
+        &node,
+        "single",
+        json!({"function": "worker", "path": relay}),
+    )
+    .await;
+    consume(
+        &node,
+        "batched",
+        json!({"function": "worker", "path": relay, "batch_size": 10}),
+    )
+    .await;
+    let sent = node
+        .http
+        .post(node.api_url("/queues/single/messages"))
+        .bearer_auth(&node.token)
+        .header("content-type", "application/json")
+        .body(r#"{"order":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let id = sent.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    queue_when(&node, "single", Duration::from_secs(30), |s| {
+        s["succeeded"] == 1
+    })
+    .await;
+    let single = recorded.lock().unwrap().relayed.pop().unwrap();
+    for expected in [
+        "method: POST".to_string(),
+        "header: ce-specversion: 1.0".into(),
+        format!("header: ce-id: {id}"),
+        "header: ce-type: dev.eddy.queue.message".into(),
+        "header: ce-source: /queues/single".into(),
+        "header: ce-eddyattempt: 1".into(),
+        "header: content-type: application/json".into(),
+        "body:\n{\"order\":1}".into(),
+    ] {
+        assert!(
+            single.contains(&expected),
+            "{expected} missing from:\n{single}"
+        );
+    }
+    assert!(single.contains("header: ce-time: 20"), "{single}");
+    assert!(
+        single.contains("header: ce-eddyfirstenqueued: 20"),
+        "{single}"
+    );
+
+    let bodies: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    publish_all(&node, "batched", &bodies).await;
+    queue_when(&node, "batched", Duration::from_secs(30), |s| {
+        s["succeeded"] == 5
+    })
+    .await;
+    let relayed = recorded.lock().unwrap().relayed.clone();
+    let mut seen = Vec::new();
+    for text in &relayed {
+        assert!(
+            text.contains("header: content-type: application/cloudevents-batch+json"),
+            "{text}"
+        );
+        let json = &text[text.find("body:\n").unwrap() + 6..];
+        for event in serde_json::from_str::<Vec<Value>>(json).unwrap() {
+            assert_eq!(event["type"], "dev.eddy.queue.message");
+            assert_eq!(event["source"], "/queues/batched");
+            assert_eq!(event["specversion"], "1.0");
+            assert_eq!(event["eddyattempt"], 1);
+            seen.push(event["data"].as_str().unwrap().to_string());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, bodies);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_publish_through_eddy_local_only_where_allowed() {
+    let node = Node::start_with_config("[limits]\nqueue_message_bytes_max = 1024\n");
+    node.deploy_ok("pub", "misbehave", json!({"publish": ["allowed"]}))
+        .await;
+    create_queue(&node, "allowed").await;
+    create_queue(&node, "other").await;
+    let post = |queue: &str, body: String| {
+        node.send(
+            node.http
+                .post(node.url(&format!("/pub/publish?queue={queue}")))
+                .body(body),
+        )
+    };
+    let reply = post("allowed", "from inside".into()).await;
+    assert!(reply.body.starts_with("202 "), "{reply:?}");
+    let stats = queue_stats(&node, "allowed").await;
+    assert_eq!(stats["depth"], 1, "{stats}");
+    let message = &peek_all(&node, "allowed").await[0];
+    assert_eq!(message["data"], "from inside");
+
+    let reply = post("other", "x".into()).await;
+    assert!(reply.body.starts_with("403 "), "{reply:?}");
+    assert!(
+        reply.body.contains("may not publish to queue `other`"),
+        "{reply:?}"
+    );
+    let reply = post("allowed", "x".repeat(2000)).await;
+    assert!(reply.body.starts_with("413 "), "{reply:?}");
+    assert!(reply.body.contains("queue_message_bytes_max"), "{reply:?}");
+    assert_eq!(queue_stats(&node, "other").await["depth"], 0);
+
+    node.deploy_ok("pub", "misbehave", json!({"publish": ["*"]}))
+        .await;
+    let reply = post("missing", "x".into()).await;
+    assert!(reply.body.starts_with("404 "), "{reply:?}");
+    assert!(reply.body.contains("no queue `missing`"), "{reply:?}");
+    // A function without `publish` reaches nothing.
+    node.deploy_ok("closed", "misbehave", json!({})).await;
+    let reply = node
+        .send(
+            node.http
+                .post(node.url("/closed/publish?queue=allowed"))
+                .body("x"),
+        )
+        .await;
+    assert!(reply.body.starts_with("403 "), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_misuse_is_refused_with_the_reason() {
+    let node = Node::start_with_config(
+        "[limits]\nqueue_depth_max = 3\nqueue_message_bytes_max = 100\nqueues_max = 4\n",
+    );
+    node.deploy_ok("worker", "misbehave", json!({"timeout_ms": 5000}))
+        .await;
+    use reqwest::Method;
+    let (s, b) = api(&node, Method::POST, "/queues/nope/messages", None).await;
+    assert_api_error(s, &b, 404, "no queue `nope`");
+    let (s, b) = api(
+        &node,
+        Method::POST,
+        "/queues",
+        Some(json!({"name": "Bad_Name"})),
+    )
+    .await;
+    assert_api_error(s, &b, 400, "queue name `Bad_Name` is invalid");
+    let (s, b) = api(
+        &node,
+        Method::POST,
+        "/queues",
+        Some(json!({"name": "a".repeat(59)})),
+    )
+    .await;
+    assert_api_error(s, &b, 400, "longer than 58");
+    create_queue(&node, "jobs").await;
+    let (s, b) = api(
+        &node,
+        Method::POST,
+        "/queues",
+        Some(json!({"name": "jobs"})),
+    )
+    .await;
+    assert_api_error(s, &b, 409, "already exists");
+    let (s, b) = api(
+        &node,
+        Method::POST,
+        "/queues",
+        Some(json!({"name": "jobs-two"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = api(
+        &node,
+        Method::POST,
+        "/queues",
+        Some(json!({"name": "third"})),
+    )
+    .await;
+    assert_api_error(s, &b, 422, "queues_max (4)");
+
+    // Size, depth and idempotency.
+    let send = |body: &'static str, key: Option<&'static str>| {
+        let mut request = node
+            .http
+            .post(node.api_url("/queues/jobs/messages"))
+            .bearer_auth(&node.token)
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let big = Box::leak("x".repeat(101).into_boxed_str());
+    let (s, b) = send(big, None).await;
+    assert_api_error(s, &b, 413, "queue_message_bytes_max (100 bytes)");
+    let (s, first) = send("a", Some("k")).await;
+    assert_eq!(s, 202, "{first}");
+    let (s, again) = send("a", Some("k")).await;
+    assert_eq!(
+        (s, &again["duplicate"], &again["id"]),
+        (202, &json!(true), &first["id"])
+    );
+    send("b", None).await;
+    send("c", None).await;
+    let (s, b) = send("d", None).await;
+    assert_api_error(s, &b, 503, "queue_depth_max (3)");
+    assert_eq!(queue_stats(&node, "jobs").await["depth"], 3);
+
+    // Consumer bindings.
+    let bind = |settings: Value| api(&node, Method::PUT, "/queues/jobs/consumer", Some(settings));
+    let (s, b) = bind(json!({"function": "ghost"})).await;
+    assert_api_error(s, &b, 404, "no function `ghost`");
+    let (s, b) = bind(json!({"function": "worker", "visibility_timeout_ms": 1000})).await;
+    assert_api_error(
+        s,
+        &b,
+        400,
+        "shorter than the function's timeout_ms (5000 ms)",
+    );
+    let (s, b) = bind(json!({"function": "worker", "batch_size": 5000})).await;
+    assert_api_error(s, &b, 422, "consumer_batch_size_max");
+    let (s, b) = bind(json!({"function": "worker", "max_attempts": 0})).await;
+    assert_api_error(s, &b, 422, "max attempts 0");
+    let (s, b) = bind(json!({"function": "worker", "dead_letter": "nowhere"})).await;
+    assert_api_error(s, &b, 404, "no queue `nowhere`");
+    let (s, b) =
+        bind(json!({"function": "worker", "backoff_base_ms": 10, "backoff_max_ms": 5})).await;
+    assert_api_error(s, &b, 400, "backoff base 10 ms");
+    let (s, b) = api(&node, Method::DELETE, "/queues/jobs-dlq", None).await;
+    assert_api_error(s, &b, 409, "dead-letter queue of `jobs`");
+
+    // Purge and delete.
+    let (s, b) = api(&node, Method::POST, "/queues/jobs/purge", None).await;
+    assert_eq!((s, &b["purged"]), (200, &json!(3)), "{b}");
+    let (s, _) = api(&node, Method::DELETE, "/queues/jobs", None).await;
+    assert_eq!(s, 204);
+    let (s, b) = node.api_get("/queues/jobs-dlq").await;
+    assert_api_error(s, &b, 404, "no queue `jobs-dlq`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_be_redriven() {
+    let node = Node::start();
+    node.deploy_ok("worker", "misbehave", json!({})).await;
+    create_queue(&node, "jobs").await;
+    // `trap` fails every delivery.
+    consume(
+        &node,
+        "jobs",
+        json!({"function": "worker", "path": "/worker/trap", "max_attempts": 2, "backoff_base_ms": 1, "backoff_max_ms": 5}),
+    )
+    .await;
+    publish_all(&node, "jobs", &["x".to_string(), "y".to_string()]).await;
+    let stats = queue_when(&node, "jobs", Duration::from_secs(30), |s| {
+        s["dead_lettered"] == 2
+    })
+    .await;
+    assert_eq!(stats["failed_attempts"], 4, "{stats}");
+    let dead = peek_all(&node, "jobs-dlq").await;
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("attempt 2 of 2: trap"),
+        "{dead:?}"
+    );
+    // Fix the consumer, then redrive: both succeed.
+    consume(
+        &node,
+        "jobs",
+        json!({"function": "worker", "path": "/worker/echo"}),
+    )
+    .await;
+    let (s, b) = api(&node, reqwest::Method::POST, "/queues/jobs/redrive", None).await;
+    assert_eq!((s, &b["moved"]), (200, &json!(2)), "{b}");
+    queue_when(&node, "jobs", Duration::from_secs(30), |s| {
+        s["succeeded"] == 2 && s["depth"] == 0
+    })
+    .await;
+    assert!(peek_all(&node, "jobs-dlq").await.is_empty());
+}
