@@ -583,6 +583,130 @@ def density(work):
     }
 
 
+QUEUE_BATCHES = {1: 20_000, 100: 200_000}
+QUEUE_PUBLISHERS = 2
+QUEUE_PUBLISH_CHUNK = 1000
+QUEUE_CONSUMER_CONCURRENCY = 32
+QUEUE_LATENCY_MESSAGES = 1000
+QUEUE_LATENCY_RATE = 200
+
+
+def api_call(node, method, path, body=None, raw=None, headers=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{node.admin}/v1{path}", data=data, method=method,
+        headers={"Authorization": f"Bearer {node.token}", "Content-Type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+def queue_throughput(work):
+    """Publish -> consume -> ack of durable messages with a no-op consumer (the Rust hello,
+    warm instances), publishers and consumer running at once; the clock stops when the
+    queue is empty (every message acknowledged, so committed twice more)."""
+    import threading
+    results = {}
+    node = Node(work / "queues").start()
+    try:
+        node.deploy("sink", (GUESTS / "hello-rust.wasm").read_bytes(), {"reuse": True})
+        for batch, total in QUEUE_BATCHES.items():
+            name = f"tput-{batch}"
+            api_call(node, "POST", "/queues", {"name": name})
+            api_call(node, "PUT", f"/queues/{name}/consumer",
+                     {"function": "sink", "batch_size": batch, "max_concurrency": QUEUE_CONSUMER_CONCURRENCY})
+            payloads = [{"data": f"message {i}"} for i in range(QUEUE_PUBLISH_CHUNK)]
+
+            def publish(count):
+                for _ in range(count // QUEUE_PUBLISH_CHUNK):
+                    api_call(node, "POST", f"/queues/{name}/batch", {"messages": payloads})
+
+            started = time.monotonic()
+            threads = [threading.Thread(target=publish, args=(total // QUEUE_PUBLISHERS,))
+                       for _ in range(QUEUE_PUBLISHERS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            published_s = time.monotonic() - started
+            while True:
+                stats = api_call(node, "GET", f"/queues/{name}")
+                if stats["depth"] == 0 and stats["succeeded"] >= total:
+                    break
+                time.sleep(0.02)
+            elapsed = time.monotonic() - started
+            results[batch] = {
+                "messages": total, "elapsed_s": elapsed, "published_s": published_s,
+                "rate": total / elapsed, "publish_rate": total / published_s,
+                "deliveries": stats["delivered"], "failed": stats["failed_attempts"],
+            }
+            log(f"queue batch {batch}: {total} messages in {elapsed:.2f} s = {total / elapsed:.0f}/s "
+                f"(published in {published_s:.2f} s)")
+        results["latency"] = queue_latency(node)
+    finally:
+        node.stop()
+    return results
+
+
+def queue_latency(node):
+    """Publish one message at a time at a steady rate; each delivery is relayed by the
+    consumer to a local recorder, which notes when it arrived. Latency: publish answered
+    (durable) -> delivery reached the recorder."""
+    import http.server
+    import threading
+    arrived = {}
+    lock = threading.Lock()
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+            now = time.monotonic()
+            for line in body.splitlines():
+                if line.startswith("header: ce-id: "):
+                    with lock:
+                        arrived[line.split(": ", 2)[2]] = now
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        node.deploy("relay", (GUESTS / "misbehave.wasm").read_bytes(),
+                    {"reuse": True, "allow_outbound": [f"127.0.0.1:{port}"]})
+        api_call(node, "POST", "/queues", {"name": "latency"})
+        api_call(node, "PUT", "/queues/latency/consumer",
+                 {"function": "relay", "path": f"/relay/relay?to=127.0.0.1:{port}/"})
+        sent = {}
+        interval = 1 / QUEUE_LATENCY_RATE
+        next_at = time.monotonic()
+        for i in range(QUEUE_LATENCY_MESSAGES):
+            reply = api_call(node, "POST", "/queues/latency/messages", raw=f"m{i}".encode(),
+                             headers={"Content-Type": "text/plain"})
+            sent[reply["id"]] = time.monotonic()
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with lock:
+                if len(arrived) >= len(sent):
+                    break
+            time.sleep(0.05)
+        with lock:
+            latencies = [(arrived[i] - t) * 1000 for i, t in sent.items() if i in arrived]
+        return {"count": len(latencies), "sent": len(sent),
+                "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+                "max_ms": max(latencies)}
+    finally:
+        server.shutdown()
+
+
 def machine():
     model = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -611,7 +735,7 @@ def ms(v):
     return f"{v:.2f}"
 
 
-def report(info, tput, cold, wait, dens, calls=None, redeploy=None):
+def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
                  f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
@@ -689,6 +813,30 @@ def report(info, tput, cold, wait, dens, calls=None, redeploy=None):
                 lines.append(f"| {what} | {label} | {ms(statistics.median(values))} | "
                              f"{ms(min(values))} | {ms(max(values))} |")
         lines.append("")
+    if queues:
+        lines.append("### Durable queues on SQLite (publish → consume → ack)")
+        lines.append("")
+        lines.append(f"{QUEUE_PUBLISHERS} publisher threads post batches of {QUEUE_PUBLISH_CHUNK} messages "
+                     "to the control API while the consumer (the Rust hello, warm instances, "
+                     f"max concurrency {QUEUE_CONSUMER_CONCURRENCY}) drains the queue; the clock runs from the "
+                     "first publish until the queue is empty with every message acknowledged. Every "
+                     "publish, claim and acknowledgement is committed with `synchronous = FULL` (fsync) "
+                     "before it is answered; commits are grouped.")
+        lines.append("")
+        lines.append("| batch size | messages | messages/s (end to end) | publish only messages/s | deliveries | failed attempts |")
+        lines.append("|---:|---:|---:|---:|---:|---:|")
+        for batch in QUEUE_BATCHES:
+            r = queues[batch]
+            lines.append(f"| {batch} | {r['messages']} | {r['rate']:.0f} | {r['publish_rate']:.0f} | "
+                         f"{r['deliveries']} | {r['failed']} |")
+        lines.append("")
+        lat = queues["latency"]
+        lines.append(f"Delivery latency: {lat['sent']} messages published one at a time at "
+                     f"{QUEUE_LATENCY_RATE}/s, each relayed by the consumer (misbehave `relay`, warm) to a local "
+                     f"recorder; from the publish being answered (on disk) to the delivery reaching the recorder: "
+                     f"p50 {ms(lat['p50_ms'])} ms, p99 {ms(lat['p99_ms'])} ms, max {ms(lat['max_ms'])} ms "
+                     f"({lat['count']} of {lat['sent']} arrived).")
+        lines.append("")
     if wait:
         lines.append(f"### Cost of waiting ({WAITERS} concurrent requests, each waiting {WAIT_MS} ms on `wasi:clocks`)")
         lines.append("")
@@ -734,14 +882,15 @@ def main():
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             work = Path(tmp)
             info = machine()
-            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density").split(",")
+            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues").split(",")
             tput = throughput(work) if "throughput" in sections else None
             cold = cold_starts(work) if "cold" in sections else None
             redeploy = redeploys(work) if "redeploy" in sections else None
             wait = cost_of_waiting(work) if "wait" in sections else None
             dens = density(work) if "density" in sections else None
             calls = guest_calls() if "guestcall" in sections else None
-            section = report(info, tput, cold, wait, dens, calls, redeploy)
+            queues = queue_throughput(work) if "queues" in sections else None
+            section = report(info, tput, cold, wait, dens, calls, redeploy, queues)
             print(section)
             if os.environ.get("BENCH_NO_RECORD") != "1":
                 prepend(section)

@@ -645,3 +645,64 @@ async fn dead_letters_can_be_redriven() {
     .await;
     assert!(peek_all(&node, "jobs-dlq").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_sends_consumes_and_reports() {
+    let node = Node::start();
+    node.deploy_ok("worker", "misbehave", json!({})).await;
+    common::stdout_ok(&node.cli(&["queue", "create", "orders"]));
+    let sent = common::stdout_ok(&node.cli(&[
+        "queue",
+        "send",
+        "orders",
+        "hello",
+        "--idempotency-key",
+        "k1",
+    ]));
+    let again = common::stdout_ok(&node.cli(&[
+        "queue",
+        "send",
+        "orders",
+        "hello",
+        "--idempotency-key",
+        "k1",
+    ]));
+    assert!(again.contains("duplicate"), "{again}");
+    assert!(again.contains(sent.trim()), "{sent} / {again}");
+    let peek = common::stdout_ok(&node.cli(&["queue", "peek", "orders", "--json"]));
+    assert!(peek.contains("hello"), "{peek}");
+    let stats: Value = serde_json::from_str(&common::stdout_ok(
+        &node.cli(&["queue", "stats", "orders", "--json"]),
+    ))
+    .unwrap();
+    for key in [
+        "depth",
+        "in_flight",
+        "delivered",
+        "succeeded",
+        "failed_attempts",
+        "dead_lettered",
+        "oldest_age_ms",
+        "consumer_concurrency",
+    ] {
+        assert!(stats.get(key).is_some(), "{key} missing from {stats}");
+    }
+    assert_eq!(stats["depth"], 1);
+    common::stdout_ok(&node.cli(&[
+        "queue",
+        "consume",
+        "orders",
+        "--function",
+        "worker",
+        "--path",
+        "/worker/echo",
+    ]));
+    queue_when(&node, "orders", Duration::from_secs(30), |s| {
+        s["succeeded"] == 1
+    })
+    .await;
+    let ls = common::stdout_ok(&node.cli(&["queue", "ls"]));
+    assert!(ls.contains("orders") && ls.contains("worker"), "{ls}");
+    let err = common::stderr_err(&node.cli(&["queue", "send", "nowhere", "x"]));
+    assert!(err.contains("no queue `nowhere`"), "{err}");
+}
