@@ -221,6 +221,7 @@ async fn eddy(bytes: &[u8], cache: &Path, requests: u32) -> Result<(f64, f64)> {
             reuse: Some(eddy_runtime::ReuseConfig::default()),
             outbound: Vec::new(),
             instances_live: Arc::new(AtomicUsize::new(0)),
+            platform: None,
         },
     );
     let cpu_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
