@@ -63,6 +63,8 @@ pub const ALLOW_OUTBOUND_RULES_MAX: usize = 64;
 /// Entries of one function's `publish` list (queues it may publish to).
 pub const PUBLISH_RULES_MAX: usize = 64;
 /// Largest queue message body. A bigger publish gets `413` (`queue_message_bytes_max`).
+/// A message must fit in the request that delivers it: the node uses at most
+/// `request_body_bytes_max`.
 pub const DEFAULT_QUEUE_MESSAGE_BYTES_MAX: u64 = 256 * 1024;
 /// Messages one queue may hold (ready, delayed and in flight). Past it a publish gets `503`
 /// with `Retry-After` (`queue_depth_max`); a dead-letter move is never refused.
@@ -361,12 +363,6 @@ impl NodeConfig {
             return Err(ConfigError(format!(
                 "limits.function_queue_default ({}) is above {FUNCTION_QUEUE_MAX_CEILING}",
                 l.function_queue_default
-            )));
-        }
-        if l.queue_message_bytes_max > l.request_body_bytes_max {
-            return Err(ConfigError(format!(
-                "limits.queue_message_bytes_max ({}) is above limits.request_body_bytes_max ({}): a message must fit in the request that delivers it",
-                l.queue_message_bytes_max, l.request_body_bytes_max
             )));
         }
         if l.queue_idempotency_window_ms_default > QUEUE_IDEMPOTENCY_WINDOW_MS_CEILING {

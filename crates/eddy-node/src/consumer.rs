@@ -447,39 +447,15 @@ impl Dispatcher {
             .clone()
             .unwrap_or_else(|| live.route.clone());
         let request = self.request(&path, claimed)?;
-        let record = Record {
-            live: live.clone(),
-            records_per_second_max: self.records_per_second_max,
-            sink: self.sink.clone(),
-            meter: self.registry.meter().clone(),
-            at_ms: now_ms(),
-            method: http::Method::POST,
-            path: path.parse().ok(),
-        };
-        let (tx, rx) = oneshot::channel::<(Outcome, u16, Option<String>)>();
-        let report = move |report: InvocationReport| {
-            let status = match report.answer {
-                Answer::Guest(status) => status,
-                Answer::Node(outcome) => failure_status(outcome).as_u16(),
-            };
-            let _ = tx.send((report.outcome, status, report.detail.clone()));
-            record.finish(status, report);
-        };
-        if let Ok(response) = live.deployment.invoke(request, permit, report).await {
-            // The report comes once the body has been read to its end.
-            let _ = response.into_body().collect().await;
-        }
-        let (outcome, status, detail) = rx
-            .await
-            .map_err(|_| "the invocation ended without a report".to_string())?;
-        match outcome {
-            Outcome::Ok if (200..300).contains(&status) => Ok(()),
-            Outcome::Ok => Err(format!("the function answered {status}")),
-            other => Err(match detail {
-                Some(detail) => format!("{}: {detail}", other.as_str()),
-                None => other.as_str().to_string(),
-            }),
-        }
+        invoke_background(
+            &self.registry,
+            &self.sink,
+            self.records_per_second_max,
+            live,
+            request,
+            permit,
+        )
+        .await
     }
 
     /// The delivery request: binary-mode CloudEvent for a batch size of 1, otherwise a
@@ -584,7 +560,52 @@ impl Dispatcher {
     }
 }
 
-fn header_value(text: &str) -> HeaderValue {
+/// Run one background invocation (a queue delivery, a cron tick) under `permit`, recorded
+/// and metered like any other. `Ok` when the function answered 2xx.
+pub(crate) async fn invoke_background(
+    registry: &Registry,
+    sink: &InvocationSink,
+    records_per_second_max: u32,
+    live: Arc<LiveFunction>,
+    request: Request<Full<Bytes>>,
+    permit: crate::admission::Permit,
+) -> Result<(), String> {
+    let record = Record {
+        live: live.clone(),
+        records_per_second_max,
+        sink: sink.clone(),
+        meter: registry.meter().clone(),
+        at_ms: now_ms(),
+        method: http::Method::POST,
+        path: request.uri().path_and_query().cloned(),
+    };
+    let (tx, rx) = oneshot::channel::<(Outcome, u16, Option<String>)>();
+    let report = move |report: InvocationReport| {
+        let status = match report.answer {
+            Answer::Guest(status) => status,
+            Answer::Node(outcome) => failure_status(outcome).as_u16(),
+        };
+        let _ = tx.send((report.outcome, status, report.detail.clone()));
+        record.finish(status, report);
+    };
+    if let Ok(response) = live.deployment.invoke(request, permit, report).await {
+        // The report comes once the body has been read to its end.
+        let _ = response.into_body().collect().await;
+    }
+    let (outcome, status, detail) = rx
+        .await
+        .map_err(|_| "the invocation ended without a report".to_string())?;
+    match outcome {
+        Outcome::Ok if (200..300).contains(&status) => Ok(()),
+        Outcome::Ok => Err(format!("the function answered {status}")),
+        other => Err(match detail {
+            Some(detail) => format!("{}: {detail}", other.as_str()),
+            None => other.as_str().to_string(),
+        }),
+    }
+}
+
+pub(crate) fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod consumer;
+pub mod cron;
 pub mod error;
 pub mod ingress;
 pub mod invocations;
@@ -119,6 +120,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let consumers = consumer::Consumers::new(queues.clone(), registry.clone(), sink.clone());
     consumers.start_all().await?;
     let shutdown = CancellationToken::new();
+    cron::Scheduler::start(
+        queues.clone(),
+        registry.clone(),
+        sink.clone(),
+        shutdown.clone(),
+    );
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
     let draining = Arc::new(AtomicBool::new(false));
 

@@ -35,7 +35,11 @@ pub struct QueueHub {
 }
 
 impl QueueHub {
-    pub fn new(store: Arc<QueueStore>, limits: LimitsConfig) -> QueueHub {
+    pub fn new(store: Arc<QueueStore>, mut limits: LimitsConfig) -> QueueHub {
+        // A message must fit in the request that delivers it.
+        limits.queue_message_bytes_max = limits
+            .queue_message_bytes_max
+            .min(limits.request_body_bytes_max);
         QueueHub {
             store,
             limits,
@@ -141,7 +145,7 @@ pub fn message_too_large(size: Option<u64>, max: u64, index: usize) -> ApiError 
         StatusCode::PAYLOAD_TOO_LARGE,
         "queue_message_bytes_max",
         format!(
-            "message {index}{size} is above this node's queue_message_bytes_max ({max} bytes); send a reference to the data instead, or raise limits.queue_message_bytes_max"
+            "message {index}{size} is above this node's queue_message_bytes_max ({max} bytes; never more than request_body_bytes_max); send a reference to the data instead, or raise limits.queue_message_bytes_max"
         ),
     )
 }

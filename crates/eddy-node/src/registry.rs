@@ -57,6 +57,8 @@ pub struct DeployRequest {
     /// Queues the function may publish to from inside (`*` for any).
     #[serde(default)]
     pub publish: Vec<String>,
+    /// A cron schedule that invokes the function.
+    pub schedule: Option<eddy_store::ScheduleSettings>,
 }
 
 /// The result of a deploy.
@@ -295,6 +297,9 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if let Err(e) = self.queues.store.forget_schedule(name).await {
+            tracing::warn!(function = name, error = %e, "forgetting the schedule's last tick failed");
+        }
         tracing::info!(function = name, "removed");
         Ok(())
     }
@@ -416,6 +421,7 @@ impl Registry {
             reserved_concurrency: request.reserved_concurrency.unwrap_or(0),
             reuse,
             publish: request.publish,
+            schedule: request.schedule,
         })
     }
 
@@ -478,6 +484,9 @@ impl Registry {
         }
         for rule in &request.allow_outbound {
             AllowRule::parse(rule).map_err(ApiError::bad_request)?;
+        }
+        if let Some(schedule) = &request.schedule {
+            crate::cron::validate_schedule(schedule).map_err(ApiError::bad_request)?;
         }
         if request.publish.len() > PUBLISH_RULES_MAX {
             return Err(ApiError::limit(format!(
@@ -596,6 +605,7 @@ impl Registry {
             instances_live,
             admission: self.function_admission(config),
             records: Default::default(),
+            schedule: config.schedule.clone(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct LiveFunction {
     pub admission: FunctionAdmission,
     /// How many plain successes this second got a record in the ring.
     pub records: RecordBudget,
+    /// The version's cron schedule.
+    pub schedule: Option<eddy_store::ScheduleSettings>,
 }
 
 /// Per-second budget of records for successful invocations without output.

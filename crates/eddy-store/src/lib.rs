@@ -21,8 +21,8 @@ pub use queues::{
 pub use store::{Store, component_digest};
 pub use types::{
     FunctionRecord, INVOCATION_RETENTION_MS, INVOCATIONS_PER_FUNCTION_MAX, InvocationRecord,
-    LatencyHistogram, NewInvocation, NewVersion, Retention, ReuseSettings, Rollup, VersionConfig,
-    VersionRecord,
+    LatencyHistogram, Missed, NewInvocation, NewVersion, Overlap, Retention, ReuseSettings, Rollup,
+    ScheduleSettings, VersionConfig, VersionRecord,
 };
 
 /// Result of every store operation.

@@ -731,6 +731,53 @@ impl QueueStore {
     }
 }
 
+impl QueueStore {
+    /// The last claimed tick of `function`'s schedule; a schedule seen for the first time
+    /// starts at `now_ms` (no ticks before it are owed).
+    pub async fn last_tick(&self, function: &str, now_ms: i64) -> Result<i64> {
+        let function = function.to_string();
+        self.run(move |conn, _| {
+            conn.execute(
+                "INSERT INTO schedules (function, last_tick_ms) VALUES (?1, ?2)
+                 ON CONFLICT (function) DO NOTHING",
+                params![function, now_ms],
+            )?;
+            Ok(conn.query_row(
+                "SELECT last_tick_ms FROM schedules WHERE function = ?1",
+                [&function],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Claims the tick at `tick_ms` of `function`'s schedule, durably, before it runs:
+    /// `false` if it (or a later one) was claimed already, so a tick never runs twice.
+    pub async fn claim_tick(&self, function: &str, tick_ms: i64) -> Result<bool> {
+        let function = function.to_string();
+        self.run(move |conn, _| {
+            let changed = conn.execute(
+                "INSERT INTO schedules (function, last_tick_ms) VALUES (?1, ?2)
+                 ON CONFLICT (function) DO UPDATE SET last_tick_ms = excluded.last_tick_ms
+                 WHERE last_tick_ms < excluded.last_tick_ms",
+                params![function, tick_ms],
+            )?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// Forgets `function`'s schedule state (the function was removed).
+    pub async fn forget_schedule(&self, function: &str) -> Result<()> {
+        let function = function.to_string();
+        self.run(move |conn, _| {
+            conn.execute("DELETE FROM schedules WHERE function = ?1", [&function])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 /// The id consumers see for the message in row `row`.
 fn message_id(row: i64) -> String {
     format!("m{row}")
@@ -963,7 +1010,8 @@ fn recover(conn: &Connection, now: i64) -> Result<()> {
 
 /// Schema changes, applied in order; entry `i` moves `user_version` from `i` to `i + 1`.
 /// Never edit an entry once released; append a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE queues (
     name                  TEXT PRIMARY KEY,
     dead_letter_of        TEXT REFERENCES queues (name) ON DELETE CASCADE,
@@ -1010,7 +1058,16 @@ CREATE TABLE queue_counters (
     failed_attempts INTEGER NOT NULL,
     dead_lettered   INTEGER NOT NULL
 ) STRICT;
-"#];
+"#,
+    r#"
+-- The last tick of each function's cron schedule that was claimed (run, or skipped by its
+-- policy): a tick at or before it never runs.
+CREATE TABLE schedules (
+    function     TEXT PRIMARY KEY,
+    last_tick_ms INTEGER NOT NULL
+) STRICT;
+"#,
+];
 
 #[cfg(test)]
 mod tests {
@@ -1258,6 +1315,22 @@ mod tests {
         );
         let counts = store.counts("jobs").await?;
         assert_eq!((counts.delivered, counts.dead_lettered), (4, 1));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_tick_is_claimed_once() -> Result<()> {
+        let store = QueueStore::open_in_memory()?;
+        assert_eq!(store.last_tick("f", 1000).await?, 1000);
+        assert_eq!(store.last_tick("f", 5000).await?, 1000, "kept, not reset");
+        assert!(store.claim_tick("f", 2000).await?);
+        assert!(!store.claim_tick("f", 2000).await?, "claimed twice");
+        assert!(
+            !store.claim_tick("f", 1500).await?,
+            "an earlier tick after a later one"
+        );
+        store.forget_schedule("f").await?;
+        assert_eq!(store.last_tick("f", 9000).await?, 9000);
         Ok(())
     }
 

@@ -34,6 +34,13 @@ fn config(route: &str) -> VersionConfig {
             idle_timeout_ms: 1000,
         }),
         publish: vec!["orders".to_owned()],
+        schedule: Some(crate::ScheduleSettings {
+            cron: "*/5 * * * *".to_owned(),
+            timezone: Some("Europe/Paris".to_owned()),
+            overlap: crate::Overlap::Allow,
+            missed: crate::Missed::RunOnce,
+            path: None,
+        }),
     }
 }
 

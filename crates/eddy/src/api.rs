@@ -24,8 +24,51 @@ pub struct DeployConfig {
     /// `*` is any queue.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<String>,
+    /// A cron schedule that invokes the function (docs/cron.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleConfig>,
     #[serde(flatten)]
     pub fluid: FluidConfig,
+}
+
+/// The `schedule` of a deploy, from `--schedule` flags or `schedule = { ... }` in `eddy.toml`,
+/// whose keys are these same names. Only `cron` is required; the node checks the expression
+/// and the time zone and fills in its defaults for what is absent.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Five fields, six with a leading seconds field, or an alias such as `@hourly`.
+    pub cron: String,
+    /// IANA time zone the fields are read in [default: UTC].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed: Option<Missed>,
+    /// Request path the ticks are POSTed to [default: the function's route].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// What happens to a tick while the previous run of the schedule is still going.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// The tick is dropped.
+    Skip,
+    /// The tick runs beside the previous run.
+    Allow,
+}
+
+/// What happens to the ticks that fell while the node was down.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Missed {
+    /// They are dropped.
+    Skip,
+    /// The latest of them runs once when the node starts again.
+    RunOnce,
 }
 
 /// Outbound, concurrency and reuse settings of a deploy (flags or `eddy.toml` keys).
@@ -311,6 +354,28 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&config).unwrap(),
             r#"{"timeout_ms":2000,"env":{"GREETING":"Hi"}}"#
+        );
+    }
+
+    #[test]
+    fn a_schedule_sends_only_given_keys_in_the_documented_spelling() {
+        let schedule = |overlap, missed| DeployConfig {
+            schedule: Some(ScheduleConfig {
+                cron: "*/5 * * * *".into(),
+                timezone: None,
+                overlap,
+                missed,
+                path: None,
+            }),
+            ..DeployConfig::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&schedule(None, None)).unwrap(),
+            r#"{"schedule":{"cron":"*/5 * * * *"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&schedule(Some(Overlap::Allow), Some(Missed::RunOnce))).unwrap(),
+            r#"{"schedule":{"cron":"*/5 * * * *","overlap":"allow","missed":"run-once"}}"#
         );
     }
 

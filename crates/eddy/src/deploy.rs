@@ -13,7 +13,9 @@ use reqwest::Body;
 use reqwest::multipart::{Form, Part};
 use tokio_util::io::ReaderStream;
 
-use crate::api::{ConsumerConfig, DeployConfig, Deployed, FluidConfig};
+use crate::api::{
+    ConsumerConfig, DeployConfig, Deployed, FluidConfig, Missed, Overlap, ScheduleConfig,
+};
 use crate::build::{self, BuildSpec};
 use crate::client::Client;
 use crate::{manifest, queue, units};
@@ -53,6 +55,9 @@ queue is left as it is), and binds each function's `consume` queue after deployi
                           # batch_size, max_concurrency, visibility_timeout = "60s",
                           # max_attempts, backoff_base = "1s", backoff_max = "5m",
                           # dead_letter = "QUEUE", path = "/hello/jobs"
+  schedule = { cron = "*/5 * * * *" }   # optional: a POST every 5 minutes; also
+                          # timezone = "Europe/Paris" (default UTC), overlap = "skip" or
+                          # "allow", missed = "skip" or "run-once", path = "/hello/tick"
   [functions.hello.env]
   GREETING = "Hi"
 
@@ -84,6 +89,8 @@ pub struct DeployArgs {
     publish: Vec<String>,
     #[command(flatten)]
     fluid: FluidArgs,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
     /// Manifest to deploy when NAME and FILE are omitted [default: eddy.toml]
     #[arg(short = 'f', long = "manifest", value_name = "FILE")]
     manifest: Option<PathBuf>,
@@ -133,6 +140,8 @@ impl DeployArgs {
                     "--reuse-idle-timeout",
                     self.fluid.reuse_idle_timeout_ms.is_some(),
                 ),
+                // The other --schedule-* flags require --schedule.
+                ("--schedule", self.schedule.cron.is_some()),
             ];
             if let Some((flag, _)) = flags.iter().find(|(_, given)| *given) {
                 return Err(format!(
@@ -198,6 +207,41 @@ impl FluidArgs {
     }
 }
 
+/// The cron schedule of `eddy deploy NAME FILE` (docs/cron.md).
+#[derive(clap::Args, Debug)]
+pub struct ScheduleArgs {
+    /// Invoke the function on a cron schedule: 5 fields ("*/5 * * * *"), 6 with a leading
+    /// seconds field ("*/10 * * * * *"), or an alias such as @hourly; each tick is a POST
+    /// [default: no schedule]
+    #[arg(long = "schedule", value_name = "EXPR")]
+    cron: Option<String>,
+    /// IANA time zone the schedule is read in: Europe/Paris, America/New_York [default: UTC]
+    #[arg(long = "schedule-timezone", value_name = "TZ", requires = "cron")]
+    timezone: Option<String>,
+    /// Whether a tick runs while the previous run of the schedule is still going
+    /// [default: skip]
+    #[arg(long = "schedule-overlap", value_name = "POLICY", requires = "cron")]
+    overlap: Option<Overlap>,
+    /// What happens to ticks that fell while the node was down [default: skip]
+    #[arg(long = "schedule-missed", value_name = "POLICY", requires = "cron")]
+    missed: Option<Missed>,
+    /// Request path the ticks are POSTed to [default: the function's route]
+    #[arg(long = "schedule-path", value_name = "PATH", requires = "cron")]
+    path: Option<String>,
+}
+
+impl ScheduleArgs {
+    fn config(self) -> Option<ScheduleConfig> {
+        Some(ScheduleConfig {
+            cron: self.cron?,
+            timezone: self.timezone,
+            overlap: self.overlap,
+            missed: self.missed,
+            path: self.path,
+        })
+    }
+}
+
 /// One function to deploy: what to upload and the configuration to send with it.
 #[derive(Debug, PartialEq)]
 pub struct DeployRequest {
@@ -226,6 +270,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 timeout_ms: args.timeout_ms,
                 env: args.env.into_iter().collect(),
                 publish: args.publish,
+                schedule: args.schedule.config(),
                 fluid: args.fluid.config(),
             };
             let request = DeployRequest {
@@ -460,6 +505,82 @@ fn summary(deployed: &Deployed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `eddy deploy`'s arguments on their own.
+    #[derive(Parser, Debug)]
+    struct Deploy {
+        #[command(flatten)]
+        args: DeployArgs,
+    }
+
+    fn parse_deploy(args: &[&str]) -> Result<DeployArgs, clap::Error> {
+        let args = [&["deploy"], args].concat();
+        Deploy::try_parse_from(args).map(|deploy| deploy.args)
+    }
+
+    #[test]
+    fn schedule_flags_become_the_schedule_of_the_config() {
+        let args = parse_deploy(&[
+            "tick",
+            "tick.wasm",
+            "--schedule",
+            "*/10 * * * * *",
+            "--schedule-timezone",
+            "Europe/Paris",
+            "--schedule-overlap",
+            "allow",
+            "--schedule-missed",
+            "run-once",
+            "--schedule-path",
+            "/tick/jobs",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.schedule.config(),
+            Some(ScheduleConfig {
+                cron: "*/10 * * * * *".into(),
+                timezone: Some("Europe/Paris".into()),
+                overlap: Some(Overlap::Allow),
+                missed: Some(Missed::RunOnce),
+                path: Some("/tick/jobs".into()),
+            })
+        );
+        let args = parse_deploy(&["tick", "tick.wasm"]).unwrap();
+        assert_eq!(args.schedule.config(), None);
+    }
+
+    #[test]
+    fn schedule_options_need_a_schedule_and_a_known_policy() {
+        for flag in [
+            "--schedule-timezone=UTC",
+            "--schedule-overlap=skip",
+            "--schedule-missed=skip",
+            "--schedule-path=/p",
+        ] {
+            let err = parse_deploy(&["tick", "tick.wasm", flag]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{flag}"
+            );
+            assert!(err.to_string().contains("--schedule <EXPR>"), "{err}");
+        }
+        let err = parse_deploy(&[
+            "tick",
+            "tick.wasm",
+            "--schedule=@hourly",
+            "--schedule-missed=all",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let manifest_deploy = parse_deploy(&["--schedule", "@hourly"]).unwrap();
+        let err = manifest_deploy.check_usage().unwrap_err();
+        assert!(
+            err.starts_with("--schedule applies to `eddy deploy NAME FILE`"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn env_pairs_split_at_the_first_equals() {

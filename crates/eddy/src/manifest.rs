@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use eddy_node::queues::validate_queue_name;
 use serde::Deserialize;
 
-use crate::api::{ConsumerConfig, DeployConfig, FluidConfig, NewQueue};
+use crate::api::{ConsumerConfig, DeployConfig, FluidConfig, NewQueue, ScheduleConfig};
 use crate::build::{BuildSpec, Lang};
 use crate::deploy::{Consume, DeployRequest, check_env_key};
 use crate::units;
@@ -75,6 +75,9 @@ struct FunctionToml {
     publish: Vec<String>,
     /// The queue whose messages the function receives.
     consume: Option<ConsumeToml>,
+    /// `schedule = { cron = "*/5 * * * *", ... }`: the keys are those the node takes, so the
+    /// table is read as it is sent; unknown keys are refused there too.
+    schedule: Option<ScheduleConfig>,
 }
 
 /// `consume = { queue = "orders", ... }`: only `queue` is required; the node has defaults for
@@ -270,6 +273,7 @@ impl FunctionToml {
             timeout_ms: duration("timeout", &self.timeout)?,
             env: self.env.clone(),
             publish: self.publish.clone(),
+            schedule: self.schedule.clone(),
             fluid: FluidConfig {
                 allow_outbound: self.allow_outbound.clone(),
                 max_concurrency: self.max_concurrency,
@@ -287,6 +291,7 @@ impl FunctionToml {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Missed, Overlap};
 
     const EXAMPLE: &str = r#"
         [functions.hello]
@@ -596,6 +601,64 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("longer than 58"), "{err}");
+    }
+
+    #[test]
+    fn a_schedule_is_sent_with_only_the_keys_given() {
+        let manifest = parse(
+            r#"
+            [functions.report]
+            component = "report.wasm"
+            schedule = { cron = "0 7 * * 1-5", timezone = "Europe/Paris", overlap = "allow", missed = "run-once", path = "/report/daily" }
+
+            [functions.tick]
+            component = "tick.wasm"
+            schedule = { cron = "@hourly" }
+            "#,
+            Path::new(""),
+        )
+        .unwrap();
+        let [report, tick] = &manifest.functions[..] else {
+            panic!("two functions: {:?}", manifest.functions);
+        };
+        assert_eq!(
+            report.config.schedule,
+            Some(ScheduleConfig {
+                cron: "0 7 * * 1-5".into(),
+                timezone: Some("Europe/Paris".into()),
+                overlap: Some(Overlap::Allow),
+                missed: Some(Missed::RunOnce),
+                path: Some("/report/daily".into()),
+            })
+        );
+        assert_eq!(
+            serde_json::to_string(&tick.config).unwrap(),
+            r#"{"schedule":{"cron":"@hourly"}}"#
+        );
+    }
+
+    #[test]
+    fn schedule_keys_are_checked_like_the_rest() {
+        let parse_err = |schedule: &str| {
+            let text = format!("[functions.t]\ncomponent = \"t.wasm\"\nschedule = {schedule}");
+            parse(&text, Path::new("")).unwrap_err()
+        };
+        let err = parse_err("{ timezone = \"UTC\" }");
+        assert!(err.contains("missing field `cron`"), "{err}");
+        let err = parse_err("{ cron = \"@hourly\", time_zone = \"UTC\" }");
+        assert!(
+            err.starts_with("line 3: unknown field `time_zone`"),
+            "{err}"
+        );
+        let err = parse_err("{ cron = \"@hourly\", missed = \"run_once\" }");
+        assert!(
+            err.contains("unknown variant `run_once`, expected `skip` or `run-once`"),
+            "{err}"
+        );
+        let err = parse_err("{ cron = \"@hourly\", overlap = \"queue\" }");
+        assert!(err.contains("expected `skip` or `allow`"), "{err}");
+        let err = parse_err("\"@hourly\"");
+        assert!(err.starts_with("line 3: "), "{err}");
     }
 
     #[test]
