@@ -558,7 +558,7 @@ async fn queue_misuse_is_refused_with_the_reason() {
     };
     let big = Box::leak("x".repeat(101).into_boxed_str());
     let (s, b) = send(big, None).await;
-    assert_api_error(s, &b, 413, "queue_message_bytes_max (100 bytes)");
+    assert_api_error(s, &b, 413, "queue_message_bytes_max (100 bytes");
     let (s, first) = send("a", Some("k")).await;
     assert_eq!(s, 202, "{first}");
     let (s, again) = send("a", Some("k")).await;

@@ -1,0 +1,294 @@
+//! Cron schedules: ticks arrive as CloudEvents on time, overlapping ticks are skipped when
+//! asked, ticks missed while the node was down are skipped or run once, and no tick runs
+//! twice, also across a restart.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::Node;
+use serde_json::{Value, json};
+
+/// A recorder on loopback: `POST /relay` keeps each body (what misbehave `relay` sends:
+/// the tick request as text).
+async fn recorder() -> (u16, Arc<Mutex<Vec<String>>>) {
+    use axum::extract::State;
+    use axum::routing::post;
+    let relayed = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/relay",
+            post(
+                |State(r): State<Arc<Mutex<Vec<String>>>>, body: String| async move {
+                    r.lock().unwrap().push(body);
+                    "ok"
+                },
+            ),
+        )
+        .with_state(relayed.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, relayed)
+}
+
+/// One relayed tick: its function (the `f` query parameter), ce-id and ce-time.
+#[derive(Clone, Debug)]
+struct Tick {
+    function: String,
+    id: String,
+    time: String,
+    text: String,
+}
+
+fn ticks(relayed: &Mutex<Vec<String>>) -> Vec<Tick> {
+    let header = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("header: {name}: ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    relayed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|text| Tick {
+            function: text
+                .lines()
+                .find_map(|l| l.strip_prefix("path: "))
+                .and_then(|p| p.split("f=").nth(1))
+                .unwrap_or_default()
+                .to_string(),
+            id: header(text, "ce-id"),
+            time: header(text, "ce-time"),
+            text: text.clone(),
+        })
+        .collect()
+}
+
+/// Unix milliseconds of an RFC 3339 UTC time with milliseconds, as the node writes it.
+fn unix_ms(rfc3339: &str) -> i64 {
+    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, millis) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + millis.parse::<i64>().unwrap()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn relay_schedule(port: u16, function: &str, extra: Value) -> Value {
+    let mut schedule = json!({
+        "cron": "* * * * * *",
+        "path": format!("/{function}/relay?to=127.0.0.1:{port}/relay&f={function}"),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        schedule[k] = v.clone();
+    }
+    json!({
+        "allow_outbound": [format!("127.0.0.1:{port}")],
+        "schedule": schedule,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_schedule_delivers_cloudevent_ticks() {
+    let (port, relayed) = recorder().await;
+    let node = Node::start();
+    node.deploy_ok(
+        "ticker",
+        "misbehave",
+        relay_schedule(port, "ticker", json!({})),
+    )
+    .await;
+    wait_for("three ticks", Duration::from_secs(20), || {
+        relayed.lock().unwrap().len() >= 3
+    })
+    .await;
+    let ticks = ticks(&relayed);
+    let mut times: Vec<i64> = ticks.iter().map(|t| unix_ms(&t.time)).collect();
+    for tick in &ticks {
+        assert!(
+            tick.text.contains("header: ce-type: dev.eddy.cron.tick"),
+            "{}",
+            tick.text
+        );
+        assert!(
+            tick.text
+                .contains("header: ce-source: /functions/ticker/schedule"),
+            "{}",
+            tick.text
+        );
+        assert!(
+            tick.text.contains("header: ce-specversion: 1.0"),
+            "{}",
+            tick.text
+        );
+        assert!(
+            tick.text
+                .contains(&format!("{{\"scheduled_time\":\"{}\"}}", tick.time)),
+            "{}",
+            tick.text
+        );
+        assert_eq!(tick.id, format!("ticker@{}", tick.time));
+        assert!(
+            tick.time.ends_with(".000Z"),
+            "ticks are on whole seconds: {}",
+            tick.time
+        );
+    }
+    times.sort();
+    times.dedup();
+    assert_eq!(times.len(), ticks.len(), "a tick ran twice: {ticks:?}");
+    assert!(times.windows(2).all(|w| w[1] - w[0] >= 1000), "{times:?}");
+    // A bad schedule is refused at deploy with the reason.
+    let (status, body) = node
+        .deploy(
+            "bad",
+            common::guest_bytes("misbehave"),
+            json!({"schedule": {"cron": "61 * * * *"}}),
+        )
+        .await;
+    common::assert_api_error(status, &body, 400, "not a cron expression");
+    let (status, body) = node
+        .deploy(
+            "bad",
+            common::guest_bytes("misbehave"),
+            json!({"schedule": {"cron": "* * * * *", "timezone": "Mars/Olympus"}}),
+        )
+        .await;
+    common::assert_api_error(status, &body, 400, "not an IANA time zone");
+}
+
+/// Invocation records of `function` so far.
+async fn runs(node: &Node, function: &str) -> usize {
+    let (status, body) = node
+        .api_get(&format!("/functions/{function}/logs?limit=1000"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["entries"].as_array().unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_ticks_are_skipped_unless_allowed() {
+    let node = Node::start();
+    // Each run takes 2.5 s; ticks come every second.
+    let sleepy = |name: &str, overlap: &str| json!({"schedule": {"cron": "* * * * * *", "path": format!("/{name}/sleep?ms=2500"), "overlap": overlap}});
+    node.deploy_ok("skipper", "misbehave", sleepy("skipper", "skip"))
+        .await;
+    node.deploy_ok("stacker", "misbehave", sleepy("stacker", "allow"))
+        .await;
+    let started = Instant::now();
+    loop {
+        if runs(&node, "stacker").await >= 6 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            node.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Six overlapping runs finished in the time the skipping schedule ran at most a third.
+    let skipped = runs(&node, "skipper").await;
+    assert!(
+        (1..=3).contains(&skipped),
+        "skipper ran {skipped} times beside 6 overlapping runs"
+    );
+    assert!(
+        node.output()
+            .contains("tick skipped: the previous run is still going")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_missed_during_a_restart_are_skipped_or_run_once_and_never_twice() {
+    let (port, relayed) = recorder().await;
+    let mut node = Node::start();
+    node.deploy_ok(
+        "once",
+        "misbehave",
+        relay_schedule(port, "once", json!({"missed": "run-once"})),
+    )
+    .await;
+    node.deploy_ok(
+        "skip",
+        "misbehave",
+        relay_schedule(port, "skip", json!({"missed": "skip"})),
+    )
+    .await;
+    wait_for("a tick of each", Duration::from_secs(20), || {
+        let t = ticks(&relayed);
+        t.iter().any(|t| t.function == "once") && t.iter().any(|t| t.function == "skip")
+    })
+    .await;
+    assert!(node.terminate(), "{}", node.output());
+    let stopped = now_ms();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarting = now_ms();
+    let node = Node::start_in(node.state.clone(), "");
+    let ready = now_ms();
+    wait_for("ticks after the restart", Duration::from_secs(20), || {
+        ticks(&relayed)
+            .iter()
+            .filter(|t| t.function == "skip" && unix_ms(&t.time) > ready)
+            .count()
+            >= 2
+    })
+    .await;
+    let all = ticks(&relayed);
+    let mut ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "a tick ran twice: {all:?}");
+    let during = |function: &str, until: i64| {
+        all.iter()
+            .filter(|t| t.function == function)
+            .map(|t| unix_ms(&t.time))
+            .filter(|&ms| ms > stopped && ms <= until)
+            .count()
+    };
+    assert_eq!(
+        during("skip", restarting),
+        0,
+        "skip ran a missed tick: {all:?}"
+    );
+    assert_eq!(during("skip", ready), 0, "skip ran a missed tick: {all:?}");
+    assert_eq!(
+        during("once", ready),
+        1,
+        "run-once: {all:?}\n{}",
+        node.output()
+    );
+    assert!(
+        node.output()
+            .contains("skipped ticks that fell while the node was down")
+    );
+}
