@@ -659,8 +659,20 @@ def queue_latency(node):
     lock = threading.Lock()
 
     class Recorder(http.server.BaseHTTPRequestHandler):
+        def read_body(self):
+            if "chunked" not in self.headers.get("transfer-encoding", ""):
+                return self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+
         def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+            body = self.read_body().decode()
             now = time.monotonic()
             for line in body.splitlines():
                 if line.startswith("header: ce-id: "):
@@ -823,7 +835,7 @@ def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None)
                      "publish, claim and acknowledgement is committed with `synchronous = FULL` (fsync) "
                      "before it is answered; commits are grouped.")
         lines.append("")
-        lines.append("| batch size | messages | messages/s (end to end) | publish only messages/s | deliveries | failed attempts |")
+        lines.append("| batch size | messages | messages/s (end to end) | publish only messages/s | messages delivered | failed attempts |")
         lines.append("|---:|---:|---:|---:|---:|---:|")
         for batch in QUEUE_BATCHES:
             r = queues[batch]
