@@ -157,7 +157,9 @@ struct ControlState {
     /// The last claim filled a whole batch: there is likely more.
     busy: bool,
     /// A claim found nothing: wait for a publish or this time (unix ms) before claiming.
-    drained: Option<Option<i64>>,
+    /// With the queue's wake-up count when that claim began: a wake-up since then means
+    /// messages may have come after it looked, and the dispatcher claims again at once.
+    drained: Option<(Option<i64>, u64)>,
     failures_in_row: u32,
     breaker: Breaker,
 }
@@ -180,7 +182,7 @@ enum Gate {
     Go { epoch: u64 },
     Full,
     Until(Instant),
-    Drained(Option<i64>),
+    Drained { next: Option<i64>, seq: u64 },
 }
 
 impl Control {
@@ -209,8 +211,8 @@ impl Control {
     /// May one more claim-and-deliver start now?
     fn admit(&self, now: Instant) -> Gate {
         let mut s = self.lock();
-        if let Some(next) = s.drained.take() {
-            return Gate::Drained(next);
+        if let Some((next, seq)) = s.drained.take() {
+            return Gate::Drained { next, seq };
         }
         let allowed = match s.breaker {
             Breaker::Open { until, .. } if now < until => return Gate::Until(until),
@@ -229,15 +231,16 @@ impl Control {
         Gate::Go { epoch: s.epoch }
     }
 
-    /// A claim came back with `claimed` of `asked` messages (`next`: when the next delayed
-    /// one is due). With none, the slot is given back.
-    fn claimed(&self, claimed: usize, asked: usize, next: Option<i64>) {
+    /// A claim that began at wake-up count `seq` came back with `claimed` of `asked`
+    /// messages (`next`: when the next message is due). With none, the slot is given back
+    /// and the queue counts as drained as of `seq`.
+    fn claimed(&self, claimed: usize, asked: usize, next: Option<i64>, seq: u64) {
         let mut s = self.lock();
         s.claiming -= 1;
         s.busy = claimed >= asked;
         if claimed == 0 {
             s.in_flight -= 1;
-            s.drained = Some(next);
+            s.drained = Some((next, seq));
         }
         drop(s);
         self.changed.notify_one();
@@ -334,7 +337,12 @@ impl Dispatcher {
                 }
                 Gate::Full => None,
                 Gate::Until(until) => Some(until.saturating_duration_since(Instant::now())),
-                Gate::Drained(next) => {
+                Gate::Drained { next, seq } => {
+                    if waker.seq() != seq {
+                        // Woken since that claim looked: its "nothing" may be stale (and
+                        // the wake-up may have been spent on an earlier wait).
+                        continue;
+                    }
                     let due = next.map_or(IDLE_POLL, |ms| {
                         Duration::from_millis(ms.saturating_sub(now_ms()).max(0) as u64)
                     });
@@ -392,6 +400,7 @@ impl Dispatcher {
             }
         };
         let asked = self.settings.batch_size.max(1);
+        let seq = self.hub.waker(&self.queue).seq();
         let lease_until_ms = now_ms() + self.settings.visibility_timeout_ms as i64;
         let (claimed, next) = match self
             .hub
@@ -408,7 +417,8 @@ impl Dispatcher {
                 return;
             }
         };
-        self.control.claimed(claimed.len(), asked as usize, next);
+        self.control
+            .claimed(claimed.len(), asked as usize, next, seq);
         if claimed.is_empty() {
             return;
         }
@@ -556,7 +566,7 @@ impl Dispatcher {
             return;
         }
         // A retry may be due before the consumer would look again.
-        self.hub.waker(&self.queue).notify_one();
+        self.hub.waker(&self.queue).wake();
     }
 }
 

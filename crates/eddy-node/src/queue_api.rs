@@ -302,7 +302,7 @@ async fn redrive(
         .redrive(&from, &name)
         .await
         .map_err(queue_error)?;
-    state.queues.waker(&name).notify_one();
+    state.queues.waker(&name).wake();
     tracing::info!(queue = %name, from = %from, moved, "redrove dead letters");
     Ok(Json(json!({ "moved": moved, "from": from })))
 }

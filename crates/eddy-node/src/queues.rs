@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
@@ -31,7 +32,33 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 pub struct QueueHub {
     pub store: Arc<QueueStore>,
     pub limits: LimitsConfig,
-    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    wakers: Mutex<HashMap<String, Arc<Wake>>>,
+}
+
+/// Wakes a queue's consumer when messages may have become ready, and counts the wake-ups so
+/// that a claim that found nothing can tell whether something arrived since it began.
+#[derive(Default)]
+pub struct Wake {
+    notify: Notify,
+    seq: AtomicU64,
+}
+
+impl Wake {
+    /// Messages may be ready: wake the consumer (or let its next wait return at once).
+    pub fn wake(&self) {
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// Wake-ups so far.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Wait for the next wake-up (or one that came while nobody waited).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
 }
 
 impl QueueHub {
@@ -48,7 +75,7 @@ impl QueueHub {
     }
 
     /// What the consumer of `queue` waits on for new messages.
-    pub fn waker(&self, queue: &str) -> Arc<Notify> {
+    pub fn waker(&self, queue: &str) -> Arc<Wake> {
         self.wakers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -88,7 +115,7 @@ impl QueueHub {
             .await
             .map_err(queue_error)?;
         if published.iter().any(|p| !p.duplicate) {
-            self.waker(queue).notify_one();
+            self.waker(queue).wake();
         }
         Ok(published)
     }
