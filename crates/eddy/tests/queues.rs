@@ -706,3 +706,100 @@ async fn the_cli_creates_sends_consumes_and_reports() {
     let err = common::stderr_err(&node.cli(&["queue", "send", "nowhere", "x"]));
     assert!(err.contains("no queue `nowhere`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_every_delivery_fails_opens_its_breaker_and_probes() {
+    let node = Node::start_with_config("[limits]\nconsumer_breaker_failures = 3\n");
+    node.deploy_ok("worker", "misbehave", json!({})).await;
+    create_queue(&node, "doomed").await;
+    consume(
+        &node,
+        "doomed",
+        json!({
+            "function": "worker", "path": "/worker/trap", "max_concurrency": 1,
+            "max_attempts": 100, "backoff_base_ms": 3000, "backoff_max_ms": 3000,
+        }),
+    )
+    .await;
+    publish_all(
+        &node,
+        "doomed",
+        &(0..5).map(|i| i.to_string()).collect::<Vec<_>>(),
+    )
+    .await;
+    let open = queue_when(&node, "doomed", Duration::from_secs(30), |s| {
+        s["consumer"]["breaker"] == "open"
+    })
+    .await;
+    assert_eq!(open["consumer_concurrency"], 0, "{open}");
+    let failed = open["failed_attempts"].as_u64().unwrap();
+    assert!(failed >= 3, "{open}");
+    // Open for 3 s: nothing is delivered meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let still = queue_stats(&node, "doomed").await;
+    assert_eq!(
+        still["failed_attempts"].as_u64().unwrap(),
+        failed,
+        "{still}"
+    );
+    // Then one probe, which fails and opens it again.
+    let probed = queue_when(&node, "doomed", Duration::from_secs(15), |s| {
+        s["failed_attempts"].as_u64().unwrap() > failed
+    })
+    .await;
+    assert_eq!(
+        probed["failed_attempts"].as_u64().unwrap(),
+        failed + 1,
+        "{probed}"
+    );
+    let reopened = queue_when(&node, "doomed", Duration::from_secs(5), |s| {
+        s["consumer"]["breaker"] == "open"
+    })
+    .await;
+    assert_eq!(
+        reopened["depth"], 5,
+        "nothing is lost while the breaker is open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_creates_queues_and_binds_consumers() {
+    let node = Node::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::guest("misbehave"), dir.path().join("worker.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("eddy.toml"),
+        r#"
+[queues.orders]
+idempotency_window = "10m"
+
+[functions.worker]
+component = "worker.wasm"
+publish = ["orders"]
+consume = { queue = "orders", batch_size = 2, max_attempts = 4, path = "/worker/echo" }
+"#,
+    )
+    .unwrap();
+    common::stdout_ok(&node.cli_in(dir.path(), &["deploy"]));
+    let stats = queue_stats(&node, "orders").await;
+    assert_eq!(stats["idempotency_window_ms"], 600_000, "{stats}");
+    assert_eq!(stats["consumer"]["function"], "worker", "{stats}");
+    assert_eq!(stats["consumer"]["batch_size"], 2, "{stats}");
+    assert_eq!(stats["consumer"]["max_attempts"], 4, "{stats}");
+    // The function may publish to the queue it consumes; the messages get delivered.
+    let reply = node
+        .send(
+            node.http
+                .post(node.url("/worker/publish?queue=orders"))
+                .body("hi"),
+        )
+        .await;
+    assert!(reply.body.starts_with("202 "), "{reply:?}");
+    queue_when(&node, "orders", Duration::from_secs(30), |s| {
+        s["succeeded"] == 1
+    })
+    .await;
+    // Deploying again leaves the queue as it is.
+    common::stdout_ok(&node.cli_in(dir.path(), &["deploy"]));
+    assert_eq!(queue_stats(&node, "orders").await["succeeded"], 1);
+}
