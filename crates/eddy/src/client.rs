@@ -185,9 +185,27 @@ impl Client {
         segments: &[&str],
         body: &impl Serialize,
     ) -> Result<T> {
+        self.send_json(reqwest::Method::POST, segments, body).await
+    }
+
+    /// `PUT` a JSON body.
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &impl Serialize,
+    ) -> Result<T> {
+        self.send_json(reqwest::Method::PUT, segments, body).await
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        body: &impl Serialize,
+    ) -> Result<T> {
         let request = self
             .http
-            .post(self.url(segments))
+            .request(method, self.url(segments))
             .json(body)
             .timeout(REQUEST_TIMEOUT);
         self.send(request).await
@@ -208,20 +226,6 @@ impl Client {
                 .timeout(REQUEST_TIMEOUT),
             |request, (name, value)| request.header(*name, *value),
         );
-        self.send(request).await
-    }
-
-    /// `PUT` a JSON body.
-    pub async fn put<T: DeserializeOwned>(
-        &self,
-        segments: &[&str],
-        body: &impl Serialize,
-    ) -> Result<T> {
-        let request = self
-            .http
-            .put(self.url(segments))
-            .json(body)
-            .timeout(REQUEST_TIMEOUT);
         self.send(request).await
     }
 
