@@ -47,6 +47,7 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     pub queues: Arc<crate::queues::QueueHub>,
     pub consumers: Arc<crate::consumer::Consumers>,
+    pub sockets: Arc<crate::websocket::Sockets>,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
@@ -69,6 +70,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/functions/{name}/rollback", post(rollback))
         .route("/functions/{name}/logs", get(logs))
         .route("/functions/{name}/stats", get(stats))
+        .route("/functions/{name}/websockets", get(list_websockets))
+        .route("/websockets/channels/{channel}/messages", post(broadcast))
         .merge(crate::queue_api::routes())
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -366,6 +369,57 @@ async fn stats(
         "in_flight": load.in_flight,
         "queued": load.queued,
     })))
+}
+
+/// The function's open WebSocket connections.
+async fn list_websockets(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    find_function(&state, &name).await?;
+    let connections = state.sockets.list(Some(&name));
+    Ok(Json(json!({
+        "function": name,
+        "connections": connections.iter().map(|c| json!({
+            "id": c.id,
+            "opened_at": rfc3339(c.opened_at_ms),
+            "channels": c.channels,
+            "queued_bytes": c.queued_bytes,
+        })).collect::<Vec<_>>(),
+        "connection_seconds_closed": state.registry.meter().websocket_connection_seconds(&name),
+    })))
+}
+
+/// Send the body to every connection in a channel (text unless `?binary=true`).
+async fn broadcast(
+    State(state): State<ApiState>,
+    Path(channel): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use tokio_tungstenite::tungstenite::Message;
+    let max = state.limits.websocket_message_bytes_max;
+    if body.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "websocket_message_bytes_max",
+            format!(
+                "the message ({} bytes) is above websocket_message_bytes_max ({max} bytes)",
+                body.len()
+            ),
+        ));
+    }
+    let message = if query.get("binary").is_some_and(|b| b == "true") {
+        Message::Binary(body)
+    } else {
+        Message::Text(
+            tokio_tungstenite::tungstenite::Utf8Bytes::try_from(body).map_err(|_| {
+                ApiError::bad_request("a text message must be UTF-8; add ?binary=true")
+            })?,
+        )
+    };
+    let sent = state.sockets.broadcast(&channel, message);
+    Ok(Json(json!({"channel": channel, "sent": sent})))
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

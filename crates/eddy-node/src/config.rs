@@ -60,6 +60,20 @@ pub const REUSE_IDLE_TIMEOUT_MS_CEILING: u64 = 24 * 60 * 60 * 1000;
 pub const DEFAULT_ROLLUP_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Entries of one function's outbound allowlist.
 pub const ALLOW_OUTBOUND_RULES_MAX: usize = 64;
+/// WebSocket connections the node holds, all functions together. Past it an upgrade gets
+/// `503` with `eddy-error: websocket_connections_max`.
+pub const DEFAULT_WEBSOCKET_CONNECTIONS_MAX: usize = 100_000;
+/// WebSocket connections of one function (`websocket_connections_per_function_max`).
+pub const DEFAULT_WEBSOCKET_CONNECTIONS_PER_FUNCTION_MAX: usize = 10_000;
+/// Largest incoming WebSocket message; a bigger one closes the connection with 1009.
+pub const DEFAULT_WEBSOCKET_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes waiting to be written to one connection; a reader that falls further behind is
+/// closed with 1013 instead of being buffered for.
+pub const DEFAULT_WEBSOCKET_SEND_BUFFER_BYTES_MAX: usize = 1024 * 1024;
+/// A connection with no frame from the client for this long is closed with 1001.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+/// How often the node pings an open connection (keep-alive through proxies and NAT).
+pub const DEFAULT_WEBSOCKET_PING_INTERVAL_MS: u64 = 30_000;
 /// Entries of one function's `publish` list (queues it may publish to).
 pub const PUBLISH_RULES_MAX: usize = 64;
 /// Largest queue message body. A bigger publish gets `413` (`queue_message_bytes_max`).
@@ -154,6 +168,12 @@ pub struct LimitsConfig {
     pub queues_max: usize,
     pub queue_idempotency_window_ms_default: u64,
     pub consumer_breaker_failures: u32,
+    pub websocket_connections_max: usize,
+    pub websocket_connections_per_function_max: usize,
+    pub websocket_message_bytes_max: usize,
+    pub websocket_send_buffer_bytes_max: usize,
+    pub websocket_idle_timeout_ms: u64,
+    pub websocket_ping_interval_ms: u64,
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -231,6 +251,12 @@ impl Default for LimitsConfig {
             queues_max: DEFAULT_QUEUES_MAX,
             queue_idempotency_window_ms_default: DEFAULT_QUEUE_IDEMPOTENCY_WINDOW_MS,
             consumer_breaker_failures: DEFAULT_CONSUMER_BREAKER_FAILURES,
+            websocket_connections_max: DEFAULT_WEBSOCKET_CONNECTIONS_MAX,
+            websocket_connections_per_function_max: DEFAULT_WEBSOCKET_CONNECTIONS_PER_FUNCTION_MAX,
+            websocket_message_bytes_max: DEFAULT_WEBSOCKET_MESSAGE_BYTES_MAX,
+            websocket_send_buffer_bytes_max: DEFAULT_WEBSOCKET_SEND_BUFFER_BYTES_MAX,
+            websocket_idle_timeout_ms: DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS,
+            websocket_ping_interval_ms: DEFAULT_WEBSOCKET_PING_INTERVAL_MS,
         }
     }
 }
@@ -262,7 +288,31 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 23] = [
+        let positive: [(&str, u64); 29] = [
+            (
+                "limits.websocket_connections_max",
+                l.websocket_connections_max as u64,
+            ),
+            (
+                "limits.websocket_connections_per_function_max",
+                l.websocket_connections_per_function_max as u64,
+            ),
+            (
+                "limits.websocket_message_bytes_max",
+                l.websocket_message_bytes_max as u64,
+            ),
+            (
+                "limits.websocket_send_buffer_bytes_max",
+                l.websocket_send_buffer_bytes_max as u64,
+            ),
+            (
+                "limits.websocket_idle_timeout_ms",
+                l.websocket_idle_timeout_ms,
+            ),
+            (
+                "limits.websocket_ping_interval_ms",
+                l.websocket_ping_interval_ms,
+            ),
             ("limits.queue_message_bytes_max", l.queue_message_bytes_max),
             ("limits.queue_depth_max", l.queue_depth_max),
             ("limits.queues_max", l.queues_max as u64),

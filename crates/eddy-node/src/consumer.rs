@@ -580,35 +580,80 @@ pub(crate) async fn invoke_background(
     request: Request<Full<Bytes>>,
     permit: crate::admission::Permit,
 ) -> Result<(), String> {
+    let answer = invoke_collected(
+        registry,
+        sink,
+        records_per_second_max,
+        live,
+        request,
+        permit,
+    )
+    .await?;
+    if answer.status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the function answered {}", answer.status.as_u16()))
+    }
+}
+
+/// What a function answered, read whole.
+pub(crate) struct Collected {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Run one invocation the node makes itself (a queue delivery, a cron tick, a WebSocket
+/// event) under `permit`, recorded and metered like any other, and read its answer whole.
+/// `Err` when the function failed (trapped, timed out, hit a limit).
+pub(crate) async fn invoke_collected(
+    registry: &Registry,
+    sink: &InvocationSink,
+    records_per_second_max: u32,
+    live: Arc<LiveFunction>,
+    request: Request<Full<Bytes>>,
+    permit: crate::admission::Permit,
+) -> Result<Collected, String> {
     let record = Record {
         live: live.clone(),
         records_per_second_max,
         sink: sink.clone(),
         meter: registry.meter().clone(),
         at_ms: now_ms(),
-        method: http::Method::POST,
+        method: request.method().clone(),
         path: request.uri().path_and_query().cloned(),
     };
-    let (tx, rx) = oneshot::channel::<(Outcome, u16, Option<String>)>();
+    let (tx, rx) = oneshot::channel::<(Outcome, Option<String>)>();
     let report = move |report: InvocationReport| {
         let status = match report.answer {
             Answer::Guest(status) => status,
             Answer::Node(outcome) => failure_status(outcome).as_u16(),
         };
-        let _ = tx.send((report.outcome, status, report.detail.clone()));
+        let _ = tx.send((report.outcome, report.detail.clone()));
         record.finish(status, report);
     };
+    let mut answer = None;
     if let Ok(response) = live.deployment.invoke(request, permit, report).await {
+        let (head, body) = response.into_parts();
         // The report comes once the body has been read to its end.
-        let _ = response.into_body().collect().await;
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        answer = Some(Collected {
+            status: head.status,
+            headers: head.headers,
+            body,
+        });
     }
-    let (outcome, status, detail) = rx
+    let (outcome, detail) = rx
         .await
         .map_err(|_| "the invocation ended without a report".to_string())?;
-    match outcome {
-        Outcome::Ok if (200..300).contains(&status) => Ok(()),
-        Outcome::Ok => Err(format!("the function answered {status}")),
-        other => Err(match detail {
+    match (outcome, answer) {
+        (Outcome::Ok, Some(answer)) => Ok(answer),
+        (Outcome::Ok, None) => Err("the function gave no response".into()),
+        (other, _) => Err(match detail {
             Some(detail) => format!("{}: {detail}", other.as_str()),
             None => other.as_str().to_string(),
         }),

@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -44,6 +43,7 @@ pub struct Ingress {
     pub sink: InvocationSink,
     pub limits: LimitsConfig,
     pub draining: Arc<AtomicBool>,
+    pub sockets: Arc<crate::websocket::SocketServer>,
 }
 
 impl Ingress {
@@ -51,7 +51,6 @@ impl Ingress {
     /// in-flight requests.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let connections = Arc::new(Semaphore::new(self.limits.connections_max));
-        let graceful = GracefulShutdown::new();
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -81,10 +80,22 @@ impl Ingress {
                 let ingress = ingress.clone();
                 async move { Ok::<_, std::convert::Infallible>(ingress.handle(req, peer).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let stop = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let mut conn = std::pin::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => ended,
+                    _ = stop.cancelled() => {
+                        // Finish the request in flight, then close (a WebSocket upgrade
+                        // has left this connection already).
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
                 drop(permit);
@@ -92,7 +103,9 @@ impl Ingress {
         }
         drop(listener);
         let grace = Duration::from_millis(self.limits.shutdown_grace_ms);
-        if tokio::time::timeout(grace, graceful.shutdown())
+        // Every connection holds a permit until it has ended.
+        let all = u32::try_from(self.limits.connections_max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, connections.acquire_many(all))
             .await
             .is_err()
         {
@@ -130,6 +143,9 @@ impl Ingress {
                 &format!("no function serves {path}"),
             );
         };
+        if live.websocket && crate::websocket::is_upgrade(&req) {
+            return self.sockets.upgrade(live, req).await;
+        }
         let span =
             // Debug level: at the default level no span is built per request (building one
             // cost about 5% of the CPU of a warm Rust hello, mostly formatting its fields);

@@ -19,6 +19,7 @@ pub mod queue_api;
 pub mod queues;
 pub mod registry;
 pub mod routes;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,10 +81,18 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             .context("opening the queue database")?,
     );
     let queues = Arc::new(queues::QueueHub::new(queue_store, limits.clone()));
+    let sockets = websocket::Sockets::new(limits.clone());
     let runtime = Arc::new(Runtime::new(config.runtime())?);
     let pagemap_scan = runtime.pagemap_scan_in_use();
     let registry = Arc::new(
-        registry::Registry::load(runtime, store.clone(), limits.clone(), queues.clone()).await?,
+        registry::Registry::load(
+            runtime,
+            store.clone(),
+            limits.clone(),
+            queues.clone(),
+            sockets.clone(),
+        )
+        .await?,
     );
     let functions = registry.routes().len();
 
@@ -134,6 +143,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         sink: sink.clone(),
         limits: limits.clone(),
         draining: draining.clone(),
+        sockets: Arc::new(websocket::SocketServer {
+            sockets: sockets.clone(),
+            registry: registry.clone(),
+            sink: sink.clone(),
+            limits: limits.clone(),
+        }),
     });
     let api_state = api::ApiState {
         registry,
@@ -146,6 +161,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         shutdown: shutdown.clone(),
         queues,
         consumers: consumers.clone(),
+        sockets,
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();

@@ -62,6 +62,8 @@ struct Metrics {
     queue_in_flight: Family<QueueLabel, Gauge>,
     queue_dead_lettered: Family<QueueLabel, Gauge>,
     queue_consumer_concurrency: Family<QueueLabel, Gauge>,
+    websocket_connections: Family<FunctionLabel, Gauge>,
+    websocket_connection_seconds: Family<FunctionLabel, Counter<f64>>,
 }
 
 /// Handles on one function's counters (they share their values with the families).
@@ -222,6 +224,18 @@ impl Meter {
             "queue_consumer_concurrency",
             "Deliveries the queue's consumer may run at once now (adaptive; 0 while its breaker is open)",
         );
+        let websocket_connections = Family::<FunctionLabel, Gauge>::default();
+        registry.register(
+            "websocket_connections",
+            "Open WebSocket connections",
+            websocket_connections.clone(),
+        );
+        let websocket_connection_seconds = Family::<FunctionLabel, Counter<f64>>::default();
+        registry.register(
+            "websocket_connection_seconds",
+            "Seconds WebSocket connections were held open (counted when they close)",
+            websocket_connection_seconds.clone(),
+        );
         let duration_family = duration;
         Meter {
             pending: Mutex::new(HashMap::new()),
@@ -246,6 +260,8 @@ impl Meter {
                 queue_in_flight,
                 queue_dead_lettered,
                 queue_consumer_concurrency,
+                websocket_connections,
+                websocket_connection_seconds,
             },
         }
     }
@@ -420,6 +436,38 @@ impl Meter {
                 limit: limit.to_string(),
             });
         }
+    }
+
+    /// A WebSocket connection of `function` opened.
+    pub fn websocket_opened(&self, function: &str) {
+        self.metrics()
+            .websocket_connections
+            .get_or_create(&FunctionLabel {
+                function: function.to_string(),
+            })
+            .inc();
+    }
+
+    /// A WebSocket connection of `function` closed after `open_for`.
+    pub fn websocket_closed(&self, function: &str, open_for: std::time::Duration) {
+        let label = FunctionLabel {
+            function: function.to_string(),
+        };
+        let m = self.metrics();
+        m.websocket_connections.get_or_create(&label).dec();
+        m.websocket_connection_seconds
+            .get_or_create(&label)
+            .inc_by(open_for.as_secs_f64());
+    }
+
+    /// Connection-seconds of `function`'s closed WebSocket connections since the node started.
+    pub fn websocket_connection_seconds(&self, function: &str) -> f64 {
+        self.metrics()
+            .websocket_connection_seconds
+            .get_or_create(&FunctionLabel {
+                function: function.to_string(),
+            })
+            .get()
     }
 
     /// The Prometheus text exposition, with gauges read now.

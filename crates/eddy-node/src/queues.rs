@@ -204,6 +204,7 @@ pub fn queue_error(e: StoreError) -> ApiError {
 /// queues its config allows (`publish`).
 pub struct FunctionPlatform {
     pub hub: Arc<QueueHub>,
+    pub sockets: Arc<crate::websocket::Sockets>,
     pub function: Arc<str>,
     /// Queue names, or `*` for any.
     pub publish: Arc<[String]>,
@@ -215,10 +216,16 @@ impl Platform for FunctionPlatform {
         request: http::Request<WasiBody>,
     ) -> Pin<Box<dyn Future<Output = http::Response<WasiBody>> + Send>> {
         let hub = self.hub.clone();
+        let sockets = self.sockets.clone();
         let function = self.function.clone();
         let publish = self.publish.clone();
         Box::pin(async move {
-            match platform_publish(&hub, &function, &publish, request).await {
+            let answer = if request.uri().path().starts_with("/websockets/") {
+                crate::websocket::platform(&sockets, &function, request).await
+            } else {
+                platform_publish(&hub, &function, &publish, request).await
+            };
+            match answer {
                 Ok(body) => platform_response(StatusCode::ACCEPTED, None, body.to_string()),
                 Err(e) => platform_response(
                     e.status,
@@ -245,7 +252,7 @@ async fn platform_publish(
         .filter(|q| !q.is_empty() && !q.contains('/'))
     else {
         return Err(ApiError::not_found(format!(
-            "eddy.local has no {path}; publish with POST http://eddy.local/queues/NAME"
+            "eddy.local has no {path}; it answers /queues/NAME and /websockets/... (docs/api.md)"
         )));
     };
     if request.method != http::Method::POST {

@@ -59,6 +59,8 @@ pub struct DeployRequest {
     pub publish: Vec<String>,
     /// A cron schedule that invokes the function.
     pub schedule: Option<eddy_store::ScheduleSettings>,
+    /// Hold WebSocket connections on the route and deliver their events.
+    pub websocket: Option<bool>,
 }
 
 /// The result of a deploy.
@@ -84,6 +86,8 @@ pub struct Registry {
     prepared: Mutex<HashMap<String, Prepared>>,
     /// The node's queues, which functions reach through `http://eddy.local`.
     queues: Arc<QueueHub>,
+    /// The node's WebSocket connections, which functions reach the same way.
+    sockets: Arc<crate::websocket::Sockets>,
 }
 
 impl Registry {
@@ -94,6 +98,7 @@ impl Registry {
         store: Arc<Store>,
         limits: LimitsConfig,
         queues: Arc<QueueHub>,
+        sockets: Arc<crate::websocket::Sockets>,
     ) -> anyhow::Result<Registry> {
         let admission = Admission::new(NodeAdmission {
             concurrency_max: limits.concurrency_max,
@@ -109,6 +114,7 @@ impl Registry {
             instance_gauges: std::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
             queues,
+            sockets,
         };
         let functions = blocking(&registry.store, |s| s.list_functions()).await?;
         let mut prepared = registry.prepared.lock().await;
@@ -422,6 +428,7 @@ impl Registry {
             reuse,
             publish: request.publish,
             schedule: request.schedule,
+            websocket: request.websocket.unwrap_or(false),
         })
     }
 
@@ -591,6 +598,7 @@ impl Registry {
                 instances_live: instances_live.clone(),
                 platform: Some(Arc::new(FunctionPlatform {
                     hub: self.queues.clone(),
+                    sockets: self.sockets.clone(),
                     function: Arc::from(version.function.as_str()),
                     publish: config.publish.clone().into(),
                 })),
@@ -606,6 +614,7 @@ impl Registry {
             admission: self.function_admission(config),
             records: Default::default(),
             schedule: config.schedule.clone(),
+            websocket: config.websocket,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct LiveFunction {
     pub records: RecordBudget,
     /// The version's cron schedule.
     pub schedule: Option<eddy_store::ScheduleSettings>,
+    /// The node holds WebSocket connections on the route.
+    pub websocket: bool,
 }
 
 /// Per-second budget of records for successful invocations without output.

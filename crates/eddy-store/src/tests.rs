@@ -41,6 +41,7 @@ fn config(route: &str) -> VersionConfig {
             missed: crate::Missed::RunOnce,
             path: None,
         }),
+        websocket: true,
     }
 }
 

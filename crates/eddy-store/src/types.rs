@@ -60,6 +60,10 @@ pub struct VersionConfig {
     /// A cron schedule that invokes the function.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSettings>,
+    /// WebSocket upgrades on the route are held by the node and delivered to the function
+    /// as events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub websocket: bool,
 }
 
 /// When and how a function's cron schedule invokes it.

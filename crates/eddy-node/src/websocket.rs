@@ -1,0 +1,921 @@
+//! WebSockets with hibernation: the node holds the connection; the function runs only when
+//! something happens on it.
+//!
+//! - **Connect.** An upgrade on a route whose function opted in (`websocket`) is first
+//!   delivered to the function as the GET it is, with `eddy-websocket: connect` and
+//!   `eddy-connection-id`. A non-2xx answer refuses the upgrade with that answer; a 2xx
+//!   accepts it, optionally choosing a subprotocol (`eddy-websocket-protocol`) and channels
+//!   to join (`eddy-websocket-channels`, comma-separated).
+//! - **Events.** Each message, and the close, is a POST in the CloudEvents binary mode
+//!   (`ce-type: dev.eddy.websocket.message` / `.close`), with `eddy-connection-id`,
+//!   `eddy-websocket: message|close` and `eddy-websocket-kind: text|binary`. A non-empty 2xx
+//!   body is sent back on the connection as a message of the same kind. Messages of one
+//!   connection are delivered one at a time, in order.
+//! - **Between events no instance exists**: a connection is a socket, a small read buffer
+//!   (`WEBSOCKET_READ_BUFFER_BYTES`) and one task.
+//! - **Bounds.** Incoming messages above `websocket_message_bytes_max` close with 1009; a
+//!   reader more than `websocket_send_buffer_bytes_max` behind is closed with 1013; no frame
+//!   for `websocket_idle_timeout_ms` closes with 1001; pings every
+//!   `websocket_ping_interval_ms`; connections per function and per node are capped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Class;
+use crate::config::LimitsConfig;
+use crate::consumer::{Collected, invoke_collected};
+use crate::ingress::node_response;
+use crate::invocations::InvocationSink;
+use crate::registry::{Registry, now_ms};
+use crate::routes::LiveFunction;
+use eddy_runtime::ResponseBody;
+
+/// Read buffer of one connection (tungstenite's default is 128 KiB, eagerly allocated: 12
+/// GiB for 100,000 idle connections).
+pub const WEBSOCKET_READ_BUFFER_BYTES: usize = 1024;
+/// How long a closing connection gets to send its close frame.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Channels one connection may join.
+pub const WEBSOCKET_CHANNELS_PER_CONNECTION_MAX: usize = 64;
+
+pub const HEADER_WEBSOCKET: &str = "eddy-websocket";
+pub const HEADER_CONNECTION_ID: &str = "eddy-connection-id";
+pub const HEADER_KIND: &str = "eddy-websocket-kind";
+pub const HEADER_PROTOCOL: &str = "eddy-websocket-protocol";
+pub const HEADER_CHANNELS: &str = "eddy-websocket-channels";
+pub const HEADER_CLOSE_CODE: &str = "eddy-websocket-close-code";
+pub const MESSAGE_EVENT_TYPE: &str = "dev.eddy.websocket.message";
+pub const CLOSE_EVENT_TYPE: &str = "dev.eddy.websocket.close";
+
+/// Something to write to a connection.
+enum Outgoing {
+    Message(Message),
+}
+
+/// The node's open connections and channels; what `eddy.local` and the control API act on.
+pub struct Sockets {
+    limits: LimitsConfig,
+    state: Mutex<SocketState>,
+}
+
+#[derive(Default)]
+struct SocketState {
+    connections: HashMap<String, Connection>,
+    channels: HashMap<String, HashSet<String>>,
+    per_function: HashMap<Arc<str>, usize>,
+    /// Reserved by upgrades in progress and held by open connections.
+    total: usize,
+}
+
+struct Connection {
+    function: Arc<str>,
+    out: mpsc::UnboundedSender<Outgoing>,
+    /// Bytes queued for writing and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Cancelled to close the connection; `close_with` says how.
+    closer: CancellationToken,
+    close_with: Arc<Mutex<Option<(u16, String)>>>,
+    channels: HashSet<String>,
+    opened_at_ms: i64,
+}
+
+/// One connection as listed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub function: String,
+    pub opened_at_ms: i64,
+    pub channels: Vec<String>,
+    pub queued_bytes: usize,
+}
+
+/// Why a send or close did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SocketError {
+    /// No open connection with that id (for this function).
+    NoConnection,
+    /// The reader is too far behind: the connection was closed with 1013.
+    SlowReader,
+    /// The connection has joined `WEBSOCKET_CHANNELS_PER_CONNECTION_MAX` channels.
+    TooManyChannels,
+}
+
+impl Sockets {
+    pub fn new(limits: LimitsConfig) -> Arc<Sockets> {
+        Arc::new(Sockets {
+            limits,
+            state: Mutex::new(SocketState::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SocketState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hold a place for one more connection of `function`, or name the limit in the way.
+    fn reserve(&self, function: &Arc<str>) -> Result<(), (&'static str, String)> {
+        let mut s = self.lock();
+        if s.total >= self.limits.websocket_connections_max {
+            return Err((
+                "websocket_connections_max",
+                format!(
+                    "this node holds its websocket_connections_max ({}) WebSocket connections; retry shortly",
+                    self.limits.websocket_connections_max
+                ),
+            ));
+        }
+        let count = s.per_function.entry(function.clone()).or_default();
+        if *count >= self.limits.websocket_connections_per_function_max {
+            return Err((
+                "websocket_connections_per_function_max",
+                format!(
+                    "`{function}` holds its websocket_connections_per_function_max ({}) WebSocket connections; retry shortly",
+                    self.limits.websocket_connections_per_function_max
+                ),
+            ));
+        }
+        *count += 1;
+        s.total += 1;
+        Ok(())
+    }
+
+    /// Give back a place reserved for a connection that never opened.
+    fn unreserve(&self, function: &Arc<str>) {
+        let mut s = self.lock();
+        s.total -= 1;
+        if let Some(count) = s.per_function.get_mut(function) {
+            *count -= 1;
+        }
+    }
+
+    fn register(&self, id: &str, connection: Connection) {
+        let mut s = self.lock();
+        for channel in &connection.channels {
+            s.channels
+                .entry(channel.clone())
+                .or_default()
+                .insert(id.to_string());
+        }
+        s.connections.insert(id.to_string(), connection);
+    }
+
+    /// Forget a closed connection; how long it was open.
+    fn unregister(&self, id: &str) -> Option<Duration> {
+        let mut s = self.lock();
+        let connection = s.connections.remove(id)?;
+        for channel in &connection.channels {
+            if let Some(members) = s.channels.get_mut(channel) {
+                members.remove(id);
+                if members.is_empty() {
+                    s.channels.remove(channel);
+                }
+            }
+        }
+        s.total -= 1;
+        if let Some(count) = s.per_function.get_mut(&connection.function) {
+            *count -= 1;
+        }
+        Some(Duration::from_millis(
+            (now_ms() - connection.opened_at_ms).max(0) as u64,
+        ))
+    }
+
+    /// Queue `message` on a connection (of `function`, when given), within its send buffer.
+    pub fn send(
+        &self,
+        function: Option<&str>,
+        id: &str,
+        message: Message,
+    ) -> Result<(), SocketError> {
+        let s = self.lock();
+        let connection = s
+            .connections
+            .get(id)
+            .filter(|c| function.is_none_or(|f| &*c.function == f))
+            .ok_or(SocketError::NoConnection)?;
+        self.enqueue(connection, message)
+    }
+
+    fn enqueue(&self, connection: &Connection, message: Message) -> Result<(), SocketError> {
+        let bytes = message.len();
+        let before = connection.queued.fetch_add(bytes, Ordering::AcqRel);
+        // One message always fits in an empty buffer; past that the reader must keep up.
+        if before > 0 && before + bytes > self.limits.websocket_send_buffer_bytes_max {
+            connection.queued.fetch_sub(bytes, Ordering::AcqRel);
+            close(
+                connection,
+                1013,
+                format!(
+                    "slow reader: more than websocket_send_buffer_bytes_max ({} bytes) waiting",
+                    self.limits.websocket_send_buffer_bytes_max
+                ),
+            );
+            return Err(SocketError::SlowReader);
+        }
+        if connection.out.send(Outgoing::Message(message)).is_err() {
+            connection.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(SocketError::NoConnection);
+        }
+        Ok(())
+    }
+
+    /// Close a connection (of `function`, when given) with `code`.
+    pub fn close(
+        &self,
+        function: Option<&str>,
+        id: &str,
+        code: u16,
+        reason: String,
+    ) -> Result<(), SocketError> {
+        let s = self.lock();
+        let connection = s
+            .connections
+            .get(id)
+            .filter(|c| function.is_none_or(|f| &*c.function == f))
+            .ok_or(SocketError::NoConnection)?;
+        close(connection, code, reason);
+        Ok(())
+    }
+
+    /// Join (`true`) or leave a channel.
+    pub fn membership(
+        &self,
+        function: Option<&str>,
+        id: &str,
+        channel: &str,
+        join: bool,
+    ) -> Result<(), SocketError> {
+        let mut s = self.lock();
+        let connection = s
+            .connections
+            .get_mut(id)
+            .filter(|c| function.is_none_or(|f| &*c.function == f))
+            .ok_or(SocketError::NoConnection)?;
+        if join {
+            if !connection.channels.contains(channel)
+                && connection.channels.len() >= WEBSOCKET_CHANNELS_PER_CONNECTION_MAX
+            {
+                return Err(SocketError::TooManyChannels);
+            }
+            connection.channels.insert(channel.to_string());
+            s.channels
+                .entry(channel.to_string())
+                .or_default()
+                .insert(id.to_string());
+        } else {
+            connection.channels.remove(channel);
+            if let Some(members) = s.channels.get_mut(channel) {
+                members.remove(id);
+                if members.is_empty() {
+                    s.channels.remove(channel);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `message` to every connection in `channel`; how many got it queued (a slow
+    /// reader among them is closed, the others are not held up).
+    pub fn broadcast(&self, channel: &str, message: Message) -> usize {
+        let s = self.lock();
+        let Some(members) = s.channels.get(channel) else {
+            return 0;
+        };
+        members
+            .iter()
+            .filter_map(|id| s.connections.get(id))
+            .filter(|c| self.enqueue(c, message.clone()).is_ok())
+            .count()
+    }
+
+    /// Open connections of `function` (every function's when `None`), oldest first.
+    pub fn list(&self, function: Option<&str>) -> Vec<ConnectionInfo> {
+        let s = self.lock();
+        let mut list: Vec<ConnectionInfo> = s
+            .connections
+            .iter()
+            .filter(|(_, c)| function.is_none_or(|f| &*c.function == f))
+            .map(|(id, c)| {
+                let mut channels: Vec<String> = c.channels.iter().cloned().collect();
+                channels.sort();
+                ConnectionInfo {
+                    id: id.clone(),
+                    function: c.function.to_string(),
+                    opened_at_ms: c.opened_at_ms,
+                    channels,
+                    queued_bytes: c.queued.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| (a.opened_at_ms, &a.id).cmp(&(b.opened_at_ms, &b.id)));
+        list
+    }
+
+    /// Open connections by function.
+    pub fn counts(&self) -> HashMap<String, usize> {
+        self.lock()
+            .per_function
+            .iter()
+            .map(|(f, n)| (f.to_string(), *n))
+            .collect()
+    }
+}
+
+fn close(connection: &Connection, code: u16, reason: String) {
+    *connection
+        .close_with
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some((code, reason));
+    connection.closer.cancel();
+}
+
+/// Runs connections: the upgrade, the read/write loop and the function's events.
+pub struct SocketServer {
+    pub sockets: Arc<Sockets>,
+    pub registry: Arc<Registry>,
+    pub sink: InvocationSink,
+    pub limits: LimitsConfig,
+}
+
+/// Whether `req` asks for a WebSocket upgrade.
+pub fn is_upgrade(req: &Request<Incoming>) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
+}
+
+impl SocketServer {
+    /// Answer an upgrade request to `live`: ask the function, then switch protocols.
+    pub async fn upgrade(
+        self: &Arc<Self>,
+        live: Arc<LiveFunction>,
+        mut req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+        let version_ok = req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+        let Some(key) = key.filter(|_| req.method() == http::Method::GET && version_ok) else {
+            return node_response(
+                StatusCode::BAD_REQUEST,
+                "websocket_handshake",
+                "a WebSocket upgrade is a GET with Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+            );
+        };
+        if let Err((limit, message)) = self.sockets.reserve(&live.name) {
+            let mut response = node_response(StatusCode::SERVICE_UNAVAILABLE, limit, &message);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        let id = connection_id();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| live.route.clone(), |p| p.to_string());
+        // The connect event: the upgrade request itself, marked.
+        let mut connect = Request::builder()
+            .method(http::Method::GET)
+            .uri(path.as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("a path from a request is a valid URI");
+        for (name, value) in req.headers() {
+            connect.headers_mut().append(name, value.clone());
+        }
+        mark(connect.headers_mut(), "connect", &id, None);
+        let answer = match self.invoke(&live, connect).await {
+            Ok(answer) => answer,
+            Err(response) => {
+                self.sockets.unreserve(&live.name);
+                return response;
+            }
+        };
+        if !answer.status.is_success() {
+            self.sockets.unreserve(&live.name);
+            let mut response = Response::new(ResponseBody::full(answer.body));
+            *response.status_mut() = answer.status;
+            *response.headers_mut() = answer.headers;
+            return response;
+        }
+        let channels: HashSet<String> = answer
+            .headers
+            .get(HEADER_CHANNELS)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .take(WEBSOCKET_CHANNELS_PER_CONNECTION_MAX)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut response = Response::new(ResponseBody::full(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        );
+        if let Some(protocol) = answer.headers.get(HEADER_PROTOCOL) {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.clone());
+        }
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            headers.insert(HEADER_CONNECTION_ID, value);
+        }
+        let server = self.clone();
+        let function = live.name.clone();
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => server.run(function, id, path, channels, upgraded).await,
+                Err(e) => {
+                    tracing::debug!(%function, error = %e, "WebSocket upgrade failed");
+                    server.sockets.unreserve(&function);
+                }
+            }
+        });
+        response
+    }
+
+    /// Invoke `live` for a WebSocket event (interactive: a client is waiting).
+    async fn invoke(
+        &self,
+        live: &Arc<LiveFunction>,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Collected, Response<ResponseBody>> {
+        let permit = match self
+            .registry
+            .admission()
+            .admit(&live.name, Class::Interactive)
+            .await
+        {
+            Ok(permit) => permit,
+            Err(rejection) => {
+                self.registry
+                    .meter()
+                    .rejected(&live.name, now_ms(), rejection.limit());
+                return Err(node_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    rejection.limit(),
+                    &format!(
+                        "`{}` is busy ({}); retry shortly",
+                        live.name,
+                        rejection.limit()
+                    ),
+                ));
+            }
+        };
+        invoke_collected(
+            &self.registry,
+            &self.sink,
+            self.limits.invocation_records_per_second_max,
+            live.clone(),
+            request,
+            permit,
+        )
+        .await
+        .map_err(|message| {
+            node_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "websocket_connect_failed",
+                &format!("the function failed at connect: {message}"),
+            )
+        })
+    }
+
+    /// One open connection, until it closes.
+    async fn run(
+        self: Arc<Self>,
+        function: Arc<str>,
+        id: String,
+        path: String,
+        channels: HashSet<String>,
+        upgraded: hyper::upgrade::Upgraded,
+    ) {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(WEBSOCKET_READ_BUFFER_BYTES)
+            .write_buffer_size(0)
+            .max_message_size(Some(self.limits.websocket_message_bytes_max))
+            .max_frame_size(Some(self.limits.websocket_message_bytes_max));
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let closer = CancellationToken::new();
+        let close_with = Arc::new(Mutex::new(None));
+        self.sockets.register(
+            &id,
+            Connection {
+                function: function.clone(),
+                out: out_tx,
+                queued: queued.clone(),
+                closer: closer.clone(),
+                close_with: close_with.clone(),
+                channels,
+                opened_at_ms: now_ms(),
+            },
+        );
+        self.registry.meter().websocket_opened(&function);
+        let (write, mut read) = socket.split();
+        // The writer has a task of its own, so a reader that stops reading blocks only it:
+        // the connection still sees its close, its timeouts and its events.
+        let writer = tokio::spawn(write_loop(
+            write,
+            out_rx,
+            queued.clone(),
+            closer.clone(),
+            close_with.clone(),
+        ));
+        let idle_timeout = Duration::from_millis(self.limits.websocket_idle_timeout_ms);
+        let mut ping = tokio::time::interval(Duration::from_millis(
+            self.limits.websocket_ping_interval_ms,
+        ));
+        ping.reset();
+        let mut last_heard = Instant::now();
+        let mut pending: Option<std::pin::Pin<Box<dyn Future<Output = Option<Message>> + Send>>> =
+            None;
+        let mut client_closed = None;
+        loop {
+            let idle_left = idle_timeout.saturating_sub(last_heard.elapsed());
+            tokio::select! {
+                _ = closer.cancelled() => break,
+                reply = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                    pending = None;
+                    if let Some(message) = reply {
+                        // The function's answer, within the same send buffer as any other.
+                        let _ = self.sockets.send(None, &id, message);
+                    }
+                }
+                _ = ping.tick() => {
+                    let _ = self.sockets.send(None, &id, Message::Ping(Bytes::new()));
+                }
+                _ = tokio::time::sleep(idle_left) => {
+                    self.sockets.close(None, &id, 1001, format!(
+                        "idle for websocket_idle_timeout_ms ({} ms)",
+                        self.limits.websocket_idle_timeout_ms
+                    )).ok();
+                }
+                incoming = read.next(), if pending.is_none() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => {
+                            pending = Some(Box::pin(self.clone().message(
+                                function.clone(), id.clone(), path.clone(), Bytes::from(text), true,
+                            )));
+                        }
+                        Some(Ok(Message::Binary(data))) => {
+                            pending = Some(Box::pin(self.clone().message(
+                                function.clone(), id.clone(), path.clone(), data, false,
+                            )));
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            // Echo the client's close frame, then end.
+                            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                            let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                            client_closed = Some(code);
+                            let _ = self.sockets.close(None, &id, code, reason);
+                        }
+                        Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
+                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                            let _ = self.sockets.close(None, &id, 1009, format!(
+                                "message larger than websocket_message_bytes_max ({} bytes)",
+                                self.limits.websocket_message_bytes_max
+                            ));
+                        }
+                        Some(Err(_)) | None => {
+                            client_closed = Some(1006);
+                            closer.cancel();
+                        }
+                    }
+                }
+            }
+        }
+        let sent_code = writer.await.ok().flatten();
+        let code = client_closed.or(sent_code).unwrap_or(1006);
+        self.closed(&function, &id, &path, code).await;
+        self.finish(&function, &id);
+    }
+
+    fn finish(&self, function: &Arc<str>, id: &str) {
+        if let Some(open_for) = self.sockets.unregister(id) {
+            self.registry.meter().websocket_closed(function, open_for);
+        }
+    }
+
+    /// Deliver one message; the reply to send back, if any.
+    async fn message(
+        self: Arc<Self>,
+        function: Arc<str>,
+        id: String,
+        path: String,
+        data: Bytes,
+        text: bool,
+    ) -> Option<Message> {
+        let live = self.registry.routes().function(&function).cloned()?;
+        let mut request = event_request(&path, data, text);
+        mark(request.headers_mut(), "message", &id, Some(text));
+        let answer = match self.invoke(&live, request).await {
+            Ok(answer) => answer,
+            Err(_) => return None,
+        };
+        if !answer.status.is_success() || answer.body.is_empty() {
+            return None;
+        }
+        Some(if text {
+            match Utf8Bytes::try_from(answer.body) {
+                Ok(text) => Message::Text(text),
+                Err(_) => return None,
+            }
+        } else {
+            Message::Binary(answer.body)
+        })
+    }
+
+    /// Deliver the close event (nothing is sent back).
+    async fn closed(&self, function: &Arc<str>, id: &str, path: &str, code: u16) {
+        let Some(live) = self.registry.routes().function(function).cloned() else {
+            return;
+        };
+        let mut request = event_request(path, Bytes::new(), false);
+        mark(request.headers_mut(), "close", id, None);
+        if let Ok(value) = HeaderValue::from_str(&code.to_string()) {
+            request.headers_mut().insert(HEADER_CLOSE_CODE, value);
+        }
+        let _ = self.invoke(&live, request).await;
+    }
+}
+
+/// Writes a connection's outgoing messages until it closes; then the close frame, if the
+/// socket can still take one. Returns the close code sent.
+async fn write_loop(
+    mut write: futures::stream::SplitSink<
+        WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        Message,
+    >,
+    mut out: mpsc::UnboundedReceiver<Outgoing>,
+    queued: Arc<AtomicUsize>,
+    closer: CancellationToken,
+    close_with: Arc<Mutex<Option<(u16, String)>>>,
+) -> Option<u16> {
+    let mut intact = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = closer.cancelled() => break,
+            outgoing = out.recv() => {
+                let Some(Outgoing::Message(message)) = outgoing else { break };
+                let bytes = if message.is_ping() { 0 } else { message.len() };
+                let written = {
+                    let send = write.send(message);
+                    tokio::pin!(send);
+                    tokio::select! {
+                        written = &mut send => written.is_ok(),
+                        // Closing (a slow reader, say): the frame on its way gets a moment
+                        // to finish, so the close frame can follow it; else the socket is
+                        // dropped as it is.
+                        _ = closer.cancelled() => {
+                            match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut send).await {
+                                Ok(written) => written.is_ok(),
+                                Err(_) => { intact = false; false }
+                            }
+                        }
+                    }
+                };
+                queued.fetch_sub(bytes, Ordering::AcqRel);
+                if !written {
+                    break;
+                }
+            }
+        }
+    }
+    closer.cancel();
+    let (code, reason) = close_with
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()?;
+    if intact {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.send(Message::Close(Some(frame))))
+            .await;
+    }
+    Some(code)
+}
+
+fn event_request(path: &str, data: Bytes, text: bool) -> Request<Full<Bytes>> {
+    let mut request = Request::builder()
+        .method(http::Method::POST)
+        .uri(path)
+        .header(header::HOST, "localhost")
+        .body(Full::new(data))
+        .expect("a path from a request is a valid URI");
+    let content_type = if text {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    request
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    request
+}
+
+/// The `eddy-websocket` headers and, for message and close events, the CloudEvents ones.
+fn mark(headers: &mut http::HeaderMap, event: &'static str, id: &str, text: Option<bool>) {
+    let id_value = HeaderValue::from_str(id).expect("connection ids are hex");
+    headers.insert(HEADER_WEBSOCKET, HeaderValue::from_static(event));
+    headers.insert(HEADER_CONNECTION_ID, id_value.clone());
+    if let Some(text) = text {
+        headers.insert(
+            HEADER_KIND,
+            HeaderValue::from_static(if text { "text" } else { "binary" }),
+        );
+    }
+    if event == "connect" {
+        return;
+    }
+    headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+    if let Ok(v) = HeaderValue::from_str(&format!("{id}-{}", event_counter())) {
+        headers.insert("ce-id", v);
+    }
+    headers.insert(
+        "ce-type",
+        HeaderValue::from_static(if event == "close" {
+            CLOSE_EVENT_TYPE
+        } else {
+            MESSAGE_EVENT_TYPE
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/websockets/{id}")) {
+        headers.insert("ce-source", v);
+    }
+    headers.insert("ce-time", header_time());
+}
+
+fn header_time() -> HeaderValue {
+    HeaderValue::from_str(&crate::consumer::rfc3339(now_ms()))
+        .unwrap_or_else(|_| HeaderValue::from_static("1970-01-01T00:00:00.000Z"))
+}
+
+fn event_counter() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A new connection id: 64 random bits in hex, so one function cannot guess another's.
+fn connection_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A function's request to `http://eddy.local/websockets/...`:
+/// - `POST /websockets/connections/{id}/messages`: send the body (text when
+///   `eddy-websocket-kind: text` or a `text/*` content type, else binary);
+/// - `POST /websockets/connections/{id}/close?code=1000&reason=...`;
+/// - `PUT` / `DELETE /websockets/connections/{id}/channels/{channel}`: join / leave;
+/// - `POST /websockets/channels/{channel}/messages`: broadcast.
+///
+/// Connection ids are those of the function's own connections; channels are the node's.
+pub(crate) async fn platform(
+    sockets: &Sockets,
+    function: &str,
+    request: http::Request<eddy_runtime::PlatformBody>,
+) -> Result<serde_json::Value, crate::error::ApiError> {
+    use crate::error::ApiError;
+    let (head, body) = request.into_parts();
+    let path = head.uri.path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches("/websockets/").split('/').collect();
+    let method = head.method.clone();
+    let message = |body: Bytes| -> Result<Message, ApiError> {
+        let kind = head
+            .headers
+            .get(HEADER_KIND)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = match kind.as_deref() {
+            Some("text") => true,
+            Some("binary") => false,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "{HEADER_KIND} must be text or binary, not `{other}`"
+                )));
+            }
+            None => head
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("text/")),
+        };
+        if text {
+            Utf8Bytes::try_from(body)
+                .map(Message::Text)
+                .map_err(|_| ApiError::bad_request("a text message must be UTF-8"))
+        } else {
+            Ok(Message::Binary(body))
+        }
+    };
+    let no_connection = |id: &str| {
+        ApiError::not_found(format!(
+            "function `{function}` has no open WebSocket connection `{id}`"
+        ))
+    };
+    let refused = |id: &str, e: SocketError| match e {
+        SocketError::NoConnection => no_connection(id),
+        SocketError::SlowReader => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "websocket_send_buffer_bytes_max",
+            format!(
+                "connection `{id}` fell more than websocket_send_buffer_bytes_max ({} bytes) behind and was closed with 1013",
+                sockets.limits.websocket_send_buffer_bytes_max
+            ),
+        ),
+        SocketError::TooManyChannels => ApiError::limit(format!(
+            "connection `{id}` is in {WEBSOCKET_CHANNELS_PER_CONNECTION_MAX} channels, the most one may join"
+        )),
+    };
+    let bytes_max = sockets.limits.websocket_message_bytes_max as u64;
+    match (method, segments.as_slice()) {
+        (http::Method::POST, ["connections", id, "messages"]) => {
+            let body = crate::queues::read_message(body, bytes_max).await?;
+            sockets
+                .send(Some(function), id, message(body)?)
+                .map_err(|e| refused(id, e))?;
+            Ok(serde_json::json!({"sent": 1}))
+        }
+        (http::Method::POST, ["connections", id, "close"]) => {
+            let query: HashMap<String, String> = head
+                .uri
+                .query()
+                .map(|q| {
+                    q.split('&')
+                        .filter_map(|p| p.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let code: u16 = match query.get("code") {
+                None => 1000,
+                Some(code) => code
+                    .parse()
+                    .ok()
+                    .filter(|c| *c == 1000 || (3000..=4999).contains(c))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "close code `{code}` must be 1000 or 3000-4999"
+                        ))
+                    })?,
+            };
+            let reason = query.get("reason").cloned().unwrap_or_default();
+            sockets
+                .close(Some(function), id, code, reason)
+                .map_err(|e| refused(id, e))?;
+            Ok(serde_json::json!({"closed": id}))
+        }
+        (
+            m @ (http::Method::PUT | http::Method::DELETE),
+            ["connections", id, "channels", channel],
+        ) if !channel.is_empty() => {
+            let join = m == http::Method::PUT;
+            sockets
+                .membership(Some(function), id, channel, join)
+                .map_err(|e| refused(id, e))?;
+            Ok(serde_json::json!({"channel": channel, "joined": join}))
+        }
+        (http::Method::POST, ["channels", channel, "messages"]) if !channel.is_empty() => {
+            let body = crate::queues::read_message(body, bytes_max).await?;
+            let sent = sockets.broadcast(channel, message(body)?);
+            Ok(serde_json::json!({"sent": sent}))
+        }
+        _ => Err(ApiError::not_found(format!(
+            "eddy.local has no {} {path}; see docs/websockets.md",
+            head.method
+        ))),
+    }
+}
