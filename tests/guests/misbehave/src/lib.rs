@@ -15,6 +15,7 @@
 //! 500, otherwise GETs `to?id=<ce-id>&attempt=<ce-eddyattempt>` and answers 200 if that
 //! answered 200), `publish?queue=Q` (POSTs its body to `http://eddy.local/queues/Q` and
 //! answers 200 with the node's `<status> <body>`);
+//! `ws` (a WebSocket function, see `websocket`);
 //! anything else answers 404.
 
 use std::hint::black_box;
@@ -150,6 +151,7 @@ impl Guest for Misbehave {
                     Err(error) => respond(out, 502, error.as_bytes()),
                 }
             }
+            "ws" => websocket(&request, query, out),
             "publish" => {
                 // Publishes its request body to `queue` through the node's platform API and
                 // answers with the node's status and body.
@@ -268,18 +270,33 @@ fn outgoing_post(to: &str, body: &[u8]) -> Result<(u16, String), String> {
 }
 
 fn outgoing(to: &str, body: Option<&[u8]>) -> Result<(u16, String), String> {
+    let method = if body.is_some() { Method::Post } else { Method::Get };
+    outgoing_with(method, to, body, &[])
+}
+
+fn outgoing_with(
+    method: Method,
+    to: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
     let (authority, path) = match to.find('/') {
         Some(at) => (&to[..at], &to[at..]),
         None => (to, "/"),
     };
-    let request = OutgoingRequest::new(Fields::new());
+    let fields: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let request = OutgoingRequest::new(Fields::from_list(&fields).map_err(|e| format!("{e:?}"))?);
     request.set_scheme(Some(&Scheme::Http)).map_err(|()| "bad scheme")?;
     request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
     request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
-    if body.is_some() {
-        request.set_method(&Method::Post).map_err(|()| "bad method")?;
-    }
+    request.set_method(&method).map_err(|()| "bad method")?;
     let outgoing_body = request.body().map_err(|()| "body taken")?;
+    // Send the head first: the body streams to a request already on its way (written
+    // before, a body larger than the pipe's buffer would wait forever).
+    let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     if let Some(bytes) = body {
         let stream = outgoing_body.write().map_err(|()| "body stream taken")?;
         for chunk in bytes.chunks(4096) {
@@ -287,7 +304,6 @@ fn outgoing(to: &str, body: Option<&[u8]>) -> Result<(u16, String), String> {
         }
         drop(stream);
     }
-    let future = wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     OutgoingBody::finish(outgoing_body, None).map_err(|e| format!("{e:?}"))?;
     future.subscribe().block();
     let response = match future.get() {
@@ -364,6 +380,96 @@ fn check_fresh(mb: u64) -> Result<(), String> {
 }
 
 /// Sends a small text/plain response.
+/// A WebSocket function (the node holds the connection; each event is a request):
+/// - connect: `refuse=STATUS` refuses with that status; otherwise accepts, joining the
+///   comma-separated `channels` and choosing `protocol`;
+/// - message `close` closes the connection through eddy.local (code 4000); `join:CH` joins a
+///   channel; `broadcast:CH:DATA` sends DATA to channel CH; `flood:N` sends N messages of
+///   64 KiB to this connection; anything else is echoed back;
+/// - close: prints `closed CODE` and answers 200.
+fn websocket(request: &IncomingRequest, query: &str, out: ResponseOutparam) {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .first()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let arg = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let id = header("eddy-connection-id");
+    let me = format!("eddy.local/websockets/connections/{id}");
+    match header("eddy-websocket").as_str() {
+        "connect" => {
+            if let Ok(status) = arg("refuse").parse::<u16>() {
+                return respond(out, status, b"refused by the function");
+            }
+            let mut fields = vec![
+                ("eddy-websocket-channels".to_string(), arg("channels").into_bytes()),
+            ];
+            if !arg("protocol").is_empty() {
+                fields.push(("eddy-websocket-protocol".to_string(), arg("protocol").into_bytes()));
+            }
+            respond_with(out, 200, &fields, b"");
+        }
+        "message" => {
+            let body = read_body(request);
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if text == "close" {
+                let _ = outgoing_with(Method::Post, &format!("{me}/close?code=4000&reason=bye"), Some(b""), &[]);
+                respond(out, 200, b"");
+            } else if let Some(channel) = text.strip_prefix("join:") {
+                let answer = outgoing_with(Method::Put, &format!("{me}/channels/{channel}"), Some(b""), &[]);
+                respond(out, 200, format!("join: {answer:?}").as_bytes());
+            } else if let Some(rest) = text.strip_prefix("broadcast:") {
+                let (channel, data) = rest.split_once(':').unwrap_or((rest, ""));
+                let answer = outgoing_with(
+                    Method::Post,
+                    &format!("eddy.local/websockets/channels/{channel}/messages"),
+                    Some(data.as_bytes()),
+                    &[("eddy-websocket-kind", "text")],
+                );
+                respond(out, 200, format!("broadcast: {answer:?}").as_bytes());
+            } else if let Some(n) = text.strip_prefix("flood:") {
+                let chunk = vec![b'f'; 64 * 1024];
+                let mut sent = 0;
+                for _ in 0..n.parse::<u32>().unwrap_or(0) {
+                    match outgoing_with(Method::Post, &format!("{me}/messages"), Some(&chunk), &[]) {
+                        Ok((200 | 202, _)) => sent += 1,
+                        _ => break,
+                    }
+                }
+                respond(out, 200, format!("flooded {sent}").as_bytes());
+            } else {
+                respond(out, 200, &body);
+            }
+        }
+        "close" => {
+            // Into the invocation's log, where tests look for it.
+            println!("closed {}", header("eddy-websocket-close-code"));
+            respond(out, 200, b"");
+        }
+        _ => respond(out, 200, b""),
+    }
+}
+
+fn respond_with(out: ResponseOutparam, status: u16, fields: &[(String, Vec<u8>)], body: &[u8]) {
+    let response = OutgoingResponse::new(Fields::from_list(fields).expect("valid headers"));
+    response.set_status_code(status).expect("valid status");
+    let outgoing = response.body().expect("body taken once");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = outgoing.write().expect("body stream taken once");
+    let _ = stream.blocking_write_and_flush(body);
+    drop(stream);
+    let _ = OutgoingBody::finish(outgoing, None);
+}
+
 fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     send(out, status, None, |stream| stream.write_all(body));
 }

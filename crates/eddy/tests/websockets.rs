@@ -1,0 +1,215 @@
+//! WebSockets held by the node: the function answers connect, each message and the close as
+//! HTTP requests; replies, sends, channels and broadcasts go back over the held socket; and
+//! every bound (message size, slow readers, idle time, connection counts) closes or refuses
+//! with its code.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Node;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+type Client = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(node: &Node, query: &str) -> Client {
+    let url = format!("ws://{}/chat/ws{query}", node.public);
+    let (client, response) = connect_async(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert!(response.headers().contains_key("eddy-connection-id"));
+    client
+}
+
+/// The next data or close message, within 10 s.
+async fn next(client: &mut Client) -> Message {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("nothing arrived within 10 s")
+            .expect("the connection ended")
+            .expect("a WebSocket error");
+        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+            return message;
+        }
+    }
+}
+
+fn close_code(message: &Message) -> u16 {
+    match message {
+        Message::Close(Some(frame)) => u16::from(frame.code),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+async fn chat(config: &str) -> Node {
+    let node = Node::start_with_config(config);
+    node.deploy_ok("chat", "misbehave", json!({"websocket": true}))
+        .await;
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_echoed_and_a_refused_connect_gets_the_functions_status() {
+    let node = chat("").await;
+    let mut client = connect(&node, "").await;
+    client.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next(&mut client).await, Message::text("hello"));
+    client.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(next(&mut client).await, Message::binary(vec![1u8, 2, 3]));
+    // The events were ordinary invocations of the function: connect and two messages.
+    let logs = node.wait_logs("chat", 3).await;
+    assert!(logs.iter().any(|l| l["method"] == "GET"), "{logs:?}");
+    client.close(None).await.unwrap();
+
+    let refused = connect_async(format!("ws://{}/chat/ws?refuse=403", node.public)).await;
+    match refused {
+        Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 403),
+        other => panic!("expected a 403 refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_each_of_100_connections_exactly_once() {
+    let node = chat("").await;
+    let mut members = Vec::new();
+    for _ in 0..100 {
+        members.push(connect(&node, "?channels=room").await);
+    }
+    let mut sender = connect(&node, "").await;
+    sender
+        .send(Message::text("broadcast:room:hi all"))
+        .await
+        .unwrap();
+    let reply = next(&mut sender).await.into_text().unwrap().to_string();
+    assert!(reply.contains(r#"sent\":100"#), "{reply}");
+    for member in &mut members {
+        assert_eq!(next(member).await, Message::text("hi all"));
+    }
+    // Exactly once: nothing more arrives.
+    for member in &mut members {
+        let more = tokio::time::timeout(Duration::from_millis(20), member.next()).await;
+        assert!(more.is_err(), "a second message: {more:?}");
+    }
+    // Joining later works too; connections are listed with their channels.
+    sender.send(Message::text("join:room")).await.unwrap();
+    next(&mut sender).await;
+    let (status, listed) = node.api_get("/functions/chat/websockets").await;
+    assert_eq!(status, 200, "{listed}");
+    let connections = listed["connections"].as_array().unwrap();
+    assert_eq!(connections.len(), 101);
+    assert!(
+        connections.iter().all(|c| c["channels"] == json!(["room"])),
+        "{listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_closes_and_oversized_messages_close_with_1009() {
+    let node = chat("[limits]\nwebsocket_message_bytes_max = 1024\n").await;
+    let mut client = connect(&node, "").await;
+    client.send(Message::text("close")).await.unwrap();
+    let closed = next(&mut client).await;
+    assert_eq!(close_code(&closed), 4000);
+    assert!(matches!(&closed, Message::Close(Some(f)) if f.reason == "bye"));
+
+    let mut client = connect(&node, "").await;
+    client.send(Message::text("x".repeat(2000))).await.unwrap();
+    let closed = next(&mut client).await;
+    assert_eq!(close_code(&closed), 1009, "{closed:?}");
+    // The node is fine and the function still answers.
+    let mut client = connect(&node, "").await;
+    client.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next(&mut client).await, Message::text("still here"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_cut_off_without_the_node_growing() {
+    let node = chat("").await;
+    let mut reader = connect(&node, "").await;
+    let before = node.rss_bytes();
+    // 400 messages of 64 KiB (25 MiB) to a client that reads nothing meanwhile.
+    reader.send(Message::text("flood:400")).await.unwrap();
+    // The node cuts the reader off; the function's close event says how.
+    let logs = node.wait_logs("chat", 3).await;
+    let after = node.rss_bytes();
+    let close = logs
+        .iter()
+        .find(|l| l["log"].as_str().unwrap_or("").starts_with("closed "))
+        .unwrap_or_else(|| panic!("no close event: {logs:?}"));
+    assert_eq!(close["log"], "closed 1013\n", "{logs:?}");
+    assert!(
+        after < before + 16 * 1024 * 1024,
+        "the node grew from {before} to {after} bytes for one slow reader"
+    );
+    // What reached the socket before the cut, then the close frame or the end.
+    let mut received = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(Some(Ok(Message::Binary(_)))) => received += 1,
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                assert_eq!(u16::from(frame.code), 1013);
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => panic!("the cut-off connection stayed open"),
+        }
+    }
+    assert!(received < 400, "every message was buffered: {received}");
+    let (_, listed) = node.api_get("/functions/chat/websockets").await;
+    assert_eq!(listed["connections"], json!([]), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_idle_timeouts_and_metering() {
+    let node = chat(
+        "[limits]\nwebsocket_connections_per_function_max = 2\nwebsocket_idle_timeout_ms = 700\nwebsocket_ping_interval_ms = 60000\n",
+    )
+    .await;
+    let mut a = connect(&node, "").await;
+    let _b = connect(&node, "").await;
+    match connect_async(format!("ws://{}/chat/ws", node.public)).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(
+                response.headers()["eddy-error"],
+                "websocket_connections_per_function_max"
+            );
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // Silent connections are closed with 1001 after the idle timeout.
+    let closed = next(&mut a).await;
+    assert_eq!(close_code(&closed), 1001, "{closed:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = node
+        .http
+        .get(format!("http://{}/metrics", node.admin))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("function=\"chat\""))
+            .unwrap_or_else(|| panic!("no {name}:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("eddy_websocket_connections{"), 0.0);
+    assert!(
+        value("eddy_websocket_connection_seconds_total{") >= 1.0,
+        "{metrics}"
+    );
+}
