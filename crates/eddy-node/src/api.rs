@@ -71,7 +71,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/functions/{name}/logs", get(logs))
         .route("/functions/{name}/stats", get(stats))
         .route("/functions/{name}/websockets", get(list_websockets))
-        .route("/websockets/channels/{channel}/messages", post(broadcast))
+        .route(
+            "/websockets/channels/{channel}/messages",
+            post(broadcast).layer(DefaultBodyLimit::disable()),
+        )
         .merge(crate::queue_api::routes())
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -395,28 +398,18 @@ async fn broadcast(
     State(state): State<ApiState>,
     Path(channel): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    use tokio_tungstenite::tungstenite::Message;
-    let max = state.limits.websocket_message_bytes_max;
-    if body.len() > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "websocket_message_bytes_max",
-            format!(
-                "the message ({} bytes) is above websocket_message_bytes_max ({max} bytes)",
-                body.len()
-            ),
-        ));
-    }
+    use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+    crate::websocket::validate_channel(&channel).map_err(ApiError::bad_request)?;
+    let max = state.limits.websocket_message_bytes_max as u64;
+    let body = crate::queues::read_limited(body, max, "websocket_message_bytes_max").await?;
     let message = if query.get("binary").is_some_and(|b| b == "true") {
         Message::Binary(body)
     } else {
-        Message::Text(
-            tokio_tungstenite::tungstenite::Utf8Bytes::try_from(body).map_err(|_| {
-                ApiError::bad_request("a text message must be UTF-8; add ?binary=true")
-            })?,
-        )
+        Message::Text(Utf8Bytes::try_from(body).map_err(|_| {
+            ApiError::bad_request("a text message must be UTF-8; send binary data as binary")
+        })?)
     };
     let sent = state.sockets.broadcast(&channel, message);
     Ok(Json(json!({"channel": channel, "sent": sent})))

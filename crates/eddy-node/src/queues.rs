@@ -152,12 +152,31 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    read_limited(body, bytes_max, "queue_message_bytes_max").await
+}
+
+/// A body read to its end within `bytes_max`; past it, 413 naming `limit`.
+pub async fn read_limited<B>(
+    body: B,
+    bytes_max: u64,
+    limit: &'static str,
+) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     Ok(Limited::new(body, bytes_max as usize)
         .collect()
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                message_too_large(None, bytes_max, 0)
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    limit,
+                    format!(
+                        "the message is above this node's {limit} ({bytes_max} bytes) — send a smaller one, or raise limits.{limit}"
+                    ),
+                )
             } else {
                 ApiError::bad_request(format!("reading the message body failed: {e}"))
             }

@@ -53,6 +53,25 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Channels one connection may join.
 pub const WEBSOCKET_CHANNELS_PER_CONNECTION_MAX: usize = 64;
 
+/// Longest channel name.
+pub const CHANNEL_NAME_BYTES_MAX: usize = 128;
+
+/// Check a channel name: 1-128 of `A-Z a-z 0-9 . _ ~ -`, so it reads the same in a URL
+/// path whoever writes it.
+pub fn validate_channel(name: &str) -> Result<(), String> {
+    let ok = (1..=CHANNEL_NAME_BYTES_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "channel name `{name}` is invalid: use 1-{CHANNEL_NAME_BYTES_MAX} characters of A-Z, a-z, 0-9 and `._~-`"
+        ))
+    }
+}
+
 pub const HEADER_WEBSOCKET: &str = "eddy-websocket";
 pub const HEADER_CONNECTION_ID: &str = "eddy-connection-id";
 pub const HEADER_KIND: &str = "eddy-websocket-kind";
@@ -426,7 +445,7 @@ impl SocketServer {
             .map(|v| {
                 v.split(',')
                     .map(str::trim)
-                    .filter(|c| !c.is_empty())
+                    .filter(|c| validate_channel(c).is_ok())
                     .take(WEBSOCKET_CHANNELS_PER_CONNECTION_MAX)
                     .map(str::to_string)
                     .collect()
@@ -525,7 +544,7 @@ impl SocketServer {
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let closer = CancellationToken::new();
         let close_with = Arc::new(Mutex::new(None));
@@ -863,7 +882,8 @@ pub(crate) async fn platform(
     let bytes_max = sockets.limits.websocket_message_bytes_max as u64;
     match (method, segments.as_slice()) {
         (http::Method::POST, ["connections", id, "messages"]) => {
-            let body = crate::queues::read_message(body, bytes_max).await?;
+            let body =
+                crate::queues::read_limited(body, bytes_max, "websocket_message_bytes_max").await?;
             sockets
                 .send(Some(function), id, message(body)?)
                 .map_err(|e| refused(id, e))?;
@@ -908,8 +928,10 @@ pub(crate) async fn platform(
                 .map_err(|e| refused(id, e))?;
             Ok(serde_json::json!({"channel": channel, "joined": join}))
         }
-        (http::Method::POST, ["channels", channel, "messages"]) if !channel.is_empty() => {
-            let body = crate::queues::read_message(body, bytes_max).await?;
+        (http::Method::POST, ["channels", channel, "messages"]) => {
+            validate_channel(channel).map_err(ApiError::bad_request)?;
+            let body =
+                crate::queues::read_limited(body, bytes_max, "websocket_message_bytes_max").await?;
             let sent = sockets.broadcast(channel, message(body)?);
             Ok(serde_json::json!({"sent": sent}))
         }
