@@ -27,6 +27,10 @@ pub struct DeployConfig {
     /// A cron schedule that invokes the function (docs/cron.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleConfig>,
+    /// The node holds WebSocket upgrades on the function's route and delivers their
+    /// connect, message and close events to the function (docs/websockets.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<bool>,
     #[serde(flatten)]
     pub fluid: FluidConfig,
 }
@@ -323,6 +327,37 @@ pub struct Purged {
     pub purged: u64,
 }
 
+/// `GET /v1/functions/{name}/websockets`.
+#[derive(Deserialize, Debug)]
+pub struct WebSocketList {
+    pub function: String,
+    /// Oldest first.
+    pub connections: Vec<WebSocketConnection>,
+    /// How long the function's closed connections were held open, in all, since the node
+    /// started.
+    pub connection_seconds_closed: f64,
+}
+
+/// One open connection of `GET /v1/functions/{name}/websockets`.
+#[derive(Deserialize, Debug)]
+pub struct WebSocketConnection {
+    pub id: String,
+    /// RFC 3339, shown as the node wrote it.
+    pub opened_at: String,
+    /// In name order.
+    pub channels: Vec<String>,
+    /// Bytes sent to the connection that the client has not read yet.
+    pub queued_bytes: u64,
+}
+
+/// `200` answer to `POST /v1/websockets/channels/{channel}/messages`.
+#[derive(Deserialize, Debug)]
+pub struct Broadcast {
+    pub channel: String,
+    /// Connections the message was queued for.
+    pub sent: u64,
+}
+
 /// Every error the control API returns: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Deserialize, Debug)]
 pub struct ErrorBody {
@@ -376,6 +411,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&schedule(Some(Overlap::Allow), Some(Missed::RunOnce))).unwrap(),
             r#"{"schedule":{"cron":"*/5 * * * *","overlap":"allow","missed":"run-once"}}"#
+        );
+    }
+
+    #[test]
+    fn websocket_is_sent_only_when_given() {
+        let config = DeployConfig {
+            websocket: Some(true),
+            ..DeployConfig::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            r#"{"websocket":true}"#
         );
     }
 

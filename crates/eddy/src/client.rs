@@ -211,17 +211,19 @@ impl Client {
         self.send(request).await
     }
 
-    /// `POST` `body` as it is, with `headers` (such as `content-type`), checked by the caller
-    /// to be valid header values.
+    /// `POST` `body` as it is, with `query` parameters and `headers` (such as
+    /// `content-type`), checked by the caller to be valid header values.
     pub async fn post_bytes<T: DeserializeOwned>(
         &self,
         segments: &[&str],
+        query: &[(&str, String)],
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> Result<T> {
         let request = headers.iter().fold(
             self.http
                 .post(self.url(segments))
+                .query(query)
                 .body(body)
                 .timeout(REQUEST_TIMEOUT),
             |request, (name, value)| request.header(*name, *value),

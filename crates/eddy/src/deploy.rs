@@ -58,6 +58,8 @@ queue is left as it is), and binds each function's `consume` queue after deployi
   schedule = { cron = "*/5 * * * *" }   # optional: a POST every 5 minutes; also
                           # timezone = "Europe/Paris" (default UTC), overlap = "skip" or
                           # "allow", missed = "skip" or "run-once", path = "/hello/tick"
+  websocket = true        # optional: the node holds WebSocket connections on the route and
+                          # sends the function their connect, message and close events
   [functions.hello.env]
   GREETING = "Hi"
 
@@ -87,6 +89,11 @@ pub struct DeployArgs {
     /// any; repeat for more [default: none]
     #[arg(long = "publish", value_name = "QUEUE")]
     publish: Vec<String>,
+    /// Hold WebSocket connections on the function's route: the node accepts the upgrades and
+    /// sends the function each connection's connect, message and close events
+    /// (docs/websockets.md) [default: upgrades reach the function as plain requests]
+    #[arg(long)]
+    websocket: bool,
     #[command(flatten)]
     fluid: FluidArgs,
     #[command(flatten)]
@@ -123,6 +130,7 @@ impl DeployArgs {
                 ("--timeout", self.timeout_ms.is_some()),
                 ("--env", !self.env.is_empty()),
                 ("--publish", !self.publish.is_empty()),
+                ("--websocket", self.websocket),
                 ("--allow-outbound", !self.fluid.allow_outbound.is_empty()),
                 ("--max-concurrency", self.fluid.max_concurrency.is_some()),
                 ("--max-queue", self.fluid.max_queue.is_some()),
@@ -271,6 +279,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 env: args.env.into_iter().collect(),
                 publish: args.publish,
                 schedule: args.schedule.config(),
+                websocket: args.websocket.then_some(true),
                 fluid: args.fluid.config(),
             };
             let request = DeployRequest {
@@ -578,6 +587,24 @@ mod tests {
         let err = manifest_deploy.check_usage().unwrap_err();
         assert!(
             err.starts_with("--schedule applies to `eddy deploy NAME FILE`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_websocket_flag_is_for_one_component() {
+        assert!(
+            parse_deploy(&["chat", "chat.wasm", "--websocket"])
+                .unwrap()
+                .websocket
+        );
+        assert!(!parse_deploy(&["chat", "chat.wasm"]).unwrap().websocket);
+        let err = parse_deploy(&["--websocket"])
+            .unwrap()
+            .check_usage()
+            .unwrap_err();
+        assert!(
+            err.starts_with("--websocket applies to `eddy deploy NAME FILE`"),
             "{err}"
         );
     }

@@ -13,6 +13,7 @@ mod logs;
 mod ls;
 mod manifest;
 mod new;
+mod payload;
 mod queue;
 mod rm;
 mod rollback;
@@ -22,6 +23,7 @@ mod table;
 mod units;
 mod versions;
 mod wit;
+mod ws;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -118,6 +120,8 @@ enum ApiCommand {
     Dev(dev::DevArgs),
     /// Durable queues: create them, send messages, bind a consumer function, inspect them
     Queue(queue::QueueArgs),
+    /// WebSocket connections the node holds: list a function's, send to a channel's
+    Ws(ws::WsArgs),
 }
 
 #[tokio::main]
@@ -171,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ApiCommand::Stats(args) => stats::run(&client, args).await,
         ApiCommand::Dev(args) => dev::run(client, args).await,
         ApiCommand::Queue(args) => queue::run(&client, args).await,
+        ApiCommand::Ws(args) => ws::run(&client, args).await,
     }
 }
 

@@ -78,6 +78,8 @@ struct FunctionToml {
     /// `schedule = { cron = "*/5 * * * *", ... }`: the keys are those the node takes, so the
     /// table is read as it is sent; unknown keys are refused there too.
     schedule: Option<ScheduleConfig>,
+    /// The node holds WebSocket connections on the route and sends the function their events.
+    websocket: Option<bool>,
 }
 
 /// `consume = { queue = "orders", ... }`: only `queue` is required; the node has defaults for
@@ -274,6 +276,7 @@ impl FunctionToml {
             env: self.env.clone(),
             publish: self.publish.clone(),
             schedule: self.schedule.clone(),
+            websocket: self.websocket,
             fluid: FluidConfig {
                 allow_outbound: self.allow_outbound.clone(),
                 max_concurrency: self.max_concurrency,
@@ -659,6 +662,45 @@ mod tests {
         assert!(err.contains("expected `skip` or `allow`"), "{err}");
         let err = parse_err("\"@hourly\"");
         assert!(err.starts_with("line 3: "), "{err}");
+    }
+
+    #[test]
+    fn websocket_is_a_boolean_sent_as_given() {
+        let manifest = parse(
+            "[functions.chat]\ncomponent = \"chat.wasm\"\nwebsocket = true\n\
+             [functions.plain]\ncomponent = \"plain.wasm\"\nwebsocket = false\n\
+             [functions.unset]\ncomponent = \"unset.wasm\"",
+            Path::new(""),
+        )
+        .unwrap();
+        let [chat, plain, unset] = &manifest.functions[..] else {
+            panic!("three functions: {:?}", manifest.functions);
+        };
+        assert_eq!(
+            serde_json::to_string(&chat.config).unwrap(),
+            r#"{"websocket":true}"#
+        );
+        assert_eq!(plain.config.websocket, Some(false));
+        assert_eq!(unset.config.websocket, None);
+
+        let parse_err = |value: &str| {
+            let text = format!("[functions.chat]\ncomponent = \"c.wasm\"\nwebsocket = {value}");
+            parse(&text, Path::new("")).unwrap_err()
+        };
+        let err = parse_err("\"yes\"");
+        assert!(
+            err.starts_with("line 3: invalid type: string \"yes\""),
+            "{err}"
+        );
+        assert!(err.ends_with(FORMAT_HINT), "{err}");
+        let err = parse_err("1");
+        assert!(err.contains("expected a boolean"), "{err}");
+        let err = parse(
+            "[functions.chat]\ncomponent = \"c.wasm\"\nwebsockets = true",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `websockets`"), "{err}");
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! `eddy queue`: durable queues (docs/queues.md). Create them, send messages, bind the
 //! function that consumes them, and look into or repair what is queued.
 
-use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 
 use crate::api::{
     Consumer, ConsumerConfig, Message, MessageList, NewQueue, Purged, Queue, QueueList, Redriven,
     Sent,
 };
 use crate::client::Client;
+use crate::payload::Payload;
 use crate::{table, units};
 
 /// Error code of the node's 404 for a queue that does not exist.
@@ -85,7 +85,7 @@ struct SendArgs {
     queue: String,
     /// The message: literal text, @FILE for the bytes of a file, or - for standard input
     /// [default: -]
-    #[arg(value_name = "DATA", value_parser = parse_payload)]
+    #[arg(value_name = "DATA", value_parser = Payload::parse)]
     data: Option<Payload>,
     /// Media type stored with the message and delivered as its content type
     /// [default: application/octet-stream]
@@ -256,7 +256,7 @@ pub(crate) async fn bind(
 }
 
 async fn send(client: &Client, args: SendArgs) -> Result<String> {
-    let body = read_payload(args.data.as_ref().unwrap_or(&Payload::Stdin))?;
+    let body = args.data.unwrap_or(Payload::Stdin).read()?;
     let headers: Vec<(&str, &str)> = [
         ("content-type", args.content_type.as_deref()),
         ("idempotency-key", args.idempotency_key.as_deref()),
@@ -265,7 +265,12 @@ async fn send(client: &Client, args: SendArgs) -> Result<String> {
     .filter_map(|(name, value)| Some((name, value?)))
     .collect();
     let sent: Sent = client
-        .post_bytes(&["v1", "queues", &args.queue, "messages"], body, &headers)
+        .post_bytes(
+            &["v1", "queues", &args.queue, "messages"],
+            &[],
+            body,
+            &headers,
+        )
         .await?;
     Ok(if sent.duplicate {
         format!(
@@ -299,49 +304,6 @@ async fn consume(client: &Client, args: ConsumeArgs) -> Result<String> {
         path: args.path,
     };
     bind(client, &args.queue, &consumer).await
-}
-
-/// Where `eddy queue send` takes the message from.
-#[derive(Debug, Clone, PartialEq)]
-enum Payload {
-    Text(String),
-    File(PathBuf),
-    Stdin,
-}
-
-/// `-` is standard input and `@FILE` a file, as curl's `--data`; anything else is the message.
-fn parse_payload(value: &str) -> Result<Payload, String> {
-    if value == "-" {
-        return Ok(Payload::Stdin);
-    }
-    match value.strip_prefix('@') {
-        Some("") => Err("`@` needs a file name after it, e.g. @order.json".to_owned()),
-        Some(path) => Ok(Payload::File(path.into())),
-        None => Ok(Payload::Text(value.to_owned())),
-    }
-}
-
-fn read_payload(payload: &Payload) -> Result<Vec<u8>> {
-    match payload {
-        Payload::Text(text) => Ok(text.clone().into_bytes()),
-        Payload::File(path) => std::fs::read(path).map_err(|err| {
-            anyhow!(
-                "cannot read the message from {}: {err} — check the path after @",
-                path.display()
-            )
-        }),
-        Payload::Stdin => {
-            let mut stdin = std::io::stdin();
-            if stdin.is_terminal() {
-                eprintln!("reading the message from standard input; end it with Ctrl-D");
-            }
-            let mut body = Vec::new();
-            stdin
-                .read_to_end(&mut body)
-                .context("cannot read the message from standard input — pass DATA or @FILE")?;
-            Ok(body)
-        }
-    }
 }
 
 /// A value sent as an HTTP header: visible ASCII and spaces, which every server reads the
@@ -645,25 +607,15 @@ mod tests {
           "concurrency":3,"in_flight":2,"breaker":"closed"}}"#;
 
     #[test]
-    fn payloads_are_text_a_file_or_stdin() {
-        assert_eq!(parse_payload("-"), Ok(Payload::Stdin));
-        assert_eq!(
-            parse_payload("@order.json"),
-            Ok(Payload::File("order.json".into()))
-        );
-        assert_eq!(
-            parse_payload("{\"id\": 1}"),
-            Ok(Payload::Text("{\"id\": 1}".into()))
-        );
-        assert!(
-            parse_payload("@")
-                .unwrap_err()
-                .contains("needs a file name")
-        );
+    fn send_reads_stdin_unless_given_data() {
         let QueueCommand::Send(send) = parse(&["send", "orders"]).unwrap() else {
             panic!("not send");
         };
         assert_eq!(send.data, None);
+        let QueueCommand::Send(send) = parse(&["send", "orders", "@order.json"]).unwrap() else {
+            panic!("not send");
+        };
+        assert_eq!(send.data, Some(Payload::File("order.json".into())));
     }
 
     #[test]
