@@ -719,6 +719,112 @@ def queue_latency(node):
         server.shutdown()
 
 
+WS_IDLE_TARGET = 100_000
+WS_ACTIVE = 1000
+WS_ROUNDS = 20
+WS_IDLE_MEASURE_S = 10
+WS_LOCAL_ADDRESSES = 8
+
+
+def ws_frame(payload: bytes, opcode=1):
+    """A client frame (masked), as RFC 6455 wants."""
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        header = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def ws_read_frame(reader):
+    head = await reader.readexactly(2)
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return head[0] & 0x0F, await reader.readexactly(n)
+
+
+async def ws_open(port, index):
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, local_addr=(f"127.0.0.{1 + index % WS_LOCAL_ADDRESSES}", 0))
+    writer.write(b"GET /chat/ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head.decode(errors="replace").splitlines()[0])
+    return reader, writer
+
+
+async def ws_scenario(node, idle):
+    pid = node.proc.pid
+    rss_before = rss_bytes(pid)
+    gate = asyncio.Semaphore(200)
+
+    async def open_one(i):
+        async with gate:
+            return await ws_open(node.port, i)
+
+    started = time.monotonic()
+    idle_conns = await asyncio.gather(*(open_one(i) for i in range(idle)))
+    open_s = time.monotonic() - started
+    await asyncio.sleep(2)
+    rss_idle = rss_bytes(pid)
+    cpu0 = cpu_seconds(pid)
+    await asyncio.sleep(WS_IDLE_MEASURE_S)
+    idle_cpu_s = cpu_seconds(pid) - cpu0
+    active = await asyncio.gather(*(open_one(idle + i) for i in range(WS_ACTIVE)))
+    rtts = []
+
+    async def talk(reader, writer, k):
+        for r in range(WS_ROUNDS):
+            payload = f"m{k}-{r}".encode()
+            sent = time.monotonic()
+            writer.write(ws_frame(payload))
+            while True:
+                opcode, data = await ws_read_frame(reader)
+                if opcode == 1 and data == payload:
+                    break
+            rtts.append((time.monotonic() - sent) * 1000)
+
+    started = time.monotonic()
+    await asyncio.gather(*(talk(r, w, k) for k, (r, w) in enumerate(active)))
+    active_s = time.monotonic() - started
+    for _, w in idle_conns + active:
+        w.close()
+    return {
+        "idle": idle, "open_s": open_s,
+        "rss_before_mib": rss_before / MIB, "rss_idle_mib": rss_idle / MIB,
+        "rss_per_connection_kib": (rss_idle - rss_before) / idle / 1024,
+        "idle_cpu_pct": 100 * idle_cpu_s / WS_IDLE_MEASURE_S,
+        "messages": len(rtts), "active_s": active_s,
+        "rtt_p50_ms": percentile(rtts, 50), "rtt_p99_ms": percentile(rtts, 99),
+    }
+
+
+def websockets(work):
+    """Idle WebSocket connections held by one node (as many as the file limit allows, up to
+    100,000), and message round trips on 1000 active ones beside them."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    idle = max(1000, min(WS_IDLE_TARGET, hard - WS_ACTIVE - 2000))
+    total = idle + WS_ACTIVE + 10
+    node = Node(work / "ws", f"[limits]\nwebsocket_connections_max = {total}\n"
+                             f"websocket_connections_per_function_max = {total}\n").start()
+    try:
+        node.deploy("chat", (GUESTS / "misbehave.wasm").read_bytes(), {"websocket": True, "reuse": True})
+        result = asyncio.run(ws_scenario(node, idle))
+        result["file_limit"] = hard
+        log(f"websockets: {json.dumps(result)}")
+        return result
+    finally:
+        node.stop()
+
+
 def machine():
     model = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -747,7 +853,7 @@ def ms(v):
     return f"{v:.2f}"
 
 
-def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None):
+def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None, ws=None):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
                  f"kernel {info['kernel']}; wrk `-d{WRK_DURATION_S}s` after a {WRK_WARMUP_S}s warm-up, "
@@ -849,6 +955,22 @@ def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None)
                      f"p50 {ms(lat['p50_ms'])} ms, p99 {ms(lat['p99_ms'])} ms, max {ms(lat['max_ms'])} ms "
                      f"({lat['count']} of {lat['sent']} arrived).")
         lines.append("")
+    if ws:
+        lines.append("### WebSockets held by the node")
+        lines.append("")
+        lines.append(f"{ws['idle']} idle connections to one function (misbehave `ws`, warm instances) opened by an asyncio "
+                     f"client on the same machine; the open-file limit here is {ws['file_limit']} per process and both "
+                     "ends of each connection are on this machine, so that is as many as it allows. Then "
+                     f"{WS_ACTIVE} more connections each send {WS_ROUNDS} text messages one after another, each echoed "
+                     "by the function (an invocation per message), beside the idle ones.")
+        lines.append("")
+        lines.append("| idle connections | opened in s | node RSS before → with them MiB | RSS per idle connection KiB | "
+                     "projected for 100,000 MiB | node CPU while idle (% of one core) | messages | round trip p50 ms | p99 ms |")
+        lines.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        lines.append(f"| {ws['idle']} | {ws['open_s']:.1f} | {ws['rss_before_mib']:.0f} → {ws['rss_idle_mib']:.0f} | "
+                     f"{ws['rss_per_connection_kib']:.1f} | {ws['rss_per_connection_kib'] * 100_000 / 1024:.0f} | "
+                     f"{ws['idle_cpu_pct']:.2f} | {ws['messages']} | {ms(ws['rtt_p50_ms'])} | {ms(ws['rtt_p99_ms'])} |")
+        lines.append("")
     if wait:
         lines.append(f"### Cost of waiting ({WAITERS} concurrent requests, each waiting {WAIT_MS} ms on `wasi:clocks`)")
         lines.append("")
@@ -894,7 +1016,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             work = Path(tmp)
             info = machine()
-            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues").split(",")
+            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues,websockets").split(",")
             tput = throughput(work) if "throughput" in sections else None
             cold = cold_starts(work) if "cold" in sections else None
             redeploy = redeploys(work) if "redeploy" in sections else None
@@ -902,7 +1024,8 @@ def main():
             dens = density(work) if "density" in sections else None
             calls = guest_calls() if "guestcall" in sections else None
             queues = queue_throughput(work) if "queues" in sections else None
-            section = report(info, tput, cold, wait, dens, calls, redeploy, queues)
+            ws = websockets(work) if "websockets" in sections else None
+            section = report(info, tput, cold, wait, dens, calls, redeploy, queues, ws)
             print(section)
             if os.environ.get("BENCH_NO_RECORD") != "1":
                 prepend(section)

@@ -213,3 +213,16 @@ async fn connection_limits_idle_timeouts_and_metering() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_connections_and_broadcasts() {
+    let node = chat("").await;
+    let mut member = connect(&node, "?channels=lobby").await;
+    let sent = common::stdout_ok(&node.cli(&["ws", "send", "lobby", "from the cli"]));
+    assert!(sent.contains("sent to 1 connection"), "{sent}");
+    assert_eq!(next(&mut member).await, Message::text("from the cli"));
+    let listed = common::stdout_ok(&node.cli(&["ws", "ls", "chat"]));
+    assert!(listed.contains("lobby"), "{listed}");
+    let err = common::stderr_err(&node.cli(&["ws", "send", "no/such", "x"]));
+    assert!(err.contains("channel name"), "{err}");
+}
