@@ -328,16 +328,7 @@ async fn a_timing_out_consumer_shrinks_while_http_keeps_answering() {
     assert!(smallest < 8, "the consumer never shrank below 8: {stats}");
     assert!(answered > 50, "only {answered} interactive requests in 4 s");
     // The shrunk concurrency is in the metrics too.
-    let metrics = node
-        .http
-        .get(format!("http://{}/metrics", node.admin))
-        .bearer_auth(&node.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("eddy_queue_consumer_concurrency{") && l.contains("queue=\"slow\""))

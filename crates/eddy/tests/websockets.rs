@@ -186,16 +186,7 @@ async fn connection_limits_idle_timeouts_and_metering() {
     let closed = next(&mut a).await;
     assert_eq!(close_code(&closed), 1001, "{closed:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = node
-        .http
-        .get(format!("http://{}/metrics", node.admin))
-        .bearer_auth(&node.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()

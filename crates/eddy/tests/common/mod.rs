@@ -204,6 +204,19 @@ impl Node {
         json_reply(response).await
     }
 
+    /// The Prometheus text of `/metrics` (admin listener, with the token).
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("http://{}/metrics", self.admin))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// Deploy `bytes` as `name` with a JSON config through the control API.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>, config: Value) -> (u16, Value) {
         let form = reqwest::multipart::Form::new()
