@@ -362,6 +362,7 @@ async fn stats(
         "wall_ms_total": ms(total.wall_us),
         "cpu_ms_total": ms(total.cpu_us),
         "instantiate_ms_total": ms(total.instantiate_us),
+        "websocket_connection_seconds": total.connection_ms as f64 / 1000.0,
         "latency_ms_p50": total.latency.quantile_us(0.5).map(ms),
         "latency_ms_p99": total.latency.quantile_us(0.99).map(ms),
         "request_bytes": total.request_bytes,

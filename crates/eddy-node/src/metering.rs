@@ -448,8 +448,12 @@ impl Meter {
             .inc();
     }
 
-    /// A WebSocket connection of `function` closed after `open_for`.
-    pub fn websocket_closed(&self, function: &str, open_for: std::time::Duration) {
+    /// A WebSocket connection of `function` closed after `open_for`: counted in `/metrics`
+    /// and in the minute's totals (`eddy stats`).
+    pub fn websocket_closed(&self, function: &Arc<str>, at_ms: i64, open_for: std::time::Duration) {
+        self.add(function, at_ms, |r| {
+            r.connection_ms += open_for.as_millis() as u64;
+        });
         let label = FunctionLabel {
             function: function.to_string(),
         };

@@ -643,7 +643,9 @@ impl SocketServer {
 
     fn finish(&self, function: &Arc<str>, id: &str) {
         if let Some(open_for) = self.sockets.unregister(id) {
-            self.registry.meter().websocket_closed(function, open_for);
+            self.registry
+                .meter()
+                .websocket_closed(function, now_ms(), open_for);
         }
     }
 

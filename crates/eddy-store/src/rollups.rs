@@ -20,8 +20,8 @@ impl Store {
                 "INSERT OR REPLACE INTO invocation_minutes
                      (function, minute_ms, invocations, errors, rejected, cold_starts, wall_us,
                       cpu_us, instantiate_us, request_bytes, response_bytes, memory_bytes_peak,
-                      outcomes, latency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                      outcomes, latency, connection_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for (function, minute_ms, add) in rollups {
                 if !exists.exists(params![function])? {
@@ -48,6 +48,7 @@ impl Store {
                     total.memory_bytes_peak,
                     encode(&total.outcomes)?,
                     encode(&total.latency)?,
+                    total.connection_ms,
                 ])?;
             }
         }
@@ -80,7 +81,8 @@ impl Store {
 }
 
 const COLUMNS: &str = "invocations, errors, rejected, cold_starts, wall_us, cpu_us, \
-     instantiate_us, request_bytes, response_bytes, memory_bytes_peak, outcomes, latency";
+     instantiate_us, request_bytes, response_bytes, memory_bytes_peak, outcomes, latency, \
+     connection_ms";
 
 fn row_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Rollup>> {
     row_rollup_at(row, 0)
@@ -101,6 +103,7 @@ fn row_rollup_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<
         request_bytes: row.get(at + 7)?,
         response_bytes: row.get(at + 8)?,
         memory_bytes_peak: row.get(at + 9)?,
+        connection_ms: row.get(at + 12)?,
         ..Rollup::default()
     };
     Ok(decode(&outcomes).and_then(|outcomes| {

@@ -119,6 +119,10 @@ CREATE TABLE invocation_minutes (
 ) STRICT;
 CREATE INDEX invocation_minutes_minute ON invocation_minutes (minute_ms);
 "#,
+    r#"
+-- WebSocket connection time, metered apart from invocations.
+ALTER TABLE invocation_minutes ADD COLUMN connection_ms INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Brings the schema up to `migrations.len()`, one transaction per migration. The version is

@@ -220,6 +220,9 @@ pub struct Rollup {
     pub outcomes: BTreeMap<String, u64>,
     /// Wall-time distribution of the invocations.
     pub latency: LatencyHistogram,
+    /// Milliseconds WebSocket connections were held open, counted in the minute each
+    /// closed (separate from invocations).
+    pub connection_ms: u64,
 }
 
 impl Rollup {
@@ -239,6 +242,7 @@ impl Rollup {
             *self.outcomes.entry(outcome.clone()).or_default() += n;
         }
         self.latency.merge(&other.latency);
+        self.connection_ms += other.connection_ms;
     }
 }
 
