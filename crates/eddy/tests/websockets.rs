@@ -217,3 +217,49 @@ async fn the_cli_lists_connections_and_broadcasts() {
     let err = common::stderr_err(&node.cli(&["ws", "send", "no/such", "x"]));
     assert!(err.contains("channel name"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_keep_a_quiet_client_open_and_the_node_caps_connections() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let node = chat(
+        "[limits]\nwebsocket_connections_max = 2\nwebsocket_idle_timeout_ms = 800\nwebsocket_ping_interval_ms = 200\n",
+    )
+    .await;
+    // The function picks the subprotocol the client offered.
+    let mut request = format!("ws://{}/chat/ws?protocol=chat.v1", node.public)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "chat.v1".parse().unwrap());
+    let (mut quiet, response) = connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v1");
+    // Silent for more than twice the idle timeout, but answering the node's pings (the
+    // client pongs while it reads): still open, and only pings arrived.
+    let deadline = std::time::Instant::now() + Duration::from_millis(2000);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(100), quiet.next()).await
+        {
+            assert!(matches!(message, Ok(Message::Ping(_))), "{message:?}");
+        }
+    }
+    quiet.send(Message::text("still open")).await.unwrap();
+    assert_eq!(next(&mut quiet).await, Message::text("still open"));
+    // Node-wide cap: a second function's connection counts too.
+    node.deploy_ok("other", "misbehave", json!({"websocket": true}))
+        .await;
+    let (_second, _) = connect_async(format!("ws://{}/other/ws", node.public))
+        .await
+        .unwrap();
+    match connect_async(format!("ws://{}/chat/ws", node.public)).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(
+                response.headers()["eddy-error"],
+                "websocket_connections_max"
+            );
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
