@@ -283,7 +283,10 @@ impl Record {
 }
 
 /// The limit that turned a request away, and what the caller is told.
-fn rejection_reason(rejection: Rejection, live: &LiveFunction) -> (&'static str, String) {
+pub(crate) fn rejection_reason(
+    rejection: Rejection,
+    live: &LiveFunction,
+) -> (&'static str, String) {
     let a = live.admission;
     let name = &live.name;
     match rejection {

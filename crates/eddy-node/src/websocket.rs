@@ -81,11 +81,6 @@ pub const HEADER_CLOSE_CODE: &str = "eddy-websocket-close-code";
 pub const MESSAGE_EVENT_TYPE: &str = "dev.eddy.websocket.message";
 pub const CLOSE_EVENT_TYPE: &str = "dev.eddy.websocket.close";
 
-/// Something to write to a connection.
-enum Outgoing {
-    Message(Message),
-}
-
 /// The node's open connections and channels; what `eddy.local` and the control API act on.
 pub struct Sockets {
     limits: LimitsConfig,
@@ -101,9 +96,19 @@ struct SocketState {
     total: usize,
 }
 
+impl SocketState {
+    /// The open connection `id`, if it belongs to `function` (any function's when `None`).
+    fn connection(&self, function: Option<&str>, id: &str) -> Result<&Connection, SocketError> {
+        self.connections
+            .get(id)
+            .filter(|c| function.is_none_or(|f| &*c.function == f))
+            .ok_or(SocketError::NoConnection)
+    }
+}
+
 struct Connection {
     function: Arc<str>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: mpsc::UnboundedSender<Message>,
     /// Bytes queued for writing and not yet written.
     queued: Arc<AtomicUsize>,
     /// Cancelled to close the connection; `close_with` says how.
@@ -222,12 +227,7 @@ impl Sockets {
         message: Message,
     ) -> Result<(), SocketError> {
         let s = self.lock();
-        let connection = s
-            .connections
-            .get(id)
-            .filter(|c| function.is_none_or(|f| &*c.function == f))
-            .ok_or(SocketError::NoConnection)?;
-        self.enqueue(connection, message)
+        self.enqueue(s.connection(function, id)?, message)
     }
 
     fn enqueue(&self, connection: &Connection, message: Message) -> Result<(), SocketError> {
@@ -246,7 +246,7 @@ impl Sockets {
             );
             return Err(SocketError::SlowReader);
         }
-        if connection.out.send(Outgoing::Message(message)).is_err() {
+        if connection.out.send(message).is_err() {
             connection.queued.fetch_sub(bytes, Ordering::AcqRel);
             return Err(SocketError::NoConnection);
         }
@@ -261,13 +261,7 @@ impl Sockets {
         code: u16,
         reason: String,
     ) -> Result<(), SocketError> {
-        let s = self.lock();
-        let connection = s
-            .connections
-            .get(id)
-            .filter(|c| function.is_none_or(|f| &*c.function == f))
-            .ok_or(SocketError::NoConnection)?;
-        close(connection, code, reason);
+        close(self.lock().connection(function, id)?, code, reason);
         Ok(())
     }
 
@@ -495,18 +489,14 @@ impl SocketServer {
         {
             Ok(permit) => permit,
             Err(rejection) => {
-                self.registry
-                    .meter()
-                    .rejected(&live.name, now_ms(), rejection.limit());
-                return Err(node_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    rejection.limit(),
-                    &format!(
-                        "`{}` is busy ({}); retry shortly",
-                        live.name,
-                        rejection.limit()
-                    ),
-                ));
+                // The same answer (and limit name) as a refused HTTP request.
+                let (limit, message) = crate::ingress::rejection_reason(rejection, live);
+                self.registry.meter().rejected(&live.name, now_ms(), limit);
+                let mut response = node_response(StatusCode::SERVICE_UNAVAILABLE, limit, &message);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Err(response);
             }
         };
         invoke_collected(
@@ -699,7 +689,7 @@ async fn write_loop(
         WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
         Message,
     >,
-    mut out: mpsc::UnboundedReceiver<Outgoing>,
+    mut out: mpsc::UnboundedReceiver<Message>,
     queued: Arc<AtomicUsize>,
     closer: CancellationToken,
     close_with: Arc<Mutex<Option<(u16, String)>>>,
@@ -710,8 +700,8 @@ async fn write_loop(
             biased;
             _ = closer.cancelled() => break,
             outgoing = out.recv() => {
-                let Some(Outgoing::Message(message)) = outgoing else { break };
-                let bytes = if message.is_ping() { 0 } else { message.len() };
+                let Some(message) = outgoing else { break };
+                let bytes = message.len();
                 let written = {
                     let send = write.send(message);
                     tokio::pin!(send);
