@@ -7,13 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::Node;
+use common::{Node, WsClient as Client, ws_next as next};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-
-type Client = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(node: &Node, query: &str) -> Client {
     let url = format!("ws://{}/chat/ws{query}", node.public);
@@ -22,20 +20,6 @@ async fn connect(node: &Node, query: &str) -> Client {
         .unwrap_or_else(|e| panic!("{url}: {e}"));
     assert!(response.headers().contains_key("eddy-connection-id"));
     client
-}
-
-/// The next data or close message, within 10 s.
-async fn next(client: &mut Client) -> Message {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), client.next())
-            .await
-            .expect("nothing arrived within 10 s")
-            .expect("the connection ended")
-            .expect("a WebSocket error");
-        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
-            return message;
-        }
-    }
 }
 
 fn close_code(message: &Message) -> u16 {

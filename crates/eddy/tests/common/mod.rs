@@ -332,6 +332,7 @@ pub struct Reply {
     pub error: Option<String>,
     /// The `retry-after` header, if any.
     pub retry_after: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
@@ -357,6 +358,7 @@ impl Reply {
             .headers()
             .get("retry-after")
             .map(|v| v.to_str().unwrap().to_string());
+        let headers = response.headers().clone();
         let body = response
             .text()
             .await
@@ -365,6 +367,7 @@ impl Reply {
             status,
             error,
             retry_after,
+            headers,
             body,
         }
     }
@@ -405,4 +408,24 @@ pub fn stderr_err(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A WebSocket client connected to the node.
+pub type WsClient =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next data or close message on `client`, within 10 s (pings and pongs skipped).
+pub async fn ws_next(client: &mut WsClient) -> tokio_tungstenite::tungstenite::Message {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("nothing arrived within 10 s")
+            .expect("the connection ended")
+            .expect("a WebSocket error");
+        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+            return message;
+        }
+    }
 }
