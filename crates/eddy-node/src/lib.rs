@@ -217,8 +217,10 @@ impl RunningNode {
         self.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
         // No new deliveries; those running finish like requests (their messages are
-        // settled, or delivered again after a restart).
+        // settled, or delivered again after a restart). The consumers hold a record sink:
+        // let go of it, or the writer below waits out the whole grace period.
         self.consumers.stop_all();
+        drop(self.consumers);
         for server in self.servers {
             // The public server bounds itself by the grace period; the control API's
             // requests are short (long polls end on shutdown).

@@ -26,6 +26,13 @@ async fn restart_serves_every_function_without_recompiling() {
         "eddy should exit cleanly on SIGTERM:\n{}",
         node.output()
     );
+    // Nothing was running: every record is written, and nothing waits out the grace period
+    // (a sink left open once did, on every shutdown).
+    assert!(
+        !node.output().contains("not written before shutdown"),
+        "{}",
+        node.output()
+    );
 
     let node = Node::start_in(node.state.clone(), "");
     let (_, stats) = node.api_get("/node").await;
