@@ -461,14 +461,35 @@ impl SocketServer {
         if let Ok(value) = HeaderValue::from_str(&id) {
             headers.insert(HEADER_CONNECTION_ID, value);
         }
-        let server = self.clone();
+        // Registered before the 101 goes out: a client told it is connected is already in
+        // its channels, and what is sent to it waits in its queue until the socket is up.
         let function = live.name.clone();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let held = Held {
+            queued: Arc::new(AtomicUsize::new(0)),
+            closer: CancellationToken::new(),
+            close_with: Arc::new(Mutex::new(None)),
+        };
+        self.sockets.register(
+            &id,
+            Connection {
+                function: function.clone(),
+                out: out_tx,
+                queued: held.queued.clone(),
+                closer: held.closer.clone(),
+                close_with: held.close_with.clone(),
+                channels,
+                opened_at_ms: now_ms(),
+            },
+        );
+        self.registry.meter().websocket_opened(&function);
+        let server = self.clone();
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => server.run(function, id, path, channels, upgraded).await,
+                Ok(upgraded) => server.run(function, id, path, out_rx, held, upgraded).await,
                 Err(e) => {
                     tracing::debug!(%function, error = %e, "WebSocket upgrade failed");
-                    server.sockets.unreserve(&function);
+                    server.finish(&function, &id);
                 }
             }
         });
@@ -523,9 +544,15 @@ impl SocketServer {
         function: Arc<str>,
         id: String,
         path: String,
-        channels: HashSet<String>,
+        out_rx: mpsc::UnboundedReceiver<Message>,
+        held: Held,
         upgraded: hyper::upgrade::Upgraded,
     ) {
+        let Held {
+            queued,
+            closer,
+            close_with,
+        } = held;
         let config = WebSocketConfig::default()
             .read_buffer_size(WEBSOCKET_READ_BUFFER_BYTES)
             .write_buffer_size(0)
@@ -534,23 +561,6 @@ impl SocketServer {
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let closer = CancellationToken::new();
-        let close_with = Arc::new(Mutex::new(None));
-        self.sockets.register(
-            &id,
-            Connection {
-                function: function.clone(),
-                out: out_tx,
-                queued: queued.clone(),
-                closer: closer.clone(),
-                close_with: close_with.clone(),
-                channels,
-                opened_at_ms: now_ms(),
-            },
-        );
-        self.registry.meter().websocket_opened(&function);
         let (write, mut read) = socket.split();
         // The writer has a task of its own, so a reader that stops reading blocks only it:
         // the connection still sees its close, its timeouts and its events.
@@ -680,6 +690,16 @@ impl SocketServer {
         }
         let _ = self.invoke(&live, request).await;
     }
+}
+
+/// What a registered connection's tasks share with its entry in `Sockets`.
+struct Held {
+    /// Bytes sent to the connection and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Ends the connection.
+    closer: CancellationToken,
+    /// The close frame to send, once chosen.
+    close_with: Arc<Mutex<Option<(u16, String)>>>,
 }
 
 /// Writes a connection's outgoing messages until it closes; then the close frame, if the
