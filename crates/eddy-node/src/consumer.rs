@@ -39,6 +39,9 @@ use crate::routes::LiveFunction;
 
 /// CloudEvents `type` of a queue message delivery.
 pub const QUEUE_EVENT_TYPE: &str = "dev.eddy.queue.message";
+/// The header naming the queue a delivery comes from; only the node sets it (see
+/// `ingress::NODE_HEADER_PREFIX`), so it tells a delivery from a public request.
+pub const HEADER_QUEUE: &str = "eddy-queue";
 /// Content type of a delivery of more than one message.
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 /// How often a consumer whose function is not deployed looks again.
@@ -475,7 +478,8 @@ impl Dispatcher {
         let builder = Request::builder()
             .method(http::Method::POST)
             .uri(path)
-            .header(header::HOST, "localhost");
+            .header(header::HOST, "localhost")
+            .header(HEADER_QUEUE, header_value(&self.queue));
         let request = if self.settings.batch_size <= 1 {
             let m = &claimed[0];
             builder

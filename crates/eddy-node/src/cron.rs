@@ -34,6 +34,9 @@ use crate::registry::{Registry, now_ms};
 
 /// CloudEvents `type` of a cron tick.
 pub const TICK_EVENT_TYPE: &str = "dev.eddy.cron.tick";
+/// The header naming the function whose schedule a tick comes from; only the node sets it
+/// (see `ingress::NODE_HEADER_PREFIX`).
+pub const HEADER_SCHEDULE: &str = "eddy-schedule";
 /// How often the scheduler looks for schedules deployed, changed or removed.
 pub const SCHEDULE_SYNC_INTERVAL: Duration = Duration::from_millis(250);
 /// Occurrences looked through to find the latest tick missed while the node was down (a
@@ -296,6 +299,7 @@ impl Scheduler {
             .method(http::Method::POST)
             .uri(path)
             .header(header::HOST, "localhost")
+            .header(HEADER_SCHEDULE, header_value(function))
             .header(header::CONTENT_TYPE, "application/json")
             .header("ce-specversion", "1.0")
             .header("ce-id", header_value(&format!("{function}@{scheduled}")))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use eddy_runtime::{Answer, Failure, InvocationReport, Outcome, ResponseBody};
 use eddy_store::NewInvocation;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,6 +31,10 @@ use crate::routes::LiveFunction;
 pub const HEALTH_PATH: &str = "/_eddy/healthz";
 /// The header naming the limit (or failure) behind a response the node wrote itself.
 pub const ERROR_HEADER: &str = "eddy-error";
+/// Request headers with this prefix are the node's (`eddy-websocket`, `eddy-connection-id`,
+/// `eddy-queue`, `eddy-schedule`, ...): removed from every public request, so a function can
+/// trust that the node set the ones it sees.
+pub const NODE_HEADER_PREFIX: &str = "eddy-";
 /// Slack above `header_bytes_max` for hyper's read buffer (request line, framing), so
 /// eddy's own check answers before hyper's generic one.
 const HEADER_BUFFER_SLACK_BYTES: usize = 16 * 1024;
@@ -116,7 +120,8 @@ impl Ingress {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        remove_node_headers(req.headers_mut());
         let path = req.uri().path();
         if path == HEALTH_PATH {
             return health(&self.draining);
@@ -221,6 +226,22 @@ impl Ingress {
                 response
             }
             Err(failure) => failure_response(&failure),
+        }
+    }
+}
+
+/// Removes the request headers only the node may set: a client cannot forge a WebSocket
+/// event, a queue delivery or a cron tick.
+fn remove_node_headers(headers: &mut http::HeaderMap) {
+    let is_node_header = |name: &HeaderName| name.as_str().starts_with(NODE_HEADER_PREFIX);
+    if headers.keys().any(is_node_header) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_node_header(n))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
         }
     }
 }
