@@ -524,8 +524,13 @@ fn build_js(spec: &BuildSpec, output: &Path) -> Result<()> {
     run_tool(
         "componentize-js",
         Command::new(src.join(COMPONENTIZE_JS_BIN))
-            .args(["app.js", "--wit", JS_WIT_DIR, "--world-name"])
-            .arg(wit::proxy_world(&version))
+            .args([
+                "app.js",
+                "--wit",
+                JS_WIT_DIR,
+                "--world-name",
+                wit::FUNCTION_WORLD,
+            ])
             .arg("-o")
             .arg(std::path::absolute(output)?)
             .current_dir(src),

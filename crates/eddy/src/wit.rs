@@ -9,6 +9,11 @@ use std::path::Path;
 /// The WASI 0.2 release of the vendored WIT.
 pub const WASI_VERSION: &str = "0.2.12";
 
+/// The world `write` puts in world.wit: wasi:http/proxy plus wasi:cli/environment, which
+/// componentize-js needs in the world for `import { getEnvironment } from
+/// "wasi:cli/environment@0.2.x"` (StarlingMonkey has no `process.env`).
+pub const FUNCTION_WORLD: &str = "eddy:function/function";
+
 /// The world every function targets.
 pub fn proxy_world(wasi_version: &str) -> String {
     format!("wasi:http/proxy@{wasi_version}")
@@ -43,10 +48,11 @@ pub fn write(dir: &Path, wasi_version: Option<&str>) -> io::Result<()> {
     std::fs::write(
         dir.join("world.wit"),
         format!(
-            "// The world of an eddy function: a wasi:http/proxy component. The packages under\n\
-             // deps/ are the WASI {version} interfaces eddy serves.\n\
+            "// The world of an eddy function: a wasi:http/proxy component that may also read\n\
+             // its environment (the deploy's env). The packages under deps/ are the WASI\n\
+             // {version} interfaces eddy serves.\n\
              package eddy:function;\n\n\
-             world function {{\n  include {};\n}}\n",
+             world function {{\n  include {};\n  import wasi:cli/environment@{version};\n}}\n",
             proxy_world(version)
         ),
     )
@@ -169,6 +175,10 @@ mod tests {
         write(dir.path(), Some("0.2.10")).unwrap();
         let world = std::fs::read_to_string(dir.path().join("world.wit")).unwrap();
         assert!(world.contains("include wasi:http/proxy@0.2.10;"), "{world}");
+        assert!(
+            world.contains("import wasi:cli/environment@0.2.10;"),
+            "{world}"
+        );
         let http = std::fs::read_to_string(dir.path().join("deps/http.wit")).unwrap();
         assert!(http.starts_with("package wasi:http@0.2.10;"));
         assert!(!http.contains("0.2.12"));
