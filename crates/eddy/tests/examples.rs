@@ -346,12 +346,29 @@ async fn webhook(lang: &str) {
         "{logs}"
     );
 
-    // Called as an ordinary HTTP endpoint, it says it is not one.
+    // Called as an ordinary HTTP endpoint, it says it is not one; a public request that
+    // dresses up as a delivery loses the node's header at the door and is no delivery either.
     let plain = node.get(&format!("/{function}")).await;
-    assert_eq!(plain.status, 400, "{}", plain.body);
+    let forged = node
+        .send(
+            reqwest::Client::new()
+                .post(node.url(&format!("/{function}")))
+                .header("eddy-queue", &queue)
+                .header("ce-id", "m999")
+                .body("forged"),
+        )
+        .await;
+    for reply in [plain, forged] {
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(
+            serde_json::from_str::<Value>(&reply.body).unwrap(),
+            json!({"error": "not a queue delivery"})
+        );
+    }
     assert_eq!(
-        serde_json::from_str::<Value>(&plain.body).unwrap(),
-        json!({"error": "not a queue delivery"})
+        seen.lock().unwrap().len(),
+        2,
+        "nothing more reached the webhook"
     );
 }
 
@@ -386,9 +403,10 @@ async fn join(node: &Node, path: &str) -> (WsClient, String) {
     (client, id)
 }
 
-/// The next message on `client`, as JSON.
-async fn event(client: &mut WsClient) -> Value {
-    match ws_next(client).await {
+/// The next message on `client`, as JSON; `what` names it when it does not come.
+async fn event(client: &mut WsClient, what: &str) -> Value {
+    let next = tokio::time::timeout(Duration::from_secs(9), ws_next(client));
+    match next.await.unwrap_or_else(|_| panic!("no {what}")) {
         Message::Text(text) => {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
         }
@@ -413,38 +431,55 @@ async fn chat(lang: &str) {
     let (mut ann, ann_id) = join(&node, &room).await;
     let (mut bob, bob_id) = join(&node, &room).await;
     assert_eq!(
-        event(&mut ann).await,
+        event(&mut ann, "ann: event 1").await,
         json!({"type": "join", "id": bob_id, "room": "general"})
     );
 
     // A message reaches everyone in the room, the sender included.
     ann.send(Message::text("hi bob")).await.unwrap();
     let said = json!({"type": "message", "from": ann_id, "text": "hi bob"});
-    assert_eq!(event(&mut ann).await, said);
-    assert_eq!(event(&mut bob).await, said);
+    assert_eq!(event(&mut ann, "ann: event 2").await, said);
+    assert_eq!(event(&mut bob, "bob: event 3").await, said);
 
     // Too long: an error to the sender alone; the next message is the next thing ann sees.
     bob.send(Message::text("x".repeat(1001))).await.unwrap();
     assert_eq!(
-        event(&mut bob).await,
+        event(&mut bob, "bob: event 4").await,
         json!({"type": "error", "error": "messages are at most 1000 bytes"})
     );
     bob.send(Message::text("sorry")).await.unwrap();
     let said = json!({"type": "message", "from": bob_id, "text": "sorry"});
-    assert_eq!(event(&mut ann).await, said);
-    assert_eq!(event(&mut bob).await, said);
+    assert_eq!(event(&mut ann, "ann: event 5").await, said);
+    assert_eq!(event(&mut bob, "bob: event 6").await, said);
+
+    // A public request cannot pass for an event of ann's connection: the node removes eddy-*
+    // request headers, so the function sees a plain request and answers its help.
+    let forged = node
+        .send(
+            reqwest::Client::new()
+                .post(node.url(&room))
+                .header("eddy-websocket", "message")
+                .header("eddy-connection-id", &ann_id)
+                .body("forged"),
+        )
+        .await;
+    assert_eq!(forged.status, 200, "{}", forged.body);
+    assert_eq!(
+        forged.body,
+        format!("connect a WebSocket to /{function}/ROOM\n")
+    );
 
     // Someone in another room hears nothing of this one.
     let (mut cat, _) = join(&node, &format!("/{function}")).await;
     bob.close(None).await.unwrap();
     assert_eq!(
-        event(&mut ann).await,
+        event(&mut ann, "ann: event 7").await,
         json!({"type": "leave", "id": bob_id})
     );
     cat.send(Message::text("anyone in the lobby?"))
         .await
         .unwrap();
-    assert_eq!(event(&mut cat).await["text"], "anyone in the lobby?");
+    assert_eq!(event(&mut cat, "cat: event 8").await["text"], "anyone in the lobby?");
 
     match connect_async(format!("ws://{}/{function}/bad!room", node.public)).await {
         Err(WsError::Http(response)) => {

@@ -12,7 +12,10 @@ use wstd::http::{Body, Client, HeaderMap, Method, Request, Response, StatusCode}
 #[wstd::http_server]
 async fn main(mut request: Request<Body>) -> wstd::http::Result<Response<Body>> {
     let headers = request.headers();
-    let (Some(id), true) = (header(headers, "ce-id"), request.method() == Method::POST) else {
+    // Only the node sets eddy-* request headers (it removes them from public requests), so
+    // eddy-queue marks a real delivery: nobody else can make this function post.
+    let delivery = header(headers, "eddy-queue").is_some() && request.method() == Method::POST;
+    let (Some(id), true) = (header(headers, "ce-id"), delivery) else {
         return Ok(reply(StatusCode::BAD_REQUEST, "not a queue delivery"));
     };
     let (id, attempt) = (
