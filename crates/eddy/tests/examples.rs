@@ -431,26 +431,26 @@ async fn chat(lang: &str) {
     let (mut ann, ann_id) = join(&node, &room).await;
     let (mut bob, bob_id) = join(&node, &room).await;
     assert_eq!(
-        event(&mut ann, "ann: event 1").await,
+        event(&mut ann, "ann: bob's join").await,
         json!({"type": "join", "id": bob_id, "room": "general"})
     );
 
     // A message reaches everyone in the room, the sender included.
     ann.send(Message::text("hi bob")).await.unwrap();
     let said = json!({"type": "message", "from": ann_id, "text": "hi bob"});
-    assert_eq!(event(&mut ann, "ann: event 2").await, said);
-    assert_eq!(event(&mut bob, "bob: event 3").await, said);
+    assert_eq!(event(&mut ann, "ann: her own message").await, said);
+    assert_eq!(event(&mut bob, "bob: ann's message").await, said);
 
     // Too long: an error to the sender alone; the next message is the next thing ann sees.
     bob.send(Message::text("x".repeat(1001))).await.unwrap();
     assert_eq!(
-        event(&mut bob, "bob: event 4").await,
+        event(&mut bob, "bob: the size error").await,
         json!({"type": "error", "error": "messages are at most 1000 bytes"})
     );
     bob.send(Message::text("sorry")).await.unwrap();
     let said = json!({"type": "message", "from": bob_id, "text": "sorry"});
-    assert_eq!(event(&mut ann, "ann: event 5").await, said);
-    assert_eq!(event(&mut bob, "bob: event 6").await, said);
+    assert_eq!(event(&mut ann, "ann: bob's sorry").await, said);
+    assert_eq!(event(&mut bob, "bob: his own sorry").await, said);
 
     // A public request cannot pass for an event of ann's connection: the node removes eddy-*
     // request headers, so the function sees a plain request and answers its help.
@@ -473,13 +473,16 @@ async fn chat(lang: &str) {
     let (mut cat, _) = join(&node, &format!("/{function}")).await;
     bob.close(None).await.unwrap();
     assert_eq!(
-        event(&mut ann, "ann: event 7").await,
+        event(&mut ann, "ann: bob's leave").await,
         json!({"type": "leave", "id": bob_id})
     );
     cat.send(Message::text("anyone in the lobby?"))
         .await
         .unwrap();
-    assert_eq!(event(&mut cat, "cat: event 8").await["text"], "anyone in the lobby?");
+    assert_eq!(
+        event(&mut cat, "cat: the lobby message").await["text"],
+        "anyone in the lobby?"
+    );
 
     match connect_async(format!("ws://{}/{function}/bad!room", node.public)).await {
         Err(WsError::Http(response)) => {
