@@ -92,6 +92,29 @@ async fn a_broadcast_reaches_each_of_100_connections_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_heard_101_is_already_in_its_channels() {
+    let node = chat("").await;
+    let mut sender = connect(&node, "").await;
+    // A broadcast sent the moment the handshake completes must reach the new connection: it
+    // joins its channels before the 101 goes out (it once joined after, and missed such
+    // broadcasts).
+    for round in 0..20 {
+        let channel = format!("fresh-{round}");
+        let mut client = connect(&node, &format!("?channels={channel}")).await;
+        sender
+            .send(Message::text(format!("broadcast:{channel}:round {round}")))
+            .await
+            .unwrap();
+        let reply = next(&mut sender).await.into_text().unwrap().to_string();
+        assert!(reply.contains(r#"sent\":1"#), "round {round}: {reply}");
+        assert_eq!(
+            next(&mut client).await,
+            Message::text(format!("round {round}"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_function_closes_and_oversized_messages_close_with_1009() {
     let node = chat("[limits]\nwebsocket_message_bytes_max = 1024\n").await;
     let mut client = connect(&node, "").await;
