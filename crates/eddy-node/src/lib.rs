@@ -54,6 +54,7 @@ pub struct RunningNode {
     servers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     consumers: Arc<consumer::Consumers>,
+    sockets: Arc<websocket::Sockets>,
     grace: Duration,
 }
 
@@ -161,7 +162,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         shutdown: shutdown.clone(),
         queues,
         consumers: consumers.clone(),
-        sockets,
+        sockets: sockets.clone(),
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();
@@ -185,6 +186,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         servers: vec![public_server, admin_server],
         writer,
         consumers,
+        sockets,
         grace: Duration::from_millis(limits.shutdown_grace_ms),
     })
 }
@@ -216,6 +218,12 @@ impl RunningNode {
     pub async fn shutdown(self) {
         self.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
+        // Held WebSockets are no in-flight requests: close them (1001, going away). Each
+        // still gets its close event, within the grace period like any invocation.
+        let closed = self.sockets.close_all(1001, "the node is shutting down");
+        if closed > 0 {
+            tracing::info!(connections = closed, "closing WebSocket connections");
+        }
         // No new deliveries; those running finish like requests (their messages are
         // settled, or delivered again after a restart). The consumers hold a record sink:
         // let go of it, or the writer below waits out the whole grace period.

@@ -265,6 +265,15 @@ impl Sockets {
         Ok(())
     }
 
+    /// Close every connection with `code` (the node is shutting down); how many.
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        let s = self.lock();
+        for connection in s.connections.values() {
+            close(connection, code, reason.to_string());
+        }
+        s.connections.len()
+    }
+
     /// Join (`true`) or leave a channel.
     pub fn membership(
         &self,
@@ -488,7 +497,9 @@ impl SocketServer {
             match on_upgrade.await {
                 Ok(upgraded) => server.run(function, id, path, out_rx, held, upgraded).await,
                 Err(e) => {
+                    // The function accepted the connection: it hears that it ended.
                     tracing::debug!(%function, error = %e, "WebSocket upgrade failed");
+                    server.closed(&function, &id, &path, 1006).await;
                     server.finish(&function, &id);
                 }
             }

@@ -270,3 +270,20 @@ async fn pings_keep_a_quiet_client_open_and_the_node_caps_connections() {
         other => panic!("expected 503, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_held_connections_with_1001() {
+    let mut node = chat("").await;
+    let mut client = connect(&node, "?channels=room").await;
+    client.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next(&mut client).await, Message::text("hello"));
+    // The node closes what it holds instead of waiting for clients that will not leave; the
+    // close event's record is written before it exits (nothing waits out the grace period).
+    assert!(node.terminate(), "{}", node.output());
+    assert_eq!(close_code(&next(&mut client).await), 1001);
+    assert!(
+        !node.output().contains("not written before shutdown"),
+        "{}",
+        node.output()
+    );
+}
