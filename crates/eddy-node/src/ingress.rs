@@ -190,11 +190,7 @@ impl Ingress {
                 // flood the log too.
                 tracing::debug!(function = %live.name, limit, "request rejected by admission control");
                 record.rejected(limit);
-                let mut response = node_response(StatusCode::SERVICE_UNAVAILABLE, limit, &message);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return response;
+                return busy_response(limit, &message);
             }
         };
         if !req.headers().contains_key(header::HOST) {
@@ -367,16 +363,23 @@ pub fn error_name(outcome: Outcome) -> &'static str {
 }
 
 fn failure_response(failure: &Failure) -> Response<ResponseBody> {
-    let mut response = node_response(
+    if failure.outcome == Outcome::InstanceLimit {
+        return busy_response(error_name(failure.outcome), &failure.message);
+    }
+    node_response(
         failure_status(failure.outcome),
         error_name(failure.outcome),
         &failure.message,
-    );
-    if failure.outcome == Outcome::InstanceLimit {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
+    )
+}
+
+/// `503` for a bound the node is at right now (`limit`), with `Retry-After: 1`: the same
+/// request may succeed in a moment.
+pub(crate) fn busy_response(limit: &'static str, message: &str) -> Response<ResponseBody> {
+    let mut response = node_response(StatusCode::SERVICE_UNAVAILABLE, limit, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

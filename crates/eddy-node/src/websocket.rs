@@ -109,11 +109,7 @@ impl SocketState {
 struct Connection {
     function: Arc<str>,
     out: mpsc::UnboundedSender<Message>,
-    /// Bytes queued for writing and not yet written.
-    queued: Arc<AtomicUsize>,
-    /// Cancelled to close the connection; `close_with` says how.
-    closer: CancellationToken,
-    close_with: Arc<Mutex<Option<(u16, String)>>>,
+    held: Held,
     channels: HashSet<String>,
     opened_at_ms: i64,
 }
@@ -232,10 +228,10 @@ impl Sockets {
 
     fn enqueue(&self, connection: &Connection, message: Message) -> Result<(), SocketError> {
         let bytes = message.len();
-        let before = connection.queued.fetch_add(bytes, Ordering::AcqRel);
+        let before = connection.held.queued.fetch_add(bytes, Ordering::AcqRel);
         // One message always fits in an empty buffer; past that the reader must keep up.
         if before > 0 && before + bytes > self.limits.websocket_send_buffer_bytes_max {
-            connection.queued.fetch_sub(bytes, Ordering::AcqRel);
+            connection.held.queued.fetch_sub(bytes, Ordering::AcqRel);
             close(
                 connection,
                 1013,
@@ -247,7 +243,7 @@ impl Sockets {
             return Err(SocketError::SlowReader);
         }
         if connection.out.send(message).is_err() {
-            connection.queued.fetch_sub(bytes, Ordering::AcqRel);
+            connection.held.queued.fetch_sub(bytes, Ordering::AcqRel);
             return Err(SocketError::NoConnection);
         }
         Ok(())
@@ -340,7 +336,7 @@ impl Sockets {
                     function: c.function.to_string(),
                     opened_at_ms: c.opened_at_ms,
                     channels,
-                    queued_bytes: c.queued.load(Ordering::Relaxed),
+                    queued_bytes: c.held.queued.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -360,10 +356,11 @@ impl Sockets {
 
 fn close(connection: &Connection, code: u16, reason: String) {
     *connection
+        .held
         .close_with
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some((code, reason));
-    connection.closer.cancel();
+    connection.held.closer.cancel();
 }
 
 /// Runs connections: the upgrade, the read/write loop and the function's events.
@@ -405,11 +402,7 @@ impl SocketServer {
             );
         };
         if let Err((limit, message)) = self.sockets.reserve(&live.name) {
-            let mut response = node_response(StatusCode::SERVICE_UNAVAILABLE, limit, &message);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return crate::ingress::busy_response(limit, &message);
         }
         let id = connection_id();
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -484,9 +477,7 @@ impl SocketServer {
             Connection {
                 function: function.clone(),
                 out: out_tx,
-                queued: held.queued.clone(),
-                closer: held.closer.clone(),
-                close_with: held.close_with.clone(),
+                held: held.clone(),
                 channels,
                 opened_at_ms: now_ms(),
             },
@@ -524,11 +515,7 @@ impl SocketServer {
                 // The same answer (and limit name) as a refused HTTP request.
                 let (limit, message) = crate::ingress::rejection_reason(rejection, live);
                 self.registry.meter().rejected(&live.name, now_ms(), limit);
-                let mut response = node_response(StatusCode::SERVICE_UNAVAILABLE, limit, &message);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return Err(response);
+                return Err(crate::ingress::busy_response(limit, &message));
             }
         };
         invoke_collected(
@@ -704,10 +691,11 @@ impl SocketServer {
 }
 
 /// What a registered connection's tasks share with its entry in `Sockets`.
+#[derive(Clone)]
 struct Held {
     /// Bytes sent to the connection and not yet written.
     queued: Arc<AtomicUsize>,
-    /// Ends the connection.
+    /// Cancelled to close the connection; `close_with` says how.
     closer: CancellationToken,
     /// The close frame to send, once chosen.
     close_with: Arc<Mutex<Option<(u16, String)>>>,
