@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use common::{Node, WsClient, stdout_ok, ws_next};
+use common::{Node, WsClient, stdout_ok, ws_expect};
 use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
@@ -149,7 +149,7 @@ async fn repo_api(lang: &str) {
 
     let found = node.get(&format!("/{function}/octo/hello")).await;
     assert_eq!(found.status, 200, "{}\n{}", found.body, node.output());
-    assert_eq!(found.headers["content-type"], "application/json");
+    assert_eq!(found.header("content-type"), Some("application/json"));
     assert_eq!(
         serde_json::from_str::<Value>(&found.body).unwrap(),
         json!({
@@ -171,7 +171,11 @@ async fn repo_api(lang: &str) {
         async move {
             let reply = node.get(&path).await;
             assert_eq!(reply.status, status, "{path}: {}", reply.body);
-            assert_eq!(reply.headers["content-type"], "application/json", "{path}");
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/json"),
+                "{path}"
+            );
             let got: Value = serde_json::from_str(&reply.body)
                 .unwrap_or_else(|_| panic!("{path}: not JSON: {}", reply.body));
             assert_eq!(got, body, "{path}");
@@ -197,7 +201,7 @@ async fn repo_api(lang: &str) {
         .send(reqwest::Client::new().post(node.url(&format!("/{function}/octo/hello"))))
         .await;
     assert_eq!(post.status, 405, "{}", post.body);
-    assert_eq!(post.headers["allow"], "GET");
+    assert_eq!(post.header("allow"), Some("GET"));
     assert_eq!(
         serde_json::from_str::<Value>(&post.body).unwrap(),
         json!({"error": "only GET"})
@@ -405,8 +409,7 @@ async fn join(node: &Node, path: &str) -> (WsClient, String) {
 
 /// The next message on `client`, as JSON; `what` names it when it does not come.
 async fn event(client: &mut WsClient, what: &str) -> Value {
-    let next = tokio::time::timeout(Duration::from_secs(9), ws_next(client));
-    match next.await.unwrap_or_else(|_| panic!("no {what}")) {
+    match ws_expect(client, what).await {
         Message::Text(text) => {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
         }

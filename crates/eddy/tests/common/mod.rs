@@ -329,19 +329,21 @@ impl Drop for Node {
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
-    pub error: Option<String>,
-    /// The `retry-after` header, if any.
-    pub retry_after: Option<String>,
     pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
 impl Reply {
+    /// The header `name`, if the response has it (as text).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
     /// Insist the node refused the request with `status` and `eddy-error: error`.
     #[track_caller]
     pub fn assert_refused(&self, status: u16, error: &str) {
         assert_eq!(
-            (self.status, self.error.as_deref()),
+            (self.status, self.header("eddy-error")),
             (status, Some(error)),
             "{self:?}"
         );
@@ -350,14 +352,6 @@ impl Reply {
 
     pub async fn from(response: reqwest::Response) -> Reply {
         let status = response.status().as_u16();
-        let error = response
-            .headers()
-            .get("eddy-error")
-            .map(|v| v.to_str().unwrap().to_string());
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_string());
         let headers = response.headers().clone();
         let body = response
             .text()
@@ -365,8 +359,6 @@ impl Reply {
             .unwrap_or_else(|e| format!("<body error: {e}>"));
         Reply {
             status,
-            error,
-            retry_after,
             headers,
             body,
         }
@@ -416,12 +408,20 @@ pub type WsClient =
 
 /// The next data or close message on `client`, within 10 s (pings and pongs skipped).
 pub async fn ws_next(client: &mut WsClient) -> tokio_tungstenite::tungstenite::Message {
+    ws_expect(client, "message").await
+}
+
+/// `ws_next`, saying `what` was awaited when it does not come.
+pub async fn ws_expect(
+    client: &mut WsClient,
+    what: &str,
+) -> tokio_tungstenite::tungstenite::Message {
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), client.next())
             .await
-            .expect("nothing arrived within 10 s")
+            .unwrap_or_else(|_| panic!("no {what} arrived within 10 s"))
             .expect("the connection ended")
             .expect("a WebSocket error");
         if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
