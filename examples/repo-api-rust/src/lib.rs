@@ -34,11 +34,11 @@ async fn main(request: Request<Body>) -> wstd::http::Result<Response<Body>> {
         .split('/')
         .filter(|segment| !segment.is_empty())
         .collect();
-    let [route, owner, repo] = segments[..] else {
-        return Ok(usage(&segments));
+    let [_route, owner, repo] = segments[..] else {
+        return Ok(usage());
     };
     if !valid_name(owner) || !valid_name(repo) {
-        return Ok(usage(&[route]));
+        return Ok(usage());
     }
     Ok(match fetch(owner, repo).await {
         Ok(answer) => answer,
@@ -100,11 +100,10 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn usage(segments: &[&str]) -> Response<Body> {
-    let route = segments.first().copied().unwrap_or("repo-api-rust");
+fn usage() -> Response<Body> {
     reply(
         StatusCode::BAD_REQUEST,
-        json!({"error": format!("expected GET /{route}/OWNER/REPO")}),
+        json!({"error": "expected GET /repo-api-rust/OWNER/REPO"}),
     )
 }
 
