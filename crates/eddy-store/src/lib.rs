@@ -5,6 +5,7 @@
 //! The store knows nothing about HTTP or Wasmtime. Its API is synchronous over one connection
 //! behind a mutex; async callers wrap calls in `tokio::task::spawn_blocking`.
 
+mod cost;
 mod error;
 mod invocations;
 pub mod queues;
@@ -13,6 +14,7 @@ mod schema;
 mod store;
 mod types;
 
+pub use cost::BudgetRecord;
 pub use error::StoreError;
 pub use queues::{
     Claimed, ConsumerSettings, NewMessage, PeekedMessage, Published, QueueCounts, QueueRecord,

@@ -20,8 +20,9 @@ impl Store {
                 "INSERT OR REPLACE INTO invocation_minutes
                      (function, minute_ms, invocations, errors, rejected, cold_starts, wall_us,
                       cpu_us, instantiate_us, request_bytes, response_bytes, memory_bytes_peak,
-                      outcomes, latency, connection_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                      outcomes, latency, connection_ms, billed_ms, memory_limit_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17)",
             )?;
             for (function, minute_ms, add) in rollups {
                 if !exists.exists(params![function])? {
@@ -49,6 +50,8 @@ impl Store {
                     encode(&total.outcomes)?,
                     encode(&total.latency)?,
                     total.connection_ms,
+                    total.billed_ms,
+                    total.memory_limit_bytes,
                 ])?;
             }
         }
@@ -80,9 +83,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every function's stored minutes from `since_minute_ms` on, oldest first.
+    pub fn rollups_of_all(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT function, minute_ms, {COLUMNS} FROM invocation_minutes
+             WHERE minute_ms >= ?1 ORDER BY minute_ms, function"
+        ))?;
+        let rows = stmt.query_map(params![since_minute_ms], |row| {
+            let function: String = row.get(0)?;
+            let minute: i64 = row.get(1)?;
+            Ok((function, minute, row_rollup_at(row, 2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (function, minute, rollup) = row?;
+            out.push((function, minute, rollup?));
+        }
+        Ok(out)
+    }
+}
+
 const COLUMNS: &str = "invocations, errors, rejected, cold_starts, wall_us, cpu_us, \
      instantiate_us, request_bytes, response_bytes, memory_bytes_peak, outcomes, latency, \
-     connection_ms";
+     connection_ms, billed_ms, memory_limit_bytes";
 
 fn row_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Rollup>> {
     row_rollup_at(row, 0)
@@ -104,6 +129,8 @@ fn row_rollup_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<
         response_bytes: row.get(at + 8)?,
         memory_bytes_peak: row.get(at + 9)?,
         connection_ms: row.get(at + 12)?,
+        billed_ms: row.get(at + 13)?,
+        memory_limit_bytes: row.get(at + 14)?,
         ..Rollup::default()
     };
     Ok(decode(&outcomes).and_then(|outcomes| {

@@ -123,6 +123,23 @@ CREATE INDEX invocation_minutes_minute ON invocation_minutes (minute_ms);
 -- WebSocket connection time, metered apart from invocations.
 ALTER TABLE invocation_minutes ADD COLUMN connection_ms INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Cost: wall time rounded up to whole milliseconds per invocation, the memory limit the
+-- minute ran at, user price sheets and budgets.
+ALTER TABLE invocation_minutes ADD COLUMN billed_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invocation_minutes ADD COLUMN memory_limit_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE price_sheets (
+    name       TEXT PRIMARY KEY,
+    toml       TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE budgets (
+    scope           TEXT PRIMARY KEY,
+    settings        TEXT NOT NULL,
+    alerted_month   TEXT NOT NULL DEFAULT '',
+    alerted_percent REAL NOT NULL DEFAULT 0
+) STRICT;
+"#,
 ];
 
 /// Brings the schema up to `migrations.len()`, one transaction per migration. The version is

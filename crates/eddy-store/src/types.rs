@@ -223,6 +223,12 @@ pub struct Rollup {
     /// Milliseconds WebSocket connections were held open, counted in the minute each
     /// closed (separate from invocations).
     pub connection_ms: u64,
+    /// Wall time of the invocations, each rounded up to a whole millisecond (the way
+    /// per-millisecond billing counts it).
+    pub billed_ms: u64,
+    /// The largest memory limit the function's invocations ran with in the minute (bytes):
+    /// the configured memory size that GB-second prices multiply by.
+    pub memory_limit_bytes: u64,
 }
 
 impl Rollup {
@@ -238,6 +244,8 @@ impl Rollup {
         self.request_bytes += other.request_bytes;
         self.response_bytes += other.response_bytes;
         self.memory_bytes_peak = self.memory_bytes_peak.max(other.memory_bytes_peak);
+        self.billed_ms += other.billed_ms;
+        self.memory_limit_bytes = self.memory_limit_bytes.max(other.memory_limit_bytes);
         for (outcome, n) in &other.outcomes {
             *self.outcomes.entry(outcome.clone()).or_default() += n;
         }
