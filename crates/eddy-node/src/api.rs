@@ -48,6 +48,8 @@ pub struct ApiState {
     pub queues: Arc<crate::queues::QueueHub>,
     pub consumers: Arc<crate::consumer::Consumers>,
     pub sockets: Arc<crate::websocket::Sockets>,
+    /// Hosts budget alert webhooks may go to.
+    pub budget_webhook_hosts: Arc<[String]>,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
@@ -76,6 +78,7 @@ pub fn router(state: ApiState) -> Router {
             post(broadcast).layer(DefaultBodyLimit::disable()),
         )
         .merge(crate::queue_api::routes())
+        .merge(crate::cost_api::routes())
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new()
@@ -463,7 +466,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-async fn find_function(state: &ApiState, name: &str) -> Result<FunctionRecord, ApiError> {
+pub(crate) async fn find_function(
+    state: &ApiState,
+    name: &str,
+) -> Result<FunctionRecord, ApiError> {
     let owned = name.to_string();
     blocking(state.registry.store(), move |s| s.function(&owned))
         .await?

@@ -56,8 +56,16 @@ pub const DEFAULT_FUNCTION_WAIT_MS_MAX: u64 = 10_000;
 pub const FUNCTION_QUEUE_MAX_CEILING: u32 = 100_000;
 /// Ceiling of any function's `--reuse-idle-timeout` (one day).
 pub const REUSE_IDLE_TIMEOUT_MS_CEILING: u64 = 24 * 60 * 60 * 1000;
-/// Per-minute invocation totals older than this are deleted (30 days).
-pub const DEFAULT_ROLLUP_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// Per-minute invocation totals older than this are deleted (35 days: a calendar month and
+/// the forecast's trailing days always fit).
+pub const DEFAULT_ROLLUP_RETENTION_MS: i64 = 35 * 24 * 60 * 60 * 1000;
+/// Largest user price sheet (TOML). A bigger one gets `413`.
+pub const DEFAULT_PRICE_SHEET_BYTES_MAX: usize = 64 * 1024;
+/// How often budgets are checked (and at once when one is set): how late an alert or a
+/// hard cap can be.
+pub const DEFAULT_BUDGET_CHECK_INTERVAL_MS: u64 = 10_000;
+/// How long a budget alert webhook may take to answer.
+pub const DEFAULT_BUDGET_WEBHOOK_TIMEOUT_MS: u64 = 5_000;
 /// Entries of one function's outbound allowlist.
 pub const ALLOW_OUTBOUND_RULES_MAX: usize = 64;
 /// WebSocket connections the node holds, all functions together. Past it an upgrade gets
@@ -122,6 +130,8 @@ pub struct NodeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Base URL printed for functions; default `http://<listen>`.
     pub public_url: Option<String>,
+    /// Hosts (`host` or `host:port`) budget alert webhooks may be sent to.
+    pub budget_webhook_hosts: Vec<String>,
     pub limits: LimitsConfig,
     pub pooling: PoolingSettings,
 }
@@ -174,6 +184,9 @@ pub struct LimitsConfig {
     pub websocket_send_buffer_bytes_max: usize,
     pub websocket_idle_timeout_ms: u64,
     pub websocket_ping_interval_ms: u64,
+    pub price_sheet_bytes_max: usize,
+    pub budget_check_interval_ms: u64,
+    pub budget_webhook_timeout_ms: u64,
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -209,6 +222,7 @@ impl Default for NodeConfig {
             state_dir: PathBuf::from(".eddy"),
             cache_dir: None,
             public_url: None,
+            budget_webhook_hosts: Vec::new(),
             limits: LimitsConfig::default(),
             pooling: PoolingSettings::default(),
         }
@@ -257,6 +271,9 @@ impl Default for LimitsConfig {
             websocket_send_buffer_bytes_max: DEFAULT_WEBSOCKET_SEND_BUFFER_BYTES_MAX,
             websocket_idle_timeout_ms: DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS,
             websocket_ping_interval_ms: DEFAULT_WEBSOCKET_PING_INTERVAL_MS,
+            price_sheet_bytes_max: DEFAULT_PRICE_SHEET_BYTES_MAX,
+            budget_check_interval_ms: DEFAULT_BUDGET_CHECK_INTERVAL_MS,
+            budget_webhook_timeout_ms: DEFAULT_BUDGET_WEBHOOK_TIMEOUT_MS,
         }
     }
 }
@@ -288,7 +305,19 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 29] = [
+        let positive: [(&str, u64); 32] = [
+            (
+                "limits.price_sheet_bytes_max",
+                l.price_sheet_bytes_max as u64,
+            ),
+            (
+                "limits.budget_check_interval_ms",
+                l.budget_check_interval_ms,
+            ),
+            (
+                "limits.budget_webhook_timeout_ms",
+                l.budget_webhook_timeout_ms,
+            ),
             (
                 "limits.websocket_connections_max",
                 l.websocket_connections_max as u64,

@@ -46,6 +46,8 @@ pub const HEADER_QUEUE: &str = "eddy-queue";
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 /// How often a consumer whose function is not deployed looks again.
 const FUNCTION_ABSENT_POLL: Duration = Duration::from_secs(1);
+/// How often a consumer whose function's budget paused background work looks again.
+const BUDGET_PAUSED_POLL: Duration = Duration::from_secs(1);
 /// Pause after admission control turned a delivery away (the node is busy).
 const ADMISSION_RETRY: Duration = Duration::from_millis(100);
 /// Longest a consumer with an empty queue sleeps without looking (publishes wake it at
@@ -385,6 +387,17 @@ impl Dispatcher {
             self.pause(FUNCTION_ABSENT_POLL).await;
             return;
         };
+        if self
+            .registry
+            .budgets()
+            .background_paused(function)
+            .is_some()
+        {
+            // The messages wait in the queue; no attempt is spent.
+            self.pause(BUDGET_PAUSED_POLL).await;
+            self.control.release(true);
+            return;
+        }
         let admitted = tokio::select! {
             _ = self.cancel.cancelled() => None,
             admitted = self.registry.admission().admit(function, Class::Background) => Some(admitted),

@@ -286,6 +286,10 @@ impl Scheduler {
                 return;
             }
         }
+        if let Some(block) = self.registry.budgets().background_paused(function) {
+            tracing::info!(%function, tick = %rfc3339(tick_ms), "tick skipped: {}", block.message);
+            return;
+        }
         if settings.overlap == Overlap::Skip && running.load(Ordering::Acquire) > 0 {
             tracing::info!(%function, tick = %rfc3339(tick_ms), "tick skipped: the previous run is still going (overlap = skip)");
             return;

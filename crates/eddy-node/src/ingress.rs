@@ -148,6 +148,12 @@ impl Ingress {
                 &format!("no function serves {path}"),
             );
         };
+        if let Some(block) = self.registry.budgets().refused(&live.name) {
+            self.registry
+                .meter()
+                .rejected(&live.name, now_ms(), BUDGET_ERROR);
+            return budget_response(&block);
+        }
         if live.websocket && crate::websocket::is_upgrade(&req) {
             return self.sockets.upgrade(live, req).await;
         }
@@ -256,8 +262,14 @@ pub(crate) struct Record {
 
 impl Record {
     pub(crate) fn finish(self, status: u16, report: InvocationReport) {
-        self.meter
-            .invocation(&self.live.name, self.at_ms, status, &report);
+        let memory_limit_bytes = self.live.deployment.limits().memory_bytes_max;
+        self.meter.invocation(
+            &self.live.name,
+            self.at_ms,
+            status,
+            &report,
+            memory_limit_bytes,
+        );
         let plain = report.outcome == Outcome::Ok && status < 500 && report.log.is_empty();
         self.write(status, report, plain);
     }
@@ -380,6 +392,22 @@ pub(crate) fn busy_response(limit: &'static str, message: &str) -> Response<Resp
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// `eddy-error` of a request refused because a budget with a hard cap is spent.
+pub const BUDGET_ERROR: &str = "budget_spent";
+
+/// `503` for a function whose budget is spent, with `Retry-After` set to the month's end.
+fn budget_response(block: &crate::cost::budget::Block) -> Response<ResponseBody> {
+    let mut response = node_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        BUDGET_ERROR,
+        &block.message,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(block.retry_after_s));
     response
 }
 

@@ -10,6 +10,8 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod consumer;
+pub mod cost;
+pub mod cost_api;
 pub mod cron;
 pub mod error;
 pub mod ingress;
@@ -137,6 +139,14 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         shutdown.clone(),
     );
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
+    tokio::spawn(
+        cost::budget::Watcher {
+            registry: registry.clone(),
+            interval: Duration::from_millis(limits.budget_check_interval_ms),
+            webhook_timeout: Duration::from_millis(limits.budget_webhook_timeout_ms),
+        }
+        .run(shutdown.clone()),
+    );
     let draining = Arc::new(AtomicBool::new(false));
 
     let ingress = Arc::new(ingress::Ingress {
@@ -163,6 +173,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         queues,
         consumers: consumers.clone(),
         sockets: sockets.clone(),
+        budget_webhook_hosts: config.budget_webhook_hosts.clone().into(),
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();

@@ -2,6 +2,7 @@
 //! the invocation writer, read by `eddy stats`) and Prometheus counters for `/metrics`.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use eddy_runtime::{InvocationReport, Outcome};
@@ -42,6 +43,17 @@ struct LimitLabels {
     limit: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetAlertLabels {
+    budget: String,
+    threshold_percent: String,
+}
+
 /// Prometheus families, one series per function.
 struct Metrics {
     registry: MetricsRegistry,
@@ -64,6 +76,9 @@ struct Metrics {
     queue_consumer_concurrency: Family<QueueLabel, Gauge>,
     websocket_connections: Family<FunctionLabel, Gauge>,
     websocket_connection_seconds: Family<FunctionLabel, Counter<f64>>,
+    budget_spent_usd: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    budget_monthly_usd: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    budget_alerts: Family<BudgetAlertLabels, Counter>,
 }
 
 /// Handles on one function's counters (they share their values with the families).
@@ -236,6 +251,24 @@ impl Meter {
             "Seconds WebSocket connections were held open (counted when they close)",
             websocket_connection_seconds.clone(),
         );
+        let budget_spent_usd = Family::<BudgetLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "budget_spent_usd",
+            "Spent this calendar month (UTC) against a budget, on its price sheet",
+            budget_spent_usd.clone(),
+        );
+        let budget_monthly_usd = Family::<BudgetLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "budget_monthly_usd",
+            "A budget's monthly limit",
+            budget_monthly_usd.clone(),
+        );
+        let budget_alerts = Family::<BudgetAlertLabels, Counter>::default();
+        registry.register(
+            "budget_alerts",
+            "Budget alerts sent, by the threshold crossed",
+            budget_alerts.clone(),
+        );
         let duration_family = duration;
         Meter {
             pending: Mutex::new(HashMap::new()),
@@ -262,17 +295,22 @@ impl Meter {
                 queue_consumer_concurrency,
                 websocket_connections,
                 websocket_connection_seconds,
+                budget_spent_usd,
+                budget_monthly_usd,
+                budget_alerts,
             },
         }
     }
 
-    /// Count a finished invocation that answered with `status`.
+    /// Count a finished invocation that answered with `status`, of a function whose memory
+    /// limit is `memory_limit_bytes`.
     pub fn invocation(
         &self,
         function: &Arc<str>,
         at_ms: i64,
         status: u16,
         report: &InvocationReport,
+        memory_limit_bytes: u64,
     ) {
         let wall_us = report.duration.as_micros() as u64;
         // Prometheus first: once `stats` (the totals) shows an invocation, `/metrics` does too.
@@ -292,6 +330,8 @@ impl Meter {
             r.errors += u64::from(error);
             r.cold_starts += u64::from(report.instantiate.is_some());
             r.wall_us += wall_us;
+            r.billed_ms += wall_us.div_ceil(1000);
+            r.memory_limit_bytes = r.memory_limit_bytes.max(memory_limit_bytes);
             r.cpu_us += report.cpu.as_micros() as u64;
             r.instantiate_us += report.instantiate.map_or(0, |d| d.as_micros() as u64);
             r.request_bytes += report.request_bytes;
@@ -360,6 +400,47 @@ impl Meter {
             }
         }
         total
+    }
+
+    /// Every pending total from `since_minute_ms` on.
+    pub fn pending_since(&self, since_minute_ms: i64) -> Vec<(String, i64, Rollup)> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .iter()
+            .filter(|((_, minute), _)| *minute >= since_minute_ms)
+            .map(|((function, minute), rollup)| (function.to_string(), *minute, rollup.clone()))
+            .collect()
+    }
+
+    /// Set a budget's gauges: spent this month and its monthly limit (USD).
+    pub fn budget(&self, budget: &str, spent_usd: f64, monthly_usd: f64) {
+        let label = BudgetLabel {
+            budget: budget.to_string(),
+        };
+        let m = self.metrics();
+        m.budget_spent_usd.get_or_create(&label).set(spent_usd);
+        m.budget_monthly_usd.get_or_create(&label).set(monthly_usd);
+    }
+
+    /// Count an alert of `budget` at `threshold_percent`.
+    pub fn budget_alert(&self, budget: &str, threshold_percent: f64) {
+        self.metrics()
+            .budget_alerts
+            .get_or_create(&BudgetAlertLabels {
+                budget: budget.to_string(),
+                threshold_percent: format!("{threshold_percent}"),
+            })
+            .inc();
+    }
+
+    /// Forget a removed budget's gauges.
+    pub fn budget_removed(&self, budget: &str) {
+        let label = BudgetLabel {
+            budget: budget.to_string(),
+        };
+        let m = self.metrics();
+        m.budget_spent_usd.remove(&label);
+        m.budget_monthly_usd.remove(&label);
     }
 
     /// The function's series, created on first use and then found without allocating.

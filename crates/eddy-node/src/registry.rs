@@ -88,6 +88,8 @@ pub struct Registry {
     queues: Arc<QueueHub>,
     /// The node's WebSocket connections, which functions reach the same way.
     sockets: Arc<crate::websocket::Sockets>,
+    /// Budgets' hard caps as last checked.
+    budgets: crate::cost::budget::Budgets,
 }
 
 impl Registry {
@@ -115,6 +117,7 @@ impl Registry {
             prepared: Mutex::new(HashMap::new()),
             queues,
             sockets,
+            budgets: Default::default(),
         };
         let functions = blocking(&registry.store, |s| s.list_functions()).await?;
         let mut prepared = registry.prepared.lock().await;
@@ -168,6 +171,11 @@ impl Registry {
     /// The node's meter.
     pub fn meter(&self) -> &Arc<Meter> {
         &self.meter
+    }
+
+    /// The node's budgets' caps.
+    pub fn budgets(&self) -> &crate::cost::budget::Budgets {
+        &self.budgets
     }
 
     /// How many instances of `function` exist now.

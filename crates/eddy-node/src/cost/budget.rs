@@ -1,0 +1,552 @@
+//! Monthly budgets of the node or of one function, on a chosen price sheet: alerts at
+//! thresholds (log line, metric, optional webhook) and an optional hard cap that pauses
+//! background triggers first and then refuses interactive requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    HOUR_MS, Minute, PriceSheet, SheetKind, cpu_share, minutes_since, month_of, sheets, spent,
+};
+use crate::error::ApiError;
+use crate::registry::{Registry, blocking, now_ms};
+
+/// Thresholds (percent of the monthly limit) alerted at when a budget does not say.
+pub const DEFAULT_ALERT_PERCENTS: [f64; 3] = [50.0, 80.0, 100.0];
+/// With a hard cap, background triggers pause at this percent when a budget does not say;
+/// interactive requests are refused at 100%.
+pub const DEFAULT_PAUSE_BACKGROUND_PERCENT: f64 = 90.0;
+/// Thresholds one budget may have.
+pub const ALERT_PERCENTS_MAX: usize = 16;
+/// Highest alert threshold (percent).
+pub const ALERT_PERCENT_CEILING: f64 = 1000.0;
+
+/// A budget as set through the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// The monthly limit (USD, calendar month in UTC).
+    pub monthly_usd: f64,
+    /// The price sheet spending is counted on.
+    pub sheet: String,
+    #[serde(default = "default_alert_percents")]
+    pub alert_percents: Vec<f64>,
+    /// Where alerts are POSTed (a host in the node's `budget_webhook_hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Enforce the limit: pause background triggers at `pause_background_percent`, refuse
+    /// interactive requests at 100%.
+    #[serde(default)]
+    pub hard_cap: bool,
+    #[serde(default = "default_pause_background_percent")]
+    pub pause_background_percent: f64,
+}
+
+fn default_alert_percents() -> Vec<f64> {
+    DEFAULT_ALERT_PERCENTS.to_vec()
+}
+
+fn default_pause_background_percent() -> f64 {
+    DEFAULT_PAUSE_BACKGROUND_PERCENT
+}
+
+impl BudgetSettings {
+    /// Checks the settings against the node's sheets and webhook allowlist.
+    pub fn validate(&self, sheets: &[PriceSheet], webhook_hosts: &[String]) -> Result<(), String> {
+        if !self.monthly_usd.is_finite() || self.monthly_usd <= 0.0 {
+            return Err(format!(
+                "monthly_usd must be greater than 0, not {}",
+                self.monthly_usd
+            ));
+        }
+        if !sheets.iter().any(|s| s.name == self.sheet) {
+            let names: Vec<&str> = sheets.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "no price sheet named `{}`; the node has: {}",
+                self.sheet,
+                names.join(", ")
+            ));
+        }
+        if self.alert_percents.len() > ALERT_PERCENTS_MAX {
+            return Err(format!(
+                "{} alert thresholds; a budget has at most {ALERT_PERCENTS_MAX}",
+                self.alert_percents.len()
+            ));
+        }
+        if let Some(bad) = self
+            .alert_percents
+            .iter()
+            .find(|p| !(p.is_finite() && **p > 0.0 && **p <= ALERT_PERCENT_CEILING))
+        {
+            return Err(format!(
+                "alert threshold {bad}% is not above 0% and at most {ALERT_PERCENT_CEILING}%"
+            ));
+        }
+        let pause = self.pause_background_percent;
+        if !(pause.is_finite() && pause > 0.0 && pause <= 100.0) {
+            return Err(format!(
+                "pause_background_percent {pause} must be above 0 and at most 100: background work pauses before interactive requests are refused at 100%"
+            ));
+        }
+        if let Some(url) = &self.webhook {
+            let allowed = webhook_authority(url)?;
+            if !webhook_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&allowed.0) || h.eq_ignore_ascii_case(&allowed.1))
+            {
+                return Err(format!(
+                    "webhook host `{}` is not in the node's budget_webhook_hosts ({}); add it to the node's config file",
+                    allowed.1,
+                    if webhook_hosts.is_empty() {
+                        "empty".to_string()
+                    } else {
+                        webhook_hosts.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(host, host:port)` of an http(s) URL.
+fn webhook_authority(url: &str) -> Result<(String, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("webhook `{url}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(format!(
+                "webhook `{url}` must be an http:// or https:// URL"
+            ));
+        }
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("webhook `{url}` has no host"))?;
+    Ok((authority.host().to_string(), authority.as_str().to_string()))
+}
+
+/// What a budget's hard cap stops now.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// Cron ticks and queue deliveries wait.
+    pub background: bool,
+    /// Requests get 503.
+    pub interactive: bool,
+    /// Why, for people.
+    pub message: String,
+    /// Seconds until the month ends and the budget starts over.
+    pub retry_after_s: u64,
+}
+
+/// How a budget stands this month.
+#[derive(Clone, Debug, Serialize)]
+pub struct BudgetStatus {
+    /// `node` or the function's name.
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(flatten)]
+    pub settings: BudgetSettings,
+    pub month: String,
+    pub spent_usd: f64,
+    pub percent: f64,
+    /// `ok`, `background-paused` or `refusing`.
+    pub state: &'static str,
+    /// A problem with the budget itself (its sheet was removed, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    #[serde(skip)]
+    alerted_month: String,
+    #[serde(skip)]
+    alerted_percent: f64,
+}
+
+/// The node's budgets as last checked, read on every request, tick and delivery.
+#[derive(Default)]
+pub struct Budgets {
+    /// By scope: `""` for the node, else the function.
+    blocks: ArcSwap<HashMap<String, Block>>,
+    /// Wakes the watcher at once (a budget was set or removed).
+    pub changed: Notify,
+}
+
+impl Budgets {
+    fn block(&self, function: &str, pick: impl Fn(&Block) -> bool) -> Option<Block> {
+        let blocks = self.blocks.load();
+        if blocks.is_empty() {
+            return None;
+        }
+        [function, ""]
+            .into_iter()
+            .filter_map(|scope| blocks.get(scope))
+            .find(|b| pick(b))
+            .cloned()
+    }
+
+    /// Whether `function`'s cron ticks and queue deliveries must wait, and why.
+    pub fn background_paused(&self, function: &str) -> Option<Block> {
+        self.block(function, |b| b.background)
+    }
+
+    /// Whether `function`'s requests are refused, and why.
+    pub fn refused(&self, function: &str) -> Option<Block> {
+        self.block(function, |b| b.interactive)
+    }
+}
+
+/// The label a budget has in logs and metrics.
+pub fn label(scope: &str) -> String {
+    if scope.is_empty() {
+        "node".to_string()
+    } else {
+        format!("function/{scope}")
+    }
+}
+
+/// How every budget stands now.
+pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, ApiError> {
+    let records = blocking(registry.store(), |s| s.budgets()).await?;
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let user = blocking(registry.store(), |s| s.price_sheets()).await?;
+    let sheets: Vec<PriceSheet> = sheets::all(&user).into_iter().map(|(s, _)| s).collect();
+    let now = now_ms();
+    let (month_start, _, month) = month_of(now);
+    let minutes = minutes_since(registry, month_start).await?;
+    let mut out = Vec::new();
+    for record in records {
+        let settings: BudgetSettings = match serde_json::from_str(&record.settings) {
+            Ok(settings) => settings,
+            Err(e) => {
+                tracing::error!(scope = %record.scope, error = %e, "stored budget is not readable; skipped");
+                continue;
+            }
+        };
+        let function = (!record.scope.is_empty()).then(|| record.scope.clone());
+        let (spent_usd, problem) = match sheets.iter().find(|s| s.name == settings.sheet) {
+            Some(sheet) => (
+                month_spend(sheet, &minutes, function.as_deref(), month_start, now),
+                None,
+            ),
+            None => (
+                0.0,
+                Some(format!(
+                    "price sheet `{}` no longer exists; set the budget again",
+                    settings.sheet
+                )),
+            ),
+        };
+        let percent = spent_usd / settings.monthly_usd * 100.0;
+        let state = if !settings.hard_cap || problem.is_some() {
+            "ok"
+        } else if percent >= 100.0 {
+            "refusing"
+        } else if percent >= settings.pause_background_percent {
+            "background-paused"
+        } else {
+            "ok"
+        };
+        out.push(BudgetStatus {
+            scope: label(&record.scope),
+            function,
+            settings,
+            month: month.clone(),
+            spent_usd,
+            percent,
+            state,
+            problem,
+            alerted_month: record.alerted_month,
+            alerted_percent: record.alerted_percent,
+        });
+    }
+    Ok(out)
+}
+
+/// Spent this month on `sheet`: per-invocation sheets price the traffic; a machine sheet
+/// charges the hours so far, shared out by CPU time.
+fn month_spend(
+    sheet: &PriceSheet,
+    minutes: &[Minute],
+    function: Option<&str>,
+    month_start: i64,
+    now: i64,
+) -> f64 {
+    match sheet.kind {
+        SheetKind::PerInvocation => spent(sheet, minutes, function, month_start),
+        SheetKind::Machine => {
+            let hours = (now - month_start) as f64 / HOUR_MS as f64;
+            sheet.usd_per_hour.unwrap_or(0.0) * hours * cpu_share(minutes, function, month_start)
+        }
+    }
+}
+
+/// Checks every budget each `interval` (and at once when one changes): sets the metrics,
+/// sends alerts and applies hard caps.
+pub struct Watcher {
+    pub registry: Arc<Registry>,
+    pub interval: Duration,
+    pub webhook_timeout: Duration,
+}
+
+impl Watcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let budgets = self.registry.budgets();
+        loop {
+            self.check().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = budgets.changed.notified() => {}
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    async fn check(&self) {
+        let statuses = match evaluate(&self.registry).await {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                tracing::error!(error = %e, "checking budgets failed; caps stay as they were");
+                return;
+            }
+        };
+        let now = now_ms();
+        let (_, month_end, _) = month_of(now);
+        let retry_after_s = ((month_end - now).max(1000) / 1000) as u64;
+        let before = self.registry.budgets().blocks.load_full();
+        let mut blocks = HashMap::new();
+        for status in &statuses {
+            let scope = status.function.clone().unwrap_or_default();
+            let meter = self.registry.meter();
+            meter.budget(&status.scope, status.spent_usd, status.settings.monthly_usd);
+            self.alert(status, &scope).await;
+            if status.state == "ok" {
+                continue;
+            }
+            let whose = match &status.function {
+                Some(f) => format!("function `{f}`"),
+                None => "this node".to_string(),
+            };
+            let block = Block {
+                background: true,
+                interactive: status.state == "refusing",
+                message: format!(
+                    "budget spent: {whose} has spent ${:.6} of its ${} monthly budget ({:.0}%) on price sheet `{}`; {} until the month ends ({} UTC) or the budget is raised (eddy budget set)",
+                    status.spent_usd,
+                    status.settings.monthly_usd,
+                    status.percent,
+                    status.settings.sheet,
+                    if status.state == "refusing" {
+                        "requests are refused and background triggers paused"
+                    } else {
+                        "background triggers (cron, queues) are paused"
+                    },
+                    crate::consumer::rfc3339(month_end),
+                ),
+                retry_after_s,
+            };
+            let was = before.get(&scope);
+            if was.map(|b| (b.background, b.interactive))
+                != Some((block.background, block.interactive))
+            {
+                tracing::warn!(budget = %status.scope, state = status.state, "{}", block.message);
+            }
+            blocks.insert(scope, block);
+        }
+        for scope in before.keys().filter(|s| !blocks.contains_key(*s)) {
+            tracing::info!(budget = %label(scope), "budget cap lifted: triggers and requests run again");
+        }
+        self.registry.budgets().blocks.store(Arc::new(blocks));
+    }
+
+    /// Sends the highest threshold crossed since the last alert this month, once.
+    async fn alert(&self, status: &BudgetStatus, scope: &str) {
+        let already = if status.alerted_month == status.month {
+            status.alerted_percent
+        } else {
+            0.0
+        };
+        let Some(threshold) = status
+            .settings
+            .alert_percents
+            .iter()
+            .copied()
+            .filter(|t| status.percent >= *t && *t > already)
+            .reduce(f64::max)
+        else {
+            return;
+        };
+        tracing::warn!(
+            budget = %status.scope,
+            sheet = %status.settings.sheet,
+            spent_usd = status.spent_usd,
+            monthly_usd = status.settings.monthly_usd,
+            threshold_percent = threshold,
+            "budget alert: {} has spent {:.0}% (${:.6}) of its ${} monthly budget on price sheet `{}`",
+            status.scope,
+            status.percent,
+            status.spent_usd,
+            status.settings.monthly_usd,
+            status.settings.sheet,
+        );
+        self.registry.meter().budget_alert(&status.scope, threshold);
+        let owned = scope.to_string();
+        let month = status.month.clone();
+        if let Err(e) = blocking(self.registry.store(), move |s| {
+            s.set_budget_alerted(&owned, &month, threshold)
+        })
+        .await
+        {
+            tracing::error!(error = %e, "recording a budget alert failed; it may be sent again");
+        }
+        if let Some(url) = status.settings.webhook.clone() {
+            let body = serde_json::json!({
+                "type": "eddy.budget.alert",
+                "budget": status.scope,
+                "function": status.function,
+                "month": status.month,
+                "sheet": status.settings.sheet,
+                "monthly_usd": status.settings.monthly_usd,
+                "spent_usd": status.spent_usd,
+                "percent": status.percent,
+                "threshold_percent": threshold,
+                "hard_cap": status.settings.hard_cap,
+                "state": status.state,
+            });
+            let timeout = self.webhook_timeout;
+            let budget = status.scope.clone();
+            // Off the check loop: a slow receiver delays no cap.
+            tokio::spawn(async move {
+                if let Err(e) = post_webhook(&url, body.to_string(), timeout).await {
+                    tracing::warn!(%budget, webhook = %url, "budget alert webhook failed: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// One POST of an alert; not retried (the next threshold sends again).
+async fn post_webhook(url: &str, body: String, timeout: Duration) -> Result<(), String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<Bytes>>(connector);
+    let request = http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, "eddy-budget")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer within budget_webhook_timeout_ms ({} ms)",
+                timeout.as_millis()
+            )
+        })?
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the webhook answered {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(edit: impl FnOnce(&mut BudgetSettings)) -> Result<(), String> {
+        let mut s = BudgetSettings {
+            monthly_usd: 10.0,
+            sheet: "aws-lambda-x86".into(),
+            alert_percents: default_alert_percents(),
+            webhook: None,
+            hard_cap: true,
+            pause_background_percent: DEFAULT_PAUSE_BACKGROUND_PERCENT,
+        };
+        edit(&mut s);
+        s.validate(&sheets::built_in(), &["hooks.example.com".to_string()])
+    }
+
+    #[test]
+    fn budgets_are_checked_against_sheets_thresholds_and_the_webhook_allowlist() {
+        settings(|_| {}).unwrap();
+        settings(|s| s.webhook = Some("https://hooks.example.com/eddy".into())).unwrap();
+        for (edit, expect) in [
+            (
+                Box::new(|s: &mut BudgetSettings| s.monthly_usd = 0.0) as Box<dyn FnOnce(&mut _)>,
+                "monthly_usd must be greater than 0",
+            ),
+            (
+                Box::new(|s: &mut BudgetSettings| s.sheet = "heroku".into()),
+                "no price sheet named `heroku`",
+            ),
+            (
+                Box::new(|s: &mut BudgetSettings| {
+                    s.alert_percents = vec![10.0; ALERT_PERCENTS_MAX + 1]
+                }),
+                "at most 16",
+            ),
+            (
+                Box::new(|s: &mut BudgetSettings| s.alert_percents = vec![0.0]),
+                "alert threshold 0%",
+            ),
+            (
+                Box::new(|s: &mut BudgetSettings| s.pause_background_percent = 120.0),
+                "pause_background_percent 120",
+            ),
+            (
+                Box::new(|s: &mut BudgetSettings| {
+                    s.webhook = Some("http://evil.example.net/".into())
+                }),
+                "not in the node's budget_webhook_hosts",
+            ),
+            (
+                Box::new(|s: &mut BudgetSettings| {
+                    s.webhook = Some("ftp://hooks.example.com/".into())
+                }),
+                "http:// or https://",
+            ),
+        ] {
+            let err = settings(edit).unwrap_err();
+            assert!(err.contains(expect), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_function_is_blocked_by_its_own_budget_or_the_nodes() {
+        let budgets = Budgets::default();
+        assert!(budgets.refused("a").is_none());
+        let block = |interactive| Block {
+            background: true,
+            interactive,
+            message: "spent".into(),
+            retry_after_s: 1,
+        };
+        budgets
+            .blocks
+            .store(Arc::new([("a".to_string(), block(false))].into()));
+        assert!(budgets.background_paused("a").is_some());
+        assert!(budgets.refused("a").is_none());
+        assert!(budgets.background_paused("b").is_none());
+        budgets
+            .blocks
+            .store(Arc::new([(String::new(), block(true))].into()));
+        assert!(budgets.refused("b").is_some());
+    }
+}

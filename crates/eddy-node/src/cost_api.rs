@@ -1,0 +1,255 @@
+//! The control API of cost: reports, price sheets and budgets. The contract is
+//! `docs/api.md#cost`.
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{ApiState, find_function};
+use crate::cost::budget::{BudgetSettings, evaluate, label};
+use crate::cost::{self, DAY_MS, FORECAST_TRAILING_DAYS, PriceSheet, ReportQuery, sheets};
+use crate::error::ApiError;
+use crate::registry::{blocking, now_ms};
+
+/// The cost routes, merged under `/v1`.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/cost", get(report))
+        .route("/price-sheets", get(list_sheets))
+        .route(
+            "/price-sheets/{name}",
+            put(put_sheet)
+                .delete(remove_sheet)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/budgets", get(list_budgets))
+        .route(
+            "/budgets/node",
+            put(put_node_budget).delete(remove_node_budget),
+        )
+        .route(
+            "/budgets/functions/{name}",
+            put(put_function_budget).delete(remove_function_budget),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CostQuery {
+    function: Option<String>,
+    /// Window length; default: from the start of the calendar month (UTC).
+    since_ms: Option<u64>,
+    /// Comma-separated sheet names; default: every sheet.
+    sheet: Option<String>,
+}
+
+async fn report(
+    State(state): State<ApiState>,
+    query: Result<Query<CostQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid cost query (function, since_ms, sheet): {}",
+            e.body_text()
+        ))
+    })?;
+    if let Some(function) = &query.function {
+        find_function(&state, function).await?;
+    }
+    let now = now_ms();
+    let retention = state.limits.rollup_retention_ms;
+    let from_ms = match query.since_ms {
+        Some(since) if since as i64 > retention || since > i64::MAX as u64 => {
+            return Err(ApiError::bad_request(format!(
+                "since_ms {since} reaches back past limits.rollup_retention_ms ({retention} ms): older minutes are deleted"
+            )));
+        }
+        Some(since) => now - since as i64,
+        None => cost::month_of(now).0,
+    };
+    let all = all_sheets(&state).await?;
+    let chosen: Vec<PriceSheet> = match &query.sheet {
+        None => all,
+        Some(names) => {
+            let mut chosen = Vec::new();
+            for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match all.iter().find(|s| s.name == name) {
+                    Some(sheet) => chosen.push(sheet.clone()),
+                    None => return Err(no_sheet(name, &all)),
+                }
+            }
+            chosen
+        }
+    };
+    let load_from = from_ms
+        .min(cost::month_of(now).0)
+        .min(now - FORECAST_TRAILING_DAYS * DAY_MS);
+    let minutes = cost::minutes_since(&state.registry, load_from).await?;
+    let report = cost::report(
+        &ReportQuery {
+            function: query.function.as_deref(),
+            from_ms,
+            now_ms: now,
+            sheets: &chosen,
+        },
+        &minutes,
+    );
+    Ok(Json(serde_json::to_value(report).map_err(|e| {
+        ApiError::internal("the cost report does not encode", e)
+    })?))
+}
+
+/// Built-in sheets and the user's over them.
+async fn all_sheets(state: &ApiState) -> Result<Vec<PriceSheet>, ApiError> {
+    let user = blocking(state.registry.store(), |s| s.price_sheets()).await?;
+    Ok(sheets::all(&user).into_iter().map(|(s, _)| s).collect())
+}
+
+fn no_sheet(name: &str, all: &[PriceSheet]) -> ApiError {
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    ApiError::not_found(format!(
+        "no price sheet named `{name}`; the node has: {}",
+        names.join(", ")
+    ))
+}
+
+async fn list_sheets(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let user = blocking(state.registry.store(), |s| s.price_sheets()).await?;
+    let sheets: Vec<Value> = sheets::all(&user)
+        .into_iter()
+        .map(|(sheet, built_in)| {
+            let mut value = serde_json::to_value(&sheet).unwrap_or(Value::Null);
+            value["built_in"] = json!(built_in);
+            value
+        })
+        .collect();
+    Ok(Json(json!({ "sheets": sheets })))
+}
+
+async fn put_sheet(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let max = state.limits.price_sheet_bytes_max;
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "price_sheet_too_large",
+            format!("the price sheet is larger than limits.price_sheet_bytes_max ({max} bytes)"),
+        )
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::bad_request("the price sheet is not UTF-8 text"))?;
+    let sheet = PriceSheet::from_toml(text).map_err(ApiError::bad_request)?;
+    if sheet.name != name {
+        return Err(ApiError::bad_request(format!(
+            "the sheet is named `{}` but was sent to /v1/price-sheets/{name}",
+            sheet.name
+        )));
+    }
+    let (owned, text) = (name.clone(), text.to_string());
+    blocking(state.registry.store(), move |s| {
+        s.put_price_sheet(&owned, &text, now_ms())
+    })
+    .await?;
+    state.registry.budgets().changed.notify_one();
+    Ok(Json(serde_json::to_value(&sheet).unwrap_or(Value::Null)))
+}
+
+async fn remove_sheet(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let owned = name.clone();
+    if blocking(state.registry.store(), move |s| {
+        s.remove_price_sheet(&owned)
+    })
+    .await?
+    {
+        state.registry.budgets().changed.notify_one();
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    if sheets::built_in().iter().any(|s| s.name == name) {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is a built-in sheet and cannot be removed; add a sheet of that name to replace it"
+        )));
+    }
+    Err(ApiError::not_found(format!(
+        "no user price sheet named `{name}`"
+    )))
+}
+
+async fn list_budgets(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let budgets = evaluate(&state.registry).await?;
+    Ok(Json(json!({ "budgets": budgets })))
+}
+
+async fn put_node_budget(
+    State(state): State<ApiState>,
+    body: Result<Json<BudgetSettings>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    put_budget(state, String::new(), body).await
+}
+
+async fn put_function_budget(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<BudgetSettings>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    find_function(&state, &name).await?;
+    put_budget(state, name, body).await
+}
+
+async fn put_budget(
+    state: ApiState,
+    scope: String,
+    body: Result<Json<BudgetSettings>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(settings) =
+        body.map_err(|e| ApiError::bad_request(format!("invalid budget: {}", e.body_text())))?;
+    let all = all_sheets(&state).await?;
+    settings
+        .validate(&all, &state.budget_webhook_hosts)
+        .map_err(ApiError::bad_request)?;
+    let text = serde_json::to_string(&settings)
+        .map_err(|e| ApiError::internal("the budget does not encode", e))?;
+    let owned = scope.clone();
+    blocking(state.registry.store(), move |s| s.put_budget(&owned, &text)).await?;
+    state.registry.budgets().changed.notify_one();
+    let status = evaluate(&state.registry)
+        .await?
+        .into_iter()
+        .find(|b| b.scope == label(&scope));
+    Ok(Json(serde_json::to_value(status).unwrap_or(Value::Null)))
+}
+
+async fn remove_node_budget(State(state): State<ApiState>) -> Result<StatusCode, ApiError> {
+    remove_budget(state, String::new()).await
+}
+
+async fn remove_function_budget(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    remove_budget(state, name).await
+}
+
+async fn remove_budget(state: ApiState, scope: String) -> Result<StatusCode, ApiError> {
+    let owned = scope.clone();
+    if !blocking(state.registry.store(), move |s| s.remove_budget(&owned)).await? {
+        return Err(ApiError::not_found(format!(
+            "no budget for {}",
+            label(&scope)
+        )));
+    }
+    state.registry.meter().budget_removed(&label(&scope));
+    state.registry.budgets().changed.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
