@@ -220,9 +220,32 @@ impl Client {
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> Result<T> {
+        self.send_bytes(reqwest::Method::POST, segments, query, body, headers)
+            .await
+    }
+
+    /// `PUT` `body` as it is, like `post_bytes`.
+    pub async fn put_bytes<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<T> {
+        self.send_bytes(reqwest::Method::PUT, segments, &[], body, headers)
+            .await
+    }
+
+    async fn send_bytes<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<T> {
         let request = headers.iter().fold(
             self.http
-                .post(self.url(segments))
+                .request(method, self.url(segments))
                 .query(query)
                 .body(body)
                 .timeout(REQUEST_TIMEOUT),

@@ -5,8 +5,11 @@
 //! to stderr and exits 1. Usage errors are clap's and exit 2.
 
 mod api;
+mod budget;
 mod build;
+mod chart;
 mod client;
+mod cost;
 mod deploy;
 mod dev;
 mod logs;
@@ -18,6 +21,7 @@ mod queue;
 mod rm;
 mod rollback;
 mod serve;
+mod sheets;
 mod stats;
 mod table;
 mod units;
@@ -122,6 +126,12 @@ enum ApiCommand {
     Queue(queue::QueueArgs),
     /// WebSocket connections the node holds: list a function's, send to a channel's
     Ws(ws::WsArgs),
+    /// What the metered traffic cost under each price sheet, break-even and forecasts
+    Cost(cost::CostArgs),
+    /// Price sheets (AWS Lambda, Vercel, a dedicated machine, yours): list, add, remove
+    Sheets(sheets::SheetsArgs),
+    /// Monthly budgets with alerts and an optional hard cap
+    Budget(budget::BudgetArgs),
 }
 
 #[tokio::main]
@@ -176,6 +186,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ApiCommand::Dev(args) => dev::run(client, args).await,
         ApiCommand::Queue(args) => queue::run(&client, args).await,
         ApiCommand::Ws(args) => ws::run(&client, args).await,
+        ApiCommand::Cost(args) => cost::run(&client, args).await,
+        ApiCommand::Sheets(args) => sheets::run(&client, args).await,
+        ApiCommand::Budget(args) => budget::run(&client, args).await,
     }
 }
 
