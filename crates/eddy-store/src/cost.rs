@@ -87,11 +87,19 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Records that alerts up to `percent` were sent for `scope` in `month`.
-    pub fn set_budget_alerted(&self, scope: &str, month: &str, percent: f64) -> Result<()> {
+    /// Records that alerts up to `percent` were sent for `scope` in `month`, unless the
+    /// budget was set again since it was read as `settings` (its alerts start afresh).
+    pub fn set_budget_alerted(
+        &self,
+        scope: &str,
+        settings: &str,
+        month: &str,
+        percent: f64,
+    ) -> Result<()> {
         self.conn().execute(
-            "UPDATE budgets SET alerted_month = ?2, alerted_percent = ?3 WHERE scope = ?1",
-            params![scope, month, percent],
+            "UPDATE budgets SET alerted_month = ?3, alerted_percent = ?4
+             WHERE scope = ?1 AND settings = ?2",
+            params![scope, settings, month, percent],
         )?;
         Ok(())
     }

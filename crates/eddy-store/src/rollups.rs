@@ -84,24 +84,47 @@ impl Store {
 }
 
 impl Store {
-    /// Every function's stored minutes from `since_minute_ms` on, oldest first.
-    pub fn rollups_of_all(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+    /// Every function's stored minutes from `since_minute_ms` on, oldest first, with only
+    /// what prices them: invocations, wall, billed and CPU time, and the memory limit.
+    pub fn cost_minutes(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        self.cost_rows(
+            "SELECT function, minute_ms, invocations, wall_us, cpu_us, billed_ms,
+                    memory_limit_bytes
+             FROM invocation_minutes WHERE minute_ms >= ?1 ORDER BY minute_ms, function",
+            since_minute_ms,
+        )
+    }
+
+    /// What `cost_minutes` holds, summed per function and memory limit (prices are linear
+    /// in each); each total is dated `since_minute_ms`.
+    pub fn cost_totals(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        self.cost_rows(
+            "SELECT function, ?1, SUM(invocations), SUM(wall_us), SUM(cpu_us), SUM(billed_ms),
+                    memory_limit_bytes
+             FROM invocation_minutes WHERE minute_ms >= ?1
+             GROUP BY function, memory_limit_bytes ORDER BY function, memory_limit_bytes",
+            since_minute_ms,
+        )
+    }
+
+    fn cost_rows(&self, sql: &str, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT function, minute_ms, {COLUMNS} FROM invocation_minutes
-             WHERE minute_ms >= ?1 ORDER BY minute_ms, function"
-        ))?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map(params![since_minute_ms], |row| {
-            let function: String = row.get(0)?;
-            let minute: i64 = row.get(1)?;
-            Ok((function, minute, row_rollup_at(row, 2)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                Rollup {
+                    invocations: row.get(2)?,
+                    wall_us: row.get(3)?,
+                    cpu_us: row.get(4)?,
+                    billed_ms: row.get(5)?,
+                    memory_limit_bytes: row.get(6)?,
+                    ..Rollup::default()
+                },
+            ))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (function, minute, rollup) = row?;
-            out.push((function, minute, rollup?));
-        }
-        Ok(out)
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 

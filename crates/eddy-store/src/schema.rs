@@ -128,6 +128,8 @@ ALTER TABLE invocation_minutes ADD COLUMN connection_ms INTEGER NOT NULL DEFAULT
 -- minute ran at, user price sheets and budgets.
 ALTER TABLE invocation_minutes ADD COLUMN billed_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE invocation_minutes ADD COLUMN memory_limit_bytes INTEGER NOT NULL DEFAULT 0;
+-- Minutes metered before this: each invocation's rounding is lost; round the total.
+UPDATE invocation_minutes SET billed_ms = (wall_us + 999) / 1000;
 CREATE TABLE price_sheets (
     name       TEXT PRIMARY KEY,
     toml       TEXT NOT NULL,

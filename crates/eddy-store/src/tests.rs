@@ -453,6 +453,57 @@ fn open_creates_missing_directories() {
 }
 
 #[test]
+fn cost_totals_sum_per_function_and_memory_limit() {
+    each_store(|store| {
+        deploy(store, "f", "/f", b"bytes", 1)?;
+        deploy(store, "g", "/g", b"other", 1)?;
+        let at = |invocations, billed_ms, memory_limit_bytes| crate::Rollup {
+            invocations,
+            wall_us: billed_ms * 1000 - 1,
+            cpu_us: 7,
+            billed_ms,
+            memory_limit_bytes,
+            ..Default::default()
+        };
+        let minute = 60_000 * 1000;
+        store.add_rollups(
+            &[
+                ("f".into(), minute, at(1, 10, 64)),
+                ("f".into(), minute + 60_000, at(2, 20, 64)),
+                // Redeployed with more memory: priced apart.
+                ("f".into(), minute + 120_000, at(3, 30, 128)),
+                ("g".into(), minute + 60_000, at(4, 40, 64)),
+            ],
+            0,
+        )?;
+        assert_eq!(store.cost_minutes(minute + 60_000)?.len(), 3);
+        let totals = store.cost_totals(minute)?;
+        let seen: Vec<_> = totals
+            .iter()
+            .map(|(f, since, r)| {
+                (
+                    f.as_str(),
+                    *since,
+                    r.invocations,
+                    r.billed_ms,
+                    r.cpu_us,
+                    r.memory_limit_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("f", minute, 2 + 1, 30, 14, 64),
+                ("f", minute, 3, 30, 7, 128),
+                ("g", minute, 4, 40, 7, 64),
+            ]
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn rollups_merge_per_function_and_minute_and_expire() {
     each_store(|store| {
         deploy(store, "f", "/f", b"bytes", 1)?;
