@@ -139,11 +139,18 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         shutdown.clone(),
     );
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
+    if limits.rollup_retention_ms < cost::MONTH_MS_MAX {
+        tracing::warn!(
+            rollup_retention_ms = limits.rollup_retention_ms,
+            "limits.rollup_retention_ms is shorter than a month: budgets and month-to-date cost see only the minutes kept"
+        );
+    }
     tokio::spawn(
         cost::budget::Watcher {
             registry: registry.clone(),
             interval: Duration::from_millis(limits.budget_check_interval_ms),
             webhook_timeout: Duration::from_millis(limits.budget_webhook_timeout_ms),
+            webhook_hosts: config.budget_webhook_hosts.clone().into(),
         }
         .run(shutdown.clone()),
     );

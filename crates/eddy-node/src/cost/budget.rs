@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    HOUR_MS, Minute, PriceSheet, SheetKind, cpu_share, minutes_since, month_of, sheets, spent,
+    HOUR_MS, Minute, PriceSheet, SheetKind, cpu_share, month_of, sheets, spent, totals_since,
 };
 use crate::error::ApiError;
 use crate::registry::{Registry, blocking, now_ms};
@@ -28,6 +28,9 @@ pub const DEFAULT_PAUSE_BACKGROUND_PERCENT: f64 = 90.0;
 pub const ALERT_PERCENTS_MAX: usize = 16;
 /// Highest alert threshold (percent).
 pub const ALERT_PERCENT_CEILING: f64 = 1000.0;
+/// Smallest and largest monthly limit (USD): spent over limit stays a finite percent.
+pub const MONTHLY_USD_MIN: f64 = 1e-12;
+pub const MONTHLY_USD_MAX: f64 = 1e12;
 
 /// A budget as set through the API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,18 +64,24 @@ fn default_pause_background_percent() -> f64 {
 impl BudgetSettings {
     /// Checks the settings against the node's sheets and webhook allowlist.
     pub fn validate(&self, sheets: &[PriceSheet], webhook_hosts: &[String]) -> Result<(), String> {
-        if !self.monthly_usd.is_finite() || self.monthly_usd <= 0.0 {
+        if !(MONTHLY_USD_MIN..=MONTHLY_USD_MAX).contains(&self.monthly_usd) {
             return Err(format!(
-                "monthly_usd must be greater than 0, not {}",
+                "monthly_usd must be greater than 0 (from {MONTHLY_USD_MIN} to {MONTHLY_USD_MAX}), not {}",
                 self.monthly_usd
             ));
         }
-        if !sheets.iter().any(|s| s.name == self.sheet) {
+        let Some(sheet) = sheets.iter().find(|s| s.name == self.sheet) else {
             let names: Vec<&str> = sheets.iter().map(|s| s.name.as_str()).collect();
             return Err(format!(
                 "no price sheet named `{}`; the node has: {}",
                 self.sheet,
                 names.join(", ")
+            ));
+        };
+        if self.hard_cap && sheet.kind == SheetKind::Machine {
+            return Err(format!(
+                "a hard cap on `{}` would save nothing: a machine costs its price per hour whether requests run or not. Use alerts alone on a machine sheet, or cap on a per-invocation sheet",
+                self.sheet
             ));
         }
         if self.alert_percents.len() > ALERT_PERCENTS_MAX {
@@ -97,24 +106,30 @@ impl BudgetSettings {
             ));
         }
         if let Some(url) = &self.webhook {
-            let allowed = webhook_authority(url)?;
-            if !webhook_hosts
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(&allowed.0) || h.eq_ignore_ascii_case(&allowed.1))
-            {
-                return Err(format!(
-                    "webhook host `{}` is not in the node's budget_webhook_hosts ({}); add it to the node's config file",
-                    allowed.1,
-                    if webhook_hosts.is_empty() {
-                        "empty".to_string()
-                    } else {
-                        webhook_hosts.join(", ")
-                    }
-                ));
-            }
+            webhook_allowed(url, webhook_hosts)?;
         }
         Ok(())
     }
+}
+
+/// Whether `url` is an http(s) URL whose host (any port) or `host:port` is in `hosts`.
+fn webhook_allowed(url: &str, hosts: &[String]) -> Result<(), String> {
+    let allowed = webhook_authority(url)?;
+    if hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(&allowed.0) || h.eq_ignore_ascii_case(&allowed.1))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "webhook host `{}` is not in the node's budget_webhook_hosts ({}); add it to the node's config file",
+        allowed.1,
+        if hosts.is_empty() {
+            "empty".to_string()
+        } else {
+            hosts.join(", ")
+        }
+    ))
 }
 
 /// `(host, host:port)` of an http(s) URL.
@@ -166,6 +181,9 @@ pub struct BudgetStatus {
     /// A problem with the budget itself (its sheet was removed, say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The settings as stored, so recording an alert cannot touch a budget set since.
+    #[serde(skip)]
+    stored_settings: String,
     #[serde(skip)]
     alerted_month: String,
     #[serde(skip)]
@@ -224,7 +242,7 @@ pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, ApiError
     let sheets: Vec<PriceSheet> = sheets::all(&user).into_iter().map(|(s, _)| s).collect();
     let now = now_ms();
     let (month_start, _, month) = month_of(now);
-    let minutes = minutes_since(registry, month_start).await?;
+    let minutes = totals_since(registry, month_start).await?;
     let mut out = Vec::new();
     for record in records {
         let settings: BudgetSettings = match serde_json::from_str(&record.settings) {
@@ -267,6 +285,7 @@ pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, ApiError
             percent,
             state,
             problem,
+            stored_settings: record.settings,
             alerted_month: record.alerted_month,
             alerted_percent: record.alerted_percent,
         });
@@ -298,6 +317,8 @@ pub struct Watcher {
     pub registry: Arc<Registry>,
     pub interval: Duration,
     pub webhook_timeout: Duration,
+    /// The node's `budget_webhook_hosts`.
+    pub webhook_hosts: Arc<[String]>,
 }
 
 impl Watcher {
@@ -402,15 +423,21 @@ impl Watcher {
         );
         self.registry.meter().budget_alert(&status.scope, threshold);
         let owned = scope.to_string();
+        let settings = status.stored_settings.clone();
         let month = status.month.clone();
         if let Err(e) = blocking(self.registry.store(), move |s| {
-            s.set_budget_alerted(&owned, &month, threshold)
+            s.set_budget_alerted(&owned, &settings, &month, threshold)
         })
         .await
         {
             tracing::error!(error = %e, "recording a budget alert failed; it may be sent again");
         }
         if let Some(url) = status.settings.webhook.clone() {
+            // The allowlist may have shrunk since the budget was set.
+            if let Err(e) = webhook_allowed(&url, &self.webhook_hosts) {
+                tracing::warn!(budget = %status.scope, "budget alert webhook not sent: {e}");
+                return;
+            }
             let body = serde_json::json!({
                 "type": "eddy.budget.alert",
                 "budget": status.scope,
@@ -495,6 +522,10 @@ mod tests {
             (
                 Box::new(|s: &mut BudgetSettings| s.sheet = "heroku".into()),
                 "no price sheet named `heroku`",
+            ),
+            (
+                Box::new(|s: &mut BudgetSettings| s.sheet = "dedicated".into()),
+                "a hard cap on `dedicated` would save nothing",
             ),
             (
                 Box::new(|s: &mut BudgetSettings| {

@@ -16,7 +16,7 @@ const Z_90: f64 = 1.645;
 const SHORT_HISTORY_SPREAD: f64 = 0.5;
 
 /// A month-end projection.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Forecast {
     /// Spent from the start of the month to now.
     pub month_to_date_usd: f64,

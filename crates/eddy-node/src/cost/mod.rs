@@ -10,7 +10,7 @@ pub mod sheets;
 use std::collections::BTreeMap;
 
 use chrono::{Datelike, TimeZone, Utc};
-use eddy_store::Rollup;
+use eddy_store::{Rollup, Store};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -19,6 +19,8 @@ use crate::registry::{Registry, blocking};
 pub use forecast::{DAY_MS, FORECAST_TRAILING_DAYS, Forecast, HOUR_MS, forecast};
 pub use sheets::{Cost, PriceSheet, SheetKind};
 
+/// The longest calendar month (31 days).
+pub const MONTH_MS_MAX: i64 = 31 * DAY_MS;
 /// Hours in an average month (8760 / 12): what "per month" means in break-even figures.
 pub const HOURS_PER_MONTH: f64 = 730.0;
 /// Points per series in a report at most: the bucket grows (1 min, 5 min, 1 h, 1 day) until
@@ -32,10 +34,24 @@ pub type Minute = (String, i64, Rollup);
 /// Every metered minute from `since_ms` on: stored ones and those not yet flushed, read
 /// under the meter's flush gate so none is counted twice or missed.
 pub async fn minutes_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, ApiError> {
+    read(registry, since_ms, Store::cost_minutes).await
+}
+
+/// The same traffic as `minutes_since`, but the stored part summed per function and memory
+/// limit: enough to price a month, without reading every minute of it.
+pub async fn totals_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, ApiError> {
+    read(registry, since_ms, Store::cost_totals).await
+}
+
+async fn read(
+    registry: &Registry,
+    since_ms: i64,
+    query: fn(&Store, i64) -> eddy_store::Result<Vec<Minute>>,
+) -> Result<Vec<Minute>, ApiError> {
     let from_minute = since_ms - since_ms.rem_euclid(MINUTE_MS);
     let meter = registry.meter();
     let _gate = meter.flush_gate.read().await;
-    let mut minutes = blocking(registry.store(), move |s| s.rollups_of_all(from_minute)).await?;
+    let mut minutes = blocking(registry.store(), move |s| query(s, from_minute)).await?;
     minutes.extend(meter.pending_since(from_minute));
     Ok(minutes)
 }
@@ -185,14 +201,11 @@ pub struct Report {
 pub fn report(query: &ReportQuery<'_>, minutes: &[Minute]) -> Report {
     let (month_start, month_end, month) = month_of(query.now_ms);
     let to_ms = query.now_ms;
-    let in_window = |m: &&Minute| m.1 >= query.from_ms - query.from_ms.rem_euclid(MINUTE_MS);
-    let window: Vec<&Minute> = minutes.iter().filter(in_window).collect();
+    let from_minute = query.from_ms - query.from_ms.rem_euclid(MINUTE_MS);
+    let window: Vec<&Minute> = minutes.iter().filter(|m| m.1 >= from_minute).collect();
 
     let mut usage = Usage::default();
-    for (_, _, r) in window
-        .iter()
-        .filter(|m| query.function.is_none_or(|f| m.0 == f))
-    {
+    for (_, _, r) in window.iter().filter(|m| query.mine(m)) {
         usage.invocations += r.invocations;
         usage.wall_ms += r.wall_us as f64 / 1e3;
         usage.billed_wall_ms += r.billed_ms;
@@ -200,45 +213,34 @@ pub fn report(query: &ReportQuery<'_>, minutes: &[Minute]) -> Report {
     }
     usage.waiting_ms = (usage.wall_ms - usage.cpu_ms).max(0.0);
 
-    let hours = (to_ms - query.from_ms).max(0) as f64 / HOUR_MS as f64;
     let bucket_ms = BUCKETS_MS
         .into_iter()
         .find(|b| (to_ms - query.from_ms) / b <= SERIES_POINTS_MAX)
         .unwrap_or(DAY_MS);
     let first_bucket = query.from_ms - query.from_ms.rem_euclid(bucket_ms);
-    let buckets: Vec<i64> = (0..)
-        .map(|i| first_bucket + i * bucket_ms)
-        .take_while(|b| *b < to_ms.max(first_bucket + 1))
-        .collect();
+    let frame = Frame {
+        query,
+        from_minute,
+        window,
+        minutes,
+        month: (month_start, month_end),
+        hours: (to_ms - query.from_ms).max(0) as f64 / HOUR_MS as f64,
+        buckets: (0..)
+            .map(|i| first_bucket + i * bucket_ms)
+            .take_while(|b| *b < to_ms.max(first_bucket + 1))
+            .collect(),
+        bucket_ms,
+    };
 
-    let mut sheets = Vec::new();
-    let mut lines = Vec::new();
-    for sheet in query.sheets {
-        let (report, line) = match sheet.kind {
-            SheetKind::PerInvocation => per_invocation(
-                sheet,
-                query,
-                &window,
-                minutes,
-                (month_start, month_end),
-                &buckets,
-                bucket_ms,
-            ),
-            SheetKind::Machine => machine(
-                sheet,
-                query,
-                &window,
-                minutes,
-                (month_start, month_end),
-                hours,
-                &buckets,
-                bucket_ms,
-            ),
-        };
-        sheets.push(report);
-        lines.push(line);
-    }
-    let break_even = break_even(&sheets, query.sheets, &usage, hours);
+    let (sheets, lines): (Vec<SheetReport>, Vec<SeriesLine>) = query
+        .sheets
+        .iter()
+        .map(|sheet| match sheet.kind {
+            SheetKind::PerInvocation => frame.per_invocation(sheet),
+            SheetKind::Machine => frame.machine(sheet),
+        })
+        .unzip();
+    let break_even = break_even(&sheets, query.sheets, &usage, frame.hours);
     Report {
         function: query.function.map(str::to_string),
         from_ms: query.from_ms,
@@ -252,6 +254,29 @@ pub fn report(query: &ReportQuery<'_>, minutes: &[Minute]) -> Report {
             sheets: lines,
         },
     }
+}
+
+impl ReportQuery<'_> {
+    /// Whether the minute is of the function asked for (any, without one).
+    fn mine(&self, minute: &Minute) -> bool {
+        self.function.is_none_or(|f| minute.0 == f)
+    }
+}
+
+/// What every sheet of one report is priced over.
+struct Frame<'a> {
+    query: &'a ReportQuery<'a>,
+    /// The window's first minute, and every function's minutes from it on.
+    from_minute: i64,
+    window: Vec<&'a Minute>,
+    /// Every function's minutes, back to the month's start and the forecast's history.
+    minutes: &'a [Minute],
+    /// The calendar month now is in.
+    month: (i64, i64),
+    /// Hours in the window.
+    hours: f64,
+    buckets: Vec<i64>,
+    bucket_ms: i64,
 }
 
 /// What the minutes of `function` (or all) from `from_ms` to `to_ms` cost under a
@@ -287,159 +312,148 @@ pub fn cpu_share(minutes: &[Minute], function: Option<&str>, from_ms: i64) -> f6
     }
 }
 
-fn per_invocation(
-    sheet: &PriceSheet,
-    query: &ReportQuery<'_>,
-    window: &[&Minute],
-    minutes: &[Minute],
-    (month_start, month_end): (i64, i64),
-    buckets: &[i64],
-    bucket_ms: i64,
-) -> (SheetReport, SeriesLine) {
-    let mine = |m: &Minute| query.function.is_none_or(|f| m.0 == f);
-    let mut total = Cost::default();
-    let mut invocations = 0;
-    let mut by_function: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
-    let mut points = vec![0.0; buckets.len()];
-    for m in window.iter().copied().filter(|m| mine(m)) {
-        let cost = sheet.cost(&m.2);
-        total.add(&cost);
-        invocations += m.2.invocations;
-        let entry = by_function.entry(&m.0).or_default();
-        entry.0 += m.2.invocations;
-        entry.1 += m.2.cpu_us;
-        entry.2 += cost.total_usd();
-        if let Some(slot) = bucket_index(buckets, bucket_ms, m.1) {
-            points[slot] += cost.total_usd();
+impl Frame<'_> {
+    fn per_invocation(&self, sheet: &PriceSheet) -> (SheetReport, SeriesLine) {
+        let query = self.query;
+        let (month_start, month_end) = self.month;
+        let mut total = Cost::default();
+        let mut invocations = 0;
+        let mut by_function: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
+        let mut points = vec![0.0; self.buckets.len()];
+        for m in self.window.iter().copied().filter(|m| query.mine(m)) {
+            let cost = sheet.cost(&m.2);
+            total.add(&cost);
+            invocations += m.2.invocations;
+            let entry = by_function.entry(&m.0).or_default();
+            entry.0 += m.2.invocations;
+            entry.1 += m.2.cpu_us;
+            entry.2 += cost.total_usd();
+            if let Some(slot) = self.bucket_index(m.1) {
+                points[slot] += cost.total_usd();
+            }
         }
-    }
-    let forecast_from = month_start.min(query.now_ms - FORECAST_TRAILING_DAYS * DAY_MS);
-    let mut hourly = BTreeMap::new();
-    for m in minutes.iter().filter(|m| m.1 >= forecast_from && mine(m)) {
-        *hourly.entry(m.1 - m.1.rem_euclid(HOUR_MS)).or_insert(0.0) += sheet.cost(&m.2).total_usd();
-    }
-    let cost_usd = total.total_usd();
-    let report = SheetReport {
-        sheet: sheet.name.clone(),
-        title: sheet.title.clone(),
-        kind: sheet.kind,
-        source: sheet.source.clone(),
-        as_of: sheet.as_of.clone(),
-        invocations,
-        cost_usd,
-        parts: Some(total),
-        wall_billing_usd: Some(total.wall_billing_usd),
-        cpu_billing_usd: Some(total.cpu_billing_usd),
-        waiting_usd: Some(total.wall_billing_usd - total.cpu_billing_usd),
-        usd_per_invocation: (invocations > 0).then(|| cost_usd / invocations as f64),
-        usd_per_hour: None,
-        hours: None,
-        functions: by_function
-            .into_iter()
-            .map(|(function, (invocations, cpu_us, cost_usd))| FunctionCost {
-                function: function.to_string(),
-                invocations,
-                cpu_ms: cpu_us as f64 / 1e3,
-                cost_usd,
-                cpu_share: None,
-            })
-            .collect(),
-        forecast: forecast(&hourly, query.now_ms, month_start, month_end),
-    };
-    (
-        report,
-        SeriesLine {
-            sheet: sheet.name.clone(),
-            points: buckets.iter().copied().zip(points).collect(),
-        },
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn machine(
-    sheet: &PriceSheet,
-    query: &ReportQuery<'_>,
-    window: &[&Minute],
-    minutes: &[Minute],
-    (month_start, month_end): (i64, i64),
-    hours: f64,
-    buckets: &[i64],
-    bucket_ms: i64,
-) -> (SheetReport, SeriesLine) {
-    let usd_per_hour = sheet.usd_per_hour.unwrap_or(0.0);
-    let node_cpu_us: u64 = window.iter().map(|m| m.2.cpu_us).sum();
-    let mut by_function: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for m in window {
-        let entry = by_function.entry(&m.0).or_default();
-        entry.0 += m.2.invocations;
-        entry.1 += m.2.cpu_us;
-    }
-    let node_cost = usd_per_hour * hours;
-    let share_of = |cpu_us: u64| {
-        if node_cpu_us == 0 {
-            0.0
-        } else {
-            cpu_us as f64 / node_cpu_us as f64
+        let forecast_from = month_start.min(query.now_ms - FORECAST_TRAILING_DAYS * DAY_MS);
+        let mut hourly = BTreeMap::new();
+        for m in self
+            .minutes
+            .iter()
+            .filter(|m| m.1 >= forecast_from && query.mine(m))
+        {
+            *hourly.entry(m.1 - m.1.rem_euclid(HOUR_MS)).or_insert(0.0) +=
+                sheet.cost(&m.2).total_usd();
         }
-    };
-    let functions: Vec<FunctionCost> = by_function
-        .into_iter()
-        .filter(|(f, _)| query.function.is_none_or(|q| q == *f))
-        .map(|(function, (invocations, cpu_us))| FunctionCost {
-            function: function.to_string(),
+        let cost_usd = total.total_usd();
+        let report = SheetReport {
             invocations,
-            cpu_ms: cpu_us as f64 / 1e3,
-            cost_usd: node_cost * share_of(cpu_us),
-            cpu_share: Some(share_of(cpu_us)),
-        })
-        .collect();
-    let share = match query.function {
-        None => 1.0,
-        Some(_) => functions.iter().map(|f| f.cpu_share.unwrap_or(0.0)).sum(),
-    };
-    let month_share = cpu_share(minutes, query.function, month_start);
-    let elapsed_h = (query.now_ms - month_start) as f64 / HOUR_MS as f64;
-    let month_h = (month_end - month_start) as f64 / HOUR_MS as f64;
-    let to_date = usd_per_hour * elapsed_h * month_share;
-    let projected = usd_per_hour * month_h * month_share;
-    let bucket_cost = usd_per_hour * bucket_ms as f64 / HOUR_MS as f64 * share;
-    let report = SheetReport {
-        sheet: sheet.name.clone(),
-        title: sheet.title.clone(),
-        kind: sheet.kind,
-        source: sheet.source.clone(),
-        as_of: sheet.as_of.clone(),
-        invocations: functions.iter().map(|f| f.invocations).sum(),
-        cost_usd: node_cost * share,
-        parts: None,
-        wall_billing_usd: None,
-        cpu_billing_usd: None,
-        waiting_usd: None,
-        usd_per_invocation: None,
-        usd_per_hour: Some(usd_per_hour),
-        hours: Some(hours),
-        functions,
-        forecast: Forecast {
-            month_to_date_usd: to_date,
-            projected_usd: projected,
-            low_usd: projected,
-            high_usd: projected,
-            history_hours: elapsed_h,
-        },
-    };
-    (
-        report,
+            cost_usd,
+            parts: Some(total),
+            wall_billing_usd: Some(total.wall_billing_usd),
+            cpu_billing_usd: Some(total.cpu_billing_usd),
+            waiting_usd: Some(total.wall_billing_usd - total.cpu_billing_usd),
+            usd_per_invocation: (invocations > 0).then(|| cost_usd / invocations as f64),
+            functions: by_function
+                .into_iter()
+                .map(|(function, (invocations, cpu_us, cost_usd))| FunctionCost {
+                    function: function.to_string(),
+                    invocations,
+                    cpu_ms: cpu_us as f64 / 1e3,
+                    cost_usd,
+                    cpu_share: None,
+                })
+                .collect(),
+            forecast: forecast(&hourly, query.now_ms, month_start, month_end),
+            ..SheetReport::of(sheet)
+        };
+        (report, self.line(sheet, points))
+    }
+
+    /// A machine's price for the window, shared out by CPU time among all the functions.
+    fn machine(&self, sheet: &PriceSheet) -> (SheetReport, SeriesLine) {
+        let query = self.query;
+        let (month_start, month_end) = self.month;
+        let from_minute = self.from_minute;
+        let usd_per_hour = sheet.usd_per_hour.unwrap_or(0.0);
+        let node_cost = usd_per_hour * self.hours;
+        let mut by_function: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for m in self.window.iter().filter(|m| query.mine(m)) {
+            let entry = by_function.entry(&m.0).or_default();
+            entry.0 += m.2.invocations;
+            entry.1 += m.2.cpu_us;
+        }
+        let functions: Vec<FunctionCost> = by_function
+            .into_iter()
+            .map(|(function, (invocations, cpu_us))| {
+                let share = cpu_share(self.minutes, Some(function), from_minute);
+                FunctionCost {
+                    function: function.to_string(),
+                    invocations,
+                    cpu_ms: cpu_us as f64 / 1e3,
+                    cost_usd: node_cost * share,
+                    cpu_share: Some(share),
+                }
+            })
+            .collect();
+        let share = cpu_share(self.minutes, query.function, from_minute);
+        let month_share = cpu_share(self.minutes, query.function, month_start);
+        let elapsed_h = (query.now_ms - month_start) as f64 / HOUR_MS as f64;
+        let projected =
+            usd_per_hour * (month_end - month_start) as f64 / HOUR_MS as f64 * month_share;
+        let report = SheetReport {
+            invocations: functions.iter().map(|f| f.invocations).sum(),
+            cost_usd: node_cost * share,
+            usd_per_hour: Some(usd_per_hour),
+            hours: Some(self.hours),
+            functions,
+            forecast: Forecast {
+                month_to_date_usd: usd_per_hour * elapsed_h * month_share,
+                projected_usd: projected,
+                low_usd: projected,
+                high_usd: projected,
+                history_hours: elapsed_h,
+            },
+            ..SheetReport::of(sheet)
+        };
+        let bucket_cost = usd_per_hour * self.bucket_ms as f64 / HOUR_MS as f64 * share;
+        let points = vec![bucket_cost; self.buckets.len()];
+        (report, self.line(sheet, points))
+    }
+
+    fn line(&self, sheet: &PriceSheet, points: Vec<f64>) -> SeriesLine {
         SeriesLine {
             sheet: sheet.name.clone(),
-            points: buckets.iter().map(|b| (*b, bucket_cost)).collect(),
-        },
-    )
+            points: self.buckets.iter().copied().zip(points).collect(),
+        }
+    }
+
+    fn bucket_index(&self, at_ms: i64) -> Option<usize> {
+        let first = *self.buckets.first()?;
+        let i = usize::try_from((at_ms - first).div_euclid(self.bucket_ms)).ok()?;
+        (i < self.buckets.len()).then_some(i)
+    }
 }
 
-fn bucket_index(buckets: &[i64], bucket_ms: i64, at_ms: i64) -> Option<usize> {
-    let first = *buckets.first()?;
-    let i = usize::try_from((at_ms - first).div_euclid(bucket_ms)).ok()?;
-    (i < buckets.len()).then_some(i)
+impl SheetReport {
+    /// The sheet's own fields, with nothing priced yet.
+    fn of(sheet: &PriceSheet) -> SheetReport {
+        SheetReport {
+            sheet: sheet.name.clone(),
+            title: sheet.title.clone(),
+            kind: sheet.kind,
+            source: sheet.source.clone(),
+            as_of: sheet.as_of.clone(),
+            invocations: 0,
+            cost_usd: 0.0,
+            parts: None,
+            wall_billing_usd: None,
+            cpu_billing_usd: None,
+            waiting_usd: None,
+            usd_per_invocation: None,
+            usd_per_hour: None,
+            hours: None,
+            functions: Vec::new(),
+            forecast: Forecast::default(),
+        }
+    }
 }
 
 fn break_even(
@@ -477,7 +491,11 @@ fn break_even(
                 invocations_per_month: at,
                 invocations_per_second: at.map(|n| n / (HOURS_PER_MONTH * 3600.0)),
                 observed_invocations_per_month: observed,
-                machine_is_cheaper: at.is_some_and(|n| observed >= n),
+                machine_is_cheaper: per.is_some_and(|c| {
+                    // Past one machine's capacity the traffic needs more of them.
+                    let machines = capacity.map_or(1.0, |cap| (observed / cap).ceil().max(1.0));
+                    machines * machine_usd_per_month <= observed * c
+                }),
             });
         }
     }

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 const BYTES_PER_MB: f64 = 1024.0 * 1024.0;
 /// Longest sheet name.
 pub const SHEET_NAME_BYTES_MAX: usize = 64;
+/// Largest number a sheet may hold (a price, a memory size, CPUs): costs stay finite.
+pub const SHEET_NUMBER_MAX: f64 = 1e9;
 
 /// The sheets compiled into eddy.
 const BUILT_IN: [&str; 4] = [
@@ -129,9 +131,9 @@ impl PriceSheet {
             .into_iter()
             .chain(optional.into_iter().filter_map(|(k, v)| Some((k, v?))))
         {
-            if !value.is_finite() || value < 0.0 {
+            if !(0.0..=SHEET_NUMBER_MAX).contains(&value) {
                 return Err(format!(
-                    "sheet `{name}`: {key} must be a number of 0 or more, not {value}"
+                    "sheet `{name}`: {key} must be a number from 0 to {SHEET_NUMBER_MAX}, not {value}"
                 ));
             }
         }
