@@ -167,9 +167,9 @@ fn render(r: &Value) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "\n`{}` at {}/h for {:.1} h, shared out by CPU time:\n",
+            "\n`{}` at ${}/h for {:.1} h, shared out by CPU time:\n",
             machine["sheet"].as_str().unwrap_or("?"),
-            usd(f(&machine["usd_per_hour"])),
+            f(&machine["usd_per_hour"]),
             f(&machine["hours"]),
         ));
         out.push_str(&table::render(&["FUNCTION", "CPU", "SHARE", "COST"], &rows));
