@@ -657,6 +657,20 @@ impl SocketServer {
         text: bool,
     ) -> Option<Message> {
         let live = self.registry.routes().function(&function).cloned()?;
+        if self.registry.budgets().refused(&function).is_some() {
+            // A hard cap refuses every interactive invocation, so a held connection's next
+            // message closes it instead of running the function.
+            self.registry
+                .meter()
+                .rejected(&function, now_ms(), crate::ingress::BUDGET_ERROR);
+            let _ = self.sockets.close(
+                None,
+                &id,
+                BUDGET_CLOSE_CODE,
+                "budget spent: the function's monthly budget is spent".to_string(),
+            );
+            return None;
+        }
         let mut request = event_request(&path, data, text);
         mark(request.headers_mut(), "message", &id, Some(text));
         let answer = match self.invoke(&live, request).await {
@@ -681,6 +695,9 @@ impl SocketServer {
         let Some(live) = self.registry.routes().function(function).cloned() else {
             return;
         };
+        if self.registry.budgets().refused(function).is_some() {
+            return;
+        }
         let mut request = event_request(path, Bytes::new(), false);
         mark(request.headers_mut(), "close", id, None);
         if let Ok(value) = HeaderValue::from_str(&code.to_string()) {
@@ -689,6 +706,9 @@ impl SocketServer {
         let _ = self.invoke(&live, request).await;
     }
 }
+
+/// Close code of a held connection whose function's budget is spent (policy violation).
+pub const BUDGET_CLOSE_CODE: u16 = 1008;
 
 /// What a registered connection's tasks share with its entry in `Sockets`.
 #[derive(Clone)]

@@ -545,3 +545,50 @@ async fn a_webhook_that_does_not_answer_is_given_up_on_and_logged() {
     assert_eq!(node.get("/spender/echo").await.status, 200);
     assert!(node.output().contains("budget alert: node has spent"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_closes_held_websockets_and_refuses_new_ones() {
+    use futures::SinkExt;
+    use tokio_tungstenite::connect_async;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    let node = Node::start_with_config("[limits]\nbudget_check_interval_ms = 100\n");
+    node.deploy_ok("sock", "misbehave", json!({"websocket": true}))
+        .await;
+    let (mut held, _) = connect_async(format!("ws://{}/sock/ws", node.public))
+        .await
+        .unwrap();
+    // The connect itself was an invocation: any spending is past this budget.
+    stdout_ok(&node.cli(&[
+        "budget",
+        "set",
+        "--function",
+        "sock",
+        "--monthly-usd",
+        "0.000000000001",
+        "--sheet",
+        "aws-lambda-x86",
+        "--hard-cap",
+    ]));
+    wait_until("the cap", Duration::from_secs(10), async || {
+        node.get("/sock/ws").await.status == 503
+    })
+    .await;
+    assert_eq!(budget_state(&node).await, "refusing");
+
+    held.send(Message::Text("hello".into())).await.unwrap();
+    match common::ws_expect(&mut held, "the budget's close").await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert!(frame.reason.contains("budget spent"), "{frame:?}");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    match connect_async(format!("ws://{}/sock/ws", node.public)).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(response.headers()["eddy-error"], "budget_spent");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
