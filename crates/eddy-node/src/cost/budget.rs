@@ -162,6 +162,8 @@ pub struct Block {
     pub message: String,
     /// Seconds until the month ends and the budget starts over.
     pub retry_after_s: u64,
+    /// When the month ends: the block lapses then even if no check runs again.
+    pub until_ms: i64,
 }
 
 /// How a budget stands this month.
@@ -205,10 +207,11 @@ impl Budgets {
         if blocks.is_empty() {
             return None;
         }
+        let now = now_ms();
         [function, ""]
             .into_iter()
             .filter_map(|scope| blocks.get(scope))
-            .find(|b| pick(b))
+            .find(|b| pick(b) && now < b.until_ms)
             .cloned()
     }
 
@@ -376,6 +379,7 @@ impl Watcher {
                     crate::consumer::rfc3339(month_end),
                 ),
                 retry_after_s,
+                until_ms: month_end,
             };
             let was = before.get(&scope);
             if was.map(|b| (b.background, b.interactive))
@@ -568,6 +572,7 @@ mod tests {
             interactive,
             message: "spent".into(),
             retry_after_s: 1,
+            until_ms: i64::MAX,
         };
         budgets
             .blocks
@@ -579,5 +584,14 @@ mod tests {
             .blocks
             .store(Arc::new([(String::new(), block(true))].into()));
         assert!(budgets.refused("b").is_some());
+        // A block lapses when its month ends, whether or not a check runs again.
+        let lapsed = Block {
+            until_ms: now_ms() - 1,
+            ..block(true)
+        };
+        budgets
+            .blocks
+            .store(Arc::new([(String::new(), lapsed)].into()));
+        assert!(budgets.refused("b").is_none());
     }
 }
