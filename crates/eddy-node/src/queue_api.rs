@@ -355,7 +355,7 @@ async fn set_consumer(
         .map_err(queue_error)?;
     state.consumers.apply(&name, Some(settings.clone()));
     tracing::info!(queue = %name, function = %settings.function, "consumer bound");
-    Ok(Json(consumer_json(&settings, None)))
+    Ok(Json(consumer_json(&settings, None, None)))
 }
 
 /// Check a binding against the node's limits, filling in the defaults.
@@ -455,7 +455,11 @@ async fn remove_consumer(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn consumer_json(c: &ConsumerSettings, status: Option<crate::consumer::ConsumerStatus>) -> Value {
+fn consumer_json(
+    c: &ConsumerSettings,
+    status: Option<crate::consumer::ConsumerStatus>,
+    budget_paused: Option<String>,
+) -> Value {
     let mut v = json!({
         "function": c.function,
         "batch_size": c.batch_size,
@@ -471,6 +475,9 @@ fn consumer_json(c: &ConsumerSettings, status: Option<crate::consumer::ConsumerS
         v["concurrency"] = json!(s.concurrency);
         v["in_flight"] = json!(s.in_flight);
         v["breaker"] = json!(s.breaker);
+    }
+    if let Some(why) = budget_paused {
+        v["paused_by_budget"] = json!(why);
     }
     v
 }
@@ -503,6 +510,9 @@ pub async fn queue_json(state: &ApiState, q: &QueueRecord) -> Result<Value, ApiE
         "dead_lettered": counts.dead_lettered,
         "oldest_age_ms": oldest_age_ms,
         "consumer_concurrency": status.map_or(0, |s| s.concurrency),
-        "consumer": q.consumer.as_ref().map(|c| consumer_json(c, status)),
+        "consumer": q.consumer.as_ref().map(|c| {
+            let paused = state.registry.budgets().background_paused(&c.function);
+            consumer_json(c, status, paused.map(|b| b.message))
+        }),
     }))
 }

@@ -279,6 +279,9 @@ pub struct Consumer {
     /// `consumer_concurrency`.
     pub in_flight: Option<u64>,
     pub breaker: Option<String>,
+    /// Why deliveries wait, when a budget's hard cap paused them.
+    #[serde(default)]
+    pub paused_by_budget: Option<String>,
 }
 
 /// `202` answer to `POST /v1/queues/{name}/messages`.

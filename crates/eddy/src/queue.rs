@@ -487,6 +487,13 @@ fn render_stats(queue: &Queue) -> String {
             ("  breaker", or_dash(consumer.breaker.clone())),
         ]),
     }
+    if let Some(why) = queue
+        .consumer
+        .as_ref()
+        .and_then(|c| c.paused_by_budget.clone())
+    {
+        lines.push(("  paused", why));
+    }
     let width = lines
         .iter()
         .map(|(label, _)| label.len())

@@ -592,3 +592,71 @@ async fn a_spent_budget_closes_held_websockets_and_refuses_new_ones() {
         other => panic!("expected 503, got {other:?}"),
     }
 }
+
+fn queue_stats(node: &Node, queue: &str) -> Value {
+    serde_json::from_str(&stdout_ok(&node.cli(&["queue", "stats", queue, "--json"]))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_consumer_leaves_its_messages_waiting_until_the_budget_is_raised() {
+    let node = Node::start_with_config("[limits]\nbudget_check_interval_ms = 100\n");
+    node.deploy_ok("worker", "misbehave", json!({})).await;
+    stdout_ok(&node.cli(&["queue", "create", "jobs"]));
+    stdout_ok(&node.cli(&[
+        "queue",
+        "consume",
+        "jobs",
+        "--function",
+        "worker",
+        "--path",
+        "/worker/echo",
+    ]));
+    // One request spends past this budget: background work pauses (and requests stop).
+    assert_eq!(node.get("/worker/echo").await.status, 200);
+    stdout_ok(&node.cli(&[
+        "budget",
+        "set",
+        "--function",
+        "worker",
+        "--monthly-usd",
+        "0.000000000001",
+        "--sheet",
+        "aws-lambda-arm64",
+        "--hard-cap",
+    ]));
+    wait_until("the cap", Duration::from_secs(10), async || {
+        node.get("/worker/echo").await.status == 503
+    })
+    .await;
+    stdout_ok(&node.cli(&["queue", "send", "jobs", "job-1"]));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stats = queue_stats(&node, "jobs");
+    assert_eq!(
+        (stats["depth"].as_u64(), stats["delivered"].as_u64()),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
+    let shown = stdout_ok(&node.cli(&["queue", "stats", "jobs"]));
+    assert!(
+        shown.contains("paused") && shown.contains("budget spent: function `worker`"),
+        "{shown}"
+    );
+
+    // Raised: the message is delivered, no attempt was spent on the wait.
+    stdout_ok(&node.cli(&[
+        "budget",
+        "set",
+        "--function",
+        "worker",
+        "--monthly-usd",
+        "1000",
+        "--sheet",
+        "aws-lambda-arm64",
+        "--hard-cap",
+    ]));
+    wait_until("the delivery", Duration::from_secs(10), async || {
+        queue_stats(&node, "jobs")["succeeded"] == 1
+    })
+    .await;
+    assert_eq!(queue_stats(&node, "jobs")["failed_attempts"], 0);
+}
