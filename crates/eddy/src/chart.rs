@@ -249,10 +249,12 @@ fn break_even_panel(area: &Area, report: &Report, out: &mut Overlay) -> Result<(
         out.line("machine", &m.machine_sheet, c, &pts);
         out.legend(&format!("{} (machine)", m.machine_sheet), c, false);
     }
-    for (b, _) in &lines {
+    // Every point sits on a machine's price line, so neighbours' labels alternate above and
+    // below it rather than overlap.
+    for (i, (b, _)) in lines.iter().enumerate() {
         if let Some(x) = b.invocations_per_month.filter(|x| *x >= 0.0) {
             let at = chart.backend_coord(&(x, b.machine_usd_per_month));
-            out.marker(&b.sheet, at, &format!("{}/mo", count(x)));
+            out.marker(&b.sheet, at, &format!("{}/mo", count(x)), i % 2 == 1);
         }
     }
     let observed = entries
@@ -464,8 +466,8 @@ impl Overlay {
         );
     }
 
-    /// A break-even point with a small label beside it.
-    fn marker(&mut self, sheet: &str, (x, y): (i32, i32), label: &str) {
+    /// A break-even point with a small label beside it, above or `below` it.
+    fn marker(&mut self, sheet: &str, (x, y): (i32, i32), label: &str, below: bool) {
         let _ = writeln!(
             self.svg,
             "<circle class=\"break-even-point\" data-sheet=\"{}\" cx=\"{x}\" cy=\"{y}\" \
@@ -473,7 +475,8 @@ impl Overlay {
             escape(sheet),
             self.colour(sheet)
         );
-        self.text((x + 7, y - 7), "start", label);
+        let label_y = if below { y + 7 + LABEL_SIZE } else { y - 7 };
+        self.text((x + 7, label_y), "start", label);
     }
 
     fn text(&mut self, (x, y): (i32, i32), anchor: &str, s: &str) {
