@@ -30,10 +30,11 @@ pub struct Forecast {
 }
 
 /// Projects the month `[month_start_ms, month_end_ms)` at `now_ms` from `hourly` costs
-/// (hour start → USD). History starts at the first hour with a cost (a function deployed
-/// three days ago has three days of history, not eleven of zeros), at most
+/// (hour start → USD). History starts when the first cost was metered, `first_cost_ms`
+/// (a function deployed three days ago has three days of history, not eleven of zeros;
+/// one deployed at 10:40 has 20 minutes of its first hour, not 60), at most
 /// `FORECAST_TRAILING_DAYS` back, and ends now; the hour now is in counts for the part
-/// of it that has passed.
+/// of it that has passed. Without `first_cost_ms`, the first hour with a cost starts it.
 ///
 /// Each hour of the day gets the average cost of that hour over the history (daily
 /// seasonality); an hour of the day the history has not seen yet gets the history's overall
@@ -42,6 +43,7 @@ pub struct Forecast {
 /// are taken as independent. With fewer than two whole days the range is ±50% of the rest.
 pub fn forecast(
     hourly: &BTreeMap<i64, f64>,
+    first_cost_ms: Option<i64>,
     now_ms: i64,
     month_start_ms: i64,
     month_end_ms: i64,
@@ -50,10 +52,12 @@ pub fn forecast(
         .range(month_start_ms..now_ms)
         .map(|(_, usd)| usd)
         .sum();
-    let first = hourly
-        .iter()
-        .find(|(_, usd)| **usd > 0.0)
-        .map(|(hour, _)| *hour);
+    let first = first_cost_ms.or_else(|| {
+        hourly
+            .iter()
+            .find(|(_, usd)| **usd > 0.0)
+            .map(|(hour, _)| *hour)
+    });
     let history_start = first
         .unwrap_or(now_ms)
         .max(now_ms - FORECAST_TRAILING_DAYS * DAY_MS);
@@ -161,7 +165,7 @@ mod tests {
     fn a_steady_daily_pattern_projects_exactly_with_no_spread() {
         // 14 days of $1 per busy hour, $8 a day; now is the 15th at 00:00.
         let hourly = busy_hours(0..14, |_| 1.0);
-        let f = forecast(&hourly, NOV + 14 * DAY_MS, NOV, DEC);
+        let f = forecast(&hourly, None, NOV + 14 * DAY_MS, NOV, DEC);
         assert_eq!(f.month_to_date_usd, 112.0);
         // 16 days left at $8.
         assert!((f.projected_usd - 240.0).abs() < 1e-9, "{f:?}");
@@ -175,7 +179,7 @@ mod tests {
         for h in 0..4 {
             hourly.insert(NOV + 14 * DAY_MS + h * HOUR_MS, 1.0);
         }
-        let f = forecast(&hourly, NOV + 14 * DAY_MS + 4 * HOUR_MS, NOV, DEC);
+        let f = forecast(&hourly, None, NOV + 14 * DAY_MS + 4 * HOUR_MS, NOV, DEC);
         assert_eq!(f.month_to_date_usd, 116.0);
         // History is the 14 days up to now, so every busy hour of the day averages $1:
         // 4 busy hours left today, then 15 days at $8.
@@ -190,7 +194,7 @@ mod tests {
         // Days alternate $4 and $12 (0.5 and 1.5 per busy hour): mean $8, sample sd of
         // 14 such days = sqrt(14/13 × 16).
         let hourly = busy_hours(0..14, |d| if d % 2 == 0 { 0.5 } else { 1.5 });
-        let f = forecast(&hourly, NOV + 14 * DAY_MS, NOV, DEC);
+        let f = forecast(&hourly, None, NOV + 14 * DAY_MS, NOV, DEC);
         assert!((f.projected_usd - 240.0).abs() < 1e-9, "{f:?}");
         let half = Z_90 * (16.0f64 * 14.0 / 13.0).sqrt() * 16f64.sqrt();
         assert!((f.high_usd - (240.0 + half)).abs() < 1e-9, "{f:?}");
@@ -202,7 +206,7 @@ mod tests {
         // Deployed at 10:00 on the 29th; $2 an hour since; now is the 29th at 12:00.
         let start = NOV + 28 * DAY_MS + 10 * HOUR_MS;
         let hourly: BTreeMap<i64, f64> = [(start, 2.0), (start + HOUR_MS, 2.0)].into();
-        let f = forecast(&hourly, start + 2 * HOUR_MS, NOV, DEC);
+        let f = forecast(&hourly, None, start + 2 * HOUR_MS, NOV, DEC);
         assert_eq!(f.history_hours, 2.0);
         // Hours of the day not seen yet get the mean, $2: 36 hours left.
         assert!((f.projected_usd - (4.0 + 72.0)).abs() < 1e-9, "{f:?}");
@@ -211,8 +215,25 @@ mod tests {
     }
 
     #[test]
+    fn a_first_hour_counts_from_the_first_cost_not_from_its_start() {
+        // Deployed at 10:40 on the 29th; $1 by 11:00 (now): $3 an hour, 37 hours left.
+        let hour = NOV + 28 * DAY_MS + 10 * HOUR_MS;
+        let hourly: BTreeMap<i64, f64> = [(hour, 1.0)].into();
+        let first = hour + 40 * 60_000;
+        let f = forecast(&hourly, Some(first), hour + HOUR_MS, NOV, DEC);
+        assert!((f.history_hours - 1.0 / 3.0).abs() < 1e-9, "{f:?}");
+        assert!((f.projected_usd - (1.0 + 37.0 * 3.0)).abs() < 1e-9, "{f:?}");
+        // Counted from the hour's start it would have been a third of that.
+        let diluted = forecast(&hourly, None, hour + HOUR_MS, NOV, DEC);
+        assert!(
+            (diluted.projected_usd - (1.0 + 37.0)).abs() < 1e-9,
+            "{diluted:?}"
+        );
+    }
+
+    #[test]
     fn no_traffic_projects_nothing() {
-        let f = forecast(&BTreeMap::new(), NOV + DAY_MS, NOV, DEC);
+        let f = forecast(&BTreeMap::new(), None, NOV + DAY_MS, NOV, DEC);
         assert_eq!(f.projected_usd, 0.0);
         assert_eq!(f.high_usd, 0.0);
     }

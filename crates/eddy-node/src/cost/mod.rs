@@ -334,13 +334,17 @@ impl Frame<'_> {
         }
         let forecast_from = month_start.min(query.now_ms - FORECAST_TRAILING_DAYS * DAY_MS);
         let mut hourly = BTreeMap::new();
+        let mut first_cost_ms: Option<i64> = None;
         for m in self
             .minutes
             .iter()
             .filter(|m| m.1 >= forecast_from && query.mine(m))
         {
-            *hourly.entry(m.1 - m.1.rem_euclid(HOUR_MS)).or_insert(0.0) +=
-                sheet.cost(&m.2).total_usd();
+            let usd = sheet.cost(&m.2).total_usd();
+            if usd > 0.0 {
+                first_cost_ms = Some(first_cost_ms.map_or(m.1, |f| f.min(m.1)));
+            }
+            *hourly.entry(m.1 - m.1.rem_euclid(HOUR_MS)).or_insert(0.0) += usd;
         }
         let cost_usd = total.total_usd();
         let report = SheetReport {
@@ -361,7 +365,7 @@ impl Frame<'_> {
                     cpu_share: None,
                 })
                 .collect(),
-            forecast: forecast(&hourly, query.now_ms, month_start, month_end),
+            forecast: forecast(&hourly, first_cost_ms, query.now_ms, month_start, month_end),
             ..SheetReport::of(sheet)
         };
         (report, self.line(sheet, points))
