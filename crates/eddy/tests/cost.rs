@@ -412,17 +412,7 @@ async fn a_hard_cap_pauses_cron_then_refuses_requests_with_503() {
     assert!(metrics.contains("eddy_budget_spent_usd{budget=\"function/capped\"}"));
 
     // Raising the budget lifts the cap at once.
-    stdout_ok(&node.cli(&[
-        "budget",
-        "set",
-        "--function",
-        "capped",
-        "--monthly-usd",
-        "100",
-        "--sheet",
-        "aws-lambda-x86",
-        "--hard-cap",
-    ]));
+    cap(&node, "capped", "100", "aws-lambda-x86");
     wait_until("the cap to lift", Duration::from_secs(5), async || {
         node.get("/capped/echo").await.status == 200
     })
@@ -435,6 +425,21 @@ async fn a_hard_cap_pauses_cron_then_refuses_requests_with_503() {
     stdout_ok(&node.cli(&["budget", "rm", "--function", "capped"]));
     let err = stderr_err(&node.cli(&["budget", "rm", "--function", "capped"]));
     assert!(err.contains("no budget for function/capped"), "{err}");
+}
+
+/// `eddy budget set --function FUNCTION --monthly-usd USD --sheet SHEET --hard-cap`.
+fn cap(node: &Node, function: &str, monthly_usd: &str, sheet: &str) {
+    stdout_ok(&node.cli(&[
+        "budget",
+        "set",
+        "--function",
+        function,
+        "--monthly-usd",
+        monthly_usd,
+        "--sheet",
+        sheet,
+        "--hard-cap",
+    ]));
 }
 
 async fn put_budget(node: &Node, function: &str, body: Value) -> (u16, Value) {
@@ -559,17 +564,7 @@ async fn a_spent_budget_closes_held_websockets_and_refuses_new_ones() {
         .await
         .unwrap();
     // The connect itself was an invocation: any spending is past this budget.
-    stdout_ok(&node.cli(&[
-        "budget",
-        "set",
-        "--function",
-        "sock",
-        "--monthly-usd",
-        "0.000000000001",
-        "--sheet",
-        "aws-lambda-x86",
-        "--hard-cap",
-    ]));
+    cap(&node, "sock", "0.000000000001", "aws-lambda-x86");
     wait_until("the cap", Duration::from_secs(10), async || {
         node.get("/sock/ws").await.status == 503
     })
@@ -613,17 +608,7 @@ async fn a_paused_consumer_leaves_its_messages_waiting_until_the_budget_is_raise
     ]));
     // One request spends past this budget: background work pauses (and requests stop).
     assert_eq!(node.get("/worker/echo").await.status, 200);
-    stdout_ok(&node.cli(&[
-        "budget",
-        "set",
-        "--function",
-        "worker",
-        "--monthly-usd",
-        "0.000000000001",
-        "--sheet",
-        "aws-lambda-arm64",
-        "--hard-cap",
-    ]));
+    cap(&node, "worker", "0.000000000001", "aws-lambda-arm64");
     wait_until("the cap", Duration::from_secs(10), async || {
         node.get("/worker/echo").await.status == 503
     })
@@ -643,17 +628,7 @@ async fn a_paused_consumer_leaves_its_messages_waiting_until_the_budget_is_raise
     );
 
     // Raised: the message is delivered, no attempt was spent on the wait.
-    stdout_ok(&node.cli(&[
-        "budget",
-        "set",
-        "--function",
-        "worker",
-        "--monthly-usd",
-        "1000",
-        "--sheet",
-        "aws-lambda-arm64",
-        "--hard-cap",
-    ]));
+    cap(&node, "worker", "1000", "aws-lambda-arm64");
     wait_until("the delivery", Duration::from_secs(10), async || {
         queue_stats(&node, "jobs")["succeeded"] == 1
     })
