@@ -405,9 +405,10 @@ fn budget_response(block: &crate::cost::budget::Block) -> Response<ResponseBody>
         BUDGET_ERROR,
         &block.message,
     );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(block.retry_after_s));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(block.retry_after_s()),
+    );
     response
 }
 

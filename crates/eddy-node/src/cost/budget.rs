@@ -151,19 +151,24 @@ fn webhook_authority(url: &str) -> Result<(String, String), String> {
     Ok((authority.host().to_string(), authority.as_str().to_string()))
 }
 
-/// What a budget's hard cap stops now.
+/// What a budget's hard cap stops now: background triggers always, requests too once
+/// `interactive`.
 #[derive(Clone, Debug)]
 pub struct Block {
-    /// Cron ticks and queue deliveries wait.
-    pub background: bool,
     /// Requests get 503.
     pub interactive: bool,
     /// Why, for people.
     pub message: String,
-    /// Seconds until the month ends and the budget starts over.
-    pub retry_after_s: u64,
-    /// When the month ends: the block lapses then even if no check runs again.
+    /// When the month ends and the budget starts over: the block lapses then even if no
+    /// check runs again.
     pub until_ms: i64,
+}
+
+impl Block {
+    /// Seconds until the block lapses (at least 1): a refused request's `Retry-After`.
+    pub fn retry_after_s(&self) -> u64 {
+        ((self.until_ms - now_ms()).max(1000) / 1000) as u64
+    }
 }
 
 /// How a budget stands this month.
@@ -217,7 +222,7 @@ impl Budgets {
 
     /// Whether `function`'s cron ticks and queue deliveries must wait, and why.
     pub fn background_paused(&self, function: &str) -> Option<Block> {
-        self.block(function, |b| b.background)
+        self.block(function, |_| true)
     }
 
     /// Whether `function`'s requests are refused, and why.
@@ -345,9 +350,7 @@ impl Watcher {
                 return;
             }
         };
-        let now = now_ms();
-        let (_, month_end, _) = month_of(now);
-        let retry_after_s = ((month_end - now).max(1000) / 1000) as u64;
+        let (_, month_end, _) = month_of(now_ms());
         let before = self.registry.budgets().blocks.load_full();
         let mut blocks = HashMap::new();
         for status in &statuses {
@@ -363,7 +366,6 @@ impl Watcher {
                 None => "this node".to_string(),
             };
             let block = Block {
-                background: true,
                 interactive: status.state == "refusing",
                 message: format!(
                     "budget spent: {whose} has spent ${:.6} of its ${} monthly budget ({:.0}%) on price sheet `{}`; {} until the month ends ({} UTC) or the budget is raised (eddy budget set)",
@@ -378,13 +380,10 @@ impl Watcher {
                     },
                     crate::consumer::rfc3339(month_end),
                 ),
-                retry_after_s,
                 until_ms: month_end,
             };
             let was = before.get(&scope);
-            if was.map(|b| (b.background, b.interactive))
-                != Some((block.background, block.interactive))
-            {
+            if was.map(|b| b.interactive) != Some(block.interactive) {
                 tracing::warn!(budget = %status.scope, state = status.state, "{}", block.message);
             }
             blocks.insert(scope, block);
@@ -568,10 +567,8 @@ mod tests {
         let budgets = Budgets::default();
         assert!(budgets.refused("a").is_none());
         let block = |interactive| Block {
-            background: true,
             interactive,
             message: "spent".into(),
-            retry_after_s: 1,
             until_ms: i64::MAX,
         };
         budgets
