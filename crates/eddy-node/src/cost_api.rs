@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiState, find_function};
 use crate::cost::budget::{BudgetSettings, evaluate, label};
-use crate::cost::{self, DAY_MS, FORECAST_TRAILING_DAYS, PriceSheet, ReportQuery, sheets};
+use crate::cost::{
+    self, DAY_MS, FORECAST_TRAILING_DAYS, PriceSheet, ReportQuery, price_sheets, sheets,
+};
 use crate::error::ApiError;
 use crate::registry::{blocking, now_ms};
 
@@ -63,17 +65,20 @@ async fn report(
         find_function(&state, function).await?;
     }
     let now = now_ms();
+    let month_start = cost::month_of(now).0;
     let retention = state.limits.rollup_retention_ms;
     let from_ms = match query.since_ms {
-        Some(since) if since as i64 > retention || since > i64::MAX as u64 => {
-            return Err(ApiError::bad_request(format!(
-                "since_ms {since} reaches back past limits.rollup_retention_ms ({retention} ms): older minutes are deleted"
-            )));
-        }
-        Some(since) => now - since as i64,
-        None => cost::month_of(now).0,
+        None => month_start,
+        Some(since) => match i64::try_from(since) {
+            Ok(since) if since <= retention => now - since,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "since_ms {since} reaches back past limits.rollup_retention_ms ({retention} ms): older minutes are deleted"
+                )));
+            }
+        },
     };
-    let all = all_sheets(&state).await?;
+    let all = price_sheets(&state.registry).await?;
     let chosen: Vec<PriceSheet> = match &query.sheet {
         None => all,
         Some(names) => {
@@ -88,7 +93,7 @@ async fn report(
         }
     };
     let load_from = from_ms
-        .min(cost::month_of(now).0)
+        .min(month_start)
         .min(now - FORECAST_TRAILING_DAYS * DAY_MS);
     let minutes = cost::minutes_since(&state.registry, load_from).await?;
     let report = cost::report(
@@ -103,12 +108,6 @@ async fn report(
     Ok(Json(serde_json::to_value(report).map_err(|e| {
         ApiError::internal("the cost report does not encode", e)
     })?))
-}
-
-/// Built-in sheets and the user's over them.
-async fn all_sheets(state: &ApiState) -> Result<Vec<PriceSheet>, ApiError> {
-    let user = blocking(state.registry.store(), |s| s.price_sheets()).await?;
-    Ok(sheets::all(&user).into_iter().map(|(s, _)| s).collect())
 }
 
 fn no_sheet(name: &str, all: &[PriceSheet]) -> ApiError {
@@ -214,7 +213,7 @@ async fn put_budget(
 ) -> Result<Json<Value>, ApiError> {
     let Json(settings) =
         body.map_err(|e| ApiError::bad_request(format!("invalid budget: {}", e.body_text())))?;
-    let all = all_sheets(&state).await?;
+    let all = price_sheets(&state.registry).await?;
     settings
         .validate(&all, &state.budget_webhook_hosts)
         .map_err(ApiError::bad_request)?;

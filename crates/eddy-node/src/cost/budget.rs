@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    HOUR_MS, Minute, PriceSheet, SheetKind, cpu_share, month_of, sheets, spent, totals_since,
-};
+use super::{PriceSheet, SheetKind, month_of, price_sheets, spent, totals_since};
 use crate::error::ApiError;
 use crate::registry::{Registry, blocking, now_ms};
 
@@ -246,8 +244,7 @@ pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, ApiError
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    let user = blocking(registry.store(), |s| s.price_sheets()).await?;
-    let sheets: Vec<PriceSheet> = sheets::all(&user).into_iter().map(|(s, _)| s).collect();
+    let sheets = price_sheets(registry).await?;
     let now = now_ms();
     let (month_start, _, month) = month_of(now);
     let minutes = totals_since(registry, month_start).await?;
@@ -263,7 +260,7 @@ pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, ApiError
         let function = (!record.scope.is_empty()).then(|| record.scope.clone());
         let (spent_usd, problem) = match sheets.iter().find(|s| s.name == settings.sheet) {
             Some(sheet) => (
-                month_spend(sheet, &minutes, function.as_deref(), month_start, now),
+                spent(sheet, &minutes, function.as_deref(), month_start, now),
                 None,
             ),
             None => (
@@ -299,24 +296,6 @@ pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, ApiError
         });
     }
     Ok(out)
-}
-
-/// Spent this month on `sheet`: per-invocation sheets price the traffic; a machine sheet
-/// charges the hours so far, shared out by CPU time.
-fn month_spend(
-    sheet: &PriceSheet,
-    minutes: &[Minute],
-    function: Option<&str>,
-    month_start: i64,
-    now: i64,
-) -> f64 {
-    match sheet.kind {
-        SheetKind::PerInvocation => spent(sheet, minutes, function, month_start),
-        SheetKind::Machine => {
-            let hours = (now - month_start) as f64 / HOUR_MS as f64;
-            sheet.usd_per_hour.unwrap_or(0.0) * hours * cpu_share(minutes, function, month_start)
-        }
-    }
 }
 
 /// Checks every budget each `interval` (and at once when one changes): sets the metrics,
@@ -510,7 +489,10 @@ mod tests {
             pause_background_percent: DEFAULT_PAUSE_BACKGROUND_PERCENT,
         };
         edit(&mut s);
-        s.validate(&sheets::built_in(), &["hooks.example.com".to_string()])
+        s.validate(
+            &super::super::sheets::built_in(),
+            &["hooks.example.com".to_string()],
+        )
     }
 
     #[test]

@@ -220,7 +220,6 @@ pub fn report(query: &ReportQuery<'_>, minutes: &[Minute]) -> Report {
     let first_bucket = query.from_ms - query.from_ms.rem_euclid(bucket_ms);
     let frame = Frame {
         query,
-        from_minute,
         window,
         minutes,
         month: (month_start, month_end),
@@ -266,8 +265,7 @@ impl ReportQuery<'_> {
 /// What every sheet of one report is priced over.
 struct Frame<'a> {
     query: &'a ReportQuery<'a>,
-    /// The window's first minute, and every function's minutes from it on.
-    from_minute: i64,
+    /// Every function's minutes in the window.
     window: Vec<&'a Minute>,
     /// Every function's minutes, back to the month's start and the forecast's history.
     minutes: &'a [Minute],
@@ -279,18 +277,31 @@ struct Frame<'a> {
     bucket_ms: i64,
 }
 
-/// What the minutes of `function` (or all) from `from_ms` to `to_ms` cost under a
-/// per-invocation sheet: the figure budgets compare with their limit.
-pub fn spent(sheet: &PriceSheet, minutes: &[Minute], function: Option<&str>, from_ms: i64) -> f64 {
-    minutes
-        .iter()
-        .filter(|m| m.1 >= from_ms && function.is_none_or(|f| m.0 == f))
-        .map(|m| sheet.cost(&m.2).total_usd())
-        .sum()
+/// Spent on `sheet` by `function` (or the node) from `from_ms` to `now_ms`: the priced
+/// minutes of a per-invocation sheet, or a machine's hours shared out by CPU time. What
+/// budgets compare with their limit, and a machine sheet's month to date.
+pub fn spent(
+    sheet: &PriceSheet,
+    minutes: &[Minute],
+    function: Option<&str>,
+    from_ms: i64,
+    now_ms: i64,
+) -> f64 {
+    match sheet.kind {
+        SheetKind::PerInvocation => minutes
+            .iter()
+            .filter(|m| m.1 >= from_ms && function.is_none_or(|f| m.0 == f))
+            .map(|m| sheet.cost(&m.2).total_usd())
+            .sum(),
+        SheetKind::Machine => {
+            let hours = (now_ms - from_ms).max(0) as f64 / HOUR_MS as f64;
+            sheet.usd_per_hour.unwrap_or(0.0) * hours * cpu_share(minutes, function, from_ms)
+        }
+    }
 }
 
 /// The CPU share of `function` among all functions' `minutes` from `from_ms` on (1 for
-/// the node as a whole; 0 when nothing used CPU).
+/// the node as a whole).
 pub fn cpu_share(minutes: &[Minute], function: Option<&str>, from_ms: i64) -> f64 {
     let Some(function) = function else {
         return 1.0;
@@ -305,11 +316,22 @@ pub fn cpu_share(minutes: &[Minute], function: Option<&str>, from_ms: i64) -> f6
             }
         }
     }
+    ratio(own, total)
+}
+
+/// `own` of `total` CPU time; 0 when nothing used CPU.
+fn ratio(own: u64, total: u64) -> f64 {
     if total == 0 {
         0.0
     } else {
         own as f64 / total as f64
     }
+}
+
+/// Built-in price sheets with the user's over them.
+pub async fn price_sheets(registry: &Registry) -> Result<Vec<PriceSheet>, ApiError> {
+    let user = blocking(registry.store(), |s| s.price_sheets()).await?;
+    Ok(sheets::all(&user).into_iter().map(|(s, _)| s).collect())
 }
 
 impl Frame<'_> {
@@ -375,9 +397,9 @@ impl Frame<'_> {
     fn machine(&self, sheet: &PriceSheet) -> (SheetReport, SeriesLine) {
         let query = self.query;
         let (month_start, month_end) = self.month;
-        let from_minute = self.from_minute;
         let usd_per_hour = sheet.usd_per_hour.unwrap_or(0.0);
         let node_cost = usd_per_hour * self.hours;
+        let node_cpu_us: u64 = self.window.iter().map(|m| m.2.cpu_us).sum();
         let mut by_function: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         for m in self.window.iter().filter(|m| query.mine(m)) {
             let entry = by_function.entry(&m.0).or_default();
@@ -387,7 +409,7 @@ impl Frame<'_> {
         let functions: Vec<FunctionCost> = by_function
             .into_iter()
             .map(|(function, (invocations, cpu_us))| {
-                let share = cpu_share(self.minutes, Some(function), from_minute);
+                let share = ratio(cpu_us, node_cpu_us);
                 FunctionCost {
                     function: function.to_string(),
                     invocations,
@@ -397,7 +419,10 @@ impl Frame<'_> {
                 }
             })
             .collect();
-        let share = cpu_share(self.minutes, query.function, from_minute);
+        let share = match query.function {
+            None => 1.0,
+            Some(_) => functions.iter().filter_map(|f| f.cpu_share).sum(),
+        };
         let month_share = cpu_share(self.minutes, query.function, month_start);
         let elapsed_h = (query.now_ms - month_start) as f64 / HOUR_MS as f64;
         let projected =
@@ -409,7 +434,13 @@ impl Frame<'_> {
             hours: Some(self.hours),
             functions,
             forecast: Forecast {
-                month_to_date_usd: usd_per_hour * elapsed_h * month_share,
+                month_to_date_usd: spent(
+                    sheet,
+                    self.minutes,
+                    query.function,
+                    month_start,
+                    query.now_ms,
+                ),
                 projected_usd: projected,
                 low_usd: projected,
                 high_usd: projected,
