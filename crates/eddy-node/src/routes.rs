@@ -113,8 +113,24 @@ impl RouteTable {
 }
 
 /// The prefixes that could serve `path`, longest first: `/a/b`, `/a`, `/`.
+///
+/// No route is longer than `ROUTE_BYTES_MAX`, so only prefixes within that many bytes are
+/// tried: at most `ROUTE_BYTES_MAX` lookups of at most `ROUTE_BYTES_MAX` bytes each, however
+/// long the path (a path of 40,000 `/` once cost 40,000 hashes of up to 40,000 bytes).
 fn candidates(path: &str) -> impl Iterator<Item = &str> {
-    std::iter::successors(Some(path), |prefix| match prefix.rfind('/') {
+    let first = if path.len() <= ROUTE_BYTES_MAX {
+        Some(path)
+    } else {
+        // Longer than any route: start at the longest whole-segment prefix that could be one.
+        let head = &path.as_bytes()[..=ROUTE_BYTES_MAX];
+        match head.iter().rposition(|&b| b == b'/') {
+            Some(0) => Some("/"),
+            Some(end) => Some(&path[..end]),
+            None => None,
+        }
+    };
+    debug_assert!(first.is_none_or(|p| p.len() <= ROUTE_BYTES_MAX));
+    std::iter::successors(first, |prefix| match prefix.rfind('/') {
         Some(0) if prefix.len() > 1 => Some("/"),
         Some(0) | None => None,
         Some(i) => Some(&prefix[..i]),
@@ -182,6 +198,25 @@ mod tests {
             ["/api/v2/users", "/api/v2", "/api", "/"]
         );
         assert_eq!(candidates("/").collect::<Vec<_>>(), ["/"]);
+    }
+
+    #[test]
+    fn long_paths_are_looked_up_within_the_longest_route() {
+        // 40,000 slashes once meant 40,000 lookups of up to 40,000 bytes each.
+        let slashes = "/".repeat(40_000);
+        let tried: Vec<&str> = candidates(&slashes).collect();
+        assert!(tried.len() <= ROUTE_BYTES_MAX, "{} lookups", tried.len());
+        assert!(tried.iter().all(|c| c.len() <= ROUTE_BYTES_MAX));
+        assert_eq!(tried.last(), Some(&"/"));
+        // A route at the limit still serves a longer path below it.
+        let route = format!("/{}", "a".repeat(ROUTE_BYTES_MAX - 1));
+        let path = format!("{route}/{}", "b/".repeat(10_000));
+        assert_eq!(matches(&[&route], &path).as_deref(), Some(route.as_str()));
+        assert_eq!(matches(&["/"], &path).as_deref(), Some("/"));
+        // One byte too many for a route: its own prefix is not tried.
+        let over = format!("/{}", "a".repeat(ROUTE_BYTES_MAX));
+        assert_eq!(matches(&["/"], &format!("{over}/x")).as_deref(), Some("/"));
+        assert_eq!(candidates(&over).next(), Some("/"));
     }
 
     #[test]
