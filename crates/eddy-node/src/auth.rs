@@ -3,7 +3,6 @@
 //!
 //! Deleting the file and restarting the node rotates the token.
 
-use std::io::Write;
 use std::path::Path;
 
 use eddy_store::Store;
@@ -56,14 +55,15 @@ fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Write the token through a new temporary file, mode 0600 from its creation and never
+/// through a symlink, then rename it into place.
 fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    writeln!(file, "{token}")?;
-    file.sync_all()?;
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    eddy_runtime::write_new_private(&tmp, format!("{token}\n").as_bytes())?;
     std::fs::rename(&tmp, path)
 }

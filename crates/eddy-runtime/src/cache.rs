@@ -35,9 +35,80 @@ pub(crate) struct CompileCache {
     misses: AtomicU64,
 }
 
+/// Permission bits of every directory eddy keeps state or compiled code in: the owner only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Permission bits of every file in them.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Create `dir` (and missing parents) readable by this user only, or check an existing one:
+/// it must belong to this user and be writable by nobody else (anyone who can write there
+/// can plant a symlink or a compiled artifact that eddy would load as native code). An
+/// existing directory that others may read or enter (eddy before 0700, or a hand-made one) is
+/// tightened to 0700; returns whether it was.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::metadata(dir)?;
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    if !meta.is_dir() {
+        return refuse(format!("{} is not a directory", dir.display()));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return refuse(format!(
+            "{} belongs to user {}, not to this process's user {me}: eddy keeps secrets and native code there; use a directory of your own",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return refuse(format!(
+            "{} is writable by its group or by others (mode {mode:o}): anyone who can write there could plant code eddy would run; `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Whether the compiled artifact at `path` may be loaded as native code: a regular file
+/// (not a symlink) of this user's that nobody else may write.
+fn trusted_artifact(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a regular file of this user's that only it can write",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl CompileCache {
     pub(crate) fn open(dir: &Path, engine: &Engine) -> io::Result<CompileCache> {
-        std::fs::create_dir_all(dir)?;
+        if ensure_private_dir(dir)? {
+            tracing::warn!(dir = %dir.display(), "the compile cache directory was readable by others; it is now 0700");
+        }
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(CompileCache {
@@ -66,6 +137,12 @@ impl CompileCache {
     ) -> wasmtime::Result<(Component, bool)> {
         let path = self.entry_path(digest);
         if path.exists() {
+            if let Err(e) = trusted_artifact(&path) {
+                // Never load it as code; compiling again costs only time.
+                tracing::warn!(error = %e, "ignoring an untrusted compile-cache entry");
+                let _ = std::fs::remove_file(&path);
+                return self.compile_and_store(engine, &path, bytes);
+            }
             // SAFETY: entries in the cache directory are written only by this cache, from
             // `Component::serialize` of an engine with the same compatibility hash (it is
             // part of the file name). Wasmtime re-checks the header and engine settings.
@@ -80,9 +157,18 @@ impl CompileCache {
                 }
             }
         }
+        self.compile_and_store(engine, &path, bytes)
+    }
+
+    fn compile_and_store(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, bool)> {
         let component = Component::new(engine, bytes)?;
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.store(&path, &component) {
+        if let Err(e) = self.store(path, &component) {
             tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "cannot write compile-cache entry; continuing without it");
         }
         Ok((component, true))
@@ -109,11 +195,26 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::process::id(),
         WRITES.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let written = write_new_private(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Write `bytes` to a new file at `path`, mode 0600. Fails if anything (a planted symlink
+/// included) is already there.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Cranelift's incremental compilation cache, on disk: the machine code of single functions,
@@ -136,7 +237,7 @@ pub(crate) struct IncrementalStore {
 
 impl IncrementalStore {
     pub(crate) fn open(dir: &Path, bytes_max: u64) -> io::Result<IncrementalStore> {
-        std::fs::create_dir_all(dir)?;
+        ensure_private_dir(dir)?;
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -197,9 +298,12 @@ impl IncrementalStore {
 impl wasmtime::CacheStore for IncrementalStore {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Machine code: never through a symlink (the directory is checked to be ours at start).
         let mut file = std::fs::File::options()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(self.path(key))
             .ok()?;
         let mut value = Vec::new();

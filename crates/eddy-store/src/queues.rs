@@ -195,13 +195,7 @@ impl QueueStore {
     /// allowed attempt was in flight goes to its dead-letter queue (an attempt that may have
     /// run counts).
     pub fn open(path: &Path) -> Result<QueueStore> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        QueueStore::start(Connection::open(path)?)
+        QueueStore::start(schema::open_file(path)?)
     }
 
     /// A private in-memory database, for tests.

@@ -19,6 +19,35 @@ pub(crate) enum Synchronous {
     Full,
 }
 
+/// Permission bits of a database file: the owner only (it holds every function's env values
+/// and the admin token's hash). SQLite gives its `-wal` and `-shm` files the same.
+const DATABASE_FILE_MODE: u32 = 0o600;
+
+/// Opens or creates the database file at `path` (creating missing parent directories). A new
+/// file is created `DATABASE_FILE_MODE` before SQLite opens it, never through a symlink.
+pub(crate) fn open_file(path: &std::path::Path) -> Result<Connection> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DATABASE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    Ok(Connection::open(path)?)
+}
+
 /// Applies the connection pragmas and every one of `migrations` the database has not seen
 /// yet.
 pub(crate) fn prepare(

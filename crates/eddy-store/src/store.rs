@@ -25,13 +25,7 @@ impl Store {
     /// Opens or creates the database at `path` (creating missing parent directories) and brings
     /// its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        Store::prepared(Connection::open(path)?)
+        Store::prepared(schema::open_file(path)?)
     }
 
     /// Opens a private in-memory database, for tests.

@@ -35,6 +35,10 @@ pub struct ServeArgs {
 /// Run a node with `state_dir` until a shutdown signal.
 pub async fn run(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
+    // Whatever the node or a library it uses creates is its user's alone (the state
+    // directory and its files also get explicit modes).
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
     let config = node_config(state_dir, args)?;
     let node = eddy_node::start(config).await?;
     tracing::info!(
