@@ -15,17 +15,17 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
+use crate::destinations::{DestinationPolicy, GuardedConnector, refusal_in};
 use crate::limits::OUTBOUND_REQUESTS_PER_INSTANCE_MAX;
 use crate::log::LogPipe;
 
 /// The node's pooled client and the limits every outgoing request runs under.
 pub struct OutboundClient {
-    client: Client<HttpsConnector<HttpConnector>, WasiBody>,
+    client: Client<HttpsConnector<GuardedConnector>, WasiBody>,
     config: OutboundConfig,
     /// Outgoing requests in flight on the node (`requests_in_flight_max`).
     in_flight: Arc<Semaphore>,
@@ -48,11 +48,12 @@ pub struct OutboundConfig {
 }
 
 impl OutboundClient {
-    pub fn new(config: OutboundConfig) -> OutboundClient {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
+    pub fn new(config: OutboundConfig, destinations: DestinationPolicy) -> OutboundClient {
+        let http = GuardedConnector::new(Arc::new(destinations), |http| {
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(config.connect_timeout));
+        });
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -76,16 +77,18 @@ impl OutboundClient {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         permits: InFlight,
+        log: LogPipe,
     ) -> Result<http::Response<WasiBody>, HttpError> {
         let shorter = |asked: Option<Duration>| {
             asked.map_or(self.config.timeout, |d| d.min(self.config.timeout))
         };
         let first_byte = shorter(options.and_then(|o| o.first_byte_timeout));
+        let uri = request.uri().clone();
         let between_bytes = shorter(options.and_then(|o| o.between_bytes_timeout));
         let response = tokio::time::timeout(first_byte, self.client.request(request))
             .await
             .map_err(|_| HttpError::ConnectionReadTimeout)?
-            .map_err(client_error)?;
+            .map_err(|e| client_error(e, &uri, &log))?;
         let bytes_max = self.config.response_bytes_max;
         let declared = response
             .headers()
@@ -108,9 +111,20 @@ impl OutboundClient {
     }
 }
 
-/// Maps a pooled-client failure to the `wasi:http` error code the guest sees.
-fn client_error(error: hyper_util::client::legacy::Error) -> HttpError {
+/// Maps a pooled-client failure to the `wasi:http` error code the guest sees; a destination
+/// the node refused is also said in the function's log.
+fn client_error(
+    error: hyper_util::client::legacy::Error,
+    uri: &http::Uri,
+    log: &LogPipe,
+) -> HttpError {
     use std::error::Error as _;
+    if let Some(refusal) = refusal_in(&error) {
+        log.note(&format!(
+            "[eddy: outgoing request to {uri} refused: {refusal}]"
+        ));
+        return HttpError::DestinationIpProhibited;
+    }
     if error.is_connect() {
         let mut source = error.source();
         while let Some(e) = source {
@@ -413,7 +427,8 @@ impl OutboundPolicy {
             self.slots(instance_slots, log, request.uri())
         };
         let client = self.client.clone();
-        Box::pin(async move { client.send(request, options, permits?).await })
+        let log = log.clone();
+        Box::pin(async move { client.send(request, options, permits?, log).await })
     }
 
     /// A node slot and an instance slot for one outgoing request, or the refusal.
