@@ -11,6 +11,11 @@ use eddy_runtime::limits as rt;
 pub const DEFAULT_COMPONENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Total bytes of request header names and values. More gets `431` with `eddy-error: header_bytes_max`.
 pub const DEFAULT_HEADER_BYTES_MAX: usize = 32 * 1024;
+/// Longest request target (path and query) on the public listener. A longer one gets `414`
+/// with `eddy-error: request_target_bytes_max` before it is routed. Routing itself looks
+/// only at the first `ROUTE_BYTES_MAX` bytes, so a long path costs no more to route than a
+/// short one; this bound keeps what a function is handed, logged and recorded small.
+pub const DEFAULT_REQUEST_TARGET_BYTES_MAX: usize = 8 * 1024;
 /// Open connections on the public listener. Past it a new connection gets `503` with
 /// `eddy-error: connections_max` and is closed.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 10_000;
@@ -132,6 +137,10 @@ pub struct NodeConfig {
     pub public_url: Option<String>,
     /// Hosts (`host` or `host:port`) budget alert webhooks may be sent to.
     pub budget_webhook_hosts: Vec<String>,
+    /// Networks (CIDR, `10.0.0.0/8`, or one address) functions may reach although they are
+    /// loopback, private, link-local or otherwise internal; none by default. Only the
+    /// operator opens these: no deployer's allowlist can. The control API is never reachable.
+    pub outbound_allow_networks: Vec<String>,
     pub limits: LimitsConfig,
     pub pooling: PoolingSettings,
 }
@@ -152,6 +161,7 @@ pub struct LimitsConfig {
     pub request_body_bytes_max: u64,
     pub response_body_bytes_max: u64,
     pub header_bytes_max: usize,
+    pub request_target_bytes_max: usize,
     pub connections_max: usize,
     pub instances_max: u32,
     pub header_read_timeout_ms: u64,
@@ -173,6 +183,9 @@ pub struct LimitsConfig {
     pub outbound_timeout_ms: u64,
     pub outbound_response_bytes_max: u64,
     pub outbound_requests_in_flight_max: usize,
+    pub resources_per_instance_max: usize,
+    pub fields_bytes_max: usize,
+    pub outgoing_body_chunk_bytes: usize,
     pub queue_message_bytes_max: u64,
     pub queue_depth_max: u64,
     pub queues_max: usize,
@@ -223,6 +236,7 @@ impl Default for NodeConfig {
             cache_dir: None,
             public_url: None,
             budget_webhook_hosts: Vec::new(),
+            outbound_allow_networks: Vec::new(),
             limits: LimitsConfig::default(),
             pooling: PoolingSettings::default(),
         }
@@ -240,6 +254,7 @@ impl Default for LimitsConfig {
             request_body_bytes_max: rt::DEFAULT_REQUEST_BODY_BYTES_MAX,
             response_body_bytes_max: rt::DEFAULT_RESPONSE_BODY_BYTES_MAX,
             header_bytes_max: DEFAULT_HEADER_BYTES_MAX,
+            request_target_bytes_max: DEFAULT_REQUEST_TARGET_BYTES_MAX,
             connections_max: DEFAULT_CONNECTIONS_MAX,
             instances_max: rt::DEFAULT_INSTANCES_MAX,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
@@ -260,6 +275,9 @@ impl Default for LimitsConfig {
             outbound_timeout_ms: rt::DEFAULT_OUTBOUND_TIMEOUT_MS,
             outbound_response_bytes_max: rt::DEFAULT_OUTBOUND_RESPONSE_BYTES_MAX,
             outbound_requests_in_flight_max: rt::DEFAULT_OUTBOUND_REQUESTS_IN_FLIGHT_MAX,
+            resources_per_instance_max: rt::DEFAULT_RESOURCES_PER_INSTANCE_MAX,
+            fields_bytes_max: rt::DEFAULT_FIELDS_BYTES_MAX,
+            outgoing_body_chunk_bytes: rt::DEFAULT_OUTGOING_BODY_CHUNK_BYTES,
             queue_message_bytes_max: DEFAULT_QUEUE_MESSAGE_BYTES_MAX,
             queue_depth_max: DEFAULT_QUEUE_DEPTH_MAX,
             queues_max: DEFAULT_QUEUES_MAX,
@@ -305,7 +323,20 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 32] = [
+        let positive: [(&str, u64); 36] = [
+            (
+                "limits.resources_per_instance_max",
+                l.resources_per_instance_max as u64,
+            ),
+            ("limits.fields_bytes_max", l.fields_bytes_max as u64),
+            (
+                "limits.outgoing_body_chunk_bytes",
+                l.outgoing_body_chunk_bytes as u64,
+            ),
+            (
+                "limits.request_target_bytes_max",
+                l.request_target_bytes_max as u64,
+            ),
             (
                 "limits.price_sheet_bytes_max",
                 l.price_sheet_bytes_max as u64,
@@ -450,6 +481,7 @@ impl NodeConfig {
                 l.queue_idempotency_window_ms_default
             )));
         }
+        self.outbound_allow_networks()?;
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -458,6 +490,25 @@ impl NodeConfig {
             )));
         }
         Ok(())
+    }
+
+    /// `outbound_allow_networks`, parsed; a bare address is a network of one.
+    pub fn outbound_allow_networks(
+        &self,
+    ) -> Result<Vec<eddy_runtime::destinations::IpNet>, ConfigError> {
+        use eddy_runtime::destinations::IpNet;
+        self.outbound_allow_networks
+            .iter()
+            .map(|text| {
+                text.parse::<IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "outbound_allow_networks: `{text}` is not a network (`10.0.0.0/8`, `fd00::/8`) or an address"
+                        ))
+                    })
+            })
+            .collect()
     }
 
     /// The runtime's form of the node settings.
@@ -470,6 +521,11 @@ impl NodeConfig {
         config.pooling = self.pooling.runtime();
         config.idle_instances_max = l.idle_instances_max;
         config.incremental_cache_bytes_max = l.incremental_cache_bytes_max;
+        config.host = rt::HostLimits {
+            resources_per_instance_max: l.resources_per_instance_max,
+            fields_bytes_max: l.fields_bytes_max,
+            outgoing_body_chunk_bytes: l.outgoing_body_chunk_bytes,
+        };
         config.outbound = rt::OutboundConfig {
             connect_timeout: std::time::Duration::from_millis(l.outbound_connect_timeout_ms),
             timeout: std::time::Duration::from_millis(l.outbound_timeout_ms),
@@ -477,6 +533,7 @@ impl NodeConfig {
             requests_in_flight_max: l.outbound_requests_in_flight_max,
             ..rt::OutboundConfig::default()
         };
+        config.destinations.allow_networks = self.outbound_allow_networks().unwrap_or_default();
         config
     }
 
@@ -529,6 +586,21 @@ mod tests {
             let err = NodeConfig::from_toml(text).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn outbound_networks_are_parsed_and_bad_ones_named() {
+        let config = NodeConfig::from_toml(
+            "outbound_allow_networks = [\"127.0.0.0/8\", \"10.1.2.3\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let nets = config.outbound_allow_networks().unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
+        let bad = NodeConfig::from_toml("outbound_allow_networks = [\"10.0.0.0/33\"]\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("`10.0.0.0/33` is not a network"), "{err}");
     }
 
     #[test]

@@ -59,7 +59,11 @@ impl Ingress {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(self.limits.header_read_timeout_ms))
-            .max_buf_size(self.limits.header_bytes_max.max(8192) + HEADER_BUFFER_SLACK_BYTES)
+            .max_buf_size(
+                self.limits.header_bytes_max.max(8192)
+                    + self.limits.request_target_bytes_max
+                    + HEADER_BUFFER_SLACK_BYTES,
+            )
             .keep_alive(true);
         loop {
             let (stream, peer) = tokio::select! {
@@ -125,6 +129,17 @@ impl Ingress {
         let path = req.uri().path();
         if path == HEALTH_PATH {
             return health(&self.draining);
+        }
+        let target_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target_bytes > self.limits.request_target_bytes_max {
+            return node_response(
+                StatusCode::URI_TOO_LONG,
+                "request_target_bytes_max",
+                &format!(
+                    "the request target (path and query) is {target_bytes} bytes, above request_target_bytes_max ({} bytes)",
+                    self.limits.request_target_bytes_max
+                ),
+            );
         }
         let header_bytes: usize = req
             .headers()
@@ -356,9 +371,12 @@ pub fn failure_status(outcome: Outcome) -> StatusCode {
         Outcome::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Outcome::ResponseBodyTooLarge => StatusCode::BAD_GATEWAY,
         Outcome::InstanceLimit | Outcome::Rejected => StatusCode::SERVICE_UNAVAILABLE,
-        Outcome::Trap | Outcome::MemoryLimit | Outcome::NoResponse | Outcome::ErrorResponse => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        Outcome::Trap
+        | Outcome::MemoryLimit
+        | Outcome::ResourceLimit
+        | Outcome::FieldsLimit
+        | Outcome::NoResponse
+        | Outcome::ErrorResponse => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -370,6 +388,8 @@ pub fn error_name(outcome: Outcome) -> &'static str {
         Outcome::RequestBodyTooLarge => "request_body_bytes_max",
         Outcome::ResponseBodyTooLarge => "response_body_bytes_max",
         Outcome::InstanceLimit => "instances_max",
+        Outcome::ResourceLimit => "resources_per_instance_max",
+        Outcome::FieldsLimit => "fields_bytes_max",
         other => other.as_str(),
     }
 }

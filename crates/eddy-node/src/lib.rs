@@ -63,12 +63,35 @@ pub struct RunningNode {
 /// Validate the config, open the state, restore every function and bind both listeners.
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     config.validate()?;
-    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+    // Bound first: the runtime must know the control API's address (functions may never
+    // reach it), and a taken port is reported before anything is written.
+    let public = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
-            "creating the state directory {}",
+            "binding the public listener to {} (is another node running? use --listen)",
+            config.listen
+        )
+    })?;
+    let admin = TcpListener::bind(config.admin).await.with_context(|| {
+        format!(
+            "binding the control API to {} (is another node running? use --admin)",
+            config.admin
+        )
+    })?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    // The state directory holds the admin token, every function's env values and compiled
+    // native code: this user's only, from the moment it exists.
+    let tightened = eddy_runtime::ensure_private_dir(&config.state_dir).with_context(|| {
+        format!(
+            "preparing the state directory {}",
             config.state_dir.display()
         )
     })?;
+    if tightened {
+        tracing::warn!(dir = %config.state_dir.display(), "the state directory was readable by others; it is now 0700");
+    }
+    tighten_files(&config.state_dir)
+        .with_context(|| format!("making the files in {} private", config.state_dir.display()))?;
     let db_path = config.state_dir.join(DATABASE_FILE);
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&db_path))
@@ -85,7 +108,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     let queues = Arc::new(queues::QueueHub::new(queue_store, limits.clone()));
     let sockets = websocket::Sockets::new(limits.clone());
-    let runtime = Arc::new(Runtime::new(config.runtime())?);
+    let mut runtime_config = config.runtime();
+    runtime_config.destinations.control_api = Some(admin_addr);
+    let runtime = Arc::new(Runtime::new(runtime_config)?);
     let pagemap_scan = runtime.pagemap_scan_in_use();
     let registry = Arc::new(
         registry::Registry::load(
@@ -99,20 +124,6 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     let functions = registry.routes().len();
 
-    let public = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "binding the public listener to {} (is another node running? use --listen)",
-            config.listen
-        )
-    })?;
-    let admin = TcpListener::bind(config.admin).await.with_context(|| {
-        format!(
-            "binding the control API to {} (is another node running? use --admin)",
-            config.admin
-        )
-    })?;
-    let public_addr = public.local_addr()?;
-    let admin_addr = admin.local_addr()?;
     let public_url = config
         .public_url
         .clone()
@@ -207,6 +218,23 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         sockets,
         grace: Duration::from_millis(limits.shutdown_grace_ms),
     })
+}
+
+/// Make every file directly in the state directory `PRIVATE_FILE_MODE` (files eddy made
+/// before it created them private: `eddy.db` was once 0644).
+fn tighten_files(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(
+                entry.path(),
+                std::fs::Permissions::from_mode(eddy_runtime::PRIVATE_FILE_MODE),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// How often warm instances past their idle timeout are looked for: the precision of

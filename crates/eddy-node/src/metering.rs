@@ -84,7 +84,7 @@ struct Metrics {
 /// Handles on one function's counters (they share their values with the families).
 struct Series {
     /// By `outcome_index`.
-    outcomes: [Counter; 10],
+    outcomes: [Counter; 12],
     cold_starts: Counter,
     wall_seconds: Counter<f64>,
     cpu_seconds: Counter<f64>,
@@ -603,7 +603,7 @@ impl Meter {
     }
 }
 
-const ALL_OUTCOMES: [Outcome; 10] = [
+const ALL_OUTCOMES: [Outcome; 12] = [
     Outcome::Ok,
     Outcome::Trap,
     Outcome::Timeout,
@@ -611,6 +611,8 @@ const ALL_OUTCOMES: [Outcome; 10] = [
     Outcome::RequestBodyTooLarge,
     Outcome::ResponseBodyTooLarge,
     Outcome::InstanceLimit,
+    Outcome::ResourceLimit,
+    Outcome::FieldsLimit,
     Outcome::NoResponse,
     Outcome::ErrorResponse,
     Outcome::Rejected,

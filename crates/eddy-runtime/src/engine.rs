@@ -143,7 +143,10 @@ impl Runtime {
             incremental,
             ticker: Some(ticker),
             ticker_stop,
-            outbound: Arc::new(OutboundClient::new(config.outbound)),
+            outbound: Arc::new(OutboundClient::new(
+                config.outbound,
+                config.destinations.clone(),
+            )),
             idle_budget: Arc::new(IdleBudget::new(config.idle_instances_max)),
             config,
         })

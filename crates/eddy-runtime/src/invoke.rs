@@ -10,19 +10,23 @@ use bytes::Bytes;
 use http_body::Body;
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{
-    Error as HttpError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+    Error as HttpError, FieldMapError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
 };
 
 use crate::body::{LimitFlag, LimitedRequestBody, ResponseBody};
 use crate::engine::{Prepared, Runtime};
-use crate::limits::{CPU_SLICE_TICKS, FunctionLimits, REUSE_LEFTOVER_RESOURCES_MAX, ReuseConfig};
+use crate::limits::{
+    CPU_SLICE_TICKS, FunctionLimits, HostLimits, OUTGOING_BODY_BUFFER_CHUNKS,
+    REUSE_LEFTOVER_RESOURCES_MAX, ReuseConfig,
+};
 use crate::log::LogPipe;
 use crate::meter::metered;
 use crate::outbound::{AllowRule, OutboundPolicy, Platform};
@@ -45,6 +49,10 @@ pub enum Outcome {
     ResponseBodyTooLarge,
     /// No instance slot was free (`instances_max`).
     InstanceLimit,
+    /// The guest held more host resources at once than `resources_per_instance_max`.
+    ResourceLimit,
+    /// The guest built a header map larger than `fields_bytes_max`.
+    FieldsLimit,
     /// The guest returned without setting a response.
     NoResponse,
     /// The guest answered with a `wasi:http` error code instead of a response.
@@ -64,6 +72,8 @@ impl Outcome {
             Outcome::RequestBodyTooLarge => "request_body_too_large",
             Outcome::ResponseBodyTooLarge => "response_body_too_large",
             Outcome::InstanceLimit => "instance_limit",
+            Outcome::ResourceLimit => "resource_limit",
+            Outcome::FieldsLimit => "fields_limit",
             Outcome::NoResponse => "no_response",
             Outcome::ErrorResponse => "error_response",
             Outcome::Rejected => "rejected",
@@ -188,6 +198,7 @@ pub struct Deployment {
     limits: FunctionLimits,
     env: Arc<[(String, String)]>,
     log_bytes_max: usize,
+    host: HostLimits,
     inline_teardown_memory_bytes_max: usize,
     reuse: Option<ReuseConfig>,
     idle: Arc<IdlePool>,
@@ -203,6 +214,7 @@ impl Deployment {
             limits: settings.limits,
             env: settings.env.into(),
             log_bytes_max: runtime.config().log_bytes_per_invocation_max,
+            host: runtime.config().host,
             inline_teardown_memory_bytes_max: prepared.inline_teardown_memory_bytes_max,
             reuse: settings.reuse,
             idle: Arc::new(IdlePool::new(runtime.idle_budget())),
@@ -261,6 +273,7 @@ impl Deployment {
                 &self.env,
                 log,
                 self.limits.memory_bytes_max,
+                self.host,
                 self.outbound.clone(),
             ),
         );
@@ -646,6 +659,16 @@ impl Shared {
                 Outcome::InstanceLimit
             } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                 Outcome::Timeout
+            } else if matches!(
+                error.downcast_ref::<ResourceTableError>(),
+                Some(ResourceTableError::Full)
+            ) {
+                Outcome::ResourceLimit
+            } else if matches!(
+                error.downcast_ref::<FieldMapError>(),
+                Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields)
+            ) {
+                Outcome::FieldsLimit
             } else {
                 Outcome::Trap
             }
@@ -686,31 +709,44 @@ enum Leftovers {
 fn settle_leftovers(table: &mut ResourceTable) -> Leftovers {
     use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
     use wasmtime_wasi_http::p2::types::{
-        HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostResponseOutparam,
+        HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest,
+        HostOutgoingResponse, HostResponseOutparam,
     };
     if table.is_empty() {
         return Leftovers::Inert(0);
     }
     let mut count = 0;
-    let mut verdict = None;
+    let mut pending = false;
+    // An unfinished outgoing body is the delivered response's unless it belongs to a request
+    // or response the guest built and never sent (those hold their body's other end).
+    let (mut bodies, mut unsent_bodies) = (0usize, 0usize);
     for entry in table.iter_mut() {
         let entry: &mut dyn std::any::Any = entry;
         count += 1;
         if entry.is::<HostOutgoingBody>() {
-            verdict = Some(Leftovers::Unfinished);
-        } else if verdict.is_none()
-            && (entry.is::<HostResponseOutparam>()
-                || entry.is::<HostFutureIncomingResponse>()
-                || entry.is::<HostIncomingResponse>()
-                || entry.is::<HostIncomingBody>()
-                || entry.is::<HostFutureTrailers>())
+            bodies += 1;
+        } else if let Some(request) = entry.downcast_ref::<HostOutgoingRequest>() {
+            unsent_bodies += usize::from(request.body.is_some());
+        } else if let Some(response) = entry.downcast_ref::<HostOutgoingResponse>() {
+            unsent_bodies += usize::from(response.body.is_some());
+        } else if entry.is::<HostResponseOutparam>()
+            || entry.is::<HostFutureIncomingResponse>()
+            || entry.is::<HostIncomingResponse>()
+            || entry.is::<HostIncomingBody>()
+            || entry.is::<HostFutureTrailers>()
         {
-            verdict = Some(Leftovers::Pending);
+            pending = true;
         } else if let Some(request) = entry.downcast_mut::<HostIncomingRequest>() {
             request.body = None;
         }
     }
-    verdict.unwrap_or(Leftovers::Inert(count))
+    if bodies > unsent_bodies {
+        Leftovers::Unfinished
+    } else if pending || bodies > 0 {
+        Leftovers::Pending
+    } else {
+        Leftovers::Inert(count)
+    }
 }
 
 /// Drop an instance that will not be reused (after a request, or evicted when idle). A
@@ -783,6 +819,10 @@ fn failure_message(outcome: Outcome, detail: &str) -> String {
             "no instance slot is free on this node (instances_max); retry shortly".into()
         }
         Outcome::NoResponse => "the function returned without setting a response".into(),
+        Outcome::ResourceLimit => "the function held more host resources (headers, requests, bodies, streams) at once than resources_per_instance_max".into(),
+        Outcome::FieldsLimit => {
+            "the function built a header map (fields) larger than fields_bytes_max".into()
+        }
         _ => detail.to_string(),
     }
 }
@@ -805,6 +845,7 @@ impl InvocationState {
         env: &[(String, String)],
         log: LogPipe,
         memory_bytes_max: u64,
+        host: HostLimits,
         outbound: OutboundPolicy,
     ) -> InvocationState {
         // No preopened directories and the default socket policy (deny every address,
@@ -815,14 +856,19 @@ impl InvocationState {
             .stderr(log.clone())
             .envs(env)
             .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(host.fields_bytes_max);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(host.resources_per_instance_max);
         InvocationState {
             wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: EddyHooks {
                 log: log.clone(),
                 outbound,
                 outbound_slots: crate::outbound::invocation_slots(),
+                outgoing_body_chunk_bytes: host.outgoing_body_chunk_bytes,
             },
             limiter: MemoryLimiter {
                 memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX),
@@ -866,6 +912,8 @@ struct EddyHooks {
     outbound: OutboundPolicy,
     /// Outgoing requests this instance has in flight.
     outbound_slots: Arc<tokio::sync::Semaphore>,
+    /// Largest write to an outgoing body; with the buffered chunks, what one body can hold.
+    outgoing_body_chunk_bytes: usize,
 }
 
 type SendFuture = Box<
@@ -878,6 +926,14 @@ type SendFuture = Box<
 >;
 
 impl WasiHttpHooks for EddyHooks {
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        OUTGOING_BODY_BUFFER_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        self.outgoing_body_chunk_bytes
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

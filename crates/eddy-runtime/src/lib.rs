@@ -10,6 +10,7 @@
 
 mod body;
 mod cache;
+pub mod destinations;
 mod engine;
 mod invoke;
 pub mod limits;
@@ -19,7 +20,9 @@ mod outbound;
 mod reuse;
 
 pub use body::ResponseBody;
-pub use cache::CacheStats;
+pub use cache::{
+    CacheStats, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensure_private_dir, write_new_private,
+};
 pub use engine::{DeployError, Prepared, Runtime, RuntimeError};
 pub use invoke::{Answer, Deployment, DeploymentSettings, Failure, InvocationReport, Outcome};
 pub use limits::{FunctionLimits, OutboundConfig, PoolingConfig, ReuseConfig, RuntimeConfig};

@@ -97,6 +97,26 @@ pub const DEFAULT_OUTBOUND_REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 /// Outgoing requests one instance may have in flight at once (a guest that starts
 /// requests in a loop without reading them cannot take the node's file descriptors).
 pub const OUTBOUND_REQUESTS_PER_INSTANCE_MAX: usize = 64;
+/// Host resources one instance may hold at once: the entries of its resource table (header
+/// `fields`, requests, responses, bodies, streams, pollables). Each is host memory outside
+/// the guest's `memory_bytes_max`, so the count is bounded; past it the guest traps and the
+/// caller gets `500` with `eddy-error: resources_per_instance_max`. With
+/// `DEFAULT_FIELDS_BYTES_MAX` and `DEFAULT_OUTGOING_BODY_CHUNK_BYTES` this bounds what one
+/// instance can pin on the host to about 64 MiB (docs/security.md). Wasmtime's default is
+/// 1,000,000.
+pub const DEFAULT_RESOURCES_PER_INSTANCE_MAX: usize = 1024;
+/// Size of one header map (`fields`) a guest builds, as `wasi:http` counts it: names and
+/// values plus the size of each entry's structures (about 72 bytes). Past it the guest's
+/// `set`/`append` fails with `size-exceeded`. Twice `DEFAULT_HEADER_BYTES_MAX`, so a guest
+/// can copy any request's headers it was given. Wasmtime's default is 128 KiB.
+pub const DEFAULT_FIELDS_BYTES_MAX: usize = 64 * 1024;
+/// Largest single write to an outgoing body (a response's, or an outgoing request's) that
+/// the host takes, and so what one buffered chunk can hold. An outgoing body buffers at
+/// most `OUTGOING_BODY_BUFFER_CHUNKS` + 1 chunks until hyper sends them. Wasmtime's default
+/// is 1 MiB, which let one 64 MiB function pin 2 GiB of host memory with 1,000 unsent bodies.
+pub const DEFAULT_OUTGOING_BODY_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks an outgoing body buffers beyond the one being sent (Wasmtime's default).
+pub const OUTGOING_BODY_BUFFER_CHUNKS: usize = 1;
 /// Idle pooled connections kept per upstream host for outgoing requests.
 pub const DEFAULT_OUTBOUND_IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
 
@@ -123,8 +143,30 @@ pub struct RuntimeConfig {
     pub idle_instances_max: usize,
     /// Outgoing HTTP.
     pub outbound: OutboundConfig,
+    /// Which addresses outgoing HTTP may reach.
+    pub destinations: crate::destinations::DestinationPolicy,
     /// Disk Cranelift's per-function cache may use (`0`: no incremental compilation).
     pub incremental_cache_bytes_max: u64,
+    /// Host memory one instance may hold outside its linear memory.
+    pub host: HostLimits,
+}
+
+/// What one instance may hold on the host, outside its linear memory (see docs/security.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostLimits {
+    pub resources_per_instance_max: usize,
+    pub fields_bytes_max: usize,
+    pub outgoing_body_chunk_bytes: usize,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            resources_per_instance_max: DEFAULT_RESOURCES_PER_INSTANCE_MAX,
+            fields_bytes_max: DEFAULT_FIELDS_BYTES_MAX,
+            outgoing_body_chunk_bytes: DEFAULT_OUTGOING_BODY_CHUNK_BYTES,
+        }
+    }
 }
 
 impl RuntimeConfig {
@@ -138,7 +180,9 @@ impl RuntimeConfig {
             pooling: PoolingConfig::default(),
             idle_instances_max: DEFAULT_IDLE_INSTANCES_MAX,
             outbound: OutboundConfig::default(),
+            destinations: Default::default(),
             incremental_cache_bytes_max: DEFAULT_INCREMENTAL_CACHE_BYTES_MAX,
+            host: HostLimits::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Node;
+use common::{Node, REACH_LOOPBACK};
 use serde_json::{Value, json};
 
 /// A recorder on loopback: `POST /relay` keeps each body (what misbehave `relay` sends:
@@ -119,7 +119,7 @@ fn relay_schedule(port: u16, function: &str, extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_second_schedule_delivers_cloudevent_ticks() {
     let (port, relayed) = recorder().await;
-    let node = Node::start();
+    let node = Node::start_with_config(REACH_LOOPBACK);
     node.deploy_ok(
         "ticker",
         "misbehave",
@@ -230,7 +230,7 @@ async fn overlapping_ticks_are_skipped_unless_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_missed_during_a_restart_are_skipped_or_run_once_and_never_twice() {
     let (port, relayed) = recorder().await;
-    let mut node = Node::start();
+    let mut node = Node::start_with_config(REACH_LOOPBACK);
     node.deploy_ok(
         "once",
         "misbehave",
@@ -252,7 +252,7 @@ async fn ticks_missed_during_a_restart_are_skipped_or_run_once_and_never_twice()
     let stopped = now_ms();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarting = now_ms();
-    let node = Node::start_in(node.state.clone(), "");
+    let node = Node::start_in(node.state.clone(), REACH_LOOPBACK);
     let ready = now_ms();
     wait_for("ticks after the restart", Duration::from_secs(20), || {
         ticks(&relayed)

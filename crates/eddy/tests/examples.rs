@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use common::{Node, WsClient, stdout_ok, ws_expect};
+use common::{Node, REACH_LOOPBACK, WsClient, stdout_ok, ws_expect};
 use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
@@ -144,7 +144,7 @@ async fn repo_api(lang: &str) {
             ("\"api.github.com\"", format!("\"{github}\"")),
         ],
     );
-    let node = Node::start();
+    let node = Node::start_with_config(REACH_LOOPBACK);
     deploy(&node, &project, &function);
 
     let found = node.get(&format!("/{function}/octo/hello")).await;
@@ -286,7 +286,7 @@ async fn webhook(lang: &str) {
             ("\"hooks.example.com\"", format!("\"{hook}\"")),
         ],
     );
-    let node = Node::start();
+    let node = Node::start_with_config(REACH_LOOPBACK);
     deploy(&node, &project, &function);
 
     let sent = stdout_ok(&node.cli(&[

@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Node, assert_api_error};
+use common::{Node, REACH_LOOPBACK, assert_api_error};
 use eddy_runtime::limits::REUSE_LEFTOVER_RESOURCES_MAX;
 use serde_json::{Value, json};
 
@@ -60,7 +60,7 @@ async fn stats_when(node: &Node, function: &str, done: impl Fn(&Value) -> bool) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_little_cpu() {
     let upstream = upstream().await;
-    let node = Node::start();
+    let node = Node::start_with_config(REACH_LOOPBACK);
     node.deploy_ok(
         "mis",
         "misbehave",
@@ -135,7 +135,7 @@ async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_
 async fn outgoing_requests_follow_the_allowlist() {
     let allowed = upstream().await;
     let other = upstream().await;
-    let node = Node::start();
+    let node = Node::start_with_config(REACH_LOOPBACK);
     node.deploy_ok(
         "mis",
         "misbehave",
@@ -466,9 +466,9 @@ async fn stats_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_requests_stop_at_the_node_timeout_and_response_size() {
     let upstream = upstream().await;
-    let node = Node::start_with_config(
-        "[limits]\noutbound_timeout_ms = 50\noutbound_response_bytes_max = 8\n",
-    );
+    let node = Node::start_with_config(&format!(
+        "{REACH_LOOPBACK}[limits]\noutbound_timeout_ms = 50\noutbound_response_bytes_max = 8\n",
+    ));
     node.deploy_ok(
         "mis",
         "misbehave",
@@ -492,7 +492,9 @@ async fn outgoing_requests_stop_at_the_node_timeout_and_response_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_requests_in_flight_are_bounded_node_wide() {
     let upstream = upstream().await;
-    let node = Node::start_with_config("[limits]\noutbound_requests_in_flight_max = 1\n");
+    let node = Node::start_with_config(&format!(
+        "{REACH_LOOPBACK}[limits]\noutbound_requests_in_flight_max = 1\n"
+    ));
     node.deploy_ok(
         "mis",
         "misbehave",

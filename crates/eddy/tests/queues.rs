@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Node, assert_api_error};
+use common::{Node, REACH_LOOPBACK, assert_api_error};
 use serde_json::{Value, json};
 
 /// What the local recorder has seen: `(ce-id, attempt)` of each success report, and the
@@ -180,7 +180,7 @@ const MAX_ATTEMPTS: u32 = 3;
 /// published message ended acknowledged or dead-lettered, within its max attempts.
 async fn flaky_run(kill_midway: bool) {
     let (recorder, recorded) = recorder().await;
-    let mut node = Node::start();
+    let mut node = Node::start_with_config(REACH_LOOPBACK);
     node.deploy_ok(
         "worker",
         "misbehave",
@@ -214,7 +214,7 @@ async fn flaky_run(kill_midway: bool) {
         })
         .await;
         node.kill();
-        node = Node::start_in(node.state.clone(), "");
+        node = Node::start_in(node.state.clone(), REACH_LOOPBACK);
     }
     let done = queue_when(&node, "jobs", Duration::from_secs(300), |s| s["depth"] == 0).await;
 
@@ -284,7 +284,7 @@ async fn a_node_killed_midway_loses_no_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timing_out_consumer_shrinks_while_http_keeps_answering() {
     let (recorder, _) = recorder().await;
-    let node = Node::start();
+    let node = Node::start_with_config(REACH_LOOPBACK);
     node.deploy_ok(
         "worker",
         "misbehave",
@@ -340,7 +340,7 @@ async fn a_timing_out_consumer_shrinks_while_http_keeps_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_are_cloudevents_single_or_batched() {
     let (recorder, recorded) = recorder().await;
-    let node = Node::start();
+    let node = Node::start_with_config(REACH_LOOPBACK);
     node.deploy_ok(
         "worker",
         "misbehave",

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// Node config (top-level keys) letting functions reach this machine's loopback stand-ins:
+/// the operator's opening, which no deployer's allowlist can give (docs/security.md).
+pub const REACH_LOOPBACK: &str = "outbound_allow_networks = [\"127.0.0.0/8\"]\n";
+
 /// How long a node gets to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -156,10 +160,19 @@ impl Node {
 
     /// The node's resident memory now, in bytes.
     pub fn rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmRSS:")
+    }
+
+    /// The most resident memory the node has had so far, in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmHWM:")
+    }
+
+    fn proc_status_bytes(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap();
         kib * 1024

@@ -8,6 +8,8 @@
 //! `leak` (sends its head and part of its body, then returns without finishing or dropping
 //! the body), `hoard?n=N` (leaves N header `fields` handles open, as an interpreter waiting
 //! for its garbage collector would, and answers like `count`),
+//! `bodies?n=N` (opens N outgoing requests and fills each body's buffer without sending
+//! any), `fields?n=N&kb=K` (keeps N header maps of K KiB each),
 //! `fake-error` (answers 200 with its own `eddy-error` header),
 //! `fresh?mb=N` (checks that it runs in a fresh instance: a static still holds its initial
 //! value, and N MiB of newly grown memory read as zeros; then dirties both);
@@ -99,6 +101,38 @@ impl Guest for Misbehave {
                 let _ = stream.blocking_write_and_flush(b"partial");
                 std::mem::forget(stream);
                 std::mem::forget(body);
+            }
+            "bodies" => {
+                // Opens `n` outgoing requests and fills each body's buffer as far as
+                // check-write allows, sending none: host memory outside the guest's limit.
+                let mut kept = 0;
+                for _ in 0..param("n") {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let Ok(body) = request.body() else { break };
+                    let Ok(stream) = body.write() else { break };
+                    if let Ok(room) = stream.check_write() {
+                        let _ = stream.write(&vec![b'b'; room as usize]);
+                    }
+                    std::mem::forget((request, body, stream));
+                    kept += 1;
+                }
+                respond(out, 200, format!("{kept} bodies").as_bytes());
+            }
+            "fields" => {
+                // Keeps `n` header maps of `kb` KiB of values each.
+                let value = vec![b'f'; 1024];
+                let mut kept = 0;
+                for _ in 0..param("n") {
+                    let fields = Fields::new();
+                    for i in 0..param("kb") {
+                        if fields.append(&format!("x-{i}"), &value).is_err() {
+                            break;
+                        }
+                    }
+                    std::mem::forget(fields);
+                    kept += 1;
+                }
+                respond(out, 200, format!("{kept} fields").as_bytes());
             }
             "hoard" => {
                 for _ in 0..param("n") {

@@ -1,0 +1,239 @@
+//! Containment: a function, a client or a neighbour that misbehaves fails alone and reaches
+//! nothing it must not (docs/security.md).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// The node still serves its other functions.
+async fn assert_unharmed(node: &Node) {
+    let reply = node.get("/hello").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "Hello from eddy!\n"),
+        "{}",
+        node.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_request_targets_get_414_and_long_paths_route_like_short_ones() {
+    let node = Node::start_with_config("[limits]\nrequest_target_bytes_max = 4096\n");
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    node.deploy_ok("mis", "misbehave", json!({"route": "/mis"}))
+        .await;
+    // Just under the limit, a path of slashes is routed (to no function) and one under a
+    // route reaches its function whole.
+    let under = format!("/mis{}/echo", "/".repeat(4096 - 9));
+    assert_eq!(under.len(), 4096);
+    let reply = node.get(&under).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains(&under), "{reply:?}");
+    let reply = node.get(&"/".repeat(4096)).await;
+    reply.assert_refused(404, "no_route");
+    // One byte over, in the path or in the query: 414 naming the limit.
+    for target in [
+        format!("/mis{}/echo", "/".repeat(4096 - 8)),
+        format!("/mis/echo?q={}", "a".repeat(4096)),
+        "/".repeat(40_000),
+    ] {
+        let reply = node.get(&target).await;
+        reply.assert_refused(414, "request_target_bytes_max");
+        assert!(reply.body.contains("4096 bytes"), "{reply:?}");
+    }
+    assert_unharmed(&node).await;
+}
+
+/// Every directory under `dir` is 0700 and every file 0600, with `dir` itself.
+fn assert_private(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            files += assert_private(&entry.path());
+        } else {
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", entry.path().display());
+            files += 1;
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_directory_and_every_file_in_it_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    // A state directory left readable by an older eddy is tightened, files and all.
+    let state = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let dir = state.path().join("state");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("eddy.db"), b"").unwrap();
+    std::fs::set_permissions(dir.join("eddy.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let node = Node::start_in(state.clone(), "");
+    node.deploy_ok("hello", "hello-rust", json!({"env": {"API_KEY": "s3cret"}}))
+        .await;
+    node.deploy_ok("echo", "misbehave", json!({"route": "/echo"}))
+        .await;
+    assert_eq!(node.get("/hello").await.status, 200);
+    let files = assert_private(&dir);
+    // eddy.db and queues.db with their -wal and -shm, admin-token, compiled code.
+    assert!(files >= 7, "{files} files");
+    drop(node);
+
+    // A fresh one: private from the start.
+    let node = Node::start();
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    assert_private(&node.state_dir());
+}
+
+#[test]
+fn a_cache_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().unwrap();
+    let cache = state.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("writable by its group or by others"), "{err}");
+    assert!(err.contains("chmod 700"), "{err}");
+}
+
+/// A local HTTP server standing in for a service a function calls; answers `upstream`.
+async fn upstream() -> std::net::SocketAddr {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "upstream" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_reach_neither_the_node_nor_internal_networks_whatever_their_allowlist() {
+    let up = upstream().await;
+    let node = Node::start();
+    node.deploy_ok("any", "misbehave", json!({"allow_outbound": ["*"]}))
+        .await;
+    let admin = node.admin.port();
+    // The control API, a loopback stand-in by address and by name: refused before
+    // connecting, with the address and the operator's setting named.
+    for (i, (to, address)) in [
+        (format!("127.0.0.1:{admin}/_eddy/healthz"), "127.0.0.1"),
+        (format!("127.0.0.1:{}/", up.port()), "127.0.0.1"),
+        (format!("localhost:{}/", up.port()), ""),
+        (format!("[::1]:{}/", up.port()), "::1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = node.get(&format!("/any/outgoing?to={to}")).await;
+        assert_eq!(
+            reply.body, "outgoing refused: ErrorCode::DestinationIpProhibited",
+            "{to}"
+        );
+        let entries = node.wait_logs("any", i + 1).await;
+        let log = entries[i]["log"].as_str().unwrap().to_string();
+        assert!(log.contains("is a loopback address"), "{to}: {log}");
+        assert!(log.contains(address), "{to}: {log}");
+        assert!(log.contains("outbound_allow_networks = ["), "{to}: {log}");
+    }
+    assert_unharmed_or_deploy(&node).await;
+
+    // The operator opens loopback: the stand-in answers, by address and by name; the
+    // control API stays closed.
+    let node = Node::start_with_config(REACH_LOOPBACK);
+    node.deploy_ok("any", "misbehave", json!({"allow_outbound": ["*"]}))
+        .await;
+    for to in [
+        format!("127.0.0.1:{}/", up.port()),
+        format!("localhost:{}/", up.port()),
+    ] {
+        let reply = node.get(&format!("/any/outgoing?to={to}")).await;
+        assert_eq!(reply.body, "outgoing ok: 200 upstream", "{to}");
+    }
+    let admin = node.admin.port();
+    for to in [
+        format!("127.0.0.1:{admin}/_eddy/healthz"),
+        format!("localhost:{admin}/_eddy/healthz"),
+    ] {
+        let reply = node.get(&format!("/any/outgoing?to={to}")).await;
+        assert_eq!(
+            reply.body, "outgoing refused: ErrorCode::DestinationIpProhibited",
+            "{to}"
+        );
+    }
+    let entries = node.wait_logs("any", 4).await;
+    for entry in &entries[2..4] {
+        let log = entry["log"].as_str().unwrap();
+        assert!(
+            log.contains(&format!("127.0.0.1:{admin} is this node's control API")),
+            "{log}"
+        );
+    }
+}
+
+/// A node's other functions still answer (deploying one first when there is none).
+async fn assert_unharmed_or_deploy(node: &Node) {
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    assert_unharmed(node).await;
+}
+
+/// Most the node's peak resident memory may grow while one instance hoards host resources
+/// (docs/security.md: about 64 MiB an instance, plus the node's own growth under a test).
+const HOARD_RSS_GROWTH_BYTES_MAX: u64 = 192 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_hoarding_host_memory_fails_alone_within_a_bound() {
+    let node = Node::start();
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    node.deploy_ok("mis", "misbehave", json!({"memory_bytes_max": 64 << 20}))
+        .await;
+    assert_unharmed(&node).await;
+    let before = node.peak_rss_bytes();
+    // Unsent outgoing bodies, each filled as far as check-write allows (Wasmtime's default
+    // 1 MiB chunks once made this 2 GiB), and header maps of 56 KiB each.
+    for (path, limit) in [
+        ("/mis/bodies?n=1000", "resources_per_instance_max"),
+        ("/mis/fields?n=2000&kb=56", "resources_per_instance_max"),
+        ("/mis/fields?n=1&kb=100", "fields_bytes_max"),
+    ] {
+        let reply = node.get(path).await;
+        reply.assert_refused(500, limit);
+        assert!(reply.body.contains(limit), "{reply:?}");
+        assert_unharmed(&node).await;
+    }
+    let grown = node.peak_rss_bytes().saturating_sub(before);
+    assert!(
+        grown < HOARD_RSS_GROWTH_BYTES_MAX,
+        "peak RSS grew by {} MiB",
+        grown >> 20
+    );
+    // Within the limits, the same paths work.
+    let reply = node.get("/mis/bodies?n=100").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "100 bodies"));
+    let reply = node.get("/mis/fields?n=100&kb=8").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "100 fields"));
+    let entries = node.wait_logs("mis", 3).await;
+    let outcomes: Vec<&str> = entries[..3]
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["resource_limit", "resource_limit", "fields_limit"]
+    );
+}
