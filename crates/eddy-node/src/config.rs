@@ -42,6 +42,9 @@ pub const MEMORY_BYTES_MIN: u64 = 64 * 1024;
 /// Most instance slots a node can reserve: every memory slot reserves about 4 GiB of
 /// address space, and the pool must fit in the process's 128 TiB.
 pub const INSTANCES_MAX_CEILING: u32 = 10_000;
+/// Most linear-memory slots the pool may reserve (`instances_max` ×
+/// `component_memories_max`): the default's 2 per instance at `INSTANCES_MAX_CEILING`.
+pub const MEMORY_SLOTS_MAX: u64 = 2 * INSTANCES_MAX_CEILING as u64;
 /// Longest wait of a `logs?wait_ms=` long poll.
 pub const LOG_WAIT_MS_MAX: u64 = 30_000;
 /// Invocations running at once on the node, all functions and classes together. With
@@ -186,6 +189,12 @@ pub struct LimitsConfig {
     pub resources_per_instance_max: usize,
     pub fields_bytes_max: usize,
     pub outgoing_body_chunk_bytes: usize,
+    pub component_core_instances_max: u32,
+    pub component_memories_max: u32,
+    pub component_tables_max: u32,
+    pub component_functions_max: u32,
+    pub component_data_bytes_max: u64,
+    pub component_modules_max: u32,
     pub queue_message_bytes_max: u64,
     pub queue_depth_max: u64,
     pub queues_max: usize,
@@ -278,6 +287,12 @@ impl Default for LimitsConfig {
             resources_per_instance_max: rt::DEFAULT_RESOURCES_PER_INSTANCE_MAX,
             fields_bytes_max: rt::DEFAULT_FIELDS_BYTES_MAX,
             outgoing_body_chunk_bytes: rt::DEFAULT_OUTGOING_BODY_CHUNK_BYTES,
+            component_core_instances_max: rt::DEFAULT_COMPONENT_CORE_INSTANCES_MAX,
+            component_memories_max: rt::DEFAULT_COMPONENT_MEMORIES_MAX,
+            component_tables_max: rt::DEFAULT_COMPONENT_TABLES_MAX,
+            component_functions_max: rt::DEFAULT_COMPONENT_FUNCTIONS_MAX,
+            component_data_bytes_max: rt::DEFAULT_COMPONENT_DATA_BYTES_MAX,
+            component_modules_max: rt::DEFAULT_COMPONENT_MODULES_MAX,
             queue_message_bytes_max: DEFAULT_QUEUE_MESSAGE_BYTES_MAX,
             queue_depth_max: DEFAULT_QUEUE_DEPTH_MAX,
             queues_max: DEFAULT_QUEUES_MAX,
@@ -323,7 +338,31 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 36] = [
+        let positive: [(&str, u64); 42] = [
+            (
+                "limits.component_core_instances_max",
+                u64::from(l.component_core_instances_max),
+            ),
+            (
+                "limits.component_memories_max",
+                u64::from(l.component_memories_max),
+            ),
+            (
+                "limits.component_tables_max",
+                u64::from(l.component_tables_max),
+            ),
+            (
+                "limits.component_functions_max",
+                u64::from(l.component_functions_max),
+            ),
+            (
+                "limits.component_data_bytes_max",
+                l.component_data_bytes_max,
+            ),
+            (
+                "limits.component_modules_max",
+                u64::from(l.component_modules_max),
+            ),
             (
                 "limits.resources_per_instance_max",
                 l.resources_per_instance_max as u64,
@@ -445,6 +484,13 @@ impl NodeConfig {
                 l.instances_max
             )));
         }
+        let memory_slots = u64::from(l.instances_max) * u64::from(l.component_memories_max);
+        if memory_slots > MEMORY_SLOTS_MAX {
+            return Err(ConfigError(format!(
+                "limits.instances_max ({}) × limits.component_memories_max ({}) is {memory_slots} memory slots, above {MEMORY_SLOTS_MAX}: each reserves about 4 GiB of address space",
+                l.instances_max, l.component_memories_max
+            )));
+        }
         if l.memory_bytes_default > l.memory_bytes_max {
             return Err(ConfigError(format!(
                 "limits.memory_bytes_default ({}) is above limits.memory_bytes_max ({})",
@@ -521,6 +567,14 @@ impl NodeConfig {
         config.pooling = self.pooling.runtime();
         config.idle_instances_max = l.idle_instances_max;
         config.incremental_cache_bytes_max = l.incremental_cache_bytes_max;
+        config.component = rt::ComponentLimits {
+            core_instances_max: l.component_core_instances_max,
+            memories_max: l.component_memories_max,
+            tables_max: l.component_tables_max,
+            functions_max: l.component_functions_max,
+            data_bytes_max: l.component_data_bytes_max,
+            modules_max: l.component_modules_max,
+        };
         config.host = rt::HostLimits {
             resources_per_instance_max: l.resources_per_instance_max,
             fields_bytes_max: l.fields_bytes_max,

@@ -73,11 +73,11 @@ impl From<StoreError> for ApiError {
 
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> ApiError {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_component",
-            e.to_string(),
-        )
+        let code = match e.limit() {
+            Some(_) => "component_limit",
+            None => "invalid_component",
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
     }
 }
 

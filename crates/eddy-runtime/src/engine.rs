@@ -12,7 +12,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CacheStats, CompileCache, IncrementalStore};
 use crate::invoke::InvocationState;
-use crate::limits::{EPOCH_TICK_MS, RuntimeConfig};
+use crate::limits::{ComponentLimits, EPOCH_TICK_MS, RuntimeConfig};
 use crate::outbound::OutboundClient;
 use crate::reuse::IdleBudget;
 
@@ -80,6 +80,25 @@ pub enum DeployError {
         "the component's `wasi:http/incoming-handler` export does not have the expected shape: {0}"
     )]
     BadExport(String),
+    #[error(
+        "the component declares {declared} {what}, above this node's {limit} ({max}); it was not compiled"
+    )]
+    ComponentLimit {
+        what: &'static str,
+        limit: &'static str,
+        declared: u64,
+        max: u64,
+    },
+}
+
+impl DeployError {
+    /// The named limit the component exceeded, if that is why it was refused.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            DeployError::ComponentLimit { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
 }
 
 /// A validated, compiled and pre-linked component, ready to become a deployment.
@@ -188,6 +207,7 @@ impl Runtime {
     /// Blocking and CPU-heavy on a cache miss: call it from a blocking thread.
     pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, DeployError> {
         check_is_component(bytes)?;
+        check_declared(bytes, &self.config.component)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         let (component, compiled) = self
             .cache
@@ -247,23 +267,18 @@ impl Drop for Runtime {
 
 fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pooling = PoolingAllocationConfig::new();
+    // The pool holds `instances_max` instances of the largest component allowed, and no
+    // component may take more than that share: one cannot leave the others without slots.
+    let component = &config.component;
+    let each = |per_instance: u32| config.instances_max.saturating_mul(per_instance);
     pooling
         .total_component_instances(config.instances_max)
-        .total_core_instances(
-            config
-                .instances_max
-                .saturating_mul(crate::limits::CORE_INSTANCES_PER_INSTANCE),
-        )
-        .total_memories(
-            config
-                .instances_max
-                .saturating_mul(crate::limits::MEMORIES_PER_INSTANCE),
-        )
-        .total_tables(
-            config
-                .instances_max
-                .saturating_mul(crate::limits::TABLES_PER_INSTANCE),
-        )
+        .total_core_instances(each(component.core_instances_max))
+        .total_memories(each(component.memories_max))
+        .total_tables(each(component.tables_max))
+        .max_core_instances_per_component(component.core_instances_max)
+        .max_memories_per_component(component.memories_max)
+        .max_tables_per_component(component.tables_max)
         .total_stacks(config.instances_max)
         .max_memory_size(usize::try_from(config.memory_bytes_max).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(config.pooling.memory_keep_resident_bytes)
@@ -315,6 +330,100 @@ fn check_is_component(bytes: &[u8]) -> Result<(), DeployError> {
     Ok(())
 }
 
+/// Refuse a component whose declared counts exceed `limits`, before compiling it. The
+/// counts are static: a nested component instantiated twice is counted once, so the pool
+/// checks each instance again (`max_*_per_component`).
+fn check_declared(bytes: &[u8], limits: &ComponentLimits) -> Result<(), DeployError> {
+    let counts = declared_counts(bytes)?;
+    let checks = [
+        (
+            "core instances",
+            "component_core_instances_max",
+            counts.core_instances,
+            u64::from(limits.core_instances_max),
+        ),
+        (
+            "linear memories",
+            "component_memories_max",
+            counts.memories,
+            u64::from(limits.memories_max),
+        ),
+        (
+            "tables",
+            "component_tables_max",
+            counts.tables,
+            u64::from(limits.tables_max),
+        ),
+        (
+            "functions",
+            "component_functions_max",
+            counts.functions,
+            u64::from(limits.functions_max),
+        ),
+        (
+            "bytes of data segments",
+            "component_data_bytes_max",
+            counts.data_bytes,
+            limits.data_bytes_max,
+        ),
+        (
+            "nested modules and components",
+            "component_modules_max",
+            counts.modules,
+            u64::from(limits.modules_max),
+        ),
+    ];
+    match checks.iter().find(|(_, _, declared, max)| declared > max) {
+        Some(&(what, limit, declared, max)) => Err(DeployError::ComponentLimit {
+            what,
+            limit,
+            declared,
+            max,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What a component declares, at every depth of nesting.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DeclaredCounts {
+    core_instances: u64,
+    memories: u64,
+    tables: u64,
+    functions: u64,
+    data_bytes: u64,
+    modules: u64,
+}
+
+fn declared_counts(bytes: &[u8]) -> Result<DeclaredCounts, DeployError> {
+    use wasmtime::wasmparser::{Instance, Parser, Payload};
+    let invalid = |e: wasmtime::wasmparser::BinaryReaderError| DeployError::Invalid(e.to_string());
+    let mut counts = DeclaredCounts::default();
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            Payload::InstanceSection(section) => {
+                // Only instantiations take a pool slot; a bundle of exports does not.
+                for instance in section {
+                    let instantiates =
+                        matches!(instance.map_err(invalid)?, Instance::Instantiate { .. });
+                    counts.core_instances += u64::from(instantiates);
+                }
+            }
+            Payload::MemorySection(section) => counts.memories += u64::from(section.count()),
+            Payload::TableSection(section) => counts.tables += u64::from(section.count()),
+            Payload::FunctionSection(section) => counts.functions += u64::from(section.count()),
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => counts.modules += 1,
+            Payload::DataSection(section) => {
+                for data in section {
+                    counts.data_bytes += data.map_err(invalid)?.data.len() as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
 fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
     component
         .component_type()
@@ -327,4 +436,71 @@ fn first_backticked(text: &str) -> Option<String> {
     let start = text.find('`')? + 1;
     let len = text[start..].find('`')?;
     Some(text[start..start + len].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component of `modules` core modules with `memories` memories each, every one
+    /// instantiated `instances` times.
+    fn component(modules: usize, memories: usize, instances: usize) -> Vec<u8> {
+        let memory = "(memory 1)".repeat(memories);
+        let mut text = String::from("(component\n");
+        for m in 0..modules {
+            text += &format!("(core module $m{m} {memory} (func))\n");
+            for _ in 0..instances {
+                text += &format!("(core instance (instantiate $m{m}))\n");
+            }
+        }
+        text += ")";
+        wat::parse_str(&text).unwrap()
+    }
+
+    fn refused(bytes: &[u8]) -> Option<&'static str> {
+        check_declared(bytes, &ComponentLimits::default())
+            .err()
+            .and_then(|e| e.limit())
+    }
+
+    #[test]
+    fn components_past_their_declared_limits_are_refused_before_compiling() {
+        assert_eq!(refused(&component(2, 1, 1)), None);
+        assert_eq!(
+            refused(&component(1, 0, 17)),
+            Some("component_core_instances_max")
+        );
+        assert_eq!(refused(&component(3, 1, 1)), Some("component_memories_max"));
+        let err = check_declared(&component(1, 0, 40), &ComponentLimits::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the component declares 40 core instances, above this node's component_core_instances_max (16); it was not compiled"
+        );
+        let tight = ComponentLimits {
+            functions_max: 3,
+            ..ComponentLimits::default()
+        };
+        let err = check_declared(&component(2, 0, 1), &tight);
+        assert!(err.is_ok());
+        let err = check_declared(&component(4, 0, 1), &tight).unwrap_err();
+        assert_eq!(err.limit(), Some("component_functions_max"));
+    }
+
+    /// The guests `scripts/build-guests` made (when it has run) fit the defaults.
+    #[test]
+    fn the_example_guests_fit_the_default_component_limits() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests");
+        for name in ["hello-rust", "misbehave", "hello-python", "hello-js"] {
+            let path = dir.join(format!("{name}.wasm"));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}: run scripts/build-guests (scripts/test does)",
+                    path.display()
+                )
+            });
+            check_declared(&bytes, &ComponentLimits::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            eprintln!("{name}: {:?}", declared_counts(&bytes).unwrap());
+        }
+    }
 }

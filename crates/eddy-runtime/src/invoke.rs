@@ -872,6 +872,7 @@ impl InvocationState {
             },
             limiter: MemoryLimiter {
                 memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX),
+                memory_bytes_total: 0,
                 memory_bytes_peak: 0,
                 denied: false,
             },
@@ -953,26 +954,33 @@ impl WasiHttpHooks for EddyHooks {
     }
 }
 
-/// Enforces the function's memory limit and remembers whether the guest hit it.
+/// Enforces the function's memory limit on all of an instance's linear memories together
+/// (a component of several core modules has several), and remembers whether the guest hit it.
 struct MemoryLimiter {
     memory_bytes_max: usize,
-    /// The largest linear memory granted to the guest (any of its memories).
+    /// Bytes of all the instance's linear memories now.
+    memory_bytes_total: usize,
+    /// The most `memory_bytes_total` has been.
     memory_bytes_peak: usize,
     denied: bool,
 }
 
 impl ResourceLimiter for MemoryLimiter {
+    /// Called for each memory as it is created (from 0) and each time it grows.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes_max {
+        debug_assert!(current <= self.memory_bytes_total);
+        let total = self.memory_bytes_total - current.min(self.memory_bytes_total) + desired;
+        if total > self.memory_bytes_max {
             self.denied = true;
             return Ok(false);
         }
-        self.memory_bytes_peak = self.memory_bytes_peak.max(desired);
+        self.memory_bytes_total = total;
+        self.memory_bytes_peak = self.memory_bytes_peak.max(total);
         Ok(true)
     }
 

@@ -149,6 +149,8 @@ pub struct RuntimeConfig {
     pub incremental_cache_bytes_max: u64,
     /// Host memory one instance may hold outside its linear memory.
     pub host: HostLimits,
+    /// What one component may declare.
+    pub component: ComponentLimits,
 }
 
 /// What one instance may hold on the host, outside its linear memory (see docs/security.md).
@@ -183,6 +185,7 @@ impl RuntimeConfig {
             destinations: Default::default(),
             incremental_cache_bytes_max: DEFAULT_INCREMENTAL_CACHE_BYTES_MAX,
             host: HostLimits::default(),
+            component: ComponentLimits::default(),
         }
     }
 }
@@ -260,8 +263,60 @@ impl Default for FunctionLimits {
 }
 
 /// Pool slots reserved per allowed instance. A component is several core instances
-/// (Python components built by componentize-py use about ten), usually one or two
+/// (Python components built by componentize-py use 14), usually one or two
 /// memories and a few tables; the pool must hold `instances_max` such components.
 pub(crate) const CORE_INSTANCES_PER_INSTANCE: u32 = 16;
 pub(crate) const MEMORIES_PER_INSTANCE: u32 = 2;
 pub(crate) const TABLES_PER_INSTANCE: u32 = 4;
+
+/// What one component may declare, checked when it is deployed, before it is compiled (and
+/// so before it can cost compile time or memory), and again by the instance pool for each
+/// instance. Past any of them the deploy gets `422 component_limit` naming it. The pool
+/// limits are also per instance: no component can take more than its share of the pool, so
+/// one function cannot leave the others without slots (`503 instances_max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComponentLimits {
+    /// Core instances one instance of the component creates.
+    pub core_instances_max: u32,
+    /// Linear memories one instance has, all its core instances together.
+    pub memories_max: u32,
+    /// Tables one instance has, all its core instances together.
+    pub tables_max: u32,
+    /// Functions defined in all its core modules (what compilation costs grow with).
+    pub functions_max: u32,
+    /// Bytes of data segments in all its core modules.
+    pub data_bytes_max: u64,
+    /// Modules and components nested in it, at every depth.
+    pub modules_max: u32,
+}
+
+/// Default of `ComponentLimits::core_instances_max`: `CORE_INSTANCES_PER_INSTANCE`, the
+/// pool's share of each instance (hello-python, built by componentize-py, instantiates 14
+/// core modules; hello-js and the Rust guests 4). A Python app that links several native
+/// extensions instantiates one more per extension: raise it for those.
+pub const DEFAULT_COMPONENT_CORE_INSTANCES_MAX: u32 = CORE_INSTANCES_PER_INSTANCE;
+/// Default of `ComponentLimits::memories_max`: `MEMORIES_PER_INSTANCE`.
+pub const DEFAULT_COMPONENT_MEMORIES_MAX: u32 = MEMORIES_PER_INSTANCE;
+/// Default of `ComponentLimits::tables_max`: `TABLES_PER_INSTANCE`.
+pub const DEFAULT_COMPONENT_TABLES_MAX: u32 = TABLES_PER_INSTANCE;
+/// Default of `ComponentLimits::functions_max` (hello-python defines 13,485 functions,
+/// hello-js 12,818).
+pub const DEFAULT_COMPONENT_FUNCTIONS_MAX: u32 = 200_000;
+/// Default of `ComponentLimits::data_bytes_max` (hello-python carries 10.6 MiB, hello-js
+/// 3.4 MiB).
+pub const DEFAULT_COMPONENT_DATA_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Default of `ComponentLimits::modules_max` (hello-python nests 16, the others 5).
+pub const DEFAULT_COMPONENT_MODULES_MAX: u32 = 64;
+
+impl Default for ComponentLimits {
+    fn default() -> Self {
+        ComponentLimits {
+            core_instances_max: DEFAULT_COMPONENT_CORE_INSTANCES_MAX,
+            memories_max: DEFAULT_COMPONENT_MEMORIES_MAX,
+            tables_max: DEFAULT_COMPONENT_TABLES_MAX,
+            functions_max: DEFAULT_COMPONENT_FUNCTIONS_MAX,
+            data_bytes_max: DEFAULT_COMPONENT_DATA_BYTES_MAX,
+            modules_max: DEFAULT_COMPONENT_MODULES_MAX,
+        }
+    }
+}

@@ -237,3 +237,81 @@ async fn a_guest_hoarding_host_memory_fails_alone_within_a_bound() {
         ["resource_limit", "resource_limit", "fields_limit"]
     );
 }
+
+/// A component exporting `wasi:http/incoming-handler` whose handler traps, made of `memories`
+/// core modules with a memory of `mib` MiB each, and `instances` extra empty core instances.
+fn handler_component(memories: usize, mib: usize, instances: usize) -> Vec<u8> {
+    let pages = mib * 16;
+    let mut text = String::from(
+        r#"(component
+  (import "wasi:http/types@0.2.0" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $request))
+  (alias export $types "response-outparam" (type $out))
+  (core module $handler (func (export "handle") (param i32 i32) unreachable))
+  (core instance $h (instantiate $handler))
+  (core module $empty)
+"#,
+    );
+    for m in 0..memories {
+        text += &format!(
+            "  (core module $mem{m} (memory {pages}))\n  (core instance (instantiate $mem{m}))\n"
+        );
+    }
+    for _ in 0..instances {
+        text += "  (core instance (instantiate $empty))\n";
+    }
+    text += r#"  (func $handle (param "request" (own $request)) (param "response-out" (own $out))
+    (canon lift (core func $h "handle")))
+  (instance $exports (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.0" (instance $exports)))
+"#;
+    wat::parse_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_cannot_take_more_than_its_share_of_the_pool_or_of_memory() {
+    let node = Node::start();
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    // Within the limits it deploys, and its handler runs (and traps).
+    let (status, body) = node
+        .deploy("small", handler_component(1, 1, 2), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    node.get("/small").await.assert_refused(500, "trap");
+    // Many core instances, or many memories: refused before compiling, the limit named.
+    for (bytes, limit, declared) in [
+        (
+            handler_component(1, 1, 40),
+            "component_core_instances_max",
+            "42 core instances",
+        ),
+        (
+            handler_component(3, 1, 0),
+            "component_memories_max",
+            "3 linear memories",
+        ),
+    ] {
+        let (status, body) = node.deploy("greedy", bytes, json!({})).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "component_limit", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(limit) && message.contains(declared),
+            "{message}"
+        );
+    }
+    // The memory limit counts all of an instance's memories: two of 40 MiB do not fit in 64.
+    let (status, body) = node
+        .deploy(
+            "twomem",
+            handler_component(2, 40, 0),
+            json!({"memory_bytes_max": 64 << 20}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let reply = node.get("/twomem").await;
+    reply.assert_refused(500, "memory_bytes_max");
+    assert_unharmed(&node).await;
+}
