@@ -74,7 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/functions/{name}/stats", get(stats))
         .route("/functions/{name}/websockets", get(list_websockets))
         .route(
-            "/websockets/channels/{channel}/messages",
+            "/functions/{name}/websockets/channels/{channel}/messages",
             post(broadcast).layer(DefaultBodyLimit::disable()),
         )
         .merge(crate::queue_api::routes())
@@ -397,14 +397,16 @@ async fn list_websockets(
     })))
 }
 
-/// Send the body to every connection in a channel (text unless `?binary=true`).
+/// Send the body to every connection in one of a function's channels (text unless
+/// `?binary=true`).
 async fn broadcast(
     State(state): State<ApiState>,
-    Path(channel): Path<String>,
+    Path((name, channel)): Path<(String, String)>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+    find_function(&state, &name).await?;
     crate::websocket::validate_channel(&channel).map_err(ApiError::bad_request)?;
     let max = state.limits.websocket_message_bytes_max as u64;
     let body = crate::queues::read_limited(body, max, "websocket_message_bytes_max").await?;
@@ -415,8 +417,10 @@ async fn broadcast(
             ApiError::bad_request("a text message must be UTF-8; send binary data as binary")
         })?)
     };
-    let sent = state.sockets.broadcast(&channel, message);
-    Ok(Json(json!({"channel": channel, "sent": sent})))
+    let sent = state.sockets.broadcast(&name, &channel, message);
+    Ok(Json(
+        json!({"function": name, "channel": channel, "sent": sent}),
+    ))
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

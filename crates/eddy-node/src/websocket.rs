@@ -53,6 +53,17 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Channels one connection may join.
 pub const WEBSOCKET_CHANNELS_PER_CONNECTION_MAX: usize = 64;
 
+/// Longest close reason: a close frame's payload is at most 125 bytes, two of them the code
+/// (RFC 6455, 5.5). Longer reasons are cut by the node; a function asking for one gets `400`.
+pub const CLOSE_REASON_BYTES_MAX: usize = 123;
+
+/// Close codes that must never be sent in a close frame (RFC 6455, 7.4.1): they say what
+/// happened locally (no code, abnormal closure, TLS failure). A connection closed with one
+/// gets a close frame without a code.
+fn is_reserved_close_code(code: u16) -> bool {
+    matches!(code, 1004 | 1005 | 1006 | 1015) || code < 1000 || (1016..3000).contains(&code)
+}
+
 /// Longest channel name.
 pub const CHANNEL_NAME_BYTES_MAX: usize = 128;
 
@@ -87,10 +98,14 @@ pub struct Sockets {
     state: Mutex<SocketState>,
 }
 
+/// A channel: its function's, named. Each function has channels of its own: another
+/// function's channel of the same name is another channel.
+type ChannelKey = (Arc<str>, String);
+
 #[derive(Default)]
 struct SocketState {
     connections: HashMap<String, Connection>,
-    channels: HashMap<String, HashSet<String>>,
+    channels: HashMap<ChannelKey, HashSet<String>>,
     per_function: HashMap<Arc<str>, usize>,
     /// Reserved by upgrades in progress and held by open connections.
     total: usize,
@@ -187,7 +202,7 @@ impl Sockets {
         let mut s = self.lock();
         for channel in &connection.channels {
             s.channels
-                .entry(channel.clone())
+                .entry((connection.function.clone(), channel.clone()))
                 .or_default()
                 .insert(id.to_string());
         }
@@ -199,10 +214,11 @@ impl Sockets {
         let mut s = self.lock();
         let connection = s.connections.remove(id)?;
         for channel in &connection.channels {
-            if let Some(members) = s.channels.get_mut(channel) {
+            let key = (connection.function.clone(), channel.clone());
+            if let Some(members) = s.channels.get_mut(&key) {
                 members.remove(id);
                 if members.is_empty() {
-                    s.channels.remove(channel);
+                    s.channels.remove(&key);
                 }
             }
         }
@@ -249,7 +265,8 @@ impl Sockets {
         Ok(())
     }
 
-    /// Close a connection (of `function`, when given) with `code`.
+    /// Close a connection (of `function`, when given) with `code`; `reason` is cut to what a
+    /// close frame holds (`CLOSE_REASON_BYTES_MAX`).
     pub fn close(
         &self,
         function: Option<&str>,
@@ -284,6 +301,7 @@ impl Sockets {
             .get_mut(id)
             .filter(|c| function.is_none_or(|f| &*c.function == f))
             .ok_or(SocketError::NoConnection)?;
+        let key = (connection.function.clone(), channel.to_string());
         if join {
             if !connection.channels.contains(channel)
                 && connection.channels.len() >= WEBSOCKET_CHANNELS_PER_CONNECTION_MAX
@@ -291,27 +309,24 @@ impl Sockets {
                 return Err(SocketError::TooManyChannels);
             }
             connection.channels.insert(channel.to_string());
-            s.channels
-                .entry(channel.to_string())
-                .or_default()
-                .insert(id.to_string());
+            s.channels.entry(key).or_default().insert(id.to_string());
         } else {
             connection.channels.remove(channel);
-            if let Some(members) = s.channels.get_mut(channel) {
+            if let Some(members) = s.channels.get_mut(&key) {
                 members.remove(id);
                 if members.is_empty() {
-                    s.channels.remove(channel);
+                    s.channels.remove(&key);
                 }
             }
         }
         Ok(())
     }
 
-    /// Send `message` to every connection in `channel`; how many got it queued (a slow
-    /// reader among them is closed, the others are not held up).
-    pub fn broadcast(&self, channel: &str, message: Message) -> usize {
+    /// Send `message` to every connection in `function`'s `channel`; how many got it queued
+    /// (a slow reader among them is closed, the others are not held up).
+    pub fn broadcast(&self, function: &str, channel: &str, message: Message) -> usize {
         let s = self.lock();
-        let Some(members) = s.channels.get(channel) else {
+        let Some(members) = s.channels.get(&(Arc::from(function), channel.to_string())) else {
             return 0;
         };
         members
@@ -354,7 +369,14 @@ impl Sockets {
     }
 }
 
-fn close(connection: &Connection, code: u16, reason: String) {
+fn close(connection: &Connection, code: u16, mut reason: String) {
+    if reason.len() > CLOSE_REASON_BYTES_MAX {
+        let mut end = CLOSE_REASON_BYTES_MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
     *connection
         .held
         .close_with
@@ -770,12 +792,11 @@ async fn write_loop(
         .unwrap_or_else(|e| e.into_inner())
         .take()?;
     if intact {
-        let frame = CloseFrame {
+        let frame = (!is_reserved_close_code(code)).then(|| CloseFrame {
             code: CloseCode::from(code),
             reason: Utf8Bytes::from(reason),
-        };
-        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.send(Message::Close(Some(frame))))
-            .await;
+        });
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.send(Message::Close(frame))).await;
     }
     Some(code)
 }
@@ -852,7 +873,8 @@ fn connection_id() -> String {
 /// - `PUT` / `DELETE /websockets/connections/{id}/channels/{channel}`: join / leave;
 /// - `POST /websockets/channels/{channel}/messages`: broadcast.
 ///
-/// Connection ids are those of the function's own connections; channels are the node's.
+/// Connection ids are those of the function's own connections (another's answer `404`, as an
+/// unknown one does); channels are the function's own.
 pub(crate) async fn platform(
     sockets: &Sockets,
     function: &str,
@@ -944,6 +966,12 @@ pub(crate) async fn platform(
                     })?,
             };
             let reason = query.get("reason").cloned().unwrap_or_default();
+            if reason.len() > CLOSE_REASON_BYTES_MAX {
+                return Err(ApiError::bad_request(format!(
+                    "a close reason is at most {CLOSE_REASON_BYTES_MAX} bytes (what a close frame holds); this one is {}",
+                    reason.len()
+                )));
+            }
             sockets
                 .close(Some(function), id, code, reason)
                 .map_err(|e| refused(id, e))?;
@@ -952,8 +980,9 @@ pub(crate) async fn platform(
         (
             m @ (http::Method::PUT | http::Method::DELETE),
             ["connections", id, "channels", channel],
-        ) if !channel.is_empty() => {
+        ) => {
             let join = m == http::Method::PUT;
+            validate_channel(channel).map_err(ApiError::bad_request)?;
             sockets
                 .membership(Some(function), id, channel, join)
                 .map_err(|e| refused(id, e))?;
@@ -963,7 +992,7 @@ pub(crate) async fn platform(
             validate_channel(channel).map_err(ApiError::bad_request)?;
             let body =
                 crate::queues::read_limited(body, bytes_max, "websocket_message_bytes_max").await?;
-            let sent = sockets.broadcast(channel, message(body)?);
+            let sent = sockets.broadcast(function, channel, message(body)?);
             Ok(serde_json::json!({"sent": sent}))
         }
         _ => Err(ApiError::not_found(format!(

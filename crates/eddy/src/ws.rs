@@ -21,7 +21,8 @@ pub struct WsArgs {
 enum WsCommand {
     /// List a function's open WebSocket connections with their channels
     Ls(LsArgs),
-    /// Send a message to every WebSocket connection in a channel; prints how many got it
+    /// Send a message to every WebSocket connection in one of a function's channels; prints
+    /// how many got it
     Send(SendArgs),
 }
 
@@ -36,7 +37,10 @@ struct LsArgs {
 
 #[derive(clap::Args, Debug)]
 struct SendArgs {
-    /// Channel to send to: the connections that joined it, of any function
+    /// Function whose channel it is (each function has channels of its own)
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    function: String,
+    /// Channel to send to: the function's connections that joined it
     #[arg(value_parser = NonEmptyStringValueParser::new())]
     channel: String,
     /// The message: literal text, @FILE for the bytes of a file, or - for standard input
@@ -72,7 +76,15 @@ async fn send(client: &Client, args: SendArgs) -> Result<String> {
         check_text(&body)?;
         Vec::new()
     };
-    let path = ["v1", "websockets", "channels", &args.channel, "messages"];
+    let path = [
+        "v1",
+        "functions",
+        &args.function,
+        "websockets",
+        "channels",
+        &args.channel,
+        "messages",
+    ];
     let sent: Broadcast = client.post_bytes(&path, &query, body, &[]).await?;
     Ok(sent_summary(&sent))
 }

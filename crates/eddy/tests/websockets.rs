@@ -216,13 +216,15 @@ async fn connection_limits_idle_timeouts_and_metering() {
 async fn the_cli_lists_connections_and_broadcasts() {
     let node = chat("").await;
     let mut member = connect(&node, "?channels=lobby").await;
-    let sent = common::stdout_ok(&node.cli(&["ws", "send", "lobby", "from the cli"]));
+    let sent = common::stdout_ok(&node.cli(&["ws", "send", "chat", "lobby", "from the cli"]));
     assert!(sent.contains("sent to 1 connection"), "{sent}");
     assert_eq!(next(&mut member).await, Message::text("from the cli"));
     let listed = common::stdout_ok(&node.cli(&["ws", "ls", "chat"]));
     assert!(listed.contains("lobby"), "{listed}");
-    let err = common::stderr_err(&node.cli(&["ws", "send", "no/such", "x"]));
+    let err = common::stderr_err(&node.cli(&["ws", "send", "chat", "no/such", "x"]));
     assert!(err.contains("channel name"), "{err}");
+    let err = common::stderr_err(&node.cli(&["ws", "send", "nobody", "lobby", "x"]));
+    assert!(err.contains("no function `nobody`"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,4 +288,92 @@ async fn shutdown_closes_held_connections_with_1001() {
         "{}",
         node.output()
     );
+}
+
+/// The id a connection's 101 answer named.
+async fn connect_with_id(node: &Node, route: &str, query: &str) -> (Client, String) {
+    let url = format!("ws://{}{route}/ws{query}", node.public);
+    let (client, response) = connect_async(&url).await.unwrap();
+    let id = response.headers()["eddy-connection-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (client, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_function_has_its_own_channels_and_reaches_only_its_own_connections() {
+    let node = chat("").await;
+    node.deploy_ok(
+        "other",
+        "misbehave",
+        json!({"websocket": true, "route": "/other"}),
+    )
+    .await;
+    let (mut mine, my_id) = connect_with_id(&node, "/chat", "?channels=room").await;
+    let (mut theirs, _) = connect_with_id(&node, "/other", "?channels=room").await;
+    // `other` broadcasts into "room": its own room, not chat's.
+    let (mut sender, _) = connect_with_id(&node, "/other", "").await;
+    sender
+        .send(Message::text("broadcast:room:from other"))
+        .await
+        .unwrap();
+    let reply = next(&mut sender).await.into_text().unwrap().to_string();
+    assert!(reply.contains(r#"sent\":1"#), "{reply}");
+    assert_eq!(next(&mut theirs).await, Message::text("from other"));
+    let more = tokio::time::timeout(Duration::from_millis(200), mine.next()).await;
+    assert!(
+        more.is_err(),
+        "chat's member heard other's broadcast: {more:?}"
+    );
+    // Another function's connection id answers as an unknown one does: 404.
+    sender
+        .send(Message::text(format!("send:{my_id}:psst")))
+        .await
+        .unwrap();
+    let reply = next(&mut sender).await.into_text().unwrap().to_string();
+    let unknown = "send:ffffffffffffffff:psst";
+    sender.send(Message::text(unknown)).await.unwrap();
+    let unknown_reply = next(&mut sender).await.into_text().unwrap().to_string();
+    assert!(reply.contains("Ok((404"), "{reply}");
+    assert_eq!(
+        reply.replace(&my_id, "ID"),
+        unknown_reply.replace("ffffffffffffffff", "ID"),
+        "a foreign id must look unknown"
+    );
+    // Channel names are checked on join; close reasons must fit a close frame.
+    sender.send(Message::text("join:no~way!")).await.unwrap();
+    let reply = next(&mut sender).await.into_text().unwrap().to_string();
+    assert!(
+        reply.contains("Ok((400") && reply.contains("channel name"),
+        "{reply}"
+    );
+    sender
+        .send(Message::text(format!("close:{}", "r".repeat(124))))
+        .await
+        .unwrap();
+    let reply = next(&mut sender).await.into_text().unwrap().to_string();
+    assert!(
+        reply.contains("Ok((400") && reply.contains("at most 123 bytes"),
+        "{reply}"
+    );
+    // The control API's broadcast names the function.
+    let response = node
+        .http
+        .post(node.api_url("/functions/chat/websockets/channels/room/messages"))
+        .bearer_auth(&node.token)
+        .body("from the operator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(next(&mut mine).await, Message::text("from the operator"));
+    let more = tokio::time::timeout(Duration::from_millis(200), theirs.next()).await;
+    assert!(
+        more.is_err(),
+        "other's member heard chat's broadcast: {more:?}"
+    );
+    // A client's close without a code is echoed without one: 1005 is never sent.
+    mine.send(Message::Close(None)).await.unwrap();
+    assert_eq!(next(&mut mine).await, Message::Close(None));
 }

@@ -458,6 +458,19 @@ fn websocket(request: &IncomingRequest, query: &str, out: ResponseOutparam) {
             if text == "close" {
                 let _ = outgoing_with(Method::Post, &format!("{me}/close?code=4000&reason=bye"), Some(b""), &[]);
                 respond(out, 200, b"");
+            } else if let Some(reason) = text.strip_prefix("close:") {
+                let answer = outgoing_with(Method::Post, &format!("{me}/close?code=4000&reason={reason}"), Some(b""), &[]);
+                respond(out, 200, format!("close: {answer:?}").as_bytes());
+            } else if let Some(rest) = text.strip_prefix("send:") {
+                // Sends to connection `id` (perhaps another function's).
+                let (id, data) = rest.split_once(':').unwrap_or((rest, ""));
+                let answer = outgoing_with(
+                    Method::Post,
+                    &format!("eddy.local/websockets/connections/{id}/messages"),
+                    Some(data.as_bytes()),
+                    &[("eddy-websocket-kind", "text")],
+                );
+                respond(out, 200, format!("send: {answer:?}").as_bytes());
             } else if let Some(channel) = text.strip_prefix("join:") {
                 let answer = outgoing_with(Method::Put, &format!("{me}/channels/{channel}"), Some(b""), &[]);
                 respond(out, 200, format!("join: {answer:?}").as_bytes());
