@@ -353,7 +353,7 @@ pub struct WebSocketConnection {
     pub queued_bytes: u64,
 }
 
-/// `200` answer to `POST /v1/websockets/channels/{channel}/messages`.
+/// `200` answer to `POST /v1/functions/{name}/websockets/channels/{channel}/messages`.
 #[derive(Deserialize, Debug)]
 pub struct Broadcast {
     pub channel: String,
