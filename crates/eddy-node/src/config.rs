@@ -19,8 +19,19 @@ pub const DEFAULT_REQUEST_TARGET_BYTES_MAX: usize = 8 * 1024;
 /// Open connections on the public listener. Past it a new connection gets `503` with
 /// `eddy-error: connections_max` and is closed.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 10_000;
-/// Time a client has to send a request's headers, on a new or an idle keep-alive connection.
+/// Time a client has to send a request's headers, on a new or an idle keep-alive connection
+/// (both listeners): also how long a kept-alive connection may sit idle.
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// Longest a write to a client may wait for the client to take bytes (both listeners, and
+/// WebSockets): a client that stops reading is disconnected after it instead of holding its
+/// connection and the response's buffers.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 30_000;
+/// Open connections from one client address on the public listener (a load balancer in
+/// `trusted_proxies` is exempt). Past it a new connection gets `503` with
+/// `eddy-error: connections_per_ip_max` and is closed.
+pub const DEFAULT_CONNECTIONS_PER_IP_MAX: usize = 1_000;
+/// Open connections on the control API listener, where a client's requests are short.
+pub const DEFAULT_ADMIN_CONNECTIONS_MAX: usize = 256;
 /// How long shutdown waits for in-flight requests before it stops them.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 /// Invocation records kept per function (oldest deleted first).
@@ -144,8 +155,15 @@ pub struct NodeConfig {
     /// loopback, private, link-local or otherwise internal; none by default. Only the
     /// operator opens these: no deployer's allowlist can. The control API is never reachable.
     pub outbound_allow_networks: Vec<String>,
+    /// Load balancers (CIDR or address) whose connections carry many clients: exempt from
+    /// `limits.connections_per_ip_max`, which then applies at the load balancer.
+    pub trusted_proxies: Vec<String>,
     pub limits: LimitsConfig,
     pub pooling: PoolingSettings,
+    /// The `[limits]` keys the config file set (the others are defaults, which the node may
+    /// lower to fit the open-file limit; a value the operator set is never lowered).
+    #[serde(skip)]
+    pub limits_set: Vec<String>,
 }
 
 /// Every node-wide limit. Names carry their units.
@@ -166,6 +184,9 @@ pub struct LimitsConfig {
     pub header_bytes_max: usize,
     pub request_target_bytes_max: usize,
     pub connections_max: usize,
+    pub connections_per_ip_max: usize,
+    pub admin_connections_max: usize,
+    pub write_timeout_ms: u64,
     pub instances_max: u32,
     pub header_read_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
@@ -246,8 +267,10 @@ impl Default for NodeConfig {
             public_url: None,
             budget_webhook_hosts: Vec::new(),
             outbound_allow_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
             pooling: PoolingSettings::default(),
+            limits_set: Vec::new(),
         }
     }
 }
@@ -265,6 +288,9 @@ impl Default for LimitsConfig {
             header_bytes_max: DEFAULT_HEADER_BYTES_MAX,
             request_target_bytes_max: DEFAULT_REQUEST_TARGET_BYTES_MAX,
             connections_max: DEFAULT_CONNECTIONS_MAX,
+            connections_per_ip_max: DEFAULT_CONNECTIONS_PER_IP_MAX,
+            admin_connections_max: DEFAULT_ADMIN_CONNECTIONS_MAX,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             instances_max: rt::DEFAULT_INSTANCES_MAX,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
@@ -332,13 +358,95 @@ pub struct ConfigError(String);
 impl NodeConfig {
     /// Parse TOML, rejecting unknown keys.
     pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
-        toml_de(text)
+        let mut config = toml_de(text)?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(toml::Value::Table(limits)) = table.get("limits") {
+            config.limits_set = limits.keys().cloned().collect();
+        }
+        Ok(config)
+    }
+
+    /// Raise this process's open-file limit to its hard limit, then fit every cap on open
+    /// connections within it: the public and control API listeners, held WebSockets and
+    /// outgoing requests each hold a file descriptor. A cap the config file set that cannot
+    /// hold is refused; a default is lowered to fit (WebSockets first, then public
+    /// connections, outgoing requests, control API connections). Returns what was lowered.
+    pub fn fit_open_files(&mut self) -> Result<Vec<String>, ConfigError> {
+        let hard = raise_open_files_limit();
+        let available = hard.saturating_sub(OPEN_FILES_RESERVE);
+        let l = &mut self.limits;
+        let mut caps: [(&str, &mut usize); 4] = [
+            (
+                "websocket_connections_max",
+                &mut l.websocket_connections_max,
+            ),
+            ("connections_max", &mut l.connections_max),
+            (
+                "outbound_requests_in_flight_max",
+                &mut l.outbound_requests_in_flight_max,
+            ),
+            ("admin_connections_max", &mut l.admin_connections_max),
+        ];
+        let set = |key: &str| self.limits_set.iter().any(|k| k == key);
+        let fixed: u64 = caps
+            .iter()
+            .filter(|(key, _)| set(key))
+            .map(|(_, v)| **v as u64)
+            .sum();
+        if fixed > available {
+            let named: Vec<String> = caps
+                .iter()
+                .filter(|(key, _)| set(key))
+                .map(|(key, v)| format!("limits.{key} ({v})"))
+                .collect();
+            return Err(ConfigError(format!(
+                "{} need {fixed} open files, but this process may open {hard} (RLIMIT_NOFILE's hard limit) less {OPEN_FILES_RESERVE} kept for everything else; lower them, or raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+                named.join(" + ")
+            )));
+        }
+        let left = available - fixed;
+        let defaults: u64 = caps
+            .iter()
+            .filter(|(key, _)| !set(key))
+            .map(|(_, v)| **v as u64)
+            .sum();
+        let mut lowered = Vec::new();
+        let mut excess = defaults.saturating_sub(left);
+        for (key, value) in caps.iter_mut().filter(|(key, _)| !set(key)) {
+            if excess > 0 {
+                let cut = excess.min(**value as u64 - 1);
+                let was = **value;
+                **value -= cut as usize;
+                excess -= cut;
+                lowered.push(format!(
+                    "limits.{key} lowered from {was} to {} to fit RLIMIT_NOFILE's hard limit ({hard})",
+                    **value
+                ));
+            }
+        }
+        if self.limits.websocket_connections_per_function_max
+            > self.limits.websocket_connections_max
+            && !set("websocket_connections_per_function_max")
+        {
+            self.limits.websocket_connections_per_function_max =
+                self.limits.websocket_connections_max;
+        }
+        Ok(lowered)
     }
 
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 42] = [
+        let positive: [(&str, u64); 45] = [
+            (
+                "limits.connections_per_ip_max",
+                l.connections_per_ip_max as u64,
+            ),
+            (
+                "limits.admin_connections_max",
+                l.admin_connections_max as u64,
+            ),
+            ("limits.write_timeout_ms", l.write_timeout_ms),
             (
                 "limits.component_core_instances_max",
                 u64::from(l.component_core_instances_max),
@@ -528,6 +636,7 @@ impl NodeConfig {
             )));
         }
         self.outbound_allow_networks()?;
+        self.trusted_proxies()?;
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -542,19 +651,12 @@ impl NodeConfig {
     pub fn outbound_allow_networks(
         &self,
     ) -> Result<Vec<eddy_runtime::destinations::IpNet>, ConfigError> {
-        use eddy_runtime::destinations::IpNet;
-        self.outbound_allow_networks
-            .iter()
-            .map(|text| {
-                text.parse::<IpNet>()
-                    .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        ConfigError(format!(
-                            "outbound_allow_networks: `{text}` is not a network (`10.0.0.0/8`, `fd00::/8`) or an address"
-                        ))
-                    })
-            })
-            .collect()
+        networks("outbound_allow_networks", &self.outbound_allow_networks)
+    }
+
+    /// `trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<eddy_runtime::destinations::IpNet>, ConfigError> {
+        networks("trusted_proxies", &self.trusted_proxies)
     }
 
     /// The runtime's form of the node settings.
@@ -597,6 +699,54 @@ impl NodeConfig {
             .clone()
             .unwrap_or_else(|| self.state_dir.join("cache"))
     }
+}
+
+/// File descriptors kept for everything but connections: the databases and their journals,
+/// compiled code being loaded, the log, the runtime's threads and timers.
+pub const OPEN_FILES_RESERVE: u64 = 1024;
+
+/// Raise the soft open-file limit to the hard one; returns the hard limit.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return limit.rlim_cur;
+            }
+        }
+    }
+    limit.rlim_max
+}
+
+/// Networks (`10.0.0.0/8`) or single addresses of the config key `key`.
+fn networks(
+    key: &str,
+    texts: &[String],
+) -> Result<Vec<eddy_runtime::destinations::IpNet>, ConfigError> {
+    use eddy_runtime::destinations::IpNet;
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "{key}: `{text}` is not a network (`10.0.0.0/8`, `fd00::/8`) or an address"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn toml_de(text: &str) -> Result<NodeConfig, ConfigError> {

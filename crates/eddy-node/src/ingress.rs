@@ -1,5 +1,5 @@
-//! The public listener: accepts connections within `connections_max`, enforces header and
-//! body limits, routes each request to its function and turns failures into clear responses.
+//! The public listener: serves connections (`listener.rs`), enforces header and body limits,
+//! routes each request to its function and turns failures into clear responses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +11,8 @@ use eddy_runtime::{Answer, Failure, InvocationReport, Outcome, ResponseBody};
 use eddy_store::NewInvocation;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -38,8 +34,6 @@ pub const NODE_HEADER_PREFIX: &str = "eddy-";
 /// Slack above `header_bytes_max` for hyper's read buffer (request line, framing), so
 /// eddy's own check answers before hyper's generic one.
 const HEADER_BUFFER_SLACK_BYTES: usize = 16 * 1024;
-/// How long a refused connection gets to receive its 503 before it is closed.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shared state of the public listener.
 pub struct Ingress {
@@ -48,80 +42,34 @@ pub struct Ingress {
     pub limits: LimitsConfig,
     pub draining: Arc<AtomicBool>,
     pub sockets: Arc<crate::websocket::SocketServer>,
+    /// Load balancers exempt from `connections_per_ip_max`.
+    pub trusted_proxies: Arc<[eddy_runtime::destinations::IpNet]>,
 }
 
 impl Ingress {
     /// Accept connections until `shutdown` fires, then wait up to the grace period for
     /// in-flight requests.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
-        let connections = Arc::new(Semaphore::new(self.limits.connections_max));
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(self.limits.header_read_timeout_ms))
-            .max_buf_size(
-                self.limits.header_bytes_max.max(8192)
-                    + self.limits.request_target_bytes_max
-                    + HEADER_BUFFER_SLACK_BYTES,
-            )
-            .keep_alive(true);
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tokio::spawn(refuse_connection(stream, self.limits.connections_max));
-                continue;
-            };
+        let limits = crate::listener::ListenerLimits {
+            connections_key: "connections_max",
+            connections_max: self.limits.connections_max,
+            connections_per_ip_max: self.limits.connections_per_ip_max,
+            header_read_timeout: Duration::from_millis(self.limits.header_read_timeout_ms),
+            write_timeout: Duration::from_millis(self.limits.write_timeout_ms),
+            read_buffer_bytes: self.limits.header_bytes_max.max(8192)
+                + self.limits.request_target_bytes_max
+                + HEADER_BUFFER_SLACK_BYTES,
+            trusted_proxies: self.trusted_proxies.clone(),
+            shutdown_grace: Duration::from_millis(self.limits.shutdown_grace_ms),
+        };
+        crate::listener::serve(listener, limits, shutdown, move |peer| {
             let ingress = self.clone();
-            let service = service_fn(move |req| {
+            service_fn(move |req| {
                 let ingress = ingress.clone();
                 async move { Ok::<_, std::convert::Infallible>(ingress.handle(req, peer).await) }
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let mut conn = std::pin::pin!(conn);
-                let ended = tokio::select! {
-                    ended = conn.as_mut() => ended,
-                    _ = stop.cancelled() => {
-                        // Finish the request in flight, then close (a WebSocket upgrade
-                        // has left this connection already).
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                }
-                drop(permit);
-            });
-        }
-        drop(listener);
-        let grace = Duration::from_millis(self.limits.shutdown_grace_ms);
-        // Every connection holds a permit until it has ended.
-        let all = u32::try_from(self.limits.connections_max).unwrap_or(u32::MAX);
-        if tokio::time::timeout(grace, connections.acquire_many(all))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_ms = self.limits.shutdown_grace_ms,
-                "in-flight requests did not finish within the grace period"
-            );
-        }
+            })
+        })
+        .await
     }
 
     async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
@@ -463,19 +411,4 @@ fn health(draining: &AtomicBool) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response
-}
-
-async fn refuse_connection(mut stream: tokio::net::TcpStream, connections_max: usize) {
-    let body = format!(
-        "this node has reached connections_max ({connections_max} open connections); retry shortly\n"
-    );
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n{ERROR_HEADER}: connections_max\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
 }

@@ -16,6 +16,7 @@ pub mod cron;
 pub mod error;
 pub mod ingress;
 pub mod invocations;
+pub mod listener;
 pub mod metering;
 pub mod queue_api;
 pub mod queues;
@@ -42,6 +43,9 @@ pub const DATABASE_FILE: &str = "eddy.db";
 /// File name of the queues' SQLite database inside the state directory.
 pub const QUEUE_DATABASE_FILE: &str = "queues.db";
 
+/// hyper's read buffer on the control API: the most a request head there may take.
+const ADMIN_READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// A started node. Call [`RunningNode::shutdown`] to stop it gracefully.
 pub struct RunningNode {
     pub public_addr: SocketAddr,
@@ -61,8 +65,11 @@ pub struct RunningNode {
 }
 
 /// Validate the config, open the state, restore every function and bind both listeners.
-pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     config.validate()?;
+    for lowered in config.fit_open_files()? {
+        tracing::warn!("{lowered}");
+    }
     // Bound first: the runtime must know the control API's address (functions may never
     // reach it), and a taken port is reported before anything is written.
     let public = TcpListener::bind(config.listen).await.with_context(|| {
@@ -167,6 +174,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     let draining = Arc::new(AtomicBool::new(false));
 
+    let trusted_proxies: Arc<[eddy_runtime::destinations::IpNet]> =
+        config.trusted_proxies()?.into();
     let ingress = Arc::new(ingress::Ingress {
         registry: registry.clone(),
         sink: sink.clone(),
@@ -178,6 +187,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             sink: sink.clone(),
             limits: limits.clone(),
         }),
+        trusted_proxies: trusted_proxies.clone(),
     });
     let api_state = api::ApiState {
         registry,
@@ -195,15 +205,25 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();
-    let admin_server = tokio::spawn(async move {
-        let app = api::router(api_state);
-        let result = axum::serve(admin, app)
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "control API server failed");
-        }
-    });
+    let admin_limits = listener::ListenerLimits {
+        connections_key: "admin_connections_max",
+        connections_max: limits.admin_connections_max,
+        connections_per_ip_max: limits
+            .connections_per_ip_max
+            .min(limits.admin_connections_max),
+        header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
+        write_timeout: Duration::from_millis(limits.write_timeout_ms),
+        read_buffer_bytes: ADMIN_READ_BUFFER_BYTES,
+        trusted_proxies: trusted_proxies.clone(),
+        shutdown_grace: Duration::from_millis(limits.shutdown_grace_ms),
+    };
+    let app = api::router(api_state);
+    let admin_server = tokio::spawn(listener::serve(
+        admin,
+        admin_limits,
+        admin_shutdown,
+        move |_peer| hyper_util::service::TowerToHyperService::new(app.clone()),
+    ));
     Ok(RunningNode {
         public_addr,
         admin_addr,

@@ -315,3 +315,196 @@ async fn a_component_cannot_take_more_than_its_share_of_the_pool_or_of_memory() 
     reply.assert_refused(500, "memory_bytes_max");
     assert_unharmed(&node).await;
 }
+
+/// A raw TCP connection to `addr`.
+async fn raw(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// What the peer sends until it closes, within `within`; `None` if it is still open then.
+async fn read_to_close(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut seen)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&seen).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_listeners_bound_connections_per_node_and_per_client_and_time_out_silent_ones() {
+    use std::time::Duration;
+    let node = Node::start_with_config(
+        "[limits]\nadmin_connections_max = 2\nconnections_per_ip_max = 3\nheader_read_timeout_ms = 300\n",
+    );
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    // A client that opens a connection and says nothing is closed, on both listeners.
+    for addr in [node.public, node.admin] {
+        let mut silent = raw(addr).await;
+        assert!(
+            read_to_close(&mut silent, Duration::from_secs(10))
+                .await
+                .is_some(),
+            "{addr} kept a silent connection open"
+        );
+    }
+    // The control API holds admin_connections_max connections, then refuses with 503.
+    let held = [raw(node.admin).await, raw(node.admin).await];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut third = raw(node.admin).await;
+    let answer = read_to_close(&mut third, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("eddy-error: admin_connections_max"),
+        "{answer}"
+    );
+    drop(held);
+    // One client address holds connections_per_ip_max public connections, then gets 503.
+    let held = [
+        raw(node.public).await,
+        raw(node.public).await,
+        raw(node.public).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut fourth = raw(node.public).await;
+    let answer = read_to_close(&mut fourth, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        answer.contains("eddy-error: connections_per_ip_max"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("127.0.0.1 already has connections_per_ip_max (3)"),
+        "{answer}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_unharmed(&node).await;
+
+    // Behind a trusted load balancer the per-address cap does not apply.
+    let node = Node::start_with_config(
+        "trusted_proxies = [\"127.0.0.0/8\"]\n[limits]\nconnections_per_ip_max = 1\n",
+    );
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    let _held = raw(node.public).await;
+    assert_unharmed(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let node = Node::start_with_config("[limits]\nwrite_timeout_ms = 500\n");
+    node.deploy_ok("mis", "misbehave", json!({"timeout_ms": 120_000}))
+        .await;
+    let mut client = raw(node.public).await;
+    client
+        .write_all(b"GET /mis/big?bytes=60000000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing: the node gives up on it long before the function's timeout,
+    // and the invocation ends (and is recorded).
+    let started = Instant::now();
+    loop {
+        let (status, body) = node
+            .api_get("/functions/mis/logs?after=0&wait_ms=1000")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if !body["entries"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the invocation still runs for a client that reads nothing"
+        );
+    }
+    drop(client);
+}
+
+/// `eddy serve` with RLIMIT_NOFILE's hard limit set to `hard`: whether it exited (and how)
+/// before it was ready, and what it printed.
+fn serve_with_open_files(hard: u64, config: &str) -> (Option<bool>, String) {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let state = tempfile::tempdir().unwrap();
+    let config_path = state.path().join("node.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config_path)
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    for pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+    }
+    drop(lines_tx);
+    let mut out = String::new();
+    // Both pipes close when it exits; "eddy ready" means it serves.
+    while let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(30)) {
+        out += &line;
+        out += "\n";
+        if line.contains("eddy ready") {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return (None, out);
+        }
+    }
+    let status = child.wait().unwrap();
+    (Some(status.success()), out)
+}
+
+#[test]
+fn connection_caps_are_fitted_to_the_open_file_limit() {
+    // Defaults are lowered to fit, and the node says so and serves.
+    let (status, out) = serve_with_open_files(4096, "");
+    assert_eq!(status, None, "the node stopped: {out}");
+    assert!(
+        out.contains("limits.websocket_connections_max lowered from 100000 to"),
+        "{out}"
+    );
+    assert!(out.contains("eddy ready"), "{out}");
+    // A cap the operator set that cannot hold is refused, naming it.
+    let (status, out) = serve_with_open_files(4096, "[limits]\nconnections_max = 5000\n");
+    assert_eq!(status, Some(false), "{out}");
+    assert!(out.contains("limits.connections_max (5000)"), "{out}");
+    assert!(out.contains("RLIMIT_NOFILE"), "{out}");
+}
