@@ -160,22 +160,29 @@ mod tests {
     }
 
     #[test]
-    fn send_takes_a_channel_data_and_binary() {
-        let WsCommand::Send(send) = parse(&["send", "room"]).unwrap() else {
+    fn send_takes_a_function_a_channel_data_and_binary() {
+        let WsCommand::Send(send) = parse(&["send", "chat", "room"]).unwrap() else {
             panic!("not send");
         };
         assert_eq!(
-            (send.channel.as_str(), send.data, send.binary),
-            ("room", None, false)
+            (
+                send.function.as_str(),
+                send.channel.as_str(),
+                send.data,
+                send.binary
+            ),
+            ("chat", "room", None, false)
         );
-        let WsCommand::Send(send) = parse(&["send", "room", "@frame.bin", "--binary"]).unwrap()
+        let WsCommand::Send(send) =
+            parse(&["send", "chat", "room", "@frame.bin", "--binary"]).unwrap()
         else {
             panic!("not send");
         };
         assert_eq!(send.data, Some(Payload::File("frame.bin".into())));
         assert!(send.binary);
-        assert!(parse(&["send", "", "hi"]).is_err());
-        assert!(parse(&["send"]).is_err());
+        assert!(parse(&["send", "chat", "", "hi"]).is_err());
+        assert!(parse(&["send", "", "room", "hi"]).is_err());
+        assert!(parse(&["send", "chat"]).is_err());
     }
 
     #[test]
