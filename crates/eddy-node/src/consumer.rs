@@ -597,6 +597,7 @@ pub(crate) async fn invoke_background(
     request: Request<Full<Bytes>>,
     permit: crate::admission::Permit,
 ) -> Result<(), String> {
+    // Only the status matters: the body is read and dropped as it comes, never held.
     let answer = invoke_collected(
         registry,
         sink,
@@ -604,6 +605,7 @@ pub(crate) async fn invoke_background(
         live,
         request,
         permit,
+        Keep::Status,
     )
     .await?;
     if answer.status.is_success() {
@@ -613,16 +615,28 @@ pub(crate) async fn invoke_background(
     }
 }
 
-/// What a function answered, read whole.
+/// What a function answered, its body read whole within a bound.
 pub(crate) struct Collected {
     pub status: http::StatusCode,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// The body was longer than `Keep::Body`'s bound: `body` is empty, not a part of it.
+    pub over_limit: bool,
+}
+
+/// What of a node-initiated invocation's answer the node keeps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Keep {
+    /// The status and headers; the body is read to its end and dropped as it arrives.
+    Status,
+    /// The body too, up to this many bytes.
+    Body(usize),
 }
 
 /// Run one invocation the node makes itself (a queue delivery, a cron tick, a WebSocket
-/// event) under `permit`, recorded and metered like any other, and read its answer whole.
-/// `Err` when the function failed (trapped, timed out, hit a limit).
+/// event) under `permit`, recorded and metered like any other, and read its answer as `keep`
+/// says: never more than that is held. `Err` when the function failed (trapped, timed out,
+/// hit a limit).
 pub(crate) async fn invoke_collected(
     registry: &Registry,
     sink: &InvocationSink,
@@ -630,6 +644,7 @@ pub(crate) async fn invoke_collected(
     live: Arc<LiveFunction>,
     request: Request<Full<Bytes>>,
     permit: crate::admission::Permit,
+    keep: Keep,
 ) -> Result<Collected, String> {
     let record = Record {
         live: live.clone(),
@@ -651,17 +666,28 @@ pub(crate) async fn invoke_collected(
     };
     let mut answer = None;
     if let Ok(response) = live.deployment.invoke(request, permit, report).await {
-        let (head, body) = response.into_parts();
+        let (head, mut body) = response.into_parts();
         // The report comes once the body has been read to its end.
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let (body, over_limit) = match keep {
+            Keep::Status => {
+                while let Some(Ok(_)) = body.frame().await {}
+                (Bytes::new(), false)
+            }
+            Keep::Body(bytes_max) => {
+                match http_body_util::Limited::new(body, bytes_max)
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => (collected.to_bytes(), false),
+                    Err(e) => (Bytes::new(), e.is::<http_body_util::LengthLimitError>()),
+                }
+            }
+        };
         answer = Some(Collected {
             status: head.status,
             headers: head.headers,
             body,
+            over_limit,
         });
     }
     let (outcome, detail) = rx
@@ -669,6 +695,9 @@ pub(crate) async fn invoke_collected(
         .map_err(|_| "the invocation ended without a report".to_string())?;
     match (outcome, answer) {
         (Outcome::Ok, Some(answer)) => Ok(answer),
+        // The node stopped reading past its bound, which may have failed the guest's
+        // writes: the bound is the reason, and the caller's to report.
+        (_, Some(answer)) if answer.over_limit => Ok(answer),
         (Outcome::Ok, None) => Err("the function gave no response".into()),
         (other, _) => Err(match detail {
             Some(detail) => format!("{}: {detail}", other.as_str()),

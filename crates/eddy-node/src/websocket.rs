@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Class;
 use crate::config::LimitsConfig;
-use crate::consumer::{Collected, invoke_collected};
+use crate::consumer::{Collected, Keep, invoke_collected};
 use crate::ingress::node_response;
 use crate::invocations::InvocationSink;
 use crate::registry::{Registry, now_ms};
@@ -451,9 +451,21 @@ impl SocketServer {
         };
         if !answer.status.is_success() {
             self.sockets.unreserve(&live.name);
+            if answer.over_limit {
+                return node_response(
+                    StatusCode::BAD_GATEWAY,
+                    "websocket_message_bytes_max",
+                    &format!(
+                        "the function refused the connection with a body larger than websocket_message_bytes_max ({} bytes)",
+                        self.limits.websocket_message_bytes_max
+                    ),
+                );
+            }
             let mut response = Response::new(ResponseBody::full(answer.body));
             *response.status_mut() = answer.status;
             *response.headers_mut() = answer.headers;
+            // The header is the node's word, here as on every response.
+            response.headers_mut().remove(crate::ingress::ERROR_HEADER);
             return response;
         }
         let channels: HashSet<String> = answer
@@ -547,6 +559,8 @@ impl SocketServer {
             live.clone(),
             request,
             permit,
+            // A reply becomes a message; a refusal's body, a response: the same bound.
+            Keep::Body(self.limits.websocket_message_bytes_max),
         )
         .await
         .map_err(|message| {
@@ -699,6 +713,18 @@ impl SocketServer {
             Ok(answer) => answer,
             Err(_) => return None,
         };
+        if answer.over_limit {
+            let _ = self.sockets.close(
+                None,
+                &id,
+                1009,
+                format!(
+                    "the function's reply is larger than websocket_message_bytes_max ({} bytes)",
+                    self.limits.websocket_message_bytes_max
+                ),
+            );
+            return None;
+        }
         if !answer.status.is_success() || answer.body.is_empty() {
             return None;
         }

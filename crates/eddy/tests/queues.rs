@@ -794,3 +794,30 @@ consume = { queue = "orders", batch_size = 2, max_attempts = 4, path = "/worker/
     common::stdout_ok(&node.cli_in(dir.path(), &["deploy"]));
     assert_eq!(queue_stats(&node, "orders").await["succeeded"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliverys_answer_is_read_to_its_end_but_never_held() {
+    let node = Node::start();
+    node.deploy_ok("worker", "misbehave", json!({})).await;
+    create_queue(&node, "jobs").await;
+    // Each delivery answers 200 with 48 MB; the node needs only the status.
+    consume(
+        &node,
+        "jobs",
+        json!({"function": "worker", "path": "/worker/big?bytes=48000000", "max_concurrency": 1}),
+    )
+    .await;
+    let before = node.peak_rss_bytes();
+    publish_all(&node, "jobs", &["a".to_string(), "b".to_string()]).await;
+    let done = queue_when(&node, "jobs", Duration::from_secs(120), |s| {
+        s["succeeded"].as_u64().unwrap() == 2
+    })
+    .await;
+    assert_eq!(done["dead_lettered"], 0, "{done}");
+    let grown = node.peak_rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "the node's peak RSS grew by {} MiB for 48 MB answers",
+        grown >> 20
+    );
+}

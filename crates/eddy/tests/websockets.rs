@@ -377,3 +377,41 @@ async fn each_function_has_its_own_channels_and_reaches_only_its_own_connections
     mine.send(Message::Close(None)).await.unwrap();
     assert_eq!(next(&mut mine).await, Message::Close(None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_and_refusals_are_bounded_and_the_guest_cannot_speak_for_the_node() {
+    let node = chat("[limits]\nwebsocket_message_bytes_max = 1024\n").await;
+    // A reply within the limit comes back; one over it is not sent and closes with 1009.
+    let mut client = connect(&node, "").await;
+    client.send(Message::text("big:1000")).await.unwrap();
+    assert_eq!(next(&mut client).await, Message::text("b".repeat(1000)));
+    client.send(Message::text("big:5000")).await.unwrap();
+    let closed = next(&mut client).await;
+    assert_eq!(close_code(&closed), 1009, "{closed:?}");
+    assert!(
+        matches!(&closed, Message::Close(Some(f)) if f.reason.contains("websocket_message_bytes_max")),
+        "{closed:?}"
+    );
+    // A refusal passes through without the guest's own `eddy-error`; an oversized one is
+    // the node's 502.
+    for (query, status, error) in [
+        ("?refuse=403&forge=1", 403, None),
+        (
+            "?refuse=403&bytes=5000",
+            502,
+            Some("websocket_message_bytes_max"),
+        ),
+    ] {
+        match connect_async(format!("ws://{}/chat/ws{query}", node.public)).await {
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status().as_u16(), status, "{query}");
+                let header = response
+                    .headers()
+                    .get("eddy-error")
+                    .map(|v| v.to_str().unwrap());
+                assert_eq!(header, error, "{query}");
+            }
+            other => panic!("{query}: expected a refusal, got {other:?}"),
+        }
+    }
+}

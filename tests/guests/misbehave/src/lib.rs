@@ -442,7 +442,14 @@ fn websocket(request: &IncomingRequest, query: &str, out: ResponseOutparam) {
     match header("eddy-websocket").as_str() {
         "connect" => {
             if let Ok(status) = arg("refuse").parse::<u16>() {
-                return respond(out, status, b"refused by the function");
+                // `forge=1`: with an `eddy-error` header of its own, which the node removes.
+                let fields = match arg("forge").as_str() {
+                    "1" => vec![("eddy-error".to_string(), b"forged".to_vec())],
+                    _ => Vec::new(),
+                };
+                let body = vec![b'r'; arg("bytes").parse().unwrap_or(0)];
+                let body = if body.is_empty() { b"refused by the function".to_vec() } else { body };
+                return respond_with(out, status, &fields, &body);
             }
             let mut fields = vec![
                 ("eddy-websocket-channels".to_string(), arg("channels").into_bytes()),
@@ -461,6 +468,8 @@ fn websocket(request: &IncomingRequest, query: &str, out: ResponseOutparam) {
             } else if let Some(reason) = text.strip_prefix("close:") {
                 let answer = outgoing_with(Method::Post, &format!("{me}/close?code=4000&reason={reason}"), Some(b""), &[]);
                 respond(out, 200, format!("close: {answer:?}").as_bytes());
+            } else if let Some(n) = text.strip_prefix("big:") {
+                respond(out, 200, &vec![b'b'; n.parse().unwrap_or(0)]);
             } else if let Some(rest) = text.strip_prefix("send:") {
                 // Sends to connection `id` (perhaps another function's).
                 let (id, data) = rest.split_once(':').unwrap_or((rest, ""));
@@ -512,7 +521,11 @@ fn respond_with(out: ResponseOutparam, status: u16, fields: &[(String, Vec<u8>)]
     let outgoing = response.body().expect("body taken once");
     ResponseOutparam::set(out, Ok(response));
     let stream = outgoing.write().expect("body stream taken once");
-    let _ = stream.blocking_write_and_flush(body);
+    for chunk in body.chunks(4096) {
+        if stream.blocking_write_and_flush(chunk).is_err() {
+            break;
+        }
+    }
     drop(stream);
     let _ = OutgoingBody::finish(outgoing, None);
 }
