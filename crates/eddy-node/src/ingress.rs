@@ -10,6 +10,8 @@ use bytes::Bytes;
 use eddy_runtime::{Answer, Failure, InvocationReport, Outcome, ResponseBody};
 use eddy_store::NewInvocation;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
@@ -184,6 +186,8 @@ impl Ingress {
             }
             record.finish(status, report);
         };
+        // Trailers are headers too: a client cannot forge the node's there either.
+        let req = req.map(|body| body.map_frame(without_node_trailers as fn(_) -> _));
         match live.deployment.invoke(req, permit, report).await {
             Ok(mut response) => {
                 // The header is the node's word; a guest cannot speak for the node.
@@ -208,6 +212,17 @@ fn remove_node_headers(headers: &mut http::HeaderMap) {
         for name in names {
             headers.remove(name);
         }
+    }
+}
+
+/// A request body frame, with the node's headers removed if it is the trailers.
+fn without_node_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            remove_node_headers(&mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
     }
 }
 

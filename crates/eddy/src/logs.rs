@@ -133,17 +133,32 @@ fn render(entry: &LogEntry) -> String {
         "{} v{} {} {} {status} {} {}\n",
         entry.at,
         entry.version,
-        entry.method,
-        entry.path,
+        escape_controls(&entry.method),
+        escape_controls(&entry.path),
         entry.outcome,
         format_duration_ms(entry.duration_ms)
     );
     for line in entry.log.lines() {
         text.push_str("  | ");
-        text.push_str(line);
+        text.push_str(&escape_controls(line));
         text.push('\n');
     }
     text
+}
+
+/// `text` with every control character but a tab shown as an escape (`\u{1b}`): a guest's
+/// output must not move the terminal's cursor, change its title or colours, or hide lines.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| match c {
+            '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// `1.27ms` below a second, `2.50s` from there on.
@@ -173,6 +188,28 @@ mod tests {
         assert_eq!(
             render(&entry),
             "2026-11-23T11:00:00.123Z v3 GET /hello?x=1 200 ok 1.27ms\n  | stdout line\n  | stderr line\n"
+        );
+    }
+
+    #[test]
+    fn guest_output_cannot_drive_the_terminal() {
+        let entry = entry(
+            r#"{"id": 19, "at": "2026-11-23T11:00:00Z", "version": 1, "method": "GET",
+                "path": "/x", "status": 200, "outcome": "ok", "duration_ms": 1,
+                "log": "\u001b]0;pwned\u0007\u001b[2J\tred\u001b[31m\rhidden\u0085\n"}"#,
+        );
+        let text = render(&entry);
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+        assert!(
+            text.ends_with(
+                "  | \\u{1b}]0;pwned\\u{7}\\u{1b}[2J\tred\\u{1b}[31m\\u{d}hidden\\u{85}\n"
+            ),
+            "{text:?}"
         );
     }
 

@@ -508,3 +508,24 @@ fn connection_caps_are_fitted_to_the_open_file_limit() {
     assert!(out.contains("limits.connections_max (5000)"), "{out}");
     assert!(out.contains("RLIMIT_NOFILE"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_forge_node_headers_in_trailers() {
+    use tokio::io::AsyncWriteExt;
+    let node = Node::start();
+    node.deploy_ok("mis", "misbehave", json!({})).await;
+    let mut client = raw(node.public).await;
+    client
+        .write_all(
+            b"POST /mis/trailers HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\neddy-queue: forged\r\nx-mine: kept\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut client, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-mine: kept"), "{answer}");
+    assert!(!answer.contains("eddy-queue"), "{answer}");
+}

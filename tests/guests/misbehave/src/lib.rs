@@ -10,6 +10,7 @@
 //! for its garbage collector would, and answers like `count`),
 //! `bodies?n=N` (opens N outgoing requests and fills each body's buffer without sending
 //! any), `fields?n=N&kb=K` (keeps N header maps of K KiB each),
+//! `trailers` (answers with its request's trailers, `name: value` a line),
 //! `fake-error` (answers 200 with its own `eddy-error` header),
 //! `fresh?mb=N` (checks that it runs in a fresh instance: a static still holds its initial
 //! value, and N MiB of newly grown memory read as zeros; then dirties both);
@@ -71,6 +72,11 @@ impl Guest for Misbehave {
                     stream.blocking_flush().map_err(std::io::Error::other)?;
                     core::arch::wasm32::unreachable()
                 })
+            }
+            "trailers" => {
+                // Reads the body to its end, then answers with the request's trailers.
+                let text = trailers(&request);
+                respond(out, 200, text.as_bytes());
             }
             "fake-error" => fake_error(out),
             "fresh" => match check_fresh(param("mb")) {
@@ -258,6 +264,23 @@ fn read_body(request: &IncomingRequest) -> Vec<u8> {
     }
     drop(stream); // the stream is a child of the body: drop it first
     data
+}
+
+/// The request's trailers, one `name: value` line each, once its body is read.
+fn trailers(request: &IncomingRequest) -> String {
+    let Ok(body) = request.consume() else { return "no body".into() };
+    let stream = body.stream().expect("body stream taken once");
+    while stream.blocking_read(64 * 1024).is_ok() {}
+    drop(stream);
+    let future = wasi::http::types::IncomingBody::finish(body);
+    future.subscribe().block();
+    let mut text = String::new();
+    if let Some(Ok(Ok(Some(trailers)))) = future.get() {
+        for (name, value) in trailers.entries() {
+            text += &format!("{name}: {}\n", String::from_utf8_lossy(&value));
+        }
+    }
+    text
 }
 
 /// Streams `bytes` bytes of `x` in 64 KiB chunks, optionally declaring the length first.
