@@ -149,7 +149,35 @@ async fn remove_function(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     state.registry.remove(&name).await?;
-    Ok(Json(json!({ "removed": name })))
+    // A new function of the same name inherits nothing: its connections close (1001,
+    // going away) and its queue bindings go.
+    let closed = state
+        .sockets
+        .close_function(&name, 1001, "the function was removed");
+    let mut unbound = Vec::new();
+    for queue in state
+        .queues
+        .store
+        .list_queues()
+        .await
+        .map_err(crate::queues::queue_error)?
+    {
+        if queue.consumer.as_ref().is_some_and(|c| c.function == name) {
+            state
+                .queues
+                .store
+                .remove_consumer(&queue.name)
+                .await
+                .map_err(crate::queues::queue_error)?;
+            state.consumers.apply(&queue.name, None);
+            unbound.push(queue.name);
+        }
+    }
+    Ok(Json(json!({
+        "removed": name,
+        "websocket_connections_closed": closed,
+        "queues_unbound": unbound,
+    })))
 }
 
 async fn deploy(

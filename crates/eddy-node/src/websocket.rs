@@ -250,7 +250,7 @@ impl Sockets {
             connection.held.queued.fetch_sub(bytes, Ordering::AcqRel);
             close(
                 connection,
-                1013,
+                SLOW_READER_CLOSE_CODE,
                 format!(
                     "slow reader: more than websocket_send_buffer_bytes_max ({} bytes) waiting",
                     self.limits.websocket_send_buffer_bytes_max
@@ -276,6 +276,20 @@ impl Sockets {
     ) -> Result<(), SocketError> {
         close(self.lock().connection(function, id)?, code, reason);
         Ok(())
+    }
+
+    /// Close every connection of `function` with `code` (it was removed); how many.
+    pub fn close_function(&self, function: &str, code: u16, reason: &str) -> usize {
+        let s = self.lock();
+        let mine: Vec<&Connection> = s
+            .connections
+            .values()
+            .filter(|c| &*c.function == function)
+            .collect();
+        for connection in &mine {
+            close(connection, code, reason.to_string());
+        }
+        mine.len()
     }
 
     /// Close every connection with `code` (the node is shutting down); how many.
@@ -755,6 +769,9 @@ impl SocketServer {
     }
 }
 
+/// Close code of a connection whose reader fell too far behind ("try again later").
+const SLOW_READER_CLOSE_CODE: u16 = 1013;
+
 /// Close code of a held connection whose function's budget is spent (policy violation).
 pub const BUDGET_CLOSE_CODE: u16 = 1008;
 
@@ -785,7 +802,30 @@ async fn write_loop(
     loop {
         tokio::select! {
             biased;
-            _ = closer.cancelled() => break,
+            _ = closer.cancelled() => {
+                // What was sent before the close goes out first (within CLOSE_WRITE_TIMEOUT),
+                // unless the reader is too slow for it: that is why it is closed.
+                let slow = matches!(
+                    *close_with.lock().unwrap_or_else(|e| e.into_inner()),
+                    Some((SLOW_READER_CLOSE_CODE, _))
+                );
+                if !slow {
+                    let flushed = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                        while let Ok(message) = out.try_recv() {
+                            let bytes = message.len();
+                            let written = write.send(message).await.is_ok();
+                            queued.fetch_sub(bytes, Ordering::AcqRel);
+                            if !written {
+                                return false;
+                            }
+                        }
+                        true
+                    })
+                    .await;
+                    intact = matches!(flushed, Ok(true));
+                }
+                break;
+            }
             outgoing = out.recv() => {
                 let Some(message) = outgoing else { break };
                 let bytes = message.len();

@@ -415,3 +415,49 @@ async fn replies_and_refusals_are_bounded_and_the_guest_cannot_speak_for_the_nod
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_sends_what_was_queued_before_it() {
+    let node = chat("").await;
+    let mut client = connect(&node, "").await;
+    client.send(Message::text("bye:last words")).await.unwrap();
+    assert_eq!(next(&mut client).await, Message::text("last words"));
+    assert_eq!(close_code(&next(&mut client).await), 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_function_leaves_nothing_to_its_successor() {
+    let node = chat("").await;
+    let api = |method: reqwest::Method, path: &str| {
+        node.http
+            .request(method, node.api_url(path))
+            .bearer_auth(&node.token)
+    };
+    let response = api(reqwest::Method::POST, "/queues")
+        .json(&json!({"name": "jobs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let response = api(reqwest::Method::PUT, "/queues/jobs/consumer")
+        .json(&json!({"function": "chat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let mut client = connect(&node, "").await;
+    let response = api(reqwest::Method::DELETE, "/functions/chat")
+        .send()
+        .await
+        .unwrap();
+    let removed: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(removed["websocket_connections_closed"], 1, "{removed}");
+    assert_eq!(removed["queues_unbound"], json!(["jobs"]), "{removed}");
+    assert_eq!(close_code(&next(&mut client).await), 1001);
+    // A new function of the name has no consumer binding.
+    node.deploy_ok("chat", "misbehave", json!({"websocket": true}))
+        .await;
+    let (status, queue) = node.api_get("/queues/jobs").await;
+    assert_eq!(status, 200, "{queue}");
+    assert!(queue["consumer"].is_null(), "{queue}");
+}

@@ -488,6 +488,11 @@ fn websocket(request: &IncomingRequest, query: &str, out: ResponseOutparam) {
             if text == "close" {
                 let _ = outgoing_with(Method::Post, &format!("{me}/close?code=4000&reason=bye"), Some(b""), &[]);
                 respond(out, 200, b"");
+            } else if let Some(last) = text.strip_prefix("bye:") {
+                // A last message, then the close: the client must get both, in order.
+                let _ = outgoing_with(Method::Post, &format!("{me}/messages"), Some(last.as_bytes()), &[("eddy-websocket-kind", "text")]);
+                let _ = outgoing_with(Method::Post, &format!("{me}/close?code=4000&reason=bye"), Some(b""), &[]);
+                respond(out, 200, b"");
             } else if let Some(reason) = text.strip_prefix("close:") {
                 let answer = outgoing_with(Method::Post, &format!("{me}/close?code=4000&reason={reason}"), Some(b""), &[]);
                 respond(out, 200, format!("close: {answer:?}").as_bytes());
