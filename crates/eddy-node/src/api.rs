@@ -227,6 +227,7 @@ async fn deploy(
     })?;
     let deployed = state.registry.deploy(&name, request, component).await?;
     let v = &deployed.version;
+    let adjusted = fit_leases(&state, &name, v.config.timeout_ms).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -237,8 +238,48 @@ async fn deploy(
             "digest": v.digest,
             "size_bytes": v.size_bytes,
             "compiled": deployed.compiled,
+            "adjusted": adjusted,
         })),
     ))
+}
+
+/// Raise the visibility timeout of every queue consumer of `function` that is shorter than
+/// its (new) `timeout_ms`, so no delivery can outlive its lease and be delivered twice while
+/// it runs. Says what it changed.
+async fn fit_leases(
+    state: &ApiState,
+    function: &str,
+    timeout_ms: u64,
+) -> Result<Vec<String>, ApiError> {
+    let timeout_ms = timeout_ms.min(state.limits.timeout_ms_max);
+    let store = &state.queues.store;
+    let mut adjusted = Vec::new();
+    for queue in store
+        .list_queues()
+        .await
+        .map_err(crate::queues::queue_error)?
+    {
+        let Some(mut consumer) = queue.consumer else {
+            continue;
+        };
+        if consumer.function != function || consumer.visibility_timeout_ms >= timeout_ms {
+            continue;
+        }
+        let was = consumer.visibility_timeout_ms;
+        consumer.visibility_timeout_ms = timeout_ms;
+        store
+            .set_consumer(&queue.name, consumer.clone())
+            .await
+            .map_err(crate::queues::queue_error)?;
+        state.consumers.apply(&queue.name, Some(consumer));
+        let note = format!(
+            "queue `{}`: visibility_timeout_ms raised from {was} to {timeout_ms}, the function's timeout_ms, so a delivery cannot outlive its lease",
+            queue.name
+        );
+        tracing::info!(function, "{note}");
+        adjusted.push(note);
+    }
+    Ok(adjusted)
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, max: u64) -> ApiError {
@@ -283,8 +324,9 @@ async fn rollback(
             .map_err(|e| ApiError::bad_request(format!("invalid rollback request: {e}")))?
     };
     let (function, previous) = state.registry.rollback(&name, request.version).await?;
+    let adjusted = fit_leases(&state, &name, function.live.config.timeout_ms).await?;
     Ok(Json(
-        json!({ "function": name, "live_version": function.live.version, "previous_version": previous }),
+        json!({ "function": name, "live_version": function.live.version, "previous_version": previous, "adjusted": adjusted }),
     ))
 }
 

@@ -438,17 +438,37 @@ impl Dispatcher {
         if claimed.is_empty() {
             return;
         }
-        let visibility = Duration::from_millis(self.settings.visibility_timeout_ms);
-        let outcome = tokio::time::timeout(visibility, self.deliver(live, &claimed, permit))
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "no answer within the visibility timeout ({} ms)",
-                    self.settings.visibility_timeout_ms
-                ))
-            });
-        let success = outcome.is_ok();
-        self.settle(&claimed, outcome, lease_until_ms).await;
+        // A batch too large for one request goes as several, each under its own permit, all
+        // within the lease.
+        let deadline = Instant::now() + Duration::from_millis(self.settings.visibility_timeout_ms);
+        let groups = match self.deliveries(&live, &claimed) {
+            Ok(groups) => groups,
+            Err(e) => vec![(claimed.as_slice(), Err(e))],
+        };
+        let mut permit = Some(permit);
+        let mut success = true;
+        for (group, request) in groups {
+            let permit = match permit.take() {
+                Some(permit) => Ok(permit),
+                None => self
+                    .registry
+                    .admission()
+                    .admit(function, Class::Background)
+                    .await
+                    .map_err(|_| "the node was busy for the rest of a split batch".to_string()),
+            };
+            let delivery = async { self.deliver(live.clone(), request?, permit?).await };
+            let outcome = tokio::time::timeout_at(deadline.into(), delivery)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "no answer within the visibility timeout ({} ms)",
+                        self.settings.visibility_timeout_ms
+                    ))
+                });
+            success &= outcome.is_ok();
+            self.settle(group, outcome, lease_until_ms).await;
+        }
         self.control
             .finished(success, epoch, self.breaker_failures, |n| self.spacing(n));
     }
@@ -464,15 +484,9 @@ impl Dispatcher {
     async fn deliver(
         &self,
         live: Arc<LiveFunction>,
-        claimed: &[Claimed],
+        request: Request<Full<Bytes>>,
         permit: crate::admission::Permit,
     ) -> Result<(), String> {
-        let path = self
-            .settings
-            .path
-            .clone()
-            .unwrap_or_else(|| live.route.clone());
-        let request = self.request(&path, claimed)?;
         invoke_background(
             &self.registry,
             &self.sink,
@@ -484,18 +498,34 @@ impl Dispatcher {
         .await
     }
 
-    /// The delivery request: binary-mode CloudEvent for a batch size of 1, otherwise a
-    /// JSON array of structured events.
-    fn request(&self, path: &str, claimed: &[Claimed]) -> Result<Request<Full<Bytes>>, String> {
+    /// The requests that deliver `claimed`: one binary-mode CloudEvent for a batch size of 1;
+    /// otherwise JSON arrays of structured events, as many as it takes for each to fit in
+    /// `request_body_bytes_max` (a batch must never be refused for its size). Each with the
+    /// messages it carries.
+    fn deliveries<'a>(
+        &self,
+        live: &LiveFunction,
+        claimed: &'a [Claimed],
+    ) -> Result<Vec<(&'a [Claimed], Result<Request<Full<Bytes>>, String>)>, String> {
+        let path = self
+            .settings
+            .path
+            .clone()
+            .unwrap_or_else(|| live.route.clone());
         let source = format!("/queues/{}", self.queue);
-        let builder = Request::builder()
-            .method(http::Method::POST)
-            .uri(path)
-            .header(header::HOST, "localhost")
-            .header(HEADER_QUEUE, header_value(&self.queue));
-        let request = if self.settings.batch_size <= 1 {
+        let builder = || {
+            Request::builder()
+                .method(http::Method::POST)
+                .uri(path.as_str())
+                .header(header::HOST, "localhost")
+                .header(HEADER_QUEUE, header_value(&self.queue))
+        };
+        let built = |request: Result<Request<Full<Bytes>>, http::Error>| {
+            request.map_err(|e| format!("the delivery request could not be built: {e}"))
+        };
+        if self.settings.batch_size <= 1 {
             let m = &claimed[0];
-            builder
+            let request = builder()
                 .header(header::CONTENT_TYPE, header_value(&m.content_type))
                 .header("ce-specversion", "1.0")
                 .header("ce-id", header_value(&m.id))
@@ -504,43 +534,41 @@ impl Dispatcher {
                 .header("ce-time", rfc3339(m.enqueued_at_ms))
                 .header("ce-eddyattempt", m.attempt.to_string())
                 .header("ce-eddyfirstenqueued", rfc3339(m.first_enqueued_at_ms))
-                .body(Full::new(Bytes::from(m.body.clone())))
-        } else {
-            let events: Vec<serde_json::Value> = claimed
-                .iter()
-                .map(|m| {
-                    let mut event = json!({
-                        "specversion": "1.0",
-                        "id": m.id,
-                        "type": QUEUE_EVENT_TYPE,
-                        "source": source,
-                        "time": rfc3339(m.enqueued_at_ms),
-                        "datacontenttype": m.content_type,
-                        "eddyattempt": m.attempt,
-                        "eddyfirstenqueued": rfc3339(m.first_enqueued_at_ms),
-                    });
-                    match std::str::from_utf8(&m.body) {
-                        Ok(text) if m.content_type.contains("json") => {
-                            match serde_json::from_str::<serde_json::Value>(text) {
-                                Ok(data) => event["data"] = data,
-                                Err(_) => event["data"] = json!(text),
-                            }
-                        }
-                        Ok(text) => event["data"] = json!(text),
-                        Err(_) => {
-                            event["data_base64"] =
-                                json!(base64::engine::general_purpose::STANDARD.encode(&m.body))
-                        }
-                    }
-                    event
-                })
-                .collect();
-            let body = serde_json::to_vec(&events).map_err(|e| e.to_string())?;
-            builder
+                .body(Full::new(Bytes::from(m.body.clone())));
+            return Ok(vec![(&claimed[..1], built(request))]);
+        }
+        let events = claimed
+            .iter()
+            .map(|m| serde_json::to_vec(&structured_event(m, &source)).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes_max = self.hub.limits.request_body_bytes_max as usize;
+        let mut deliveries = Vec::new();
+        let mut start = 0;
+        while start < events.len() {
+            // `[` + events joined by `,` + `]`; one event always goes, even if too large.
+            let mut end = start + 1;
+            let mut size = 2 + events[start].len();
+            while end < events.len() && size + 1 + events[end].len() <= bytes_max {
+                size += 1 + events[end].len();
+                end += 1;
+            }
+            let mut body = Vec::with_capacity(size);
+            body.push(b'[');
+            for (i, event) in events[start..end].iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(event);
+            }
+            body.push(b']');
+            debug_assert_eq!(body.len(), size);
+            let request = builder()
                 .header(header::CONTENT_TYPE, BATCH_CONTENT_TYPE)
-                .body(Full::new(Bytes::from(body)))
-        };
-        request.map_err(|e| format!("the delivery request could not be built: {e}"))
+                .body(Full::new(Bytes::from(body)));
+            deliveries.push((&claimed[start..end], built(request)));
+            start = end;
+        }
+        Ok(deliveries)
     }
 
     /// Acknowledge, retry or dead-letter each message of a finished delivery.
@@ -704,6 +732,33 @@ pub(crate) async fn invoke_collected(
             None => other.as_str().to_string(),
         }),
     }
+}
+
+/// One message as a structured CloudEvent, for a batch.
+fn structured_event(m: &Claimed, source: &str) -> serde_json::Value {
+    let mut event = json!({
+        "specversion": "1.0",
+        "id": m.id,
+        "type": QUEUE_EVENT_TYPE,
+        "source": source,
+        "time": rfc3339(m.enqueued_at_ms),
+        "datacontenttype": m.content_type,
+        "eddyattempt": m.attempt,
+        "eddyfirstenqueued": rfc3339(m.first_enqueued_at_ms),
+    });
+    match std::str::from_utf8(&m.body) {
+        Ok(text) if m.content_type.contains("json") => {
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(data) => event["data"] = data,
+                Err(_) => event["data"] = json!(text),
+            }
+        }
+        Ok(text) => event["data"] = json!(text),
+        Err(_) => {
+            event["data_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&m.body))
+        }
+    }
+    event
 }
 
 pub(crate) fn header_value(text: &str) -> HeaderValue {

@@ -104,6 +104,9 @@ pub struct Deployed {
     pub url: String,
     /// False when the node reused compiled code for identical bytes deployed before.
     pub compiled: bool,
+    /// Settings the node changed to fit this version (a consumer's visibility timeout).
+    #[serde(default)]
+    pub adjusted: Vec<String>,
 }
 
 /// `GET /v1/functions`.
@@ -166,6 +169,9 @@ pub struct RolledBack {
     pub function: String,
     pub live_version: u64,
     pub previous_version: Option<u64>,
+    /// Settings the node changed to fit the version now live.
+    #[serde(default)]
+    pub adjusted: Vec<String>,
 }
 
 /// `GET /v1/functions/{name}/logs`. Entries stay raw JSON so `--json` can print them exactly as

@@ -505,10 +505,14 @@ fn summary(deployed: &Deployed) -> String {
     } else {
         "cached"
     };
-    format!(
+    let mut line = format!(
         "deployed {} version {} → {} ({how})",
         deployed.function, deployed.version, deployed.url
-    )
+    );
+    for note in &deployed.adjusted {
+        line += &format!("\nnote: {note}");
+    }
+    line
 }
 
 #[cfg(test)]

@@ -32,10 +32,14 @@ fn summary(answer: &RolledBack) -> String {
         "{}: live version is now {}",
         answer.function, answer.live_version
     );
-    match answer.previous_version {
+    let mut line = match answer.previous_version {
         Some(previous) => format!("{now} (was {previous})"),
         None => now,
+    };
+    for note in &answer.adjusted {
+        line += &format!("\nnote: {note}");
     }
+    line
 }
 
 #[cfg(test)]

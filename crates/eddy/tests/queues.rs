@@ -821,3 +821,54 @@ async fn a_deliverys_answer_is_read_to_its_end_but_never_held() {
         grown >> 20
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_cover_every_deploy_and_batches_fit_in_a_request() {
+    let node = Node::start_with_config(
+        "[limits]\nrequest_body_bytes_max = 4096\nqueue_message_bytes_max = 1024\n",
+    );
+    node.deploy_ok("worker", "misbehave", json!({"timeout_ms": 30_000}))
+        .await;
+    create_queue(&node, "jobs").await;
+    consume(
+        &node,
+        "jobs",
+        json!({"function": "worker", "path": "/worker/echo", "batch_size": 50, "visibility_timeout_ms": 30_000}),
+    )
+    .await;
+    // A deploy with a longer timeout raises the lease to match, and says so.
+    let body = node
+        .deploy_ok("worker", "misbehave", json!({"timeout_ms": 90_000}))
+        .await;
+    let adjusted = body["adjusted"].as_array().unwrap();
+    assert_eq!(adjusted.len(), 1, "{body}");
+    assert!(
+        adjusted[0]
+            .as_str()
+            .unwrap()
+            .contains("raised from 30000 to 90000"),
+        "{body}"
+    );
+    let stats = queue_stats(&node, "jobs").await;
+    assert_eq!(
+        stats["consumer"]["visibility_timeout_ms"], 90_000,
+        "{stats}"
+    );
+    // 50 messages of 900 bytes cannot go in one 4 KiB request: they are split, and none is
+    // refused for its size.
+    let bodies: Vec<String> = (0..50)
+        .map(|i| format!("{i:03}{}", "m".repeat(897)))
+        .collect();
+    publish_all(&node, "jobs", &bodies).await;
+    let done = queue_when(&node, "jobs", Duration::from_secs(60), |s| {
+        s["succeeded"].as_u64().unwrap() == 50
+    })
+    .await;
+    assert_eq!(done["dead_lettered"], 0, "{done}");
+    assert_eq!(done["failed_attempts"], 0, "{done}");
+    let records = node.wait_logs("worker", 13).await;
+    assert!(
+        records.iter().all(|r| r["status"] == 200),
+        "a delivery was refused: {records:?}"
+    );
+}
