@@ -18,6 +18,7 @@ pub mod ingress;
 pub mod invocations;
 pub mod listener;
 pub mod metering;
+pub mod platform;
 pub mod queue_api;
 pub mod queues;
 pub mod registry;

@@ -3,21 +3,17 @@
 //! queue's consumer when messages arrive. Deliveries are `consumer.rs`.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use eddy_runtime::{Platform, PlatformBody as WasiBody};
 use eddy_store::{NewMessage, Published, QueueStore, StoreError};
-use http_body_util::{BodyExt, Full, Limited};
-use serde_json::json;
+use http_body_util::{BodyExt, Limited};
 use tokio::sync::Notify;
 
 use crate::config::{LimitsConfig, QUEUE_PUBLISH_BATCH_MAX};
 use crate::error::ApiError;
-use crate::ingress::ERROR_HEADER;
 use crate::routes::validate_name;
 
 /// Longest queue name: room for the `-dlq` of its dead-letter queue within 63.
@@ -217,118 +213,4 @@ pub fn queue_error(e: StoreError) -> ApiError {
         ),
         other => ApiError::internal("the queue store failed", other),
     }
-}
-
-/// What answers one function's requests to `http://eddy.local/`: publishing to the
-/// queues its config allows (`publish`).
-pub struct FunctionPlatform {
-    pub hub: Arc<QueueHub>,
-    pub sockets: Arc<crate::websocket::Sockets>,
-    pub function: Arc<str>,
-    /// Queue names, or `*` for any.
-    pub publish: Arc<[String]>,
-}
-
-impl Platform for FunctionPlatform {
-    fn handle(
-        &self,
-        request: http::Request<WasiBody>,
-    ) -> Pin<Box<dyn Future<Output = http::Response<WasiBody>> + Send>> {
-        let hub = self.hub.clone();
-        let sockets = self.sockets.clone();
-        let function = self.function.clone();
-        let publish = self.publish.clone();
-        Box::pin(async move {
-            let answer = if request.uri().path().starts_with("/websockets/") {
-                crate::websocket::platform(&sockets, &function, request).await
-            } else {
-                platform_publish(&hub, &function, &publish, request).await
-            };
-            match answer {
-                Ok(body) => platform_response(StatusCode::ACCEPTED, None, body.to_string()),
-                Err(e) => platform_response(
-                    e.status,
-                    Some(e.code),
-                    json!({"error": {"code": e.code, "message": e.message}}).to_string(),
-                ),
-            }
-        })
-    }
-}
-
-async fn platform_publish(
-    hub: &QueueHub,
-    function: &str,
-    publish: &[String],
-    request: http::Request<WasiBody>,
-) -> Result<serde_json::Value, ApiError> {
-    // The body is not `Sync`: keep only the head across awaits.
-    let (request, body) = request.into_parts();
-    let path = request.uri.path().to_string();
-    let Some(queue) = path
-        .strip_prefix("/queues/")
-        .map(|q| q.trim_end_matches('/'))
-        .filter(|q| !q.is_empty() && !q.contains('/'))
-    else {
-        return Err(ApiError::not_found(format!(
-            "eddy.local has no {path}; it answers /queues/NAME and /websockets/... (docs/api.md)"
-        )));
-    };
-    if request.method != http::Method::POST {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("publish with POST http://eddy.local/queues/{queue}"),
-        ));
-    }
-    if !publish.iter().any(|q| q == "*" || q == queue) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "publish_not_allowed",
-            format!(
-                "function `{function}` may not publish to queue `{queue}`; deploy it with publish = [\"{queue}\"]"
-            ),
-        ));
-    }
-    let header = |name: http::header::HeaderName| {
-        request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let content_type =
-        header(http::header::CONTENT_TYPE).unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into());
-    let idempotency_key = header(http::header::HeaderName::from_static("idempotency-key"));
-    let body = read_message(body, hub.limits.queue_message_bytes_max).await?;
-    let message = NewMessage {
-        body: body.to_vec(),
-        content_type,
-        idempotency_key,
-    };
-    let published = hub.publish(queue, vec![message]).await?;
-    let first = &published[0];
-    Ok(json!({"id": first.id, "duplicate": first.duplicate}))
-}
-
-fn platform_response(
-    status: StatusCode,
-    error: Option<&'static str>,
-    body: String,
-) -> http::Response<WasiBody> {
-    let mut response = http::Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    if let Some(error) = error {
-        headers.insert(ERROR_HEADER, http::HeaderValue::from_static(error));
-    }
-    response
 }

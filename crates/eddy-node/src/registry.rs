@@ -28,7 +28,8 @@ use crate::config::{
 };
 use crate::error::ApiError;
 use crate::metering::Meter;
-use crate::queues::{FunctionPlatform, QueueHub, validate_queue_name};
+use crate::platform::FunctionPlatform;
+use crate::queues::{QueueHub, validate_queue_name};
 use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
 
 /// Total bytes of a function's environment variable names and values.
@@ -604,12 +605,12 @@ impl Registry {
                 }),
                 outbound,
                 instances_live: instances_live.clone(),
-                platform: Some(Arc::new(FunctionPlatform {
-                    hub: self.queues.clone(),
-                    sockets: self.sockets.clone(),
-                    function: Arc::from(version.function.as_str()),
-                    publish: config.publish.clone().into(),
-                })),
+                platform: Some(Arc::new(FunctionPlatform::new(
+                    self.queues.clone(),
+                    self.sockets.clone(),
+                    Arc::from(version.function.as_str()),
+                    config.publish.clone().into(),
+                ))),
             },
         );
         LiveFunction {

@@ -151,6 +151,16 @@ pub enum SocketError {
 }
 
 impl Sockets {
+    /// Largest message sent through `eddy.local` or the control API.
+    pub fn message_bytes_max(&self) -> usize {
+        self.limits.websocket_message_bytes_max
+    }
+
+    /// Bytes a connection may have waiting to be written.
+    pub fn send_buffer_bytes_max(&self) -> usize {
+        self.limits.websocket_send_buffer_bytes_max
+    }
+
     pub fn new(limits: LimitsConfig) -> Arc<Sockets> {
         Arc::new(Sockets {
             limits,
@@ -930,140 +940,4 @@ fn event_counter() -> u64 {
 /// A new connection id: 64 random bits in hex, so one function cannot guess another's.
 fn connection_id() -> String {
     format!("{:016x}", rand::random::<u64>())
-}
-
-/// A function's request to `http://eddy.local/websockets/...`:
-/// - `POST /websockets/connections/{id}/messages`: send the body (text when
-///   `eddy-websocket-kind: text` or a `text/*` content type, else binary);
-/// - `POST /websockets/connections/{id}/close?code=1000&reason=...`;
-/// - `PUT` / `DELETE /websockets/connections/{id}/channels/{channel}`: join / leave;
-/// - `POST /websockets/channels/{channel}/messages`: broadcast.
-///
-/// Connection ids are those of the function's own connections (another's answer `404`, as an
-/// unknown one does); channels are the function's own.
-pub(crate) async fn platform(
-    sockets: &Sockets,
-    function: &str,
-    request: http::Request<eddy_runtime::PlatformBody>,
-) -> Result<serde_json::Value, crate::error::ApiError> {
-    use crate::error::ApiError;
-    let (head, body) = request.into_parts();
-    let path = head.uri.path().to_string();
-    let segments: Vec<&str> = path.trim_start_matches("/websockets/").split('/').collect();
-    let method = head.method.clone();
-    let message = |body: Bytes| -> Result<Message, ApiError> {
-        let kind = head
-            .headers
-            .get(HEADER_KIND)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = match kind.as_deref() {
-            Some("text") => true,
-            Some("binary") => false,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "{HEADER_KIND} must be text or binary, not `{other}`"
-                )));
-            }
-            None => head
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|t| t.starts_with("text/")),
-        };
-        if text {
-            Utf8Bytes::try_from(body)
-                .map(Message::Text)
-                .map_err(|_| ApiError::bad_request("a text message must be UTF-8"))
-        } else {
-            Ok(Message::Binary(body))
-        }
-    };
-    let no_connection = |id: &str| {
-        ApiError::not_found(format!(
-            "function `{function}` has no open WebSocket connection `{id}`"
-        ))
-    };
-    let refused = |id: &str, e: SocketError| match e {
-        SocketError::NoConnection => no_connection(id),
-        SocketError::SlowReader => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "websocket_send_buffer_bytes_max",
-            format!(
-                "connection `{id}` fell more than websocket_send_buffer_bytes_max ({} bytes) behind and was closed with 1013",
-                sockets.limits.websocket_send_buffer_bytes_max
-            ),
-        ),
-        SocketError::TooManyChannels => ApiError::limit(format!(
-            "connection `{id}` is in {WEBSOCKET_CHANNELS_PER_CONNECTION_MAX} channels, the most one may join"
-        )),
-    };
-    let bytes_max = sockets.limits.websocket_message_bytes_max as u64;
-    match (method, segments.as_slice()) {
-        (http::Method::POST, ["connections", id, "messages"]) => {
-            let body =
-                crate::queues::read_limited(body, bytes_max, "websocket_message_bytes_max").await?;
-            sockets
-                .send(Some(function), id, message(body)?)
-                .map_err(|e| refused(id, e))?;
-            Ok(serde_json::json!({"sent": 1}))
-        }
-        (http::Method::POST, ["connections", id, "close"]) => {
-            let query: HashMap<String, String> = head
-                .uri
-                .query()
-                .map(|q| {
-                    q.split('&')
-                        .filter_map(|p| p.split_once('='))
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let code: u16 = match query.get("code") {
-                None => 1000,
-                Some(code) => code
-                    .parse()
-                    .ok()
-                    .filter(|c| *c == 1000 || (3000..=4999).contains(c))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "close code `{code}` must be 1000 or 3000-4999"
-                        ))
-                    })?,
-            };
-            let reason = query.get("reason").cloned().unwrap_or_default();
-            if reason.len() > CLOSE_REASON_BYTES_MAX {
-                return Err(ApiError::bad_request(format!(
-                    "a close reason is at most {CLOSE_REASON_BYTES_MAX} bytes (what a close frame holds); this one is {}",
-                    reason.len()
-                )));
-            }
-            sockets
-                .close(Some(function), id, code, reason)
-                .map_err(|e| refused(id, e))?;
-            Ok(serde_json::json!({"closed": id}))
-        }
-        (
-            m @ (http::Method::PUT | http::Method::DELETE),
-            ["connections", id, "channels", channel],
-        ) => {
-            let join = m == http::Method::PUT;
-            validate_channel(channel).map_err(ApiError::bad_request)?;
-            sockets
-                .membership(Some(function), id, channel, join)
-                .map_err(|e| refused(id, e))?;
-            Ok(serde_json::json!({"channel": channel, "joined": join}))
-        }
-        (http::Method::POST, ["channels", channel, "messages"]) => {
-            validate_channel(channel).map_err(ApiError::bad_request)?;
-            let body =
-                crate::queues::read_limited(body, bytes_max, "websocket_message_bytes_max").await?;
-            let sent = sockets.broadcast(function, channel, message(body)?);
-            Ok(serde_json::json!({"sent": sent}))
-        }
-        _ => Err(ApiError::not_found(format!(
-            "eddy.local has no {} {path}; see docs/websockets.md",
-            head.method
-        ))),
-    }
 }
