@@ -61,12 +61,38 @@ pub struct Consumers {
     hub: Arc<QueueHub>,
     registry: Arc<Registry>,
     sink: InvocationSink,
-    running: Mutex<HashMap<String, Running>>,
+    running: Mutex<Dispatchers>,
 }
 
 struct Running {
     control: Arc<Control>,
     cancel: CancellationToken,
+}
+
+/// The running dispatchers by queue. Once stopped (the node is shutting down) it takes no
+/// new one: a binding set during shutdown starts nothing.
+#[derive(Default)]
+struct Dispatchers {
+    by_queue: HashMap<String, Running>,
+    stopped: bool,
+}
+
+impl Dispatchers {
+    /// Cancel `queue`'s dispatcher, if any; whether a new one may start.
+    fn replace(&mut self, queue: &str) -> bool {
+        if let Some(old) = self.by_queue.remove(queue) {
+            old.cancel.cancel();
+        }
+        !self.stopped
+    }
+
+    /// Cancel every dispatcher, and refuse new ones from now on.
+    fn stop_all(&mut self) {
+        self.stopped = true;
+        for (_, r) in self.by_queue.drain() {
+            r.cancel.cancel();
+        }
+    }
 }
 
 /// A consumer's state as stats show it.
@@ -85,7 +111,7 @@ impl Consumers {
             hub,
             registry,
             sink,
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::new(Dispatchers::default()),
         })
     }
 
@@ -103,10 +129,8 @@ impl Consumers {
     /// under the old settings finish.
     pub fn apply(self: &Arc<Self>, queue: &str, consumer: Option<ConsumerSettings>) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = running.remove(queue) {
-            old.cancel.cancel();
-        }
-        let Some(settings) = consumer else {
+        let may_start = running.replace(queue);
+        let Some(settings) = consumer.filter(|_| may_start) else {
             return;
         };
         let control = Arc::new(Control::new(&settings));
@@ -123,21 +147,23 @@ impl Consumers {
             cancel: cancel.clone(),
         });
         tokio::spawn(dispatcher.run());
-        running.insert(queue.to_string(), Running { control, cancel });
+        running
+            .by_queue
+            .insert(queue.to_string(), Running { control, cancel });
     }
 
     /// Stop every dispatcher (shutdown); running deliveries finish.
     pub fn stop_all(&self) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, r) in running.drain() {
-            r.cancel.cancel();
-        }
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop_all();
     }
 
     /// The live state of `queue`'s consumer.
     pub fn status(&self, queue: &str) -> Option<ConsumerStatus> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.get(queue).map(|r| r.control.status())
+        running.by_queue.get(queue).map(|r| r.control.status())
     }
 }
 
@@ -769,4 +795,51 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
 pub fn rfc3339(ms: i64) -> String {
     let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running() -> (Running, CancellationToken) {
+        let cancel = CancellationToken::new();
+        let settings = ConsumerSettings {
+            function: "f".into(),
+            batch_size: 1,
+            max_concurrency: 1,
+            visibility_timeout_ms: 1000,
+            max_attempts: 1,
+            backoff_base_ms: 1,
+            backoff_max_ms: 1,
+            dead_letter: "q-dlq".into(),
+            path: None,
+        };
+        let control = Arc::new(Control::new(&settings));
+        (
+            Running {
+                control,
+                cancel: cancel.clone(),
+            },
+            cancel,
+        )
+    }
+
+    #[test]
+    fn a_binding_set_during_shutdown_starts_nothing() {
+        let mut dispatchers = Dispatchers::default();
+        let (old, old_cancel) = running();
+        assert!(dispatchers.replace("q"));
+        dispatchers.by_queue.insert("q".into(), old);
+        // Rebinding cancels the old dispatcher and may start a new one.
+        let (newer, newer_cancel) = running();
+        assert!(dispatchers.replace("q"));
+        assert!(old_cancel.is_cancelled());
+        dispatchers.by_queue.insert("q".into(), newer);
+        // Shutdown stops it; a binding that comes after starts nothing.
+        dispatchers.stop_all();
+        assert!(newer_cancel.is_cancelled());
+        assert!(!dispatchers.replace("q"));
+        assert!(!dispatchers.replace("other"));
+        assert!(dispatchers.by_queue.is_empty());
+    }
 }
