@@ -107,6 +107,10 @@ pub const PUBLISH_RULES_MAX: usize = 64;
 /// A message must fit in the request that delivers it: the node uses at most
 /// `request_body_bytes_max`.
 pub const DEFAULT_QUEUE_MESSAGE_BYTES_MAX: u64 = 256 * 1024;
+/// Size of the queue database (`queues.db`): every queue's messages, all together. Past it a
+/// publish gets `507` with `eddy-error: queues_bytes_max` and nothing of it is stored, and a
+/// disk that fills first gets the same answer. The database never shrinks below what it holds.
+pub const DEFAULT_QUEUES_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Messages one queue may hold (ready, delayed and in flight). Past it a publish gets `503`
 /// with `Retry-After` (`queue_depth_max`); a dead-letter move is never refused.
 pub const DEFAULT_QUEUE_DEPTH_MAX: u64 = 1_000_000;
@@ -218,6 +222,7 @@ pub struct LimitsConfig {
     pub component_modules_max: u32,
     pub queue_message_bytes_max: u64,
     pub queue_depth_max: u64,
+    pub queues_bytes_max: u64,
     pub queues_max: usize,
     pub queue_idempotency_window_ms_default: u64,
     pub consumer_breaker_failures: u32,
@@ -321,6 +326,7 @@ impl Default for LimitsConfig {
             component_modules_max: rt::DEFAULT_COMPONENT_MODULES_MAX,
             queue_message_bytes_max: DEFAULT_QUEUE_MESSAGE_BYTES_MAX,
             queue_depth_max: DEFAULT_QUEUE_DEPTH_MAX,
+            queues_bytes_max: DEFAULT_QUEUES_BYTES_MAX,
             queues_max: DEFAULT_QUEUES_MAX,
             queue_idempotency_window_ms_default: DEFAULT_QUEUE_IDEMPOTENCY_WINDOW_MS,
             consumer_breaker_failures: DEFAULT_CONSUMER_BREAKER_FAILURES,
@@ -437,7 +443,8 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 45] = [
+        let positive: [(&str, u64); 46] = [
+            ("limits.queues_bytes_max", l.queues_bytes_max),
             (
                 "limits.connections_per_ip_max",
                 l.connections_per_ip_max as u64,

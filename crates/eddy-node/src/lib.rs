@@ -114,6 +114,10 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             .await?
             .context("opening the queue database")?,
     );
+    queue_store
+        .limit_bytes(limits.queues_bytes_max)
+        .await
+        .context("limiting the queue database to limits.queues_bytes_max")?;
     let queues = Arc::new(queues::QueueHub::new(queue_store, limits.clone()));
     let sockets = websocket::Sockets::new(limits.clone());
     let mut runtime_config = config.runtime();

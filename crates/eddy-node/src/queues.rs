@@ -194,6 +194,15 @@ pub fn message_too_large(size: Option<u64>, max: u64, index: usize) -> ApiError 
 
 /// The control-API error for a store error of a queue operation.
 pub fn queue_error(e: StoreError) -> ApiError {
+    if e.is_full() {
+        return ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "queues_bytes_max",
+            format!(
+                "the queue database is full (limits.queues_bytes_max, or the disk): nothing of this was stored; retry once consumers have caught up, purge a queue, or raise limits.queues_bytes_max ({e})"
+            ),
+        );
+    }
     match e {
         StoreError::NotFound { what } => ApiError::new(
             StatusCode::NOT_FOUND,

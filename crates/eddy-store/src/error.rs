@@ -39,6 +39,10 @@ pub enum StoreError {
     /// does not match its bytes, a schema newer than this build.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// The database is at its size limit (or the disk is full): nothing of the operation
+    /// was stored.
+    #[error("the database is full: {0}")]
+    Full(String),
     /// SQLite refused or failed a statement.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -51,4 +55,16 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the database (or the disk under it) is full: retrying after space is freed
+    /// can succeed.
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Full(_) => true,
+            StoreError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            _ => false,
+        }
+    }
 }

@@ -169,7 +169,7 @@ pub struct QueueStore {
 /// One operation: runs inside the journal's transaction and returns what to do once the
 /// transaction's fate is known (answer the caller, or tell it the commit failed).
 type Job = Box<dyn FnOnce(&Connection, &mut Memo) -> Finish + Send>;
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// What the journal keeps in memory: the depth of each queue, so a publish checks the
 /// depth limit without counting rows.
@@ -235,6 +235,22 @@ impl QueueStore {
         Ok(QueueStore { jobs, commits })
     }
 
+    /// Keep the database within `bytes_max` (SQLite's `max_page_count`; never below what it
+    /// holds now): past it an operation fails with `StoreError::Full` and stores nothing.
+    /// Returns the bytes the limit allows.
+    pub async fn limit_bytes(&self, bytes_max: u64) -> Result<u64> {
+        self.run(move |conn, _| {
+            let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (bytes_max / page_size).max(1);
+            let set: u64 =
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                    r.get(0)
+                })?;
+            Ok(set * page_size)
+        })
+        .await
+    }
+
     /// Transactions committed since the store was opened (each one fsync).
     pub fn commits(&self) -> u64 {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
@@ -248,9 +264,11 @@ impl QueueStore {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn, memo| {
             let result = in_savepoint(conn, memo, work);
-            Box::new(move |commit_error: Option<&str>| {
+            Box::new(move |commit_error: Option<&StoreError>| {
                 let answer = match (result, commit_error) {
                     (Ok(value), None) => Ok(value),
+                    // Done in a transaction that did not commit: nothing of it is stored.
+                    (Ok(_), Some(e)) if e.is_full() => Err(StoreError::Full(e.to_string())),
                     (Ok(_), Some(e)) => Err(StoreError::Corrupt(format!(
                         "the queue journal could not commit: {e}"
                     ))),
@@ -864,8 +882,12 @@ fn in_savepoint<T>(
             Ok(value)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
-            Err(e)
+            // A full database may have made SQLite roll the whole transaction back, savepoint
+            // and all: then there is nothing to roll back to, and `e` says why.
+            match conn.execute_batch("ROLLBACK TO op; RELEASE op") {
+                Err(rollback) if !conn.is_autocommit() => Err(rollback.into()),
+                _ => Err(e),
+            }
         }
     }
 }
@@ -878,12 +900,24 @@ fn journal(
     commits: &std::sync::atomic::AtomicU64,
 ) {
     let mut last_prune = std::time::Instant::now();
-    while let Ok(first) = jobs.recv() {
+    // Operations of a transaction SQLite rolled back before they ran: first in the next one.
+    let mut carried: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    loop {
+        let first = match carried.pop_front() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < JOURNAL_OPS_PER_COMMIT_MAX {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            match carried
+                .pop_front()
+                .map_or_else(|| jobs.try_recv().ok(), Some)
+            {
+                Some(job) => batch.push(job),
+                None => break,
             }
         }
         let depth_before = memo.depth.clone();
@@ -893,10 +927,25 @@ fn journal(
             tracing::error!(error = %e, ops = batch.len(), "the queue journal could not begin a transaction");
             continue;
         }
-        for job in batch {
+        let mut rolled_back = false;
+        let mut batch = batch.into_iter();
+        for job in batch.by_ref() {
             finishes.push(job(&conn, &mut memo));
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (a full database or disk can make
+                // it): none of it is stored, whatever the operations that ran think.
+                rolled_back = true;
+                break;
+            }
         }
-        let mut outcome = write_counters(&conn, &mut memo);
+        carried.extend(batch);
+        let mut outcome = if rolled_back {
+            Err(StoreError::Full(
+                "SQLite rolled the transaction back (the database or the disk is full)".into(),
+            ))
+        } else {
+            write_counters(&conn, &mut memo)
+        };
         if outcome.is_ok() && last_prune.elapsed() >= IDEMPOTENCY_PRUNE_INTERVAL {
             last_prune = std::time::Instant::now();
             outcome = conn
@@ -914,14 +963,17 @@ fn journal(
                 None
             }
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
                 memo.depth = depth_before;
                 memo.counters.clear();
-                Some(e.to_string())
+                Some(e)
             }
         };
+        debug_assert!(conn.is_autocommit(), "a transaction outlived its batch");
         for finish in finishes {
-            finish(error.as_deref());
+            finish(error.as_ref());
         }
     }
 }
@@ -1127,6 +1179,43 @@ mod tests {
             .await?;
         let counts = store.counts("jobs").await?;
         assert_eq!((counts.depth, counts.succeeded), (1, 1));
+        Ok(())
+    }
+
+    /// A full database (here its size limit; a full disk answers the same) loses nothing it
+    /// acknowledged and acknowledges nothing it lost, however the publishes share commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_database_reports_exactly_what_it_stored() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(QueueStore::open(&dir.path().join("queues.db"))?);
+        store.create_queue("jobs", 0).await?;
+        let allowed = store.limit_bytes(512 * 1024).await?;
+        assert!(allowed <= 512 * 1024 + 4096, "{allowed}");
+        let body = "m".repeat(20_000);
+        let mut tasks = Vec::new();
+        for _ in 0..60 {
+            let store = store.clone();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .publish("jobs", vec![message(&body, None)], 1_000_000)
+                    .await
+            }));
+        }
+        let mut stored = 0;
+        let mut full = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => stored += 1,
+                Err(e) if e.is_full() => full += 1,
+                Err(e) => panic!("not a full database: {e:?}"),
+            }
+        }
+        assert!(stored > 0 && full > 0, "{stored} stored, {full} full");
+        assert_eq!(store.counts("jobs").await?.depth, stored);
+        // Nothing is lost on the way back either: the stored ones can be claimed.
+        let (claimed, _) = store.claim("jobs", 1000, now_ms() + 60_000).await?;
+        assert_eq!(claimed.len() as u64, stored);
         Ok(())
     }
 

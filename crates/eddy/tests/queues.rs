@@ -872,3 +872,39 @@ async fn leases_cover_every_deploy_and_batches_fit_in_a_request() {
         "a delivery was refused: {records:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_database_refuses_with_507_and_keeps_what_it_accepted() {
+    let node = Node::start_with_config(
+        "[limits]\nqueues_bytes_max = 1048576\nqueue_message_bytes_max = 65536\n",
+    );
+    create_queue(&node, "jobs").await;
+    let body = "m".repeat(60_000);
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for _ in 0..40 {
+        let (status, answer) = api(
+            &node,
+            reqwest::Method::POST,
+            "/queues/jobs/batch",
+            Some(json!({"messages": [{"data": body}]})),
+        )
+        .await;
+        match status {
+            202 => accepted += 1,
+            507 => {
+                assert_eq!(answer["error"]["code"], "queues_bytes_max", "{answer}");
+                refused += 1;
+            }
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+    let stats = queue_stats(&node, "jobs").await;
+    assert_eq!(stats["depth"], accepted, "{stats}");
+    // The node is otherwise fine: the control API and other functions answer.
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    assert_eq!(node.get("/hello").await.status, 200);
+}
