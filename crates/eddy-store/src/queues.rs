@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -29,6 +28,10 @@ use crate::{Result, StoreError, schema};
 pub const DEAD_LETTER_SUFFIX: &str = "-dlq";
 /// Operations one journal transaction takes at most; more wait for the next one.
 pub const JOURNAL_OPS_PER_COMMIT_MAX: usize = 4096;
+/// Operations waiting for the journal at most. Past it a caller waits for room (backpressure)
+/// instead of queueing without bound while the disk is slow: what is queued is bounded by
+/// this many operations, each bounded by its request.
+pub const JOURNAL_QUEUE_OPS_MAX: usize = 2 * JOURNAL_OPS_PER_COMMIT_MAX;
 /// How often expired idempotency keys are deleted.
 const IDEMPOTENCY_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -161,7 +164,7 @@ pub struct PeekedMessage {
 
 /// Handle to the queue database; cheap to share behind an `Arc`.
 pub struct QueueStore {
-    jobs: mpsc::Sender<Job>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
     /// Transactions the journal has committed.
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -222,7 +225,7 @@ impl QueueStore {
             drop(stmt);
             tx.commit()?;
         }
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = tokio::sync::mpsc::channel::<Job>(JOURNAL_QUEUE_OPS_MAX);
         let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = commits.clone();
         std::thread::Builder::new()
@@ -279,6 +282,7 @@ impl QueueStore {
         });
         self.jobs
             .send(job)
+            .await
             .map_err(|_| StoreError::Corrupt("the queue journal has stopped".into()))?;
         rx.await.map_err(|_| {
             StoreError::Corrupt(
@@ -896,7 +900,7 @@ fn in_savepoint<T>(
 fn journal(
     conn: Connection,
     mut memo: Memo,
-    jobs: mpsc::Receiver<Job>,
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
     commits: &std::sync::atomic::AtomicU64,
 ) {
     let mut last_prune = std::time::Instant::now();
@@ -905,9 +909,9 @@ fn journal(
     loop {
         let first = match carried.pop_front() {
             Some(job) => job,
-            None => match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
+            None => match jobs.blocking_recv() {
+                Some(job) => job,
+                None => break,
             },
         };
         let mut batch = vec![first];
@@ -1179,6 +1183,57 @@ mod tests {
             .await?;
         let counts = store.counts("jobs").await?;
         assert_eq!((counts.depth, counts.succeeded), (1, 1));
+        Ok(())
+    }
+
+    /// While the journal is held up (a slow disk), operations queue up to
+    /// `JOURNAL_QUEUE_OPS_MAX`; callers past it wait for room instead of queueing more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_journal_queue_is_bounded_and_callers_wait_for_room() -> Result<()> {
+        let store = std::sync::Arc::new(QueueStore::open_in_memory()?);
+        store.create_queue("jobs", 0).await?;
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .run(move |_, _| {
+                        let _ = held.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let extra = 5;
+        let mut tasks = Vec::new();
+        for _ in 0..JOURNAL_QUEUE_OPS_MAX + extra {
+            let (store, done) = (store.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .publish("jobs", vec![message("m", None)], u64::MAX)
+                    .await?;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, StoreError>(())
+            }));
+        }
+        // The channel fills to its bound; nothing more is queued and nothing completes.
+        while store.jobs.capacity() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.jobs.capacity(), 0);
+        assert_eq!(done.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(tasks.iter().filter(|t| !t.is_finished()).count() >= JOURNAL_QUEUE_OPS_MAX + extra);
+        release.send(()).unwrap();
+        blocker.await.unwrap()?;
+        for task in tasks {
+            task.await.unwrap()?;
+        }
+        assert_eq!(
+            store.counts("jobs").await?.depth,
+            (JOURNAL_QUEUE_OPS_MAX + extra) as u64
+        );
         Ok(())
     }
 
