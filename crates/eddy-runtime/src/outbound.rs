@@ -407,13 +407,23 @@ impl OutboundPolicy {
         instance_slots: &Arc<Semaphore>,
     ) -> Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, HttpError>> + Send>> {
         if request.uri().host() == Some(PLATFORM_HOST) {
-            return match &self.platform {
-                Some(platform) => {
-                    let answer = platform.handle(request);
-                    Box::pin(async move { Ok(answer.await) })
-                }
-                None => Box::pin(async { Err(HttpError::DestinationNotFound) }),
+            let Some(platform) = &self.platform else {
+                return Box::pin(async { Err(HttpError::DestinationNotFound) });
             };
+            // The node's own API is outgoing requests too: each holds one of the instance's
+            // slots until answered (but no connection, so none of the node's).
+            let slot = instance_slots.clone().try_acquire_owned().map_err(|_| {
+                log.note(&format!(
+                    "[eddy: request to {} refused: this invocation already has {OUTBOUND_REQUESTS_PER_INSTANCE_MAX} outgoing requests in flight (outbound_requests_per_instance_max)]",
+                    request.uri()
+                ));
+                HttpError::ConnectionLimitReached
+            });
+            let answer = slot.map(|slot| (slot, platform.handle(request)));
+            return Box::pin(async move {
+                let (_slot, answer) = answer?;
+                Ok(answer.await)
+            });
         }
         let allowed = self.rules.iter().any(|rule| rule.allows(request.uri()));
         let permits = if !allowed {

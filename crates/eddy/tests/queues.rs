@@ -908,3 +908,18 @@ async fn a_full_queue_database_refuses_with_507_and_keeps_what_it_accepted() {
     node.deploy_ok("hello", "hello-rust", json!({})).await;
     assert_eq!(node.get("/hello").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eddy_local_requests_count_against_the_instances_outbound_limit() {
+    let node = Node::start();
+    node.deploy_ok("burst", "misbehave", json!({"publish": ["jobs"]}))
+        .await;
+    create_queue(&node, "jobs").await;
+    // 64 (OUTBOUND_REQUESTS_PER_INSTANCE_MAX) in flight at once; the rest are refused.
+    let reply = node.get("/burst/burst?n=80&queue=jobs").await;
+    assert_eq!(reply.body, "ok 64 limited 16 other 0", "{reply:?}");
+    let entries = node.wait_logs("burst", 1).await;
+    let log = entries[0]["log"].as_str().unwrap();
+    assert!(log.contains("outbound_requests_per_instance_max"), "{log}");
+    assert_eq!(queue_stats(&node, "jobs").await["depth"], 64);
+}

@@ -11,6 +11,8 @@
 //! `bodies?n=N` (opens N outgoing requests and fills each body's buffer without sending
 //! any), `fields?n=N&kb=K` (keeps N header maps of K KiB each),
 //! `trailers` (answers with its request's trailers, `name: value` a line),
+//! `burst?n=N&queue=Q` (starts N publishes to `eddy.local` at once; answers how many were
+//! accepted and how many refused for the per-instance limit),
 //! `fake-error` (answers 200 with its own `eddy-error` header),
 //! `fresh?mb=N` (checks that it runs in a fresh instance: a static still holds its initial
 //! value, and N MiB of newly grown memory read as zeros; then dirties both);
@@ -139,6 +141,48 @@ impl Guest for Misbehave {
                     kept += 1;
                 }
                 respond(out, 200, format!("{kept} fields").as_bytes());
+            }
+            "burst" => {
+                // Starts `n` publishes to `eddy.local/queues/{queue}` at once, then waits for
+                // them all: how many were answered 2xx, and how many refused for the limit.
+                let queue = query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("queue="))
+                    .unwrap_or("jobs")
+                    .to_string();
+                // Each request's body stays open until all are started, so every one is in
+                // flight at once.
+                let mut futures = Vec::new();
+                let mut bodies = Vec::new();
+                for _ in 0..param("n") {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let _ = request.set_method(&Method::Post);
+                    let _ = request.set_scheme(Some(&Scheme::Http));
+                    let _ = request.set_authority(Some("eddy.local"));
+                    let _ = request.set_path_with_query(Some(&format!("/queues/{queue}")));
+                    bodies.push(request.body().expect("body taken once"));
+                    futures.push(wasi::http::outgoing_handler::handle(request, None));
+                }
+                for body in bodies {
+                    let _ = OutgoingBody::finish(body, None);
+                }
+                let (mut ok, mut limited, mut other) = (0, 0, 0);
+                for future in futures {
+                    let answer = future.and_then(|future| {
+                        future.subscribe().block();
+                        match future.get() {
+                            Some(Ok(Ok(response))) => Ok(response.status()),
+                            Some(Ok(Err(e))) => Err(e),
+                            _ => Err(wasi::http::types::ErrorCode::InternalError(None)),
+                        }
+                    });
+                    match answer {
+                        Ok(status) if (200..300).contains(&status) => ok += 1,
+                        Err(wasi::http::types::ErrorCode::ConnectionLimitReached) => limited += 1,
+                        _ => other += 1,
+                    }
+                }
+                respond(out, 200, format!("ok {ok} limited {limited} other {other}").as_bytes());
             }
             "hoard" => {
                 for _ in 0..param("n") {
