@@ -103,6 +103,11 @@ EDDY_CONFIGS = {
         "eddy --reuse": (INTERPRETER_NODE, REUSE),
     },
 }
+# A path just under the node's default request_target_bytes_max (8 KiB): routing looks only
+# at a path's first ROUTE_BYTES_MAX bytes, so it should cost what a short one does. Measured
+# on the Rust hello, eddy's defaults, as its own row.
+LONG_PATH = "/hello" + "/x" * ((8000 - len("/hello")) // 2)
+LONG_PATH_SERVER = f"eddy ({len(LONG_PATH):,}-byte path)"
 # Throughput rounds: every server is measured once per round, rounds interleaved, and the
 # median round is reported, so a slow minute on a shared machine hits all servers alike.
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -340,6 +345,8 @@ def throughput(work):
                 if first:
                     node.deploy("hello", component.read_bytes(), deploy_config)
                 measure(guest, server, node.url("/hello"))
+                if guest == "rust" and server == "eddy":
+                    measure(guest, LONG_PATH_SERVER, node.url(LONG_PATH))
                 node.stop()
             log(f"throughput round {round_ + 1}/{ROUNDS}: wasmtime serve, {guest} hello")
             proc, url = wasmtime_serve(guest, component)
@@ -875,7 +882,8 @@ def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None,
         lines.append("| guest | server | conns | req/s | req/s per round | p50 ms | p99 ms | errors | eddy/wasmtime req/s | eddy/native req/s | eddy --reuse/wasmtime --reuse |")
         lines.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
         for guest in GUEST_FILES:
-            servers = [*EDDY_CONFIGS[guest], "wasmtime", "wasmtime --reuse"] + (["native"] if guest == "rust" else [])
+            long_path = [LONG_PATH_SERVER] if (guest, LONG_PATH_SERVER) in tput else []
+            servers = [*EDDY_CONFIGS[guest], *long_path, "wasmtime", "wasmtime --reuse"] + (["native"] if guest == "rust" else [])
             for server in servers:
                 for c in CONCURRENCY:
                     runs = tput[guest, server][c]

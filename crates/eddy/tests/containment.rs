@@ -6,17 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// The node still serves its other functions.
-async fn assert_unharmed(node: &Node) {
-    let reply = node.get("/hello").await;
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (200, "Hello from eddy!\n"),
-        "{}",
-        node.output()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_request_targets_get_414_and_long_paths_route_like_short_ones() {
     let node = Node::start_with_config("[limits]\nrequest_target_bytes_max = 4096\n");

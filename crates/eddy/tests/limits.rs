@@ -7,19 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Node, guest_bytes};
+use common::{Node, assert_unharmed, guest_bytes};
 use serde_json::json;
-
-/// The node and an unrelated function still serve after a limit was hit.
-async fn assert_unharmed(node: &Node) {
-    let reply = node.get("/hello").await;
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (200, "Hello from eddy!\n"),
-        "{}",
-        node.output()
-    );
-}
 
 async fn node_with_guests(config: &str, mis: serde_json::Value) -> Node {
     let node = Node::start_with_config(config);

@@ -442,3 +442,15 @@ pub async fn ws_expect(
         }
     }
 }
+
+/// The node still serves `hello` (hello-rust, deployed by the test): another function's
+/// misbehaviour did not reach it.
+pub async fn assert_unharmed(node: &Node) {
+    let reply = node.get("/hello").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "Hello from eddy!\n"),
+        "{}",
+        node.output()
+    );
+}
