@@ -111,6 +111,11 @@ pub const DEFAULT_QUEUE_MESSAGE_BYTES_MAX: u64 = 256 * 1024;
 /// publish gets `507` with `eddy-error: queues_bytes_max` and nothing of it is stored, and a
 /// disk that fills first gets the same answer. The database never shrinks below what it holds.
 pub const DEFAULT_QUEUES_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Bytes of message bodies one queue may hold, so one queue cannot take the whole of
+/// `queues_bytes_max` from the others. Past it a publish gets `507` with
+/// `eddy-error: queue_bytes_max` and nothing of it is stored; a dead-letter move is never
+/// refused.
+pub const DEFAULT_QUEUE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Messages one queue may hold (ready, delayed and in flight). Past it a publish gets `503`
 /// with `Retry-After` (`queue_depth_max`); a dead-letter move is never refused.
 pub const DEFAULT_QUEUE_DEPTH_MAX: u64 = 1_000_000;
@@ -223,6 +228,7 @@ pub struct LimitsConfig {
     pub queue_message_bytes_max: u64,
     pub queue_depth_max: u64,
     pub queues_bytes_max: u64,
+    pub queue_bytes_max: u64,
     pub queues_max: usize,
     pub queue_idempotency_window_ms_default: u64,
     pub consumer_breaker_failures: u32,
@@ -327,6 +333,7 @@ impl Default for LimitsConfig {
             queue_message_bytes_max: DEFAULT_QUEUE_MESSAGE_BYTES_MAX,
             queue_depth_max: DEFAULT_QUEUE_DEPTH_MAX,
             queues_bytes_max: DEFAULT_QUEUES_BYTES_MAX,
+            queue_bytes_max: DEFAULT_QUEUE_BYTES_MAX,
             queues_max: DEFAULT_QUEUES_MAX,
             queue_idempotency_window_ms_default: DEFAULT_QUEUE_IDEMPOTENCY_WINDOW_MS,
             consumer_breaker_failures: DEFAULT_CONSUMER_BREAKER_FAILURES,
@@ -443,7 +450,8 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 46] = [
+        let positive: [(&str, u64); 47] = [
+            ("limits.queue_bytes_max", l.queue_bytes_max),
             ("limits.queues_bytes_max", l.queues_bytes_max),
             (
                 "limits.connections_per_ip_max",

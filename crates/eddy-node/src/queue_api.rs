@@ -501,6 +501,7 @@ pub async fn queue_json(state: &ApiState, q: &QueueRecord) -> Result<Value, ApiE
         "idempotency_window_ms": q.idempotency_window_ms,
         "created_at": rfc3339(q.created_at_ms),
         "depth": counts.depth,
+        "bytes": counts.bytes,
         "ready": counts.ready,
         "in_flight": counts.in_flight,
         "delayed": counts.delayed,

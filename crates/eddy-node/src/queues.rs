@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use eddy_store::{NewMessage, Published, QueueStore, StoreError};
+use eddy_store::{NewMessage, Published, QueueLimits, QueueStore, StoreError};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::Notify;
 
@@ -107,7 +107,14 @@ impl QueueHub {
         }
         let published = self
             .store
-            .publish(queue, messages, self.limits.queue_depth_max)
+            .publish(
+                queue,
+                messages,
+                QueueLimits {
+                    depth_max: self.limits.queue_depth_max,
+                    bytes_max: self.limits.queue_bytes_max,
+                },
+            )
             .await
             .map_err(queue_error)?;
         if published.iter().any(|p| !p.duplicate) {
@@ -215,6 +222,11 @@ pub fn queue_error(e: StoreError) -> ApiError {
             format!("{what} already exists"),
         ),
         StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        e @ StoreError::BytesLimit { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "queue_bytes_max",
+            format!("{e}; retry once its consumer has caught up, or raise limits.queue_bytes_max"),
+        ),
         e @ StoreError::DepthLimit { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_depth_max",

@@ -35,6 +35,15 @@ pub enum StoreError {
         depth: u64,
         depth_max: u64,
     },
+    /// A publish would take a queue past its byte quota.
+    #[error(
+        "queue `{queue}` holds {bytes} bytes of messages; this would pass its queue_bytes_max ({bytes_max})"
+    )]
+    BytesLimit {
+        queue: String,
+        bytes: u64,
+        bytes_max: u64,
+    },
     /// Stored data (or data handed in) breaks an invariant: undecodable config, a digest that
     /// does not match its bytes, a schema newer than this build.
     #[error("store data is corrupt: {0}")]

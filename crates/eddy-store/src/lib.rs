@@ -17,8 +17,8 @@ mod types;
 pub use cost::BudgetRecord;
 pub use error::StoreError;
 pub use queues::{
-    Claimed, ConsumerSettings, NewMessage, PeekedMessage, Published, QueueCounts, QueueRecord,
-    QueueStore, Settle,
+    Claimed, ConsumerSettings, NewMessage, PeekedMessage, Published, QueueCounts, QueueLimits,
+    QueueRecord, QueueStore, Settle,
 };
 pub use store::{Store, component_digest};
 pub use types::{

@@ -131,11 +131,30 @@ pub enum Settle {
     },
 }
 
+/// What one queue may hold; a publish past either is refused whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Messages: ready, delayed and in flight.
+    pub depth_max: u64,
+    /// Bytes of message bodies.
+    pub bytes_max: u64,
+}
+
+impl QueueLimits {
+    /// No limit: what a test that is not about limits uses.
+    pub const NONE: QueueLimits = QueueLimits {
+        depth_max: u64::MAX,
+        bytes_max: u64::MAX,
+    };
+}
+
 /// Counts of one queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueCounts {
     /// Every message in the queue: ready, delayed and in flight.
     pub depth: u64,
+    /// Bytes of the bodies of those messages.
+    pub bytes: u64,
     pub ready: u64,
     pub in_flight: u64,
     pub delayed: u64,
@@ -418,24 +437,30 @@ impl QueueStore {
     }
 
     /// Enqueues `messages` on `queue` (all or none). `NotFound` for an unknown queue,
-    /// `DepthLimit` when they would take it past `depth_max` messages. A message whose
-    /// idempotency key was used on this queue within its window is acknowledged and dropped.
+    /// `DepthLimit` when they would take it past `limits.depth_max` messages, `BytesLimit`
+    /// past `limits.bytes_max` bytes of bodies. A message whose idempotency key was used on
+    /// this queue within its window is acknowledged and dropped.
     pub async fn publish(
         &self,
         queue: &str,
         messages: Vec<NewMessage>,
-        depth_max: u64,
+        limits: QueueLimits,
     ) -> Result<Vec<Published>> {
         let queue = queue.to_string();
+        let QueueLimits {
+            depth_max,
+            bytes_max,
+        } = limits;
         self.run(move |conn, memo| {
-            let window: i64 = conn
+            let (window, bytes): (i64, u64) = conn
                 .query_row(
-                    "SELECT idempotency_window_ms FROM queues WHERE name = ?1",
+                    "SELECT idempotency_window_ms, bytes FROM queues WHERE name = ?1",
                     [&queue],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?
                 .ok_or_else(|| no_queue(&queue))?;
+            let mut added_bytes = 0u64;
             let now = now_ms();
             let mut find_key = conn.prepare_cached(
                 "SELECT message_id FROM idempotency
@@ -473,6 +498,14 @@ impl QueueStore {
                         queue: queue.clone(),
                         depth,
                         depth_max,
+                    });
+                }
+                added_bytes += message.body.len() as u64;
+                if bytes + added_bytes > bytes_max {
+                    return Err(StoreError::BytesLimit {
+                        queue: queue.clone(),
+                        bytes,
+                        bytes_max,
                     });
                 }
                 let row: i64 = insert.query_row(
@@ -715,6 +748,9 @@ impl QueueStore {
                         row.get::<_, Option<i64>>(3)?,
                     ))
                 })?;
+            let bytes: u64 = conn
+                .prepare_cached("SELECT bytes FROM queues WHERE name = ?1")?
+                .query_row([&queue], |row| row.get(0))?;
             let stored = conn
                 .prepare_cached(
                     "SELECT delivered, succeeded, failed_attempts, dead_lettered
@@ -733,6 +769,7 @@ impl QueueStore {
             let pending = memo.counters.get(&queue).copied().unwrap_or_default();
             Ok(QueueCounts {
                 depth,
+                bytes,
                 ready,
                 in_flight,
                 delayed: depth - in_flight - ready,
@@ -1117,11 +1154,37 @@ CREATE TABLE schedules (
     last_tick_ms INTEGER NOT NULL
 ) STRICT;
 "#,
+    r#"
+-- Bytes of message bodies each queue holds, kept by triggers in the same transaction as the
+-- messages themselves, so a publish checks the queue's byte quota without a scan.
+ALTER TABLE queues ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE queues SET bytes =
+    (SELECT COALESCE(SUM(length(body)), 0) FROM messages WHERE messages.queue = queues.name);
+CREATE TRIGGER messages_bytes_insert AFTER INSERT ON messages BEGIN
+    UPDATE queues SET bytes = bytes + length(NEW.body) WHERE name = NEW.queue;
+END;
+CREATE TRIGGER messages_bytes_delete AFTER DELETE ON messages BEGIN
+    UPDATE queues SET bytes = bytes - length(OLD.body) WHERE name = OLD.queue;
+END;
+CREATE TRIGGER messages_bytes_move AFTER UPDATE OF queue ON messages
+WHEN OLD.queue <> NEW.queue BEGIN
+    UPDATE queues SET bytes = bytes - length(OLD.body) WHERE name = OLD.queue;
+    UPDATE queues SET bytes = bytes + length(NEW.body) WHERE name = NEW.queue;
+END;
+"#,
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Limits of a test about depth (or about neither).
+    fn depth(depth_max: u64) -> QueueLimits {
+        QueueLimits {
+            depth_max,
+            ..QueueLimits::NONE
+        }
+    }
 
     fn message(body: &str, key: Option<&str>) -> NewMessage {
         NewMessage {
@@ -1153,7 +1216,11 @@ mod tests {
         let queue = store.create_queue("jobs", 60_000).await?;
         assert_eq!(queue.dead_letter_queue.as_deref(), Some("jobs-dlq"));
         let ids = store
-            .publish("jobs", vec![message("a", None), message("b", None)], 100)
+            .publish(
+                "jobs",
+                vec![message("a", None), message("b", None)],
+                depth(100),
+            )
             .await?;
         let (first, _) = store.claim("jobs", 1, FAR).await?;
         assert_eq!(first.len(), 1);
@@ -1186,6 +1253,69 @@ mod tests {
         Ok(())
     }
 
+    /// A queue's byte quota counts what it holds now: a message that leaves (acknowledged,
+    /// purged, moved to the dead-letter queue) frees its bytes, and one that arrives by a
+    /// move is counted where it lands.
+    #[tokio::test]
+    async fn a_queues_byte_quota_follows_its_messages() -> Result<()> {
+        let store = QueueStore::open_in_memory()?;
+        store.create_queue("jobs", 0).await?;
+        store.set_consumer("jobs", consumer(1)).await?;
+        let quota = QueueLimits {
+            depth_max: u64::MAX,
+            bytes_max: 10,
+        };
+        store
+            .publish(
+                "jobs",
+                vec![message("12345", None), message("678", None)],
+                quota,
+            )
+            .await?;
+        assert_eq!(store.counts("jobs").await?.bytes, 8);
+        let err = store
+            .publish("jobs", vec![message("abc", None)], quota)
+            .await;
+        assert!(
+            matches!(
+                err,
+                Err(StoreError::BytesLimit {
+                    bytes: 8,
+                    bytes_max: 10,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.counts("jobs").await?.depth,
+            2,
+            "nothing of a refused publish stays"
+        );
+        // The first message fails its only attempt and moves to the dead-letter queue.
+        let (claimed, _) = store.claim("jobs", 1, FAR).await?;
+        store
+            .settle(
+                "jobs",
+                vec![Settle::DeadLetter {
+                    row: claimed[0].row,
+                    lease_until_ms: FAR,
+                    to: "jobs-dlq".into(),
+                    error: "failed".into(),
+                }],
+            )
+            .await?;
+        assert_eq!(store.counts("jobs").await?.bytes, 3);
+        assert_eq!(store.counts("jobs-dlq").await?.bytes, 5);
+        store
+            .publish("jobs", vec![message("1234567", None)], quota)
+            .await?;
+        store.purge("jobs").await?;
+        let left = store.counts("jobs").await?;
+        assert_eq!((left.depth, left.bytes), (0, 0));
+        Ok(())
+    }
+
     /// While the journal is held up (a slow disk), operations queue up to
     /// `JOURNAL_QUEUE_OPS_MAX`; callers past it wait for room instead of queueing more.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1193,17 +1323,24 @@ mod tests {
         let store = std::sync::Arc::new(QueueStore::open_in_memory()?);
         store.create_queue("jobs", 0).await?;
         let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
         let blocker = {
             let store = store.clone();
             tokio::spawn(async move {
                 store
                     .run(move |_, _| {
+                        let _ = started.send(());
                         let _ = held.recv();
                         Ok(())
                     })
                     .await
             })
         };
+        // The journal is inside the blocker (and has taken nothing else) before any publish.
+        tokio::task::spawn_blocking(move || running.recv())
+            .await
+            .unwrap()
+            .unwrap();
         let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let extra = 5;
         let mut tasks = Vec::new();
@@ -1211,7 +1348,7 @@ mod tests {
             let (store, done) = (store.clone(), done.clone());
             tasks.push(tokio::spawn(async move {
                 store
-                    .publish("jobs", vec![message("m", None)], u64::MAX)
+                    .publish("jobs", vec![message("m", None)], depth(u64::MAX))
                     .await?;
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, StoreError>(())
@@ -1253,7 +1390,7 @@ mod tests {
             let body = body.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .publish("jobs", vec![message(&body, None)], 1_000_000)
+                    .publish("jobs", vec![message(&body, None)], depth(1_000_000))
                     .await
             }));
         }
@@ -1277,7 +1414,9 @@ mod tests {
     #[tokio::test]
     async fn unknown_queues_and_duplicate_names_are_refused() -> Result<()> {
         let store = QueueStore::open_in_memory()?;
-        let err = store.publish("nope", vec![message("a", None)], 10).await;
+        let err = store
+            .publish("nope", vec![message("a", None)], depth(10))
+            .await;
         assert!(matches!(err, Err(StoreError::NotFound { .. })), "{err:?}");
         store.create_queue("jobs", 0).await?;
         let err = store.create_queue("jobs", 0).await;
@@ -1297,13 +1436,13 @@ mod tests {
         let store = QueueStore::open_in_memory()?;
         store.create_queue("jobs", 60_000).await?;
         let first = store
-            .publish("jobs", vec![message("a", Some("k1"))], 10)
+            .publish("jobs", vec![message("a", Some("k1"))], depth(10))
             .await?;
         let again = store
             .publish(
                 "jobs",
                 vec![message("a2", Some("k1")), message("b", Some("k2"))],
-                10,
+                depth(10),
             )
             .await?;
         assert_eq!(
@@ -1318,10 +1457,10 @@ mod tests {
         // A zero window remembers nothing.
         store.create_queue("fleeting", 0).await?;
         store
-            .publish("fleeting", vec![message("a", Some("k"))], 10)
+            .publish("fleeting", vec![message("a", Some("k"))], depth(10))
             .await?;
         let again = store
-            .publish("fleeting", vec![message("a", Some("k"))], 10)
+            .publish("fleeting", vec![message("a", Some("k"))], depth(10))
             .await?;
         assert!(!again[0].duplicate);
         Ok(())
@@ -1331,9 +1470,15 @@ mod tests {
     async fn a_publish_past_the_depth_limit_enqueues_nothing() -> Result<()> {
         let store = QueueStore::open_in_memory()?;
         store.create_queue("jobs", 0).await?;
-        store.publish("jobs", vec![message("a", None)], 2).await?;
+        store
+            .publish("jobs", vec![message("a", None)], depth(2))
+            .await?;
         let err = store
-            .publish("jobs", vec![message("b", None), message("c", None)], 2)
+            .publish(
+                "jobs",
+                vec![message("b", None), message("c", None)],
+                depth(2),
+            )
             .await;
         assert!(
             matches!(
@@ -1354,7 +1499,9 @@ mod tests {
     async fn retries_wait_and_dead_letters_keep_their_id_until_redriven() -> Result<()> {
         let store = QueueStore::open_in_memory()?;
         store.create_queue("jobs", 0).await?;
-        let published = store.publish("jobs", vec![message("a", None)], 10).await?;
+        let published = store
+            .publish("jobs", vec![message("a", None)], depth(10))
+            .await?;
         let (claimed, _) = store.claim("jobs", 1, FAR).await?;
         let later = now_ms() + 60_000;
         store
@@ -1420,7 +1567,7 @@ mod tests {
                 .publish(
                     "jobs",
                     vec![message("once", None), message("twice", None)],
-                    10,
+                    depth(10),
                 )
                 .await?;
             let (claimed, _) = store.claim("jobs", 2, FAR).await?;
@@ -1478,8 +1625,8 @@ mod tests {
         let store = QueueStore::open(&dir.path().join("queues.db"))?;
         store.create_queue("jobs", 0).await?;
         let before = store.commits();
-        let publishes =
-            (0..2000).map(|i| store.publish("jobs", vec![message(&i.to_string(), None)], 10_000));
+        let publishes = (0..2000)
+            .map(|i| store.publish("jobs", vec![message(&i.to_string(), None)], depth(10_000)));
         let results = futures::future::join_all(publishes).await;
         assert!(results.iter().all(Result::is_ok));
         let commits = store.commits() - before;

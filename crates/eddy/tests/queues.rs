@@ -923,3 +923,32 @@ async fn eddy_local_requests_count_against_the_instances_outbound_limit() {
     assert!(log.contains("outbound_requests_per_instance_max"), "{log}");
     assert_eq!(queue_stats(&node, "jobs").await["depth"], 64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_full_queue_does_not_fill_the_others() {
+    let node = Node::start_with_config(
+        "[limits]\nqueue_bytes_max = 100000\nqueue_message_bytes_max = 65536\n",
+    );
+    create_queue(&node, "big").await;
+    create_queue(&node, "small").await;
+    let body = "m".repeat(60_000);
+    let publish = |queue: &'static str| {
+        let body = body.clone();
+        let node = &node;
+        async move {
+            api(
+                node,
+                reqwest::Method::POST,
+                &format!("/queues/{queue}/batch"),
+                Some(json!({"messages": [{"data": body}]})),
+            )
+            .await
+        }
+    };
+    assert_eq!(publish("big").await.0, 202);
+    let (status, answer) = publish("big").await;
+    assert_eq!(status, 507, "{answer}");
+    assert_eq!(answer["error"]["code"], "queue_bytes_max", "{answer}");
+    assert_eq!(queue_stats(&node, "big").await["bytes"], 60_000);
+    assert_eq!(publish("small").await.0, 202);
+}
