@@ -412,13 +412,7 @@ impl OutboundPolicy {
             };
             // The node's own API is outgoing requests too: each holds one of the instance's
             // slots until answered (but no connection, so none of the node's).
-            let slot = instance_slots.clone().try_acquire_owned().map_err(|_| {
-                log.note(&format!(
-                    "[eddy: request to {} refused: this invocation already has {OUTBOUND_REQUESTS_PER_INSTANCE_MAX} outgoing requests in flight (outbound_requests_per_instance_max)]",
-                    request.uri()
-                ));
-                HttpError::ConnectionLimitReached
-            });
+            let slot = instance_slot(instance_slots, log, request.uri());
             let answer = slot.map(|slot| (slot, platform.handle(request)));
             return Box::pin(async move {
                 let (_slot, answer) = answer?;
@@ -448,12 +442,7 @@ impl OutboundPolicy {
         log: &LogPipe,
         uri: &http::Uri,
     ) -> Result<InFlight, HttpError> {
-        let Ok(invocation) = instance_slots.clone().try_acquire_owned() else {
-            log.note(&format!(
-                "[eddy: outgoing request to {uri} refused: this invocation already has {OUTBOUND_REQUESTS_PER_INSTANCE_MAX} outgoing requests in flight (outbound_requests_per_instance_max)]"
-            ));
-            return Err(HttpError::ConnectionLimitReached);
-        };
+        let invocation = instance_slot(instance_slots, log, uri)?;
         let Ok(node) = self.client.in_flight.clone().try_acquire_owned() else {
             log.note(&format!(
                 "[eddy: outgoing request to {uri} refused: the node has {} outgoing requests in flight (limits.outbound_requests_in_flight_max)]",
@@ -466,6 +455,21 @@ impl OutboundPolicy {
             _invocation: invocation,
         })
     }
+}
+
+/// One of the instance's slots for an outgoing request to `uri` (to `eddy.local` too), or the
+/// refusal, said in the function's log.
+fn instance_slot(
+    instance_slots: &Arc<Semaphore>,
+    log: &LogPipe,
+    uri: &http::Uri,
+) -> Result<OwnedSemaphorePermit, HttpError> {
+    instance_slots.clone().try_acquire_owned().map_err(|_| {
+        log.note(&format!(
+            "[eddy: outgoing request to {uri} refused: this invocation already has {OUTBOUND_REQUESTS_PER_INSTANCE_MAX} outgoing requests in flight (outbound_requests_per_instance_max)]"
+        ));
+        HttpError::ConnectionLimitReached
+    })
 }
 
 /// The narrowest `--allow-outbound` value that would allow `uri`.
