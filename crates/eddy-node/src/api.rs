@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eddy_store::{FunctionRecord, InvocationRecord, VersionRecord};
-use serde::Deserialize;
+use eddy_parse::api::{LogsQuery, RollbackRequest, StatsQuery};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -306,12 +306,6 @@ async fn list_versions(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RollbackRequest {
-    version: Option<u32>,
-}
-
 async fn rollback(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -328,15 +322,6 @@ async fn rollback(
     Ok(Json(
         json!({ "function": name, "live_version": function.live.version, "previous_version": previous, "adjusted": adjusted }),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogsQuery {
-    after: Option<i64>,
-    tail: Option<usize>,
-    limit: Option<usize>,
-    wait_ms: Option<u64>,
 }
 
 async fn logs(
@@ -384,12 +369,6 @@ async fn logs(
             _ = state.shutdown.cancelled() => return Ok(Json(logs_json(&[], after))),
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatsQuery {
-    since_ms: Option<u64>,
 }
 
 /// Default window of `stats`: the last hour.

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use eddy_parse::api::CostQuery;
 use serde_json::{Value, json};
 
 use crate::api::{ApiState, find_function};
@@ -39,16 +39,6 @@ pub fn routes() -> Router<ApiState> {
             "/budgets/functions/{name}",
             put(put_function_budget).delete(remove_function_budget),
         )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CostQuery {
-    function: Option<String>,
-    /// Window length; default: from the start of the calendar month (UTC).
-    since_ms: Option<u64>,
-    /// Comma-separated sheet names; default: every sheet.
-    sheet: Option<String>,
 }
 
 async fn report(

@@ -80,7 +80,7 @@ impl Ingress {
         if path == HEALTH_PATH {
             return health(&self.draining);
         }
-        let target_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        let target_bytes = eddy_parse::routes::request_target_bytes(req.uri());
         if target_bytes > self.limits.request_target_bytes_max {
             return node_response(
                 StatusCode::URI_TOO_LONG,

@@ -22,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use eddy_runtime::{Platform, PlatformBody, PlatformBodyError};
+use eddy_parse::platform::{CloseQuery, message_is_text};
 use eddy_store::NewMessage;
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -32,8 +32,7 @@ use crate::error::ApiError;
 use crate::ingress::ERROR_HEADER;
 use crate::queues::{DEFAULT_CONTENT_TYPE, QueueHub, read_limited, read_message};
 use crate::websocket::{
-    CLOSE_REASON_BYTES_MAX, HEADER_KIND, SocketError, Sockets,
-    WEBSOCKET_CHANNELS_PER_CONNECTION_MAX, validate_channel,
+    HEADER_KIND, SocketError, Sockets, WEBSOCKET_CHANNELS_PER_CONNECTION_MAX, validate_channel,
 };
 
 /// What answers one function's requests to `http://eddy.local/`.
@@ -170,12 +169,6 @@ async fn send(
     accepted(json!({"sent": 1}))
 }
 
-#[derive(Deserialize)]
-struct CloseQuery {
-    code: Option<String>,
-    reason: Option<String>,
-}
-
 async fn close(
     State(c): State<Arc<Caller>>,
     Path(id): Path<String>,
@@ -183,24 +176,7 @@ async fn close(
 ) -> Answer {
     let Query(query) =
         query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
-    let code: u16 = match &query.code {
-        None => 1000,
-        Some(code) => code
-            .parse()
-            .ok()
-            .filter(|c| *c == 1000 || (3000..=4999).contains(c))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("close code `{code}` must be 1000 or 3000-4999"))
-            })?,
-    };
-    let reason = query.reason.unwrap_or_default();
-    if reason.len() > CLOSE_REASON_BYTES_MAX {
-        return Err(ApiError::bad_request(format!(
-            "a close reason is at most {CLOSE_REASON_BYTES_MAX} bytes (what a close frame holds); this one is {}",
-            reason.len()
-        ))
-        .into());
-    }
+    let (code, reason) = query.frame().map_err(ApiError::bad_request)?;
     c.sockets
         .close(Some(&c.function), &id, code, reason)
         .map_err(|e| socket_error(&c, &id, e))?;
@@ -261,19 +237,9 @@ async fn method_not_allowed(method: http::Method, uri: http::Uri) -> PlatformErr
 /// The body as a WebSocket message: text when `eddy-websocket-kind: text` or a `text/*`
 /// content type says so, otherwise binary; within `websocket_message_bytes_max`.
 async fn message(c: &Caller, headers: &HeaderMap, body: Body) -> Result<Message, ApiError> {
-    let text = match headers.get(HEADER_KIND).and_then(|v| v.to_str().ok()) {
-        Some("text") => true,
-        Some("binary") => false,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "{HEADER_KIND} must be text or binary, not `{other}`"
-            )));
-        }
-        None => headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.starts_with("text/")),
-    };
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let text = message_is_text(header(HEADER_KIND), header(header::CONTENT_TYPE.as_str()))
+        .map_err(ApiError::bad_request)?;
     let bytes_max = c.sockets.message_bytes_max() as u64;
     let body: Bytes = read_limited(body, bytes_max, "websocket_message_bytes_max").await?;
     if text {

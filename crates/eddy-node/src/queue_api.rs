@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use eddy_store::{ConsumerSettings, NewMessage, QueueCounts, QueueRecord};
-use serde::Deserialize;
+use eddy_parse::api::{BatchPublish, ConsumerRequest, CreateQueue, PeekQuery};
 use serde_json::{Value, json};
 
 use crate::api::ApiState;
@@ -47,13 +47,6 @@ pub fn routes() -> Router<ApiState> {
             "/queues/{name}/consumer",
             axum::routing::put(set_consumer).delete(remove_consumer),
         )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateQueue {
-    name: String,
-    idempotency_window_ms: Option<u64>,
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -174,21 +167,6 @@ async fn publish_one(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchPublish {
-    messages: Vec<BatchMessage>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchMessage {
-    data: Option<String>,
-    data_base64: Option<String>,
-    content_type: Option<String>,
-    idempotency_key: Option<String>,
-}
-
 async fn publish_batch(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -228,12 +206,6 @@ async fn publish_batch(
         StatusCode::ACCEPTED,
         Json(json!({"ids": ids, "duplicates": duplicates})),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeekQuery {
-    limit: Option<u32>,
 }
 
 async fn peek(
@@ -314,20 +286,6 @@ async fn purge(
     let purged = state.queues.store.purge(&name).await.map_err(queue_error)?;
     tracing::info!(queue = %name, purged, "queue purged");
     Ok(Json(json!({ "purged": purged })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConsumerRequest {
-    function: String,
-    batch_size: Option<u32>,
-    max_concurrency: Option<u32>,
-    visibility_timeout_ms: Option<u64>,
-    max_attempts: Option<u32>,
-    backoff_base_ms: Option<u64>,
-    backoff_max_ms: Option<u64>,
-    dead_letter: Option<String>,
-    path: Option<String>,
 }
 
 async fn set_consumer(

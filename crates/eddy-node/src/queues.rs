@@ -14,10 +14,8 @@ use tokio::sync::Notify;
 
 use crate::config::{LimitsConfig, QUEUE_PUBLISH_BATCH_MAX};
 use crate::error::ApiError;
-use crate::routes::validate_name;
+pub use eddy_parse::api::{QUEUE_NAME_BYTES_MAX, validate_queue_name};
 
-/// Longest queue name: room for the `-dlq` of its dead-letter queue within 63.
-pub const QUEUE_NAME_BYTES_MAX: usize = 58;
 /// Longest idempotency key.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 /// Content type of a message published without one.
@@ -122,21 +120,6 @@ impl QueueHub {
         }
         Ok(published)
     }
-}
-
-/// Check a queue name: a function name that leaves room for `-dlq`.
-pub fn validate_queue_name(name: &str) -> Result<(), String> {
-    validate_name(name).map_err(|_| {
-        format!(
-            "queue name `{name}` is invalid: use 1-{QUEUE_NAME_BYTES_MAX} characters of a-z, 0-9 and `-`, starting with a letter"
-        )
-    })?;
-    if name.len() > QUEUE_NAME_BYTES_MAX {
-        return Err(format!(
-            "queue name `{name}` is longer than {QUEUE_NAME_BYTES_MAX} characters (its dead-letter queue adds `-dlq`)"
-        ));
-    }
-    Ok(())
 }
 
 pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {

@@ -18,7 +18,7 @@ use eddy_runtime::{
     AllowRule, Deployment, DeploymentSettings, FunctionLimits, Prepared, ReuseConfig, Runtime,
 };
 use eddy_store::{FunctionRecord, NewVersion, ReuseSettings, Store, VersionConfig, VersionRecord};
-use serde::Deserialize;
+pub use eddy_parse::api::DeployRequest;
 use tokio::sync::Mutex;
 
 use crate::admission::{Admission, FunctionAdmission, NodeAdmission};
@@ -34,35 +34,6 @@ use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
 
 /// Total bytes of a function's environment variable names and values.
 pub const ENV_BYTES_MAX: usize = 64 * 1024;
-
-/// What a deploy asks for; every field optional. Unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    pub route: Option<String>,
-    pub memory_bytes_max: Option<u64>,
-    pub timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Hosts or URLs the function may call (`*` for any, only when given explicitly).
-    #[serde(default)]
-    pub allow_outbound: Vec<String>,
-    pub max_concurrency: Option<u32>,
-    pub max_queue: Option<u32>,
-    pub max_wait_ms: Option<u64>,
-    pub reserved_concurrency: Option<u32>,
-    /// Keep instances warm between requests. Either tuning key alone also turns it on.
-    pub reuse: Option<bool>,
-    pub reuse_max_requests: Option<u32>,
-    pub reuse_idle_timeout_ms: Option<u64>,
-    /// Queues the function may publish to from inside (`*` for any).
-    #[serde(default)]
-    pub publish: Vec<String>,
-    /// A cron schedule that invokes the function.
-    pub schedule: Option<eddy_store::ScheduleSettings>,
-    /// Hold WebSocket connections on the route and deliver their events.
-    pub websocket: Option<bool>,
-}
 
 /// The result of a deploy.
 #[derive(Debug)]

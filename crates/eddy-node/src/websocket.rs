@@ -44,6 +44,8 @@ use crate::invocations::InvocationSink;
 use crate::registry::{Registry, now_ms};
 use crate::routes::LiveFunction;
 use eddy_runtime::ResponseBody;
+pub use eddy_parse::api::{CHANNEL_NAME_BYTES_MAX, validate_channel};
+pub use eddy_parse::platform::CLOSE_REASON_BYTES_MAX;
 
 /// Read buffer of one connection (tungstenite's default is 128 KiB, eagerly allocated: 12
 /// GiB for 100,000 idle connections).
@@ -53,9 +55,6 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Channels one connection may join.
 pub const WEBSOCKET_CHANNELS_PER_CONNECTION_MAX: usize = 64;
 
-/// Longest close reason: a close frame's payload is at most 125 bytes, two of them the code
-/// (RFC 6455, 5.5). Longer reasons are cut by the node; a function asking for one gets `400`.
-pub const CLOSE_REASON_BYTES_MAX: usize = 123;
 
 /// Close codes that must never be sent in a close frame (RFC 6455, 7.4.1): they say what
 /// happened locally (no code, abnormal closure, TLS failure). A connection closed with one
@@ -64,28 +63,10 @@ fn is_reserved_close_code(code: u16) -> bool {
     matches!(code, 1004 | 1005 | 1006 | 1015) || code < 1000 || (1016..3000).contains(&code)
 }
 
-/// Longest channel name.
-pub const CHANNEL_NAME_BYTES_MAX: usize = 128;
-
-/// Check a channel name: 1-128 of `A-Z a-z 0-9 . _ ~ -`, so it reads the same in a URL
-/// path whoever writes it.
-pub fn validate_channel(name: &str) -> Result<(), String> {
-    let ok = (1..=CHANNEL_NAME_BYTES_MAX).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "channel name `{name}` is invalid: use 1-{CHANNEL_NAME_BYTES_MAX} characters of A-Z, a-z, 0-9 and `._~-`"
-        ))
-    }
-}
 
 pub const HEADER_WEBSOCKET: &str = "eddy-websocket";
 pub const HEADER_CONNECTION_ID: &str = "eddy-connection-id";
-pub const HEADER_KIND: &str = "eddy-websocket-kind";
+pub use eddy_parse::platform::HEADER_KIND;
 pub const HEADER_PROTOCOL: &str = "eddy-websocket-protocol";
 pub const HEADER_CHANNELS: &str = "eddy-websocket-channels";
 pub const HEADER_CLOSE_CODE: &str = "eddy-websocket-close-code";

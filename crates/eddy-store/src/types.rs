@@ -66,45 +66,7 @@ pub struct VersionConfig {
     pub websocket: bool,
 }
 
-/// When and how a function's cron schedule invokes it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSettings {
-    /// Five fields, or six with a leading seconds field; aliases such as `@hourly`.
-    pub cron: String,
-    /// IANA time zone the fields are read in; `None`: UTC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
-    #[serde(default)]
-    pub overlap: Overlap,
-    #[serde(default)]
-    pub missed: Missed,
-    /// Request path of a tick; `None`: the function's route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-}
-
-/// What happens to a tick while the previous run of the schedule is still going.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Overlap {
-    /// The tick is dropped.
-    #[default]
-    Skip,
-    /// The tick runs beside the previous run.
-    Allow,
-}
-
-/// What happens to ticks that fell while the node was down.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Missed {
-    /// They are dropped.
-    #[default]
-    Skip,
-    /// The latest of them runs once, when the node starts.
-    RunOnce,
-}
+pub use eddy_parse::schedule::{Missed, Overlap, ScheduleSettings};
 
 fn is_zero(n: &u32) -> bool {
     *n == 0

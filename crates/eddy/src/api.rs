@@ -4,97 +4,9 @@
 //! without breaking older CLIs. `--json` output does not go through these types: it prints the
 //! node's JSON as received.
 
-use std::collections::BTreeMap;
-
+pub use eddy_parse::manifest::{ConsumerConfig, DeployConfig, FluidConfig, NewQueue, ScheduleConfig};
+pub use eddy_parse::schedule::{Missed, Overlap};
 use serde::{Deserialize, Serialize};
-
-/// The `config` part of a deploy. Only the fields the user gave are sent; the node fills in
-/// its defaults for the rest.
-#[derive(Serialize, Debug, Default, Clone, PartialEq)]
-pub struct DeployConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_bytes_max: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Queues the function may send to from inside (`POST http://eddy.local/queues/NAME`);
-    /// `*` is any queue.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub publish: Vec<String>,
-    /// A cron schedule that invokes the function (docs/cron.md).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleConfig>,
-    /// The node holds WebSocket upgrades on the function's route and delivers their
-    /// connect, message and close events to the function (docs/websockets.md).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub websocket: Option<bool>,
-    #[serde(flatten)]
-    pub fluid: FluidConfig,
-}
-
-/// The `schedule` of a deploy, from `--schedule` flags or `schedule = { ... }` in `eddy.toml`,
-/// whose keys are these same names. Only `cron` is required; the node checks the expression
-/// and the time zone and fills in its defaults for what is absent.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// Five fields, six with a leading seconds field, or an alias such as `@hourly`.
-    pub cron: String,
-    /// IANA time zone the fields are read in [default: UTC].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overlap: Option<Overlap>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub missed: Option<Missed>,
-    /// Request path the ticks are POSTed to [default: the function's route].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-}
-
-/// What happens to a tick while the previous run of the schedule is still going.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Overlap {
-    /// The tick is dropped.
-    Skip,
-    /// The tick runs beside the previous run.
-    Allow,
-}
-
-/// What happens to the ticks that fell while the node was down.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Missed {
-    /// They are dropped.
-    Skip,
-    /// The latest of them runs once when the node starts again.
-    RunOnce,
-}
-
-/// Outbound, concurrency and reuse settings of a deploy (flags or `eddy.toml` keys).
-#[derive(Serialize, Debug, Default, PartialEq, Clone)]
-pub struct FluidConfig {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allow_outbound: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_queue: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_wait_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reserved_concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse_max_requests: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse_idle_timeout_ms: Option<u64>,
-}
 
 /// `201` answer to `POST /v1/functions/{name}/versions`.
 #[derive(Deserialize, Debug)]
@@ -201,14 +113,6 @@ pub struct LogEntry {
     pub log: String,
 }
 
-/// Body of `POST /v1/queues`; the node's default idempotency window when none is given.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct NewQueue {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub idempotency_window_ms: Option<u64>,
-}
-
 /// `GET /v1/queues`.
 #[derive(Deserialize, Debug)]
 pub struct QueueList {
@@ -241,29 +145,6 @@ pub struct Queue {
     /// The consumer's current adaptive concurrency; 0 without a consumer.
     pub consumer_concurrency: u32,
     pub consumer: Option<Consumer>,
-}
-
-/// Body of `PUT /v1/queues/{name}/consumer`: the function that receives the queue's
-/// messages. Only the fields the user gave are sent; the node fills in its defaults.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct ConsumerConfig {
-    pub function: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub visibility_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff_base_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff_max_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
 }
 
 /// A consumer binding as the node holds it: the `200` answer to
@@ -382,6 +263,8 @@ pub struct ErrorDetail {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

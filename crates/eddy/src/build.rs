@@ -4,7 +4,6 @@
 //! says exactly what to install when a toolchain is missing.
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -12,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
+pub use eddy_parse::manifest::Lang;
 use serde::Deserialize;
 
 use crate::{manifest, wit};
@@ -38,25 +38,6 @@ const DEBIAN_FILES: &[(&str, &str)] = &[
 
 /// Directories never taken for sources when deciding whether a build is stale.
 const NOT_SOURCES: &[&str] = &["target", "node_modules", "__pycache__", ".git", ".eddy"];
-
-/// A function's language: how its component is built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    Rust,
-    Python,
-    Js,
-}
-
-impl fmt::Display for Lang {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Lang::Rust => "rust",
-            Lang::Python => "python",
-            Lang::Js => "js",
-        })
-    }
-}
 
 /// What to build: a function's sources and where its component goes.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,8 +13,10 @@ use reqwest::Body;
 use reqwest::multipart::{Form, Part};
 use tokio_util::io::ReaderStream;
 
+pub use eddy_parse::manifest::{Consume, check_env_key};
+
 use crate::api::{
-    ConsumerConfig, DeployConfig, Deployed, FluidConfig, Missed, Overlap, ScheduleConfig,
+    DeployConfig, Deployed, FluidConfig, Missed, Overlap, ScheduleConfig,
 };
 use crate::build::{self, BuildSpec};
 use crate::client::Client;
@@ -262,13 +264,6 @@ pub struct DeployRequest {
     pub consume: Option<Consume>,
 }
 
-/// A function's consumer binding: the queue, and how its messages are delivered.
-#[derive(Debug, PartialEq)]
-pub struct Consume {
-    pub queue: String,
-    pub consumer: ConsumerConfig,
-}
-
 pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
     match (args.name, args.file) {
         (Some(name), Some(component)) => {
@@ -375,20 +370,6 @@ pub fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{pair}` has no `=`; {EXPECTED}"))?;
     check_env_key(key).map_err(|problem| format!("{problem}; {EXPECTED}"))?;
     Ok((key.to_owned(), value.to_owned()))
-}
-
-/// An environment variable name must be non-empty and cannot contain `=` (the separator) or
-/// NUL (the terminator in the guest's environment block).
-pub fn check_env_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("the variable name is empty".to_owned());
-    }
-    if key.contains(['=', '\0']) {
-        return Err(format!(
-            "`{key}` cannot be a variable name: it contains `=` or NUL"
-        ));
-    }
-    Ok(())
 }
 
 /// A component file opened and measured before anything is sent.

@@ -1,101 +1,23 @@
-//! `eddy.toml`: the manifest that lists a project's functions and queues for `eddy deploy`.
-//! It is checked whole (unknown keys, sizes, durations, env names, queue names) before
-//! anything is uploaded.
+//! `eddy.toml` for `eddy deploy`: reads the file and resolves its paths against the
+//! manifest's directory. Parsing and checking it is `eddy_parse::manifest`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Result, anyhow};
-use eddy_node::queues::validate_queue_name;
-use serde::Deserialize;
 
-use crate::api::{ConsumerConfig, DeployConfig, FluidConfig, NewQueue, ScheduleConfig};
-use crate::build::{BuildSpec, Lang};
-use crate::deploy::{Consume, DeployRequest, check_env_key};
-use crate::units;
+use crate::build::BuildSpec;
+use crate::deploy::DeployRequest;
 
 /// The manifest `eddy deploy` reads when given neither NAME FILE nor `-f`.
 pub const DEFAULT_PATH: &str = "eddy.toml";
-
-const FORMAT_HINT: &str = "see `eddy deploy --help` for the manifest format";
-
-/// What the node appends to a queue's name to name its dead-letter queue.
-const DEAD_LETTER_SUFFIX: &str = "-dlq";
 
 /// What a manifest asks for, checked: the queues to create and the functions to deploy.
 #[derive(Debug)]
 pub struct Manifest {
     /// In name order.
-    pub queues: Vec<NewQueue>,
+    pub queues: Vec<crate::api::NewQueue>,
     /// In name order.
     pub functions: Vec<DeployRequest>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct ManifestToml {
-    #[serde(default)]
-    queues: BTreeMap<String, QueueToml>,
-    #[serde(default)]
-    functions: BTreeMap<String, FunctionToml>,
-}
-
-/// `[queues.NAME]`: a queue `eddy deploy` creates when the node does not have it yet.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct QueueToml {
-    idempotency_window: Option<String>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct FunctionToml {
-    /// How `eddy build` makes the component; without it the component is built elsewhere.
-    lang: Option<Lang>,
-    /// The function's project directory (with `lang`) [default: the manifest's directory].
-    source: Option<PathBuf>,
-    /// The component to deploy [default with `lang`: build/NAME.wasm].
-    component: Option<PathBuf>,
-    route: Option<String>,
-    memory: Option<String>,
-    timeout: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    allow_outbound: Vec<String>,
-    max_concurrency: Option<u32>,
-    max_queue: Option<u32>,
-    max_wait: Option<String>,
-    reserved_concurrency: Option<u32>,
-    reuse: Option<bool>,
-    reuse_max_requests: Option<u32>,
-    reuse_idle_timeout: Option<String>,
-    /// Queues the function may send to from inside; `*` for any.
-    #[serde(default)]
-    publish: Vec<String>,
-    /// The queue whose messages the function receives.
-    consume: Option<ConsumeToml>,
-    /// `schedule = { cron = "*/5 * * * *", ... }`: the keys are those the node takes, so the
-    /// table is read as it is sent; unknown keys are refused there too.
-    schedule: Option<ScheduleConfig>,
-    /// The node holds WebSocket connections on the route and sends the function their events.
-    websocket: Option<bool>,
-}
-
-/// `consume = { queue = "orders", ... }`: only `queue` is required; the node has defaults for
-/// the rest.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct ConsumeToml {
-    queue: String,
-    batch_size: Option<u32>,
-    max_concurrency: Option<u32>,
-    visibility_timeout: Option<String>,
-    max_attempts: Option<u32>,
-    backoff_base: Option<String>,
-    backoff_max: Option<String>,
-    dead_letter: Option<String>,
-    path: Option<String>,
 }
 
 /// Reads the manifest at `path`: its queues, and its functions as deploy requests with
@@ -113,188 +35,37 @@ pub fn load(path: &Path) -> Result<Manifest> {
 
 /// Parses manifest text; relative component paths are taken from `dir`.
 fn parse(text: &str, dir: &Path) -> Result<Manifest, String> {
-    let manifest: ManifestToml = toml::from_str(text).map_err(|err| {
-        let place = err
-            .span()
-            .map(|span| format!("line {}: ", text[..span.start].matches('\n').count() + 1))
-            .unwrap_or_default();
-        format!("{place}{} — {FORMAT_HINT}", err.message().trim_end())
-    })?;
-    if manifest.functions.is_empty() && manifest.queues.is_empty() {
-        return Err(format!(
-            "declares no functions or queues — add a [functions.NAME] or [queues.NAME] \
-             table; {FORMAT_HINT}"
-        ));
-    }
-    let queues = manifest
-        .queues
-        .into_iter()
-        .map(|(name, queue)| {
-            validate_queue_name(&name)?;
-            let idempotency_window_ms = duration("idempotency_window", &queue.idempotency_window)
-                .map_err(|problem| format!("queue `{name}`: {problem}"))?;
-            Ok(NewQueue {
-                name,
-                idempotency_window_ms,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let manifest = eddy_parse::manifest::parse(text)?;
     let functions = manifest
         .functions
         .into_iter()
-        .map(|(name, function)| {
-            let config = function
-                .config()
-                .map_err(|problem| format!("function `{name}`: {problem}"))?;
-            let build = function.lang.map(|lang| BuildSpec {
-                lang,
-                source: dir.join(function.source.as_deref().unwrap_or(Path::new("."))),
-            });
-            let component = match (&function.component, &build) {
-                (Some(component), _) => dir.join(component),
-                (None, Some(_)) => dir.join(format!("build/{name}.wasm")),
-                (None, None) => {
-                    return Err(format!(
-                        "function `{name}`: no `component` — set component = \"PATH.wasm\", \
-                         or lang = \"rust\", \"python\" or \"js\" for `eddy build` to make \
-                         it; {FORMAT_HINT}"
-                    ));
-                }
-            };
-            if function.source.is_some() && build.is_none() {
-                return Err(format!(
-                    "function `{name}`: `source` needs `lang` (how to build it); {FORMAT_HINT}"
-                ));
-            }
-            let consume = function
-                .consume
-                .as_ref()
-                .map(|consume| consume.binding(&name))
-                .transpose()
-                .map_err(|problem| format!("function `{name}`: consume: {problem}"))?;
-            Ok(DeployRequest {
-                component,
-                name,
-                config,
-                build,
-                consume,
-            })
+        .map(|function| DeployRequest {
+            component: dir.join(function.component),
+            name: function.name,
+            config: function.config,
+            build: function.build.map(|build| BuildSpec {
+                lang: build.lang,
+                source: dir.join(build.source),
+            }),
+            consume: function.consume,
         })
-        .collect::<Result<Vec<_>, String>>()?;
-    check_one_consumer_per_queue(&functions)?;
-    Ok(Manifest { queues, functions })
-}
-
-/// A queue has one consumer binding; two functions claiming it would replace each other's.
-fn check_one_consumer_per_queue(functions: &[DeployRequest]) -> Result<(), String> {
-    let mut consumers = BTreeMap::new();
-    for function in functions {
-        let Some(consume) = &function.consume else {
-            continue;
-        };
-        if let Some(first) = consumers.insert(&consume.queue, &function.name) {
-            return Err(format!(
-                "functions `{first}` and `{}` both consume queue `{}` — a queue has one \
-                 consumer; remove `consume` from one of them",
-                function.name, consume.queue
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a name that refers to a queue (`publish`, `consume`): the name of a queue one can
-/// create, or of such a queue's dead-letter queue. The rule is the node's, checked here so a
-/// typo stops the deploy before anything is uploaded.
-fn check_queue_ref(name: &str) -> Result<(), String> {
-    validate_queue_name(name).or_else(|problem| match name.strip_suffix(DEAD_LETTER_SUFFIX) {
-        Some(queue) if validate_queue_name(queue).is_ok() => Ok(()),
-        _ => Err(problem),
+        .collect();
+    Ok(Manifest {
+        queues: manifest.queues,
+        functions,
     })
-}
-
-/// A duration key's value in milliseconds; the error names the key.
-fn duration(key: &str, value: &Option<String>) -> Result<Option<u64>, String> {
-    value
-        .as_deref()
-        .map(units::parse_duration_ms)
-        .transpose()
-        .map_err(|problem| format!("{key}: {problem}"))
-}
-
-/// A count that must be at least 1; the error names the key.
-fn at_least_one(key: &str, value: Option<u32>) -> Result<Option<u32>, String> {
-    match value {
-        Some(0) => Err(format!("{key}: 0 is too few; expected 1 or more")),
-        _ => Ok(value),
-    }
-}
-
-impl ConsumeToml {
-    fn binding(&self, function: &str) -> Result<Consume, String> {
-        check_queue_ref(&self.queue).map_err(|problem| format!("queue: {problem}"))?;
-        if let Some(dead_letter) = &self.dead_letter {
-            check_queue_ref(dead_letter).map_err(|problem| format!("dead_letter: {problem}"))?;
-        }
-        Ok(Consume {
-            queue: self.queue.clone(),
-            consumer: ConsumerConfig {
-                function: function.to_owned(),
-                batch_size: at_least_one("batch_size", self.batch_size)?,
-                max_concurrency: at_least_one("max_concurrency", self.max_concurrency)?,
-                visibility_timeout_ms: duration("visibility_timeout", &self.visibility_timeout)?,
-                max_attempts: at_least_one("max_attempts", self.max_attempts)?,
-                backoff_base_ms: duration("backoff_base", &self.backoff_base)?,
-                backoff_max_ms: duration("backoff_max", &self.backoff_max)?,
-                dead_letter: self.dead_letter.clone(),
-                path: self.path.clone(),
-            },
-        })
-    }
-}
-
-impl FunctionToml {
-    fn config(&self) -> Result<DeployConfig, String> {
-        let memory_bytes_max = self
-            .memory
-            .as_deref()
-            .map(units::parse_size)
-            .transpose()
-            .map_err(|problem| format!("memory: {problem}"))?;
-        for key in self.env.keys() {
-            check_env_key(key)
-                .map_err(|problem| format!("env: {problem} — rename it in the env table"))?;
-        }
-        for queue in self.publish.iter().filter(|queue| *queue != "*") {
-            check_queue_ref(queue)
-                .map_err(|problem| format!("publish: {problem}, or \"*\" for any queue"))?;
-        }
-        Ok(DeployConfig {
-            route: self.route.clone(),
-            memory_bytes_max,
-            timeout_ms: duration("timeout", &self.timeout)?,
-            env: self.env.clone(),
-            publish: self.publish.clone(),
-            schedule: self.schedule.clone(),
-            websocket: self.websocket,
-            fluid: FluidConfig {
-                allow_outbound: self.allow_outbound.clone(),
-                max_concurrency: self.max_concurrency,
-                max_queue: self.max_queue,
-                max_wait_ms: duration("max_wait", &self.max_wait)?,
-                reserved_concurrency: self.reserved_concurrency,
-                reuse: self.reuse,
-                reuse_max_requests: self.reuse_max_requests,
-                reuse_idle_timeout_ms: duration("reuse_idle_timeout", &self.reuse_idle_timeout)?,
-            },
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use eddy_parse::manifest::FORMAT_HINT;
+
     use super::*;
-    use crate::api::{Missed, Overlap};
+    use crate::api::{ConsumerConfig, DeployConfig, FluidConfig, Missed, NewQueue, Overlap, ScheduleConfig};
+    use crate::build::Lang;
+    use crate::deploy::Consume;
 
     const EXAMPLE: &str = r#"
         [functions.hello]

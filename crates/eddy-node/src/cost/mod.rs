@@ -291,7 +291,7 @@ pub fn spent(
         SheetKind::PerInvocation => minutes
             .iter()
             .filter(|m| m.1 >= from_ms && function.is_none_or(|f| m.0 == f))
-            .map(|m| sheet.cost(&m.2).total_usd())
+            .map(|m| sheets::cost(sheet, &m.2).total_usd())
             .sum(),
         SheetKind::Machine => {
             let hours = (now_ms - from_ms).max(0) as f64 / HOUR_MS as f64;
@@ -343,7 +343,7 @@ impl Frame<'_> {
         let mut by_function: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
         let mut points = vec![0.0; self.buckets.len()];
         for m in self.window.iter().copied().filter(|m| query.mine(m)) {
-            let cost = sheet.cost(&m.2);
+            let cost = sheets::cost(sheet, &m.2);
             total.add(&cost);
             invocations += m.2.invocations;
             let entry = by_function.entry(&m.0).or_default();
@@ -362,7 +362,7 @@ impl Frame<'_> {
             .iter()
             .filter(|m| m.1 >= forecast_from && query.mine(m))
         {
-            let usd = sheet.cost(&m.2).total_usd();
+            let usd = sheets::cost(sheet, &m.2).total_usd();
             if usd > 0.0 {
                 first_cost_ms = Some(first_cost_ms.map_or(m.1, |f| f.min(m.1)));
             }

@@ -1,0 +1,158 @@
+//! The control API's request bodies and queries, and the name rules they are checked by.
+//! The node deserializes with these very types (`#[serde(deny_unknown_fields)]`: unknown keys
+//! are refused); what a value means against the node's limits is the node's check.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::routes::validate_name;
+use crate::schedule::ScheduleSettings;
+
+/// Longest queue name: room for the `-dlq` of its dead-letter queue within 63.
+pub const QUEUE_NAME_BYTES_MAX: usize = 58;
+
+/// Longest channel name.
+pub const CHANNEL_NAME_BYTES_MAX: usize = 128;
+
+/// What a deploy asks for; every field optional. Unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub route: Option<String>,
+    pub memory_bytes_max: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Hosts or URLs the function may call (`*` for any, only when given explicitly).
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    pub max_concurrency: Option<u32>,
+    pub max_queue: Option<u32>,
+    pub max_wait_ms: Option<u64>,
+    pub reserved_concurrency: Option<u32>,
+    /// Keep instances warm between requests. Either tuning key alone also turns it on.
+    pub reuse: Option<bool>,
+    pub reuse_max_requests: Option<u32>,
+    pub reuse_idle_timeout_ms: Option<u64>,
+    /// Queues the function may publish to from inside (`*` for any).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// A cron schedule that invokes the function.
+    pub schedule: Option<ScheduleSettings>,
+    /// Hold WebSocket connections on the route and deliver their events.
+    pub websocket: Option<bool>,
+}
+
+/// Body of `POST /v1/functions/{name}/rollback`; empty means the previous version.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub version: Option<u32>,
+}
+
+/// Query of `GET /v1/functions/{name}/logs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    pub after: Option<i64>,
+    pub tail: Option<usize>,
+    pub limit: Option<usize>,
+    pub wait_ms: Option<u64>,
+}
+
+/// Query of `GET /v1/functions/{name}/stats`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    pub since_ms: Option<u64>,
+}
+
+/// Body of `POST /v1/queues`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQueue {
+    pub name: String,
+    pub idempotency_window_ms: Option<u64>,
+}
+
+/// Body of `POST /v1/queues/{name}/batch`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPublish {
+    pub messages: Vec<BatchMessage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+/// One message of a batch: `data` (UTF-8) or `data_base64`.
+pub struct BatchMessage {
+    pub data: Option<String>,
+    pub data_base64: Option<String>,
+    pub content_type: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Query of `GET /v1/queues/{name}/messages`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeekQuery {
+    pub limit: Option<u32>,
+}
+
+/// Body of `PUT /v1/queues/{name}/consumer`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerRequest {
+    pub function: String,
+    pub batch_size: Option<u32>,
+    pub max_concurrency: Option<u32>,
+    pub visibility_timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub dead_letter: Option<String>,
+    pub path: Option<String>,
+}
+
+/// Query of `GET /v1/cost`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostQuery {
+    pub function: Option<String>,
+    /// Window length; default: from the start of the calendar month (UTC).
+    pub since_ms: Option<u64>,
+    /// Comma-separated sheet names; default: every sheet.
+    pub sheet: Option<String>,
+}
+
+/// Check a queue name: a function name that leaves room for `-dlq`.
+pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    validate_name(name).map_err(|_| {
+        format!(
+            "queue name `{name}` is invalid: use 1-{QUEUE_NAME_BYTES_MAX} characters of a-z, 0-9 and `-`, starting with a letter"
+        )
+    })?;
+    if name.len() > QUEUE_NAME_BYTES_MAX {
+        return Err(format!(
+            "queue name `{name}` is longer than {QUEUE_NAME_BYTES_MAX} characters (its dead-letter queue adds `-dlq`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Check a channel name: 1-128 of `A-Z a-z 0-9 . _ ~ -`, so it reads the same in a URL
+/// path whoever writes it.
+pub fn validate_channel(name: &str) -> Result<(), String> {
+    let ok = (1..=CHANNEL_NAME_BYTES_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "channel name `{name}` is invalid: use 1-{CHANNEL_NAME_BYTES_MAX} characters of A-Z, a-z, 0-9 and `._~-`"
+        ))
+    }
+}
