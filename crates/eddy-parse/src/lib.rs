@@ -4,6 +4,7 @@
 //! them alone (`fuzz/`, docs/fuzzing.md); the node and the CLI use these very functions.
 
 pub mod api;
+pub mod fuzzing;
 pub mod manifest;
 pub mod platform;
 pub mod routes;
