@@ -173,6 +173,12 @@ pub struct NodeConfig {
     /// lower to fit the open-file limit; a value the operator set is never lowered).
     #[serde(skip)]
     pub limits_set: Vec<String>,
+    /// The command that compiles components in a child process bounded by
+    /// `limits.compile_time_ms_max` and `limits.compile_memory_bytes_max` (`eddy serve`: its
+    /// own executable's `compile-worker`). `None` compiles in the node's process, unbounded:
+    /// only for embedding the node in tests.
+    #[serde(skip)]
+    pub compiler: Option<eddy_runtime::CompilerCommand>,
 }
 
 /// Every node-wide limit. Names carry their units.
@@ -225,6 +231,8 @@ pub struct LimitsConfig {
     pub component_functions_max: u32,
     pub component_data_bytes_max: u64,
     pub component_modules_max: u32,
+    pub compile_time_ms_max: u64,
+    pub compile_memory_bytes_max: u64,
     pub queue_message_bytes_max: u64,
     pub queue_depth_max: u64,
     pub queues_bytes_max: u64,
@@ -282,6 +290,7 @@ impl Default for NodeConfig {
             limits: LimitsConfig::default(),
             pooling: PoolingSettings::default(),
             limits_set: Vec::new(),
+            compiler: None,
         }
     }
 }
@@ -330,6 +339,8 @@ impl Default for LimitsConfig {
             component_functions_max: rt::DEFAULT_COMPONENT_FUNCTIONS_MAX,
             component_data_bytes_max: rt::DEFAULT_COMPONENT_DATA_BYTES_MAX,
             component_modules_max: rt::DEFAULT_COMPONENT_MODULES_MAX,
+            compile_time_ms_max: eddy_runtime::compiler::DEFAULT_COMPILE_TIME_MS_MAX,
+            compile_memory_bytes_max: eddy_runtime::compiler::DEFAULT_COMPILE_MEMORY_BYTES_MAX,
             queue_message_bytes_max: DEFAULT_QUEUE_MESSAGE_BYTES_MAX,
             queue_depth_max: DEFAULT_QUEUE_DEPTH_MAX,
             queues_bytes_max: DEFAULT_QUEUES_BYTES_MAX,
@@ -450,7 +461,8 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 47] = [
+        let positive: [(&str, u64); 48] = [
+            ("limits.compile_time_ms_max", l.compile_time_ms_max),
             ("limits.queue_bytes_max", l.queue_bytes_max),
             ("limits.queues_bytes_max", l.queues_bytes_max),
             (
@@ -650,6 +662,13 @@ impl NodeConfig {
                 l.queue_idempotency_window_ms_default
             )));
         }
+        if l.compile_memory_bytes_max < eddy_runtime::compiler::COMPILE_MEMORY_BYTES_FLOOR {
+            return Err(ConfigError(format!(
+                "limits.compile_memory_bytes_max ({}) is below {} (64 MiB): the compiler process needs that much to start",
+                l.compile_memory_bytes_max,
+                eddy_runtime::compiler::COMPILE_MEMORY_BYTES_FLOOR
+            )));
+        }
         self.outbound_allow_networks()?;
         self.trusted_proxies()?;
         if let Some(url) = &self.public_url
@@ -692,6 +711,11 @@ impl NodeConfig {
             data_bytes_max: l.component_data_bytes_max,
             modules_max: l.component_modules_max,
         };
+        config.compile = eddy_runtime::CompileLimits {
+            time_ms_max: l.compile_time_ms_max,
+            memory_bytes_max: l.compile_memory_bytes_max,
+        };
+        config.compiler = self.compiler.clone();
         config.host = rt::HostLimits {
             resources_per_instance_max: l.resources_per_instance_max,
             fields_bytes_max: l.fields_bytes_max,

@@ -73,6 +73,9 @@ impl From<StoreError> for ApiError {
 
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> ApiError {
+        if e.is_node_fault() {
+            return ApiError::internal("compiling the component failed", e);
+        }
         let code = match e.limit() {
             Some(_) => "component_limit",
             None => "invalid_component",

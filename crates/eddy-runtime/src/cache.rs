@@ -127,61 +127,75 @@ impl CompileCache {
         }
     }
 
-    /// Load the compiled component for `digest`, or compile `bytes` and store the result.
-    /// Returns whether it was compiled.
-    pub(crate) fn load_or_compile(
+    /// The compiled component for `digest`, if the cache holds a usable one. An entry that
+    /// is not ours to trust or that Wasmtime refuses is removed (compiling again costs only
+    /// time).
+    pub(crate) fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.entry_path(digest);
+        if !path.exists() {
+            return None;
+        }
+        if let Err(e) = trusted_artifact(&path) {
+            // Never load it as code.
+            tracing::warn!(error = %e, "ignoring an untrusted compile-cache entry");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        // SAFETY: entries in the cache directory are written only by this cache, from
+        // `Component::serialize` of an engine with the same compatibility hash (it is part
+        // of the file name), in this process or in its compile worker. Wasmtime re-checks
+        // the header and engine settings.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(component)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unusable compile-cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Keep a component compiled in this process.
+    pub(crate) fn store_component(&self, digest: &str, component: &Component) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let path = self.entry_path(digest);
+        let stored = component
+            .serialize()
+            .and_then(|bytes| Ok(write_atomically(&path, &bytes)?));
+        if let Err(e) = stored {
+            tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "cannot write compile-cache entry; continuing without it");
+        }
+    }
+
+    /// Keep the serialized component a compile worker produced and load it: from the cache
+    /// file (mapped, not copied) when it could be written, else from `artifact`.
+    pub(crate) fn store_artifact(
         &self,
         engine: &Engine,
         digest: &str,
-        bytes: &[u8],
-    ) -> wasmtime::Result<(Component, bool)> {
-        let path = self.entry_path(digest);
-        if path.exists() {
-            if let Err(e) = trusted_artifact(&path) {
-                // Never load it as code; compiling again costs only time.
-                tracing::warn!(error = %e, "ignoring an untrusted compile-cache entry");
-                let _ = std::fs::remove_file(&path);
-                return self.compile_and_store(engine, &path, bytes);
-            }
-            // SAFETY: entries in the cache directory are written only by this cache, from
-            // `Component::serialize` of an engine with the same compatibility hash (it is
-            // part of the file name). Wasmtime re-checks the header and engine settings.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((component, false));
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unusable compile-cache entry");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        self.compile_and_store(engine, &path, bytes)
-    }
-
-    fn compile_and_store(
-        &self,
-        engine: &Engine,
-        path: &Path,
-        bytes: &[u8],
-    ) -> wasmtime::Result<(Component, bool)> {
-        let component = Component::new(engine, bytes)?;
+        artifact: &[u8],
+    ) -> wasmtime::Result<Component> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.store(path, &component) {
-            tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "cannot write compile-cache entry; continuing without it");
+        let path = self.entry_path(digest);
+        match write_atomically(&path, artifact) {
+            // SAFETY: the file was written just above, 0600 in our private directory, from
+            // the output of our own compile worker (this executable) serializing with the
+            // same code settings; Wasmtime re-checks the header and engine settings.
+            Ok(()) => unsafe { Component::deserialize_file(engine, &path) },
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write compile-cache entry; continuing without it");
+                // SAFETY: as above, without the file.
+                unsafe { Component::deserialize(engine, artifact) }
+            }
         }
-        Ok((component, true))
     }
 
     fn entry_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         self.dir.join(format!("{hex}-{}.cwasm", self.engine_key))
-    }
-
-    fn store(&self, path: &Path, component: &Component) -> wasmtime::Result<()> {
-        write_atomically(path, &component.serialize()?)?;
-        Ok(())
     }
 }
 
@@ -233,6 +247,7 @@ pub(crate) struct IncrementalStore {
     bytes_max: u64,
     hits: AtomicU64,
     inserts: AtomicU64,
+    inserted_bytes: AtomicU64,
 }
 
 impl IncrementalStore {
@@ -273,6 +288,7 @@ impl IncrementalStore {
             bytes_max,
             hits: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
+            inserted_bytes: AtomicU64::new(0),
         })
     }
 
@@ -287,6 +303,18 @@ impl IncrementalStore {
             self.hits.load(Ordering::Relaxed),
             self.inserts.load(Ordering::Relaxed),
         )
+    }
+
+    /// Bytes of the entries stored since start.
+    pub(crate) fn inserted_bytes(&self) -> u64 {
+        self.inserted_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Count what a compile worker found and stored in the same directory.
+    pub(crate) fn add_worker(&self, hits: u64, inserts: u64, bytes: u64) {
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.inserts.fetch_add(inserts, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
     fn path(&self, key: &[u8]) -> PathBuf {
@@ -329,6 +357,7 @@ impl wasmtime::CacheStore for IncrementalStore {
             return false;
         }
         self.inserts.fetch_add(1, Ordering::Relaxed);
+        self.inserted_bytes.fetch_add(len, Ordering::Relaxed);
         true
     }
 }

@@ -11,6 +11,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CacheStats, CompileCache, IncrementalStore};
+use crate::compiler::{CompileFailure, code_config, compile_in_worker};
 use crate::invoke::InvocationState;
 use crate::limits::{ComponentLimits, EPOCH_TICK_MS, RuntimeConfig};
 use crate::outbound::OutboundClient;
@@ -89,15 +90,30 @@ pub enum DeployError {
         declared: u64,
         max: u64,
     },
+    #[error(
+        "{detail}, above this node's {limit}; the compiler was stopped and nothing was deployed \
+         (a component with one huge function or very many functions costs the most to compile: \
+         split it, or ask the operator to raise {limit})"
+    )]
+    CompileLimit { limit: &'static str, detail: String },
+    #[error("the node could not compile the component: {0}")]
+    Compiler(String),
 }
 
 impl DeployError {
     /// The named limit the component exceeded, if that is why it was refused.
     pub fn limit(&self) -> Option<&'static str> {
         match self {
-            DeployError::ComponentLimit { limit, .. } => Some(limit),
+            DeployError::ComponentLimit { limit, .. } | DeployError::CompileLimit { limit, .. } => {
+                Some(limit)
+            }
             _ => None,
         }
+    }
+
+    /// Whether the node, not the component, failed (the compile worker could not run).
+    pub fn is_node_fault(&self) -> bool {
+        matches!(self, DeployError::Compiler(_))
     }
 }
 
@@ -209,10 +225,10 @@ impl Runtime {
         check_is_component(bytes)?;
         check_declared(bytes, &self.config.component)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-        let (component, compiled) = self
-            .cache
-            .load_or_compile(&self.engine, &digest, bytes)
-            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        let (component, compiled) = match self.cache.load(&self.engine, &digest) {
+            Some(component) => (component, false),
+            None => (self.compile(&digest, bytes)?, true),
+        };
         let pre = self.link(&component)?;
         Ok(Prepared {
             pre,
@@ -220,6 +236,49 @@ impl Runtime {
             compiled,
             inline_teardown_memory_bytes_max: self.config.pooling.inline_teardown_memory_bytes_max,
         })
+    }
+
+    /// Compile `bytes` and keep the result in the cache: in a compile worker bounded by
+    /// `compile_time_ms_max` and `compile_memory_bytes_max` when the runtime has one (the
+    /// node always does), else in this process.
+    fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, DeployError> {
+        let invalid = |e: wasmtime::Error| DeployError::Invalid(format!("{e:#}"));
+        let Some(command) = &self.config.compiler else {
+            let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+            self.cache.store_component(digest, &component);
+            return Ok(component);
+        };
+        let incremental_dir = self.config.cache_dir.join(INCREMENTAL_CACHE_SUBDIR);
+        let incremental = self.incremental.as_ref().map(|_| {
+            (
+                incremental_dir.as_path(),
+                self.config.incremental_cache_bytes_max,
+            )
+        });
+        let limits = self.config.compile;
+        let (artifact, stats) = compile_in_worker(command, limits, incremental, bytes).map_err(
+            |failure| match failure {
+                CompileFailure::Time { ms } => DeployError::CompileLimit {
+                    limit: "compile_time_ms_max",
+                    detail: format!("compiling it took longer than {ms} ms"),
+                },
+                CompileFailure::Memory { bytes } => DeployError::CompileLimit {
+                    limit: "compile_memory_bytes_max",
+                    detail: format!(
+                        "compiling it needed more than {} MiB of memory",
+                        bytes / (1024 * 1024)
+                    ),
+                },
+                CompileFailure::Invalid(reason) => DeployError::Invalid(reason),
+                CompileFailure::Worker(reason) => DeployError::Compiler(reason),
+            },
+        )?;
+        if let Some(store) = &self.incremental {
+            store.add_worker(stats.hits, stats.inserts, stats.bytes);
+        }
+        self.cache
+            .store_artifact(&self.engine, digest, &artifact)
+            .map_err(|e| DeployError::Compiler(format!("loading the compiled component: {e:#}")))
     }
 
     fn link(&self, component: &Component) -> Result<ProxyPre<InvocationState>, DeployError> {
@@ -289,12 +348,15 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         } else {
             Enabled::No
         });
-    let mut wasm = Config::new();
-    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
-        .epoch_interruption(true)
-        .memory_init_cow(true)
-        .parallel_compilation(true);
+    let mut wasm = code_config();
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     wasm
+}
+
+/// The node's engine for `config`, without an incremental cache (for tests).
+#[cfg(test)]
+pub(crate) fn node_engine(config: &RuntimeConfig) -> Engine {
+    Engine::new(&engine_config(config)).unwrap()
 }
 
 fn cache_dir_error(dir: &std::path::Path) -> impl FnOnce(std::io::Error) -> RuntimeError {

@@ -10,6 +10,7 @@
 
 mod body;
 mod cache;
+pub mod compiler;
 pub mod destinations;
 mod engine;
 mod invoke;
@@ -23,6 +24,7 @@ pub use body::ResponseBody;
 pub use cache::{
     CacheStats, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensure_private_dir, write_new_private,
 };
+pub use compiler::{CompileLimits, CompilerCommand};
 pub use engine::{DeployError, Prepared, Runtime, RuntimeError};
 pub use invoke::{Answer, Deployment, DeploymentSettings, Failure, InvocationReport, Outcome};
 pub use limits::{FunctionLimits, OutboundConfig, PoolingConfig, ReuseConfig, RuntimeConfig};

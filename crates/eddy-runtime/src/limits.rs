@@ -151,6 +151,11 @@ pub struct RuntimeConfig {
     pub host: HostLimits,
     /// What one component may declare.
     pub component: ComponentLimits,
+    /// What compiling one component may take.
+    pub compile: crate::compiler::CompileLimits,
+    /// Where components are compiled: `None` in this process (unbounded: tests and
+    /// embedders), else a compile worker bounded by `compile`.
+    pub compiler: Option<crate::compiler::CompilerCommand>,
 }
 
 /// What one instance may hold on the host, outside its linear memory (see docs/security.md).
@@ -186,6 +191,8 @@ impl RuntimeConfig {
             incremental_cache_bytes_max: DEFAULT_INCREMENTAL_CACHE_BYTES_MAX,
             host: HostLimits::default(),
             component: ComponentLimits::default(),
+            compile: crate::compiler::CompileLimits::default(),
+            compiler: None,
         }
     }
 }

@@ -134,8 +134,20 @@ enum ApiCommand {
     Budget(budget::BudgetArgs),
 }
 
+fn main() -> ExitCode {
+    // The node's compile worker (`eddy serve` runs it to compile a deployed component within
+    // limits): before clap, and before the async runtime starts threads the limits count.
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(first), None) = (args.next(), args.next())
+        && first == eddy_runtime::compiler::WORKER_SUBCOMMAND
+    {
+        return eddy_runtime::compiler::worker_main();
+    }
+    cli_main()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Api(ApiCommand::Deploy(args)) = &cli.command
         && let Err(problem) = args.check_usage()

@@ -78,6 +78,7 @@ fn node_config(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<NodeConfig
     if args.public_url.is_some() {
         config.public_url = args.public_url;
     }
+    config.compiler = Some(eddy_runtime::CompilerCommand::this_executable());
     config.validate()?;
     Ok(config)
 }

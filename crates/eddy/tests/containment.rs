@@ -518,3 +518,95 @@ async fn clients_cannot_forge_node_headers_in_trailers() {
     assert!(answer.contains("x-mine: kept"), "{answer}");
     assert!(!answer.contains("eddy-queue"), "{answer}");
 }
+
+/// A component whose one core function keeps `locals` values live through `instructions`
+/// steps of arithmetic on them (every one feeds the result, so none is optimised away): under
+/// a megabyte on the wire and within every declared count, yet Cranelift's register
+/// allocator needs seconds and hundreds of MiB for it (2,000 × 60,000: more than a minute
+/// of CPU in a debug build; 64 MiB runs out in under a second).
+fn costly_to_compile(locals: usize, instructions: usize) -> Vec<u8> {
+    let mut body = String::with_capacity(instructions * 64);
+    for l in 1..locals {
+        body += &format!("local.get 0 i64.const {l} i64.add local.set {l}\n");
+    }
+    for i in 0..instructions {
+        let (x, y, z) = (
+            1 + i % (locals - 1),
+            (i * 7 + 3) % locals,
+            (i * 13 + 5) % locals,
+        );
+        body +=
+            &format!("local.get {x} local.get {y} i64.mul local.get {z} i64.add local.set {x}\n");
+    }
+    body += "local.get 0\n";
+    for l in 1..locals {
+        body += &format!("local.get {l} i64.xor\n");
+    }
+    let text = format!(
+        "(component (core module (func (export \"f\") (param i64) (result i64) (local {}) {body})))",
+        "i64 ".repeat(locals - 1)
+    );
+    wat::parse_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiling_a_hostile_component_is_bounded_in_time_and_memory() {
+    let hostile = costly_to_compile(2_000, 60_000);
+    for (config, limit) in [
+        (
+            "[limits]\ncompile_memory_bytes_max = 67108864\n",
+            "compile_memory_bytes_max",
+        ),
+        (
+            "[limits]\ncompile_time_ms_max = 300\n",
+            "compile_time_ms_max",
+        ),
+    ] {
+        let node = Node::start_with_config(config);
+        // An ordinary component compiles within the same limits.
+        node.deploy_ok("hello", "hello-rust", json!({})).await;
+        let rss_before = node.peak_rss_bytes();
+        let (status, body) = node.deploy("hostile", hostile.clone(), json!({})).await;
+        assert_eq!(status, 422, "{limit}: {body}");
+        assert_eq!(body["error"]["code"], "component_limit", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{message}");
+        // The compiler ran in a process of its own: the node's memory did not grow with it.
+        let grown = node.peak_rss_bytes().saturating_sub(rss_before);
+        assert!(grown < 64 << 20, "{limit}: the node grew by {grown} bytes");
+        // Nothing was deployed or cached for it, and the node serves on.
+        let (status, _) = node.api_get("/v1/functions/hostile").await;
+        assert_eq!(status, 404);
+        let cached: Vec<_> = std::fs::read_dir(node.state_dir().join("cache"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .collect();
+        assert_eq!(cached.len(), 1, "only hello's compiled code is cached");
+        assert_unharmed(&node).await;
+        // No compiler is left running.
+        let children = children_of(node.pid());
+        assert!(
+            children.is_empty(),
+            "{limit}: the node left {children:?} running"
+        );
+    }
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // `pid (comm) state ppid ...`; comm may hold spaces, so split after its `)`.
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}

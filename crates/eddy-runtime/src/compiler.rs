@@ -1,0 +1,399 @@
+//! Compiling an uploaded component in a child process, bounded in time and memory.
+//!
+//! Cranelift's time and memory grow with what a component contains, and a component is
+//! whatever a deployer uploads: one huge function can take seconds of CPU and gigabytes of
+//! memory to compile. The node therefore compiles in a child process (the `eddy` binary's
+//! hidden `compile-worker` subcommand, which calls [`worker_main`]) with `RLIMIT_DATA` at
+//! `compile_memory_bytes_max`, killed at `compile_time_ms_max`; the deploy then gets
+//! `422 component_limit` naming the limit, and the node is unharmed. The child builds an
+//! engine with the node's code settings ([`code_config`]) and writes the serialized component
+//! to its stdout; the node loads it like a compile-cache entry (the pooling allocator does
+//! not change the compiled code, so the artifact is compatible: see the test below).
+//!
+//! Protocol: the component's bytes on the child's stdin; on success exit 0, the artifact on
+//! stdout and a last stderr line `eddy-compile-stats hits=H inserts=I bytes=B` (Cranelift's
+//! incremental cache, counted into the node's); an invalid component exits
+//! [`EXIT_INVALID`] with the reason on stderr.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+use crate::cache::IncrementalStore;
+
+/// The program and arguments that run [`worker_main`] (the node: its own executable with
+/// `compile-worker`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompilerCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// The argument that makes the `eddy` binary a compile worker.
+pub const WORKER_SUBCOMMAND: &str = "compile-worker";
+
+impl CompilerCommand {
+    /// The running executable as its own compile worker. `/proc/self/exe` names the binary
+    /// this process runs even after an upgrade replaced the file on disk, so the worker's code
+    /// settings always match the node's.
+    pub fn this_executable() -> CompilerCommand {
+        CompilerCommand {
+            program: PathBuf::from("/proc/self/exe"),
+            args: vec![OsString::from(WORKER_SUBCOMMAND)],
+        }
+    }
+}
+
+/// How much compiling one component may take (see docs/limits.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// Wall time from starting the compiler to its artifact.
+    pub time_ms_max: u64,
+    /// The compiler process's data memory (`RLIMIT_DATA`: heap, thread stacks, code being
+    /// emitted), including the process's own start-up (about 20 MiB).
+    pub memory_bytes_max: u64,
+}
+
+/// Default of `compile_time_ms_max`. The slowest example to compile, hello-js (13 MB,
+/// 12,818 functions), takes 7.9 s in this machine's debug build without an incremental
+/// cache, hello-python 6.1 s, hello-rust 0.06 s (2026-12-04); a minute leaves room for a
+/// slower or busier machine.
+pub const DEFAULT_COMPILE_TIME_MS_MAX: u64 = 60_000;
+/// Default of `compile_memory_bytes_max`. Compiling hello-js peaks at 419 MiB resident,
+/// hello-python at 347 MiB, hello-rust at 27 MiB (same measurement).
+pub const DEFAULT_COMPILE_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The smallest `compile_memory_bytes_max` a node accepts: the worker's own start-up takes
+/// about 20 MiB.
+pub const COMPILE_MEMORY_BYTES_FLOOR: u64 = 64 * 1024 * 1024;
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        CompileLimits {
+            time_ms_max: DEFAULT_COMPILE_TIME_MS_MAX,
+            memory_bytes_max: DEFAULT_COMPILE_MEMORY_BYTES_MAX,
+        }
+    }
+}
+
+/// Exit status of a worker whose input is not a valid component.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit status of a worker that could not run (bad environment, unwritable output).
+const EXIT_WORKER: u8 = 3;
+/// Environment variables the node passes its worker.
+const ENV_INCREMENTAL_DIR: &str = "EDDY_COMPILE_INCREMENTAL_DIR";
+const ENV_INCREMENTAL_BYTES_MAX: &str = "EDDY_COMPILE_INCREMENTAL_BYTES_MAX";
+/// Prefix of the worker's last stderr line on success.
+const STATS_PREFIX: &str = "eddy-compile-stats ";
+/// The worker's stderr kept for the error message.
+const STDERR_BYTES_MAX: usize = 64 * 1024;
+
+/// The engine settings that decide compiled code, shared by the node's engine (which adds the
+/// pooling allocator) and the compile worker's.
+pub(crate) fn code_config() -> Config {
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    wasm
+}
+
+/// Why compiling in the worker failed.
+#[derive(Debug)]
+pub(crate) enum CompileFailure {
+    /// Not done within `compile_time_ms_max`; the worker was killed.
+    Time { ms: u64 },
+    /// The worker ran out of `compile_memory_bytes_max`.
+    Memory { bytes: u64 },
+    /// The component is invalid (Wasmtime's reason).
+    Invalid(String),
+    /// The worker could not run or stopped for another reason: the node's fault.
+    Worker(String),
+}
+
+/// Incremental-cache counts the worker reports.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct WorkerStats {
+    pub hits: u64,
+    pub inserts: u64,
+    pub bytes: u64,
+}
+
+/// Compile `bytes` in a worker: the serialized component and the worker's cache counts.
+pub(crate) fn compile_in_worker(
+    command: &CompilerCommand,
+    limits: CompileLimits,
+    incremental: Option<(&Path, u64)>,
+    bytes: &[u8],
+) -> Result<(Vec<u8>, WorkerStats), CompileFailure> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(limits.time_ms_max);
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((dir, bytes_max)) = incremental {
+        cmd.env(ENV_INCREMENTAL_DIR, dir)
+            .env(ENV_INCREMENTAL_BYTES_MAX, bytes_max.to_string());
+    }
+    let memory = limits.memory_bytes_max;
+    // CPU seconds the worker may use: every core for the whole deadline, and a second more.
+    // The node kills it at the deadline; this holds if the node cannot (it is stopped).
+    let cpu_seconds = limits.time_ms_max.div_ceil(1000).saturating_mul(cores()) + 1;
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // async-signal-safe system calls (setrlimit, prctl), with no allocation.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            set_limit(libc::RLIMIT_DATA, memory)?;
+            set_limit(libc::RLIMIT_CPU, cpu_seconds)?;
+            set_limit(libc::RLIMIT_CORE, 0)?;
+            // Never outlive the node.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        CompileFailure::Worker(format!(
+            "cannot start the compiler {}: {e}",
+            command.program.display()
+        ))
+    })?;
+    // The pipes are drained on threads so neither side blocks the other; the input is
+    // written on one too (a worker that stops reading cannot hold the node past the deadline).
+    let stdin = child.stdin.take().expect("piped stdin");
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || {
+        let mut stdin = stdin;
+        let _ = stdin.write_all(&input);
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    // The artifact lives in the worker's memory before it is written: it cannot be larger.
+    let output_max = memory;
+    let out_reader = std::thread::spawn(move || read_capped(stdout, output_max));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let err_reader = std::thread::spawn(move || read_capped(stderr, STDERR_BYTES_MAX as u64));
+    let status = wait_until(&mut child, deadline);
+    let _ = writer.join();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr);
+    let Some(status) = status else {
+        return Err(CompileFailure::Time {
+            ms: limits.time_ms_max,
+        });
+    };
+    use std::os::unix::process::ExitStatusExt;
+    if status.success() {
+        let stats = stderr
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix(STATS_PREFIX))
+            .map(parse_stats)
+            .unwrap_or_default();
+        return Ok((stdout, stats));
+    }
+    let reason = stderr.trim();
+    if out_of_memory(reason) {
+        return Err(CompileFailure::Memory { bytes: memory });
+    }
+    if status.signal() == Some(libc::SIGXCPU) || status.signal() == Some(libc::SIGKILL) {
+        // Killed by its CPU limit (or by someone else at the deadline's edge).
+        return Err(CompileFailure::Time {
+            ms: limits.time_ms_max,
+        });
+    }
+    if status.code() == Some(i32::from(EXIT_INVALID)) {
+        return Err(CompileFailure::Invalid(reason.to_string()));
+    }
+    Err(CompileFailure::Worker(format!(
+        "the compiler {} stopped ({status}) after {} ms: {}",
+        command.program.display(),
+        started.elapsed().as_millis(),
+        if reason.is_empty() {
+            "no message"
+        } else {
+            reason
+        }
+    )))
+}
+
+/// Waits for `child` until `deadline`; past it, kills it and returns `None`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Whether the worker's message says it ran out of memory: Rust's allocation-failure
+/// abort, or an `ENOMEM` from mapping code memory.
+fn out_of_memory(stderr: &str) -> bool {
+    stderr.contains("memory allocation of")
+        || stderr.contains("os error 12")
+        || stderr.contains("out of memory")
+}
+
+fn read_capped(from: impl Read, max: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = from.take(max).read_to_end(&mut out);
+    out
+}
+
+fn parse_stats(line: &str) -> WorkerStats {
+    let mut stats = WorkerStats::default();
+    for pair in line.split_whitespace() {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = value.parse().unwrap_or(0);
+        match key {
+            "hits" => stats.hits = value,
+            "inserts" => stats.inserts = value,
+            "bytes" => stats.bytes = value,
+            _ => {}
+        }
+    }
+    stats
+}
+
+fn cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: setrlimit reads the struct we pass and nothing else.
+    if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The compile worker: the component on stdin, the serialized component on stdout. Run by
+/// the `eddy` binary's hidden `compile-worker` subcommand, in a process the node limits.
+pub fn worker_main() -> ExitCode {
+    match work() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An I/O failure of the worker itself (not of the component).
+fn worker(what: &'static str) -> impl Fn(std::io::Error) -> (u8, String) {
+    move |e| (EXIT_WORKER, format!("{what}: {e}"))
+}
+
+fn work() -> Result<(), (u8, String)> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(worker("reading the component"))?;
+    let mut config = code_config();
+    let incremental = match std::env::var_os(ENV_INCREMENTAL_DIR) {
+        Some(dir) => {
+            let bytes_max = std::env::var(ENV_INCREMENTAL_BYTES_MAX)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let store = IncrementalStore::open(Path::new(&dir), bytes_max)
+                .map_err(worker("opening the incremental cache"))?;
+            let store = Arc::new(store);
+            config
+                .enable_incremental_compilation(store.clone())
+                .map_err(|e| (EXIT_WORKER, format!("{e:#}")))?;
+            Some(store)
+        }
+        None => None,
+    };
+    let engine = Engine::new(&config).map_err(|e| (EXIT_WORKER, format!("{e:#}")))?;
+    let component =
+        Component::new(&engine, &bytes).map_err(|e| (EXIT_INVALID, format!("{e:#}")))?;
+    let artifact = component
+        .serialize()
+        .map_err(|e| (EXIT_WORKER, format!("{e:#}")))?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&artifact)
+        .and_then(|()| stdout.flush())
+        .map_err(worker("writing the compiled component"))?;
+    if let Some(store) = incremental {
+        let (hits, inserts) = store.counts();
+        eprintln!(
+            "{STATS_PREFIX}hits={hits} inserts={inserts} bytes={}",
+            store.inserted_bytes()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_compiled_without_the_pool_loads_in_the_pooling_engine() {
+        let wat = r#"(component (core module (func (export "f") (result i32) i32.const 7)))"#;
+        let bytes = wat::parse_str(wat).unwrap();
+        let plain = Engine::new(&code_config()).unwrap();
+        let artifact = Component::new(&plain, &bytes).unwrap().serialize().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pooled = crate::engine::node_engine(&crate::limits::RuntimeConfig::new(
+            dir.path().to_path_buf(),
+        ));
+        // SAFETY: the artifact was serialized just above by Wasmtime itself.
+        unsafe { Component::deserialize(&pooled, &artifact) }
+            .expect("the worker's artifact must load in the node's engine");
+    }
+
+    #[test]
+    fn stats_lines_parse() {
+        assert_eq!(
+            parse_stats("hits=3 inserts=4 bytes=5 later=6"),
+            WorkerStats {
+                hits: 3,
+                inserts: 4,
+                bytes: 5
+            }
+        );
+        assert_eq!(parse_stats("nonsense"), WorkerStats::default());
+    }
+
+    #[test]
+    fn out_of_memory_messages_are_recognised() {
+        assert!(out_of_memory("memory allocation of 1048576 bytes failed"));
+        assert!(out_of_memory(
+            "failed to allocate memory: Cannot allocate memory (os error 12)"
+        ));
+        assert!(!out_of_memory("invalid component: unexpected end"));
+    }
+}
