@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use base64::Engine as _;
-use eddy_store::{ConsumerSettings, NewMessage, QueueCounts, QueueRecord};
 use eddy_parse::api::{BatchPublish, ConsumerRequest, CreateQueue, PeekQuery};
+use eddy_store::{ConsumerSettings, NewMessage, QueueCounts, QueueRecord};
 use serde_json::{Value, json};
 
 use crate::api::ApiState;

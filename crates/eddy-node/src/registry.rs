@@ -13,12 +13,12 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub use eddy_parse::api::DeployRequest;
 use eddy_runtime::limits as rt_limits;
 use eddy_runtime::{
     AllowRule, Deployment, DeploymentSettings, FunctionLimits, Prepared, ReuseConfig, Runtime,
 };
 use eddy_store::{FunctionRecord, NewVersion, ReuseSettings, Store, VersionConfig, VersionRecord};
-pub use eddy_parse::api::DeployRequest;
 use tokio::sync::Mutex;
 
 use crate::admission::{Admission, FunctionAdmission, NodeAdmission};

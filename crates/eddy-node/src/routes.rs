@@ -11,8 +11,8 @@ use eddy_runtime::Deployment;
 
 use crate::admission::FunctionAdmission;
 
-pub use eddy_parse::routes::{RESERVED_PREFIX, ROUTE_BYTES_MAX, validate_name, validate_route};
 use eddy_parse::routes::candidates;
+pub use eddy_parse::routes::{RESERVED_PREFIX, ROUTE_BYTES_MAX, validate_name, validate_route};
 
 /// The live version of one function.
 pub struct LiveFunction {

@@ -43,9 +43,9 @@ use crate::ingress::node_response;
 use crate::invocations::InvocationSink;
 use crate::registry::{Registry, now_ms};
 use crate::routes::LiveFunction;
-use eddy_runtime::ResponseBody;
 pub use eddy_parse::api::{CHANNEL_NAME_BYTES_MAX, validate_channel};
 pub use eddy_parse::platform::CLOSE_REASON_BYTES_MAX;
+use eddy_runtime::ResponseBody;
 
 /// Read buffer of one connection (tungstenite's default is 128 KiB, eagerly allocated: 12
 /// GiB for 100,000 idle connections).
@@ -55,14 +55,12 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Channels one connection may join.
 pub const WEBSOCKET_CHANNELS_PER_CONNECTION_MAX: usize = 64;
 
-
 /// Close codes that must never be sent in a close frame (RFC 6455, 7.4.1): they say what
 /// happened locally (no code, abnormal closure, TLS failure). A connection closed with one
 /// gets a close frame without a code.
 fn is_reserved_close_code(code: u16) -> bool {
     matches!(code, 1004 | 1005 | 1006 | 1015) || code < 1000 || (1016..3000).contains(&code)
 }
-
 
 pub const HEADER_WEBSOCKET: &str = "eddy-websocket";
 pub const HEADER_CONNECTION_ID: &str = "eddy-connection-id";

@@ -38,11 +38,21 @@ pub fn route(data: &[u8]) {
         return;
     }
     let tried: Vec<&str> = candidates(path).collect();
-    assert!(tried.len() <= ROUTE_BYTES_MAX + 1, "{} candidates", tried.len());
+    assert!(
+        tried.len() <= ROUTE_BYTES_MAX + 1,
+        "{} candidates",
+        tried.len()
+    );
     for (i, prefix) in tried.iter().enumerate() {
         assert!(prefix.len() <= ROUTE_BYTES_MAX);
-        assert!(i == 0 || prefix.len() < tried[i - 1].len(), "not longest first");
-        assert!(is_whole_segment_prefix(prefix, path), "{prefix:?} of {path:?}");
+        assert!(
+            i == 0 || prefix.len() < tried[i - 1].len(),
+            "not longest first"
+        );
+        assert!(
+            is_whole_segment_prefix(prefix, path),
+            "{prefix:?} of {path:?}"
+        );
     }
     // The lookup's answer is the longest route that is a whole-segment prefix of the path.
     let found = tried.iter().find(|p| routes.contains(*p));
@@ -151,7 +161,11 @@ pub fn platform(data: &[u8]) {
     for channel in lines {
         if crate::api::validate_channel(channel).is_ok() {
             // It reads the same in a URL path: nothing to percent-encode.
-            assert!(channel.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)));
+            assert!(
+                channel
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+            );
         }
     }
 }

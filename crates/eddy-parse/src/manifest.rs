@@ -278,7 +278,10 @@ pub fn parse(text: &str) -> Result<Manifest, String> {
                 .map_err(|problem| format!("function `{name}`: {problem}"))?;
             let build = function.lang.map(|lang| Build {
                 lang,
-                source: function.source.clone().unwrap_or_else(|| PathBuf::from(".")),
+                source: function
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(".")),
             });
             let component = match (&function.component, &build) {
                 (Some(component), _) => component.clone(),

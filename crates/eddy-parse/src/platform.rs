@@ -14,7 +14,6 @@ pub struct CloseQuery {
     pub reason: Option<String>,
 }
 
-
 impl CloseQuery {
     /// The close frame asked for: code 1000 or 3000-4999 (default 1000) and a reason within
     /// `CLOSE_REASON_BYTES_MAX`.
@@ -67,9 +66,15 @@ mod tests {
     #[test]
     fn close_codes_and_reasons_are_checked() {
         assert_eq!(close(""), Ok((1000, String::new())));
-        assert_eq!(close("code=4000&reason=bye%20now"), Ok((4000, "bye now".into())));
+        assert_eq!(
+            close("code=4000&reason=bye%20now"),
+            Ok((4000, "bye now".into()))
+        );
         for bad in ["code=1001", "code=2999", "code=5000", "code=x", "code=-1"] {
-            assert!(close(bad).unwrap_err().contains("1000 or 3000-4999"), "{bad}");
+            assert!(
+                close(bad).unwrap_err().contains("1000 or 3000-4999"),
+                "{bad}"
+            );
         }
         let long = format!("reason={}", "r".repeat(CLOSE_REASON_BYTES_MAX + 1));
         assert!(close(&long).unwrap_err().contains("at most 123 bytes"));
@@ -78,7 +83,10 @@ mod tests {
     #[test]
     fn a_message_kind_comes_from_its_header_or_content_type() {
         assert_eq!(message_is_text(Some("text"), None), Ok(true));
-        assert_eq!(message_is_text(Some("binary"), Some("text/plain")), Ok(false));
+        assert_eq!(
+            message_is_text(Some("binary"), Some("text/plain")),
+            Ok(false)
+        );
         assert_eq!(message_is_text(None, Some("text/plain")), Ok(true));
         assert_eq!(message_is_text(None, Some("application/json")), Ok(false));
         assert!(message_is_text(Some("json"), None).is_err());

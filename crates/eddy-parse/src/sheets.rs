@@ -174,7 +174,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

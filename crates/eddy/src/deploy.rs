@@ -15,9 +15,7 @@ use tokio_util::io::ReaderStream;
 
 pub use eddy_parse::manifest::{Consume, check_env_key};
 
-use crate::api::{
-    DeployConfig, Deployed, FluidConfig, Missed, Overlap, ScheduleConfig,
-};
+use crate::api::{DeployConfig, Deployed, FluidConfig, Missed, Overlap, ScheduleConfig};
 use crate::build::{self, BuildSpec};
 use crate::client::Client;
 use crate::{manifest, queue, units};

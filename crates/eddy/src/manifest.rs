@@ -63,7 +63,9 @@ mod tests {
     use eddy_parse::manifest::FORMAT_HINT;
 
     use super::*;
-    use crate::api::{ConsumerConfig, DeployConfig, FluidConfig, Missed, NewQueue, Overlap, ScheduleConfig};
+    use crate::api::{
+        ConsumerConfig, DeployConfig, FluidConfig, Missed, NewQueue, Overlap, ScheduleConfig,
+    };
     use crate::build::Lang;
     use crate::deploy::Consume;
 
