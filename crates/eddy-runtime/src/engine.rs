@@ -256,8 +256,13 @@ impl Runtime {
             )
         });
         let limits = self.config.compile;
-        let (artifact, stats) = compile_in_worker(command, limits, incremental, bytes).map_err(
-            |failure| match failure {
+        let (artifact, stats) = compile_in_worker(command, limits, incremental, bytes)
+            .inspect_err(|failure| {
+                if let CompileFailure::Time { .. } | CompileFailure::Memory { .. } = failure {
+                    tracing::warn!(%digest, ?failure, "compilation stopped at its limit");
+                }
+            })
+            .map_err(|failure| match failure {
                 CompileFailure::Time { ms } => DeployError::CompileLimit {
                     limit: "compile_time_ms_max",
                     detail: format!("compiling it took longer than {ms} ms"),
@@ -271,8 +276,7 @@ impl Runtime {
                 },
                 CompileFailure::Invalid(reason) => DeployError::Invalid(reason),
                 CompileFailure::Worker(reason) => DeployError::Compiler(reason),
-            },
-        )?;
+            })?;
         if let Some(store) = &self.incremental {
             store.add_worker(stats.hits, stats.inserts, stats.bytes);
         }
