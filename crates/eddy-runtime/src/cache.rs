@@ -305,6 +305,11 @@ impl IncrementalStore {
         )
     }
 
+    /// Its directory and its bytes limit (for the compile worker, which opens it too).
+    pub(crate) fn location(&self) -> (&Path, u64) {
+        (&self.dir, self.bytes_max)
+    }
+
     /// Bytes of the entries stored since start.
     pub(crate) fn inserted_bytes(&self) -> u64 {
         self.inserted_bytes.load(Ordering::Relaxed)

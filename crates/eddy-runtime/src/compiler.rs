@@ -13,7 +13,8 @@
 //! Protocol: the component's bytes on the child's stdin; on success exit 0, the artifact on
 //! stdout and a last stderr line `eddy-compile-stats hits=H inserts=I bytes=B` (Cranelift's
 //! incremental cache, counted into the node's); an invalid component exits
-//! [`EXIT_INVALID`] with the reason on stderr.
+//! [`EXIT_INVALID`] with the reason on stderr, a compilation short of memory `EXIT_MEMORY`
+//! (or aborts, when an allocation fails).
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -26,6 +27,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 use crate::cache::IncrementalStore;
+use crate::engine::DeployError;
 
 /// The program and arguments that run [`worker_main`] (the node: its own executable with
 /// `compile-worker`).
@@ -84,6 +86,8 @@ impl Default for CompileLimits {
 
 /// Exit status of a worker whose input is not a valid component.
 pub const EXIT_INVALID: u8 = 2;
+/// Exit status of a worker whose compilation failed for lack of memory (`ENOMEM`).
+const EXIT_MEMORY: u8 = 4;
 /// Exit status of a worker that could not run (bad environment, unwritable output).
 const EXIT_WORKER: u8 = 3;
 /// Environment variables the node passes its worker.
@@ -104,19 +108,6 @@ pub(crate) fn code_config() -> Config {
     wasm
 }
 
-/// Why compiling in the worker failed.
-#[derive(Debug)]
-pub(crate) enum CompileFailure {
-    /// Not done within `compile_time_ms_max`; the worker was killed.
-    Time { ms: u64 },
-    /// The worker ran out of `compile_memory_bytes_max`.
-    Memory { bytes: u64 },
-    /// The component is invalid (Wasmtime's reason).
-    Invalid(String),
-    /// The worker could not run or stopped for another reason: the node's fault.
-    Worker(String),
-}
-
 /// Incremental-cache counts the worker reports.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct WorkerStats {
@@ -126,12 +117,15 @@ pub(crate) struct WorkerStats {
 }
 
 /// Compile `bytes` in a worker: the serialized component and the worker's cache counts.
+/// Past a limit it is `DeployError::CompileLimit` naming it; a worker that cannot run is the
+/// node's fault, `DeployError::Compiler`. What the worker stopped on is read from its exit
+/// status and signal, never from its messages, which can quote the component.
 pub(crate) fn compile_in_worker(
     command: &CompilerCommand,
     limits: CompileLimits,
     incremental: Option<(&Path, u64)>,
     bytes: &[u8],
-) -> Result<(Vec<u8>, WorkerStats), CompileFailure> {
+) -> Result<(Vec<u8>, WorkerStats), DeployError> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(limits.time_ms_max);
     let mut cmd = Command::new(&command.program);
@@ -164,34 +158,41 @@ pub(crate) fn compile_in_worker(
         });
     }
     let mut child = cmd.spawn().map_err(|e| {
-        CompileFailure::Worker(format!(
+        DeployError::Compiler(format!(
             "cannot start the compiler {}: {e}",
             command.program.display()
         ))
     })?;
-    // The pipes are drained on threads so neither side blocks the other; the input is
+    // The pipes are served on threads so neither side blocks the other; the input is
     // written on one too (a worker that stops reading cannot hold the node past the deadline).
-    let stdin = child.stdin.take().expect("piped stdin");
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || {
-        let mut stdin = stdin;
-        let _ = stdin.write_all(&input);
-    });
+    let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
-    // The artifact lives in the worker's memory before it is written: it cannot be larger.
-    let output_max = memory;
-    let out_reader = std::thread::spawn(move || read_capped(stdout, output_max));
     let stderr = child.stderr.take().expect("piped stderr");
-    let err_reader = std::thread::spawn(move || read_capped(stderr, STDERR_BYTES_MAX as u64));
-    let status = wait_until(&mut child, deadline);
-    let _ = writer.join();
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&stderr);
-    let Some(status) = status else {
-        return Err(CompileFailure::Time {
-            ms: limits.time_ms_max,
+    let (status, stdout, stderr) = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = stdin.write_all(bytes);
         });
+        // The artifact lives in the worker's memory before it is written: it cannot be larger.
+        let out = scope.spawn(move || read_capped(stdout, memory));
+        let err = scope.spawn(move || read_capped(stderr, STDERR_BYTES_MAX as u64));
+        let status = wait_until(&mut child, deadline);
+        let joined =
+            |reader: std::thread::ScopedJoinHandle<'_, Vec<u8>>| reader.join().unwrap_or_default();
+        (status, joined(out), joined(err))
+    });
+    let stderr = String::from_utf8_lossy(&stderr);
+    let time_limit = || {
+        tracing::warn!(
+            ms = limits.time_ms_max,
+            "compilation stopped at compile_time_ms_max"
+        );
+        DeployError::CompileLimit {
+            limit: "compile_time_ms_max",
+            detail: format!("compiling it took longer than {} ms", limits.time_ms_max),
+        }
+    };
+    let Some(status) = status else {
+        return Err(time_limit());
     };
     use std::os::unix::process::ExitStatusExt;
     if status.success() {
@@ -204,19 +205,29 @@ pub(crate) fn compile_in_worker(
         return Ok((stdout, stats));
     }
     let reason = stderr.trim();
-    if out_of_memory(reason) {
-        return Err(CompileFailure::Memory { bytes: memory });
-    }
-    if status.signal() == Some(libc::SIGXCPU) || status.signal() == Some(libc::SIGKILL) {
-        // Killed by its CPU limit (or by someone else at the deadline's edge).
-        return Err(CompileFailure::Time {
-            ms: limits.time_ms_max,
+    // Rust aborts when an allocation fails; the worker exits EXIT_MEMORY on an `ENOMEM` error.
+    let allocation_failed =
+        status.signal() == Some(libc::SIGABRT) && reason.contains("memory allocation of");
+    if allocation_failed || status.code() == Some(i32::from(EXIT_MEMORY)) {
+        tracing::warn!(
+            bytes = memory,
+            "compilation stopped at compile_memory_bytes_max"
+        );
+        return Err(DeployError::CompileLimit {
+            limit: "compile_memory_bytes_max",
+            detail: format!(
+                "compiling it needed more than {} MiB of memory",
+                memory / (1024 * 1024)
+            ),
         });
     }
-    if status.code() == Some(i32::from(EXIT_INVALID)) {
-        return Err(CompileFailure::Invalid(reason.to_string()));
+    if status.signal() == Some(libc::SIGXCPU) {
+        return Err(time_limit());
     }
-    Err(CompileFailure::Worker(format!(
+    if status.code() == Some(i32::from(EXIT_INVALID)) {
+        return Err(DeployError::Invalid(reason.to_string()));
+    }
+    Err(DeployError::Compiler(format!(
         "the compiler {} stopped ({status}) after {} ms: {}",
         command.program.display(),
         started.elapsed().as_millis(),
@@ -247,14 +258,6 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::Exit
     let _ = child.kill();
     let _ = child.wait();
     None
-}
-
-/// Whether the worker's message says it ran out of memory: Rust's allocation-failure
-/// abort, or an `ENOMEM` from mapping code memory.
-fn out_of_memory(stderr: &str) -> bool {
-    stderr.contains("memory allocation of")
-        || stderr.contains("os error 12")
-        || stderr.contains("out of memory")
 }
 
 fn read_capped(from: impl Read, max: u64) -> Vec<u8> {
@@ -313,6 +316,21 @@ fn worker(what: &'static str) -> impl Fn(std::io::Error) -> (u8, String) {
     move |e| (EXIT_WORKER, format!("{what}: {e}"))
 }
 
+/// `EXIT_MEMORY` when `e` comes from memory that could not be had, else `otherwise`.
+fn exit_status(e: &wasmtime::Error, otherwise: u8) -> u8 {
+    let out_of_memory = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::OutOfMemory)
+            || cause.downcast_ref::<wasmtime::OutOfMemory>().is_some()
+    });
+    if out_of_memory {
+        EXIT_MEMORY
+    } else {
+        otherwise
+    }
+}
+
 fn work() -> Result<(), (u8, String)> {
     let mut bytes = Vec::new();
     std::io::stdin()
@@ -336,11 +354,11 @@ fn work() -> Result<(), (u8, String)> {
         None => None,
     };
     let engine = Engine::new(&config).map_err(|e| (EXIT_WORKER, format!("{e:#}")))?;
-    let component =
-        Component::new(&engine, &bytes).map_err(|e| (EXIT_INVALID, format!("{e:#}")))?;
+    let component = Component::new(&engine, &bytes)
+        .map_err(|e| (exit_status(&e, EXIT_INVALID), format!("{e:#}")))?;
     let artifact = component
         .serialize()
-        .map_err(|e| (EXIT_WORKER, format!("{e:#}")))?;
+        .map_err(|e| (exit_status(&e, EXIT_WORKER), format!("{e:#}")))?;
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&artifact)
@@ -386,14 +404,5 @@ mod tests {
             }
         );
         assert_eq!(parse_stats("nonsense"), WorkerStats::default());
-    }
-
-    #[test]
-    fn out_of_memory_messages_are_recognised() {
-        assert!(out_of_memory("memory allocation of 1048576 bytes failed"));
-        assert!(out_of_memory(
-            "failed to allocate memory: Cannot allocate memory (os error 12)"
-        ));
-        assert!(!out_of_memory("invalid component: unexpected end"));
     }
 }

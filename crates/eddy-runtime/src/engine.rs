@@ -11,7 +11,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CacheStats, CompileCache, IncrementalStore};
-use crate::compiler::{CompileFailure, code_config, compile_in_worker};
+use crate::compiler::{code_config, compile_in_worker};
 use crate::invoke::InvocationState;
 use crate::limits::{ComponentLimits, EPOCH_TICK_MS, RuntimeConfig};
 use crate::outbound::OutboundClient;
@@ -248,35 +248,9 @@ impl Runtime {
             self.cache.store_component(digest, &component);
             return Ok(component);
         };
-        let incremental_dir = self.config.cache_dir.join(INCREMENTAL_CACHE_SUBDIR);
-        let incremental = self.incremental.as_ref().map(|_| {
-            (
-                incremental_dir.as_path(),
-                self.config.incremental_cache_bytes_max,
-            )
-        });
-        let limits = self.config.compile;
-        let (artifact, stats) = compile_in_worker(command, limits, incremental, bytes)
-            .inspect_err(|failure| {
-                if let CompileFailure::Time { .. } | CompileFailure::Memory { .. } = failure {
-                    tracing::warn!(%digest, ?failure, "compilation stopped at its limit");
-                }
-            })
-            .map_err(|failure| match failure {
-                CompileFailure::Time { ms } => DeployError::CompileLimit {
-                    limit: "compile_time_ms_max",
-                    detail: format!("compiling it took longer than {ms} ms"),
-                },
-                CompileFailure::Memory { bytes } => DeployError::CompileLimit {
-                    limit: "compile_memory_bytes_max",
-                    detail: format!(
-                        "compiling it needed more than {} MiB of memory",
-                        bytes / (1024 * 1024)
-                    ),
-                },
-                CompileFailure::Invalid(reason) => DeployError::Invalid(reason),
-                CompileFailure::Worker(reason) => DeployError::Compiler(reason),
-            })?;
+        let incremental = self.incremental.as_deref().map(IncrementalStore::location);
+        let (artifact, stats) =
+            compile_in_worker(command, self.config.compile, incremental, bytes)?;
         if let Some(store) = &self.incremental {
             store.add_worker(stats.hits, stats.inserts, stats.bytes);
         }
