@@ -1,19 +1,29 @@
-//! Durable state of an eddy node: functions, their immutable numbered versions, content-addressed
-//! component bytes, the admin token hash and invocation records, kept in one SQLite file;
-//! and durable queues, in a second file ([`QueueStore`]).
+//! Durable state of an eddy node, each part behind an async trait whose contract is written
+//! down (`contract.rs`): functions, their immutable numbered versions and the component bytes
+//! they run ([`FunctionStore`]), the admin token's hash ([`TokenStore`]), invocation records
+//! and rollups ([`InvocationStore`]), price sheets and budgets ([`CostStore`]), durable queues
+//! ([`QueueBackend`]) and cron ticks ([`TickStore`]). [`Stores`] bundles them.
 //!
-//! The store knows nothing about HTTP or Wasmtime. Its API is synchronous over one connection
-//! behind a mutex; async callers wrap calls in `tokio::task::spawn_blocking`.
+//! The SQLite backend keeps the first four in one file ([`Store`]) and the last two in a
+//! second ([`QueueStore`]). `Store`'s inherent methods are synchronous over one connection
+//! behind a mutex; its trait implementations run them on tokio's blocking pool.
+//!
+//! The store knows nothing about HTTP or Wasmtime.
 
+pub mod contract;
 mod cost;
 mod error;
 mod invocations;
 pub mod queues;
 mod rollups;
 mod schema;
+mod sqlite;
 mod store;
 mod types;
 
+pub use contract::{
+    CostStore, FunctionStore, InvocationStore, QueueBackend, Stores, TickStore, TokenStore,
+};
 pub use cost::BudgetRecord;
 pub use error::StoreError;
 pub use queues::{

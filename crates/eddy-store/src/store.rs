@@ -2,7 +2,7 @@
 //! and their versions.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -10,10 +10,13 @@ use sha2::{Digest, Sha256};
 
 use crate::{FunctionRecord, NewVersion, Result, StoreError, VersionConfig, VersionRecord, schema};
 
-/// Handle to the node's database; share it behind an `Arc`. Every method takes the one
-/// connection's lock for its duration, so callers on an async runtime use `spawn_blocking`.
+/// Handle to the node's database; clones share one connection. Every inherent method takes
+/// the connection's lock for its duration and blocks; async callers use the traits of
+/// [`crate::contract`] instead, whose implementations for `Store` run the same work on
+/// `spawn_blocking`.
+#[derive(Clone)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 /// The digest under which `bytes` are stored: `sha256:<lowercase hex>`.
@@ -241,7 +244,7 @@ impl Store {
     fn prepared(mut conn: Connection) -> Result<Store> {
         schema::prepare(&mut conn, schema::MIGRATIONS, schema::Synchronous::Normal)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 }

@@ -1,0 +1,441 @@
+//! The contracts of the node's durable state: one async trait per area, each method's doc
+//! comment saying what it promises. `sqlite.rs` implements them over SQLite; the
+//! conformance suite (`eddy_store::conformance`, feature `conformance`) checks that an
+//! implementation keeps them, and runs unchanged against every backend.
+//!
+//! The traits are object safe (`async_trait`): a node holds each part as `Arc<dyn Trait>`,
+//! bundled in [`Stores`], and hands each of its parts only the ones it uses.
+//!
+//! # Words the contracts use
+//!
+//! - **Atomic**: the call's effects are stored whole or not at all. Whatever the call
+//!   returns as an error, nothing of it was stored (this holds for every method, atomic or
+//!   not: a method that fails stores nothing).
+//! - **Committed on return**: once the call returns `Ok`, every later call, on this handle or
+//!   another of the same stores, sees its effects, and they survive the node stopping or
+//!   dying (the stores opened again, see [`Stores`]). **Synced** promises more: the effects
+//!   also survive the machine losing power. Every write of [`QueueBackend`] and
+//!   [`TickStore`] is synced; the others are committed on return.
+//! - **Linearizable**: concurrent calls on the same stores behave as if each took effect at
+//!   one instant between its call and its return. Every method is.
+//! - **Reads the clock**: the method takes "now" from the system clock (unix milliseconds)
+//!   itself rather than from its caller. Each such place is named in its method's comment;
+//!   they are what an injected clock will replace.
+//!
+//! # Errors
+//!
+//! Each method names the [`StoreError`] variants that are part of its contract and when it
+//! returns them. Besides those, any method may fail because the backend did:
+//! `StoreError::Full` (or an error whose [`StoreError::is_full`] is true) when the database or
+//! its disk is full, `StoreError::Corrupt` when stored data breaks an invariant, and the
+//! backend's own errors (`StoreError::Sqlite`, `StoreError::Io`). Then, too, nothing of the
+//! call was stored.
+//!
+//! [`StoreError`]: crate::StoreError
+//! [`StoreError::is_full`]: crate::StoreError::is_full
+//!
+//! # What is not here
+//!
+//! Compiled code. The node compiles a version's component bytes with Wasmtime and keeps the
+//! result in Wasmtime's on-disk compile cache (`eddy-runtime`), which is rebuilt from the
+//! bytes when missing. The store holds only the component bytes, by digest.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::queues::{
+    Claimed, ConsumerSettings, NewMessage, PeekedMessage, Published, QueueCounts, QueueLimits,
+    QueueRecord, Settle,
+};
+use crate::{
+    BudgetRecord, FunctionRecord, InvocationRecord, NewInvocation, NewVersion, QueueStore, Result,
+    Retention, Rollup, Store, VersionRecord,
+};
+
+/// Functions, their immutable numbered versions, which version of each is live, and the
+/// component bytes the versions run, stored under their digest.
+///
+/// A function exists from its first version until [`FunctionStore::remove_function`]; it
+/// always has a live version. No two functions' live versions have the same route.
+#[async_trait]
+pub trait FunctionStore: Send + Sync {
+    /// Stores `bytes` under `digest`; a no-op when bytes are stored under `digest` already.
+    /// Committed on return.
+    ///
+    /// `Corrupt` if `digest` is not [`component_digest`] of `bytes` (nothing is stored).
+    ///
+    /// [`component_digest`]: crate::component_digest
+    ///
+    /// Bytes no version refers to may be deleted by a later
+    /// [`FunctionStore::remove_function`]; prefer passing the bytes to
+    /// [`FunctionStore::create_version`], which stores both at once.
+    async fn put_component(&self, digest: &str, bytes: Vec<u8>) -> Result<()>;
+
+    /// The bytes stored under `digest`, or `None`.
+    ///
+    /// `Corrupt` if the stored bytes no longer hash to `digest` (checked on every read).
+    async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Whether bytes are stored under `digest`.
+    async fn has_component(&self, digest: &str) -> Result<bool>;
+
+    /// Creates the next version of `new.function` and makes it live; creates the function if
+    /// it does not exist. Atomic: the component bytes (if given), the version, the function
+    /// and its live pointer are stored together or not at all. Committed on return.
+    ///
+    /// Versions of a function are numbered 1, 2, 3, … in creation order and a number is
+    /// never given twice while the function exists (not after a rollback either; a function
+    /// removed and created again starts at 1). Concurrent calls for one function get
+    /// distinct numbers. The function's `updated_at_ms` becomes `new.created_at_ms`.
+    ///
+    /// Errors, each storing nothing:
+    /// - `RouteTaken` if `new.config.route` is the live route of another function (a
+    ///   function's own earlier route, or a route only non-live versions have, is free);
+    /// - `NotFound` if `component_bytes` is `None` and no bytes are stored under
+    ///   `new.digest`;
+    /// - `Corrupt` if `component_bytes` do not hash to `new.digest`.
+    async fn create_version(
+        &self,
+        new: NewVersion,
+        component_bytes: Option<Vec<u8>>,
+    ) -> Result<VersionRecord>;
+
+    /// Every function with its live version, sorted by name.
+    async fn list_functions(&self) -> Result<Vec<FunctionRecord>>;
+
+    /// The function called `name` with its live version, if it exists.
+    async fn function(&self, name: &str) -> Result<Option<FunctionRecord>>;
+
+    /// Every version of `name`, newest (highest number) first.
+    ///
+    /// `NotFound` (what: "function `NAME`") if there is no such function.
+    async fn versions(&self, name: &str) -> Result<Vec<VersionRecord>>;
+
+    /// Version `version` of `name`, if both exist.
+    async fn version(&self, name: &str, version: u32) -> Result<Option<VersionRecord>>;
+
+    /// Makes an existing version of `name` live (rollback, or roll forward); creates no
+    /// version. Atomic; committed on return. Returns the function as it now is.
+    ///
+    /// If the version was live already nothing changes. Otherwise `updated_at_ms` becomes
+    /// now: this **reads the clock**.
+    ///
+    /// Errors, each changing nothing:
+    /// - `NotFound` (what: "function `NAME`") if there is no such function, or (what:
+    ///   "version N of `NAME`") no such version;
+    /// - `RouteTaken` if the version's route is the live route of another function.
+    async fn set_live_version(&self, name: &str, version: u32) -> Result<FunctionRecord>;
+
+    /// Deletes the function `name` with its versions, its invocation records and its rollups
+    /// (see [`InvocationStore`]), then every component's bytes that those versions referred
+    /// to and no remaining version does. Atomic; committed on return. `Ok(false)` if there
+    /// was no such function.
+    ///
+    /// Not deleted: its budget ([`CostStore`]), its schedule's ticks ([`TickStore`]) and
+    /// queue consumers naming it ([`QueueBackend`]); the caller removes those.
+    async fn remove_function(&self, name: &str) -> Result<bool>;
+}
+
+/// The hash of the node's admin token. The store keeps what it is given; the caller hashes
+/// and compares.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// The stored hash, or `None` if none was ever set.
+    async fn admin_token_hash(&self) -> Result<Option<String>>;
+
+    /// Stores `hash`, replacing any earlier one. Committed on return.
+    async fn set_admin_token_hash(&self, hash: &str) -> Result<()>;
+}
+
+/// Invocation records (one per request: metadata and captured logs) and per-function,
+/// per-minute rollups of invocations, which cost is computed from.
+///
+/// Records and rollups belong to a function: writes for a function that does not exist are
+/// dropped silently (it was removed while the requests ran), and
+/// [`FunctionStore::remove_function`] deletes them.
+#[async_trait]
+pub trait InvocationStore: Send + Sync {
+    /// Appends `batch`, then applies `retention`. Atomic; committed on return.
+    ///
+    /// Each stored record gets an id greater than every id given before (across functions
+    /// and calls, and never reused even after records are deleted), in batch order. Records
+    /// of functions that do not exist are dropped.
+    ///
+    /// Retention: keeps the newest `retention.invocations_per_function_max` records of each
+    /// function in the batch, and deletes every record, of any function, whose `at_ms` is
+    /// before `now - retention.retention_ms`, where `now` is the later of the clock and the
+    /// newest `at_ms` in the batch: this **reads the clock**. An empty batch does nothing.
+    async fn append_invocations(
+        &self,
+        batch: Vec<NewInvocation>,
+        retention: Retention,
+    ) -> Result<()>;
+
+    /// Deletes every record whose `at_ms` is before `now - retention.retention_ms` (for
+    /// functions that had no traffic to trigger [`InvocationStore::append_invocations`]'s
+    /// retention); how many. **Reads the clock**. Committed on return.
+    async fn expire_invocations(&self, retention: Retention) -> Result<usize>;
+
+    /// Records of `function` with `id > after_id`, oldest (lowest id) first, at most `limit`.
+    /// Empty if the function does not exist. A cursor: pass the last id seen to get what
+    /// came after it.
+    async fn invocations_after(
+        &self,
+        function: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<InvocationRecord>>;
+
+    /// The newest `limit` records of `function`, oldest first. Empty if the function does
+    /// not exist.
+    async fn invocations_tail(&self, function: &str, limit: usize)
+    -> Result<Vec<InvocationRecord>>;
+
+    /// Adds each `(function, minute_ms, totals)` to the stored rollup of that function and
+    /// minute with [`Rollup::merge`] (a missing one counts as empty), then deletes every
+    /// function's rollups of minutes before `cutoff_ms`. Atomic; committed on return.
+    /// Rollups of functions that do not exist are dropped.
+    async fn add_rollups(&self, rollups: Vec<(String, i64, Rollup)>, cutoff_ms: i64) -> Result<()>;
+
+    /// The stored rollups of `function` from `since_minute_ms` on, oldest minute first.
+    async fn rollups(&self, function: &str, since_minute_ms: i64) -> Result<Vec<(i64, Rollup)>>;
+
+    /// Every function's stored rollups from `since_minute_ms` on as `(function, minute_ms,
+    /// rollup)`, ordered by minute then function, with only what prices them filled in:
+    /// `invocations`, `wall_us`, `cpu_us`, `billed_ms` and `memory_limit_bytes` (the other
+    /// fields are their defaults).
+    async fn cost_minutes(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>>;
+
+    /// What [`InvocationStore::cost_minutes`] returns, summed per function and memory limit
+    /// (prices are linear in each): one `(function, since_minute_ms, totals)` per pair,
+    /// ordered by function then `memory_limit_bytes`.
+    async fn cost_totals(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>>;
+}
+
+/// User price sheets (TOML text) and budgets (JSON settings plus the alert state of the
+/// month). The node parses both; the store keeps the text as given.
+#[async_trait]
+pub trait CostStore: Send + Sync {
+    /// Adds the price sheet `name`, or replaces its text. Committed on return.
+    async fn put_price_sheet(&self, name: &str, toml: &str, now_ms: i64) -> Result<()>;
+
+    /// Every price sheet as `(name, toml)`, sorted by name.
+    async fn price_sheets(&self) -> Result<Vec<(String, String)>>;
+
+    /// Removes the price sheet `name`; `false` if there was none. Committed on return.
+    async fn remove_price_sheet(&self, name: &str) -> Result<bool>;
+
+    /// Adds the budget of `scope` (`""`: the whole node; else a function name), or replaces
+    /// its settings. Either way its alert state starts afresh: `alerted_month` empty and
+    /// `alerted_percent` 0. Committed on return.
+    async fn put_budget(&self, scope: &str, settings: &str) -> Result<()>;
+
+    /// Every budget, sorted by scope (so the node's, `""`, first).
+    async fn budgets(&self) -> Result<Vec<BudgetRecord>>;
+
+    /// The budget of `scope`, if there is one.
+    async fn budget(&self, scope: &str) -> Result<Option<BudgetRecord>>;
+
+    /// Removes the budget of `scope`; `false` if there was none. Committed on return.
+    async fn remove_budget(&self, scope: &str) -> Result<bool>;
+
+    /// Records that alerts up to `percent` were sent for `scope` in `month`, if the budget's
+    /// settings are still `settings` (as the caller read them): a budget put again
+    /// meanwhile keeps its fresh alert state, and a missing one stays missing. Atomic
+    /// (compare and set); committed on return.
+    async fn set_budget_alerted(
+        &self,
+        scope: &str,
+        settings: &str,
+        month: &str,
+        percent: f64,
+    ) -> Result<()>;
+}
+
+/// Durable queues: each queue `NAME` comes with its dead-letter queue `NAME-dlq`; a queue
+/// may have one consumer binding; messages are published, claimed for a delivery under a
+/// lease, and settled.
+///
+/// A message is *ready* when it is not leased, or its lease has run out, and its visible
+/// time has passed; *delayed* when not leased and its visible time has not passed (a retry
+/// waiting out its backoff); *in flight* when leased. Whether a time "has passed" **reads
+/// the clock**.
+///
+/// Every write is atomic and synced on return.
+///
+/// # Opening
+///
+/// Opening the stores (after a restart) makes every message that was in flight ready
+/// again, except one whose attempt count reached its queue consumer's `max_attempts`: it
+/// moves to the consumer's `dead_letter` queue, keeping its id and attempts, and counts as a
+/// failed attempt and a dead letter. An attempt that may have run counts.
+///
+/// The consumer, not the store, decides when a delivery was the last one: it settles
+/// [`Settle::DeadLetter`] instead of [`Settle::Retry`].
+#[async_trait]
+pub trait QueueBackend: Send + Sync {
+    /// Creates queue `name` and its dead-letter queue `name-dlq`, both empty, without a
+    /// consumer, with `idempotency_window_ms`. `created_at_ms` is now: **reads the clock**.
+    ///
+    /// `AlreadyExists` if either name is a queue.
+    async fn create_queue(&self, name: &str, idempotency_window_ms: u64) -> Result<QueueRecord>;
+
+    /// Deletes queue `name` with its dead-letter queue, their messages, consumer bindings,
+    /// idempotency keys and counters; `Ok(false)` if there is no such queue. A queue created
+    /// again under the name starts empty.
+    ///
+    /// `Conflict` if `name` is a dead-letter queue (it goes with its queue), or if another
+    /// queue's consumer dead-letters into `name` or its dead-letter queue.
+    async fn delete_queue(&self, name: &str) -> Result<bool>;
+
+    /// Every queue, dead-letter queues included, sorted by name.
+    async fn list_queues(&self) -> Result<Vec<QueueRecord>>;
+
+    /// The queue called `name`, if it exists.
+    async fn queue(&self, name: &str) -> Result<Option<QueueRecord>>;
+
+    /// Binds a consumer to `queue`, replacing any binding it had.
+    ///
+    /// `NotFound` if `queue` or `settings.dead_letter` is not a queue; `Conflict` if they
+    /// are the same queue.
+    async fn set_consumer(&self, queue: &str, settings: ConsumerSettings) -> Result<()>;
+
+    /// Removes `queue`'s consumer binding; `Ok(false)` if it had none. Its messages stay.
+    ///
+    /// `NotFound` if `queue` is not a queue.
+    async fn remove_consumer(&self, queue: &str) -> Result<bool>;
+
+    /// Enqueues `messages` on `queue`, all or none, ready now (**reads the clock**), in the
+    /// order given. Returns what happened to each, in order.
+    ///
+    /// A message whose idempotency key was published on this queue (not another) less than
+    /// the queue's `idempotency_window_ms` ago, measured from that first publish, is not
+    /// enqueued: it is answered `duplicate` with the first message's id. A window of 0
+    /// remembers nothing. Every other message gets an id no other message of the stores has
+    /// had, which it keeps through dead-lettering and redrive.
+    ///
+    /// Errors, each enqueuing nothing:
+    /// - `NotFound` if `queue` is not a queue;
+    /// - `DepthLimit` if the messages would take the queue's depth (ready, delayed and in
+    ///   flight) past `limits.depth_max`; its `depth` is the depth before the call;
+    /// - `BytesLimit` if their bodies would take the queue's body bytes past
+    ///   `limits.bytes_max`; its `bytes` is the bytes before the call.
+    async fn publish(
+        &self,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        limits: QueueLimits,
+    ) -> Result<Vec<Published>>;
+
+    /// Claims up to `n` ready messages of `queue`, taken in the order they became visible,
+    /// then the order they entered the queue. Each is leased until `lease_until_ms` (its
+    /// visibility timeout; a lease already over makes it ready again at once), its attempt
+    /// count is raised by one and it counts as delivered, in the same commit. The claimed are
+    /// returned in the order they entered the queue.
+    ///
+    /// Also returns, when fewer than `n` were ready, the earliest time a message of the queue
+    /// becomes visible (a delayed message's visible time, or a lease's end), or `None` if the
+    /// queue is empty.
+    ///
+    /// An unknown queue has no ready messages: `Ok((vec![], None))`.
+    async fn claim(
+        &self,
+        queue: &str,
+        n: u32,
+        lease_until_ms: i64,
+    ) -> Result<(Vec<Claimed>, Option<i64>)>;
+
+    /// Records how deliveries of messages claimed from `queue` ended. Atomic over the whole
+    /// list.
+    ///
+    /// Each settlement names the lease it settles (the `lease_until_ms` of its claim) and
+    /// applies only while the message is still held under that lease, even after it ran
+    /// out, as long as no later claim took the message; otherwise (claimed again, purged,
+    /// settled already) it is ignored and counts nothing.
+    /// - `Ack`: the message is deleted; counts as succeeded.
+    /// - `Retry`: it is no longer in flight and becomes visible at `visible_at_ms` (delayed
+    ///   until then); `error` becomes its last error; counts as a failed attempt.
+    /// - `DeadLetter`: it moves to queue `to`, ready now (**reads the clock**), keeping its id,
+    ///   attempts and first publish time, with `error` as its last error; counts as a
+    ///   failed attempt and a dead letter of `queue`.
+    ///
+    /// `NotFound` if a `DeadLetter`'s `to` is not a queue.
+    async fn settle(&self, queue: &str, settlements: Vec<Settle>) -> Result<()>;
+
+    /// Up to `limit` messages of `queue`, in the order they entered it (ready, delayed and in
+    /// flight alike), without claiming them.
+    ///
+    /// `NotFound` if `queue` is not a queue.
+    async fn peek(&self, queue: &str, limit: u32) -> Result<Vec<PeekedMessage>>;
+
+    /// Deletes every message of `queue` that is not in flight; how many.
+    ///
+    /// `NotFound` if `queue` is not a queue.
+    async fn purge(&self, queue: &str) -> Result<u64>;
+
+    /// Moves every message of `from` (usually a dead-letter queue) that is not in flight to
+    /// `to`, in order, ready now (**reads the clock**) with attempts reset to 0, keeping
+    /// their ids, first publish times and last errors; how many.
+    ///
+    /// `NotFound` if `from` or `to` is not a queue.
+    async fn redrive(&self, from: &str, to: &str) -> Result<u64>;
+
+    /// The counts of `queue` now (which messages are ready **reads the clock**). The
+    /// counters (`delivered`, `succeeded`, `failed_attempts`, `dead_lettered`) count since
+    /// the queue was created, across restarts.
+    ///
+    /// `NotFound` if `queue` is not a queue.
+    async fn counts(&self, queue: &str) -> Result<QueueCounts>;
+}
+
+/// The last claimed tick of each function's cron schedule, so that a tick runs at most once
+/// however many nodes or restarts see it. Every write is atomic and synced on return.
+#[async_trait]
+pub trait TickStore: Send + Sync {
+    /// The last claimed tick of `function`'s schedule. A schedule seen for the first time
+    /// starts at `now_ms`, which is stored (no tick before it is owed); later calls return
+    /// the stored value whatever their `now_ms`.
+    async fn last_tick(&self, function: &str, now_ms: i64) -> Result<i64>;
+
+    /// Claims the tick at `tick_ms` of `function`'s schedule before it runs: `true` if
+    /// `tick_ms` is later than the last claimed tick (or none was), and it becomes the last
+    /// claimed tick; `false`, changing nothing, otherwise. Of any number of concurrent calls
+    /// for one tick, exactly one gets `true`.
+    async fn claim_tick(&self, function: &str, tick_ms: i64) -> Result<bool>;
+
+    /// Forgets `function`'s schedule state (the function was removed): the next
+    /// [`TickStore::last_tick`] starts afresh.
+    async fn forget_schedule(&self, function: &str) -> Result<()>;
+}
+
+/// Every part of a node's durable state, each behind its contract.
+///
+/// Opening a backend's stores again after every handle of an earlier opening was dropped is
+/// a restart: the new handles see everything the old ones committed.
+#[derive(Clone)]
+pub struct Stores {
+    pub functions: Arc<dyn FunctionStore>,
+    pub token: Arc<dyn TokenStore>,
+    pub invocations: Arc<dyn InvocationStore>,
+    pub cost: Arc<dyn CostStore>,
+    pub queues: Arc<dyn QueueBackend>,
+    pub ticks: Arc<dyn TickStore>,
+}
+
+impl Stores {
+    /// The SQLite backend: `store` (one database file) holds functions, the token,
+    /// invocations and cost; `queues` (a second file) holds queues and schedule ticks.
+    pub fn sqlite(store: Store, queues: QueueStore) -> Stores {
+        let store = Arc::new(store);
+        let queues = Arc::new(queues);
+        Stores {
+            functions: store.clone(),
+            token: store.clone(),
+            invocations: store.clone(),
+            cost: store,
+            queues: queues.clone(),
+            ticks: queues,
+        }
+    }
+}
