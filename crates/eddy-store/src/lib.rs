@@ -8,8 +8,13 @@
 //! second ([`QueueStore`]). `Store`'s inherent methods are synchronous over one connection
 //! behind a mutex; its trait implementations run them on tokio's blocking pool.
 //!
+//! With the feature `conformance`, the module `conformance` is the test suite every backend
+//! passes unchanged; `tests/conformance_sqlite.rs` runs it against SQLite.
+//!
 //! The store knows nothing about HTTP or Wasmtime.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod contract;
 mod cost;
 mod error;
