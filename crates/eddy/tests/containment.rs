@@ -558,7 +558,9 @@ async fn compiling_a_hostile_component_is_bounded_in_time_and_memory() {
             "compile_memory_bytes_max",
         ),
         (
-            "[limits]\ncompile_time_ms_max = 300\n",
+            // Far above what hello needs even on a loaded machine, far below the hostile
+            // component's minute.
+            "[limits]\ncompile_time_ms_max = 5000\n",
             "compile_time_ms_max",
         ),
     ] {
@@ -591,6 +593,40 @@ async fn compiling_a_hostile_component_is_bounded_in_time_and_memory() {
             "{limit}: the node left {children:?} running"
         );
     }
+}
+
+/// `compile_time_ms_max` counts the compiler's CPU time, not the wall clock: a compiler that
+/// waits for a core on a busy machine (here: stopped for longer than the whole limit) is not
+/// cut off, while one that computes for longer is (the test above).
+#[tokio::test(flavor = "multi_thread")]
+async fn compile_time_counts_the_compilers_cpu_not_time_spent_waiting_for_a_core() {
+    let node = Node::start_with_config("[limits]\ncompile_time_ms_max = 1000\n");
+    let pid = node.pid();
+    // Stop the compiler as soon as it appears, for longer than the limit, then let it go on.
+    let freezer = std::thread::spawn(move || {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < give_up {
+            if let Some(&worker) = children_of(pid).first() {
+                // SAFETY: signals to a process this node started and still waits for.
+                unsafe { libc::kill(worker as i32, libc::SIGSTOP) };
+                // Not synchronisation: the stopped time is what is under test.
+                std::thread::sleep(std::time::Duration::from_millis(2500));
+                unsafe { libc::kill(worker as i32, libc::SIGCONT) };
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        false
+    });
+    let (status, body) = node
+        .deploy("hello", guest_bytes("hello-rust"), json!({}))
+        .await;
+    assert!(
+        freezer.join().unwrap(),
+        "the compiler was never seen running"
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_unharmed(&node).await;
 }
 
 /// The processes whose parent is `pid`.
