@@ -4,7 +4,9 @@
 //! whatever a deployer uploads: one huge function can take seconds of CPU and gigabytes of
 //! memory to compile. The node therefore compiles in a child process (the `eddy` binary's
 //! hidden `compile-worker` subcommand, which calls [`worker_main`]) with `RLIMIT_DATA` at
-//! `compile_memory_bytes_max`, killed at `compile_time_ms_max`; the deploy then gets
+//! `compile_memory_bytes_max`, killed once it has used `compile_time_ms_max` of CPU time
+//! (all its threads together: time spent waiting for a core on a busy machine does not
+//! count, so a loaded node does not refuse an ordinary component); the deploy then gets
 //! `422 component_limit` naming the limit, and the node is unharmed. The child builds an
 //! engine with the node's code settings ([`code_config`]) and writes the serialized component
 //! to its stdout; the node loads it like a compile-cache entry (the pooling allocator does
@@ -55,7 +57,9 @@ impl CompilerCommand {
 /// How much compiling one component may take (see docs/limits.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompileLimits {
-    /// Wall time from starting the compiler to its artifact.
+    /// CPU time the compiler may use (all its threads together), from its start to its
+    /// artifact. Wall time is bounded too, at `COMPILE_WALL_TIME_FACTOR` times this, for a
+    /// compiler that stops making progress.
     pub time_ms_max: u64,
     /// The compiler process's data memory (`RLIMIT_DATA`: heap, thread stacks, code being
     /// emitted), including the process's own start-up (about 20 MiB).
@@ -67,6 +71,10 @@ pub struct CompileLimits {
 /// cache, hello-python 6.1 s, hello-rust 0.06 s (2026-12-04); a minute leaves room for a
 /// slower or busier machine.
 pub const DEFAULT_COMPILE_TIME_MS_MAX: u64 = 60_000;
+/// A compiler still running after this many times `compile_time_ms_max` of wall time is
+/// stopped as well, even though it has not used its CPU time: one that waits for ever (on
+/// its input, on a stopped disk) must not hold a deploy for ever.
+pub const COMPILE_WALL_TIME_FACTOR: u64 = 10;
 /// Default of `compile_memory_bytes_max`. Compiling hello-js peaks at 419 MiB resident,
 /// hello-python at 347 MiB, hello-rust at 27 MiB (same measurement).
 pub const DEFAULT_COMPILE_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
@@ -127,7 +135,8 @@ pub(crate) fn compile_in_worker(
     bytes: &[u8],
 ) -> Result<(Vec<u8>, WorkerStats), DeployError> {
     let started = Instant::now();
-    let deadline = started + Duration::from_millis(limits.time_ms_max);
+    let wall_deadline = started
+        + Duration::from_millis(limits.time_ms_max.saturating_mul(COMPILE_WALL_TIME_FACTOR));
     let mut cmd = Command::new(&command.program);
     cmd.args(&command.args)
         .env_clear()
@@ -139,9 +148,9 @@ pub(crate) fn compile_in_worker(
             .env(ENV_INCREMENTAL_BYTES_MAX, bytes_max.to_string());
     }
     let memory = limits.memory_bytes_max;
-    // CPU seconds the worker may use: every core for the whole deadline, and a second more.
-    // The node kills it at the deadline; this holds if the node cannot (it is stopped).
-    let cpu_seconds = limits.time_ms_max.div_ceil(1000).saturating_mul(cores()) + 1;
+    // The node kills the worker when it has used its CPU time; the kernel's limit, a second
+    // later, holds if the node cannot (it is stopped).
+    let cpu_seconds = limits.time_ms_max.div_ceil(1000) + 1;
     // SAFETY: the closure runs in the child between fork and exec and only makes
     // async-signal-safe system calls (setrlimit, prctl), with no allocation.
     unsafe {
@@ -175,7 +184,7 @@ pub(crate) fn compile_in_worker(
         // The artifact lives in the worker's memory before it is written: it cannot be larger.
         let out = scope.spawn(move || read_capped(stdout, memory));
         let err = scope.spawn(move || read_capped(stderr, STDERR_BYTES_MAX as u64));
-        let status = wait_until(&mut child, deadline);
+        let status = wait_within(&mut child, limits.time_ms_max, wall_deadline);
         let joined =
             |reader: std::thread::ScopedJoinHandle<'_, Vec<u8>>| reader.join().unwrap_or_default();
         (status, joined(out), joined(err))
@@ -188,7 +197,10 @@ pub(crate) fn compile_in_worker(
         );
         DeployError::CompileLimit {
             limit: "compile_time_ms_max",
-            detail: format!("compiling it took longer than {} ms", limits.time_ms_max),
+            detail: format!(
+                "compiling it took more than {} ms of CPU time",
+                limits.time_ms_max
+            ),
         }
     };
     let Some(status) = status else {
@@ -239,8 +251,13 @@ pub(crate) fn compile_in_worker(
     )))
 }
 
-/// Waits for `child` until `deadline`; past it, kills it and returns `None`.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+/// Waits for `child` while it has used less than `cpu_ms_max` of CPU time and the clock is
+/// before `wall_deadline`; past either, kills it and returns `None`.
+fn wait_within(
+    child: &mut Child,
+    cpu_ms_max: u64,
+    wall_deadline: Instant,
+) -> Option<std::process::ExitStatus> {
     let mut pause = Duration::from_millis(1);
     loop {
         match child.try_wait() {
@@ -248,16 +265,36 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::Exit
             Ok(None) => {}
             Err(_) => break,
         }
-        let now = Instant::now();
-        if now >= deadline {
+        if cpu_ms(child.id()).is_some_and(|used| used >= cpu_ms_max) {
             break;
         }
-        std::thread::sleep(pause.min(deadline - now));
+        let now = Instant::now();
+        if now >= wall_deadline {
+            break;
+        }
+        std::thread::sleep(pause.min(wall_deadline - now));
         pause = (pause * 2).min(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// CPU time process `pid` has used, all its threads together (`/proc/<pid>/stat`: user and
+/// system time, in clock ticks).
+fn cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces and parentheses, so count after the last
+    // `)`. utime and stime are fields 14 and 15, the 12th and 13th after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks_per_second = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as u64,
+        _ => 100,
+    };
+    Some((utime + stime) * 1000 / ticks_per_second)
 }
 
 fn read_capped(from: impl Read, max: u64) -> Vec<u8> {
@@ -281,10 +318,6 @@ fn parse_stats(line: &str) -> WorkerStats {
         }
     }
     stats
-}
-
-fn cores() -> u64 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
@@ -377,6 +410,23 @@ fn work() -> Result<(), (u8, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_cpu_time_is_read_from_proc() {
+        let me = std::process::id();
+        let before = cpu_ms(me).expect("this process's CPU time");
+        // Burn CPU until the count moves (a tick is 10 ms); give up after 10 s of wall time.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut x = 0u64;
+        while cpu_ms(me).unwrap() < before + 30 && Instant::now() < give_up {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
+        assert!(cpu_ms(me).unwrap() >= before + 30, "CPU time did not move");
+        assert_eq!(cpu_ms(u32::MAX), None, "no such process");
+    }
 
     #[test]
     fn code_compiled_without_the_pool_loads_in_the_pooling_engine() {
