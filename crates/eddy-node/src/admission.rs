@@ -470,7 +470,7 @@ mod tests {
         })
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_full_function_with_no_queue_rejects_at_once() {
         let admission = node(10, 5);
         admission.configure("f", function(2, 0, 0)).unwrap();
@@ -483,15 +483,18 @@ mod tests {
         assert_eq!(admission.load("f").in_flight, 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn waiters_are_admitted_in_order_and_bounded_by_their_wait() {
         let admission = node(10, 5);
         let mut settings = function(1, 1, 0);
         settings.max_wait = Duration::from_millis(100);
         admission.configure("f", settings).unwrap();
         let running = admission.admit("f", Class::Interactive).await.unwrap();
+        let asked = tokio::time::Instant::now();
         let expired = admission.admit("f", Class::Interactive).await;
         assert_eq!(expired.err(), Some(Rejection::WaitExpired));
+        // On the paused clock the wait is exactly max_wait, not a moment longer.
+        assert_eq!(asked.elapsed(), Duration::from_millis(100));
         assert_eq!(
             admission.load("f").queued,
             0,
@@ -508,7 +511,7 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Ok(()));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn reserved_concurrency_is_a_floor_others_cannot_take() {
         let admission = node(4, 4);
         admission.configure("reserved", function(10, 0, 2)).unwrap();
@@ -543,7 +546,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn background_work_cannot_take_the_whole_node_and_waits_behind_interactive() {
         let admission = node(4, 2);
         admission
@@ -590,7 +593,7 @@ mod tests {
         assert_eq!(queued_background.await.unwrap(), Ok(()));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn changing_a_reservation_while_invocations_run_keeps_the_counts_right() {
         let admission = node(4, 4);
         admission.configure("f", function(10, 0, 0)).unwrap();
@@ -618,7 +621,7 @@ mod tests {
         assert_eq!(admission.in_flight(), all.len());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_function_removed_and_created_again_while_running_starts_from_zero() {
         let admission = node(4, 4);
         admission.configure("f", function(2, 0, 1)).unwrap();
@@ -642,7 +645,7 @@ mod tests {
         assert_eq!(g.len(), 3);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_caller_that_gives_up_leaves_the_queue() {
         let admission = node(4, 4);
         admission.configure("f", function(1, 1, 0)).unwrap();

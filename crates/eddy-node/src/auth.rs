@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use eddy_store::Store;
+use eddy_store::TokenStore;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -29,11 +29,15 @@ impl TokenHash {
 }
 
 /// Load the token hash, creating the token (and its file) when the file is missing.
-pub fn ensure_admin_token(store: &Store, state_dir: &Path) -> anyhow::Result<TokenHash> {
+pub async fn ensure_admin_token(
+    store: &dyn TokenStore,
+    state_dir: &Path,
+) -> anyhow::Result<TokenHash> {
     use anyhow::Context;
     let path = state_dir.join(TOKEN_FILE);
     let stored = store
         .admin_token_hash()
+        .await
         .context("reading the admin token hash")?;
     if let (Some(stored), true) = (stored, path.exists()) {
         return Ok(TokenHash(stored));
@@ -46,6 +50,7 @@ pub fn ensure_admin_token(store: &Store, state_dir: &Path) -> anyhow::Result<Tok
     let hashed = hash(&token);
     store
         .set_admin_token_hash(&hashed)
+        .await
         .context("storing the admin token hash")?;
     tracing::info!(path = %path.display(), "created a new admin token");
     Ok(TokenHash(hashed))

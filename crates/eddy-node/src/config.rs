@@ -179,6 +179,10 @@ pub struct NodeConfig {
     /// only for embedding the node in tests.
     #[serde(skip)]
     pub compiler: Option<eddy_runtime::CompilerCommand>,
+    /// The clock every part of the node reads (the system's, unless a test hands in
+    /// [`crate::clock::Clock::starting_at`]).
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 /// Every node-wide limit. Names carry their units.
@@ -291,6 +295,7 @@ impl Default for NodeConfig {
             pooling: PoolingSettings::default(),
             limits_set: Vec::new(),
             compiler: None,
+            clock: crate::clock::Clock::system(),
         }
     }
 }

@@ -17,35 +17,28 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
+use tokio::time::Instant;
+
 use bytes::Bytes;
-use eddy_runtime::{Answer, InvocationReport, Outcome};
 use eddy_store::{Claimed, ConsumerSettings, Settle};
-use http::{HeaderValue, Request, header};
-use http_body_util::{BodyExt, Full};
+use http::{Request, header};
+use http_body_util::Full;
 use rand::Rng;
 use serde_json::json;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::Class;
-use crate::ingress::{Record, failure_status};
-use crate::invocations::InvocationSink;
+use crate::events::{BATCH_CONTENT_TYPE, CloudEvent, QUEUE_EVENT_TYPE, header_value, rfc3339};
+use crate::invoker::{Invoker, Refusal, Trigger};
 use crate::queues::QueueHub;
-use crate::registry::{Registry, now_ms};
+use crate::registry::Registry;
 use crate::routes::LiveFunction;
 
-/// CloudEvents `type` of a queue message delivery.
-pub const QUEUE_EVENT_TYPE: &str = "dev.eddy.queue.message";
 /// The header naming the queue a delivery comes from; only the node sets it (see
 /// `ingress::NODE_HEADER_PREFIX`), so it tells a delivery from a public request.
 pub const HEADER_QUEUE: &str = "eddy-queue";
-/// Content type of a delivery of more than one message.
-pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
-/// How often a consumer whose function is not deployed looks again.
-const FUNCTION_ABSENT_POLL: Duration = Duration::from_secs(1);
 /// How often a consumer whose function's budget paused background work looks again.
 const BUDGET_PAUSED_POLL: Duration = Duration::from_secs(1);
 /// Pause after admission control turned a delivery away (the node is busy).
@@ -60,7 +53,7 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 pub struct Consumers {
     hub: Arc<QueueHub>,
     registry: Arc<Registry>,
-    sink: InvocationSink,
+    invoker: Invoker,
     running: Mutex<Dispatchers>,
 }
 
@@ -106,11 +99,11 @@ pub struct ConsumerStatus {
 }
 
 impl Consumers {
-    pub fn new(hub: Arc<QueueHub>, registry: Arc<Registry>, sink: InvocationSink) -> Arc<Self> {
+    pub fn new(hub: Arc<QueueHub>, registry: Arc<Registry>, invoker: Invoker) -> Arc<Self> {
         Arc::new(Consumers {
             hub,
             registry,
-            sink,
+            invoker,
             running: Mutex::new(Dispatchers::default()),
         })
     }
@@ -139,10 +132,9 @@ impl Consumers {
             queue: queue.to_string(),
             settings,
             breaker_failures: self.hub.limits.consumer_breaker_failures,
-            records_per_second_max: self.hub.limits.invocation_records_per_second_max,
             hub: self.hub.clone(),
             registry: self.registry.clone(),
-            sink: self.sink.clone(),
+            invoker: self.invoker.clone(),
             control: control.clone(),
             cancel: cancel.clone(),
         });
@@ -349,10 +341,9 @@ struct Dispatcher {
     queue: String,
     settings: ConsumerSettings,
     breaker_failures: u32,
-    records_per_second_max: u32,
     hub: Arc<QueueHub>,
     registry: Arc<Registry>,
-    sink: InvocationSink,
+    invoker: Invoker,
     control: Arc<Control>,
     cancel: CancellationToken,
 }
@@ -374,9 +365,7 @@ impl Dispatcher {
                         // the wake-up may have been spent on an earlier wait).
                         continue;
                     }
-                    let due = next.map_or(IDLE_POLL, |ms| {
-                        Duration::from_millis(ms.saturating_sub(now_ms()).max(0) as u64)
-                    });
+                    let due = next.map_or(IDLE_POLL, |ms| self.registry.clock().until_ms(ms));
                     tokio::select! {
                         _ = self.cancel.cancelled() => return,
                         _ = waker.notified() => {}
@@ -395,42 +384,41 @@ impl Dispatcher {
 
     /// Backoff spacing for attempt or breaker trip `n` (from 1), without jitter.
     fn spacing(&self, n: u32) -> Duration {
-        let factor = 1u64
-            .checked_shl(n.saturating_sub(1).min(62))
-            .unwrap_or(u64::MAX);
-        Duration::from_millis(
-            self.settings
-                .backoff_base_ms
-                .saturating_mul(factor)
-                .min(self.settings.backoff_max_ms),
+        backoff_spacing(
+            self.settings.backoff_base_ms,
+            self.settings.backoff_max_ms,
+            n,
         )
     }
 
     async fn claim_and_deliver(self: Arc<Self>, epoch: u64) {
         let function = self.settings.function.as_str();
+        // Taken before the table is read, so a deploy right after the read still wakes us.
+        let mut changes = self.registry.route_changes();
+        changes.mark_unchanged();
         let Some(live) = self.registry.routes().function(function).cloned() else {
+            // Wait for a deploy instead of polling; the messages wait in the queue.
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = changes.changed() => {}
+            }
             self.control.release(true);
-            self.pause(FUNCTION_ABSENT_POLL).await;
             return;
         };
-        if self
-            .registry
-            .budgets()
-            .background_paused(function)
-            .is_some()
-        {
-            // The messages wait in the queue; no attempt is spent.
-            self.pause(BUDGET_PAUSED_POLL).await;
-            self.control.release(true);
-            return;
-        }
+        // Before a claim, so no attempt is spent while the budget or the node says wait.
         let admitted = tokio::select! {
             _ = self.cancel.cancelled() => None,
-            admitted = self.registry.admission().admit(function, Class::Background) => Some(admitted),
+            admitted = self.invoker.admit_background(&live, Trigger::Queue) => Some(admitted),
         };
         let permit = match admitted {
             Some(Ok(permit)) => permit,
-            Some(Err(_)) => {
+            Some(Err(Refusal::Budget(_))) => {
+                // The messages wait in the queue; no attempt is spent.
+                self.pause(BUDGET_PAUSED_POLL).await;
+                self.control.release(true);
+                return;
+            }
+            Some(Err(Refusal::Busy { .. })) => {
                 // The node (or the function) is busy: no attempt is spent.
                 self.pause(ADMISSION_RETRY).await;
                 self.control.release(true);
@@ -443,7 +431,8 @@ impl Dispatcher {
         };
         let asked = self.settings.batch_size.max(1);
         let seq = self.hub.waker(&self.queue).seq();
-        let lease_until_ms = now_ms() + self.settings.visibility_timeout_ms as i64;
+        let lease_until_ms =
+            self.registry.clock().now_ms() + self.settings.visibility_timeout_ms as i64;
         let (claimed, next) = match self
             .hub
             .store
@@ -479,12 +468,12 @@ impl Dispatcher {
                 None => self
                     .registry
                     .admission()
-                    .admit(function, Class::Background)
+                    .admit(function, Trigger::Queue.class())
                     .await
                     .map_err(|_| "the node was busy for the rest of a split batch".to_string()),
             };
             let delivery = async { self.deliver(live.clone(), request?, permit?).await };
-            let outcome = tokio::time::timeout_at(deadline.into(), delivery)
+            let outcome = tokio::time::timeout_at(deadline, delivery)
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!(
@@ -513,15 +502,8 @@ impl Dispatcher {
         request: Request<Full<Bytes>>,
         permit: crate::admission::Permit,
     ) -> Result<(), String> {
-        invoke_background(
-            &self.registry,
-            &self.sink,
-            self.records_per_second_max,
-            live,
-            request,
-            permit,
-        )
-        .await
+        let record = self.invoker.record(&live, &request);
+        self.invoker.run_background(record, request, permit).await
     }
 
     /// The requests that deliver `claimed`: one binary-mode CloudEvent for a batch size of 1;
@@ -532,7 +514,7 @@ impl Dispatcher {
         &self,
         live: &LiveFunction,
         claimed: &'a [Claimed],
-    ) -> Result<Vec<(&'a [Claimed], Result<Request<Full<Bytes>>, String>)>, String> {
+    ) -> Result<Vec<Delivery<'a>>, String> {
         let path = self
             .settings
             .path
@@ -551,21 +533,20 @@ impl Dispatcher {
         };
         if self.settings.batch_size <= 1 {
             let m = &claimed[0];
-            let request = builder()
+            let mut request = builder()
                 .header(header::CONTENT_TYPE, header_value(&m.content_type))
-                .header("ce-specversion", "1.0")
-                .header("ce-id", header_value(&m.id))
-                .header("ce-type", QUEUE_EVENT_TYPE)
-                .header("ce-source", header_value(&source))
-                .header("ce-time", rfc3339(m.enqueued_at_ms))
-                .header("ce-eddyattempt", m.attempt.to_string())
-                .header("ce-eddyfirstenqueued", rfc3339(m.first_enqueued_at_ms))
                 .body(Full::new(Bytes::from(m.body.clone())));
+            if let Ok(request) = &mut request {
+                message_event(m, &source).insert_headers(request.headers_mut());
+            }
             return Ok(vec![(&claimed[..1], built(request))]);
         }
         let events = claimed
             .iter()
-            .map(|m| serde_json::to_vec(&structured_event(m, &source)).map_err(|e| e.to_string()))
+            .map(|m| {
+                serde_json::to_vec(&message_event(m, &source).structured(&m.content_type, &m.body))
+                    .map_err(|e| e.to_string())
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let bytes_max = self.hub.limits.request_body_bytes_max as usize;
         let mut deliveries = Vec::new();
@@ -622,7 +603,7 @@ impl Dispatcher {
                     Settle::Retry {
                         row: m.row,
                         lease_until_ms,
-                        visible_at_ms: now_ms() + delay as i64,
+                        visible_at_ms: self.registry.clock().now_ms() + delay as i64,
                         error: format!("attempt {}: {error}", m.attempt),
                     }
                 }
@@ -641,160 +622,30 @@ impl Dispatcher {
     }
 }
 
-/// Run one background invocation (a queue delivery, a cron tick) under `permit`, recorded
-/// and metered like any other. `Ok` when the function answered 2xx.
-pub(crate) async fn invoke_background(
-    registry: &Registry,
-    sink: &InvocationSink,
-    records_per_second_max: u32,
-    live: Arc<LiveFunction>,
-    request: Request<Full<Bytes>>,
-    permit: crate::admission::Permit,
-) -> Result<(), String> {
-    // Only the status matters: the body is read and dropped as it comes, never held.
-    let answer = invoke_collected(
-        registry,
-        sink,
-        records_per_second_max,
-        live,
-        request,
-        permit,
-        Keep::Status,
-    )
-    .await?;
-    if answer.status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the function answered {}", answer.status.as_u16()))
+/// Messages that go in one request, and that request (or why it could not be built).
+type Delivery<'a> = (&'a [Claimed], Result<Request<Full<Bytes>>, String>);
+
+/// One message's CloudEvent attributes.
+fn message_event(m: &Claimed, source: &str) -> CloudEvent {
+    CloudEvent {
+        id: m.id.clone(),
+        kind: QUEUE_EVENT_TYPE,
+        source: source.to_string(),
+        time_ms: m.enqueued_at_ms,
+        extensions: vec![
+            ("eddyattempt", json!(m.attempt)),
+            ("eddyfirstenqueued", json!(rfc3339(m.first_enqueued_at_ms))),
+        ],
     }
 }
 
-/// What a function answered, its body read whole within a bound.
-pub(crate) struct Collected {
-    pub status: http::StatusCode,
-    pub headers: http::HeaderMap,
-    pub body: Bytes,
-    /// The body was longer than `Keep::Body`'s bound: `body` is empty, not a part of it.
-    pub over_limit: bool,
-}
-
-/// What of a node-initiated invocation's answer the node keeps.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Keep {
-    /// The status and headers; the body is read to its end and dropped as it arrives.
-    Status,
-    /// The body too, up to this many bytes.
-    Body(usize),
-}
-
-/// Run one invocation the node makes itself (a queue delivery, a cron tick, a WebSocket
-/// event) under `permit`, recorded and metered like any other, and read its answer as `keep`
-/// says: never more than that is held. `Err` when the function failed (trapped, timed out,
-/// hit a limit).
-pub(crate) async fn invoke_collected(
-    registry: &Registry,
-    sink: &InvocationSink,
-    records_per_second_max: u32,
-    live: Arc<LiveFunction>,
-    request: Request<Full<Bytes>>,
-    permit: crate::admission::Permit,
-    keep: Keep,
-) -> Result<Collected, String> {
-    let record = Record {
-        live: live.clone(),
-        records_per_second_max,
-        sink: sink.clone(),
-        meter: registry.meter().clone(),
-        at_ms: now_ms(),
-        method: request.method().clone(),
-        path: request.uri().path_and_query().cloned(),
-    };
-    let (tx, rx) = oneshot::channel::<(Outcome, Option<String>)>();
-    let report = move |report: InvocationReport| {
-        let status = match report.answer {
-            Answer::Guest(status) => status,
-            Answer::Node(outcome) => failure_status(outcome).as_u16(),
-        };
-        let _ = tx.send((report.outcome, report.detail.clone()));
-        record.finish(status, report);
-    };
-    let mut answer = None;
-    if let Ok(response) = live.deployment.invoke(request, permit, report).await {
-        let (head, mut body) = response.into_parts();
-        // The report comes once the body has been read to its end.
-        let (body, over_limit) = match keep {
-            Keep::Status => {
-                while let Some(Ok(_)) = body.frame().await {}
-                (Bytes::new(), false)
-            }
-            Keep::Body(bytes_max) => {
-                match http_body_util::Limited::new(body, bytes_max)
-                    .collect()
-                    .await
-                {
-                    Ok(collected) => (collected.to_bytes(), false),
-                    Err(e) => (Bytes::new(), e.is::<http_body_util::LengthLimitError>()),
-                }
-            }
-        };
-        answer = Some(Collected {
-            status: head.status,
-            headers: head.headers,
-            body,
-            over_limit,
-        });
-    }
-    let (outcome, detail) = rx
-        .await
-        .map_err(|_| "the invocation ended without a report".to_string())?;
-    match (outcome, answer) {
-        (Outcome::Ok, Some(answer)) => Ok(answer),
-        // The node stopped reading past its bound, which may have failed the guest's
-        // writes: the bound is the reason, and the caller's to report.
-        (_, Some(answer)) if answer.over_limit => Ok(answer),
-        (Outcome::Ok, None) => Err("the function gave no response".into()),
-        (other, _) => Err(match detail {
-            Some(detail) => format!("{}: {detail}", other.as_str()),
-            None => other.as_str().to_string(),
-        }),
-    }
-}
-
-/// One message as a structured CloudEvent, for a batch.
-fn structured_event(m: &Claimed, source: &str) -> serde_json::Value {
-    let mut event = json!({
-        "specversion": "1.0",
-        "id": m.id,
-        "type": QUEUE_EVENT_TYPE,
-        "source": source,
-        "time": rfc3339(m.enqueued_at_ms),
-        "datacontenttype": m.content_type,
-        "eddyattempt": m.attempt,
-        "eddyfirstenqueued": rfc3339(m.first_enqueued_at_ms),
-    });
-    match std::str::from_utf8(&m.body) {
-        Ok(text) if m.content_type.contains("json") => {
-            match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(data) => event["data"] = data,
-                Err(_) => event["data"] = json!(text),
-            }
-        }
-        Ok(text) => event["data"] = json!(text),
-        Err(_) => {
-            event["data_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&m.body))
-        }
-    }
-    event
-}
-
-pub(crate) fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn rfc3339(ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
+/// Backoff spacing for attempt or breaker trip `n` (from 1): `base_ms` doubled each time,
+/// never above `max_ms`.
+fn backoff_spacing(base_ms: u64, max_ms: u64, n: u32) -> Duration {
+    let factor = 1u64
+        .checked_shl(n.saturating_sub(1).min(62))
+        .unwrap_or(u64::MAX);
+    Duration::from_millis(base_ms.saturating_mul(factor).min(max_ms))
 }
 
 #[cfg(test)]
@@ -841,5 +692,96 @@ mod tests {
         assert!(!dispatchers.replace("q"));
         assert!(!dispatchers.replace("other"));
         assert!(dispatchers.by_queue.is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_from_its_base_up_to_its_cap() {
+        let spacing = |n| backoff_spacing(100, 5_000, n).as_millis();
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 7].map(spacing),
+            [100, 200, 400, 800, 1_600, 3_200, 5_000]
+        );
+        // No overflow however many attempts or trips.
+        assert_eq!(spacing(0), 100);
+        assert_eq!(spacing(63), 5_000);
+        assert_eq!(spacing(u32::MAX), 5_000);
+        assert_eq!(
+            backoff_spacing(u64::MAX, u64::MAX, 40).as_millis(),
+            u64::MAX as u128
+        );
+    }
+
+    /// Starts one delivery on `control` and ends it with `success`.
+    fn deliver(control: &Control, success: bool, spacing: impl Fn(u32) -> Duration) {
+        let Gate::Go { epoch } = control.admit(Instant::now()) else {
+            panic!("expected a delivery to be allowed");
+        };
+        control.claimed(1, 1, None, 0);
+        control.finished(success, epoch, 3, spacing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_failures_in_a_row_and_probes_after_its_backoff() {
+        let settings = ConsumerSettings {
+            max_concurrency: 8,
+            ..running_settings()
+        };
+        let control = Control::new(&settings);
+        let spacing = |n| backoff_spacing(1_000, 60_000, n);
+        // Two failures halve the limit once per round, but do not open the breaker.
+        deliver(&control, false, spacing);
+        deliver(&control, false, spacing);
+        assert_eq!(control.status().breaker, "closed");
+        assert_eq!(control.status().concurrency, 2);
+        // The third failure in a row opens it for one backoff spacing.
+        deliver(&control, false, spacing);
+        assert_eq!(control.status().breaker, "open");
+        assert_eq!(control.status().concurrency, 0);
+        let Gate::Until(until) = control.admit(Instant::now()) else {
+            panic!("an open breaker lets nothing through");
+        };
+        assert_eq!(until - Instant::now(), Duration::from_millis(1_000));
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert!(matches!(control.admit(Instant::now()), Gate::Until(_)));
+        // Once it passes, one probe goes (half open) and nothing beside it.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let Gate::Go { epoch } = control.admit(Instant::now()) else {
+            panic!("the probe should go");
+        };
+        assert_eq!(control.status().breaker, "half_open");
+        assert!(matches!(control.admit(Instant::now()), Gate::Full));
+        // A failed probe opens it again for twice as long.
+        control.claimed(1, 1, None, 0);
+        control.finished(false, epoch, 3, spacing);
+        let Gate::Until(until) = control.admit(Instant::now()) else {
+            panic!("a failed probe reopens the breaker");
+        };
+        assert_eq!(until - Instant::now(), Duration::from_millis(2_000));
+        // A probe that succeeds closes it; successes then raise the limit again.
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        deliver(&control, true, spacing);
+        assert_eq!(control.status().breaker, "closed");
+        for _ in 0..20 {
+            deliver(&control, true, spacing);
+        }
+        assert!(
+            control.status().concurrency > 2,
+            "{}",
+            control.status().concurrency
+        );
+    }
+
+    fn running_settings() -> ConsumerSettings {
+        ConsumerSettings {
+            function: "f".into(),
+            batch_size: 1,
+            max_concurrency: 1,
+            visibility_timeout_ms: 1000,
+            max_attempts: 1,
+            backoff_base_ms: 1,
+            backoff_max_ms: 1,
+            dead_letter: "q-dlq".into(),
+            path: None,
+        }
     }
 }

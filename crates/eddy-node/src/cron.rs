@@ -11,130 +11,56 @@
 //! - A failed tick is not retried: the next one comes.
 
 use std::collections::HashMap;
-use std::str::FromStr as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{TimeZone as _, Utc};
-use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 use eddy_store::{Missed, Overlap, ScheduleSettings};
 use http::{Request, header};
 use http_body_util::Full;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::Class;
-use crate::consumer::{header_value, invoke_background, rfc3339};
-use crate::invocations::InvocationSink;
-use crate::queues::QueueHub;
-use crate::registry::{Registry, now_ms};
+use crate::clock::Clock;
+use crate::events::{CloudEvent, TICK_EVENT_TYPE, header_value, rfc3339};
+use crate::invoker::{Invoker, Refusal, Trigger};
+use crate::registry::Registry;
+use crate::schedule::Schedule;
 
-/// CloudEvents `type` of a cron tick.
-pub const TICK_EVENT_TYPE: &str = "dev.eddy.cron.tick";
 /// The header naming the function whose schedule a tick comes from; only the node sets it
 /// (see `ingress::NODE_HEADER_PREFIX`).
 pub const HEADER_SCHEDULE: &str = "eddy-schedule";
-/// How often the scheduler looks for schedules deployed, changed or removed.
-pub const SCHEDULE_SYNC_INTERVAL: Duration = Duration::from_millis(250);
-/// Occurrences looked through to find the latest tick missed while the node was down (a
-/// one-second schedule down for more than a day counts its missed ticks as this many).
-const MISSED_TICKS_SCAN_MAX: u64 = 100_000;
-
-/// A parsed schedule.
-pub struct Schedule {
-    cron: Cron,
-    timezone: Option<chrono_tz::Tz>,
+/// When one schedule's ticks fall, on the node's clock.
+struct Ticks {
+    schedule: Schedule,
+    /// The last tick fired or claimed (from the store at start).
+    last: i64,
+    clock: Clock,
 }
 
-impl Schedule {
-    /// Parse the cron expression (five fields, or six with seconds first) and time zone.
-    pub fn parse(settings: &ScheduleSettings) -> Result<Schedule, String> {
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse(&settings.cron)
-            .map_err(|e| {
-                format!(
-                    "schedule `{}` is not a cron expression: {e} (five fields `min hour day month weekday`, or six with seconds first, or @hourly/@daily/...)",
-                    settings.cron
-                )
-            })?;
-        let timezone = settings
-            .timezone
-            .as_deref()
-            .map(|tz| {
-                chrono_tz::Tz::from_str(tz).map_err(|_| {
-                    format!("schedule time zone `{tz}` is not an IANA time zone name such as Europe/Paris")
-                })
-            })
-            .transpose()?;
-        let schedule = Schedule { cron, timezone };
-        if schedule.next_after(now_ms()).is_none() {
-            return Err(format!("schedule `{}` never fires", settings.cron));
-        }
-        Ok(schedule)
+impl Ticks {
+    /// Ticks that fell after `last` and before now (while the node was down): the latest
+    /// and how many.
+    fn missed(&self) -> Option<(i64, u64)> {
+        self.schedule.latest_between(self.last, self.clock.now_ms())
     }
 
-    /// The first tick strictly after `ms` (unix milliseconds).
-    pub fn next_after(&self, ms: i64) -> Option<i64> {
-        let at = Utc.timestamp_millis_opt(ms).single()?;
-        let next = match self.timezone {
-            Some(tz) => self
-                .cron
-                .find_next_occurrence(&at.with_timezone(&tz), false)
-                .ok()?
-                .timestamp_millis(),
-            None => self
-                .cron
-                .find_next_occurrence(&at, false)
-                .ok()?
-                .timestamp_millis(),
-        };
+    /// Waits for the next tick and returns it; never before it is due, even if the calendar
+    /// moved back meanwhile. `None`: the schedule never fires again.
+    async fn next(&mut self) -> Option<i64> {
+        let next = self
+            .schedule
+            .next_after(self.last.max(self.clock.now_ms()))?;
+        self.clock.sleep_until_ms(next).await;
+        self.last = next;
         Some(next)
     }
-
-    /// The latest tick in `(after, until]` and how many there were (counted up to
-    /// `MISSED_TICKS_SCAN_MAX`).
-    pub fn latest_between(&self, after: i64, until: i64) -> Option<(i64, u64)> {
-        let mut latest = None;
-        let mut count = 0;
-        let mut at = after;
-        while count < MISSED_TICKS_SCAN_MAX {
-            match self.next_after(at) {
-                Some(next) if next <= until => {
-                    latest = Some(next);
-                    count += 1;
-                    at = next;
-                }
-                _ => break,
-            }
-        }
-        latest.map(|t| (t, count))
-    }
-}
-
-/// Check a deploy's schedule.
-pub fn validate_schedule(settings: &ScheduleSettings) -> Result<(), String> {
-    Schedule::parse(settings)?;
-    if let Some(path) = &settings.path
-        && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err())
-    {
-        return Err(format!(
-            "schedule path `{path}` must be a path starting with `/`"
-        ));
-    }
-    Ok(())
 }
 
 /// Runs every live function's schedule.
 pub struct Scheduler {
-    hub: Arc<QueueHub>,
     registry: Arc<Registry>,
-    sink: InvocationSink,
-    records_per_second_max: u32,
+    invoker: Invoker,
     running: Mutex<HashMap<String, Ticker>>,
 }
 
@@ -146,16 +72,13 @@ struct Ticker {
 impl Scheduler {
     /// Start following the route table until `shutdown`.
     pub fn start(
-        hub: Arc<QueueHub>,
         registry: Arc<Registry>,
-        sink: InvocationSink,
+        invoker: Invoker,
         shutdown: CancellationToken,
     ) -> Arc<Scheduler> {
         let scheduler = Arc::new(Scheduler {
-            records_per_second_max: hub.limits.invocation_records_per_second_max,
-            hub,
             registry,
-            sink,
+            invoker,
             running: Mutex::new(HashMap::new()),
         });
         tokio::spawn(scheduler.clone().watch(shutdown));
@@ -163,11 +86,13 @@ impl Scheduler {
     }
 
     async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut changes = self.registry.route_changes();
         loop {
+            changes.mark_unchanged();
             self.sync();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(SCHEDULE_SYNC_INTERVAL) => {}
+                changed = changes.changed() => if changed.is_err() { break },
             }
         }
         for (_, ticker) in self.lock().drain() {
@@ -222,23 +147,29 @@ impl Scheduler {
         settings: ScheduleSettings,
         cancel: CancellationToken,
     ) {
-        let schedule = match Schedule::parse(&settings) {
+        let clock = *self.registry.clock();
+        let schedule = match Schedule::parse(&settings, clock.now_ms()) {
             Ok(schedule) => schedule,
             Err(problem) => {
                 tracing::warn!(%function, problem, "schedule not run");
                 return;
             }
         };
-        let store = &self.hub.store;
-        let mut last = match store.last_tick(&function, now_ms()).await {
+        let store = &self.registry.stores().ticks;
+        let last = match store.last_tick(&function, clock.now_ms()).await {
             Ok(last) => last,
             Err(e) => {
                 tracing::error!(%function, error = %e, "reading the schedule's last tick failed");
                 return;
             }
         };
+        let mut ticks = Ticks {
+            schedule,
+            last,
+            clock,
+        };
         let running = Arc::new(AtomicUsize::new(0));
-        if let Some((latest, count)) = schedule.latest_between(last, now_ms()) {
+        if let Some((latest, count)) = ticks.missed() {
             match settings.missed {
                 Missed::Skip => {
                     if matches!(store.claim_tick(&function, latest).await, Ok(true)) {
@@ -250,23 +181,17 @@ impl Scheduler {
                     self.fire(&function, &settings, latest, &running).await;
                 }
             }
-            last = latest;
+            ticks.last = latest;
         }
         loop {
-            let Some(next) = schedule.next_after(last.max(now_ms())) else {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = ticks.next() => next,
+            };
+            let Some(next) = next else {
                 return;
             };
-            let wait = Duration::from_millis((next - now_ms()).max(0) as u64);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            // The clock may be a little early: never fire before the tick.
-            while now_ms() < next {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
             self.fire(&function, &settings, next, &running).await;
-            last = next;
         }
     }
 
@@ -278,7 +203,13 @@ impl Scheduler {
         tick_ms: i64,
         running: &Arc<AtomicUsize>,
     ) {
-        match self.hub.store.claim_tick(function, tick_ms).await {
+        match self
+            .registry
+            .stores()
+            .ticks
+            .claim_tick(function, tick_ms)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -286,8 +217,8 @@ impl Scheduler {
                 return;
             }
         }
-        if let Some(block) = self.registry.budgets().background_paused(function) {
-            tracing::info!(%function, tick = %rfc3339(tick_ms), "tick skipped: {}", block.message);
+        if let Err(refusal) = self.invoker.budget(function, Trigger::Cron) {
+            tracing::info!(%function, tick = %rfc3339(tick_ms), "tick skipped: {}", refusal.message());
             return;
         }
         if settings.overlap == Overlap::Skip && running.load(Ordering::Acquire) > 0 {
@@ -305,52 +236,41 @@ impl Scheduler {
             .header(header::HOST, "localhost")
             .header(HEADER_SCHEDULE, header_value(function))
             .header(header::CONTENT_TYPE, "application/json")
-            .header("ce-specversion", "1.0")
-            .header("ce-id", header_value(&format!("{function}@{scheduled}")))
-            .header("ce-type", TICK_EVENT_TYPE)
-            .header(
-                "ce-source",
-                header_value(&format!("/functions/{function}/schedule")),
-            )
-            .header("ce-time", scheduled.as_str())
             .body(Full::new(Bytes::from(
                 json!({"scheduled_time": scheduled}).to_string(),
             )));
-        let request = match request {
+        let mut request = match request {
             Ok(request) => request,
             Err(e) => {
                 tracing::warn!(%function, error = %e, "tick request could not be built");
                 return;
             }
         };
+        CloudEvent {
+            id: format!("{function}@{scheduled}"),
+            kind: TICK_EVENT_TYPE,
+            source: format!("/functions/{function}/schedule"),
+            time_ms: tick_ms,
+            extensions: Vec::new(),
+        }
+        .insert_headers(request.headers_mut());
         running.fetch_add(1, Ordering::AcqRel);
         let running = running.clone();
-        let registry = self.registry.clone();
-        let sink = self.sink.clone();
-        let records_per_second_max = self.records_per_second_max;
+        let invoker = self.invoker.clone();
         let function = function.clone();
         tokio::spawn(async move {
-            match registry
-                .admission()
-                .admit(&function, Class::Background)
-                .await
-            {
+            match invoker.admit_background(&live, Trigger::Cron).await {
                 Ok(permit) => {
-                    let result = invoke_background(
-                        &registry,
-                        &sink,
-                        records_per_second_max,
-                        live,
-                        request,
-                        permit,
-                    )
-                    .await;
-                    if let Err(error) = result {
+                    let record = invoker.record(&live, &request);
+                    if let Err(error) = invoker.run_background(record, request, permit).await {
                         tracing::warn!(%function, tick = %scheduled, error, "cron tick failed (not retried)");
                     }
                 }
-                Err(rejection) => {
-                    tracing::warn!(%function, tick = %scheduled, limit = rejection.limit(), "cron tick refused by admission control (not retried)");
+                Err(Refusal::Budget(block)) => {
+                    tracing::info!(%function, tick = %scheduled, "tick skipped: {}", block.message);
+                }
+                Err(refusal) => {
+                    tracing::warn!(%function, tick = %scheduled, limit = refusal.limit(), "cron tick refused by admission control (not retried)");
                 }
             }
             running.fetch_sub(1, Ordering::AcqRel);
@@ -372,36 +292,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn seconds_are_optional_and_time_zones_shift_ticks() {
-        let every_second = Schedule::parse(&settings("* * * * * *", None)).unwrap();
-        assert_eq!(every_second.next_after(1_000_500), Some(1_001_000));
-        let five_minutes = Schedule::parse(&settings("*/5 * * * *", None)).unwrap();
-        assert_eq!(five_minutes.next_after(0), Some(300_000));
-        // 09:00 in Kolkata (UTC+05:30) is 03:30 UTC.
-        let kolkata = Schedule::parse(&settings("0 9 * * *", Some("Asia/Kolkata"))).unwrap();
-        assert_eq!(kolkata.next_after(0), Some((3 * 3600 + 30 * 60) * 1000));
-        let (latest, count) = every_second.latest_between(1_000_000, 1_005_500).unwrap();
-        assert_eq!((latest, count), (1_005_000, 5));
-        assert!(every_second.latest_between(1_000_000, 1_000_900).is_none());
+    /// 2026-12-31T23:59:58.500Z.
+    const NEW_YEARS_EVE_MS: i64 = 1_798_761_598_500;
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_fall_on_the_calendar_and_never_early_on_a_test_clock() {
+        let clock = Clock::starting_at(NEW_YEARS_EVE_MS);
+        let mut ticks = Ticks {
+            schedule: Schedule::parse(&settings("* * * * * *", None), clock.now_ms()).unwrap(),
+            last: NEW_YEARS_EVE_MS,
+            clock,
+        };
+        assert_eq!(ticks.missed(), None);
+        // Each tick returns exactly when it is due: the calendar reads the tick.
+        for due in [1_798_761_599_000, 1_798_761_600_000, 1_798_761_601_000] {
+            assert_eq!(ticks.next().await, Some(due));
+            assert_eq!(clock.now_ms(), due);
+        }
+        // A monthly schedule waits a month, in no real time: the next first of the month.
+        let monthly = Schedule::parse(&settings("0 0 1 * *", None), clock.now_ms()).unwrap();
+        let mut months = Ticks {
+            schedule: monthly,
+            last: clock.now_ms(),
+            clock,
+        };
+        // 2027-02-01T00:00:00Z.
+        assert_eq!(months.next().await, Some(1_801_440_000_000));
+        assert_eq!(clock.now_ms(), 1_801_440_000_000);
     }
 
-    #[test]
-    fn bad_schedules_say_why() {
-        for (cron, tz, why) in [
-            ("61 * * * *", None, "not a cron expression"),
-            ("* * *", None, "not a cron expression"),
-            ("* * * * *", Some("Mars/Olympus"), "not an IANA time zone"),
-        ] {
-            let err = validate_schedule(&settings(cron, tz)).err().unwrap();
-            assert!(err.contains(why), "{cron}: {err}");
-        }
-        let mut bad_path = settings("* * * * *", None);
-        bad_path.path = Some("jobs".into());
-        assert!(
-            validate_schedule(&bad_path)
-                .unwrap_err()
-                .contains("starting with `/`")
-        );
+    #[tokio::test(start_paused = true)]
+    async fn ticks_missed_while_down_are_counted_from_the_last_one_fired() {
+        let clock = Clock::starting_at(NEW_YEARS_EVE_MS);
+        let schedule = Schedule::parse(&settings("*/5 * * * * *", None), clock.now_ms()).unwrap();
+        // The node last fired 20.5 s ago: ticks at -20, -15, -10, -5 s fell while it was down.
+        let mut ticks = Ticks {
+            schedule,
+            last: NEW_YEARS_EVE_MS - 20_500 - 500,
+            clock,
+        };
+        assert_eq!(ticks.missed(), Some((NEW_YEARS_EVE_MS - 3_500, 4)));
+        ticks.last = NEW_YEARS_EVE_MS - 3_500;
+        // The next one is the first after now, not a second run of a missed one.
+        assert_eq!(ticks.next().await, Some(NEW_YEARS_EVE_MS + 1_500));
     }
 }

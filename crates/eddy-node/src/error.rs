@@ -1,10 +1,13 @@
-//! Control-API errors: a stable code, a message for people, and the HTTP status.
+//! Control-API errors: a stable code, a message for people, and the HTTP status; the
+//! domain's `Problem`s become these here, at the HTTP layer.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_runtime::DeployError;
 use eddy_store::StoreError;
+
+use crate::problem::{Kind, Problem};
 
 /// An error the control API returns as `{"error": {"code", "message"}}`.
 #[derive(Debug, thiserror::Error)]
@@ -55,32 +58,31 @@ impl ApiError {
     }
 }
 
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> ApiError {
+        let status = match p.kind {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Limit | Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::Full => StatusCode::INSUFFICIENT_STORAGE,
+            Kind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, p.code, p.message)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::RouteTaken { route, function } => ApiError::new(
-                StatusCode::CONFLICT,
-                "route_taken",
-                format!(
-                    "route {route} is already served by function `{function}`; choose another --route or remove `{function}` first"
-                ),
-            ),
-            StoreError::NotFound { what } => ApiError::not_found(format!("no {what}")),
-            other => ApiError::internal("the store failed", other),
-        }
+        Problem::from(e).into()
     }
 }
 
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> ApiError {
-        if e.is_node_fault() {
-            return ApiError::internal("compiling the component failed", e);
-        }
-        let code = match e.limit() {
-            Some(_) => "component_limit",
-            None => "invalid_component",
-        };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+        Problem::from(e).into()
     }
 }
 

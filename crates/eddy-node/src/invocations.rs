@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eddy_store::{NewInvocation, Retention, Store};
+use eddy_store::{InvocationStore, NewInvocation, Retention};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::INVOCATION_QUEUE_CAPACITY;
@@ -28,19 +28,21 @@ pub struct InvocationSink {
 /// The background writer; `run` until the sink is closed, then everything queued is written.
 pub struct InvocationWriter {
     rx: mpsc::Receiver<NewInvocation>,
-    store: Arc<Store>,
+    store: Arc<dyn InvocationStore>,
     retention: Retention,
     written: watch::Sender<u64>,
     meter: Arc<Meter>,
     rollup_retention_ms: i64,
+    clock: crate::clock::Clock,
 }
 
 /// Creates the sink, its writer, and a receiver that changes after every written batch.
 pub fn channel(
-    store: Arc<Store>,
+    store: Arc<dyn InvocationStore>,
     retention: Retention,
     meter: Arc<Meter>,
     rollup_retention_ms: i64,
+    clock: crate::clock::Clock,
 ) -> (InvocationSink, InvocationWriter, watch::Receiver<u64>) {
     let (tx, rx) = mpsc::channel(INVOCATION_QUEUE_CAPACITY);
     let (written, written_rx) = watch::channel(0);
@@ -57,6 +59,7 @@ pub fn channel(
             written,
             meter,
             rollup_retention_ms,
+            clock,
         },
         written_rx,
     )
@@ -112,50 +115,31 @@ impl InvocationWriter {
     async fn flush_rollups(&self) {
         let _gate = self.meter.flush_gate.write().await;
         let rollups = self.meter.take_pending();
-        let cutoff_ms = crate::registry::now_ms().saturating_sub(self.rollup_retention_ms);
+        let cutoff_ms = self.clock.now_ms().saturating_sub(self.rollup_retention_ms);
         if rollups.is_empty() {
             return;
         }
-        let store = self.store.clone();
         let count = rollups.len();
-        let result = tokio::task::spawn_blocking(move || {
-            let result = store.add_rollups(&rollups, cutoff_ms);
-            (result, rollups)
-        })
-        .await;
-        match result {
-            Ok((Ok(()), _)) => {}
-            Ok((Err(e), rollups)) => {
-                // Kept for the next flush: a busy or briefly failing disk loses no totals.
-                tracing::error!(error = %e, count, "cannot write invocation totals; will retry");
-                self.meter.restore_pending(rollups);
-            }
-            Err(e) => tracing::error!(error = %e, count, "invocation totals task failed"),
+        if let Err(e) = self.store.add_rollups(rollups.clone(), cutoff_ms).await {
+            // Kept for the next flush: a busy or briefly failing disk loses no totals.
+            tracing::error!(error = %e, count, "cannot write invocation totals; will retry");
+            self.meter.restore_pending(rollups);
         }
     }
 
     async fn write(&self, records: Vec<NewInvocation>) {
-        let store = self.store.clone();
-        let retention = self.retention;
         let count = records.len() as u64;
-        let result =
-            tokio::task::spawn_blocking(move || store.append_invocations(&records, retention))
-                .await;
-        match result {
-            Ok(Ok(())) => self.written.send_modify(|n| *n += count),
-            Ok(Err(e)) => tracing::error!(error = %e, count, "cannot write invocation records"),
-            Err(e) => tracing::error!(error = %e, count, "invocation writer task failed"),
+        match self.store.append_invocations(records, self.retention).await {
+            Ok(()) => self.written.send_modify(|n| *n += count),
+            Err(e) => tracing::error!(error = %e, count, "cannot write invocation records"),
         }
     }
 
     async fn expire(&self) {
-        let store = self.store.clone();
-        let retention = self.retention;
-        match tokio::task::spawn_blocking(move || store.expire_invocations(retention)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(deleted)) => tracing::info!(deleted, "expired old invocation records"),
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot expire invocation records"),
-            Err(e) => tracing::error!(error = %e, "invocation expiry task failed"),
+        match self.store.expire_invocations(self.retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "expired old invocation records"),
+            Err(e) => tracing::error!(error = %e, "cannot expire invocation records"),
         }
     }
 }

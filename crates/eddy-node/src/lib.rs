@@ -8,21 +8,25 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod caps;
+pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod cost;
-pub mod cost_api;
 pub mod cron;
 pub mod error;
+pub mod events;
 pub mod ingress;
 pub mod invocations;
+pub mod invoker;
 pub mod listener;
 pub mod metering;
 pub mod platform;
-pub mod queue_api;
+pub mod problem;
 pub mod queues;
 pub mod registry;
 pub mod routes;
+pub mod schedule;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -101,25 +105,23 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     tighten_files(&config.state_dir)
         .with_context(|| format!("making the files in {} private", config.state_dir.display()))?;
     let db_path = config.state_dir.join(DATABASE_FILE);
-    let store = Arc::new(
-        tokio::task::spawn_blocking(move || Store::open(&db_path))
-            .await?
-            .context("opening the database")?,
-    );
-    let token = Arc::new(auth::ensure_admin_token(&store, &config.state_dir)?);
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+        .await?
+        .context("opening the database")?;
     let limits = config.limits.clone();
     let queue_db = config.state_dir.join(QUEUE_DATABASE_FILE);
-    let queue_store = Arc::new(
-        tokio::task::spawn_blocking(move || eddy_store::QueueStore::open(&queue_db))
-            .await?
-            .context("opening the queue database")?,
-    );
+    let queue_store = tokio::task::spawn_blocking(move || eddy_store::QueueStore::open(&queue_db))
+        .await?
+        .context("opening the queue database")?;
     queue_store
         .limit_bytes(limits.queues_bytes_max)
         .await
         .context("limiting the queue database to limits.queues_bytes_max")?;
-    let queues = Arc::new(queues::QueueHub::new(queue_store, limits.clone()));
-    let sockets = websocket::Sockets::new(limits.clone());
+    // From here on the node reaches its state only through the store traits.
+    let stores = eddy_store::Stores::sqlite(store, queue_store);
+    let token = Arc::new(auth::ensure_admin_token(&*stores.token, &config.state_dir).await?);
+    let queues = Arc::new(queues::QueueHub::new(stores.queues.clone(), limits.clone()));
+    let sockets = websocket::Sockets::new(limits.clone(), config.clock);
     let mut runtime_config = config.runtime();
     runtime_config.destinations.control_api = Some(admin_addr);
     let runtime = Arc::new(Runtime::new(runtime_config)?);
@@ -127,10 +129,13 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let registry = Arc::new(
         registry::Registry::load(
             runtime,
-            store.clone(),
+            stores.clone(),
             limits.clone(),
-            queues.clone(),
-            sockets.clone(),
+            {
+                let eddy_local = platform::EddyLocal::new(queues.clone(), sockets.clone());
+                Arc::new(move |function, publish| eddy_local.for_function(function, publish))
+            },
+            config.clock,
         )
         .await?,
     );
@@ -146,21 +151,22 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         retention_ms: limits.invocation_retention_ms,
     };
     let (sink, writer, written) = invocations::channel(
-        store,
+        stores.invocations.clone(),
         retention,
         registry.meter().clone(),
         limits.rollup_retention_ms,
+        config.clock,
     );
     let writer = tokio::spawn(writer.run());
-    let consumers = consumer::Consumers::new(queues.clone(), registry.clone(), sink.clone());
-    consumers.start_all().await?;
-    let shutdown = CancellationToken::new();
-    cron::Scheduler::start(
-        queues.clone(),
+    let invoker = invoker::Invoker::new(
         registry.clone(),
         sink.clone(),
-        shutdown.clone(),
+        limits.invocation_records_per_second_max,
     );
+    let consumers = consumer::Consumers::new(queues.clone(), registry.clone(), invoker.clone());
+    consumers.start_all().await?;
+    let shutdown = CancellationToken::new();
+    cron::Scheduler::start(registry.clone(), invoker.clone(), shutdown.clone());
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
     if limits.rollup_retention_ms < cost::MONTH_MS_MAX {
         tracing::warn!(
@@ -183,13 +189,13 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         config.trusted_proxies()?.into();
     let ingress = Arc::new(ingress::Ingress {
         registry: registry.clone(),
-        sink: sink.clone(),
+        invoker: invoker.clone(),
         limits: limits.clone(),
         draining: draining.clone(),
         sockets: Arc::new(websocket::SocketServer {
             sockets: sockets.clone(),
             registry: registry.clone(),
-            sink: sink.clone(),
+            invoker: invoker.clone(),
             limits: limits.clone(),
         }),
         trusted_proxies: trusted_proxies.clone(),

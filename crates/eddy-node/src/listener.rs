@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingress::ERROR_HEADER;
+use crate::invoker::ERROR_HEADER;
 
 /// How long a refused connection gets to receive its 503 before it is closed.
 pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,5 +1,6 @@
 //! `http://eddy.local/`: what the node answers to a function's own outgoing requests, without
-//! a network hop. One router per deployment, which knows the function that asks:
+//! a network hop. One router, built once at start (`EddyLocal`); each deployment's handle
+//! adds to every request the function that asks and what it may reach:
 //!
 //! - `POST /queues/{queue}`: publish the body to a queue the function's `publish` list allows;
 //! - `POST /websockets/connections/{id}/messages`: send the body to one of its connections
@@ -14,9 +15,10 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -29,15 +31,25 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::error::ApiError;
-use crate::ingress::ERROR_HEADER;
+use crate::invoker::ERROR_HEADER;
 use crate::queues::{DEFAULT_CONTENT_TYPE, QueueHub, read_limited, read_message};
 use crate::websocket::{
     HEADER_KIND, SocketError, Sockets, WEBSOCKET_CHANNELS_PER_CONNECTION_MAX, validate_channel,
 };
 
-/// What answers one function's requests to `http://eddy.local/`.
-pub struct FunctionPlatform {
+/// The `eddy.local` platform of a node: one kept router for every function.
+#[derive(Clone)]
+pub struct EddyLocal {
     router: Router,
+    hub: Arc<QueueHub>,
+    sockets: Arc<Sockets>,
+}
+
+/// What answers one function's requests to `http://eddy.local/`: the node's router, told
+/// who asks.
+struct FunctionPlatform {
+    router: Router,
+    caller: Arc<Caller>,
 }
 
 /// The function that asks, and what it may reach.
@@ -51,19 +63,8 @@ struct Caller {
 
 type Answer = Result<(StatusCode, axum::Json<Value>), PlatformError>;
 
-impl FunctionPlatform {
-    pub fn new(
-        hub: Arc<QueueHub>,
-        sockets: Arc<Sockets>,
-        function: Arc<str>,
-        publish: Arc<[String]>,
-    ) -> FunctionPlatform {
-        let caller = Arc::new(Caller {
-            hub,
-            sockets,
-            function,
-            publish,
-        });
+impl EddyLocal {
+    pub fn new(hub: Arc<QueueHub>, sockets: Arc<Sockets>) -> EddyLocal {
         let router = Router::new()
             .route("/queues/{queue}", post(publish_message))
             .route("/websockets/connections/{id}/messages", post(send))
@@ -74,9 +75,26 @@ impl FunctionPlatform {
             )
             .route("/websockets/channels/{channel}/messages", post(broadcast))
             .fallback(not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            .with_state(caller);
-        FunctionPlatform { router }
+            .method_not_allowed_fallback(method_not_allowed);
+        EddyLocal {
+            router,
+            hub,
+            sockets,
+        }
+    }
+
+    /// What answers `function`'s requests; it may publish to the queues in `publish` (or
+    /// any, with `*`).
+    pub fn for_function(&self, function: Arc<str>, publish: Arc<[String]>) -> Arc<dyn Platform> {
+        Arc::new(FunctionPlatform {
+            router: self.router.clone(),
+            caller: Arc::new(Caller {
+                hub: self.hub.clone(),
+                sockets: self.sockets.clone(),
+                function,
+                publish,
+            }),
+        })
     }
 }
 
@@ -86,8 +104,12 @@ impl Platform for FunctionPlatform {
         request: http::Request<PlatformBody>,
     ) -> Pin<Box<dyn Future<Output = http::Response<PlatformBody>> + Send>> {
         let mut router = self.router.clone();
+        let mut request = request.map(Body::new);
+        // Who asks comes from the deployment, never from the request (a guest cannot name
+        // another function).
+        request.extensions_mut().insert(self.caller.clone());
         Box::pin(async move {
-            let response = tower_service::Service::call(&mut router, request.map(Body::new))
+            let response = tower_service::Service::call(&mut router, request)
                 .await
                 .unwrap_or_else(|never| match never {});
             response.map(|body| {
@@ -100,6 +122,12 @@ impl Platform for FunctionPlatform {
 
 /// A refusal: its status, `eddy-error` naming it, and the JSON error body.
 struct PlatformError(ApiError);
+
+impl From<crate::problem::Problem> for PlatformError {
+    fn from(p: crate::problem::Problem) -> PlatformError {
+        PlatformError(p.into())
+    }
+}
 
 impl From<ApiError> for PlatformError {
     fn from(e: ApiError) -> PlatformError {
@@ -120,7 +148,7 @@ fn accepted(body: Value) -> Answer {
 }
 
 async fn publish_message(
-    State(c): State<Arc<Caller>>,
+    Extension(c): Extension<Arc<Caller>>,
     Path(queue): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -157,7 +185,7 @@ async fn publish_message(
 }
 
 async fn send(
-    State(c): State<Arc<Caller>>,
+    Extension(c): Extension<Arc<Caller>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -170,7 +198,7 @@ async fn send(
 }
 
 async fn close(
-    State(c): State<Arc<Caller>>,
+    Extension(c): Extension<Arc<Caller>>,
     Path(id): Path<String>,
     query: Result<Query<CloseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer {
@@ -183,12 +211,15 @@ async fn close(
     accepted(json!({"closed": id}))
 }
 
-async fn join(State(c): State<Arc<Caller>>, Path((id, channel)): Path<(String, String)>) -> Answer {
+async fn join(
+    Extension(c): Extension<Arc<Caller>>,
+    Path((id, channel)): Path<(String, String)>,
+) -> Answer {
     membership(&c, &id, &channel, true)
 }
 
 async fn leave(
-    State(c): State<Arc<Caller>>,
+    Extension(c): Extension<Arc<Caller>>,
     Path((id, channel)): Path<(String, String)>,
 ) -> Answer {
     membership(&c, &id, &channel, false)
@@ -203,7 +234,7 @@ fn membership(c: &Caller, id: &str, channel: &str, join: bool) -> Answer {
 }
 
 async fn broadcast(
-    State(c): State<Arc<Caller>>,
+    Extension(c): Extension<Arc<Caller>>,
     Path(channel): Path<String>,
     headers: HeaderMap,
     body: Body,

@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
 use bytes::Bytes;
-use eddy_store::{NewMessage, Published, QueueLimits, QueueStore, StoreError};
+use eddy_store::{NewMessage, Published, QueueBackend, QueueLimits, StoreError};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::Notify;
 
 use crate::config::{LimitsConfig, QUEUE_PUBLISH_BATCH_MAX};
-use crate::error::ApiError;
+use crate::problem::{Kind, Problem};
 pub use eddy_parse::api::{QUEUE_NAME_BYTES_MAX, validate_queue_name};
 
 /// Longest idempotency key.
@@ -24,7 +23,7 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// The node's queues: the store, the limits a publish is checked against, and a wake-up
 /// per queue for its consumer.
 pub struct QueueHub {
-    pub store: Arc<QueueStore>,
+    pub store: Arc<dyn QueueBackend>,
     pub limits: LimitsConfig,
     wakers: Mutex<HashMap<String, Arc<Wake>>>,
 }
@@ -56,7 +55,7 @@ impl Wake {
 }
 
 impl QueueHub {
-    pub fn new(store: Arc<QueueStore>, mut limits: LimitsConfig) -> QueueHub {
+    pub fn new(store: Arc<dyn QueueBackend>, mut limits: LimitsConfig) -> QueueHub {
         // A message must fit in the request that delivers it.
         limits.queue_message_bytes_max = limits
             .queue_message_bytes_max
@@ -83,9 +82,9 @@ impl QueueHub {
         &self,
         queue: &str,
         messages: Vec<NewMessage>,
-    ) -> Result<Vec<Published>, ApiError> {
+    ) -> Result<Vec<Published>, Problem> {
         if messages.len() > QUEUE_PUBLISH_BATCH_MAX {
-            return Err(ApiError::limit(format!(
+            return Err(Problem::limit(format!(
                 "{} messages in one publish is above queue_publish_batch_max ({QUEUE_PUBLISH_BATCH_MAX}); split the batch",
                 messages.len()
             )));
@@ -122,9 +121,9 @@ impl QueueHub {
     }
 }
 
-pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
+pub fn check_idempotency_key(key: &str) -> Result<(), Problem> {
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
-        return Err(ApiError::bad_request(format!(
+        return Err(Problem::invalid(format!(
             "an idempotency key must be 1-{IDEMPOTENCY_KEY_BYTES_MAX} bytes; this one is {}",
             key.len()
         )));
@@ -133,7 +132,7 @@ pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
 }
 
 /// A message body, read to its end within `bytes_max` (413 past it).
-pub async fn read_message<B>(body: B, bytes_max: u64) -> Result<Bytes, ApiError>
+pub async fn read_message<B>(body: B, bytes_max: u64) -> Result<Bytes, Problem>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -142,11 +141,7 @@ where
 }
 
 /// A body read to its end within `bytes_max`; past it, 413 naming `limit`.
-pub async fn read_limited<B>(
-    body: B,
-    bytes_max: u64,
-    limit: &'static str,
-) -> Result<Bytes, ApiError>
+pub async fn read_limited<B>(body: B, bytes_max: u64, limit: &'static str) -> Result<Bytes, Problem>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -156,25 +151,25 @@ where
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+                Problem::new(
+            Kind::TooLarge,
                     limit,
                     format!(
                         "the message is above this node's {limit} ({bytes_max} bytes) — send a smaller one, or raise limits.{limit}"
                     ),
                 )
             } else {
-                ApiError::bad_request(format!("reading the message body failed: {e}"))
+                Problem::invalid(format!("reading the message body failed: {e}"))
             }
         })?
         .to_bytes())
 }
 
 /// 413 for a message above `queue_message_bytes_max`.
-pub fn message_too_large(size: Option<u64>, max: u64, index: usize) -> ApiError {
+pub fn message_too_large(size: Option<u64>, max: u64, index: usize) -> Problem {
     let size = size.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
+    Problem::new(
+        Kind::TooLarge,
         "queue_message_bytes_max",
         format!(
             "message {index}{size} is above this node's queue_message_bytes_max ({max} bytes; never more than request_body_bytes_max); send a reference to the data instead, or raise limits.queue_message_bytes_max"
@@ -183,10 +178,10 @@ pub fn message_too_large(size: Option<u64>, max: u64, index: usize) -> ApiError 
 }
 
 /// The control-API error for a store error of a queue operation.
-pub fn queue_error(e: StoreError) -> ApiError {
+pub fn queue_error(e: StoreError) -> Problem {
     if e.is_full() {
-        return ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
+        return Problem::new(
+            Kind::Full,
             "queues_bytes_max",
             format!(
                 "the queue database is full (limits.queues_bytes_max, or the disk): nothing of this was stored; retry once consumers have caught up, purge a queue, or raise limits.queues_bytes_max ({e})"
@@ -194,27 +189,27 @@ pub fn queue_error(e: StoreError) -> ApiError {
         );
     }
     match e {
-        StoreError::NotFound { what } => ApiError::new(
-            StatusCode::NOT_FOUND,
+        StoreError::NotFound { what } => Problem::new(
+            Kind::NotFound,
             "no_queue",
             format!("no {what}; create it with `eddy queue create`, see `eddy queue ls`"),
         ),
-        StoreError::AlreadyExists { what } => ApiError::new(
-            StatusCode::CONFLICT,
+        StoreError::AlreadyExists { what } => Problem::new(
+            Kind::Conflict,
             "queue_exists",
             format!("{what} already exists"),
         ),
-        StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-        e @ StoreError::BytesLimit { .. } => ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::Conflict(message) => Problem::new(Kind::Conflict, "conflict", message),
+        e @ StoreError::BytesLimit { .. } => Problem::new(
+            Kind::Full,
             "queue_bytes_max",
             format!("{e}; retry once its consumer has caught up, or raise limits.queue_bytes_max"),
         ),
-        e @ StoreError::DepthLimit { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        e @ StoreError::DepthLimit { .. } => Problem::new(
+            Kind::Busy,
             "queue_depth_max",
             format!("{e}; retry once its consumer has caught up, or raise limits.queue_depth_max"),
         ),
-        other => ApiError::internal("the queue store failed", other),
+        other => Problem::internal("the queue store failed", other),
     }
 }

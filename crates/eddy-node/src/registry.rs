@@ -6,10 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::http::StatusCode;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -18,18 +17,18 @@ use eddy_runtime::limits as rt_limits;
 use eddy_runtime::{
     AllowRule, Deployment, DeploymentSettings, FunctionLimits, Prepared, ReuseConfig, Runtime,
 };
-use eddy_store::{FunctionRecord, NewVersion, ReuseSettings, Store, VersionConfig, VersionRecord};
+use eddy_store::{FunctionRecord, NewVersion, ReuseSettings, Stores, VersionConfig, VersionRecord};
 use tokio::sync::Mutex;
 
 use crate::admission::{Admission, FunctionAdmission, NodeAdmission};
+use crate::clock::Clock;
 use crate::config::{
     ALLOW_OUTBOUND_RULES_MAX, FUNCTION_QUEUE_MAX_CEILING, LimitsConfig, MEMORY_BYTES_MIN,
     PUBLISH_RULES_MAX, REUSE_IDLE_TIMEOUT_MS_CEILING,
 };
-use crate::error::ApiError;
 use crate::metering::Meter;
-use crate::platform::FunctionPlatform;
-use crate::queues::{QueueHub, validate_queue_name};
+use crate::problem::{Kind, Problem};
+use crate::queues::validate_queue_name;
 use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
 
 /// Total bytes of a function's environment variable names and values.
@@ -43,10 +42,16 @@ pub struct Deployed {
     pub compiled: bool,
 }
 
+/// Makes the `eddy.local` platform a function's deployments reach, from its name and its
+/// `publish` list. The node wires it (`platform::EddyLocal`); the registry does not know
+/// what it answers.
+pub type PlatformFactory =
+    Arc<dyn Fn(Arc<str>, Arc<[String]>) -> Arc<dyn eddy_runtime::Platform> + Send + Sync>;
+
 /// The registry of one node.
 pub struct Registry {
     runtime: Arc<Runtime>,
-    store: Arc<Store>,
+    stores: Stores,
     limits: LimitsConfig,
     routes: ArcSwap<RouteTable>,
     admission: Arc<Admission>,
@@ -56,12 +61,14 @@ pub struct Registry {
     /// Serialises changes; holds prepared components by digest so rollbacks and
     /// functions sharing bytes reuse them.
     prepared: Mutex<HashMap<String, Prepared>>,
-    /// The node's queues, which functions reach through `http://eddy.local`.
-    queues: Arc<QueueHub>,
-    /// The node's WebSocket connections, which functions reach the same way.
-    sockets: Arc<crate::websocket::Sockets>,
+    /// Makes what answers a deployment's requests to `http://eddy.local`.
+    platforms: PlatformFactory,
     /// Budgets' hard caps as last checked.
-    budgets: crate::cost::budget::Budgets,
+    budgets: crate::caps::Budgets,
+    clock: Clock,
+    /// Bumped each time a new route table is swapped in (a deploy, rollback or removal):
+    /// the triggers wait on it instead of polling the table.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Registry {
@@ -69,10 +76,10 @@ impl Registry {
     /// on-disk cache; a missing entry is recompiled.
     pub async fn load(
         runtime: Arc<Runtime>,
-        store: Arc<Store>,
+        stores: Stores,
         limits: LimitsConfig,
-        queues: Arc<QueueHub>,
-        sockets: Arc<crate::websocket::Sockets>,
+        platforms: PlatformFactory,
+        clock: Clock,
     ) -> anyhow::Result<Registry> {
         let admission = Admission::new(NodeAdmission {
             concurrency_max: limits.concurrency_max,
@@ -80,18 +87,19 @@ impl Registry {
         });
         let registry = Registry {
             runtime,
-            store,
+            stores,
             limits,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             admission,
             meter: Arc::new(Meter::new()),
             instance_gauges: std::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
-            queues,
-            sockets,
-            budgets: Default::default(),
+            platforms,
+            budgets: crate::caps::Budgets::new(clock),
+            clock,
+            published: tokio::sync::watch::Sender::new(0),
         };
-        let functions = blocking(&registry.store, |s| s.list_functions()).await?;
+        let functions = registry.stores.functions.list_functions().await?;
         let mut prepared = registry.prepared.lock().await;
         for function in functions {
             let live = registry
@@ -130,9 +138,20 @@ impl Registry {
         &self.runtime
     }
 
-    /// The store, for reads.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// Changes each time the route table does (a deploy, a rollback, a removal). Take it
+    /// before reading the table: a change after the read is then never missed.
+    pub fn route_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The node's stores.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     /// The node's admission controller.
@@ -146,7 +165,7 @@ impl Registry {
     }
 
     /// The node's budgets' caps.
-    pub fn budgets(&self) -> &crate::cost::budget::Budgets {
+    pub fn budgets(&self) -> &crate::caps::Budgets {
         &self.budgets
     }
 
@@ -174,8 +193,8 @@ impl Registry {
         name: &str,
         request: DeployRequest,
         bytes: Bytes,
-    ) -> Result<Deployed, ApiError> {
-        validate_name(name).map_err(ApiError::bad_request)?;
+    ) -> Result<Deployed, Problem> {
+        validate_name(name).map_err(Problem::invalid)?;
         let config = self.version_config(name, request)?;
         if bytes.len() as u64 > self.limits.component_bytes_max {
             return Err(component_too_large(
@@ -189,24 +208,28 @@ impl Registry {
         let compile_bytes = bytes.clone();
         let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&compile_bytes))
             .await
-            .map_err(|e| ApiError::internal("compilation task failed", e))??;
+            .map_err(|e| Problem::internal("compilation task failed", e))??;
         let new = NewVersion {
             function: name.to_string(),
             digest: prepared.digest.clone(),
             size_bytes: bytes.len() as u64,
             config,
-            created_at_ms: now_ms(),
+            created_at_ms: self.clock.now_ms(),
         };
         self.admission
             .check(name, self.function_admission(&new.config))
-            .map_err(ApiError::limit)?;
-        let version = blocking(&self.store, move |s| s.create_version(&new, Some(&bytes))).await?;
+            .map_err(Problem::limit)?;
+        let version = self
+            .stores
+            .functions
+            .create_version(new, Some(bytes.to_vec()))
+            .await?;
         let live = self.live_function(&prepared, &version);
         let compiled = prepared.compiled;
         prepared_cache.insert(prepared.digest.clone(), prepared);
         self.admission
             .configure(name, live.admission)
-            .map_err(ApiError::limit)?;
+            .map_err(Problem::limit)?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(function = name, version = version.version, route = %version.config.route, compiled, "deployed");
         Ok(Deployed { version, compiled })
@@ -218,18 +241,21 @@ impl Registry {
         &self,
         name: &str,
         version: Option<u32>,
-    ) -> Result<(FunctionRecord, u32), ApiError> {
+    ) -> Result<(FunctionRecord, u32), Problem> {
         let mut prepared_cache = self.prepared.lock().await;
         let owned = name.to_string();
-        let current = blocking(&self.store, move |s| s.function(&owned))
+        let current = self
+            .stores
+            .functions
+            .function(&owned)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("no function `{name}`")))?;
+            .ok_or_else(|| Problem::not_found(format!("no function `{name}`")))?;
         let previous = current.live.version;
         let owned = name.to_string();
-        let versions = blocking(&self.store, move |s| s.versions(&owned)).await?;
+        let versions = self.stores.functions.versions(&owned).await?;
         let target = match version {
             Some(v) => versions.iter().find(|r| r.version == v).ok_or_else(|| {
-                ApiError::not_found(format!(
+                Problem::not_found(format!(
                     "no version {v} of `{name}`; see `eddy versions {name}`"
                 ))
             })?,
@@ -237,8 +263,8 @@ impl Registry {
                 .iter()
                 .find(|r| r.version < previous)
                 .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::CONFLICT,
+                    Problem::new(
+                        Kind::Conflict,
                         "no_previous_version",
                         format!("`{name}` has no version before {previous} to roll back to"),
                     )
@@ -248,17 +274,18 @@ impl Registry {
         self.check_route_free(name, &target.config.route)?;
         self.admission
             .check(name, self.function_admission(&target.config))
-            .map_err(ApiError::limit)?;
+            .map_err(Problem::limit)?;
         let live = self.prepare_version(&mut prepared_cache, &target).await?;
         let owned = name.to_string();
         let target_version = target.version;
-        let record = blocking(&self.store, move |s| {
-            s.set_live_version(&owned, target_version)
-        })
-        .await?;
+        let record = self
+            .stores
+            .functions
+            .set_live_version(&owned, target_version)
+            .await?;
         self.admission
             .configure(name, live.admission)
-            .map_err(ApiError::limit)?;
+            .map_err(Problem::limit)?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(
             function = name,
@@ -270,11 +297,11 @@ impl Registry {
     }
 
     /// Stop serving a function and delete its versions and records.
-    pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn remove(&self, name: &str) -> Result<(), Problem> {
         let mut prepared_cache = self.prepared.lock().await;
         let owned = name.to_string();
-        if !blocking(&self.store, move |s| s.remove_function(&owned)).await? {
-            return Err(ApiError::not_found(format!("no function `{name}`")));
+        if !self.stores.functions.remove_function(&owned).await? {
+            return Err(Problem::not_found(format!("no function `{name}`")));
         }
         self.publish(&mut prepared_cache, self.routes.load().without(name));
         self.admission.remove(name);
@@ -283,7 +310,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        if let Err(e) = self.queues.store.forget_schedule(name).await {
+        if let Err(e) = self.stores.ticks.forget_schedule(name).await {
             tracing::warn!(function = name, error = %e, "forgetting the schedule's last tick failed");
         }
         tracing::info!(function = name, "removed");
@@ -292,7 +319,7 @@ impl Registry {
 
     /// Refuse a route that is live for another function (the store checks again inside
     /// its transaction; this answers before any compiling).
-    fn check_route_free(&self, name: &str, route: &str) -> Result<(), ApiError> {
+    fn check_route_free(&self, name: &str, route: &str) -> Result<(), Problem> {
         match self.routes.load().owner(route) {
             Some(owner) if owner != name => Err(eddy_store::StoreError::RouteTaken {
                 route: route.to_string(),
@@ -308,6 +335,7 @@ impl Registry {
     fn publish(&self, prepared_cache: &mut HashMap<String, Prepared>, routes: RouteTable) {
         prepared_cache.retain(|digest, _| routes.uses(digest));
         let previous = self.routes.swap(Arc::new(routes));
+        self.published.send_modify(|n| *n += 1);
         // Versions no longer live keep no warm instances (requests still running on them
         // finish, and their instances are dropped with the version).
         let current = self.routes.load();
@@ -346,44 +374,40 @@ impl Registry {
         }
     }
 
-    fn version_config(
-        &self,
-        name: &str,
-        request: DeployRequest,
-    ) -> Result<VersionConfig, ApiError> {
+    fn version_config(&self, name: &str, request: DeployRequest) -> Result<VersionConfig, Problem> {
         self.validate_fluid(&request)?;
         let route = request.route.unwrap_or_else(|| format!("/{name}"));
-        validate_route(&route).map_err(ApiError::bad_request)?;
+        validate_route(&route).map_err(Problem::invalid)?;
         let memory_bytes_max = request
             .memory_bytes_max
             .unwrap_or(self.limits.memory_bytes_default);
         if memory_bytes_max > self.limits.memory_bytes_max {
-            return Err(ApiError::limit(format!(
+            return Err(Problem::limit(format!(
                 "memory {memory_bytes_max} bytes is above this node's memory_bytes_max ({} bytes); ask for less or raise limits.memory_bytes_max",
                 self.limits.memory_bytes_max
             )));
         }
         if memory_bytes_max < MEMORY_BYTES_MIN {
-            return Err(ApiError::bad_request(format!(
+            return Err(Problem::invalid(format!(
                 "memory must be at least {MEMORY_BYTES_MIN} bytes (one WebAssembly page)"
             )));
         }
         let timeout_ms = request.timeout_ms.unwrap_or(self.limits.timeout_ms_default);
         if timeout_ms > self.limits.timeout_ms_max {
-            return Err(ApiError::limit(format!(
+            return Err(Problem::limit(format!(
                 "timeout {timeout_ms} ms is above this node's timeout_ms_max ({} ms); ask for less or raise limits.timeout_ms_max",
                 self.limits.timeout_ms_max
             )));
         }
         if timeout_ms == 0 {
-            return Err(ApiError::bad_request("timeout must be greater than 0"));
+            return Err(Problem::invalid("timeout must be greater than 0"));
         }
         validate_env(&request.env)?;
         let reuse_asked = request.reuse.unwrap_or(false)
             || request.reuse_max_requests.is_some()
             || request.reuse_idle_timeout_ms.is_some();
         if request.reuse == Some(false) && reuse_asked {
-            return Err(ApiError::bad_request(
+            return Err(Problem::invalid(
                 "reuse_max_requests and reuse_idle_timeout_ms tune warm-instance reuse; they cannot be given with reuse = false",
             ));
         }
@@ -413,14 +437,14 @@ impl Registry {
     }
 
     /// Check the concurrency, reuse and outbound settings of a deploy against the node.
-    fn validate_fluid(&self, request: &DeployRequest) -> Result<(), ApiError> {
+    fn validate_fluid(&self, request: &DeployRequest) -> Result<(), Problem> {
         let l = &self.limits;
         if let Some(n) = request.max_concurrency {
             if n == 0 {
-                return Err(ApiError::bad_request("max_concurrency must be at least 1"));
+                return Err(Problem::invalid("max_concurrency must be at least 1"));
             }
             if n as usize > l.concurrency_max {
-                return Err(ApiError::limit(format!(
+                return Err(Problem::limit(format!(
                     "max_concurrency {n} is above this node's concurrency_max ({}); ask for less or raise limits.concurrency_max",
                     l.concurrency_max
                 )));
@@ -429,14 +453,14 @@ impl Registry {
         if let Some(n) = request.max_queue
             && n > FUNCTION_QUEUE_MAX_CEILING
         {
-            return Err(ApiError::limit(format!(
+            return Err(Problem::limit(format!(
                 "max_queue {n} is above {FUNCTION_QUEUE_MAX_CEILING}, the most a function may queue"
             )));
         }
         if let Some(ms) = request.max_wait_ms
             && ms > l.timeout_ms_max
         {
-            return Err(ApiError::limit(format!(
+            return Err(Problem::limit(format!(
                 "max_wait {ms} ms is above this node's timeout_ms_max ({} ms)",
                 l.timeout_ms_max
             )));
@@ -447,36 +471,35 @@ impl Registry {
         if let Some(reserved) = request.reserved_concurrency
             && reserved > max_concurrency
         {
-            return Err(ApiError::bad_request(format!(
+            return Err(Problem::invalid(format!(
                 "reserved_concurrency {reserved} is above the function's max_concurrency ({max_concurrency})"
             )));
         }
         if request.reuse_max_requests == Some(0) {
-            return Err(ApiError::bad_request(
-                "reuse_max_requests must be at least 1",
-            ));
+            return Err(Problem::invalid("reuse_max_requests must be at least 1"));
         }
         if let Some(ms) = request.reuse_idle_timeout_ms
             && (ms == 0 || ms > REUSE_IDLE_TIMEOUT_MS_CEILING)
         {
-            return Err(ApiError::bad_request(format!(
+            return Err(Problem::invalid(format!(
                 "reuse_idle_timeout must be between 1 ms and {REUSE_IDLE_TIMEOUT_MS_CEILING} ms (one day)"
             )));
         }
         if request.allow_outbound.len() > ALLOW_OUTBOUND_RULES_MAX {
-            return Err(ApiError::limit(format!(
+            return Err(Problem::limit(format!(
                 "{} outbound rules is above allow_outbound_rules_max ({ALLOW_OUTBOUND_RULES_MAX}); use a wildcard such as *.example.com",
                 request.allow_outbound.len()
             )));
         }
         for rule in &request.allow_outbound {
-            AllowRule::parse(rule).map_err(ApiError::bad_request)?;
+            AllowRule::parse(rule).map_err(Problem::invalid)?;
         }
         if let Some(schedule) = &request.schedule {
-            crate::cron::validate_schedule(schedule).map_err(ApiError::bad_request)?;
+            crate::schedule::validate_schedule(schedule, self.clock.now_ms())
+                .map_err(Problem::invalid)?;
         }
         if request.publish.len() > PUBLISH_RULES_MAX {
-            return Err(ApiError::limit(format!(
+            return Err(Problem::limit(format!(
                 "{} publish entries is above publish_rules_max ({PUBLISH_RULES_MAX}); use `*` for any queue",
                 request.publish.len()
             )));
@@ -484,7 +507,7 @@ impl Registry {
         for queue in &request.publish {
             if queue != "*" {
                 validate_queue_name(queue)
-                    .map_err(|e| ApiError::bad_request(format!("publish: {e}")))?;
+                    .map_err(|e| Problem::invalid(format!("publish: {e}")))?;
             }
         }
         Ok(())
@@ -520,23 +543,23 @@ impl Registry {
         &self,
         cache: &mut HashMap<String, Prepared>,
         version: &VersionRecord,
-    ) -> Result<LiveFunction, ApiError> {
+    ) -> Result<LiveFunction, Problem> {
         let prepared = match cache.get(&version.digest) {
             Some(p) => p.clone(),
             None => {
                 let digest = version.digest.clone();
-                let bytes = blocking(&self.store, move |s| s.component(&digest))
+                let bytes = self
+                    .stores
+                    .functions
+                    .component(&digest)
                     .await?
                     .ok_or_else(|| {
-                        ApiError::internal(
-                            "component bytes missing from the store",
-                            &version.digest,
-                        )
+                        Problem::internal("component bytes missing from the store", &version.digest)
                     })?;
                 let runtime = self.runtime.clone();
                 let p = tokio::task::spawn_blocking(move || runtime.prepare(&bytes))
                     .await
-                    .map_err(|e| ApiError::internal("compilation task failed", e))??;
+                    .map_err(|e| Problem::internal("compilation task failed", e))??;
                 cache.insert(p.digest.clone(), p.clone());
                 p
             }
@@ -576,12 +599,10 @@ impl Registry {
                 }),
                 outbound,
                 instances_live: instances_live.clone(),
-                platform: Some(Arc::new(FunctionPlatform::new(
-                    self.queues.clone(),
-                    self.sockets.clone(),
+                platform: Some((self.platforms)(
                     Arc::from(version.function.as_str()),
                     config.publish.clone().into(),
-                ))),
+                )),
             },
         );
         LiveFunction {
@@ -599,18 +620,18 @@ impl Registry {
     }
 }
 
-fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), Problem> {
     let mut total = 0;
     for (key, value) in env {
         if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-            return Err(ApiError::bad_request(format!(
+            return Err(Problem::invalid(format!(
                 "environment variable `{key}` is invalid: names must be non-empty without `=`, and neither may contain NUL"
             )));
         }
         total += key.len() + value.len();
     }
     if total > ENV_BYTES_MAX {
-        return Err(ApiError::limit(format!(
+        return Err(Problem::limit(format!(
             "environment variables take {total} bytes, above env_bytes_max ({ENV_BYTES_MAX} bytes)"
         )));
     }
@@ -619,34 +640,13 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
 
 /// 413 for a component above the node's limit.
 /// `size` is the upload's size when it is known (it is not when the body was cut off).
-pub fn component_too_large(size: Option<u64>, max: u64) -> ApiError {
+pub fn component_too_large(size: Option<u64>, max: u64) -> Problem {
     let size = size.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
+    Problem::new(
+        Kind::TooLarge,
         "component_too_large",
         format!(
             "the component upload{size} is above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"
         ),
     )
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Run a store call on a blocking thread.
-pub async fn blocking<T, F>(store: &Arc<Store>, call: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> eddy_store::Result<T> + Send + 'static,
-{
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || call(&store))
-        .await
-        .map_err(|e| ApiError::internal("store task failed", e))?
-        .map_err(ApiError::from)
 }

@@ -21,7 +21,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -36,12 +38,13 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::Class;
+use crate::clock::Clock;
 use crate::config::LimitsConfig;
-use crate::consumer::{Collected, Keep, invoke_collected};
-use crate::ingress::node_response;
-use crate::invocations::InvocationSink;
-use crate::registry::{Registry, now_ms};
+use crate::events::{CLOSE_EVENT_TYPE, CloudEvent, MESSAGE_EVENT_TYPE};
+use crate::invoker::{
+    Collected, ERROR_HEADER, Invoker, Keep, Trigger, busy_response, node_response,
+};
+use crate::registry::Registry;
 use crate::routes::LiveFunction;
 pub use eddy_parse::api::{CHANNEL_NAME_BYTES_MAX, validate_channel};
 pub use eddy_parse::platform::CLOSE_REASON_BYTES_MAX;
@@ -68,12 +71,11 @@ pub use eddy_parse::platform::HEADER_KIND;
 pub const HEADER_PROTOCOL: &str = "eddy-websocket-protocol";
 pub const HEADER_CHANNELS: &str = "eddy-websocket-channels";
 pub const HEADER_CLOSE_CODE: &str = "eddy-websocket-close-code";
-pub const MESSAGE_EVENT_TYPE: &str = "dev.eddy.websocket.message";
-pub const CLOSE_EVENT_TYPE: &str = "dev.eddy.websocket.close";
 
 /// The node's open connections and channels; what `eddy.local` and the control API act on.
 pub struct Sockets {
     limits: LimitsConfig,
+    clock: Clock,
     state: Mutex<SocketState>,
 }
 
@@ -140,9 +142,10 @@ impl Sockets {
         self.limits.websocket_send_buffer_bytes_max
     }
 
-    pub fn new(limits: LimitsConfig) -> Arc<Sockets> {
+    pub fn new(limits: LimitsConfig, clock: Clock) -> Arc<Sockets> {
         Arc::new(Sockets {
             limits,
+            clock,
             state: Mutex::new(SocketState::default()),
         })
     }
@@ -216,7 +219,7 @@ impl Sockets {
             *count -= 1;
         }
         Some(Duration::from_millis(
-            (now_ms() - connection.opened_at_ms).max(0) as u64,
+            (self.clock.now_ms() - connection.opened_at_ms).max(0) as u64,
         ))
     }
 
@@ -392,7 +395,7 @@ fn close(connection: &Connection, code: u16, mut reason: String) {
 pub struct SocketServer {
     pub sockets: Arc<Sockets>,
     pub registry: Arc<Registry>,
-    pub sink: InvocationSink,
+    pub invoker: Invoker,
     pub limits: LimitsConfig,
 }
 
@@ -427,7 +430,7 @@ impl SocketServer {
             );
         };
         if let Err((limit, message)) = self.sockets.reserve(&live.name) {
-            return crate::ingress::busy_response(limit, &message);
+            return busy_response(limit, &message);
         }
         let id = connection_id();
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -444,7 +447,7 @@ impl SocketServer {
         for (name, value) in req.headers() {
             connect.headers_mut().append(name, value.clone());
         }
-        mark(connect.headers_mut(), "connect", &id, None);
+        mark(connect.headers_mut(), "connect", &id, None, 0);
         let answer = match self.invoke(&live, connect).await {
             Ok(answer) => answer,
             Err(response) => {
@@ -468,7 +471,7 @@ impl SocketServer {
             *response.status_mut() = answer.status;
             *response.headers_mut() = answer.headers;
             // The header is the node's word, here as on every response.
-            response.headers_mut().remove(crate::ingress::ERROR_HEADER);
+            response.headers_mut().remove(ERROR_HEADER);
             return response;
         }
         let channels: HashSet<String> = answer
@@ -516,7 +519,7 @@ impl SocketServer {
                 out: out_tx,
                 held: held.clone(),
                 channels,
-                opened_at_ms: now_ms(),
+                opened_at_ms: self.registry.clock().now_ms(),
             },
         );
         self.registry.meter().websocket_opened(&function);
@@ -541,38 +544,29 @@ impl SocketServer {
         live: &Arc<LiveFunction>,
         request: Request<Full<Bytes>>,
     ) -> Result<Collected, Response<ResponseBody>> {
-        let permit = match self
-            .registry
-            .admission()
-            .admit(&live.name, Class::Interactive)
+        let record = self.invoker.record(live, &request);
+        // The same gate, answer and limit name as a refused HTTP request.
+        let permit = self
+            .invoker
+            .admit(&record, Trigger::WebSocket)
             .await
-        {
-            Ok(permit) => permit,
-            Err(rejection) => {
-                // The same answer (and limit name) as a refused HTTP request.
-                let (limit, message) = crate::ingress::rejection_reason(rejection, live);
-                self.registry.meter().rejected(&live.name, now_ms(), limit);
-                return Err(crate::ingress::busy_response(limit, &message));
-            }
-        };
-        invoke_collected(
-            &self.registry,
-            &self.sink,
-            self.limits.invocation_records_per_second_max,
-            live.clone(),
-            request,
-            permit,
-            // A reply becomes a message; a refusal's body, a response: the same bound.
-            Keep::Body(self.limits.websocket_message_bytes_max),
-        )
-        .await
-        .map_err(|message| {
-            node_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "websocket_connect_failed",
-                &format!("the function failed at connect: {message}"),
+            .map_err(|refusal| refusal.response(self.registry.clock().now_ms()))?;
+        self.invoker
+            .run_collected(
+                record,
+                request,
+                permit,
+                // A reply becomes a message; a refusal's body, a response: the same bound.
+                Keep::Body(self.limits.websocket_message_bytes_max),
             )
-        })
+            .await
+            .map_err(|message| {
+                node_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "websocket_connect_failed",
+                    &format!("the function failed at connect: {message}"),
+                )
+            })
     }
 
     /// One open connection, until it closes.
@@ -680,9 +674,11 @@ impl SocketServer {
 
     fn finish(&self, function: &Arc<str>, id: &str) {
         if let Some(open_for) = self.sockets.unregister(id) {
-            self.registry
-                .meter()
-                .websocket_closed(function, now_ms(), open_for);
+            self.registry.meter().websocket_closed(
+                function,
+                self.registry.clock().now_ms(),
+                open_for,
+            );
         }
     }
 
@@ -696,12 +692,9 @@ impl SocketServer {
         text: bool,
     ) -> Option<Message> {
         let live = self.registry.routes().function(&function).cloned()?;
-        if self.registry.budgets().refused(&function).is_some() {
+        if self.invoker.budget(&function, Trigger::WebSocket).is_err() {
             // A hard cap refuses every interactive invocation, so a held connection's next
             // message closes it instead of running the function.
-            self.registry
-                .meter()
-                .rejected(&function, now_ms(), crate::ingress::BUDGET_ERROR);
             let _ = self.sockets.close(
                 None,
                 &id,
@@ -711,7 +704,13 @@ impl SocketServer {
             return None;
         }
         let mut request = event_request(&path, data, text);
-        mark(request.headers_mut(), "message", &id, Some(text));
+        mark(
+            request.headers_mut(),
+            "message",
+            &id,
+            Some(text),
+            self.registry.clock().now_ms(),
+        );
         let answer = match self.invoke(&live, request).await {
             Ok(answer) => answer,
             Err(_) => return None,
@@ -746,11 +745,15 @@ impl SocketServer {
         let Some(live) = self.registry.routes().function(function).cloned() else {
             return;
         };
-        if self.registry.budgets().refused(function).is_some() {
-            return;
-        }
+        // Past a spent budget's hard cap the gate refuses the close event too.
         let mut request = event_request(path, Bytes::new(), false);
-        mark(request.headers_mut(), "close", id, None);
+        mark(
+            request.headers_mut(),
+            "close",
+            id,
+            None,
+            self.registry.clock().now_ms(),
+        );
         if let Ok(value) = HeaderValue::from_str(&code.to_string()) {
             request.headers_mut().insert(HEADER_CLOSE_CODE, value);
         }
@@ -874,8 +877,15 @@ fn event_request(path: &str, data: Bytes, text: bool) -> Request<Full<Bytes>> {
     request
 }
 
-/// The `eddy-websocket` headers and, for message and close events, the CloudEvents ones.
-fn mark(headers: &mut http::HeaderMap, event: &'static str, id: &str, text: Option<bool>) {
+/// The `eddy-websocket` headers and, for message and close events, the CloudEvents ones
+/// (`ce-time`: `now_ms`).
+fn mark(
+    headers: &mut http::HeaderMap,
+    event: &'static str,
+    id: &str,
+    text: Option<bool>,
+    now_ms: i64,
+) {
     let id_value = HeaderValue::from_str(id).expect("connection ids are hex");
     headers.insert(HEADER_WEBSOCKET, HeaderValue::from_static(event));
     headers.insert(HEADER_CONNECTION_ID, id_value.clone());
@@ -888,27 +898,18 @@ fn mark(headers: &mut http::HeaderMap, event: &'static str, id: &str, text: Opti
     if event == "connect" {
         return;
     }
-    headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
-    if let Ok(v) = HeaderValue::from_str(&format!("{id}-{}", event_counter())) {
-        headers.insert("ce-id", v);
-    }
-    headers.insert(
-        "ce-type",
-        HeaderValue::from_static(if event == "close" {
+    CloudEvent {
+        id: format!("{id}-{}", event_counter()),
+        kind: if event == "close" {
             CLOSE_EVENT_TYPE
         } else {
             MESSAGE_EVENT_TYPE
-        }),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("/websockets/{id}")) {
-        headers.insert("ce-source", v);
+        },
+        source: format!("/websockets/{id}"),
+        time_ms: now_ms,
+        extensions: Vec::new(),
     }
-    headers.insert("ce-time", header_time());
-}
-
-fn header_time() -> HeaderValue {
-    HeaderValue::from_str(&crate::consumer::rfc3339(now_ms()))
-        .unwrap_or_else(|_| HeaderValue::from_static("1970-01-01T00:00:00.000Z"))
+    .insert_headers(headers);
 }
 
 fn event_counter() -> u64 {

@@ -63,6 +63,14 @@ pub fn format_ms(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
+/// A wire timestamp: RFC 3339 with milliseconds, UTC (`2027-01-01T00:00:00.000Z`), from unix
+/// milliseconds (before 1970 reads as 1970). The node's CloudEvents and the CLI's output use
+/// this one format.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,8 +101,8 @@ fn render(r: &Value) -> String {
     let waiting = f(&u["waiting_ms"]);
     out.push_str(&format!(
         "cost of {whose} from {} to {} (forecasts: month {})\n",
-        eddy_node::consumer::rfc3339(r["from_ms"].as_i64().unwrap_or(0)),
-        eddy_node::consumer::rfc3339(r["to_ms"].as_i64().unwrap_or(0)),
+        eddy_parse::units::rfc3339_ms(r["from_ms"].as_i64().unwrap_or(0)),
+        eddy_parse::units::rfc3339_ms(r["to_ms"].as_i64().unwrap_or(0)),
         r["month"].as_str().unwrap_or("?"),
     ));
     out.push_str(&format!(

@@ -46,7 +46,7 @@ const JS: &[Template] = &[
 ];
 
 pub fn run(args: NewArgs) -> Result<()> {
-    eddy_node::routes::validate_name(&args.name)
+    eddy_parse::routes::validate_name(&args.name)
         .map_err(|problem| anyhow::anyhow!("{problem} — it names the project and the function"))?;
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     create(&dir, &args.name, args.lang)?;

@@ -6,16 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{PriceSheet, SheetKind, month_of, price_sheets, spent, totals_since};
-use crate::error::ApiError;
-use crate::registry::{Registry, blocking, now_ms};
+pub use crate::caps::{Block, Budgets};
+use crate::problem::Problem;
+use crate::registry::Registry;
 
 /// Thresholds (percent of the monthly limit) alerted at when a budget does not say.
 pub const DEFAULT_ALERT_PERCENTS: [f64; 3] = [50.0, 80.0, 100.0];
@@ -149,26 +148,6 @@ fn webhook_authority(url: &str) -> Result<(String, String), String> {
     Ok((authority.host().to_string(), authority.as_str().to_string()))
 }
 
-/// What a budget's hard cap stops now: background triggers always, requests too once
-/// `interactive`.
-#[derive(Clone, Debug)]
-pub struct Block {
-    /// Requests get 503.
-    pub interactive: bool,
-    /// Why, for people.
-    pub message: String,
-    /// When the month ends and the budget starts over: the block lapses then even if no
-    /// check runs again.
-    pub until_ms: i64,
-}
-
-impl Block {
-    /// Seconds until the block lapses (at least 1): a refused request's `Retry-After`.
-    pub fn retry_after_s(&self) -> u64 {
-        ((self.until_ms - now_ms()).max(1000) / 1000) as u64
-    }
-}
-
 /// How a budget stands this month.
 #[derive(Clone, Debug, Serialize)]
 pub struct BudgetStatus {
@@ -195,40 +174,6 @@ pub struct BudgetStatus {
     alerted_percent: f64,
 }
 
-/// The node's budgets as last checked, read on every request, tick and delivery.
-#[derive(Default)]
-pub struct Budgets {
-    /// By scope: `""` for the node, else the function.
-    blocks: ArcSwap<HashMap<String, Block>>,
-    /// Wakes the watcher at once (a budget was set or removed).
-    pub changed: Notify,
-}
-
-impl Budgets {
-    fn block(&self, function: &str, pick: impl Fn(&Block) -> bool) -> Option<Block> {
-        let blocks = self.blocks.load();
-        if blocks.is_empty() {
-            return None;
-        }
-        let now = now_ms();
-        [function, ""]
-            .into_iter()
-            .filter_map(|scope| blocks.get(scope))
-            .find(|b| pick(b) && now < b.until_ms)
-            .cloned()
-    }
-
-    /// Whether `function`'s cron ticks and queue deliveries must wait, and why.
-    pub fn background_paused(&self, function: &str) -> Option<Block> {
-        self.block(function, |_| true)
-    }
-
-    /// Whether `function`'s requests are refused, and why.
-    pub fn refused(&self, function: &str) -> Option<Block> {
-        self.block(function, |b| b.interactive)
-    }
-}
-
 /// The label a budget has in logs and metrics.
 pub fn label(scope: &str) -> String {
     if scope.is_empty() {
@@ -239,13 +184,13 @@ pub fn label(scope: &str) -> String {
 }
 
 /// How every budget stands now.
-pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, ApiError> {
-    let records = blocking(registry.store(), |s| s.budgets()).await?;
+pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, Problem> {
+    let records = registry.stores().cost.budgets().await?;
     if records.is_empty() {
         return Ok(Vec::new());
     }
     let sheets = price_sheets(registry).await?;
-    let now = now_ms();
+    let now = registry.clock().now_ms();
     let (month_start, _, month) = month_of(now);
     let minutes = totals_since(registry, month_start).await?;
     let mut out = Vec::new();
@@ -329,7 +274,7 @@ impl Watcher {
                 return;
             }
         };
-        let (_, month_end, _) = month_of(now_ms());
+        let (_, month_end, _) = month_of(self.registry.clock().now_ms());
         let before = self.registry.budgets().blocks.load_full();
         let mut blocks = HashMap::new();
         for status in &statuses {
@@ -357,7 +302,7 @@ impl Watcher {
                     } else {
                         "background triggers (cron, queues) are paused"
                     },
-                    crate::consumer::rfc3339(month_end),
+                    crate::events::rfc3339(month_end),
                 ),
                 until_ms: month_end,
             };
@@ -407,10 +352,12 @@ impl Watcher {
         let owned = scope.to_string();
         let settings = status.stored_settings.clone();
         let month = status.month.clone();
-        if let Err(e) = blocking(self.registry.store(), move |s| {
-            s.set_budget_alerted(&owned, &settings, &month, threshold)
-        })
-        .await
+        if let Err(e) = self
+            .registry
+            .stores()
+            .cost
+            .set_budget_alerted(&owned, &settings, &month, threshold)
+            .await
         {
             tracing::error!(error = %e, "recording a budget alert failed; it may be sent again");
         }
@@ -542,35 +489,5 @@ mod tests {
             let err = settings(edit).unwrap_err();
             assert!(err.contains(expect), "{err}");
         }
-    }
-
-    #[test]
-    fn a_function_is_blocked_by_its_own_budget_or_the_nodes() {
-        let budgets = Budgets::default();
-        assert!(budgets.refused("a").is_none());
-        let block = |interactive| Block {
-            interactive,
-            message: "spent".into(),
-            until_ms: i64::MAX,
-        };
-        budgets
-            .blocks
-            .store(Arc::new([("a".to_string(), block(false))].into()));
-        assert!(budgets.background_paused("a").is_some());
-        assert!(budgets.refused("a").is_none());
-        assert!(budgets.background_paused("b").is_none());
-        budgets
-            .blocks
-            .store(Arc::new([(String::new(), block(true))].into()));
-        assert!(budgets.refused("b").is_some());
-        // A block lapses when its month ends, whether or not a check runs again.
-        let lapsed = Block {
-            until_ms: now_ms() - 1,
-            ..block(true)
-        };
-        budgets
-            .blocks
-            .store(Arc::new([(String::new(), lapsed)].into()));
-        assert!(budgets.refused("b").is_none());
     }
 }

@@ -10,12 +10,12 @@ pub mod sheets;
 use std::collections::BTreeMap;
 
 use chrono::{Datelike, TimeZone, Utc};
-use eddy_store::{Rollup, Store};
+use eddy_store::Rollup;
 use serde::Serialize;
 
-use crate::error::ApiError;
 use crate::metering::MINUTE_MS;
-use crate::registry::{Registry, blocking};
+use crate::problem::Problem;
+use crate::registry::Registry;
 pub use forecast::{DAY_MS, FORECAST_TRAILING_DAYS, Forecast, HOUR_MS, forecast};
 pub use sheets::{Cost, PriceSheet, SheetKind};
 
@@ -33,25 +33,31 @@ pub type Minute = (String, i64, Rollup);
 
 /// Every metered minute from `since_ms` on: stored ones and those not yet flushed, read
 /// under the meter's flush gate so none is counted twice or missed.
-pub async fn minutes_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, ApiError> {
-    read(registry, since_ms, Store::cost_minutes).await
+pub async fn minutes_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, Problem> {
+    read(registry, since_ms, Totals::PerMinute).await
 }
 
 /// The same traffic as `minutes_since`, but the stored part summed per function and memory
 /// limit: enough to price a month, without reading every minute of it.
-pub async fn totals_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, ApiError> {
-    read(registry, since_ms, Store::cost_totals).await
+pub async fn totals_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, Problem> {
+    read(registry, since_ms, Totals::PerFunction).await
 }
 
-async fn read(
-    registry: &Registry,
-    since_ms: i64,
-    query: fn(&Store, i64) -> eddy_store::Result<Vec<Minute>>,
-) -> Result<Vec<Minute>, ApiError> {
+/// How the stored minutes are read.
+enum Totals {
+    PerMinute,
+    PerFunction,
+}
+
+async fn read(registry: &Registry, since_ms: i64, totals: Totals) -> Result<Vec<Minute>, Problem> {
     let from_minute = since_ms - since_ms.rem_euclid(MINUTE_MS);
     let meter = registry.meter();
     let _gate = meter.flush_gate.read().await;
-    let mut minutes = blocking(registry.store(), move |s| query(s, from_minute)).await?;
+    let store = &registry.stores().invocations;
+    let mut minutes = match totals {
+        Totals::PerMinute => store.cost_minutes(from_minute).await?,
+        Totals::PerFunction => store.cost_totals(from_minute).await?,
+    };
     minutes.extend(meter.pending_since(from_minute));
     Ok(minutes)
 }
@@ -329,8 +335,8 @@ fn ratio(own: u64, total: u64) -> f64 {
 }
 
 /// Built-in price sheets with the user's over them.
-pub async fn price_sheets(registry: &Registry) -> Result<Vec<PriceSheet>, ApiError> {
-    let user = blocking(registry.store(), |s| s.price_sheets()).await?;
+pub async fn price_sheets(registry: &Registry) -> Result<Vec<PriceSheet>, Problem> {
+    let user = registry.stores().cost.price_sheets().await?;
     Ok(sheets::all(&user).into_iter().map(|(s, _)| s).collect())
 }
 

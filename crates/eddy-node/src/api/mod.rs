@@ -2,6 +2,9 @@
 //!
 //! The contract is `docs/api.md`.
 
+mod cost;
+mod queues;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, UNIX_EPOCH};
@@ -27,7 +30,7 @@ use crate::error::ApiError;
 use crate::ingress::health_status;
 use crate::invocations::InvocationSink;
 use crate::metering::{FunctionGauges, MINUTE_MS};
-use crate::registry::{DeployRequest, Registry, blocking, component_too_large};
+use crate::registry::{DeployRequest, Registry, component_too_large};
 
 /// Room for multipart framing and the config part on top of the component itself.
 const MULTIPART_OVERHEAD_BYTES: u64 = 1024 * 1024;
@@ -77,8 +80,8 @@ pub fn router(state: ApiState) -> Router {
             "/functions/{name}/websockets/channels/{channel}/messages",
             post(broadcast).layer(DefaultBodyLimit::disable()),
         )
-        .merge(crate::queue_api::routes())
-        .merge(crate::cost_api::routes())
+        .merge(queues::routes())
+        .merge(cost::routes())
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new()
@@ -128,7 +131,7 @@ async fn node(State(state): State<ApiState>) -> Json<Value> {
 }
 
 async fn list_functions(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let functions = blocking(state.registry.store(), |s| s.list_functions()).await?;
+    let functions = state.registry.stores().functions.list_functions().await?;
     let functions: Vec<Value> = functions
         .iter()
         .map(|f| function_json(&state.public_url, f))
@@ -197,7 +200,7 @@ async fn deploy(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared.filter(|len| *len > max + MULTIPART_OVERHEAD_BYTES) {
-        return Err(component_too_large(Some(len), max));
+        return Err(component_too_large(Some(len), max).into());
     }
     let mut request = DeployRequest::default();
     let mut component: Option<Bytes> = None;
@@ -284,7 +287,7 @@ async fn fit_leases(
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, max: u64) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        component_too_large(None, max)
+        component_too_large(None, max).into()
     } else {
         ApiError::bad_request(format!("malformed multipart upload: {}", e.body_text()))
     }
@@ -296,7 +299,7 @@ async fn list_versions(
 ) -> Result<Json<Value>, ApiError> {
     let function = find_function(&state, &name).await?;
     let owned = name.clone();
-    let versions = blocking(state.registry.store(), move |s| s.versions(&owned)).await?;
+    let versions = state.registry.stores().functions.versions(&owned).await?;
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| version_json(v, function.live.version))
@@ -343,10 +346,12 @@ async fn logs(
     if let Some(tail) = query.tail {
         let owned = name.clone();
         let tail = tail.clamp(1, LOG_ENTRIES_PER_CALL_MAX);
-        let entries = blocking(state.registry.store(), move |s| {
-            s.invocations_tail(&owned, tail)
-        })
-        .await?;
+        let entries = state
+            .registry
+            .stores()
+            .invocations
+            .invocations_tail(&owned, tail)
+            .await?;
         return Ok(Json(logs_json(&entries, query.after.unwrap_or(0))));
     }
     let after = query.after.unwrap_or(0);
@@ -356,10 +361,12 @@ async fn logs(
     loop {
         written.borrow_and_update();
         let owned = name.clone();
-        let entries = blocking(state.registry.store(), move |s| {
-            s.invocations_after(&owned, after, limit)
-        })
-        .await?;
+        let entries = state
+            .registry
+            .stores()
+            .invocations
+            .invocations_after(&owned, after, limit)
+            .await?;
         if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(logs_json(&entries, after)));
         }
@@ -384,7 +391,7 @@ async fn stats(
     })?;
     find_function(&state, &name).await?;
     let since_ms = query.since_ms.unwrap_or(STATS_SINCE_MS_DEFAULT);
-    let now = crate::registry::now_ms();
+    let now = state.registry.clock().now_ms();
     let from = now.saturating_sub(i64::try_from(since_ms).unwrap_or(i64::MAX));
     // Whole minutes: the minute `from` falls in is included.
     let from_minute = from - from.rem_euclid(MINUTE_MS);
@@ -393,10 +400,12 @@ async fn stats(
         let _gate = meter.flush_gate.read().await;
         let mut total = meter.pending_of(&name, from_minute);
         let owned = name.clone();
-        let stored = blocking(state.registry.store(), move |s| {
-            s.rollups(&owned, from_minute)
-        })
-        .await?;
+        let stored = state
+            .registry
+            .stores()
+            .invocations
+            .rollups(&owned, from_minute)
+            .await?;
         for (_, rollup) in &stored {
             total.merge(rollup);
         }
@@ -524,7 +533,11 @@ pub(crate) async fn find_function(
     name: &str,
 ) -> Result<FunctionRecord, ApiError> {
     let owned = name.to_string();
-    blocking(state.registry.store(), move |s| s.function(&owned))
+    state
+        .registry
+        .stores()
+        .functions
+        .function(&owned)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no function `{name}`; see `eddy ls`")))
 }

@@ -14,17 +14,16 @@ use eddy_parse::api::{BatchPublish, ConsumerRequest, CreateQueue, PeekQuery};
 use eddy_store::{ConsumerSettings, NewMessage, QueueCounts, QueueRecord};
 use serde_json::{Value, json};
 
-use crate::api::ApiState;
+use super::ApiState;
 use crate::config::{
     CONSUMER_ATTEMPTS_MAX_CEILING, CONSUMER_BATCH_SIZE_MAX, DEFAULT_CONSUMER_ATTEMPTS_MAX,
     DEFAULT_CONSUMER_BACKOFF_BASE_MS, DEFAULT_CONSUMER_BACKOFF_MAX_MS, DEFAULT_CONSUMER_BATCH_SIZE,
     DEFAULT_CONSUMER_CONCURRENCY_MAX, DEFAULT_CONSUMER_VISIBILITY_TIMEOUT_MS,
     QUEUE_IDEMPOTENCY_WINDOW_MS_CEILING,
 };
-use crate::consumer::rfc3339;
 use crate::error::ApiError;
+use crate::events::rfc3339;
 use crate::queues::{DEFAULT_CONTENT_TYPE, queue_error, read_message, validate_queue_name};
-use crate::registry::blocking;
 
 /// Largest body of a batch publish call.
 pub const QUEUE_PUBLISH_BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
@@ -109,6 +108,7 @@ async fn find_queue(state: &ApiState, name: &str) -> Result<QueueRecord, ApiErro
             queue_error(eddy_store::StoreError::NotFound {
                 what: format!("queue `{name}`"),
             })
+            .into()
         })
 }
 
@@ -133,7 +133,8 @@ async fn delete_queue(
     {
         return Err(queue_error(eddy_store::StoreError::NotFound {
             what: format!("queue `{name}`"),
-        }));
+        })
+        .into());
     }
     state.consumers.apply(&name, None);
     tracing::info!(queue = %name, "queue deleted");
@@ -296,7 +297,11 @@ async fn set_consumer(
     let request = json_body(body)?;
     let record = find_queue(&state, &name).await?;
     let function = request.function.clone();
-    let deployed = blocking(state.registry.store(), move |s| s.function(&function))
+    let deployed = state
+        .registry
+        .stores()
+        .functions
+        .function(&function)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(
@@ -451,7 +456,7 @@ pub async fn queue_json(state: &ApiState, q: &QueueRecord) -> Result<Value, ApiE
     let status = state.consumers.status(&q.name);
     let oldest_age_ms = counts
         .oldest_enqueued_at_ms
-        .map_or(0, |at| (crate::registry::now_ms() - at).max(0));
+        .map_or(0, |at| (state.registry.clock().now_ms() - at).max(0));
     Ok(json!({
         "name": q.name,
         "dead_letter_queue": q.dead_letter_queue,

@@ -11,13 +11,12 @@ use axum::{Json, Router};
 use eddy_parse::api::CostQuery;
 use serde_json::{Value, json};
 
-use crate::api::{ApiState, find_function};
+use super::{ApiState, find_function};
 use crate::cost::budget::{BudgetSettings, evaluate, label};
 use crate::cost::{
     self, DAY_MS, FORECAST_TRAILING_DAYS, PriceSheet, ReportQuery, price_sheets, sheets,
 };
 use crate::error::ApiError;
-use crate::registry::{blocking, now_ms};
 
 /// The cost routes, merged under `/v1`.
 pub fn routes() -> Router<ApiState> {
@@ -54,7 +53,7 @@ async fn report(
     if let Some(function) = &query.function {
         find_function(&state, function).await?;
     }
-    let now = now_ms();
+    let now = state.registry.clock().now_ms();
     let month_start = cost::month_of(now).0;
     let retention = state.limits.rollup_retention_ms;
     let from_ms = match query.since_ms {
@@ -109,7 +108,7 @@ fn no_sheet(name: &str, all: &[PriceSheet]) -> ApiError {
 }
 
 async fn list_sheets(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let user = blocking(state.registry.store(), |s| s.price_sheets()).await?;
+    let user = state.registry.stores().cost.price_sheets().await?;
     let sheets: Vec<Value> = sheets::all(&user)
         .into_iter()
         .map(|(sheet, built_in)| {
@@ -144,10 +143,13 @@ async fn put_sheet(
         )));
     }
     let (owned, text) = (name.clone(), text.to_string());
-    blocking(state.registry.store(), move |s| {
-        s.put_price_sheet(&owned, &text, now_ms())
-    })
-    .await?;
+    let now = state.registry.clock().now_ms();
+    state
+        .registry
+        .stores()
+        .cost
+        .put_price_sheet(&owned, &text, now)
+        .await?;
     state.registry.budgets().changed.notify_one();
     Ok(Json(serde_json::to_value(&sheet).unwrap_or(Value::Null)))
 }
@@ -157,10 +159,12 @@ async fn remove_sheet(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let owned = name.clone();
-    if blocking(state.registry.store(), move |s| {
-        s.remove_price_sheet(&owned)
-    })
-    .await?
+    if state
+        .registry
+        .stores()
+        .cost
+        .remove_price_sheet(&owned)
+        .await?
     {
         state.registry.budgets().changed.notify_one();
         return Ok(StatusCode::NO_CONTENT);
@@ -210,7 +214,12 @@ async fn put_budget(
     let text = serde_json::to_string(&settings)
         .map_err(|e| ApiError::internal("the budget does not encode", e))?;
     let owned = scope.clone();
-    blocking(state.registry.store(), move |s| s.put_budget(&owned, &text)).await?;
+    state
+        .registry
+        .stores()
+        .cost
+        .put_budget(&owned, &text)
+        .await?;
     state.registry.budgets().changed.notify_one();
     let status = evaluate(&state.registry)
         .await?
@@ -232,7 +241,7 @@ async fn remove_function_budget(
 
 async fn remove_budget(state: ApiState, scope: String) -> Result<StatusCode, ApiError> {
     let owned = scope.clone();
-    if !blocking(state.registry.store(), move |s| s.remove_budget(&owned)).await? {
+    if !state.registry.stores().cost.remove_budget(&owned).await? {
         return Err(ApiError::not_found(format!(
             "no budget for {}",
             label(&scope)
