@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-const TARGETS: [(&str, fn(&[u8])); 6] = [
+/// A fuzz target's name and the function it runs on one input.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 6] = [
     ("route", eddy_parse::fuzzing::route),
     ("manifest", eddy_parse::fuzzing::manifest),
     ("price_sheet", eddy_parse::fuzzing::price_sheet),
