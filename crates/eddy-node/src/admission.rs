@@ -29,15 +29,6 @@ pub enum Class {
     Background,
 }
 
-impl Class {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Interactive => "interactive",
-            Class::Background => "background",
-        }
-    }
-}
-
 /// The node-wide side of admission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeAdmission {
@@ -69,17 +60,6 @@ pub enum Rejection {
     WaitExpired,
     /// The function was removed or redeployed with other settings while it waited.
     Gone,
-}
-
-impl Rejection {
-    /// The limit's name, for `eddy-error` and metrics.
-    pub fn limit(self) -> &'static str {
-        match self {
-            Rejection::QueueFull => "max_queue",
-            Rejection::WaitExpired => "max_wait_ms",
-            Rejection::Gone => "function_removed",
-        }
-    }
 }
 
 /// A running invocation's slot; dropping it frees the slot and admits the next waiter.

@@ -5,29 +5,29 @@
 //! the IO (listeners, JSON); the runtime knows nothing of routes or the store, and the
 //! store knows nothing of HTTP or Wasmtime.
 
-pub mod admission;
-pub mod api;
-pub mod auth;
-pub mod caps;
-pub mod clock;
+pub(crate) mod admission;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod caps;
+pub(crate) mod clock;
 pub mod config;
-pub mod consumer;
-pub mod cost;
-pub mod cron;
-pub mod error;
-pub mod events;
-pub mod ingress;
-pub mod invocations;
-pub mod invoker;
-pub mod listener;
-pub mod metering;
-pub mod platform;
-pub mod problem;
-pub mod queues;
-pub mod registry;
-pub mod routes;
-pub mod schedule;
-pub mod websocket;
+pub(crate) mod consumer;
+pub(crate) mod cost;
+pub(crate) mod cron;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod ingress;
+pub(crate) mod invocations;
+pub(crate) mod invoker;
+pub(crate) mod listener;
+pub(crate) mod metering;
+pub(crate) mod platform;
+pub(crate) mod problem;
+pub(crate) mod queues;
+pub(crate) mod registry;
+pub(crate) mod routes;
+pub(crate) mod schedule;
+pub(crate) mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

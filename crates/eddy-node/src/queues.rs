@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use crate::config::{LimitsConfig, QUEUE_PUBLISH_BATCH_MAX};
 use crate::problem::{Kind, Problem};
-pub use eddy_parse::api::{QUEUE_NAME_BYTES_MAX, validate_queue_name};
+pub use eddy_parse::api::validate_queue_name;
 
 /// Longest idempotency key.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;

@@ -12,7 +12,7 @@ use eddy_runtime::Deployment;
 use crate::admission::FunctionAdmission;
 
 use eddy_parse::routes::candidates;
-pub use eddy_parse::routes::{RESERVED_PREFIX, ROUTE_BYTES_MAX, validate_name, validate_route};
+pub use eddy_parse::routes::{validate_name, validate_route};
 
 /// The live version of one function.
 pub struct LiveFunction {
@@ -102,10 +102,5 @@ impl RouteTable {
     /// Number of functions served.
     pub fn len(&self) -> usize {
         self.by_prefix.len()
-    }
-
-    /// Whether no function is served.
-    pub fn is_empty(&self) -> bool {
-        self.by_prefix.is_empty()
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{PriceSheet, SheetKind, month_of, price_sheets, spent, totals_since};
-pub use crate::caps::{Block, Budgets};
+pub use crate::caps::Block;
 use crate::problem::Problem;
 use crate::registry::Registry;
 

@@ -46,7 +46,7 @@ use crate::invoker::{
 };
 use crate::registry::Registry;
 use crate::routes::LiveFunction;
-pub use eddy_parse::api::{CHANNEL_NAME_BYTES_MAX, validate_channel};
+pub use eddy_parse::api::validate_channel;
 pub use eddy_parse::platform::CLOSE_REASON_BYTES_MAX;
 use eddy_runtime::ResponseBody;
 
@@ -54,7 +54,7 @@ mod server;
 
 /// Close code of a connection whose reader fell too far behind ("try again later").
 const SLOW_READER_CLOSE_CODE: u16 = 1013;
-pub use server::{BUDGET_CLOSE_CODE, SocketServer, is_upgrade};
+pub use server::{SocketServer, is_upgrade};
 
 /// Read buffer of one connection (tungstenite's default is 128 KiB, eagerly allocated: 12
 /// GiB for 100,000 idle connections).
@@ -369,15 +369,6 @@ impl Sockets {
             .collect();
         list.sort_by(|a, b| (a.opened_at_ms, &a.id).cmp(&(b.opened_at_ms, &b.id)));
         list
-    }
-
-    /// Open connections by function.
-    pub fn counts(&self) -> HashMap<String, usize> {
-        self.lock()
-            .per_function
-            .iter()
-            .map(|(f, n)| (f.to_string(), *n))
-            .collect()
     }
 }
 
