@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::routes::validate_name;
 use crate::schedule::ScheduleSettings;
@@ -68,11 +68,13 @@ pub struct StatsQuery {
     pub since_ms: Option<u64>,
 }
 
-/// Body of `POST /v1/queues`.
-#[derive(Deserialize)]
+/// Body of `POST /v1/queues`, as the CLI sends it and the node reads it; the node's default
+/// idempotency window when none is given.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateQueue {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_window_ms: Option<u64>,
 }
 
@@ -100,18 +102,27 @@ pub struct PeekQuery {
     pub limit: Option<u32>,
 }
 
-/// Body of `PUT /v1/queues/{name}/consumer`.
-#[derive(Deserialize)]
+/// Body of `PUT /v1/queues/{name}/consumer`: the function that receives the queue's
+/// messages. The CLI sends only the fields the user gave; the node fills in its defaults.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerRequest {
     pub function: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_max_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::validate_queue_name;
+use crate::api::{ConsumerRequest, CreateQueue, validate_queue_name};
 use crate::schedule::{Missed, Overlap};
 
 pub const FORMAT_HINT: &str = "see `eddy deploy --help` for the manifest format";
@@ -21,7 +21,7 @@ const DEAD_LETTER_SUFFIX: &str = "-dlq";
 #[derive(Debug)]
 pub struct Manifest {
     /// In name order.
-    pub queues: Vec<NewQueue>,
+    pub queues: Vec<CreateQueue>,
     /// In name order.
     pub functions: Vec<Function>,
 }
@@ -71,7 +71,7 @@ impl fmt::Display for Lang {
 #[derive(Debug, PartialEq)]
 pub struct Consume {
     pub queue: String,
-    pub consumer: ConsumerConfig,
+    pub consumer: ConsumerRequest,
 }
 
 /// The `config` part of a deploy. Only the fields the user gave are sent; the node fills in
@@ -140,37 +140,6 @@ pub struct FluidConfig {
     pub reuse_max_requests: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reuse_idle_timeout_ms: Option<u64>,
-}
-
-/// Body of `POST /v1/queues`; the node's default idempotency window when none is given.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct NewQueue {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub idempotency_window_ms: Option<u64>,
-}
-
-/// Body of `PUT /v1/queues/{name}/consumer`: the function that receives the queue's
-/// messages. Only the fields the user gave are sent; the node fills in its defaults.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct ConsumerConfig {
-    pub function: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub visibility_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff_base_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff_max_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_letter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -263,7 +232,7 @@ pub fn parse(text: &str) -> Result<Manifest, String> {
             validate_queue_name(&name)?;
             let idempotency_window_ms = duration("idempotency_window", &queue.idempotency_window)
                 .map_err(|problem| format!("queue `{name}`: {problem}"))?;
-            Ok(NewQueue {
+            Ok(CreateQueue {
                 name,
                 idempotency_window_ms,
             })
@@ -371,7 +340,7 @@ impl ConsumeToml {
         }
         Ok(Consume {
             queue: self.queue.clone(),
-            consumer: ConsumerConfig {
+            consumer: ConsumerRequest {
                 function: function.to_owned(),
                 batch_size: at_least_one("batch_size", self.batch_size)?,
                 max_concurrency: at_least_one("max_concurrency", self.max_concurrency)?,

@@ -4,9 +4,8 @@
 //! without breaking older CLIs. `--json` output does not go through these types: it prints the
 //! node's JSON as received.
 
-pub use eddy_parse::manifest::{
-    ConsumerConfig, DeployConfig, FluidConfig, NewQueue, ScheduleConfig,
-};
+pub use eddy_parse::api::{ConsumerRequest, CreateQueue};
+pub use eddy_parse::manifest::{DeployConfig, FluidConfig, ScheduleConfig};
 pub use eddy_parse::schedule::{Missed, Overlap};
 use serde::{Deserialize, Serialize};
 

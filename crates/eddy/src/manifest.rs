@@ -15,7 +15,7 @@ pub const DEFAULT_PATH: &str = "eddy.toml";
 #[derive(Debug)]
 pub struct Manifest {
     /// In name order.
-    pub queues: Vec<crate::api::NewQueue>,
+    pub queues: Vec<crate::api::CreateQueue>,
     /// In name order.
     pub functions: Vec<DeployRequest>,
 }
@@ -64,7 +64,7 @@ mod tests {
 
     use super::*;
     use crate::api::{
-        ConsumerConfig, DeployConfig, FluidConfig, Missed, NewQueue, Overlap, ScheduleConfig,
+        ConsumerRequest, CreateQueue, DeployConfig, FluidConfig, Missed, Overlap, ScheduleConfig,
     };
     use crate::build::Lang;
     use crate::deploy::Consume;
@@ -267,11 +267,11 @@ mod tests {
         assert_eq!(
             manifest.queues,
             [
-                NewQueue {
+                CreateQueue {
                     name: "emails".into(),
                     idempotency_window_ms: None
                 },
-                NewQueue {
+                CreateQueue {
                     name: "orders".into(),
                     idempotency_window_ms: Some(600_000)
                 },
@@ -286,7 +286,7 @@ mod tests {
             worker.consume,
             Some(Consume {
                 queue: "orders".into(),
-                consumer: ConsumerConfig {
+                consumer: ConsumerRequest {
                     function: "worker".into(),
                     batch_size: Some(10),
                     max_concurrency: Some(4),

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use anyhow::Result;
 
 use crate::api::{
-    Consumer, ConsumerConfig, Message, MessageList, NewQueue, Purged, Queue, QueueList, Redriven,
-    Sent,
+    Consumer, ConsumerRequest, CreateQueue, Message, MessageList, Purged, Queue, QueueList,
+    Redriven, Sent,
 };
 use crate::client::Client;
 use crate::payload::Payload;
@@ -165,7 +165,7 @@ struct PeekArgs {
 pub async fn run(client: &Client, args: QueueArgs) -> Result<()> {
     let line = match args.command {
         QueueCommand::Create(args) => {
-            let queue = NewQueue {
+            let queue = CreateQueue {
                 name: args.name,
                 idempotency_window_ms: args.idempotency_window_ms,
             };
@@ -223,7 +223,10 @@ pub async fn run(client: &Client, args: QueueArgs) -> Result<()> {
 /// Creates `queue` unless the node has it already; an existing queue is left as it is.
 /// Returns the line to tell the user: what was created, or that an existing queue's
 /// idempotency window differs from the one asked for.
-pub(crate) async fn create_if_missing(client: &Client, queue: &NewQueue) -> Result<Option<String>> {
+pub(crate) async fn create_if_missing(
+    client: &Client,
+    queue: &CreateQueue,
+) -> Result<Option<String>> {
     let existing: Option<Queue> = client
         .get_unless_missing(&["v1", "queues", &queue.name], NO_QUEUE)
         .await?;
@@ -247,7 +250,7 @@ pub(crate) async fn create_if_missing(client: &Client, queue: &NewQueue) -> Resu
 pub(crate) async fn bind(
     client: &Client,
     queue: &str,
-    consumer: &ConsumerConfig,
+    consumer: &ConsumerRequest,
 ) -> Result<String> {
     let bound: Consumer = client
         .put(&["v1", "queues", queue, "consumer"], consumer)
@@ -292,7 +295,7 @@ async fn consume(client: &Client, args: ConsumeArgs) -> Result<String> {
             args.queue
         ));
     };
-    let consumer = ConsumerConfig {
+    let consumer = ConsumerRequest {
         function,
         batch_size: args.batch_size,
         max_concurrency: args.max_concurrency,
