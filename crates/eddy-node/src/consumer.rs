@@ -365,7 +365,7 @@ impl Dispatcher {
                         // the wake-up may have been spent on an earlier wait).
                         continue;
                     }
-                    let due = next.map_or(IDLE_POLL, |ms| self.registry.clock().until_ms(ms));
+                    let due = next.map_or(IDLE_POLL, |ms| self.invoker.parts().clock.until_ms(ms));
                     tokio::select! {
                         _ = self.cancel.cancelled() => return,
                         _ = waker.notified() => {}
@@ -432,7 +432,7 @@ impl Dispatcher {
         let asked = self.settings.batch_size.max(1);
         let seq = self.hub.waker(&self.queue).seq();
         let lease_until_ms =
-            self.registry.clock().now_ms() + self.settings.visibility_timeout_ms as i64;
+            self.invoker.parts().clock.now_ms() + self.settings.visibility_timeout_ms as i64;
         let (claimed, next) = match self
             .hub
             .store
@@ -466,8 +466,9 @@ impl Dispatcher {
             let permit = match permit.take() {
                 Some(permit) => Ok(permit),
                 None => self
-                    .registry
-                    .admission()
+                    .invoker
+                    .parts()
+                    .admission
                     .admit(function, Trigger::Queue.class())
                     .await
                     .map_err(|_| "the node was busy for the rest of a split batch".to_string()),
@@ -603,7 +604,7 @@ impl Dispatcher {
                     Settle::Retry {
                         row: m.row,
                         lease_until_ms,
-                        visible_at_ms: self.registry.clock().now_ms() + delay as i64,
+                        visible_at_ms: self.invoker.parts().clock.now_ms() + delay as i64,
                         error: format!("attempt {}: {error}", m.attempt),
                     }
                 }

@@ -147,7 +147,7 @@ impl Scheduler {
         settings: ScheduleSettings,
         cancel: CancellationToken,
     ) {
-        let clock = *self.registry.clock();
+        let clock = self.invoker.parts().clock;
         let schedule = match Schedule::parse(&settings, clock.now_ms()) {
             Ok(schedule) => schedule,
             Err(problem) => {
@@ -155,7 +155,7 @@ impl Scheduler {
                 return;
             }
         };
-        let store = &self.registry.stores().ticks;
+        let store = &self.invoker.parts().stores.ticks;
         let last = match store.last_tick(&function, clock.now_ms()).await {
             Ok(last) => last,
             Err(e) => {
@@ -204,8 +204,9 @@ impl Scheduler {
         running: &Arc<AtomicUsize>,
     ) {
         match self
-            .registry
-            .stores()
+            .invoker
+            .parts()
+            .stores
             .ticks
             .claim_tick(function, tick_ms)
             .await

@@ -109,7 +109,7 @@ impl Ingress {
             );
         };
         if let Err(refusal) = self.invoker.budget(&live.name, Trigger::Http) {
-            return refusal.response(self.registry.clock().now_ms());
+            return refusal.response(self.invoker.parts().clock.now_ms());
         }
         if live.websocket && crate::websocket::is_upgrade(&req) {
             return self.sockets.upgrade(live, req).await;
@@ -130,7 +130,7 @@ impl Ingress {
         let record = self.invoker.record(&live, &req);
         let permit = match self.invoker.admit(&record, Trigger::Http).await {
             Ok(permit) => permit,
-            Err(refusal) => return refusal.response(self.registry.clock().now_ms()),
+            Err(refusal) => return refusal.response(self.invoker.parts().clock.now_ms()),
         };
         if !req.headers().contains_key(header::HOST) {
             // HTTP/1.0 clients may omit Host; wasi:http needs an authority.

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::admission::{Class, Permit, Rejection};
 use crate::caps::Block;
 use crate::invocations::InvocationSink;
-use crate::registry::Registry;
+use crate::parts::Parts;
 use crate::routes::LiveFunction;
 
 /// The header naming the limit (or failure) behind a response the node wrote itself.
@@ -95,22 +95,23 @@ impl Refusal {
 /// The pipeline, built once per node and shared by every trigger.
 #[derive(Clone)]
 pub struct Invoker {
-    registry: Arc<Registry>,
+    parts: Parts,
     sink: InvocationSink,
     records_per_second_max: u32,
 }
 
 impl Invoker {
-    pub fn new(
-        registry: Arc<Registry>,
-        sink: InvocationSink,
-        records_per_second_max: u32,
-    ) -> Invoker {
+    pub fn new(parts: Parts, sink: InvocationSink, records_per_second_max: u32) -> Invoker {
         Invoker {
-            registry,
+            parts,
             sink,
             records_per_second_max,
         }
+    }
+
+    /// The node's shared parts, for the triggers.
+    pub(crate) fn parts(&self) -> &Parts {
+        &self.parts
     }
 
     /// The record of one invocation of `live` by `request`, stamped now.
@@ -119,8 +120,8 @@ impl Invoker {
             live: live.clone(),
             records_per_second_max: self.records_per_second_max,
             sink: self.sink.clone(),
-            meter: self.registry.meter().clone(),
-            at_ms: self.registry.clock().now_ms(),
+            meter: self.parts.meter.clone(),
+            at_ms: self.parts.clock.now_ms(),
             method: request.method().clone(),
             path: request.uri().path_and_query().cloned(),
         }
@@ -129,7 +130,7 @@ impl Invoker {
     /// The budget gate alone, for `trigger`'s class. An interactive refusal is counted in
     /// stats and metrics; background work that waits for a budget is not an invocation.
     pub fn budget(&self, function: &Arc<str>, trigger: Trigger) -> Result<(), Refusal> {
-        let budgets = self.registry.budgets();
+        let budgets = &self.parts.budgets;
         let block = match trigger.class() {
             Class::Interactive => budgets.refused(function),
             Class::Background => budgets.background_paused(function),
@@ -138,11 +139,9 @@ impl Invoker {
             None => Ok(()),
             Some(block) => {
                 if trigger.class() == Class::Interactive {
-                    self.registry.meter().rejected(
-                        function,
-                        self.registry.clock().now_ms(),
-                        BUDGET_ERROR,
-                    );
+                    self.parts
+                        .meter
+                        .rejected(function, self.parts.clock.now_ms(), BUDGET_ERROR);
                 }
                 Err(Refusal::Budget(block))
             }
@@ -176,8 +175,8 @@ impl Invoker {
     ) -> Result<Permit, Refusal> {
         self.budget(&live.name, trigger)?;
         match self
-            .registry
-            .admission()
+            .parts
+            .admission
             .admit(&live.name, trigger.class())
             .await
         {

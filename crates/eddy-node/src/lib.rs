@@ -21,6 +21,7 @@ pub(crate) mod invocations;
 pub(crate) mod invoker;
 pub(crate) mod listener;
 pub(crate) mod metering;
+pub(crate) mod parts;
 pub(crate) mod platform;
 pub(crate) mod problem;
 pub(crate) mod queues;
@@ -126,17 +127,22 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     runtime_config.destinations.control_api = Some(admin_addr);
     let runtime = Arc::new(Runtime::new(runtime_config)?);
     let pagemap_scan = runtime.pagemap_scan_in_use();
+    let parts = parts::Parts {
+        stores: stores.clone(),
+        clock: config.clock,
+        admission: admission::Admission::new(admission::NodeAdmission {
+            concurrency_max: limits.concurrency_max,
+            background_concurrency_max: limits.background_concurrency_max,
+        }),
+        meter: Arc::new(metering::Meter::new()),
+        budgets: Arc::new(caps::Budgets::new(config.clock)),
+        runtime: runtime.clone(),
+    };
     let registry = Arc::new(
-        registry::Registry::load(
-            runtime,
-            stores.clone(),
-            limits.clone(),
-            {
-                let eddy_local = platform::EddyLocal::new(queues.clone(), sockets.clone());
-                Arc::new(move |function, publish| eddy_local.for_function(function, publish))
-            },
-            config.clock,
-        )
+        registry::Registry::load(&parts, limits.clone(), {
+            let eddy_local = platform::EddyLocal::new(queues.clone(), sockets.clone());
+            Arc::new(move |function, publish| eddy_local.for_function(function, publish))
+        })
         .await?,
     );
     let functions = registry.routes().len();
@@ -153,13 +159,13 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let (sink, writer, written) = invocations::channel(
         stores.invocations.clone(),
         retention,
-        registry.meter().clone(),
+        parts.meter.clone(),
         limits.rollup_retention_ms,
         config.clock,
     );
     let writer = tokio::spawn(writer.run());
     let invoker = invoker::Invoker::new(
-        registry.clone(),
+        parts.clone(),
         sink.clone(),
         limits.invocation_records_per_second_max,
     );
@@ -176,7 +182,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     }
     tokio::spawn(
         cost::budget::Watcher {
-            registry: registry.clone(),
+            parts: parts.clone(),
             interval: Duration::from_millis(limits.budget_check_interval_ms),
             webhook_timeout: Duration::from_millis(limits.budget_webhook_timeout_ms),
             webhook_hosts: config.budget_webhook_hosts.clone().into(),
@@ -202,6 +208,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     });
     let api_state = api::ApiState {
         registry,
+        parts,
         token,
         public_url: public_url.clone(),
         limits: limits.clone(),

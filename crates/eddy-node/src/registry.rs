@@ -20,13 +20,14 @@ use eddy_runtime::{
 use eddy_store::{FunctionRecord, NewVersion, ReuseSettings, Stores, VersionConfig, VersionRecord};
 use tokio::sync::Mutex;
 
-use crate::admission::{Admission, FunctionAdmission, NodeAdmission};
+use crate::admission::{Admission, FunctionAdmission};
 use crate::clock::Clock;
 use crate::config::{
     ALLOW_OUTBOUND_RULES_MAX, FUNCTION_QUEUE_MAX_CEILING, LimitsConfig, MEMORY_BYTES_MIN,
     PUBLISH_RULES_MAX, REUSE_IDLE_TIMEOUT_MS_CEILING,
 };
 use crate::metering::Meter;
+use crate::parts::Parts;
 use crate::problem::{Kind, Problem};
 use crate::queues::validate_queue_name;
 use crate::routes::{LiveFunction, RouteTable, validate_name, validate_route};
@@ -48,13 +49,16 @@ pub struct Deployed {
 pub type PlatformFactory =
     Arc<dyn Fn(Arc<str>, Arc<[String]>) -> Arc<dyn eddy_runtime::Platform> + Send + Sync>;
 
-/// The registry of one node.
+/// The registry of one node: its functions' versions, the route table and the prepared
+/// deployments. It configures admission for what it deploys; the node's other parts are
+/// not found here (`parts::Parts`).
 pub struct Registry {
     runtime: Arc<Runtime>,
     stores: Stores,
     limits: LimitsConfig,
     routes: ArcSwap<RouteTable>,
     admission: Arc<Admission>,
+    /// A removed function's totals are dropped from it.
     meter: Arc<Meter>,
     /// Live-instance counts by function, shared by all of a function's versions.
     instance_gauges: std::sync::Mutex<HashMap<String, Arc<AtomicUsize>>>,
@@ -63,8 +67,6 @@ pub struct Registry {
     prepared: Mutex<HashMap<String, Prepared>>,
     /// Makes what answers a deployment's requests to `http://eddy.local`.
     platforms: PlatformFactory,
-    /// Budgets' hard caps as last checked.
-    budgets: crate::caps::Budgets,
     clock: Clock,
     /// Bumped each time a new route table is swapped in (a deploy, rollback or removal):
     /// the triggers wait on it instead of polling the table.
@@ -74,29 +76,22 @@ pub struct Registry {
 impl Registry {
     /// Restore every function's live version from the store. Compiled code comes from the
     /// on-disk cache; a missing entry is recompiled.
-    pub async fn load(
-        runtime: Arc<Runtime>,
-        stores: Stores,
+    pub(crate) async fn load(
+        parts: &Parts,
         limits: LimitsConfig,
         platforms: PlatformFactory,
-        clock: Clock,
     ) -> anyhow::Result<Registry> {
-        let admission = Admission::new(NodeAdmission {
-            concurrency_max: limits.concurrency_max,
-            background_concurrency_max: limits.background_concurrency_max,
-        });
         let registry = Registry {
-            runtime,
-            stores,
+            runtime: parts.runtime.clone(),
+            stores: parts.stores.clone(),
             limits,
             routes: ArcSwap::from_pointee(RouteTable::default()),
-            admission,
-            meter: Arc::new(Meter::new()),
+            admission: parts.admission.clone(),
+            meter: parts.meter.clone(),
             instance_gauges: std::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
             platforms,
-            budgets: crate::caps::Budgets::new(clock),
-            clock,
+            clock: parts.clock,
             published: tokio::sync::watch::Sender::new(0),
         };
         let functions = registry.stores.functions.list_functions().await?;
@@ -133,40 +128,10 @@ impl Registry {
         self.routes.load_full()
     }
 
-    /// The runtime, for its counters.
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
     /// Changes each time the route table does (a deploy, a rollback, a removal). Take it
     /// before reading the table: a change after the read is then never missed.
     pub fn route_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.published.subscribe()
-    }
-
-    /// The node's clock.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// The node's stores.
-    pub fn stores(&self) -> &Stores {
-        &self.stores
-    }
-
-    /// The node's admission controller.
-    pub fn admission(&self) -> &Arc<Admission> {
-        &self.admission
-    }
-
-    /// The node's meter.
-    pub fn meter(&self) -> &Arc<Meter> {
-        &self.meter
-    }
-
-    /// The node's budgets' caps.
-    pub fn budgets(&self) -> &crate::caps::Budgets {
-        &self.budgets
     }
 
     /// How many instances of `function` exist now.

@@ -282,6 +282,7 @@ const NODE_LAYERS: &[(&str, &[&str])] = &[
             "error",
             "events",
             "metering",
+            "parts",
             "problem",
             "routes",
             "schedule",

@@ -53,7 +53,7 @@ async fn report(
     if let Some(function) = &query.function {
         find_function(&state, function).await?;
     }
-    let now = state.registry.clock().now_ms();
+    let now = state.parts.clock.now_ms();
     let month_start = cost::month_of(now).0;
     let retention = state.limits.rollup_retention_ms;
     let from_ms = match query.since_ms {
@@ -67,7 +67,7 @@ async fn report(
             }
         },
     };
-    let all = price_sheets(&state.registry).await?;
+    let all = price_sheets(&state.parts).await?;
     let chosen: Vec<PriceSheet> = match &query.sheet {
         None => all,
         Some(names) => {
@@ -84,7 +84,7 @@ async fn report(
     let load_from = from_ms
         .min(month_start)
         .min(now - FORECAST_TRAILING_DAYS * DAY_MS);
-    let minutes = cost::minutes_since(&state.registry, load_from).await?;
+    let minutes = cost::minutes_since(&state.parts, load_from).await?;
     let report = cost::report(
         &ReportQuery {
             function: query.function.as_deref(),
@@ -108,7 +108,7 @@ fn no_sheet(name: &str, all: &[PriceSheet]) -> ApiError {
 }
 
 async fn list_sheets(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let user = state.registry.stores().cost.price_sheets().await?;
+    let user = state.parts.stores.cost.price_sheets().await?;
     let sheets: Vec<Value> = sheets::all(&user)
         .into_iter()
         .map(|(sheet, built_in)| {
@@ -143,14 +143,14 @@ async fn put_sheet(
         )));
     }
     let (owned, text) = (name.clone(), text.to_string());
-    let now = state.registry.clock().now_ms();
+    let now = state.parts.clock.now_ms();
     state
-        .registry
-        .stores()
+        .parts
+        .stores
         .cost
         .put_price_sheet(&owned, &text, now)
         .await?;
-    state.registry.budgets().changed.notify_one();
+    state.parts.budgets.changed.notify_one();
     Ok(Json(serde_json::to_value(&sheet).unwrap_or(Value::Null)))
 }
 
@@ -159,14 +159,8 @@ async fn remove_sheet(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let owned = name.clone();
-    if state
-        .registry
-        .stores()
-        .cost
-        .remove_price_sheet(&owned)
-        .await?
-    {
-        state.registry.budgets().changed.notify_one();
+    if state.parts.stores.cost.remove_price_sheet(&owned).await? {
+        state.parts.budgets.changed.notify_one();
         return Ok(StatusCode::NO_CONTENT);
     }
     if sheets::built_in().iter().any(|s| s.name == name) {
@@ -180,7 +174,7 @@ async fn remove_sheet(
 }
 
 async fn list_budgets(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let budgets = evaluate(&state.registry).await?;
+    let budgets = evaluate(&state.parts).await?;
     Ok(Json(json!({ "budgets": budgets })))
 }
 
@@ -207,21 +201,16 @@ async fn put_budget(
 ) -> Result<Json<Value>, ApiError> {
     let Json(settings) =
         body.map_err(|e| ApiError::bad_request(format!("invalid budget: {}", e.body_text())))?;
-    let all = price_sheets(&state.registry).await?;
+    let all = price_sheets(&state.parts).await?;
     settings
         .validate(&all, &state.budget_webhook_hosts)
         .map_err(ApiError::bad_request)?;
     let text = serde_json::to_string(&settings)
         .map_err(|e| ApiError::internal("the budget does not encode", e))?;
     let owned = scope.clone();
-    state
-        .registry
-        .stores()
-        .cost
-        .put_budget(&owned, &text)
-        .await?;
-    state.registry.budgets().changed.notify_one();
-    let status = evaluate(&state.registry)
+    state.parts.stores.cost.put_budget(&owned, &text).await?;
+    state.parts.budgets.changed.notify_one();
+    let status = evaluate(&state.parts)
         .await?
         .into_iter()
         .find(|b| b.scope == label(&scope));
@@ -241,13 +230,13 @@ async fn remove_function_budget(
 
 async fn remove_budget(state: ApiState, scope: String) -> Result<StatusCode, ApiError> {
     let owned = scope.clone();
-    if !state.registry.stores().cost.remove_budget(&owned).await? {
+    if !state.parts.stores.cost.remove_budget(&owned).await? {
         return Err(ApiError::not_found(format!(
             "no budget for {}",
             label(&scope)
         )));
     }
-    state.registry.meter().budget_removed(&label(&scope));
-    state.registry.budgets().changed.notify_one();
+    state.parts.meter.budget_removed(&label(&scope));
+    state.parts.budgets.changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -41,6 +41,7 @@ const LOG_ENTRIES_PER_CALL_MAX: usize = 1000;
 #[derive(Clone)]
 pub struct ApiState {
     pub registry: Arc<Registry>,
+    pub(crate) parts: crate::parts::Parts,
     pub token: Arc<TokenHash>,
     pub public_url: String,
     pub limits: LimitsConfig,
@@ -114,7 +115,7 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
 }
 
 async fn node(State(state): State<ApiState>) -> Json<Value> {
-    let cache = state.registry.runtime().cache_stats();
+    let cache = state.parts.runtime.cache_stats();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "public_url": state.public_url,
@@ -131,7 +132,7 @@ async fn node(State(state): State<ApiState>) -> Json<Value> {
 }
 
 async fn list_functions(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let functions = state.registry.stores().functions.list_functions().await?;
+    let functions = state.parts.stores.functions.list_functions().await?;
     let functions: Vec<Value> = functions
         .iter()
         .map(|f| function_json(&state.public_url, f))
@@ -299,7 +300,7 @@ async fn list_versions(
 ) -> Result<Json<Value>, ApiError> {
     let function = find_function(&state, &name).await?;
     let owned = name.clone();
-    let versions = state.registry.stores().functions.versions(&owned).await?;
+    let versions = state.parts.stores.functions.versions(&owned).await?;
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| version_json(v, function.live.version))
@@ -347,8 +348,8 @@ async fn logs(
         let owned = name.clone();
         let tail = tail.clamp(1, LOG_ENTRIES_PER_CALL_MAX);
         let entries = state
-            .registry
-            .stores()
+            .parts
+            .stores
             .invocations
             .invocations_tail(&owned, tail)
             .await?;
@@ -362,8 +363,8 @@ async fn logs(
         written.borrow_and_update();
         let owned = name.clone();
         let entries = state
-            .registry
-            .stores()
+            .parts
+            .stores
             .invocations
             .invocations_after(&owned, after, limit)
             .await?;
@@ -391,18 +392,18 @@ async fn stats(
     })?;
     find_function(&state, &name).await?;
     let since_ms = query.since_ms.unwrap_or(STATS_SINCE_MS_DEFAULT);
-    let now = state.registry.clock().now_ms();
+    let now = state.parts.clock.now_ms();
     let from = now.saturating_sub(i64::try_from(since_ms).unwrap_or(i64::MAX));
     // Whole minutes: the minute `from` falls in is included.
     let from_minute = from - from.rem_euclid(MINUTE_MS);
-    let meter = state.registry.meter();
+    let meter = state.parts.meter;
     let total = {
         let _gate = meter.flush_gate.read().await;
         let mut total = meter.pending_of(&name, from_minute);
         let owned = name.clone();
         let stored = state
-            .registry
-            .stores()
+            .parts
+            .stores
             .invocations
             .rollups(&owned, from_minute)
             .await?;
@@ -411,7 +412,7 @@ async fn stats(
         }
         total
     };
-    let load = state.registry.admission().load(&name);
+    let load = state.parts.admission.load(&name);
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(Json(json!({
         "function": name,
@@ -451,7 +452,7 @@ async fn list_websockets(
             "channels": c.channels,
             "queued_bytes": c.queued_bytes,
         })).collect::<Vec<_>>(),
-        "connection_seconds_closed": state.registry.meter().websocket_connection_seconds(&name),
+        "connection_seconds_closed": state.parts.meter.websocket_connection_seconds(&name),
     })))
 }
 
@@ -487,7 +488,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .routes()
         .all()
         .map(|live| {
-            let load = registry.admission().load(&live.name);
+            let load = state.parts.admission.load(&live.name);
             FunctionGauges {
                 function: live.name.to_string(),
                 instances_live: live
@@ -511,8 +512,8 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             dead_lettered: counts.dead_lettered,
         });
     }
-    let admission = registry.admission();
-    let text = registry.meter().render(
+    let admission = &state.parts.admission;
+    let text = state.parts.meter.render(
         &gauges,
         &queues,
         admission.in_flight(),
@@ -534,8 +535,8 @@ pub(crate) async fn find_function(
 ) -> Result<FunctionRecord, ApiError> {
     let owned = name.to_string();
     state
-        .registry
-        .stores()
+        .parts
+        .stores
         .functions
         .function(&owned)
         .await?

@@ -298,8 +298,8 @@ async fn set_consumer(
     let record = find_queue(&state, &name).await?;
     let function = request.function.clone();
     let deployed = state
-        .registry
-        .stores()
+        .parts
+        .stores
         .functions
         .function(&function)
         .await?
@@ -456,7 +456,7 @@ pub async fn queue_json(state: &ApiState, q: &QueueRecord) -> Result<Value, ApiE
     let status = state.consumers.status(&q.name);
     let oldest_age_ms = counts
         .oldest_enqueued_at_ms
-        .map_or(0, |at| (state.registry.clock().now_ms() - at).max(0));
+        .map_or(0, |at| (state.parts.clock.now_ms() - at).max(0));
     Ok(json!({
         "name": q.name,
         "dead_letter_queue": q.dead_letter_queue,
@@ -475,7 +475,7 @@ pub async fn queue_json(state: &ApiState, q: &QueueRecord) -> Result<Value, ApiE
         "oldest_age_ms": oldest_age_ms,
         "consumer_concurrency": status.map_or(0, |s| s.concurrency),
         "consumer": q.consumer.as_ref().map(|c| {
-            let paused = state.registry.budgets().background_paused(&c.function);
+            let paused = state.parts.budgets.background_paused(&c.function);
             consumer_json(c, status, paused.map(|b| b.message))
         }),
     }))

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PriceSheet, SheetKind, month_of, price_sheets, spent, totals_since};
 pub use crate::caps::Block;
+use crate::parts::Parts;
 use crate::problem::Problem;
-use crate::registry::Registry;
 
 /// Thresholds (percent of the monthly limit) alerted at when a budget does not say.
 pub const DEFAULT_ALERT_PERCENTS: [f64; 3] = [50.0, 80.0, 100.0];
@@ -184,15 +184,15 @@ pub fn label(scope: &str) -> String {
 }
 
 /// How every budget stands now.
-pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, Problem> {
-    let records = registry.stores().cost.budgets().await?;
+pub async fn evaluate(parts: &Parts) -> Result<Vec<BudgetStatus>, Problem> {
+    let records = parts.stores.cost.budgets().await?;
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    let sheets = price_sheets(registry).await?;
-    let now = registry.clock().now_ms();
+    let sheets = price_sheets(parts).await?;
+    let now = parts.clock.now_ms();
     let (month_start, _, month) = month_of(now);
-    let minutes = totals_since(registry, month_start).await?;
+    let minutes = totals_since(parts, month_start).await?;
     let mut out = Vec::new();
     for record in records {
         let settings: BudgetSettings = match serde_json::from_str(&record.settings) {
@@ -246,7 +246,7 @@ pub async fn evaluate(registry: &Registry) -> Result<Vec<BudgetStatus>, Problem>
 /// Checks every budget each `interval` (and at once when one changes): sets the metrics,
 /// sends alerts and applies hard caps.
 pub struct Watcher {
-    pub registry: Arc<Registry>,
+    pub(crate) parts: Parts,
     pub interval: Duration,
     pub webhook_timeout: Duration,
     /// The node's `budget_webhook_hosts`.
@@ -255,7 +255,7 @@ pub struct Watcher {
 
 impl Watcher {
     pub async fn run(self, shutdown: CancellationToken) {
-        let budgets = self.registry.budgets();
+        let budgets = &self.parts.budgets;
         loop {
             self.check().await;
             tokio::select! {
@@ -267,19 +267,19 @@ impl Watcher {
     }
 
     async fn check(&self) {
-        let statuses = match evaluate(&self.registry).await {
+        let statuses = match evaluate(&self.parts).await {
             Ok(statuses) => statuses,
             Err(e) => {
                 tracing::error!(error = %e, "checking budgets failed; caps stay as they were");
                 return;
             }
         };
-        let (_, month_end, _) = month_of(self.registry.clock().now_ms());
-        let before = self.registry.budgets().blocks.load_full();
+        let (_, month_end, _) = month_of(self.parts.clock.now_ms());
+        let before = self.parts.budgets.blocks.load_full();
         let mut blocks = HashMap::new();
         for status in &statuses {
             let scope = status.function.clone().unwrap_or_default();
-            let meter = self.registry.meter();
+            let meter = &self.parts.meter;
             meter.budget(&status.scope, status.spent_usd, status.settings.monthly_usd);
             self.alert(status, &scope).await;
             if status.state == "ok" {
@@ -315,7 +315,7 @@ impl Watcher {
         for scope in before.keys().filter(|s| !blocks.contains_key(*s)) {
             tracing::info!(budget = %label(scope), "budget cap lifted: triggers and requests run again");
         }
-        self.registry.budgets().blocks.store(Arc::new(blocks));
+        self.parts.budgets.blocks.store(Arc::new(blocks));
     }
 
     /// Sends the highest threshold crossed since the last alert this month, once.
@@ -348,13 +348,13 @@ impl Watcher {
             status.settings.monthly_usd,
             status.settings.sheet,
         );
-        self.registry.meter().budget_alert(&status.scope, threshold);
+        self.parts.meter.budget_alert(&status.scope, threshold);
         let owned = scope.to_string();
         let settings = status.stored_settings.clone();
         let month = status.month.clone();
         if let Err(e) = self
-            .registry
-            .stores()
+            .parts
+            .stores
             .cost
             .set_budget_alerted(&owned, &settings, &month, threshold)
             .await

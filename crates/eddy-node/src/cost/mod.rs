@@ -14,8 +14,8 @@ use eddy_store::Rollup;
 use serde::Serialize;
 
 use crate::metering::MINUTE_MS;
+use crate::parts::Parts;
 use crate::problem::Problem;
-use crate::registry::Registry;
 pub use forecast::{DAY_MS, FORECAST_TRAILING_DAYS, Forecast, HOUR_MS, forecast};
 pub use sheets::{Cost, PriceSheet, SheetKind};
 
@@ -33,14 +33,14 @@ pub type Minute = (String, i64, Rollup);
 
 /// Every metered minute from `since_ms` on: stored ones and those not yet flushed, read
 /// under the meter's flush gate so none is counted twice or missed.
-pub async fn minutes_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, Problem> {
-    read(registry, since_ms, Totals::PerMinute).await
+pub async fn minutes_since(parts: &Parts, since_ms: i64) -> Result<Vec<Minute>, Problem> {
+    read(parts, since_ms, Totals::PerMinute).await
 }
 
 /// The same traffic as `minutes_since`, but the stored part summed per function and memory
 /// limit: enough to price a month, without reading every minute of it.
-pub async fn totals_since(registry: &Registry, since_ms: i64) -> Result<Vec<Minute>, Problem> {
-    read(registry, since_ms, Totals::PerFunction).await
+pub async fn totals_since(parts: &Parts, since_ms: i64) -> Result<Vec<Minute>, Problem> {
+    read(parts, since_ms, Totals::PerFunction).await
 }
 
 /// How the stored minutes are read.
@@ -49,11 +49,11 @@ enum Totals {
     PerFunction,
 }
 
-async fn read(registry: &Registry, since_ms: i64, totals: Totals) -> Result<Vec<Minute>, Problem> {
+async fn read(parts: &Parts, since_ms: i64, totals: Totals) -> Result<Vec<Minute>, Problem> {
     let from_minute = since_ms - since_ms.rem_euclid(MINUTE_MS);
-    let meter = registry.meter();
+    let meter = &parts.meter;
     let _gate = meter.flush_gate.read().await;
-    let store = &registry.stores().invocations;
+    let store = &parts.stores.invocations;
     let mut minutes = match totals {
         Totals::PerMinute => store.cost_minutes(from_minute).await?,
         Totals::PerFunction => store.cost_totals(from_minute).await?,
@@ -335,8 +335,8 @@ fn ratio(own: u64, total: u64) -> f64 {
 }
 
 /// Built-in price sheets with the user's over them.
-pub async fn price_sheets(registry: &Registry) -> Result<Vec<PriceSheet>, Problem> {
-    let user = registry.stores().cost.price_sheets().await?;
+pub async fn price_sheets(parts: &Parts) -> Result<Vec<PriceSheet>, Problem> {
+    let user = parts.stores.cost.price_sheets().await?;
     Ok(sheets::all(&user).into_iter().map(|(s, _)| s).collect())
 }
 

@@ -132,10 +132,10 @@ impl SocketServer {
                 out: out_tx,
                 held: held.clone(),
                 channels,
-                opened_at_ms: self.registry.clock().now_ms(),
+                opened_at_ms: self.invoker.parts().clock.now_ms(),
             },
         );
-        self.registry.meter().websocket_opened(&function);
+        self.invoker.parts().meter.websocket_opened(&function);
         let server = self.clone();
         tokio::spawn(async move {
             match on_upgrade.await {
@@ -163,7 +163,7 @@ impl SocketServer {
             .invoker
             .admit(&record, Trigger::WebSocket)
             .await
-            .map_err(|refusal| refusal.response(self.registry.clock().now_ms()))?;
+            .map_err(|refusal| refusal.response(self.invoker.parts().clock.now_ms()))?;
         self.invoker
             .run_collected(
                 record,
@@ -287,9 +287,9 @@ impl SocketServer {
 
     fn finish(&self, function: &Arc<str>, id: &str) {
         if let Some(open_for) = self.sockets.unregister(id) {
-            self.registry.meter().websocket_closed(
+            self.invoker.parts().meter.websocket_closed(
                 function,
-                self.registry.clock().now_ms(),
+                self.invoker.parts().clock.now_ms(),
                 open_for,
             );
         }
@@ -322,7 +322,7 @@ impl SocketServer {
             "message",
             &id,
             Some(text),
-            self.registry.clock().now_ms(),
+            self.invoker.parts().clock.now_ms(),
         );
         let answer = match self.invoke(&live, request).await {
             Ok(answer) => answer,
@@ -365,7 +365,7 @@ impl SocketServer {
             "close",
             id,
             None,
-            self.registry.clock().now_ms(),
+            self.invoker.parts().clock.now_ms(),
         );
         if let Ok(value) = HeaderValue::from_str(&code.to_string()) {
             request.headers_mut().insert(HEADER_CLOSE_CODE, value);
