@@ -13,6 +13,9 @@
 //! `leased = 1` (claimed for a delivery). Its attempt count is raised when it is claimed, in
 //! the same commit, so a delivery the process dies during still counts.
 
+mod migrations;
+mod recovery;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -227,11 +230,11 @@ impl QueueStore {
 
     fn start(mut conn: Connection) -> Result<QueueStore> {
         // Every commit reaches the disk before a publish is answered.
-        schema::prepare(&mut conn, MIGRATIONS, schema::Synchronous::Full)?;
+        schema::prepare(&mut conn, migrations::MIGRATIONS, schema::Synchronous::Full)?;
         let mut memo = Memo::default();
         {
             let tx = conn.transaction()?;
-            recover(&tx, now_ms())?;
+            recovery::recover(&tx, now_ms())?;
             let mut stmt = tx.prepare(
                 "SELECT q.name, (SELECT COUNT(*) FROM messages m WHERE m.queue = q.name)
                  FROM queues q",
@@ -1040,139 +1043,6 @@ fn write_counters(conn: &Connection, memo: &mut Memo) -> Result<()> {
     }
     Ok(())
 }
-
-/// After a restart: messages that were in flight are visible again, except those whose
-/// last allowed attempt was in flight, which go to their consumer's dead-letter queue.
-fn recover(conn: &Connection, now: i64) -> Result<()> {
-    let bindings: Vec<(String, String)> = {
-        let mut stmt = conn.prepare("SELECT queue, settings FROM consumers")?;
-        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
-    };
-    for (queue, json) in bindings {
-        let Ok(settings) = serde_json::from_str::<ConsumerSettings>(&json) else {
-            continue;
-        };
-        if !queue_exists(conn, &settings.dead_letter)? {
-            continue;
-        }
-        let error = "the node stopped during this message's last allowed attempt";
-        let moved = conn.execute(
-            "INSERT INTO messages (queue, ce_id, body, content_type, enqueued_at_ms,
-                 first_enqueued_at_ms, attempts, visible_at_ms, leased, last_error)
-             SELECT ?2, COALESCE(ce_id, 'm' || id), body, content_type, ?3,
-                 first_enqueued_at_ms, attempts, ?3, 0, ?5
-             FROM messages WHERE queue = ?1 AND leased = 1 AND attempts >= ?4 ORDER BY id",
-            params![
-                queue,
-                settings.dead_letter,
-                now,
-                settings.max_attempts,
-                error
-            ],
-        )?;
-        conn.execute(
-            "DELETE FROM messages WHERE queue = ?1 AND leased = 1 AND attempts >= ?2",
-            params![queue, settings.max_attempts],
-        )?;
-        if moved > 0 {
-            conn.execute(
-                "INSERT INTO queue_counters (queue, delivered, succeeded, failed_attempts, dead_lettered)
-                 VALUES (?1, 0, 0, ?2, ?2)
-                 ON CONFLICT (queue) DO UPDATE SET
-                     failed_attempts = failed_attempts + excluded.failed_attempts,
-                     dead_lettered = dead_lettered + excluded.dead_lettered",
-                params![queue, moved],
-            )?;
-        }
-    }
-    conn.execute(
-        "UPDATE messages SET leased = 0, visible_at_ms = ?1,
-             last_error = COALESCE(last_error, 'the node stopped during a delivery')
-         WHERE leased = 1",
-        [now],
-    )?;
-    Ok(())
-}
-
-/// Schema changes, applied in order; entry `i` moves `user_version` from `i` to `i + 1`.
-/// Never edit an entry once released; append a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE queues (
-    name                  TEXT PRIMARY KEY,
-    dead_letter_of        TEXT REFERENCES queues (name) ON DELETE CASCADE,
-    idempotency_window_ms INTEGER NOT NULL,
-    created_at_ms         INTEGER NOT NULL
-) STRICT;
-
--- One consumer per queue; `settings` is ConsumerSettings as JSON.
-CREATE TABLE consumers (
-    queue    TEXT PRIMARY KEY REFERENCES queues (name) ON DELETE CASCADE,
-    settings TEXT NOT NULL
-) STRICT;
-
--- `ce_id` is NULL while the message is in the queue it was published to (its id is then
--- 'm' || id); a dead-lettered or redriven copy keeps the original id there.
-CREATE TABLE messages (
-    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue                TEXT NOT NULL REFERENCES queues (name) ON DELETE CASCADE,
-    ce_id                TEXT,
-    body                 BLOB NOT NULL,
-    content_type         TEXT NOT NULL,
-    enqueued_at_ms       INTEGER NOT NULL,
-    first_enqueued_at_ms INTEGER NOT NULL,
-    attempts             INTEGER NOT NULL,
-    visible_at_ms        INTEGER NOT NULL,
-    leased               INTEGER NOT NULL,
-    last_error           TEXT
-) STRICT;
-CREATE INDEX messages_ready ON messages (queue, visible_at_ms, id);
-
-CREATE TABLE idempotency (
-    queue         TEXT NOT NULL REFERENCES queues (name) ON DELETE CASCADE,
-    key           TEXT NOT NULL,
-    message_id    TEXT NOT NULL,
-    expires_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (queue, key)
-) STRICT, WITHOUT ROWID;
-CREATE INDEX idempotency_expiry ON idempotency (expires_at_ms);
-
-CREATE TABLE queue_counters (
-    queue           TEXT PRIMARY KEY REFERENCES queues (name) ON DELETE CASCADE,
-    delivered       INTEGER NOT NULL,
-    succeeded       INTEGER NOT NULL,
-    failed_attempts INTEGER NOT NULL,
-    dead_lettered   INTEGER NOT NULL
-) STRICT;
-"#,
-    r#"
--- The last tick of each function's cron schedule that was claimed (run, or skipped by its
--- policy): a tick at or before it never runs.
-CREATE TABLE schedules (
-    function     TEXT PRIMARY KEY,
-    last_tick_ms INTEGER NOT NULL
-) STRICT;
-"#,
-    r#"
--- Bytes of message bodies each queue holds, kept by triggers in the same transaction as the
--- messages themselves, so a publish checks the queue's byte quota without a scan.
-ALTER TABLE queues ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
-UPDATE queues SET bytes =
-    (SELECT COALESCE(SUM(length(body)), 0) FROM messages WHERE messages.queue = queues.name);
-CREATE TRIGGER messages_bytes_insert AFTER INSERT ON messages BEGIN
-    UPDATE queues SET bytes = bytes + length(NEW.body) WHERE name = NEW.queue;
-END;
-CREATE TRIGGER messages_bytes_delete AFTER DELETE ON messages BEGIN
-    UPDATE queues SET bytes = bytes - length(OLD.body) WHERE name = OLD.queue;
-END;
-CREATE TRIGGER messages_bytes_move AFTER UPDATE OF queue ON messages
-WHEN OLD.queue <> NEW.queue BEGIN
-    UPDATE queues SET bytes = bytes - length(OLD.body) WHERE name = OLD.queue;
-    UPDATE queues SET bytes = bytes + length(NEW.body) WHERE name = NEW.queue;
-END;
-"#,
-];
 
 /// The journal's own behaviour: backpressure, a full database, group commit. The contracts of
 /// `QueueBackend` are tested by the conformance suite.
