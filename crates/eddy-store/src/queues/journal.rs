@@ -11,6 +11,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+use super::operations;
 use crate::store::now_ms;
 use crate::{Result, StoreError};
 
@@ -187,13 +188,7 @@ fn journal(
         };
         if outcome.is_ok() && last_prune.elapsed() >= IDEMPOTENCY_PRUNE_INTERVAL {
             last_prune = std::time::Instant::now();
-            outcome = conn
-                .execute(
-                    "DELETE FROM idempotency WHERE expires_at_ms <= ?1",
-                    [now_ms()],
-                )
-                .map(|_| ())
-                .map_err(StoreError::from);
+            outcome = operations::prune_idempotency_keys(&conn, now_ms());
         }
         let outcome = outcome.and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from));
         let error = match outcome {

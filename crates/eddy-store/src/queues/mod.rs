@@ -12,22 +12,27 @@
 //! `leased = 0` and it has not (a retry waiting out its backoff), and *in flight* when
 //! `leased = 1` (claimed for a delivery). Its attempt count is raised when it is claimed, in
 //! the same commit, so a delivery the process dies during still counts.
+//!
+//! This module holds the public types and `QueueStore`'s methods, each of which hands its
+//! work to the journal (`run`). `journal.rs` is the journal thread (group commit, savepoints,
+//! backpressure); `operations.rs` is the SQL of each operation; `recovery.rs` is what opening
+//! the database does to messages left in flight; `migrations.rs` is the tables.
 
 mod journal;
 mod migrations;
+mod operations;
 mod recovery;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::store::now_ms;
 use crate::{Result, StoreError, schema};
-use journal::{Counters, Job, Memo};
 pub use journal::{JOURNAL_OPS_PER_COMMIT_MAX, JOURNAL_QUEUE_OPS_MAX};
+use journal::{Job, Memo};
 
 /// Suffix of the dead-letter queue created with every queue.
 pub const DEAD_LETTER_SUFFIX: &str = "-dlq";
@@ -218,16 +223,8 @@ impl QueueStore {
     /// holds now): past it an operation fails with `StoreError::Full` and stores nothing.
     /// Returns the bytes the limit allows.
     pub async fn limit_bytes(&self, bytes_max: u64) -> Result<u64> {
-        self.run(move |conn, _| {
-            let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            let pages = (bytes_max / page_size).max(1);
-            let set: u64 =
-                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-                    r.get(0)
-                })?;
-            Ok(set * page_size)
-        })
-        .await
+        self.run(move |conn, _| operations::limit_bytes(conn, bytes_max))
+            .await
     }
 
     /// Transactions committed since the store was opened (each one fsync).
@@ -262,31 +259,7 @@ impl QueueStore {
     ) -> Result<QueueRecord> {
         let name = name.to_string();
         self.run(move |conn, memo| {
-            let dlq = format!("{name}{DEAD_LETTER_SUFFIX}");
-            for taken in [&name, &dlq] {
-                if queue_exists(conn, taken)? {
-                    return Err(StoreError::AlreadyExists {
-                        what: format!("queue `{taken}`"),
-                    });
-                }
-            }
-            let now = now_ms();
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO queues (name, dead_letter_of, idempotency_window_ms, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            insert.execute(params![name, None::<String>, idempotency_window_ms, now])?;
-            insert.execute(params![dlq, Some(&name), idempotency_window_ms, now])?;
-            memo.depth.insert(name.clone(), 0);
-            memo.depth.insert(dlq.clone(), 0);
-            Ok(QueueRecord {
-                name,
-                dead_letter_queue: Some(dlq),
-                dead_letter_of: None,
-                idempotency_window_ms,
-                created_at_ms: now,
-                consumer: None,
-            })
+            operations::create_queue(conn, memo, name, idempotency_window_ms)
         })
         .await
     }
@@ -295,88 +268,35 @@ impl QueueStore {
     /// A dead-letter queue goes only with its queue. `Ok(false)` if there is no such queue.
     pub async fn delete_queue(&self, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.run(move |conn, memo| {
-            let Some(queue) = load_queue(conn, &name)? else {
-                return Ok(false);
-            };
-            if let Some(of) = queue.dead_letter_of {
-                return Err(StoreError::Conflict(format!(
-                    "`{name}` is the dead-letter queue of `{of}`; it is deleted with `{of}`"
-                )));
-            }
-            let users: Vec<String> = {
-                let mut stmt = conn.prepare(
-                    "SELECT queue FROM consumers WHERE queue <> ?1
-                     AND json_extract(settings, '$.dead_letter') IN (?1, ?1 || ?2)",
-                )?;
-                stmt.query_map(params![name, DEAD_LETTER_SUFFIX], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?
-            };
-            if let Some(user) = users.first() {
-                return Err(StoreError::Conflict(format!(
-                    "the consumer of `{user}` dead-letters into `{name}`; change or remove that consumer first"
-                )));
-            }
-            for doomed in [name.clone(), format!("{name}{DEAD_LETTER_SUFFIX}")] {
-                conn.execute("DELETE FROM messages WHERE queue = ?1", [&doomed])?;
-                conn.execute("DELETE FROM idempotency WHERE queue = ?1", [&doomed])?;
-                conn.execute("DELETE FROM queues WHERE name = ?1", [&doomed])?;
-                memo.depth.remove(&doomed);
-                memo.counters.remove(&doomed);
-            }
-            Ok(true)
-        })
-        .await
+        self.run(move |conn, memo| operations::delete_queue(conn, memo, &name))
+            .await
     }
 
     /// Every queue, sorted by name.
     pub async fn list_queues(&self) -> Result<Vec<QueueRecord>> {
-        self.run(|conn, _| {
-            let mut stmt = conn.prepare_cached(&format!("{QUEUE_SELECT} ORDER BY q.name"))?;
-            let rows = stmt.query_map([], queue_row)?;
-            rows.map(|row| row?.decode()).collect()
-        })
-        .await
+        self.run(|conn, _| operations::list_queues(conn)).await
     }
 
     /// The queue called `name`, if it exists.
     pub async fn queue(&self, name: &str) -> Result<Option<QueueRecord>> {
         let name = name.to_string();
-        self.run(move |conn, _| load_queue(conn, &name)).await
+        self.run(move |conn, _| operations::load_queue(conn, &name))
+            .await
     }
 
     /// Binds a consumer to `queue`, replacing any binding it had. `NotFound` if the queue
     /// or the dead-letter queue does not exist.
     pub async fn set_consumer(&self, queue: &str, settings: ConsumerSettings) -> Result<()> {
         let queue = queue.to_string();
-        self.run(move |conn, _| {
-            ensure_queue(conn, &queue)?;
-            ensure_queue(conn, &settings.dead_letter)?;
-            if settings.dead_letter == queue {
-                return Err(StoreError::Conflict(format!(
-                    "`{queue}` cannot be its own dead-letter queue"
-                )));
-            }
-            let json = serde_json::to_string(&settings)
-                .map_err(|e| StoreError::Corrupt(format!("consumer settings: {e}")))?;
-            conn.execute(
-                "INSERT INTO consumers (queue, settings) VALUES (?1, ?2)
-                 ON CONFLICT (queue) DO UPDATE SET settings = excluded.settings",
-                params![queue, json],
-            )?;
-            Ok(())
-        })
-        .await
+        self.run(move |conn, _| operations::set_consumer(conn, &queue, &settings))
+            .await
     }
 
     /// Removes `queue`'s consumer binding. `Ok(false)` if it had none.
     pub async fn remove_consumer(&self, queue: &str) -> Result<bool> {
         let queue = queue.to_string();
-        self.run(move |conn, _| {
-            ensure_queue(conn, &queue)?;
-            Ok(conn.execute("DELETE FROM consumers WHERE queue = ?1", [&queue])? > 0)
-        })
-        .await
+        self.run(move |conn, _| operations::remove_consumer(conn, &queue))
+            .await
     }
 
     /// Enqueues `messages` on `queue` (all or none). `NotFound` for an unknown queue,
@@ -390,85 +310,8 @@ impl QueueStore {
         limits: QueueLimits,
     ) -> Result<Vec<Published>> {
         let queue = queue.to_string();
-        let QueueLimits {
-            depth_max,
-            bytes_max,
-        } = limits;
-        self.run(move |conn, memo| {
-            let (window, bytes): (i64, u64) = conn
-                .query_row(
-                    "SELECT idempotency_window_ms, bytes FROM queues WHERE name = ?1",
-                    [&queue],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?
-                .ok_or_else(|| no_queue(&queue))?;
-            let mut added_bytes = 0u64;
-            let now = now_ms();
-            let mut find_key = conn.prepare_cached(
-                "SELECT message_id FROM idempotency
-                 WHERE queue = ?1 AND key = ?2 AND expires_at_ms > ?3",
-            )?;
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO messages (queue, body, content_type, enqueued_at_ms,
-                     first_enqueued_at_ms, attempts, visible_at_ms, leased)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?4, 0) RETURNING id",
-            )?;
-            let mut remember = conn.prepare_cached(
-                "INSERT INTO idempotency (queue, key, message_id, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (queue, key) DO UPDATE SET message_id = excluded.message_id,
-                     expires_at_ms = excluded.expires_at_ms",
-            )?;
-            let depth = memo.depth.get(&queue).copied().unwrap_or(0);
-            let mut added = 0u64;
-            let mut published = Vec::with_capacity(messages.len());
-            for message in &messages {
-                if let Some(key) = &message.idempotency_key {
-                    let seen: Option<String> = find_key
-                        .query_row(params![queue, key, now], |row| row.get(0))
-                        .optional()?;
-                    if let Some(id) = seen {
-                        published.push(Published {
-                            id,
-                            duplicate: true,
-                        });
-                        continue;
-                    }
-                }
-                if depth + added >= depth_max {
-                    return Err(StoreError::DepthLimit {
-                        queue: queue.clone(),
-                        depth,
-                        depth_max,
-                    });
-                }
-                added_bytes += message.body.len() as u64;
-                if bytes + added_bytes > bytes_max {
-                    return Err(StoreError::BytesLimit {
-                        queue: queue.clone(),
-                        bytes,
-                        bytes_max,
-                    });
-                }
-                let row: i64 = insert.query_row(
-                    params![queue, message.body, message.content_type, now],
-                    |row| row.get(0),
-                )?;
-                let id = message_id(row);
-                if let Some(key) = &message.idempotency_key {
-                    remember.execute(params![queue, key, id, now + window])?;
-                }
-                added += 1;
-                published.push(Published {
-                    id,
-                    duplicate: false,
-                });
-            }
-            *memo.depth.entry(queue).or_default() += added;
-            Ok(published)
-        })
-        .await
+        self.run(move |conn, memo| operations::publish(conn, memo, queue, &messages, limits))
+            .await
     }
 
     /// Claims up to `n` ready messages of `queue`, oldest first, invisible until
@@ -482,248 +325,45 @@ impl QueueStore {
         lease_until_ms: i64,
     ) -> Result<(Vec<Claimed>, Option<i64>)> {
         let queue = queue.to_string();
-        self.run(move |conn, memo| {
-            let now = now_ms();
-            let mut stmt = conn.prepare_cached(
-                "UPDATE messages SET attempts = attempts + 1, leased = 1, visible_at_ms = ?4
-                 WHERE id IN (SELECT id FROM messages
-                     WHERE queue = ?1 AND visible_at_ms <= ?2
-                     ORDER BY visible_at_ms, id LIMIT ?3)
-                 RETURNING id, ce_id, body, content_type, attempts, enqueued_at_ms,
-                     first_enqueued_at_ms",
-            )?;
-            let mut claimed = stmt
-                .query_map(params![queue, now, n, lease_until_ms], |row| {
-                    let row_id: i64 = row.get(0)?;
-                    let ce_id: Option<String> = row.get(1)?;
-                    Ok(Claimed {
-                        row: row_id,
-                        id: ce_id.unwrap_or_else(|| message_id(row_id)),
-                        body: row.get(2)?,
-                        content_type: row.get(3)?,
-                        attempt: row.get(4)?,
-                        enqueued_at_ms: row.get(5)?,
-                        first_enqueued_at_ms: row.get(6)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            claimed.sort_by_key(|c| c.row);
-            let next = if claimed.len() < n as usize {
-                conn.prepare_cached("SELECT MIN(visible_at_ms) FROM messages WHERE queue = ?1")?
-                    .query_row([&queue], |row| row.get(0))?
-            } else {
-                None
-            };
-            memo.counters.entry(queue).or_default().delivered += claimed.len() as u64;
-            Ok((claimed, next))
-        })
-        .await
+        self.run(move |conn, memo| operations::claim(conn, memo, queue, n, lease_until_ms))
+            .await
     }
 
     /// Records how deliveries of claimed messages of `queue` ended. A settlement of a
     /// message no longer leased (purged meanwhile) is ignored.
     pub async fn settle(&self, queue: &str, settlements: Vec<Settle>) -> Result<()> {
         let queue = queue.to_string();
-        self.run(move |conn, memo| {
-            let now = now_ms();
-            let mut ack = conn.prepare_cached(
-                "DELETE FROM messages WHERE id = ?1 AND leased = 1 AND visible_at_ms = ?2",
-            )?;
-            let mut retry = conn.prepare_cached(
-                "UPDATE messages SET leased = 0, visible_at_ms = ?3, last_error = ?4
-                 WHERE id = ?1 AND leased = 1 AND visible_at_ms = ?2",
-            )?;
-            let mut move_out = conn.prepare_cached(
-                "INSERT INTO messages (queue, ce_id, body, content_type, enqueued_at_ms,
-                     first_enqueued_at_ms, attempts, visible_at_ms, leased, last_error)
-                 SELECT ?2, COALESCE(ce_id, 'm' || id), body, content_type, ?3,
-                     first_enqueued_at_ms, attempts, ?3, 0, ?4
-                 FROM messages WHERE id = ?1 AND leased = 1 AND visible_at_ms = ?5",
-            )?;
-            let mut c = Counters::default();
-            let mut left = 0u64;
-            let mut moved: HashMap<String, u64> = HashMap::new();
-            for settlement in &settlements {
-                match settlement {
-                    Settle::Ack {
-                        row,
-                        lease_until_ms,
-                    } => {
-                        if ack.execute(params![row, lease_until_ms])? > 0 {
-                            c.succeeded += 1;
-                            left += 1;
-                        }
-                    }
-                    Settle::Retry {
-                        row,
-                        lease_until_ms,
-                        visible_at_ms,
-                        error,
-                    } => {
-                        if retry.execute(params![row, lease_until_ms, visible_at_ms, error])? > 0 {
-                            c.failed_attempts += 1;
-                        }
-                    }
-                    Settle::DeadLetter {
-                        row,
-                        lease_until_ms,
-                        to,
-                        error,
-                    } => {
-                        if !queue_exists(conn, to)? {
-                            return Err(no_queue(to));
-                        }
-                        if move_out.execute(params![row, to, now, error, lease_until_ms])? > 0 {
-                            ack.execute(params![row, lease_until_ms])?;
-                            c.failed_attempts += 1;
-                            c.dead_lettered += 1;
-                            left += 1;
-                            *moved.entry(to.clone()).or_default() += 1;
-                        }
-                    }
-                }
-            }
-            let counters = memo.counters.entry(queue.clone()).or_default();
-            counters.succeeded += c.succeeded;
-            counters.failed_attempts += c.failed_attempts;
-            counters.dead_lettered += c.dead_lettered;
-            let depth = memo.depth.entry(queue).or_default();
-            *depth = depth.saturating_sub(left);
-            for (to, n) in moved {
-                *memo.depth.entry(to).or_default() += n;
-            }
-            Ok(())
-        })
-        .await
+        self.run(move |conn, memo| operations::settle(conn, memo, queue, &settlements))
+            .await
     }
 
     /// Up to `limit` messages of `queue`, oldest first, without claiming them.
     pub async fn peek(&self, queue: &str, limit: u32) -> Result<Vec<PeekedMessage>> {
         let queue = queue.to_string();
-        self.run(move |conn, _| {
-            ensure_queue(conn, &queue)?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, ce_id, body, content_type, attempts, enqueued_at_ms,
-                     first_enqueued_at_ms, visible_at_ms, leased, last_error
-                 FROM messages WHERE queue = ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![queue, limit], |row| {
-                let row_id: i64 = row.get(0)?;
-                let ce_id: Option<String> = row.get(1)?;
-                Ok(PeekedMessage {
-                    id: ce_id.unwrap_or_else(|| message_id(row_id)),
-                    body: row.get(2)?,
-                    content_type: row.get(3)?,
-                    attempts: row.get(4)?,
-                    enqueued_at_ms: row.get(5)?,
-                    first_enqueued_at_ms: row.get(6)?,
-                    visible_at_ms: row.get(7)?,
-                    in_flight: row.get::<_, i64>(8)? != 0,
-                    last_error: row.get(9)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.run(move |conn, _| operations::peek(conn, &queue, limit))
+            .await
     }
 
     /// Deletes every message of `queue` that is not in flight; how many.
     pub async fn purge(&self, queue: &str) -> Result<u64> {
         let queue = queue.to_string();
-        self.run(move |conn, memo| {
-            ensure_queue(conn, &queue)?;
-            let purged = conn.execute(
-                "DELETE FROM messages WHERE queue = ?1 AND leased = 0",
-                [&queue],
-            )? as u64;
-            let depth = memo.depth.entry(queue).or_default();
-            *depth = depth.saturating_sub(purged);
-            Ok(purged)
-        })
-        .await
+        self.run(move |conn, memo| operations::purge(conn, memo, queue))
+            .await
     }
 
     /// Moves the messages of `from` (a dead-letter queue) to `to`, ready at once with their
     /// attempts reset; how many.
     pub async fn redrive(&self, from: &str, to: &str) -> Result<u64> {
         let (from, to) = (from.to_string(), to.to_string());
-        self.run(move |conn, memo| {
-            ensure_queue(conn, &from)?;
-            ensure_queue(conn, &to)?;
-            let now = now_ms();
-            let moved = conn.execute(
-                "INSERT INTO messages (queue, ce_id, body, content_type, enqueued_at_ms,
-                     first_enqueued_at_ms, attempts, visible_at_ms, leased, last_error)
-                 SELECT ?2, COALESCE(ce_id, 'm' || id), body, content_type, ?3,
-                     first_enqueued_at_ms, 0, ?3, 0, last_error
-                 FROM messages WHERE queue = ?1 AND leased = 0 ORDER BY id",
-                params![from, to, now],
-            )? as u64;
-            conn.execute(
-                "DELETE FROM messages WHERE queue = ?1 AND leased = 0",
-                [&from],
-            )?;
-            let depth = memo.depth.entry(from).or_default();
-            *depth = depth.saturating_sub(moved);
-            *memo.depth.entry(to).or_default() += moved;
-            Ok(moved)
-        })
-        .await
+        self.run(move |conn, memo| operations::redrive(conn, memo, from, to))
+            .await
     }
 
     /// The counts of `queue` now.
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let queue = queue.to_string();
-        self.run(move |conn, memo| {
-            ensure_queue(conn, &queue)?;
-            let now = now_ms();
-            let (depth, in_flight, ready, oldest) = conn
-                .prepare_cached(
-                    "SELECT COUNT(*), COALESCE(SUM(leased), 0),
-                         COALESCE(SUM(leased = 0 AND visible_at_ms <= ?2), 0), MIN(enqueued_at_ms)
-                     FROM messages WHERE queue = ?1",
-                )?
-                .query_row(params![queue, now], |row| {
-                    Ok((
-                        row.get::<_, u64>(0)?,
-                        row.get::<_, u64>(1)?,
-                        row.get::<_, u64>(2)?,
-                        row.get::<_, Option<i64>>(3)?,
-                    ))
-                })?;
-            let bytes: u64 = conn
-                .prepare_cached("SELECT bytes FROM queues WHERE name = ?1")?
-                .query_row([&queue], |row| row.get(0))?;
-            let stored = conn
-                .prepare_cached(
-                    "SELECT delivered, succeeded, failed_attempts, dead_lettered
-                     FROM queue_counters WHERE queue = ?1",
-                )?
-                .query_row([&queue], |row| {
-                    Ok(Counters {
-                        delivered: row.get(0)?,
-                        succeeded: row.get(1)?,
-                        failed_attempts: row.get(2)?,
-                        dead_lettered: row.get(3)?,
-                    })
-                })
-                .optional()?
-                .unwrap_or_default();
-            let pending = memo.counters.get(&queue).copied().unwrap_or_default();
-            Ok(QueueCounts {
-                depth,
-                bytes,
-                ready,
-                in_flight,
-                delayed: depth - in_flight - ready,
-                delivered: stored.delivered + pending.delivered,
-                succeeded: stored.succeeded + pending.succeeded,
-                failed_attempts: stored.failed_attempts + pending.failed_attempts,
-                dead_lettered: stored.dead_lettered + pending.dead_lettered,
-                oldest_enqueued_at_ms: oldest,
-            })
-        })
-        .await
+        self.run(move |conn, memo| operations::counts(conn, memo, &queue))
+            .await
     }
 }
 
@@ -732,125 +372,24 @@ impl QueueStore {
     /// starts at `now_ms` (no ticks before it are owed).
     pub async fn last_tick(&self, function: &str, now_ms: i64) -> Result<i64> {
         let function = function.to_string();
-        self.run(move |conn, _| {
-            conn.execute(
-                "INSERT INTO schedules (function, last_tick_ms) VALUES (?1, ?2)
-                 ON CONFLICT (function) DO NOTHING",
-                params![function, now_ms],
-            )?;
-            Ok(conn.query_row(
-                "SELECT last_tick_ms FROM schedules WHERE function = ?1",
-                [&function],
-                |row| row.get(0),
-            )?)
-        })
-        .await
+        self.run(move |conn, _| operations::last_tick(conn, &function, now_ms))
+            .await
     }
 
     /// Claims the tick at `tick_ms` of `function`'s schedule, durably, before it runs:
     /// `false` if it (or a later one) was claimed already, so a tick never runs twice.
     pub async fn claim_tick(&self, function: &str, tick_ms: i64) -> Result<bool> {
         let function = function.to_string();
-        self.run(move |conn, _| {
-            let changed = conn.execute(
-                "INSERT INTO schedules (function, last_tick_ms) VALUES (?1, ?2)
-                 ON CONFLICT (function) DO UPDATE SET last_tick_ms = excluded.last_tick_ms
-                 WHERE last_tick_ms < excluded.last_tick_ms",
-                params![function, tick_ms],
-            )?;
-            Ok(changed > 0)
-        })
-        .await
+        self.run(move |conn, _| operations::claim_tick(conn, &function, tick_ms))
+            .await
     }
 
     /// Forgets `function`'s schedule state (the function was removed).
     pub async fn forget_schedule(&self, function: &str) -> Result<()> {
         let function = function.to_string();
-        self.run(move |conn, _| {
-            conn.execute("DELETE FROM schedules WHERE function = ?1", [&function])?;
-            Ok(())
-        })
-        .await
+        self.run(move |conn, _| operations::forget_schedule(conn, &function))
+            .await
     }
-}
-
-/// The id consumers see for the message in row `row`.
-fn message_id(row: i64) -> String {
-    format!("m{row}")
-}
-
-fn no_queue(name: &str) -> StoreError {
-    StoreError::NotFound {
-        what: format!("queue `{name}`"),
-    }
-}
-
-fn queue_exists(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM queues WHERE name = ?1")?
-        .query_row([name], |_| Ok(()))
-        .optional()?
-        .is_some())
-}
-
-fn ensure_queue(conn: &Connection, name: &str) -> Result<()> {
-    if queue_exists(conn, name)? {
-        Ok(())
-    } else {
-        Err(no_queue(name))
-    }
-}
-
-const QUEUE_SELECT: &str = "SELECT q.name, q.dead_letter_of, q.idempotency_window_ms,
-        q.created_at_ms, c.settings,
-        (SELECT d.name FROM queues d WHERE d.dead_letter_of = q.name)
-    FROM queues q LEFT JOIN consumers c ON c.queue = q.name";
-
-struct QueueRow {
-    name: String,
-    dead_letter_of: Option<String>,
-    idempotency_window_ms: u64,
-    created_at_ms: i64,
-    consumer: Option<String>,
-    dead_letter_queue: Option<String>,
-}
-
-impl QueueRow {
-    fn decode(self) -> Result<QueueRecord> {
-        let consumer = self
-            .consumer
-            .map(|json| {
-                serde_json::from_str(&json).map_err(|e| {
-                    StoreError::Corrupt(format!("consumer of queue `{}`: {e}", self.name))
-                })
-            })
-            .transpose()?;
-        Ok(QueueRecord {
-            name: self.name,
-            dead_letter_queue: self.dead_letter_queue,
-            dead_letter_of: self.dead_letter_of,
-            idempotency_window_ms: self.idempotency_window_ms,
-            created_at_ms: self.created_at_ms,
-            consumer,
-        })
-    }
-}
-
-fn queue_row(row: &Row<'_>) -> rusqlite::Result<QueueRow> {
-    Ok(QueueRow {
-        name: row.get(0)?,
-        dead_letter_of: row.get(1)?,
-        idempotency_window_ms: row.get(2)?,
-        created_at_ms: row.get(3)?,
-        consumer: row.get(4)?,
-        dead_letter_queue: row.get(5)?,
-    })
-}
-
-fn load_queue(conn: &Connection, name: &str) -> Result<Option<QueueRecord>> {
-    let mut stmt = conn.prepare_cached(&format!("{QUEUE_SELECT} WHERE q.name = ?1"))?;
-    let row = stmt.query_row([name], queue_row).optional()?;
-    row.map(QueueRow::decode).transpose()
 }
 
 /// The journal's own behaviour: backpressure, a full database, group commit. The contracts of

@@ -4,7 +4,8 @@
 
 use rusqlite::{Connection, params};
 
-use super::{ConsumerSettings, queue_exists};
+use super::ConsumerSettings;
+use super::operations::queue_exists;
 use crate::Result;
 
 /// After a restart: messages that were in flight are visible again, except those whose
