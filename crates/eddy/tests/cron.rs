@@ -195,12 +195,14 @@ async fn overlapping_ticks_are_skipped_unless_allowed() {
         .await;
     node.deploy_ok("stacker", "misbehave", sleepy("stacker", "allow"))
         .await;
-    wait_for("six runs of the overlapping schedule", Duration::from_secs(30), async || {
-        match runs(&node, "stacker").await {
+    wait_for(
+        "six runs of the overlapping schedule",
+        Duration::from_secs(30),
+        async || match runs(&node, "stacker").await {
             6.. => Ok(()),
             n => Err(format!("{n} runs; the node's output:\n{}", node.output())),
-        }
-    })
+        },
+    )
     .await;
     // Six overlapping runs finished in the time the skipping schedule ran at most a third.
     let skipped = runs(&node, "skipper").await;
@@ -243,13 +245,17 @@ async fn ticks_missed_during_a_restart_are_skipped_or_run_once_and_never_twice()
     let restarting = now_ms();
     let node = Node::start_in(node.state.clone(), REACH_LOOPBACK);
     let ready = now_ms();
-    wait_until("ticks after the restart", Duration::from_secs(20), async || {
-        ticks(&relayed)
-            .iter()
-            .filter(|t| t.function == "skip" && unix_ms(&t.time) > ready)
-            .count()
-            >= 2
-    })
+    wait_until(
+        "ticks after the restart",
+        Duration::from_secs(20),
+        async || {
+            ticks(&relayed)
+                .iter()
+                .filter(|t| t.function == "skip" && unix_ms(&t.time) > ready)
+                .count()
+                >= 2
+        },
+    )
     .await;
     let all = ticks(&relayed);
     let mut ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();

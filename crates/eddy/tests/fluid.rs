@@ -344,9 +344,7 @@ async fn reuse_keeps_module_state_only_when_asked_and_never_after_a_failure() {
     assert_eq!(node.get("/limited/count").await.body, "1");
 
     let s = node
-        .stats_when("warm", "six invocations metered", |s| {
-            s["invocations"] == 6
-        })
+        .stats_when("warm", "six invocations metered", |s| s["invocations"] == 6)
         .await;
     assert_eq!(
         s["cold_starts"], 2,
@@ -426,9 +424,7 @@ async fn stats_and_metrics_report_every_invocation() {
         assert_eq!(node.get("/mis/echo").await.status, 200);
     }
     let s = node
-        .stats_when("mis", "four invocations metered", |s| {
-            s["invocations"] == 4
-        })
+        .stats_when("mis", "four invocations metered", |s| s["invocations"] == 4)
         .await;
     for key in [
         "invocations",
@@ -502,10 +498,8 @@ async fn stats_survive_a_restart() {
     for _ in 0..5 {
         assert_eq!(node.get("/mis/echo").await.status, 200);
     }
-    node.stats_when("mis", "five invocations metered", |s| {
-        s["invocations"] == 5
-    })
-    .await;
+    node.stats_when("mis", "five invocations metered", |s| s["invocations"] == 5)
+        .await;
     assert!(node.terminate(), "{}", node.output());
     let node = Node::start_in(node.state.clone(), "");
     let s = node.stats("mis").await;
@@ -554,9 +548,11 @@ async fn outgoing_requests_in_flight_are_bounded_node_wide() {
     let path = outgoing("mis", upstream.addr, "/held");
     let (a, b) = tokio::join!(node.get(&path), async {
         // The first request's outgoing call holds the node's only slot until released.
-        common::wait_until("the first outgoing request at the upstream", PROMPTLY, async || {
-            upstream.arrived.load(Ordering::SeqCst) == 1
-        })
+        common::wait_until(
+            "the first outgoing request at the upstream",
+            PROMPTLY,
+            async || upstream.arrived.load(Ordering::SeqCst) == 1,
+        )
         .await;
         let b = tokio::time::timeout(PROMPTLY, node.get(&path)).await;
         upstream.release.send_replace(true);
@@ -677,10 +673,8 @@ async fn at_high_rates_plain_successes_are_counted_but_not_each_recorded() {
         assert_eq!(node.get("/mis/trap").await.status, 500);
     }
     assert_eq!(node.get("/mis/log").await.status, 200);
-    node.stats_when("mis", "24 invocations metered", |s| {
-        s["invocations"] == 24
-    })
-    .await;
+    node.stats_when("mis", "24 invocations metered", |s| s["invocations"] == 24)
+        .await;
     // Every failure and every invocation with output has its record; the plain successes
     // only as many as the budget allows in the seconds they spanned.
     let entries = common::wait_for("the record of /mis/log", PROMPTLY, async || {

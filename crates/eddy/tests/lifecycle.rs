@@ -150,10 +150,8 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     let url = node.url("/mis/sleep?ms=1500");
     let in_flight =
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
-    node.stats_when("mis", "the slow request in flight", |s| {
-        s["in_flight"] == 1
-    })
-    .await;
+    node.stats_when("mis", "the slow request in flight", |s| s["in_flight"] == 1)
+        .await;
     node.signal_terminate();
     let public = node.public;
     common::wait_until(

@@ -298,10 +298,14 @@ impl Node {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        wait_for(&format!("{what} (stats of {function})"), PROMPTLY, async || {
-            let stats = self.stats(function).await;
-            if done(&stats) { Ok(stats) } else { Err(stats) }
-        })
+        wait_for(
+            &format!("{what} (stats of {function})"),
+            PROMPTLY,
+            async || {
+                let stats = self.stats(function).await;
+                if done(&stats) { Ok(stats) } else { Err(stats) }
+            },
+        )
         .await
     }
 
@@ -530,7 +534,10 @@ pub async fn wait_for<T, E: std::fmt::Display>(
 
 /// `wait_for` a condition that has nothing to report.
 pub async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
-    wait_for(what, within, async || if done().await { Ok(()) } else { Err("not yet") }).await
+    wait_for(what, within, async || {
+        if done().await { Ok(()) } else { Err("not yet") }
+    })
+    .await
 }
 
 /// A connection to `addr` that the node has accepted and holds: one keep-alive `GET path`
