@@ -341,8 +341,12 @@ async fn both_listeners_bound_connections_per_node_and_per_client_and_time_out_s
         );
     }
     // The control API holds admin_connections_max connections, then refuses with 503.
-    let held = [raw(node.admin).await, raw(node.admin).await];
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // (Each held one has been answered once, so the node has taken it in; it is kept
+    // alive, and the third comes well within the header read timeout.)
+    let held = [
+        held_connection(node.admin, "/healthz").await,
+        held_connection(node.admin, "/healthz").await,
+    ];
     let mut third = raw(node.admin).await;
     let answer = read_to_close(&mut third, Duration::from_secs(5))
         .await
@@ -355,11 +359,10 @@ async fn both_listeners_bound_connections_per_node_and_per_client_and_time_out_s
     drop(held);
     // One client address holds connections_per_ip_max public connections, then gets 503.
     let held = [
-        raw(node.public).await,
-        raw(node.public).await,
-        raw(node.public).await,
+        held_connection(node.public, "/_eddy/healthz").await,
+        held_connection(node.public, "/_eddy/healthz").await,
+        held_connection(node.public, "/_eddy/healthz").await,
     ];
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut fourth = raw(node.public).await;
     let answer = read_to_close(&mut fourth, Duration::from_secs(5))
         .await
@@ -373,7 +376,8 @@ async fn both_listeners_bound_connections_per_node_and_per_client_and_time_out_s
         "{answer}"
     );
     drop(held);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    node.wait_public_connection_slot("connections_per_ip_max")
+        .await;
     assert_unharmed(&node).await;
 
     // Behind a trusted load balancer the per-address cap does not apply.

@@ -5,9 +5,9 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Node, assert_api_error, stderr_err, stdout_ok};
+use common::{Node, PROMPTLY, assert_api_error, stderr_err, stdout_ok, wait_for, wait_until};
 use serde_json::{Value, json};
 
 /// Published prices (us-east-1 / iad1), typed here from the pricing pages rather than read
@@ -75,15 +75,16 @@ async fn each_sheet_prices_waiting_invocations_by_its_published_formula() {
     let cpu_s = cpu_ms / 1e3;
     let n = INVOCATIONS as f64;
 
-    // Metering lands within a second of the answer; wait for all of it.
-    let mut report = Value::Null;
-    for _ in 0..50 {
-        report = cost(&node, "function=waiter").await;
+    // Metering lands just after each answer; wait for all of it.
+    let report = wait_for("every invocation priced", PROMPTLY, async || {
+        let report = cost(&node, "function=waiter").await;
         if report["usage"]["invocations"] == INVOCATIONS {
-            break;
+            Ok(report)
+        } else {
+            Err(report)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(report["usage"]["invocations"], INVOCATIONS, "{report}");
     assert_eq!(report["usage"]["billed_wall_ms"].as_f64(), Some(billed_ms));
 
@@ -267,14 +268,6 @@ async fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
     (port, got)
 }
 
-async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn invocations(node: &Node, function: &str) -> u64 {
     let (_, stats) = node.api_get(&format!("/functions/{function}/stats")).await;
     stats["invocations"].as_u64().unwrap()
@@ -339,22 +332,32 @@ async fn a_hard_cap_pauses_cron_then_refuses_requests_with_503() {
     ]));
     assert!(out.contains("budget function/capped set"), "{out}");
 
-    // Spend past half with requests: background pauses, requests still run.
+    // Spend past half with requests: background pauses, requests still run. Each request
+    // is metered before the state is read again, so the spending stops just past half.
     let mut sent = 0;
     while budget_state(&node).await == "ok" {
         assert!(sent < 40, "the budget never paused: {}", node.output());
+        let metered = invocations(&node, "capped").await;
         assert_eq!(node.get("/capped/echo").await.status, 200);
         sent += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_until("the request to be metered", PROMPTLY, async || {
+            invocations(&node, "capped").await > metered
+        })
+        .await;
     }
     assert_eq!(budget_state(&node).await, "background-paused");
+    const SKIPPED: &str = "tick skipped: budget spent: function `capped`";
     wait_until("a skipped tick", Duration::from_secs(5), async || {
-        node.output()
-            .contains("tick skipped: budget spent: function `capped`")
+        node.output().contains(SKIPPED)
     })
     .await;
     let before = invocations(&node, "capped").await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two more ticks come and are skipped (each is logged): neither ran.
+    let skipped = node.output().matches(SKIPPED).count();
+    wait_until("two more skipped ticks", PROMPTLY, async || {
+        node.output().matches(SKIPPED).count() >= skipped + 2
+    })
+    .await;
     assert_eq!(
         invocations(&node, "capped").await,
         before,
@@ -363,17 +366,15 @@ async fn a_hard_cap_pauses_cron_then_refuses_requests_with_503() {
     assert_eq!(node.get("/capped/echo").await.status, 200);
 
     // Spend the rest: requests get 503 with the reason and the month's end.
-    let mut refused = None;
-    for _ in 0..60 {
+    let refused = wait_for("the cap to refuse a request", PROMPTLY, async || {
         let reply = node.get("/capped/echo").await;
         if reply.status == 503 {
-            refused = Some(reply);
-            break;
+            return Ok(reply);
         }
         assert_eq!(reply.status, 200, "{reply:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let refused = refused.expect("the cap never refused a request");
+        Err(format!("{reply:?}"))
+    })
+    .await;
     refused.assert_refused(503, "budget_spent");
     assert!(
         refused.body.contains("function `capped` has spent")
@@ -454,9 +455,9 @@ async fn put_budget(node: &Node, function: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// What `function` has spent this month so far on Lambda x86: every invocation its stats
+/// count is in it (both read the meter's totals, those not yet written included).
 async fn spent_now(node: &Node, function: &str) -> f64 {
-    // Wait for the metering to land before reading.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let report = cost(node, &format!("function={function}&sheet=aws-lambda-x86")).await;
     report["sheets"][0]["forecast"]["month_to_date_usd"]
         .as_f64()
@@ -476,7 +477,10 @@ async fn the_chart_draws_every_sheet_and_the_break_even() {
     for _ in 0..3 {
         assert_eq!(node.get("/drawn/sleep?ms=20").await.status, 200);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_until("the three invocations to be priced", PROMPTLY, async || {
+        cost(&node, "function=drawn").await["usage"]["invocations"] == 3
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cost.svg");
     let out = stdout_ok(&node.cli(&["cost", "--since", "1h", "--chart", file.to_str().unwrap()]));
@@ -614,6 +618,11 @@ async fn a_paused_consumer_leaves_its_messages_waiting_until_the_budget_is_raise
     })
     .await;
     stdout_ok(&node.cli(&["queue", "send", "jobs", "job-1"]));
+    // A deliberate "nothing happens" window, not synchronisation: the paused consumer looks
+    // again every second (BUDGET_PAUSED_POLL), so 2.5 s gives it two chances to deliver.
+    // TODO(signal): the node shows no sign that a paused consumer has looked at its queue
+    // (a count of rounds held back for the budget in the queue stats, or a log line); with
+    // one, wait for two rounds after the send instead.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let stats = queue_stats(&node, "jobs");
     assert_eq!(

@@ -5,9 +5,9 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Node, REACH_LOOPBACK};
+use common::{Node, REACH_LOOPBACK, wait_for, wait_until};
 use serde_json::{Value, json};
 
 /// A recorder on loopback: `POST /relay` keeps each body (what misbehave `relay` sends:
@@ -94,14 +94,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn relay_schedule(port: u16, function: &str, extra: Value) -> Value {
     let mut schedule = json!({
         "cron": "* * * * * *",
@@ -126,7 +118,7 @@ async fn a_one_second_schedule_delivers_cloudevent_ticks() {
         relay_schedule(port, "ticker", json!({})),
     )
     .await;
-    wait_for("three ticks", Duration::from_secs(20), || {
+    wait_until("three ticks", Duration::from_secs(20), async || {
         relayed.lock().unwrap().len() >= 3
     })
     .await;
@@ -203,18 +195,15 @@ async fn overlapping_ticks_are_skipped_unless_allowed() {
         .await;
     node.deploy_ok("stacker", "misbehave", sleepy("stacker", "allow"))
         .await;
-    let started = Instant::now();
-    loop {
-        if runs(&node, "stacker").await >= 6 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{}",
-            node.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "six runs of the overlapping schedule",
+        Duration::from_secs(30),
+        async || match runs(&node, "stacker").await {
+            6.. => Ok(()),
+            n => Err(format!("{n} runs; the node's output:\n{}", node.output())),
+        },
+    )
+    .await;
     // Six overlapping runs finished in the time the skipping schedule ran at most a third.
     let skipped = runs(&node, "skipper").await;
     assert!(
@@ -243,24 +232,30 @@ async fn ticks_missed_during_a_restart_are_skipped_or_run_once_and_never_twice()
         relay_schedule(port, "skip", json!({"missed": "skip"})),
     )
     .await;
-    wait_for("a tick of each", Duration::from_secs(20), || {
+    wait_until("a tick of each", Duration::from_secs(20), async || {
         let t = ticks(&relayed);
         t.iter().any(|t| t.function == "once") && t.iter().any(|t| t.function == "skip")
     })
     .await;
     assert!(node.terminate(), "{}", node.output());
     let stopped = now_ms();
+    // The outage under test, not synchronisation: the node stays down across two or three
+    // ticks of the one-second schedule, so there are missed ticks to skip or run once.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarting = now_ms();
     let node = Node::start_in(node.state.clone(), REACH_LOOPBACK);
     let ready = now_ms();
-    wait_for("ticks after the restart", Duration::from_secs(20), || {
-        ticks(&relayed)
-            .iter()
-            .filter(|t| t.function == "skip" && unix_ms(&t.time) > ready)
-            .count()
-            >= 2
-    })
+    wait_until(
+        "ticks after the restart",
+        Duration::from_secs(20),
+        async || {
+            ticks(&relayed)
+                .iter()
+                .filter(|t| t.function == "skip" && unix_ms(&t.time) > ready)
+                .count()
+                >= 2
+        },
+    )
     .await;
     let all = ticks(&relayed);
     let mut ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{Node, guest, guest_bytes, stderr_err, stdout_ok};
+use common::{Node, PROMPTLY, guest, guest_bytes, stderr_err, stdout_ok, wait_until};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +277,15 @@ async fn a_load_loop_across_redeploys_sees_only_successes() {
             json!({"env": {"GREETING": format!("v{round}")}}),
         )
         .await;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Let the load loops be answered by this version before the next deploy: of the
+        // next eight answers, at most four (one a loop) can be to requests sent before it.
+        let answered = ok.load(Ordering::Relaxed);
+        wait_until(
+            &format!("the load loops to be answered by v{round}"),
+            PROMPTLY,
+            async || ok.load(Ordering::Relaxed) >= answered + 8,
+        )
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut all_seen = std::collections::BTreeSet::new();
@@ -450,7 +458,10 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     let url = node.url("/swap/sleep?ms=1000");
     let slow =
         tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    node.stats_when("swap", "the slow request in flight on version 1", |s| {
+        s["in_flight"] == 1
+    })
+    .await;
     node.deploy_ok("swap", "hello-rust", json!({"route": "/swap"}))
         .await;
     assert_eq!(

@@ -301,14 +301,15 @@ async fn webhook(lang: &str) {
 
     // The first POST fails (503): the function answers non-2xx, eddy retries after its
     // backoff (0–1 s), and the second succeeds with the same webhook-id.
-    let mut hooks = Vec::new();
-    for _ in 0..300 {
-        hooks = seen.lock().unwrap().clone();
+    let hooks = common::wait_for("two webhook POSTs", Duration::from_secs(30), async || {
+        let hooks = seen.lock().unwrap().clone();
         if hooks.len() >= 2 {
-            break;
+            Ok(hooks)
+        } else {
+            Err(format!("{hooks:?}\n{}", node.output()))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(hooks.len(), 2, "{hooks:?}\n{}", node.output());
     for (hook, attempt) in hooks.iter().zip(["1", "2"]) {
         assert_eq!(hook.id, id, "{hooks:?}");
@@ -319,14 +320,15 @@ async fn webhook(lang: &str) {
     }
 
     // Acknowledged: nothing left, one failed attempt, nothing dead-lettered.
-    let mut queue_state = Value::Null;
-    for _ in 0..100 {
-        queue_state = node.api_get(&format!("/queues/{queue}")).await.1;
+    let queue_state = common::wait_for("the message acknowledged", common::PROMPTLY, async || {
+        let queue_state = node.api_get(&format!("/queues/{queue}")).await.1;
         if queue_state["succeeded"] == 1 {
-            break;
+            Ok(queue_state)
+        } else {
+            Err(queue_state)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(queue_state["succeeded"], 1, "{queue_state}");
     assert_eq!(queue_state["depth"], 0, "{queue_state}");
     assert_eq!(queue_state["failed_attempts"], 1, "{queue_state}");

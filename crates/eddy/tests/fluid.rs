@@ -5,9 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Node, REACH_LOOPBACK, assert_api_error};
+use common::{Node, PROMPTLY, REACH_LOOPBACK, assert_api_error};
 use eddy_runtime::limits::REUSE_LEFTOVER_RESOURCES_MAX;
 use serde_json::{Value, json};
 
@@ -22,6 +24,7 @@ async fn upstream() -> SocketAddr {
         .route(
             "/slow",
             get(|| async {
+                // The slowness under test (requests waiting on I/O), not synchronisation.
                 tokio::time::sleep(UPSTREAM_DELAY).await;
                 "slow upstream"
             }),
@@ -33,28 +36,45 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
+/// A local upstream on loopback whose `/held` requests are answered only once the test
+/// releases them: the test sees when an outgoing request is in flight and decides when it
+/// ends.
+struct HeldUpstream {
+    addr: SocketAddr,
+    /// `/held` requests that have arrived.
+    arrived: Arc<AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+async fn held_upstream() -> HeldUpstream {
+    use axum::routing::get;
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let counter = arrived.clone();
+    let app = axum::Router::new().route(
+        "/held",
+        get(move || {
+            let (counter, mut released) = (counter.clone(), released.clone());
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = released.wait_for(|r| *r).await;
+                "held upstream"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    HeldUpstream {
+        addr,
+        arrived,
+        release,
+    }
+}
+
 /// The misbehave path that GETs `path` from the local upstream `at`.
 fn outgoing(function: &str, at: SocketAddr, path: &str) -> String {
     format!("/{function}/outgoing?to=127.0.0.1:{}{path}", at.port())
-}
-
-async fn stats(node: &Node, function: &str) -> Value {
-    let (status, body) = node.api_get(&format!("/functions/{function}/stats")).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// Poll `stats` until `done` holds (metering lands just after each response).
-async fn stats_when(node: &Node, function: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        last = stats(node, function).await;
-        if done(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stats of {function} never got there: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +99,7 @@ async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_
             // all busy and the rest queue; nothing waits behind a CPU.
             let mut peak = (0, 0);
             for _ in 0..200 {
-                let s = stats(&node, "mis").await;
+                let s = node.stats("mis").await;
                 let now = (
                     s["in_flight"].as_u64().unwrap(),
                     s["queued"].as_u64().unwrap(),
@@ -88,6 +108,8 @@ async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_
                 if peak.0 == 100 && peak.1 > 0 {
                     break;
                 }
+                // The sampling interval of the peak, not synchronisation: the assertions
+                // below need a sample taken while the requests are all waiting.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             peak
@@ -107,7 +129,11 @@ async fn two_hundred_requests_waiting_on_a_slow_upstream_run_together_and_meter_
         "200 waiting requests took {elapsed:?}: they did not wait concurrently"
     );
 
-    let s = stats_when(&node, "mis", |s| s["invocations"] == REQUESTS + 1).await;
+    let s = node
+        .stats_when("mis", "every request metered", |s| {
+            s["invocations"] == REQUESTS + 1
+        })
+        .await;
     assert_eq!(s["errors"], 0, "{s}");
     assert_eq!(s["rejected"], 0, "{s}");
     let wall = s["wall_ms_total"].as_f64().unwrap();
@@ -199,19 +225,21 @@ async fn a_full_function_answers_503_with_retry_after_and_meters_the_rejection()
     let slow = || node.get("/mis/sleep?ms=3000");
     let (first, second, third) = tokio::join!(slow(), slow(), async {
         // Let the two slow requests take both slots first.
-        for _ in 0..100 {
-            if stats(&node, "mis").await["in_flight"] == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        node.stats_when("mis", "both slow requests in flight", |s| {
+            s["in_flight"] == 2
+        })
+        .await;
         node.get("/mis/echo").await
     });
     assert_eq!((first.status, second.status), (200, 200));
     third.assert_refused(503, "max_concurrency");
     assert_eq!(third.header("retry-after"), Some("1"));
     assert!(third.body.contains("max_concurrency (2)"), "{}", third.body);
-    let s = stats_when(&node, "mis", |s| s["invocations"] == 2).await;
+    let s = node
+        .stats_when("mis", "both slow requests metered", |s| {
+            s["invocations"] == 2
+        })
+        .await;
     assert_eq!(s["rejected"], 1, "{s}");
     assert_eq!(s["outcomes"]["rejected"], 1, "{s}");
 
@@ -234,7 +262,11 @@ async fn a_full_function_answers_503_with_retry_after_and_meters_the_rejection()
     )
     .await;
     let (a, b) = tokio::join!(node.get("/impatient/sleep?ms=2000"), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The slow request holds the only slot; this one queues behind it.
+        node.stats_when("impatient", "the slow request in flight", |s| {
+            s["in_flight"] == 1
+        })
+        .await;
         node.get("/impatient/echo").await
     });
     assert_eq!(a.status, 200);
@@ -311,18 +343,27 @@ async fn reuse_keeps_module_state_only_when_asked_and_never_after_a_failure() {
     assert_eq!(node.get("/limited/alloc").await.status, 500);
     assert_eq!(node.get("/limited/count").await.body, "1");
 
-    let s = stats_when(&node, "warm", |s| s["invocations"] == 6).await;
+    let s = node
+        .stats_when("warm", "six invocations metered", |s| s["invocations"] == 6)
+        .await;
     assert_eq!(
         s["cold_starts"], 2,
         "fresh after deploy and after the trap: {s}"
     );
     assert_eq!(s["instances_live"], 1, "{s}");
-    let fresh = stats_when(&node, "fresh", |s| s["invocations"] == 3).await;
+    let fresh = node
+        .stats_when("fresh", "three invocations metered", |s| {
+            s["invocations"] == 3
+        })
+        .await;
     assert_eq!(fresh["cold_starts"], 3, "{fresh}");
     assert_eq!(fresh["instances_live"], 0, "{fresh}");
 
     // Scale to zero: past the idle timeout the warm instance is dropped.
-    stats_when(&node, "warm", |s| s["instances_live"] == 0).await;
+    node.stats_when("warm", "the idle instance dropped", |s| {
+        s["instances_live"] == 0
+    })
+    .await;
     assert_eq!(node.get("/warm/count").await.body, "1");
 
     // max_requests bounds one instance's life.
@@ -382,7 +423,9 @@ async fn stats_and_metrics_report_every_invocation() {
     for _ in 0..3 {
         assert_eq!(node.get("/mis/echo").await.status, 200);
     }
-    let s = stats_when(&node, "mis", |s| s["invocations"] == 4).await;
+    let s = node
+        .stats_when("mis", "four invocations metered", |s| s["invocations"] == 4)
+        .await;
     for key in [
         "invocations",
         "errors",
@@ -455,10 +498,11 @@ async fn stats_survive_a_restart() {
     for _ in 0..5 {
         assert_eq!(node.get("/mis/echo").await.status, 200);
     }
-    stats_when(&node, "mis", |s| s["invocations"] == 5).await;
+    node.stats_when("mis", "five invocations metered", |s| s["invocations"] == 5)
+        .await;
     assert!(node.terminate(), "{}", node.output());
     let node = Node::start_in(node.state.clone(), "");
-    let s = stats(&node, "mis").await;
+    let s = node.stats("mis").await;
     assert_eq!(s["invocations"], 5, "{s}");
     assert_eq!(s["instances_live"], 0, "{s}");
 }
@@ -491,27 +535,33 @@ async fn outgoing_requests_stop_at_the_node_timeout_and_response_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_requests_in_flight_are_bounded_node_wide() {
-    let upstream = upstream().await;
+    let upstream = held_upstream().await;
     let node = Node::start_with_config(&format!(
         "{REACH_LOOPBACK}[limits]\noutbound_requests_in_flight_max = 1\n"
     ));
     node.deploy_ok(
         "mis",
         "misbehave",
-        json!({"allow_outbound": [format!("127.0.0.1:{}", upstream.port())]}),
+        json!({"allow_outbound": [format!("127.0.0.1:{}", upstream.addr.port())]}),
     )
     .await;
-    let path = outgoing("mis", upstream, "/slow");
+    let path = outgoing("mis", upstream.addr, "/held");
     let (a, b) = tokio::join!(node.get(&path), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        node.get(&path).await
+        // The first request's outgoing call holds the node's only slot until released.
+        common::wait_until(
+            "the first outgoing request at the upstream",
+            PROMPTLY,
+            async || upstream.arrived.load(Ordering::SeqCst) == 1,
+        )
+        .await;
+        let b = tokio::time::timeout(PROMPTLY, node.get(&path)).await;
+        upstream.release.send_replace(true);
+        b.expect("the second outgoing request waited instead of being refused")
     });
-    let mut bodies = [a.body, b.body];
-    bodies.sort();
     assert_eq!(
-        bodies,
+        [a.body, b.body],
         [
-            "outgoing ok: 200 slow upstream".to_string(),
+            "outgoing ok: 200 held upstream".to_string(),
             "outgoing refused: ErrorCode::ConnectionLimitReached".to_string()
         ]
     );
@@ -537,7 +587,7 @@ async fn the_node_keeps_at_most_idle_instances_max_warm() {
     // `a` took the only idle slot; `b`'s instance was dropped after its request.
     assert_eq!(node.get("/a/count").await.body, "2");
     assert_eq!(node.get("/b/count").await.body, "1");
-    let (a, b) = (stats(&node, "a").await, stats(&node, "b").await);
+    let (a, b) = (node.stats("a").await, node.stats("b").await);
     assert_eq!(
         (a["instances_live"].as_u64(), b["instances_live"].as_u64()),
         (Some(1), Some(0))
@@ -623,18 +673,20 @@ async fn at_high_rates_plain_successes_are_counted_but_not_each_recorded() {
         assert_eq!(node.get("/mis/trap").await.status, 500);
     }
     assert_eq!(node.get("/mis/log").await.status, 200);
-    stats_when(&node, "mis", |s| s["invocations"] == 24).await;
+    node.stats_when("mis", "24 invocations metered", |s| s["invocations"] == 24)
+        .await;
     // Every failure and every invocation with output has its record; the plain successes
     // only as many as the budget allows in the seconds they spanned.
-    let mut entries = Vec::new();
-    for _ in 0..100 {
+    let entries = common::wait_for("the record of /mis/log", PROMPTLY, async || {
         let (_, body) = node.api_get("/functions/mis/logs?tail=1000").await;
-        entries = body["entries"].as_array().unwrap().clone();
+        let entries = body["entries"].as_array().unwrap().clone();
         if entries.iter().any(|e| e["path"] == "/mis/log") {
-            break;
+            Ok(entries)
+        } else {
+            Err(Value::from(entries))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let outcomes: Vec<&str> = entries
         .iter()
         .map(|e| e["outcome"].as_str().unwrap())

@@ -150,9 +150,20 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     let url = node.url("/mis/sleep?ms=1500");
     let in_flight =
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.stats_when("mis", "the slow request in flight", |s| s["in_flight"] == 1)
+        .await;
     node.signal_terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let public = node.public;
+    common::wait_until(
+        "the public listener to close after SIGTERM",
+        common::PROMPTLY,
+        async || tokio::net::TcpStream::connect(public).await.is_err(),
+    )
+    .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the listener closed only after the in-flight request had finished"
+    );
     let refused = node.http.get(node.url("/mis/echo")).send().await;
     assert!(
         refused.is_err(),
@@ -165,7 +176,6 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
             .expect("the in-flight request must complete"),
         200
     );
-    let public = node.public;
     assert!(
         node.wait_exit(),
         "eddy should exit cleanly after draining:\n{}",

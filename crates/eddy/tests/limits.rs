@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Node, assert_unharmed, guest_bytes};
+use common::{Node, assert_unharmed, guest_bytes, held_connection};
 use serde_json::json;
 
 async fn node_with_guests(config: &str, mis: serde_json::Value) -> Node {
@@ -189,11 +189,15 @@ async fn oversized_headers_get_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_get_503_and_the_held_ones_still_work() {
     let node = node_with_guests("[limits]\nconnections_max = 2\n", json!({})).await;
-    let mut held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(node.public).unwrap())
-        .collect();
-    // Wait until the node has accepted both, so the third is the one over the limit.
-    std::thread::sleep(Duration::from_millis(300));
+    // Each held connection has been answered once, so the node has taken both in and the
+    // third is the one over the limit.
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..2 {
+        let stream = held_connection(node.public, "/_eddy/healthz").await;
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        held.push(stream);
+    }
     let mut extra = TcpStream::connect(node.public).unwrap();
     extra
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -220,7 +224,7 @@ async fn connections_over_the_limit_get_503_and_the_held_ones_still_work() {
         "{answer}"
     );
     drop(held);
-    std::thread::sleep(Duration::from_millis(300));
+    node.wait_public_connection_slot("connections_max").await;
     assert_unharmed(&node).await;
 }
 
@@ -231,7 +235,10 @@ async fn instances_over_the_limit_get_503() {
         .map(|_| node.http.get(node.url("/mis/sleep?ms=1500")).send())
         .collect();
     let slow = tokio::spawn(futures::future::join_all(slow));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.stats_when("mis", "both slow requests holding an instance", |s| {
+        s["in_flight"] == 2 && s["instances_live"] == 2
+    })
+    .await;
     let reply = node.get("/hello").await;
     reply.assert_refused(503, "instances_max");
     for response in slow.await.unwrap() {
@@ -262,15 +269,16 @@ async fn logs_are_captured_bounded_and_kept_within_retention() {
     }
     // Records are written in batches and trimmed in the same transaction, so poll the
     // newest records until the five new ones have landed.
-    let mut kept = Vec::new();
-    for _ in 0..100 {
+    let kept = common::wait_for("the five new records", common::PROMPTLY, async || {
         let (_, body) = node.api_get("/functions/mis/logs?tail=100").await;
-        kept = body["entries"].as_array().unwrap().clone();
+        let kept = body["entries"].as_array().unwrap().clone();
         if kept.iter().all(|e| e["path"] == "/mis/env") {
-            break;
+            Ok(kept)
+        } else {
+            Err(serde_json::Value::from(kept))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(kept.len(), 3, "{kept:?}");
     assert!(
         kept.iter().all(|e| e["path"] == "/mis/env"),

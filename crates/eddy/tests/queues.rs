@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Node, REACH_LOOPBACK, assert_api_error};
+use common::{Node, REACH_LOOPBACK, assert_api_error, wait_for};
 use serde_json::{Value, json};
 
 /// What the local recorder has seen: `(ce-id, attempt)` of each success report, and the
@@ -50,6 +50,8 @@ async fn recorder() -> (SocketAddr, Arc<Mutex<Recorded>>) {
         .route(
             "/slow",
             get(|| async {
+                // The slowness under test (a consumer whose deliveries time out), not
+                // synchronisation.
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 "late"
             }),
@@ -143,23 +145,27 @@ async fn queue_when(
     within: Duration,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    let what = format!("queue {queue} to get there");
+    wait_for(&what, within, async || {
         let stats = queue_stats(node, queue).await;
         if done(&stats) {
-            return stats;
+            Ok(stats)
+        } else {
+            Err(WithOutputTail(stats, node))
         }
-        assert!(
-            Instant::now() < deadline,
-            "queue {queue} never got there: {stats}\n{}",
-            node.output()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await
+}
+
+/// Queue stats shown with the node's last 30 lines of output (formatted only on failure).
+struct WithOutputTail<'a>(Value, &'a Node);
+
+impl std::fmt::Display for WithOutputTail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let output = self.1.output();
+        let mut tail: Vec<&str> = output.lines().rev().take(30).collect();
+        tail.reverse();
+        write!(f, "{}\n{}", self.0, tail.join("\n"))
     }
 }
 
@@ -725,19 +731,26 @@ async fn a_consumer_whose_every_delivery_fails_opens_its_breaker_and_probes() {
     assert_eq!(open["consumer_concurrency"], 0, "{open}");
     let failed = open["failed_attempts"].as_u64().unwrap();
     assert!(failed >= 3, "{open}");
-    // Open for 3 s: nothing is delivered meanwhile.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let still = queue_stats(&node, "doomed").await;
-    assert_eq!(
-        still["failed_attempts"].as_u64().unwrap(),
-        failed,
-        "{still}"
-    );
+    // Open for 3 s: nothing is delivered meanwhile. Watched until the probe ends it: a
+    // reading taken at least 1 s after the breaker was seen open still shows no attempt.
+    let seen_open = Instant::now();
+    let mut quiet_until = seen_open;
     // Then one probe, which fails and opens it again.
-    let probed = queue_when(&node, "doomed", Duration::from_secs(15), |s| {
-        s["failed_attempts"].as_u64().unwrap() > failed
+    let probed = wait_for("the breaker's probe", Duration::from_secs(15), async || {
+        let asked = Instant::now();
+        let stats = queue_stats(&node, "doomed").await;
+        if stats["failed_attempts"].as_u64().unwrap() > failed {
+            return Ok(stats);
+        }
+        quiet_until = asked;
+        Err(stats)
     })
     .await;
+    let quiet = quiet_until - seen_open;
+    assert!(
+        quiet >= Duration::from_secs(1),
+        "the open breaker let an attempt through {quiet:?} after it was seen open: {probed}"
+    );
     assert_eq!(
         probed["failed_attempts"].as_u64().unwrap(),
         failed + 1,

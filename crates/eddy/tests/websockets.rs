@@ -29,6 +29,14 @@ fn close_code(message: &Message) -> u16 {
     }
 }
 
+/// The value of the `/metrics` series `name` (up to its labels) of the function `chat`.
+fn chat_metric(metrics: &str, name: &str) -> Option<f64> {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains("function=\"chat\""))?;
+    Some(line.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
 async fn chat(config: &str) -> Node {
     let node = Node::start_with_config(config);
     node.deploy_ok("chat", "misbehave", json!({"websocket": true}))
@@ -192,18 +200,19 @@ async fn connection_limits_idle_timeouts_and_metering() {
     // Silent connections are closed with 1001 after the idle timeout.
     let closed = next(&mut a).await;
     assert_eq!(close_code(&closed), 1001, "{closed:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The other one too; the node counts a connection's seconds as it forgets it.
+    common::wait_for("both connections closed", common::PROMPTLY, async || {
+        let metrics = node.metrics().await;
+        match chat_metric(&metrics, "eddy_websocket_connections{") {
+            Some(0.0) => Ok(()),
+            _ => Err(metrics),
+        }
+    })
+    .await;
+    // Read again: the open-connection gauge drops just before the seconds are added.
     let metrics = node.metrics().await;
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name) && l.contains("function=\"chat\""))
-            .unwrap_or_else(|| panic!("no {name}:\n{metrics}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        chat_metric(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"))
     };
     assert_eq!(value("eddy_websocket_connections{"), 0.0);
     assert!(

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -17,6 +17,15 @@ pub const REACH_LOOPBACK: &str = "outbound_allow_networks = [\"127.0.0.0/8\"]\n"
 
 /// How long a node gets to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a test waits for something the node does promptly (metering an invocation,
+/// taking a request in, applying a state change, writing a log line): generous, so a loaded
+/// machine slows a test down instead of failing it.
+pub const PROMPTLY: Duration = Duration::from_secs(15);
+
+/// How often `wait_for` looks again: short beside what the tests wait for, long enough not
+/// to load the node with polling.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A running `eddy serve` process, killed (by PID) when dropped.
 pub struct Node {
@@ -274,6 +283,54 @@ impl Node {
             .unwrap()
     }
 
+    /// The control API's stats of `function` (`/functions/{function}/stats`).
+    pub async fn stats(&self, function: &str) -> Value {
+        let (status, body) = self.api_get(&format!("/functions/{function}/stats")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Poll `function`'s stats until `done` holds (`what` says what is awaited, for the
+    /// failure message), within `PROMPTLY`; the stats that satisfied it.
+    pub async fn stats_when(
+        &self,
+        function: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(
+            &format!("{what} (stats of {function})"),
+            PROMPTLY,
+            async || {
+                let stats = self.stats(function).await;
+                if done(&stats) { Ok(stats) } else { Err(stats) }
+            },
+        )
+        .await
+    }
+
+    /// Wait until the public listener takes a new connection again, after a test dropped
+    /// the connections that held its slots: a request is answered other than with the 503
+    /// of the connection cap `limit` (the node frees a slot once it has seen the close).
+    pub async fn wait_public_connection_slot(&self, limit: &str) {
+        wait_until(
+            &format!("the node to free a slot under {limit} on the public listener"),
+            PROMPTLY,
+            async || match self.http.get(self.url("/_eddy/healthz")).send().await {
+                Ok(response) => {
+                    let refused = response
+                        .headers()
+                        .get("eddy-error")
+                        .is_some_and(|v| v.as_bytes() == limit.as_bytes());
+                    !(response.status() == 503 && refused)
+                }
+                // Closed before the answer was read: still refused.
+                Err(_) => false,
+            },
+        )
+        .await;
+    }
+
     /// Wait for at least `count` invocation records of `function` and return them.
     pub async fn wait_logs(&self, function: &str, count: usize) -> Vec<Value> {
         let mut entries: Vec<Value> = Vec::new();
@@ -453,4 +510,80 @@ pub async fn assert_unharmed(node: &Node) {
         "{}",
         node.output()
     );
+}
+
+/// Poll `check` every `POLL_INTERVAL` until it returns `Ok`, and return that value; after
+/// `within`, fail saying `what` was awaited and what the last look saw (the `Err`).
+pub async fn wait_for<T, E: std::fmt::Display>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// `wait_for` a condition that has nothing to report.
+pub async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    wait_for(what, within, async || {
+        if done().await { Ok(()) } else { Err("not yet") }
+    })
+    .await
+}
+
+/// A connection to `addr` that the node has accepted and holds: one keep-alive `GET path`
+/// was answered 200 on it, which a bare connect cannot show (it only reaches the kernel's
+/// accept queue). The connection stays open after the answer.
+pub async fn held_connection(addr: SocketAddr, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let answered = tokio::time::timeout(PROMPTLY, async {
+        let mut chunk = [0u8; 4096];
+        while !is_whole_response(&seen) {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return false;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        true
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        matches!(answered, Ok(true)) && text.starts_with("HTTP/1.1 200"),
+        "{addr} did not answer GET {path} on a held connection: {text}"
+    );
+    stream
+}
+
+/// Whether `bytes` hold a whole HTTP/1.1 response (its body sized by `content-length` or
+/// chunked).
+fn is_whole_response(bytes: &[u8]) -> bool {
+    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+    if head.contains("\r\ntransfer-encoding: chunked") {
+        return bytes.ends_with(b"\r\n0\r\n\r\n");
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    bytes.len() >= head_end + 4 + length
 }
