@@ -96,6 +96,9 @@ pub struct ConsumerStatus {
     /// Deliveries running now.
     pub in_flight: usize,
     pub breaker: &'static str,
+    /// Times the consumer looked and held back because a budget paused background work
+    /// (each one a `BUDGET_PAUSED_POLL` apart): no attempt is spent on them.
+    pub budget_waits: u64,
 }
 
 impl Consumers {
@@ -185,6 +188,8 @@ struct ControlState {
     drained: Option<(Option<i64>, u64)>,
     failures_in_row: u32,
     breaker: Breaker,
+    /// Claims held back for a budget (`ConsumerStatus::budget_waits`).
+    budget_waits: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -222,6 +227,7 @@ impl Control {
                 drained: None,
                 failures_in_row: 0,
                 breaker: Breaker::Closed,
+                budget_waits: 0,
             }),
             changed: Notify::new(),
         }
@@ -333,6 +339,7 @@ impl Control {
                 Breaker::Open { .. } => "open",
                 Breaker::HalfOpen { .. } => "half_open",
             },
+            budget_waits: s.budget_waits,
         }
     }
 }
@@ -414,6 +421,7 @@ impl Dispatcher {
             Some(Ok(permit)) => permit,
             Some(Err(Refusal::Budget(_))) => {
                 // The messages wait in the queue; no attempt is spent.
+                self.control.lock().budget_waits += 1;
                 self.pause(BUDGET_PAUSED_POLL).await;
                 self.control.release(true);
                 return;

@@ -617,13 +617,17 @@ async fn a_paused_consumer_leaves_its_messages_waiting_until_the_budget_is_raise
         node.get("/worker/echo").await.status == 503
     })
     .await;
+    let waits = |stats: &serde_json::Value| stats["consumer"]["budget_waits"].as_u64();
+    let before = waits(&queue_stats(&node, "jobs")).expect("the consumer's budget waits");
     stdout_ok(&node.cli(&["queue", "send", "jobs", "job-1"]));
-    // A deliberate "nothing happens" window, not synchronisation: the paused consumer looks
-    // again every second (BUDGET_PAUSED_POLL), so 2.5 s gives it two chances to deliver.
-    // TODO(signal): the node shows no sign that a paused consumer has looked at its queue
-    // (a count of rounds held back for the budget in the queue stats, or a log line); with
-    // one, wait for two rounds after the send instead.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The paused consumer looks again each BUDGET_PAUSED_POLL: two looks after the send,
+    // each held back, and the message is still there, never attempted.
+    wait_until(
+        "two budget-held rounds of the consumer after the send",
+        PROMPTLY,
+        async || waits(&queue_stats(&node, "jobs")) >= Some(before + 2),
+    )
+    .await;
     let stats = queue_stats(&node, "jobs");
     assert_eq!(
         (stats["depth"].as_u64(), stats["delivered"].as_u64()),

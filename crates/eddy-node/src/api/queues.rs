@@ -438,6 +438,7 @@ fn consumer_json(
         v["concurrency"] = json!(s.concurrency);
         v["in_flight"] = json!(s.in_flight);
         v["breaker"] = json!(s.breaker);
+        v["budget_waits"] = json!(s.budget_waits);
     }
     if let Some(why) = budget_paused {
         v["paused_by_budget"] = json!(why);
