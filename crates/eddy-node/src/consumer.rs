@@ -663,18 +663,7 @@ mod tests {
 
     fn running() -> (Running, CancellationToken) {
         let cancel = CancellationToken::new();
-        let settings = ConsumerSettings {
-            function: "f".into(),
-            batch_size: 1,
-            max_concurrency: 1,
-            visibility_timeout_ms: 1000,
-            max_attempts: 1,
-            backoff_base_ms: 1,
-            backoff_max_ms: 1,
-            dead_letter: "q-dlq".into(),
-            path: None,
-        };
-        let control = Arc::new(Control::new(&settings));
+        let control = Arc::new(Control::new(&running_settings()));
         (
             Running {
                 control,

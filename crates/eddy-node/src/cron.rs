@@ -282,16 +282,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings(cron: &str, timezone: Option<&str>) -> ScheduleSettings {
-        ScheduleSettings {
-            cron: cron.into(),
-            timezone: timezone.map(str::to_string),
-            overlap: Overlap::Skip,
-            missed: Missed::Skip,
-            path: None,
-        }
-    }
+    use crate::schedule::tests::settings;
 
     /// 2026-12-31T23:59:58.500Z.
     const NEW_YEARS_EVE_MS: i64 = 1_798_761_598_500;

@@ -101,11 +101,12 @@ pub fn validate_schedule(settings: &ScheduleSettings, now_ms: i64) -> Result<(),
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use eddy_store::{Missed, Overlap};
 
-    fn settings(cron: &str, timezone: Option<&str>) -> ScheduleSettings {
+    /// A schedule's settings with the defaults, for tests.
+    pub(crate) fn settings(cron: &str, timezone: Option<&str>) -> ScheduleSettings {
         ScheduleSettings {
             cron: cron.into(),
             timezone: timezone.map(str::to_string),
