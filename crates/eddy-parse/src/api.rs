@@ -1,6 +1,7 @@
 //! The control API's request bodies and queries, and the name rules they are checked by.
-//! The node deserializes with these very types (`#[serde(deny_unknown_fields)]`: unknown keys
-//! are refused); what a value means against the node's limits is the node's check.
+//! The CLI serializes and the node deserializes with these very types
+//! (`#[serde(deny_unknown_fields)]`: unknown keys are refused); what a value means against
+//! the node's limits is the node's check. The answers are in `responses`.
 
 use std::collections::BTreeMap;
 
@@ -15,39 +16,57 @@ pub const QUEUE_NAME_BYTES_MAX: usize = 58;
 /// Longest channel name.
 pub const CHANNEL_NAME_BYTES_MAX: usize = 128;
 
-/// What a deploy asks for; every field optional. Unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
+/// The `config` part of a deploy (`POST /v1/functions/{name}/versions`), as the CLI sends
+/// it (from flags or `eddy.toml`) and the node reads it. Every field is optional: only those
+/// given are sent, and the node fills in its defaults for the rest. Unknown keys are refused.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Hosts or URLs the function may call (`*` for any, only when given explicitly).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_outbound: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_concurrency: Option<u32>,
     /// Keep instances warm between requests. Either tuning key alone also turns it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse_max_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse_idle_timeout_ms: Option<u64>,
-    /// Queues the function may publish to from inside (`*` for any).
-    #[serde(default)]
+    /// Queues the function may publish to from inside
+    /// (`POST http://eddy.local/queues/NAME`; `*` for any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<String>,
-    /// A cron schedule that invokes the function.
+    /// A cron schedule that invokes the function (docs/cron.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSettings>,
-    /// Hold WebSocket connections on the route and deliver their events.
+    /// Hold WebSocket connections on the route and deliver their connect, message and close
+    /// events to the function (docs/websockets.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<bool>,
 }
 
-/// Body of `POST /v1/functions/{name}/rollback`; empty means the previous version.
-#[derive(Deserialize)]
+/// Body of `POST /v1/functions/{name}/rollback`; empty, or no version, means the newest
+/// version before the live one.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
 }
 
@@ -165,5 +184,70 @@ pub fn validate_channel(name: &str) -> Result<(), String> {
         Err(format!(
             "channel name `{name}` is invalid: use 1-{CHANNEL_NAME_BYTES_MAX} characters of A-Z, a-z, 0-9 and `._~-`"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::schedule::{Missed, Overlap};
+
+    #[test]
+    fn deploy_config_sends_only_given_fields() {
+        assert_eq!(
+            serde_json::to_string(&DeployRequest::default()).unwrap(),
+            "{}"
+        );
+        let config = DeployRequest {
+            timeout_ms: Some(2000),
+            env: BTreeMap::from([("GREETING".to_owned(), "Hi".to_owned())]),
+            ..DeployRequest::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            r#"{"timeout_ms":2000,"env":{"GREETING":"Hi"}}"#
+        );
+    }
+
+    #[test]
+    fn a_schedule_sends_only_given_keys_in_the_documented_spelling() {
+        let schedule = |overlap, missed| DeployRequest {
+            schedule: Some(ScheduleSettings {
+                cron: "*/5 * * * *".into(),
+                timezone: None,
+                overlap,
+                missed,
+                path: None,
+            }),
+            ..DeployRequest::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&schedule(Overlap::default(), Missed::default())).unwrap(),
+            r#"{"schedule":{"cron":"*/5 * * * *"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&schedule(Overlap::Allow, Missed::RunOnce)).unwrap(),
+            r#"{"schedule":{"cron":"*/5 * * * *","overlap":"allow","missed":"run-once"}}"#
+        );
+    }
+
+    #[test]
+    fn websocket_is_sent_only_when_given() {
+        let config = DeployRequest {
+            websocket: Some(true),
+            ..DeployRequest::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            r#"{"websocket":true}"#
+        );
+    }
+
+    #[test]
+    fn rollback_without_version_is_an_empty_object() {
+        let body = serde_json::to_string(&RollbackRequest { version: None }).unwrap();
+        assert_eq!(body, "{}");
     }
 }

@@ -90,11 +90,10 @@ pub fn manifest(data: &[u8]) {
         for key in function.config.env.keys() {
             crate::manifest::check_env_key(key).unwrap();
         }
-        // What the CLI sends is JSON the node reads back with its own type.
+        // What the CLI sends, the node reads back as it was meant.
         let body = serde_json::to_string(&function.config).unwrap();
-        if function.config.schedule.is_none() {
-            serde_json::from_str::<crate::api::DeployRequest>(&body).unwrap();
-        }
+        let read: crate::api::DeployRequest = serde_json::from_str(&body).unwrap();
+        assert_eq!(read, function.config);
     }
 }
 

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::api::{ConsumerRequest, CreateQueue, validate_queue_name};
-use crate::schedule::{Missed, Overlap};
+use crate::api::{ConsumerRequest, CreateQueue, DeployRequest, validate_queue_name};
+use crate::schedule::ScheduleSettings;
 
 pub const FORMAT_HINT: &str = "see `eddy deploy --help` for the manifest format";
 
@@ -32,7 +32,8 @@ pub struct Function {
     pub name: String,
     /// The component to deploy, relative to the manifest's directory unless absolute.
     pub component: PathBuf,
-    pub config: DeployConfig,
+    /// The `config` part of its deploy.
+    pub config: DeployRequest,
     /// How `eddy build` makes the component (`lang`).
     pub build: Option<Build>,
     /// The queue the function consumes, bound after it is deployed.
@@ -72,74 +73,6 @@ impl fmt::Display for Lang {
 pub struct Consume {
     pub queue: String,
     pub consumer: ConsumerRequest,
-}
-
-/// The `config` part of a deploy. Only the fields the user gave are sent; the node fills in
-/// its defaults for the rest.
-#[derive(Serialize, Debug, Default, Clone, PartialEq)]
-pub struct DeployConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_bytes_max: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Queues the function may send to from inside (`POST http://eddy.local/queues/NAME`);
-    /// `*` is any queue.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub publish: Vec<String>,
-    /// A cron schedule that invokes the function (docs/cron.md).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleConfig>,
-    /// The node holds WebSocket upgrades on the function's route and delivers their
-    /// connect, message and close events to the function (docs/websockets.md).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub websocket: Option<bool>,
-    #[serde(flatten)]
-    pub fluid: FluidConfig,
-}
-
-/// The `schedule` of a deploy, from `--schedule` flags or `schedule = { ... }` in `eddy.toml`,
-/// whose keys are these same names. Only `cron` is required; the node checks the expression
-/// and the time zone and fills in its defaults for what is absent.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// Five fields, six with a leading seconds field, or an alias such as `@hourly`.
-    pub cron: String,
-    /// IANA time zone the fields are read in [default: UTC].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overlap: Option<Overlap>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub missed: Option<Missed>,
-    /// Request path the ticks are POSTed to [default: the function's route].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-}
-
-/// Outbound, concurrency and reuse settings of a deploy (flags or `eddy.toml` keys).
-#[derive(Serialize, Debug, Default, PartialEq, Clone)]
-pub struct FluidConfig {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allow_outbound: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_queue: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_wait_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reserved_concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse_max_requests: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -188,7 +121,7 @@ struct FunctionToml {
     consume: Option<ConsumeToml>,
     /// `schedule = { cron = "*/5 * * * *", ... }`: the keys are those the node takes, so the
     /// table is read as it is sent; unknown keys are refused there too.
-    schedule: Option<ScheduleConfig>,
+    schedule: Option<ScheduleSettings>,
     /// The node holds WebSocket connections on the route and sends the function their events.
     websocket: Option<bool>,
 }
@@ -356,7 +289,7 @@ impl ConsumeToml {
 }
 
 impl FunctionToml {
-    fn config(&self) -> Result<DeployConfig, String> {
+    fn config(&self) -> Result<DeployRequest, String> {
         let memory_bytes_max = self
             .memory
             .as_deref()
@@ -371,24 +304,22 @@ impl FunctionToml {
             check_queue_ref(queue)
                 .map_err(|problem| format!("publish: {problem}, or \"*\" for any queue"))?;
         }
-        Ok(DeployConfig {
+        Ok(DeployRequest {
             route: self.route.clone(),
             memory_bytes_max,
             timeout_ms: duration("timeout", &self.timeout)?,
             env: self.env.clone(),
+            allow_outbound: self.allow_outbound.clone(),
+            max_concurrency: self.max_concurrency,
+            max_queue: self.max_queue,
+            max_wait_ms: duration("max_wait", &self.max_wait)?,
+            reserved_concurrency: self.reserved_concurrency,
+            reuse: self.reuse,
+            reuse_max_requests: self.reuse_max_requests,
+            reuse_idle_timeout_ms: duration("reuse_idle_timeout", &self.reuse_idle_timeout)?,
             publish: self.publish.clone(),
             schedule: self.schedule.clone(),
             websocket: self.websocket,
-            fluid: FluidConfig {
-                allow_outbound: self.allow_outbound.clone(),
-                max_concurrency: self.max_concurrency,
-                max_queue: self.max_queue,
-                max_wait_ms: duration("max_wait", &self.max_wait)?,
-                reserved_concurrency: self.reserved_concurrency,
-                reuse: self.reuse,
-                reuse_max_requests: self.reuse_max_requests,
-                reuse_idle_timeout_ms: duration("reuse_idle_timeout", &self.reuse_idle_timeout)?,
-            },
         })
     }
 }

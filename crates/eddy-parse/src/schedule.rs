@@ -1,5 +1,8 @@
-//! A function's cron schedule as a deploy asks for it and the store keeps it. Whether the
-//! expression and time zone mean anything is the node's check (`eddy-node/src/cron.rs`).
+//! A function's cron schedule as a deploy asks for it (from `--schedule` flags or
+//! `schedule = { ... }` in `eddy.toml`, whose keys are these same names) and the store keeps
+//! it. Whether the expression and time zone mean anything is the node's check
+//! (`eddy-node/src/cron.rs`). A policy left at its default is not written, so the CLI sends
+//! only what the user gave.
 
 /// When and how a function's cron schedule invokes it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -10,9 +13,9 @@ pub struct ScheduleSettings {
     /// IANA time zone the fields are read in; `None`: UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Overlap::is_default")]
     pub overlap: Overlap,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Missed::is_default")]
     pub missed: Missed,
     /// Request path of a tick; `None`: the function's route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,4 +44,16 @@ pub enum Missed {
     Skip,
     /// The latest of them runs once, when the node starts.
     RunOnce,
+}
+
+impl Overlap {
+    fn is_default(&self) -> bool {
+        *self == Overlap::default()
+    }
+}
+
+impl Missed {
+    fn is_default(&self) -> bool {
+        *self == Missed::default()
+    }
 }

@@ -15,7 +15,7 @@ use tokio_util::io::ReaderStream;
 
 pub use eddy_parse::manifest::{Consume, check_env_key};
 
-use crate::api::{DeployConfig, Deployed, FluidConfig, Missed, Overlap, ScheduleConfig};
+use crate::api::{DeployRequest, Deployed, Missed, Overlap, ScheduleSettings};
 use crate::build::{self, BuildSpec};
 use crate::client::Client;
 use crate::{manifest, queue, units};
@@ -201,8 +201,9 @@ pub struct FluidArgs {
 }
 
 impl FluidArgs {
-    fn config(self) -> FluidConfig {
-        FluidConfig {
+    /// A deploy config with these settings and nothing else.
+    fn config(self) -> DeployRequest {
+        DeployRequest {
             allow_outbound: self.allow_outbound,
             max_concurrency: self.max_concurrency,
             max_queue: self.max_queue,
@@ -211,6 +212,7 @@ impl FluidArgs {
             reuse: self.reuse.then_some(true),
             reuse_max_requests: self.reuse_max_requests,
             reuse_idle_timeout_ms: self.reuse_idle_timeout_ms,
+            ..DeployRequest::default()
         }
     }
 }
@@ -239,12 +241,12 @@ pub struct ScheduleArgs {
 }
 
 impl ScheduleArgs {
-    fn config(self) -> Option<ScheduleConfig> {
-        Some(ScheduleConfig {
+    fn config(self) -> Option<ScheduleSettings> {
+        Some(ScheduleSettings {
             cron: self.cron?,
             timezone: self.timezone,
-            overlap: self.overlap,
-            missed: self.missed,
+            overlap: self.overlap.unwrap_or_default(),
+            missed: self.missed.unwrap_or_default(),
             path: self.path,
         })
     }
@@ -252,10 +254,10 @@ impl ScheduleArgs {
 
 /// One function to deploy: what to upload and the configuration to send with it.
 #[derive(Debug, PartialEq)]
-pub struct DeployRequest {
+pub struct DeployTarget {
     pub name: String,
     pub component: PathBuf,
-    pub config: DeployConfig,
+    pub config: DeployRequest,
     /// How `eddy build` makes the component, when the manifest says (`lang`).
     pub build: Option<BuildSpec>,
     /// The queue the function consumes, bound after it is deployed (`consume` in the manifest).
@@ -265,7 +267,7 @@ pub struct DeployRequest {
 pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
     match (args.name, args.file) {
         (Some(name), Some(component)) => {
-            let config = DeployConfig {
+            let config = DeployRequest {
                 route: args.route,
                 memory_bytes_max: args.memory_bytes_max,
                 timeout_ms: args.timeout_ms,
@@ -273,9 +275,9 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 publish: args.publish,
                 schedule: args.schedule.config(),
                 websocket: args.websocket.then_some(true),
-                fluid: args.fluid.config(),
+                ..args.fluid.config()
             };
-            let request = DeployRequest {
+            let request = DeployTarget {
                 name,
                 component,
                 config,
@@ -303,7 +305,7 @@ async fn deploy_manifest(client: &Client, path: &Path, json: bool) -> Result<()>
         functions: requests,
     } = manifest::load(path)?;
     let in_manifest =
-        |request: &DeployRequest| format!("function `{}` in {}", request.name, path.display());
+        |request: &DeployTarget| format!("function `{}` in {}", request.name, path.display());
     // Functions with a `lang` are built first when a source is newer than the component.
     for request in &requests {
         build_if_stale(request).await?;
@@ -346,7 +348,7 @@ fn print_unless_json(line: Option<String>, json: bool) -> Result<()> {
 
 /// Builds `request`'s component (on a blocking thread: toolchains run for seconds) when it
 /// has a `lang` and a source is newer than the component. Returns whether it built.
-pub(crate) async fn build_if_stale(request: &DeployRequest) -> Result<bool> {
+pub(crate) async fn build_if_stale(request: &DeployTarget) -> Result<bool> {
     let Some(spec) = request.build.clone() else {
         return Ok(false);
     };
@@ -355,7 +357,7 @@ pub(crate) async fn build_if_stale(request: &DeployRequest) -> Result<bool> {
 }
 
 /// Uploads `request`'s component and prints the one-line summary.
-pub(crate) async fn deploy_request(client: &Client, request: &DeployRequest) -> Result<()> {
+pub(crate) async fn deploy_request(client: &Client, request: &DeployTarget) -> Result<()> {
     let component = Component::open(&request.component)?;
     deploy_one(client, request, component, false).await
 }
@@ -410,7 +412,7 @@ impl Component {
 
 async fn deploy_one(
     client: &Client,
-    request: &DeployRequest,
+    request: &DeployTarget,
     component: Component,
     json: bool,
 ) -> Result<()> {
@@ -436,7 +438,7 @@ async fn deploy_one(
 /// The multipart body: the `config` JSON, then the component streamed from disk so memory
 /// use does not grow with its size and the progress bar tracks bytes actually sent.
 fn deploy_form(
-    request: &DeployRequest,
+    request: &DeployTarget,
     component: Component,
     progress: ProgressBar,
 ) -> Result<Form> {
@@ -530,11 +532,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             args.schedule.config(),
-            Some(ScheduleConfig {
+            Some(ScheduleSettings {
                 cron: "*/10 * * * * *".into(),
                 timezone: Some("Europe/Paris".into()),
-                overlap: Some(Overlap::Allow),
-                missed: Some(Missed::RunOnce),
+                overlap: Overlap::Allow,
+                missed: Missed::RunOnce,
                 path: Some("/tick/jobs".into()),
             })
         );

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::build;
 use crate::client::Client;
-use crate::deploy::{self, DeployRequest};
+use crate::deploy::{self, DeployTarget};
 use crate::{logs, manifest};
 
 /// Quiet time after a change before building: an editor's save (write, rename, chmod) or a
@@ -33,7 +33,7 @@ pub async fn run(client: Client, args: DevArgs) -> Result<()> {
     let path = args
         .manifest
         .unwrap_or_else(|| manifest::DEFAULT_PATH.into());
-    let targets: Vec<DeployRequest> = manifest::load(&path)?
+    let targets: Vec<DeployTarget> = manifest::load(&path)?
         .functions
         .into_iter()
         .filter(|r| r.build.is_some() && (args.names.is_empty() || args.names.contains(&r.name)))
@@ -115,7 +115,7 @@ pub async fn run(client: Client, args: DevArgs) -> Result<()> {
 
 /// Adds to `changed` the targets one of whose source files `event` touched.
 fn collect(
-    targets: &[DeployRequest],
+    targets: &[DeployTarget],
     event: notify::Result<notify::Event>,
     changed: &mut Vec<String>,
 ) {
@@ -143,7 +143,7 @@ fn collect(
 /// Builds `target` if a source is newer than its component (or `first`: the first round,
 /// which deploys even an up-to-date component), then deploys it. Prints what happened;
 /// returns whether the function is now deployed.
-async fn update(client: &Client, target: &DeployRequest, first: bool) -> bool {
+async fn update(client: &Client, target: &DeployTarget, first: bool) -> bool {
     let started = Instant::now();
     let built = match deploy::build_if_stale(target).await {
         Ok(built) => built,

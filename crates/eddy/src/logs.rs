@@ -45,7 +45,7 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
     // The node returns at least one entry for `tail`, so `--tail 0` asks for one to learn the
     // cursor and shows none.
     let tail = args.tail.max(1).to_string();
-    let page: LogPage = client.get(&path, &[("tail", tail)]).await?;
+    let page: LogPage<Value> = client.get(&path, &[("tail", tail)]).await?;
     let skip = page.entries.len().saturating_sub(args.tail as usize);
     print_entries(&page.entries[skip..], args.json)?;
     if !args.follow {
@@ -58,7 +58,7 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
 /// invocations still to come.
 pub(crate) async fn newest(client: &Client, name: &str) -> Result<u64> {
     let path = ["v1", "functions", name, "logs"];
-    let page: LogPage = client.get(&path, &[("tail", "1".to_owned())]).await?;
+    let page: LogPage<Value> = client.get(&path, &[("tail", "1".to_owned())]).await?;
     Ok(next_cursor(0, &page))
 }
 
@@ -73,7 +73,7 @@ pub(crate) async fn follow(client: &Client, name: &str, mut after: u64, json: bo
             ("after", after.to_string()),
             ("wait_ms", FOLLOW_WAIT.as_millis().to_string()),
         ];
-        let page: LogPage = client.long_poll(&path, &query, FOLLOW_WAIT).await?;
+        let page: LogPage<Value> = client.long_poll(&path, &query, FOLLOW_WAIT).await?;
         print_entries(&page.entries, json)?;
         after = next_cursor(after, &page);
         if page.entries.is_empty() {
@@ -84,14 +84,14 @@ pub(crate) async fn follow(client: &Client, name: &str, mut after: u64, json: bo
 
 /// The `after=` for the next poll: the node's `last_id`, or failing that the newest entry id,
 /// never moving backwards.
-fn next_cursor(after: u64, page: &LogPage) -> u64 {
+fn next_cursor(after: u64, page: &LogPage<Value>) -> u64 {
     let newest_entry = page
         .entries
         .iter()
         .filter_map(|entry| entry["id"].as_u64())
         .max();
     after
-        .max(page.last_id.unwrap_or(0))
+        .max(page.last_id.map_or(0, |id| u64::try_from(id).unwrap_or(0)))
         .max(newest_entry.unwrap_or(0))
 }
 
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_cursor_only_moves_forward() {
-        let page = |json: &str| serde_json::from_str::<LogPage>(json).unwrap();
+        let page = |json: &str| serde_json::from_str::<LogPage<Value>>(json).unwrap();
         assert_eq!(
             next_cursor(0, &page(r#"{"entries": [], "last_id": 17}"#)),
             17

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 
 use crate::build::BuildSpec;
-use crate::deploy::DeployRequest;
+use crate::deploy::DeployTarget;
 
 /// The manifest `eddy deploy` reads when given neither NAME FILE nor `-f`.
 pub const DEFAULT_PATH: &str = "eddy.toml";
@@ -17,7 +17,7 @@ pub struct Manifest {
     /// In name order.
     pub queues: Vec<crate::api::CreateQueue>,
     /// In name order.
-    pub functions: Vec<DeployRequest>,
+    pub functions: Vec<DeployTarget>,
 }
 
 /// Reads the manifest at `path`: its queues, and its functions as deploy requests with
@@ -39,7 +39,7 @@ fn parse(text: &str, dir: &Path) -> Result<Manifest, String> {
     let functions = manifest
         .functions
         .into_iter()
-        .map(|function| DeployRequest {
+        .map(|function| DeployTarget {
             component: dir.join(function.component),
             name: function.name,
             config: function.config,
@@ -64,7 +64,7 @@ mod tests {
 
     use super::*;
     use crate::api::{
-        ConsumerRequest, CreateQueue, DeployConfig, FluidConfig, Missed, Overlap, ScheduleConfig,
+        ConsumerRequest, CreateQueue, DeployRequest, Missed, Overlap, ScheduleSettings,
     };
     use crate::build::Lang;
     use crate::deploy::Consume;
@@ -92,29 +92,26 @@ mod tests {
         assert_eq!(
             requests,
             [
-                DeployRequest {
+                DeployTarget {
                     name: "api".into(),
                     component: "/abs/api.wasm".into(),
-                    config: DeployConfig::default(),
+                    config: DeployRequest::default(),
                     build: None,
                     consume: None,
                 },
-                DeployRequest {
+                DeployTarget {
                     name: "hello".into(),
                     component: "/project/target/guests/hello-rust.wasm".into(),
-                    config: DeployConfig {
+                    config: DeployRequest {
                         route: Some("/hello".into()),
                         memory_bytes_max: Some(64 << 20),
                         timeout_ms: Some(2000),
                         env: BTreeMap::from([("GREETING".into(), "Hi".into())]),
-                        fluid: FluidConfig {
-                            allow_outbound: vec!["api.example.com".into()],
-                            max_concurrency: Some(5),
-                            max_wait_ms: Some(500),
-                            reuse_idle_timeout_ms: Some(30_000),
-                            ..FluidConfig::default()
-                        },
-                        ..DeployConfig::default()
+                        allow_outbound: vec!["api.example.com".into()],
+                        max_concurrency: Some(5),
+                        max_wait_ms: Some(500),
+                        reuse_idle_timeout_ms: Some(30_000),
+                        ..DeployRequest::default()
                     },
                     build: None,
                     consume: None,
@@ -399,11 +396,11 @@ mod tests {
         };
         assert_eq!(
             report.config.schedule,
-            Some(ScheduleConfig {
+            Some(ScheduleSettings {
                 cron: "0 7 * * 1-5".into(),
                 timezone: Some("Europe/Paris".into()),
-                overlap: Some(Overlap::Allow),
-                missed: Some(Missed::RunOnce),
+                overlap: Overlap::Allow,
+                missed: Missed::RunOnce,
                 path: Some("/report/daily".into()),
             })
         );

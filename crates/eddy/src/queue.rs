@@ -235,7 +235,7 @@ pub(crate) async fn create_if_missing(
     };
     Ok(
         match (queue.idempotency_window_ms, existing.idempotency_window_ms) {
-            (Some(asked), Some(has)) if asked != has => Some(format!(
+            (Some(asked), has) if asked != has => Some(format!(
                 "queue {} exists with a {} idempotency window, not {}; left as it is",
                 queue.name,
                 units::format_ms(has),
@@ -329,14 +329,11 @@ fn created(queue: &Queue) -> String {
     if let Some(dead_letter) = &queue.dead_letter_queue {
         details.push(format!("dead-letter queue {dead_letter}"));
     }
-    if let Some(window) = queue.idempotency_window_ms {
-        details.push(format!("idempotency window {}", units::format_ms(window)));
-    }
-    if details.is_empty() {
-        format!("created queue {}", queue.name)
-    } else {
-        format!("created queue {} ({})", queue.name, details.join(", "))
-    }
+    details.push(format!(
+        "idempotency window {}",
+        units::format_ms(queue.idempotency_window_ms)
+    ));
+    format!("created queue {} ({})", queue.name, details.join(", "))
 }
 
 /// `queue orders → function worker (batch size 1, max concurrency 4, …)`
@@ -355,9 +352,7 @@ fn bound_summary(queue: &str, consumer: &Consumer) -> String {
             units::format_ms(consumer.backoff_max_ms)
         ),
     ];
-    if let Some(dead_letter) = &consumer.dead_letter {
-        details.push(format!("dead letters to {dead_letter}"));
-    }
+    details.push(format!("dead letters to {}", consumer.dead_letter));
     if let Some(path) = &consumer.path {
         details.push(format!("path {path}"));
     }
@@ -428,7 +423,7 @@ fn render_stats(queue: &Queue) -> String {
     lines.extend([
         (
             "idempotency window",
-            or_dash(queue.idempotency_window_ms.map(units::format_ms)),
+            units::format_ms(queue.idempotency_window_ms),
         ),
         ("created", queue.created_at.clone()),
         ("depth", queue.depth.to_string()),
@@ -486,7 +481,7 @@ fn render_stats(queue: &Queue) -> String {
                     units::format_ms(consumer.backoff_max_ms)
                 ),
             ),
-            ("  dead letter", or_dash(consumer.dead_letter.clone())),
+            ("  dead letter", consumer.dead_letter.clone()),
             ("  breaker", or_dash(consumer.breaker.clone())),
         ]),
     }

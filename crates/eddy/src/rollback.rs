@@ -12,7 +12,7 @@ pub struct RollbackArgs {
     /// Function to roll back
     name: String,
     /// Version to make live (see `eddy versions NAME`) [default: the one before the live one]
-    version: Option<u64>,
+    version: Option<u32>,
 }
 
 pub async fn run(client: &Client, args: RollbackArgs) -> Result<()> {

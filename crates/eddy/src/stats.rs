@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use serde_json::Value;
 
+use crate::api::FunctionStats;
 use crate::client::Client;
 use crate::units;
 
@@ -26,27 +27,24 @@ pub async fn run(client: &Client, args: StatsArgs) -> Result<()> {
         .since
         .map(|ms| vec![("since_ms", ms.to_string())])
         .unwrap_or_default();
-    let stats: Value = client
-        .get(&["v1", "functions", &args.name, "stats"], &query)
-        .await?;
+    let path = ["v1", "functions", &args.name, "stats"];
     let mut out = std::io::stdout();
     if args.json {
+        let stats: Value = client.get(&path, &query).await?;
         writeln!(out, "{stats}")?;
         return Ok(());
     }
+    let stats: FunctionStats = client.get(&path, &query).await?;
     write!(out, "{}", render(&stats))?;
     Ok(())
 }
 
-fn render(s: &Value) -> String {
-    let n = |key: &str| s[key].as_u64().unwrap_or(0);
-    let ms = |key: &str| match s[key].as_f64() {
+fn render(s: &FunctionStats) -> String {
+    let ms = |value: Option<f64>| match value {
         Some(v) => format!("{v:.2} ms"),
         None => "-".to_owned(),
     };
-    let invocations = n("invocations");
-    let wall = s["wall_ms_total"].as_f64().unwrap_or(0.0);
-    let cpu = s["cpu_ms_total"].as_f64().unwrap_or(0.0);
+    let (wall, cpu) = (s.wall_ms_total, s.cpu_ms_total);
     let cpu_share = if wall > 0.0 {
         format!(" ({:.1}% of wall)", cpu / wall * 100.0)
     } else {
@@ -61,18 +59,19 @@ fn render(s: &Value) -> String {
          bytes         {req} in, {resp} out\n\
          memory peak   {mem}\n\
          instances     {live} live, {in_flight} running, {queued} queued\n",
-        name = s["function"].as_str().unwrap_or("?"),
-        since = s["since"].as_str().unwrap_or("?"),
-        errors = n("errors"),
-        rejected = n("rejected"),
-        cold = n("cold_starts"),
-        p50 = ms("latency_ms_p50"),
-        p99 = ms("latency_ms_p99"),
-        req = units::format_bytes(n("request_bytes")),
-        resp = units::format_bytes(n("response_bytes")),
-        mem = units::format_bytes(n("memory_bytes_peak")),
-        live = n("instances_live"),
-        in_flight = n("in_flight"),
-        queued = n("queued"),
+        name = s.function,
+        since = s.since,
+        invocations = s.invocations,
+        errors = s.errors,
+        rejected = s.rejected,
+        cold = s.cold_starts,
+        p50 = ms(s.latency_ms_p50),
+        p99 = ms(s.latency_ms_p99),
+        req = units::format_bytes(s.request_bytes),
+        resp = units::format_bytes(s.response_bytes),
+        mem = units::format_bytes(s.memory_bytes_peak),
+        live = s.instances_live,
+        in_flight = s.in_flight,
+        queued = s.queued,
     )
 }

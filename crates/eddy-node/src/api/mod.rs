@@ -19,8 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eddy_parse::api::{LogsQuery, RollbackRequest, StatsQuery};
+use eddy_parse::responses::{
+    Broadcast, CompileCache, Deployed, Function, FunctionList, FunctionStats, LogEntry, LogPage,
+    NodeInfo, Removed, Reuse, RolledBack, Version, VersionList, WebSocketConnection, WebSocketList,
+};
 use eddy_store::{FunctionRecord, InvocationRecord, VersionRecord};
-use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -114,44 +117,44 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     health_status(&state.draining)
 }
 
-async fn node(State(state): State<ApiState>) -> Json<Value> {
+async fn node(State(state): State<ApiState>) -> Json<NodeInfo> {
     let cache = state.parts.runtime.cache_stats();
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "public_url": state.public_url,
-        "functions": state.registry.routes().len(),
-        "compile_cache": {
-            "hits": cache.hits,
-            "misses": cache.misses,
-            "incremental_hits": cache.incremental_hits,
-            "incremental_inserts": cache.incremental_inserts,
-            "incremental_bytes": cache.incremental_bytes,
+    Json(NodeInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        public_url: state.public_url.clone(),
+        functions: state.registry.routes().len() as u64,
+        compile_cache: CompileCache {
+            hits: cache.hits,
+            misses: cache.misses,
+            incremental_hits: cache.incremental_hits,
+            incremental_inserts: cache.incremental_inserts,
+            incremental_bytes: cache.incremental_bytes,
         },
-        "invocation_records_dropped": state.sink.dropped(),
-    }))
+        invocation_records_dropped: state.sink.dropped(),
+    })
 }
 
-async fn list_functions(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn list_functions(State(state): State<ApiState>) -> Result<Json<FunctionList>, ApiError> {
     let functions = state.parts.stores.functions.list_functions().await?;
-    let functions: Vec<Value> = functions
+    let functions = functions
         .iter()
-        .map(|f| function_json(&state.public_url, f))
+        .map(|f| function_answer(&state.public_url, f))
         .collect();
-    Ok(Json(json!({ "functions": functions })))
+    Ok(Json(FunctionList { functions }))
 }
 
 async fn get_function(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Function>, ApiError> {
     let function = find_function(&state, &name).await?;
-    Ok(Json(function_json(&state.public_url, &function)))
+    Ok(Json(function_answer(&state.public_url, &function)))
 }
 
 async fn remove_function(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     state.registry.remove(&name).await?;
     // A new function of the same name inherits nothing: its connections close (1001,
     // going away) and its queue bindings go.
@@ -177,11 +180,11 @@ async fn remove_function(
             unbound.push(queue.name);
         }
     }
-    Ok(Json(json!({
-        "removed": name,
-        "websocket_connections_closed": closed,
-        "queues_unbound": unbound,
-    })))
+    Ok(Json(Removed {
+        removed: name,
+        websocket_connections_closed: closed as u64,
+        queues_unbound: unbound,
+    }))
 }
 
 async fn deploy(
@@ -189,7 +192,7 @@ async fn deploy(
     Path(name): Path<String>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Deployed>), ApiError> {
     let mut multipart = multipart.map_err(|e| {
         ApiError::bad_request(format!(
             "a deploy is a multipart/form-data upload with parts `config` and `component`: {}",
@@ -234,16 +237,16 @@ async fn deploy(
     let adjusted = fit_leases(&state, &name, v.config.timeout_ms).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "function": v.function,
-            "version": v.version,
-            "route": v.config.route,
-            "url": function_url(&state.public_url, &v.config.route),
-            "digest": v.digest,
-            "size_bytes": v.size_bytes,
-            "compiled": deployed.compiled,
-            "adjusted": adjusted,
-        })),
+        Json(Deployed {
+            function: v.function.clone(),
+            version: v.version,
+            route: v.config.route.clone(),
+            url: function_url(&state.public_url, &v.config.route),
+            digest: v.digest.clone(),
+            size_bytes: v.size_bytes,
+            compiled: deployed.compiled,
+            adjusted,
+        }),
     ))
 }
 
@@ -297,42 +300,47 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, max: u64) -> Api
 async fn list_versions(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionList>, ApiError> {
     let function = find_function(&state, &name).await?;
     let owned = name.clone();
     let versions = state.parts.stores.functions.versions(&owned).await?;
-    let versions: Vec<Value> = versions
+    let versions = versions
         .iter()
-        .map(|v| version_json(v, function.live.version))
+        .map(|v| version_answer(v, function.live.version))
         .collect();
-    Ok(Json(
-        json!({ "function": name, "live_version": function.live.version, "versions": versions }),
-    ))
+    Ok(Json(VersionList {
+        function: name,
+        live_version: function.live.version,
+        versions,
+    }))
 }
 
 async fn rollback(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RolledBack>, ApiError> {
     let request: RollbackRequest = if body.is_empty() {
-        RollbackRequest { version: None }
+        RollbackRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid rollback request: {e}")))?
     };
     let (function, previous) = state.registry.rollback(&name, request.version).await?;
     let adjusted = fit_leases(&state, &name, function.live.config.timeout_ms).await?;
-    Ok(Json(
-        json!({ "function": name, "live_version": function.live.version, "previous_version": previous, "adjusted": adjusted }),
-    ))
+    Ok(Json(RolledBack {
+        function: name,
+        live_version: function.live.version,
+        previous_version: Some(previous),
+        adjusted,
+    }))
 }
 
 async fn logs(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     query: Result<Query<LogsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogPage>, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(format!(
             "invalid logs query (after, tail, limit, wait_ms): {}",
@@ -353,7 +361,7 @@ async fn logs(
             .invocations
             .invocations_tail(&owned, tail)
             .await?;
-        return Ok(Json(logs_json(&entries, query.after.unwrap_or(0))));
+        return Ok(Json(log_page(&entries, query.after.unwrap_or(0))));
     }
     let after = query.after.unwrap_or(0);
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(LOG_WAIT_MS_MAX));
@@ -369,12 +377,12 @@ async fn logs(
             .invocations_after(&owned, after, limit)
             .await?;
         if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(logs_json(&entries, after)));
+            return Ok(Json(log_page(&entries, after)));
         }
         tokio::select! {
             _ = written.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = state.shutdown.cancelled() => return Ok(Json(logs_json(&[], after))),
+            _ = state.shutdown.cancelled() => return Ok(Json(log_page(&[], after))),
         }
     }
 }
@@ -386,7 +394,7 @@ async fn stats(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     query: Result<Query<StatsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FunctionStats>, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request(format!("invalid stats query (since_ms): {}", e.body_text()))
     })?;
@@ -414,46 +422,51 @@ async fn stats(
     };
     let load = state.parts.admission.load(&name);
     let ms = |us: u64| us as f64 / 1000.0;
-    Ok(Json(json!({
-        "function": name,
-        "since": rfc3339(from_minute),
-        "invocations": total.invocations,
-        "errors": total.errors,
-        "rejected": total.rejected,
-        "cold_starts": total.cold_starts,
-        "wall_ms_total": ms(total.wall_us),
-        "cpu_ms_total": ms(total.cpu_us),
-        "instantiate_ms_total": ms(total.instantiate_us),
-        "websocket_connection_seconds": total.connection_ms as f64 / 1000.0,
-        "latency_ms_p50": total.latency.quantile_us(0.5).map(ms),
-        "latency_ms_p99": total.latency.quantile_us(0.99).map(ms),
-        "request_bytes": total.request_bytes,
-        "response_bytes": total.response_bytes,
-        "memory_bytes_peak": total.memory_bytes_peak,
-        "outcomes": total.outcomes,
-        "instances_live": state.registry.instances_live(&name),
-        "in_flight": load.in_flight,
-        "queued": load.queued,
-    })))
+    Ok(Json(FunctionStats {
+        since: rfc3339(from_minute),
+        invocations: total.invocations,
+        errors: total.errors,
+        rejected: total.rejected,
+        cold_starts: total.cold_starts,
+        wall_ms_total: ms(total.wall_us),
+        cpu_ms_total: ms(total.cpu_us),
+        instantiate_ms_total: ms(total.instantiate_us),
+        websocket_connection_seconds: total.connection_ms as f64 / 1000.0,
+        latency_ms_p50: total.latency.quantile_us(0.5).map(ms),
+        latency_ms_p99: total.latency.quantile_us(0.99).map(ms),
+        request_bytes: total.request_bytes,
+        response_bytes: total.response_bytes,
+        memory_bytes_peak: total.memory_bytes_peak,
+        outcomes: total.outcomes,
+        instances_live: state.registry.instances_live(&name) as u64,
+        in_flight: load.in_flight as u64,
+        queued: load.queued as u64,
+        function: name,
+    }))
 }
 
 /// The function's open WebSocket connections.
 async fn list_websockets(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebSocketList>, ApiError> {
     find_function(&state, &name).await?;
-    let connections = state.sockets.list(Some(&name));
-    Ok(Json(json!({
-        "function": name,
-        "connections": connections.iter().map(|c| json!({
-            "id": c.id,
-            "opened_at": rfc3339(c.opened_at_ms),
-            "channels": c.channels,
-            "queued_bytes": c.queued_bytes,
-        })).collect::<Vec<_>>(),
-        "connection_seconds_closed": state.parts.meter.websocket_connection_seconds(&name),
-    })))
+    let connections = state
+        .sockets
+        .list(Some(&name))
+        .into_iter()
+        .map(|c| WebSocketConnection {
+            id: c.id,
+            opened_at: rfc3339(c.opened_at_ms),
+            channels: c.channels,
+            queued_bytes: c.queued_bytes as u64,
+        })
+        .collect();
+    Ok(Json(WebSocketList {
+        connection_seconds_closed: state.parts.meter.websocket_connection_seconds(&name),
+        function: name,
+        connections,
+    }))
 }
 
 /// Send the body to every connection in one of a function's channels (text unless
@@ -463,7 +476,7 @@ async fn broadcast(
     Path((name, channel)): Path<(String, String)>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Broadcast>, ApiError> {
     use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
     find_function(&state, &name).await?;
     crate::websocket::validate_channel(&channel).map_err(ApiError::bad_request)?;
@@ -477,9 +490,11 @@ async fn broadcast(
         })?)
     };
     let sent = state.sockets.broadcast(&name, &channel, message);
-    Ok(Json(
-        json!({"function": name, "channel": channel, "sent": sent}),
-    ))
+    Ok(Json(Broadcast {
+        function: name,
+        channel,
+        sent: sent as u64,
+    }))
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -547,69 +562,73 @@ fn function_url(public_url: &str, route: &str) -> String {
     format!("{}{}", public_url.trim_end_matches('/'), route)
 }
 
-fn function_json(public_url: &str, f: &FunctionRecord) -> Value {
-    json!({
-        "name": f.name,
-        "route": f.live.config.route,
-        "url": function_url(public_url, &f.live.config.route),
-        "live_version": f.live.version,
-        "versions": f.version_count,
-        "digest": f.live.digest,
-        "memory_bytes_max": f.live.config.memory_bytes_max,
-        "timeout_ms": f.live.config.timeout_ms,
-        "updated_at": rfc3339(f.updated_at_ms),
-        "allow_outbound": f.live.config.allow_outbound,
-        "max_concurrency": f.live.config.max_concurrency,
-        "max_queue": f.live.config.max_queue,
-        "max_wait_ms": f.live.config.max_wait_ms,
-        "reserved_concurrency": f.live.config.reserved_concurrency,
-        "reuse": f.live.config.reuse.map(|r| json!({
-            "max_requests": r.max_requests,
-            "idle_timeout_ms": r.idle_timeout_ms,
-        })),
-    })
+fn function_answer(public_url: &str, f: &FunctionRecord) -> Function {
+    let config = &f.live.config;
+    Function {
+        name: f.name.clone(),
+        route: config.route.clone(),
+        url: function_url(public_url, &config.route),
+        live_version: f.live.version,
+        versions: f.version_count,
+        digest: f.live.digest.clone(),
+        memory_bytes_max: config.memory_bytes_max,
+        timeout_ms: config.timeout_ms,
+        updated_at: rfc3339(f.updated_at_ms),
+        allow_outbound: config.allow_outbound.clone(),
+        max_concurrency: config.max_concurrency,
+        max_queue: config.max_queue,
+        max_wait_ms: config.max_wait_ms,
+        reserved_concurrency: config.reserved_concurrency,
+        reuse: config.reuse.as_ref().map(|r| Reuse {
+            max_requests: r.max_requests,
+            idle_timeout_ms: r.idle_timeout_ms,
+        }),
+    }
 }
 
-fn version_json(v: &VersionRecord, live: u32) -> Value {
-    json!({
-        "version": v.version,
-        "live": v.version == live,
-        "digest": v.digest,
-        "size_bytes": v.size_bytes,
-        "route": v.config.route,
-        "memory_bytes_max": v.config.memory_bytes_max,
-        "timeout_ms": v.config.timeout_ms,
-        "env_keys": v.config.env.keys().collect::<Vec<_>>(),
-        "created_at": rfc3339(v.created_at_ms),
-    })
+fn version_answer(v: &VersionRecord, live: u32) -> Version {
+    Version {
+        version: v.version,
+        live: v.version == live,
+        digest: v.digest.clone(),
+        size_bytes: v.size_bytes,
+        route: v.config.route.clone(),
+        memory_bytes_max: v.config.memory_bytes_max,
+        timeout_ms: v.config.timeout_ms,
+        env_keys: v.config.env.keys().cloned().collect(),
+        created_at: rfc3339(v.created_at_ms),
+    }
 }
 
-fn logs_json(entries: &[InvocationRecord], after: i64) -> Value {
+fn log_page(entries: &[InvocationRecord], after: i64) -> LogPage {
     let last_id = entries.last().map(|e| e.id).unwrap_or(after);
-    let entries: Vec<Value> = entries
+    let entries = entries
         .iter()
         .map(|record| {
             let e = &record.invocation;
-            json!({
-                "id": record.id,
-                "at": rfc3339(e.at_ms),
-                "version": e.version,
-                "method": e.method,
-                "path": e.path,
-                "status": e.status,
-                "outcome": e.outcome,
-                "duration_ms": e.duration_us as f64 / 1000.0,
-                "cpu_ms": e.cpu_us as f64 / 1000.0,
-                "instantiate_ms": e.instantiate_us.map(|us| us as f64 / 1000.0),
-                "fresh_instance": e.instantiate_us.is_some(),
-                "memory_bytes_peak": e.memory_bytes_peak,
-                "request_bytes": e.request_bytes,
-                "response_bytes": e.response_bytes,
-                "log": e.log,
-            })
+            LogEntry {
+                id: record.id,
+                at: rfc3339(e.at_ms),
+                version: e.version,
+                method: e.method.clone(),
+                path: e.path.clone(),
+                status: Some(e.status),
+                outcome: e.outcome.clone(),
+                duration_ms: e.duration_us as f64 / 1000.0,
+                cpu_ms: e.cpu_us as f64 / 1000.0,
+                instantiate_ms: e.instantiate_us.map(|us| us as f64 / 1000.0),
+                fresh_instance: e.instantiate_us.is_some(),
+                memory_bytes_peak: e.memory_bytes_peak,
+                request_bytes: e.request_bytes,
+                response_bytes: e.response_bytes,
+                log: e.log.clone(),
+            }
         })
         .collect();
-    json!({ "entries": entries, "last_id": last_id })
+    LogPage {
+        entries,
+        last_id: Some(last_id),
+    }
 }
 
 fn rfc3339(ms: i64) -> String {

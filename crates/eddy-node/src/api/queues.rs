@@ -11,8 +11,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use eddy_parse::api::{BatchPublish, ConsumerRequest, CreateQueue, PeekQuery};
+use eddy_parse::responses::{
+    BatchSent, Consumer, Message, MessageList, Purged, Queue, QueueList, Redriven, Sent,
+};
 use eddy_store::{ConsumerSettings, NewMessage, QueueCounts, QueueRecord};
-use serde_json::{Value, json};
 
 use super::ApiState;
 use crate::config::{
@@ -79,11 +81,11 @@ async fn create_queue(
         .create_queue(&request.name, window)
         .await
         .map_err(queue_error)?;
-    let body = queue_json(&state, &record).await?;
+    let body = queue_answer(&state, &record).await?;
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list_queues(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn list_queues(State(state): State<ApiState>) -> Result<Json<QueueList>, ApiError> {
     let records = state
         .queues
         .store
@@ -92,9 +94,9 @@ async fn list_queues(State(state): State<ApiState>) -> Result<Json<Value>, ApiEr
         .map_err(queue_error)?;
     let mut queues = Vec::with_capacity(records.len());
     for record in &records {
-        queues.push(queue_json(&state, record).await?);
+        queues.push(queue_answer(&state, record).await?);
     }
-    Ok(Json(json!({ "queues": queues })))
+    Ok(Json(QueueList { queues }))
 }
 
 async fn find_queue(state: &ApiState, name: &str) -> Result<QueueRecord, ApiError> {
@@ -115,9 +117,9 @@ async fn find_queue(state: &ApiState, name: &str) -> Result<QueueRecord, ApiErro
 async fn get_queue(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Queue>, ApiError> {
     let record = find_queue(&state, &name).await?;
-    Ok(Json(queue_json(&state, &record).await?))
+    Ok(Json(queue_answer(&state, &record).await?))
 }
 
 async fn delete_queue(
@@ -164,7 +166,10 @@ async fn publish_one(
     let first = &published[0];
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": first.id, "duplicate": first.duplicate})),
+        Json(Sent {
+            id: first.id.clone(),
+            duplicate: first.duplicate,
+        }),
     ))
 }
 
@@ -201,19 +206,16 @@ async fn publish_batch(
         });
     }
     let published = state.queues.publish(&name, messages).await?;
-    let duplicates = published.iter().filter(|p| p.duplicate).count();
-    let ids: Vec<&str> = published.iter().map(|p| p.id.as_str()).collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"ids": ids, "duplicates": duplicates})),
-    ))
+    let duplicates = published.iter().filter(|p| p.duplicate).count() as u64;
+    let ids = published.into_iter().map(|p| p.id).collect();
+    Ok((StatusCode::ACCEPTED, Json(BatchSent { ids, duplicates })))
 }
 
 async fn peek(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     query: Result<Query<PeekQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(10);
     if limit > PEEK_MESSAGES_MAX {
@@ -227,36 +229,38 @@ async fn peek(
         .peek(&name, limit)
         .await
         .map_err(queue_error)?;
-    let messages: Vec<Value> = messages
-        .iter()
+    let messages = messages
+        .into_iter()
         .map(|m| {
-            let mut v = json!({
-                "id": m.id,
-                "attempts": m.attempts,
-                "enqueued_at": rfc3339(m.enqueued_at_ms),
-                "first_enqueued_at": rfc3339(m.first_enqueued_at_ms),
-                "visible_at": rfc3339(m.visible_at_ms),
-                "in_flight": m.in_flight,
-                "content_type": m.content_type,
-                "last_error": m.last_error,
-            });
-            match std::str::from_utf8(&m.body) {
-                Ok(text) => v["data"] = json!(text),
-                Err(_) => {
-                    v["data_base64"] =
-                        json!(base64::engine::general_purpose::STANDARD.encode(&m.body))
-                }
+            // The payload as text when it is UTF-8, otherwise in base64.
+            let (data, data_base64) = match String::from_utf8(m.body) {
+                Ok(text) => (Some(text), None),
+                Err(e) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+                ),
+            };
+            Message {
+                id: m.id,
+                attempts: m.attempts,
+                enqueued_at: rfc3339(m.enqueued_at_ms),
+                first_enqueued_at: rfc3339(m.first_enqueued_at_ms),
+                visible_at: rfc3339(m.visible_at_ms),
+                in_flight: m.in_flight,
+                content_type: m.content_type,
+                last_error: m.last_error,
+                data,
+                data_base64,
             }
-            v
         })
         .collect();
-    Ok(Json(json!({ "messages": messages })))
+    Ok(Json(MessageList { messages }))
 }
 
 async fn redrive(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Redriven>, ApiError> {
     let record = find_queue(&state, &name).await?;
     if let Some(of) = &record.dead_letter_of {
         return Err(ApiError::bad_request(format!(
@@ -277,23 +281,23 @@ async fn redrive(
         .map_err(queue_error)?;
     state.queues.waker(&name).wake();
     tracing::info!(queue = %name, from = %from, moved, "redrove dead letters");
-    Ok(Json(json!({ "moved": moved, "from": from })))
+    Ok(Json(Redriven { moved, from }))
 }
 
 async fn purge(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Purged>, ApiError> {
     let purged = state.queues.store.purge(&name).await.map_err(queue_error)?;
     tracing::info!(queue = %name, purged, "queue purged");
-    Ok(Json(json!({ "purged": purged })))
+    Ok(Json(Purged { purged }))
 }
 
 async fn set_consumer(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     body: Result<Json<ConsumerRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Consumer>, ApiError> {
     let request = json_body(body)?;
     let record = find_queue(&state, &name).await?;
     let function = request.function.clone();
@@ -318,7 +322,7 @@ async fn set_consumer(
         .map_err(queue_error)?;
     state.consumers.apply(&name, Some(settings.clone()));
     tracing::info!(queue = %name, function = %settings.function, "consumer bound");
-    Ok(Json(consumer_json(&settings, None, None)))
+    Ok(Json(consumer_answer(&settings, None, None)))
 }
 
 /// Check a binding against the node's limits, filling in the defaults.
@@ -418,36 +422,33 @@ async fn remove_consumer(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn consumer_json(
+/// A binding's settings, with its live state when the consumer runs and why it waits when a
+/// budget paused it.
+fn consumer_answer(
     c: &ConsumerSettings,
     status: Option<crate::consumer::ConsumerStatus>,
-    budget_paused: Option<String>,
-) -> Value {
-    let mut v = json!({
-        "function": c.function,
-        "batch_size": c.batch_size,
-        "max_concurrency": c.max_concurrency,
-        "visibility_timeout_ms": c.visibility_timeout_ms,
-        "max_attempts": c.max_attempts,
-        "backoff_base_ms": c.backoff_base_ms,
-        "backoff_max_ms": c.backoff_max_ms,
-        "dead_letter": c.dead_letter,
-        "path": c.path,
-    });
-    if let Some(s) = status {
-        v["concurrency"] = json!(s.concurrency);
-        v["in_flight"] = json!(s.in_flight);
-        v["breaker"] = json!(s.breaker);
-        v["budget_waits"] = json!(s.budget_waits);
+    paused_by_budget: Option<String>,
+) -> Consumer {
+    Consumer {
+        function: c.function.clone(),
+        batch_size: c.batch_size,
+        max_concurrency: c.max_concurrency,
+        visibility_timeout_ms: c.visibility_timeout_ms,
+        max_attempts: c.max_attempts,
+        backoff_base_ms: c.backoff_base_ms,
+        backoff_max_ms: c.backoff_max_ms,
+        dead_letter: c.dead_letter.clone(),
+        path: c.path.clone(),
+        concurrency: status.map(|s| s.concurrency),
+        in_flight: status.map(|s| s.in_flight as u64),
+        breaker: status.map(|s| s.breaker.to_owned()),
+        budget_waits: status.map(|s| s.budget_waits),
+        paused_by_budget,
     }
-    if let Some(why) = budget_paused {
-        v["paused_by_budget"] = json!(why);
-    }
-    v
 }
 
 /// A queue with its counts and its consumer's live state.
-pub async fn queue_json(state: &ApiState, q: &QueueRecord) -> Result<Value, ApiError> {
+pub async fn queue_answer(state: &ApiState, q: &QueueRecord) -> Result<Queue, ApiError> {
     let counts: QueueCounts = state
         .queues
         .store
@@ -458,26 +459,26 @@ pub async fn queue_json(state: &ApiState, q: &QueueRecord) -> Result<Value, ApiE
     let oldest_age_ms = counts
         .oldest_enqueued_at_ms
         .map_or(0, |at| (state.parts.clock.now_ms() - at).max(0));
-    Ok(json!({
-        "name": q.name,
-        "dead_letter_queue": q.dead_letter_queue,
-        "dead_letter_of": q.dead_letter_of,
-        "idempotency_window_ms": q.idempotency_window_ms,
-        "created_at": rfc3339(q.created_at_ms),
-        "depth": counts.depth,
-        "bytes": counts.bytes,
-        "ready": counts.ready,
-        "in_flight": counts.in_flight,
-        "delayed": counts.delayed,
-        "delivered": counts.delivered,
-        "succeeded": counts.succeeded,
-        "failed_attempts": counts.failed_attempts,
-        "dead_lettered": counts.dead_lettered,
-        "oldest_age_ms": oldest_age_ms,
-        "consumer_concurrency": status.map_or(0, |s| s.concurrency),
-        "consumer": q.consumer.as_ref().map(|c| {
+    Ok(Queue {
+        name: q.name.clone(),
+        dead_letter_queue: q.dead_letter_queue.clone(),
+        dead_letter_of: q.dead_letter_of.clone(),
+        idempotency_window_ms: q.idempotency_window_ms,
+        created_at: rfc3339(q.created_at_ms),
+        depth: counts.depth,
+        bytes: counts.bytes,
+        ready: counts.ready,
+        in_flight: counts.in_flight,
+        delayed: counts.delayed,
+        delivered: counts.delivered,
+        succeeded: counts.succeeded,
+        failed_attempts: counts.failed_attempts,
+        dead_lettered: counts.dead_lettered,
+        oldest_age_ms: Some(oldest_age_ms.unsigned_abs()),
+        consumer_concurrency: status.map_or(0, |s| s.concurrency),
+        consumer: q.consumer.as_ref().map(|c| {
             let paused = state.parts.budgets.background_paused(&c.function);
-            consumer_json(c, status, paused.map(|b| b.message))
+            consumer_answer(c, status, paused.map(|b| b.message))
         }),
-    }))
+    })
 }
