@@ -148,7 +148,7 @@ impl Admission {
         self: &Arc<Self>,
         function: &str,
         settings: FunctionAdmission,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReservationDoesNotFit> {
         let mut state = self.lock();
         state.reserved_total = state.reservation_fits(&self.node, function, settings.reserved)?;
         if !state.functions.contains_key(function) {
@@ -177,7 +177,11 @@ impl Admission {
     }
 
     /// Whether `settings` would fit, without changing anything.
-    pub fn check(&self, function: &str, settings: FunctionAdmission) -> Result<(), String> {
+    pub fn check(
+        &self,
+        function: &str,
+        settings: FunctionAdmission,
+    ) -> Result<(), ReservationDoesNotFit> {
         self.lock()
             .reservation_fits(&self.node, function, settings.reserved)
             .map(|_| ())
@@ -293,6 +297,17 @@ impl Drop for LeaveQueue<'_> {
     }
 }
 
+/// A function's reserved concurrency does not fit in what the node has left to reserve.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error(
+    "reserved concurrency {reserved} does not fit: other functions on this node reserve {others} of its concurrency_max ({concurrency_max})"
+)]
+pub struct ReservationDoesNotFit {
+    pub reserved: usize,
+    pub others: usize,
+    pub concurrency_max: usize,
+}
+
 impl State {
     /// The node's reservations if `function` reserved `reserved`, or why that does not fit.
     fn reservation_fits(
@@ -300,17 +315,18 @@ impl State {
         node: &NodeAdmission,
         function: &str,
         reserved: usize,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, ReservationDoesNotFit> {
         let current = self
             .functions
             .get(function)
             .map_or(0, |f| f.settings.reserved);
         let others = self.reserved_total - current;
         if others + reserved > node.concurrency_max {
-            return Err(format!(
-                "reserved concurrency {reserved} does not fit: other functions on this node reserve {others} of its concurrency_max ({})",
-                node.concurrency_max
-            ));
+            return Err(ReservationDoesNotFit {
+                reserved,
+                others,
+                concurrency_max: node.concurrency_max,
+            });
         }
         Ok(others + reserved)
     }
@@ -520,8 +536,17 @@ mod tests {
                 .is_err()
         );
         let err = admission.check("third", function(10, 0, 3)).unwrap_err();
+        assert_eq!(
+            err,
+            ReservationDoesNotFit {
+                reserved: 3,
+                others: 2,
+                concurrency_max: 4
+            }
+        );
         assert!(
-            err.contains("reserve 2 of its concurrency_max (4)"),
+            err.to_string()
+                .contains("reserve 2 of its concurrency_max (4)"),
             "{err}"
         );
     }

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{BATCH_CONTENT_TYPE, CloudEvent, QUEUE_EVENT_TYPE, header_value, rfc3339};
-use crate::invoker::{Invoker, Refusal, Trigger};
+use crate::invoker::{Invoker, Refusal, RunFailure, Trigger};
 use crate::queues::QueueHub;
 use crate::registry::Registry;
 use crate::routes::LiveFunction;
@@ -479,17 +479,14 @@ impl Dispatcher {
                     .admission
                     .admit(function, Trigger::Queue.class())
                     .await
-                    .map_err(|_| "the node was busy for the rest of a split batch".to_string()),
+                    .map_err(|_| DeliveryFailure::Busy),
             };
             let delivery = async { self.deliver(live.clone(), request?, permit?).await };
             let outcome = tokio::time::timeout_at(deadline, delivery)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "no answer within the visibility timeout ({} ms)",
-                        self.settings.visibility_timeout_ms
-                    ))
-                });
+                .unwrap_or(Err(DeliveryFailure::Timeout {
+                    visibility_timeout_ms: self.settings.visibility_timeout_ms,
+                }));
             success &= outcome.is_ok();
             self.settle(group, outcome, lease_until_ms).await;
         }
@@ -510,9 +507,9 @@ impl Dispatcher {
         live: Arc<LiveFunction>,
         request: Request<Full<Bytes>>,
         permit: crate::admission::Permit,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryFailure> {
         let record = self.invoker.record(&live, &request);
-        self.invoker.run_background(record, request, permit).await
+        Ok(self.invoker.run_background(record, request, permit).await?)
     }
 
     /// The requests that deliver `claimed`: one binary-mode CloudEvent for a batch size of 1;
@@ -523,7 +520,7 @@ impl Dispatcher {
         &self,
         live: &LiveFunction,
         claimed: &'a [Claimed],
-    ) -> Result<Vec<Delivery<'a>>, String> {
+    ) -> Result<Vec<Delivery<'a>>, DeliveryFailure> {
         let path = self
             .settings
             .path
@@ -538,7 +535,7 @@ impl Dispatcher {
                 .header(HEADER_QUEUE, header_value(&self.queue))
         };
         let built = |request: Result<Request<Full<Bytes>>, http::Error>| {
-            request.map_err(|e| format!("the delivery request could not be built: {e}"))
+            request.map_err(|e| DeliveryFailure::Request(e.to_string()))
         };
         if self.settings.batch_size <= 1 {
             let m = &claimed[0];
@@ -554,7 +551,7 @@ impl Dispatcher {
             .iter()
             .map(|m| {
                 serde_json::to_vec(&message_event(m, &source).structured(&m.content_type, &m.body))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| DeliveryFailure::Request(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let bytes_max = self.hub.limits.request_body_bytes_max as usize;
@@ -588,7 +585,12 @@ impl Dispatcher {
     }
 
     /// Acknowledge, retry or dead-letter each message of a finished delivery.
-    async fn settle(&self, claimed: &[Claimed], outcome: Result<(), String>, lease_until_ms: i64) {
+    async fn settle(
+        &self,
+        claimed: &[Claimed],
+        outcome: Result<(), DeliveryFailure>,
+        lease_until_ms: i64,
+    ) {
         let settlements = claimed
             .iter()
             .map(|m| match &outcome {
@@ -632,7 +634,20 @@ impl Dispatcher {
 }
 
 /// Messages that go in one request, and that request (or why it could not be built).
-type Delivery<'a> = (&'a [Claimed], Result<Request<Full<Bytes>>, String>);
+type Delivery<'a> = (&'a [Claimed], Result<Request<Full<Bytes>>, DeliveryFailure>);
+
+/// Why a delivery failed; its text is the message's last error, and the dead letter's.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryFailure {
+    #[error("the node was busy for the rest of a split batch")]
+    Busy,
+    #[error("no answer within the visibility timeout ({visibility_timeout_ms} ms)")]
+    Timeout { visibility_timeout_ms: u64 },
+    #[error("the delivery request could not be built: {0}")]
+    Request(String),
+    #[error(transparent)]
+    Run(#[from] RunFailure),
+}
 
 /// One message's CloudEvent attributes.
 fn message_event(m: &Claimed, source: &str) -> CloudEvent {

@@ -151,7 +151,7 @@ impl Scheduler {
         let schedule = match Schedule::parse(&settings, clock.now_ms()) {
             Ok(schedule) => schedule,
             Err(problem) => {
-                tracing::warn!(%function, problem, "schedule not run");
+                tracing::warn!(%function, %problem, "schedule not run");
                 return;
             }
         };
@@ -264,7 +264,7 @@ impl Scheduler {
                 Ok(permit) => {
                     let record = invoker.record(&live, &request);
                     if let Err(error) = invoker.run_background(record, request, permit).await {
-                        tracing::warn!(%function, tick = %scheduled, error, "cron tick failed (not retried)");
+                        tracing::warn!(%function, tick = %scheduled, %error, "cron tick failed (not retried)");
                     }
                 }
                 Err(Refusal::Budget(block)) => {

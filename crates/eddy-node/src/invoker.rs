@@ -240,7 +240,7 @@ impl Invoker {
         request: Request<Full<Bytes>>,
         permit: Permit,
         keep: Keep,
-    ) -> Result<Collected, String> {
+    ) -> Result<Collected, RunFailure> {
         let live = record.live.clone();
         let (tx, rx) = oneshot::channel::<(Outcome, Option<String>)>();
         let report = move |report: InvocationReport| {
@@ -274,19 +274,14 @@ impl Invoker {
                 over_limit,
             });
         }
-        let (outcome, detail) = rx
-            .await
-            .map_err(|_| "the invocation ended without a report".to_string())?;
+        let (outcome, detail) = rx.await.map_err(|_| RunFailure::NoReport)?;
         match (outcome, answer) {
             (Outcome::Ok, Some(answer)) => Ok(answer),
             // The node stopped reading past its bound, which may have failed the guest's
             // writes: the bound is the reason, and the caller's to report.
             (_, Some(answer)) if answer.over_limit => Ok(answer),
-            (Outcome::Ok, None) => Err("the function gave no response".into()),
-            (other, _) => Err(match detail {
-                Some(detail) => format!("{}: {detail}", other.as_str()),
-                None => other.as_str().to_string(),
-            }),
+            (Outcome::Ok, None) => Err(RunFailure::NoResponse),
+            (outcome, _) => Err(RunFailure::Failed { outcome, detail }),
         }
     }
 
@@ -297,16 +292,34 @@ impl Invoker {
         record: Record,
         request: Request<Full<Bytes>>,
         permit: Permit,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunFailure> {
         let answer = self
             .run_collected(record, request, permit, Keep::Status)
             .await?;
         if answer.status.is_success() {
             Ok(())
         } else {
-            Err(format!("the function answered {}", answer.status.as_u16()))
+            Err(RunFailure::Answered(answer.status))
         }
     }
+}
+
+/// Why an invocation the node made itself did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    #[error("the invocation ended without a report")]
+    NoReport,
+    #[error("the function gave no response")]
+    NoResponse,
+    /// It trapped, timed out or hit a limit (`detail` says which, where the runtime knows).
+    #[error("{}{}", outcome.as_str(), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Failed {
+        outcome: Outcome,
+        detail: Option<String>,
+    },
+    /// It answered, with a status that is not 2xx (`run_background` only).
+    #[error("the function answered {}", .0.as_u16())]
+    Answered(http::StatusCode),
 }
 
 /// The status an invocation's record carries: the guest's, or the one the node answered.

@@ -69,6 +69,18 @@ impl Problem {
     }
 }
 
+impl From<crate::schedule::ScheduleError> for Problem {
+    fn from(e: crate::schedule::ScheduleError) -> Problem {
+        Problem::invalid(e.to_string())
+    }
+}
+
+impl From<crate::admission::ReservationDoesNotFit> for Problem {
+    fn from(e: crate::admission::ReservationDoesNotFit) -> Problem {
+        Problem::limit(e.to_string())
+    }
+}
+
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Problem {
         match e {

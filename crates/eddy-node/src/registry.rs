@@ -110,7 +110,7 @@ impl Registry {
                 })?;
             if let Err(problem) = registry.admission.configure(&function.name, live.admission) {
                 // Node limits lowered since the deploy: serve it without its reservation.
-                tracing::warn!(function = %function.name, problem, "reserved concurrency dropped");
+                tracing::warn!(function = %function.name, %problem, "reserved concurrency dropped");
                 let mut settings = live.admission;
                 settings.reserved = 0;
                 let _ = registry.admission.configure(&function.name, settings);
@@ -183,7 +183,7 @@ impl Registry {
         };
         self.admission
             .check(name, self.function_admission(&new.config))
-            .map_err(Problem::limit)?;
+            ?;
         let version = self
             .stores
             .functions
@@ -194,7 +194,7 @@ impl Registry {
         prepared_cache.insert(prepared.digest.clone(), prepared);
         self.admission
             .configure(name, live.admission)
-            .map_err(Problem::limit)?;
+            ?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(function = name, version = version.version, route = %version.config.route, compiled, "deployed");
         Ok(Deployed { version, compiled })
@@ -239,7 +239,7 @@ impl Registry {
         self.check_route_free(name, &target.config.route)?;
         self.admission
             .check(name, self.function_admission(&target.config))
-            .map_err(Problem::limit)?;
+            ?;
         let live = self.prepare_version(&mut prepared_cache, &target).await?;
         let owned = name.to_string();
         let target_version = target.version;
@@ -250,7 +250,7 @@ impl Registry {
             .await?;
         self.admission
             .configure(name, live.admission)
-            .map_err(Problem::limit)?;
+            ?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(
             function = name,
@@ -460,8 +460,7 @@ impl Registry {
             AllowRule::parse(rule).map_err(Problem::invalid)?;
         }
         if let Some(schedule) = &request.schedule {
-            crate::schedule::validate_schedule(schedule, self.clock.now_ms())
-                .map_err(Problem::invalid)?;
+            crate::schedule::validate_schedule(schedule, self.clock.now_ms())?;
         }
         if request.publish.len() > PUBLISH_RULES_MAX {
             return Err(Problem::limit(format!(

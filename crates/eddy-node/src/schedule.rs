@@ -13,6 +13,21 @@ use eddy_store::ScheduleSettings;
 /// one-second schedule down for more than a day counts its missed ticks as this many).
 const MISSED_TICKS_SCAN_MAX: u64 = 100_000;
 
+/// Why a deploy's schedule is refused.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "schedule `{expression}` is not a cron expression: {reason} (five fields `min hour day month weekday`, or six with seconds first, or @hourly/@daily/...)"
+    )]
+    NotCron { expression: String, reason: String },
+    #[error("schedule time zone `{name}` is not an IANA time zone name such as Europe/Paris")]
+    UnknownTimezone { name: String },
+    #[error("schedule `{expression}` never fires")]
+    NeverFires { expression: String },
+    #[error("schedule path `{path}` must be a path starting with `/`")]
+    NotAPath { path: String },
+}
+
 /// A parsed schedule.
 pub struct Schedule {
     cron: Cron,
@@ -22,29 +37,28 @@ pub struct Schedule {
 impl Schedule {
     /// Parse the cron expression (five fields, or six with seconds first) and time zone.
     /// Parses `settings`; an expression with no tick after `now_ms` is refused.
-    pub fn parse(settings: &ScheduleSettings, now_ms: i64) -> Result<Schedule, String> {
+    pub fn parse(settings: &ScheduleSettings, now_ms: i64) -> Result<Schedule, ScheduleError> {
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
             .parse(&settings.cron)
-            .map_err(|e| {
-                format!(
-                    "schedule `{}` is not a cron expression: {e} (five fields `min hour day month weekday`, or six with seconds first, or @hourly/@daily/...)",
-                    settings.cron
-                )
+            .map_err(|e| ScheduleError::NotCron {
+                expression: settings.cron.clone(),
+                reason: e.to_string(),
             })?;
         let timezone = settings
             .timezone
             .as_deref()
             .map(|tz| {
-                chrono_tz::Tz::from_str(tz).map_err(|_| {
-                    format!("schedule time zone `{tz}` is not an IANA time zone name such as Europe/Paris")
-                })
+                chrono_tz::Tz::from_str(tz)
+                    .map_err(|_| ScheduleError::UnknownTimezone { name: tz.to_owned() })
             })
             .transpose()?;
         let schedule = Schedule { cron, timezone };
         if schedule.next_after(now_ms).is_none() {
-            return Err(format!("schedule `{}` never fires", settings.cron));
+            return Err(ScheduleError::NeverFires {
+                expression: settings.cron.clone(),
+            });
         }
         Ok(schedule)
     }
@@ -88,14 +102,12 @@ impl Schedule {
 }
 
 /// Check a deploy's schedule at calendar time `now_ms`.
-pub fn validate_schedule(settings: &ScheduleSettings, now_ms: i64) -> Result<(), String> {
+pub fn validate_schedule(settings: &ScheduleSettings, now_ms: i64) -> Result<(), ScheduleError> {
     Schedule::parse(settings, now_ms)?;
     if let Some(path) = &settings.path
         && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err())
     {
-        return Err(format!(
-            "schedule path `{path}` must be a path starting with `/`"
-        ));
+        return Err(ScheduleError::NotAPath { path: path.clone() });
     }
     Ok(())
 }
@@ -137,14 +149,21 @@ pub(crate) mod tests {
             ("* * *", None, "not a cron expression"),
             ("* * * * *", Some("Mars/Olympus"), "not an IANA time zone"),
         ] {
-            let err = validate_schedule(&settings(cron, tz), 0).err().unwrap();
+            let err = validate_schedule(&settings(cron, tz), 0).unwrap_err().to_string();
             assert!(err.contains(why), "{cron}: {err}");
         }
         let mut bad_path = settings("* * * * *", None);
         bad_path.path = Some("jobs".into());
+        assert_eq!(
+            validate_schedule(&bad_path, 0).unwrap_err(),
+            ScheduleError::NotAPath {
+                path: "jobs".into()
+            }
+        );
         assert!(
             validate_schedule(&bad_path, 0)
                 .unwrap_err()
+                .to_string()
                 .contains("starting with `/`")
         );
     }
