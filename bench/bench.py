@@ -26,6 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EDDY = Path(os.environ.get("EDDY_BIN", ROOT / "target/release/eddy"))
+# BENCH_BASELINE_BIN=<another eddy>: the cold-start section runs that binary and EDDY_BIN in
+# turn, every repetition (order alternating), and reports them side by side, so drift on a
+# shared machine falls on both alike.
+BASELINE = Path(os.environ["BENCH_BASELINE_BIN"]) if os.environ.get("BENCH_BASELINE_BIN") else None
 NATIVE = ROOT / "target/release/native-hello"
 GUEST_CALL = ROOT / "target/release/guest-call"
 GUESTS = ROOT / "target/guests"
@@ -210,7 +214,8 @@ def leb128(n):
 class Node:
     """An `eddy serve` process on its own state directory."""
 
-    def __init__(self, state_dir, config=""):
+    def __init__(self, state_dir, config="", eddy=EDDY):
+        self.eddy = eddy
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.state_dir / "node.toml"
@@ -221,7 +226,7 @@ class Node:
         self.port, self.admin = free_port(), free_port()
         started = time.monotonic()
         self.proc = start(
-            [str(EDDY), "--state-dir", str(self.state_dir / "state"), "serve",
+            [str(self.eddy), "--state-dir", str(self.state_dir / "state"), "serve",
              "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin}",
              "--config", str(self.config_path)],
             env={**os.environ, "EDDY_LOG": "warn"},
@@ -389,47 +394,46 @@ def timed_first_request(url):
     return (time.monotonic() - started) * 1000
 
 
-def cold_starts(work):
+def cold_starts(work, binaries):
+    """{binary: {measurement: [ms]}}. Every repetition runs each binary in turn, the order
+    alternating, each on its own state directories."""
     hello = (GUESTS / "hello-rust.wasm").read_bytes()
     python = (GUESTS / "hello-python.wasm").read_bytes()
-    out = {}
+    out = {b: {} for b in binaries}
+    cold, restart = {}, {}
+    for n, b in enumerate(binaries):
+        # Without the incremental cache: every new component below compiles from nothing
+        # (with it, the same functions in another component would come from the cache; the
+        # redeploy section measures that).
+        cold[b] = Node(work / f"cold-{n}", NO_INCREMENTAL_NODE, eddy=b).start()
+        restart[b] = Node(work / f"restart-{n}", eddy=b).start()
+        restart[b].deploy("hello", hello)
+        restart[b].stop()
 
-    log(f"cold start: first request after deploy ({COLD_REPETITIONS}x)")
-    # Without the incremental cache: every new component below compiles from nothing
-    # (with it, the same functions in another component would come from the cache; the
-    # redeploy section measures that).
-    node = Node(work / "cold", NO_INCREMENTAL_NODE).start()
-    first = []
+    def record(b, label, value):
+        out[b].setdefault(label, []).append(value)
+
+    log(f"cold start: {COLD_REPETITIONS} repetitions of: first request after deploy, "
+        f"deploy-to-ready of a new Rust and Python component, node restart")
     for i in range(COLD_REPETITIONS):
-        node.deploy(f"f{i}", hello)
-        first.append(timed_first_request(node.url(f"/f{i}")))
-    out["first request after deploy (Rust)"] = first
-
-    log(f"cold start: deploy-to-ready, new component each time ({COLD_REPETITIONS}x Rust, Python)")
-    for label, component, name in [("Rust", hello, "r"), ("Python", python, "p")]:
-        times = []
-        for i in range(COLD_REPETITIONS):
-            fresh = with_custom_section(component, os.urandom(16))
-            started = time.monotonic()
-            result = node.deploy(f"{name}{i}", fresh)
-            assert result["compiled"], result
-            get(node.url(f"/{name}{i}"))
-            times.append((time.monotonic() - started) * 1000)
-        out[f"deploy-to-ready, new component ({label})"] = times
-    node.stop()
-
-    log(f"cold start: first request after restart ({COLD_REPETITIONS}x)")
-    node = Node(work / "restart").start()
-    node.deploy("hello", hello)
-    node.stop()
-    ready, first = [], []
-    for _ in range(COLD_REPETITIONS):
-        node.start()
-        ready.append(node.ready_s * 1000)
-        first.append(timed_first_request(node.url("/hello")))
-        node.stop()
-    out["node start to ready, 1 function (compiled code cached)"] = ready
-    out["first request after restart (Rust)"] = first
+        for b in (binaries if i % 2 == 0 else binaries[::-1]):
+            node = cold[b]
+            node.deploy(f"f{i}", hello)
+            record(b, "first request after deploy (Rust)", timed_first_request(node.url(f"/f{i}")))
+            for label, component, name in [("Rust", hello, "r"), ("Python", python, "p")]:
+                fresh = with_custom_section(component, os.urandom(16))
+                started = time.monotonic()
+                result = node.deploy(f"{name}{i}", fresh)
+                assert result["compiled"], result
+                get(node.url(f"/{name}{i}"))
+                record(b, f"deploy-to-ready, new component ({label})", (time.monotonic() - started) * 1000)
+            node = restart[b]
+            node.start()
+            record(b, "node start to ready, 1 function (compiled code cached)", node.ready_s * 1000)
+            record(b, "first request after restart (Rust)", timed_first_request(node.url("/hello")))
+            node.stop()
+    for b in binaries:
+        cold[b].stop()
     return out
 
 
@@ -860,6 +864,15 @@ def ms(v):
     return f"{v:.2f}"
 
 
+def describe_binary(path):
+    """What `eddy --version` says of a binary (its build's commit where it records one)."""
+    try:
+        return subprocess.run([str(path), "--version"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "version unknown"
+
+
 def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None, ws=None):
     lines = [f"## {info['date']} — {info['cores']} cores, {info['cpu']}", ""]
     lines.append(f"eddy `{info['eddy']}` (release), {info['wasmtime']}, {info['rustc']}, "
@@ -915,14 +928,30 @@ def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None,
             lines.append(f"| {guest} hello | {r['wasmtime']:.2f} | {r['wasmtime-epoch']:.2f} | {r['eddy']:.2f} | "
                          f"{r['eddy'] - r['wasmtime-epoch']:.2f} | {r['eddy-metered-cpu']:.2f} |")
         lines.append("")
-    if cold:
+    if cold and len(cold) == 1:
+        (values_of,) = cold.values()
         lines.append(f"### Cold start ({COLD_REPETITIONS} repetitions each)")
         lines.append("")
         lines.append("| measurement | median ms | p99 ms | min ms | max ms |")
         lines.append("|---|---:|---:|---:|---:|")
-        for label, values in cold.items():
+        for label, values in values_of.items():
             lines.append(f"| {label} | {ms(statistics.median(values))} | {ms(percentile(values, 99))} | "
                          f"{ms(min(values))} | {ms(max(values))} |")
+        lines.append("")
+    elif cold:
+        base, this = cold.values()
+        lines.append(f"### Cold start, two binaries interleaved ({COLD_REPETITIONS} repetitions each)")
+        lines.append("")
+        lines.append(f"Baseline `{BASELINE}` ({describe_binary(BASELINE)}) and this `{EDDY}` "
+                     f"({describe_binary(EDDY)}) in turn every repetition, the order alternating.")
+        lines.append("")
+        lines.append("| measurement | baseline median ms | this median ms | this/baseline | baseline min–max ms | this min–max ms |")
+        lines.append("|---|---:|---:|---:|---|---|")
+        for label in base:
+            b, t = base[label], this[label]
+            lines.append(f"| {label} | {ms(statistics.median(b))} | {ms(statistics.median(t))} | "
+                         f"{statistics.median(t) / statistics.median(b):.2f}× | "
+                         f"{ms(min(b))}–{ms(max(b))} | {ms(min(t))}–{ms(max(t))} |")
         lines.append("")
     if redeploy:
         lines.append(f"### Redeploying a Python function ({REDEPLOY_REPETITIONS} repetitions, a new node each)")
@@ -1026,7 +1055,8 @@ def main():
             info = machine()
             sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues,websockets").split(",")
             tput = throughput(work) if "throughput" in sections else None
-            cold = cold_starts(work) if "cold" in sections else None
+            binaries = [BASELINE, EDDY] if BASELINE else [EDDY]
+            cold = cold_starts(work, binaries) if "cold" in sections else None
             redeploy = redeploys(work) if "redeploy" in sections else None
             wait = cost_of_waiting(work) if "wait" in sections else None
             dens = density(work) if "density" in sections else None
