@@ -182,8 +182,7 @@ impl Registry {
             created_at_ms: self.clock.now_ms(),
         };
         self.admission
-            .check(name, self.function_admission(&new.config))
-            ?;
+            .check(name, self.function_admission(&new.config))?;
         let version = self
             .stores
             .functions
@@ -192,9 +191,7 @@ impl Registry {
         let live = self.live_function(&prepared, &version);
         let compiled = prepared.compiled;
         prepared_cache.insert(prepared.digest.clone(), prepared);
-        self.admission
-            .configure(name, live.admission)
-            ?;
+        self.admission.configure(name, live.admission)?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(function = name, version = version.version, route = %version.config.route, compiled, "deployed");
         Ok(Deployed { version, compiled })
@@ -238,8 +235,7 @@ impl Registry {
         .clone();
         self.check_route_free(name, &target.config.route)?;
         self.admission
-            .check(name, self.function_admission(&target.config))
-            ?;
+            .check(name, self.function_admission(&target.config))?;
         let live = self.prepare_version(&mut prepared_cache, &target).await?;
         let owned = name.to_string();
         let target_version = target.version;
@@ -248,9 +244,7 @@ impl Registry {
             .functions
             .set_live_version(&owned, target_version)
             .await?;
-        self.admission
-            .configure(name, live.admission)
-            ?;
+        self.admission.configure(name, live.admission)?;
         self.publish(&mut prepared_cache, self.routes.load().with(live));
         tracing::info!(
             function = name,

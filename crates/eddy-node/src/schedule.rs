@@ -50,8 +50,9 @@ impl Schedule {
             .timezone
             .as_deref()
             .map(|tz| {
-                chrono_tz::Tz::from_str(tz)
-                    .map_err(|_| ScheduleError::UnknownTimezone { name: tz.to_owned() })
+                chrono_tz::Tz::from_str(tz).map_err(|_| ScheduleError::UnknownTimezone {
+                    name: tz.to_owned(),
+                })
             })
             .transpose()?;
         let schedule = Schedule { cron, timezone };
@@ -149,7 +150,9 @@ pub(crate) mod tests {
             ("* * *", None, "not a cron expression"),
             ("* * * * *", Some("Mars/Olympus"), "not an IANA time zone"),
         ] {
-            let err = validate_schedule(&settings(cron, tz), 0).unwrap_err().to_string();
+            let err = validate_schedule(&settings(cron, tz), 0)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{cron}: {err}");
         }
         let mut bad_path = settings("* * * * *", None);
