@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use common::{Node, REACH_LOOPBACK, WsClient, stdout_ok, ws_expect};
+use common::{Node, REACH_LOOPBACK, WsClient, shared_compile_cache, stdout_ok, ws_expect};
 use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
@@ -144,7 +144,7 @@ async fn repo_api(lang: &str) {
             ("\"api.github.com\"", format!("\"{github}\"")),
         ],
     );
-    let node = Node::start_with_config(REACH_LOOPBACK);
+    let node = Node::start_with_config(&format!("{REACH_LOOPBACK}{}", shared_compile_cache()));
     deploy(&node, &project, &function);
 
     let found = node.get(&format!("/{function}/octo/hello")).await;
@@ -286,7 +286,7 @@ async fn webhook(lang: &str) {
             ("\"hooks.example.com\"", format!("\"{hook}\"")),
         ],
     );
-    let node = Node::start_with_config(REACH_LOOPBACK);
+    let node = Node::start_with_config(&format!("{REACH_LOOPBACK}{}", shared_compile_cache()));
     deploy(&node, &project, &function);
 
     let sent = stdout_ok(&node.cli(&[
@@ -422,7 +422,7 @@ async fn event(client: &mut WsClient, what: &str) -> Value {
 async fn chat(lang: &str) {
     let function = format!("chat-{lang}");
     let (_work, project) = example_project(&function, &[]);
-    let node = Node::start();
+    let node = Node::start_with_config(&shared_compile_cache());
     deploy(&node, &project, &function);
 
     let help = node.get(&format!("/{function}")).await;

@@ -12,7 +12,7 @@ use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Node, eddy_in, stderr_err, stdout_ok};
+use common::{Node, eddy_in, shared_compile_cache, stderr_err, stdout_ok};
 
 fn eddy(dir: &Path, args: &[&str]) -> Output {
     eddy_in(dir).args(args).output().unwrap()
@@ -37,7 +37,7 @@ async fn first_function(
     assert!(out.contains(&format!("cd {name}")), "{out}");
     let project = work.path().join(name);
 
-    let node = Node::start();
+    let node = Node::start_with_config(&shared_compile_cache());
     let deploy = node.cli_in(&project, &["deploy"]);
     let out = stdout_ok(&deploy);
     let err = String::from_utf8_lossy(&deploy.stderr);

@@ -15,6 +15,19 @@ use serde_json::Value;
 /// the operator's opening, which no deployer's allowlist can give (docs/security.md).
 pub const REACH_LOOPBACK: &str = "outbound_allow_networks = [\"127.0.0.0/8\"]\n";
 
+/// Node config (top-level keys) for the tests that build and deploy Python and JavaScript
+/// functions: with `EDDY_TEST_COMPILE_CACHE` set (scripts/test sets it to a directory of its
+/// own for the run), their nodes share that compile cache, so the functions of the
+/// interpreter that every such component carries come from Cranelift's incremental cache
+/// after the first, as they do on one node deploying many functions. Unset: each node has
+/// its own cache, in its state directory.
+pub fn shared_compile_cache() -> String {
+    match std::env::var("EDDY_TEST_COMPILE_CACHE") {
+        Ok(dir) => format!("cache_dir = {}\n", serde_json::to_string(&dir).unwrap()),
+        Err(_) => String::new(),
+    }
+}
+
 /// How long a node gets to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
