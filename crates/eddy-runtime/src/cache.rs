@@ -164,7 +164,7 @@ impl CompileCache {
         let path = self.entry_path(digest);
         let stored = component
             .serialize()
-            .and_then(|bytes| Ok(write_atomically(&path, &bytes)?));
+            .and_then(|bytes| Ok(write_atomically(&path, &bytes, Sync::Durable)?));
         if let Err(e) = stored {
             tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "cannot write compile-cache entry; continuing without it");
         }
@@ -180,7 +180,7 @@ impl CompileCache {
     ) -> wasmtime::Result<Component> {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let path = self.entry_path(digest);
-        match write_atomically(&path, artifact) {
+        match write_atomically(&path, artifact, Sync::Durable) {
             // SAFETY: the file was written just above, 0600 in our private directory, from
             // the output of our own compile worker (this executable) serializing with the
             // same code settings; Wasmtime re-checks the header and engine settings.
@@ -202,14 +202,14 @@ impl CompileCache {
 /// Writes `bytes` to a temporary file beside `path` and renames it into place, so a reader
 /// or a crash never sees half a file. The temporary name is unique per write: Cranelift
 /// compiles on several threads, and two of them may store the same key at once.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8], sync: Sync) -> io::Result<()> {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let tmp = path.with_extension(format!(
         "tmp{}-{}",
         std::process::id(),
         WRITES.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = write_new_private(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let written = write_new(&tmp, bytes, sync).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -219,6 +219,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Write `bytes` to a new file at `path`, mode 0600. Fails if anything (a planted symlink
 /// included) is already there.
 pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_new(path, bytes, Sync::Durable)
+}
+
+/// Whether a write waits for the disk.
+#[derive(Clone, Copy, PartialEq)]
+enum Sync {
+    /// `fsync` before returning.
+    Durable,
+    /// Left to the kernel: for entries that prove themselves whole when read.
+    Unsynced,
+}
+
+fn write_new(path: &Path, bytes: &[u8], sync: Sync) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -228,7 +241,10 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    if sync == Sync::Durable {
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Cranelift's incremental compilation cache, on disk: the machine code of single functions,
@@ -237,9 +253,16 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// the machine code of every function that did not change, across deploys, functions and
 /// restarts.
 ///
-/// One file per entry, `<dir>/<sha256 of the key>`, written to a temporary file and renamed.
+/// One file per entry, `<dir>/<sha256 of the key>`, written to a temporary file and renamed:
+/// the value, then the SHA-256 of the value (`ENTRY_DIGEST_BYTES`). Entries are not synced to
+/// disk: syncing each of the 10,000-odd functions of a Python or JavaScript component
+/// doubled its first deploy (bench/RESULTS.md 2026-12-05). An entry a crash cut short or a
+/// disk changed fails its digest and is a miss (and removed), never machine code.
 /// The total is bounded by `bytes_max`: at start the least recently used entries go until
 /// the rest fit in three quarters of it; while running, entries past it are not stored.
+/// Bytes after each incremental entry's value: its SHA-256.
+const ENTRY_DIGEST_BYTES: u64 = 32;
+
 #[derive(Debug)]
 pub(crate) struct IncrementalStore {
     dir: PathBuf,
@@ -267,7 +290,8 @@ impl IncrementalStore {
                 continue;
             }
             let used = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-            entries.push((used, meta.len(), entry.path()));
+            let value_len = meta.len().saturating_sub(ENTRY_DIGEST_BYTES);
+            entries.push((used, value_len, entry.path()));
         }
         let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
         if total > bytes_max {
@@ -341,6 +365,17 @@ impl wasmtime::CacheStore for IncrementalStore {
             .ok()?;
         let mut value = Vec::new();
         file.read_to_end(&mut value).ok()?;
+        if !take_digest(&mut value) {
+            let len = (value.len() as u64).saturating_sub(ENTRY_DIGEST_BYTES);
+            if std::fs::remove_file(self.path(key)).is_ok() {
+                let _ = self
+                    .bytes
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bytes| {
+                        Some(bytes.saturating_sub(len))
+                    });
+            }
+            return None;
+        }
         self.hits.fetch_add(1, Ordering::Relaxed);
         // Recently used: kept first when the store is trimmed at start.
         let _ = file.set_modified(std::time::SystemTime::now());
@@ -357,7 +392,9 @@ impl wasmtime::CacheStore for IncrementalStore {
         if reserved.is_err() {
             return false;
         }
-        if write_atomically(&self.path(key), &value).is_err() {
+        let mut entry = value;
+        entry.extend_from_slice(&digest(&entry));
+        if write_atomically(&self.path(key), &entry, Sync::Unsynced).is_err() {
             self.bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
@@ -365,6 +402,24 @@ impl wasmtime::CacheStore for IncrementalStore {
         self.inserted_bytes.fetch_add(len, Ordering::Relaxed);
         true
     }
+}
+
+fn digest(bytes: &[u8]) -> [u8; ENTRY_DIGEST_BYTES as usize] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
+
+/// Strips the digest off an entry read from disk; false if it is not there or does not match
+/// (`entry` is then the whole file, for its length).
+fn take_digest(entry: &mut Vec<u8>) -> bool {
+    let Some(value_len) = entry.len().checked_sub(ENTRY_DIGEST_BYTES as usize) else {
+        return false;
+    };
+    if digest(&entry[..value_len]) != entry[value_len..] {
+        return false;
+    }
+    entry.truncate(value_len);
+    true
 }
 
 #[cfg(test)]
@@ -389,6 +444,37 @@ mod tests {
         let again = IncrementalStore::open(dir.path(), 1000).unwrap();
         assert_eq!(again.get(b"k").as_deref(), Some(&[1, 2, 3][..]));
         assert_eq!(again.bytes(), 3);
+    }
+
+    #[test]
+    fn an_entry_cut_short_or_changed_on_disk_is_a_miss_not_machine_code() {
+        type Damage = fn(&mut Vec<u8>);
+        let damages: [(&str, Damage); 3] = [
+            ("cut short", |bytes| bytes.truncate(bytes.len() - 10)),
+            ("a changed byte", |bytes| bytes[3] ^= 1),
+            ("empty", |bytes| bytes.clear()),
+        ];
+        for (damage, apply) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let store = IncrementalStore::open(dir.path(), 1000).unwrap();
+            assert!(store.insert(b"k", vec![7; 100]), "{damage}");
+            assert_eq!(store.get(b"k").as_deref(), Some(&[7; 100][..]), "{damage}");
+            // What a crash can leave when the data never reached the disk, or a disk's fault.
+            let path = store.path(b"k");
+            let mut bytes = std::fs::read(&path).unwrap();
+            apply(&mut bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(store.get(b"k"), None, "{damage}: a damaged entry is a miss");
+            assert!(!path.exists(), "{damage}: and it is removed");
+            assert_eq!(
+                store.counts(),
+                (1, 1),
+                "{damage}: one hit, before the damage"
+            );
+            // Compiled again, it is stored again.
+            assert!(store.insert(b"k", vec![7; 100]), "{damage}");
+            assert_eq!(store.get(b"k").as_deref(), Some(&[7; 100][..]), "{damage}");
+        }
     }
 
     #[test]
