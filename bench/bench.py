@@ -594,6 +594,8 @@ def density(work):
     }
 
 
+# Node config (top-level keys) letting functions reach this machine's loopback.
+REACH_LOOPBACK = 'outbound_allow_networks = ["127.0.0.0/8"]\n'
 QUEUE_BATCHES = {1: 20_000, 100: 200_000}
 QUEUE_PUBLISHERS = 2
 QUEUE_PUBLISH_CHUNK = 1000
@@ -619,7 +621,9 @@ def queue_throughput(work):
     queue is empty (every message acknowledged, so committed twice more)."""
     import threading
     results = {}
-    node = Node(work / "queues").start()
+    # The latency part's consumer relays each delivery to a recorder on loopback, which only
+    # the operator can open to functions.
+    node = Node(work / "queues", config=REACH_LOOPBACK).start()
     try:
         node.deploy("sink", (GUESTS / "hello-rust.wasm").read_bytes(), {"reuse": True})
         for batch, total in QUEUE_BATCHES.items():
@@ -723,6 +727,9 @@ def queue_latency(node):
             time.sleep(0.05)
         with lock:
             latencies = [(arrived[i] - t) * 1000 for i, t in sent.items() if i in arrived]
+        if not latencies:
+            raise RuntimeError(f"queue latency: none of {len(sent)} deliveries reached the recorder "
+                               f"on 127.0.0.1:{port} (is loopback open to functions?)")
         return {"count": len(latencies), "sent": len(sent),
                 "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
                 "max_ms": max(latencies)}
