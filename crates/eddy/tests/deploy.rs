@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{Node, PROMPTLY, guest, guest_bytes, stderr_err, stdout_ok, wait_until};
+use common::{
+    Node, PROMPTLY, guest, guest_bytes, shared_compile_cache, stderr_err, stdout_ok, wait_until,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,7 +438,7 @@ async fn the_control_api_needs_the_token_and_health_needs_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_component_built_by_componentize_py_deploys_and_serves() {
-    let node = Node::start();
+    let node = Node::start_with_config(&shared_compile_cache());
     node.deploy_ok("py", "hello-python", json!({})).await;
     for _ in 0..3 {
         let reply = node.get("/py").await;
