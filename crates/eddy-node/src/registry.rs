@@ -451,7 +451,7 @@ impl Registry {
             )));
         }
         for rule in &request.allow_outbound {
-            AllowRule::parse(rule).map_err(Problem::invalid)?;
+            AllowRule::parse(rule).map_err(|e| Problem::invalid(e.to_string()))?;
         }
         if let Some(schedule) = &request.schedule {
             crate::schedule::validate_schedule(schedule, self.clock.now_ms())?;
@@ -539,7 +539,7 @@ impl Registry {
             .filter_map(|rule| match AllowRule::parse(rule) {
                 Ok(rule) => Some(rule),
                 Err(problem) => {
-                    tracing::warn!(function = %version.function, problem, "outbound rule ignored");
+                    tracing::warn!(function = %version.function, %problem, "outbound rule ignored");
                     None
                 }
             })

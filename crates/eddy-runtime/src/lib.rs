@@ -28,7 +28,7 @@ pub use compiler::{CompileLimits, CompilerCommand};
 pub use engine::{DeployError, Prepared, Runtime, RuntimeError};
 pub use invoke::{Answer, Deployment, DeploymentSettings, Failure, InvocationReport, Outcome};
 pub use limits::{FunctionLimits, OutboundConfig, PoolingConfig, ReuseConfig, RuntimeConfig};
-pub use outbound::{AllowRule, PLATFORM_HOST, Platform};
+pub use outbound::{AllowRule, InvalidAllowRule, PLATFORM_HOST, Platform};
 /// The error of a [`PlatformBody`].
 pub use wasmtime_wasi_http::Error as PlatformBodyError;
 /// The body type of requests to and answers from [`Platform`].

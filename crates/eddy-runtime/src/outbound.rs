@@ -232,14 +232,25 @@ pub struct AllowRule {
     path: String,
 }
 
+/// An outbound rule that does not parse: the rule as given and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "outbound rule `{rule}` is invalid: {why} (expected `*`, `host`, `host:port`, `host:*`, `*.domain` or a URL such as `https://api.example.com`)"
+)]
+pub struct InvalidAllowRule {
+    pub rule: String,
+    pub why: &'static str,
+}
+
 impl AllowRule {
     /// Parse `*`, `host`, `host:port`, `host:*`, `*.domain`, or a URL
     /// (`https://host[:port][/path]`).
-    pub fn parse(text: &str) -> Result<AllowRule, String> {
-        let bad = |why: &str| {
-            Err(format!(
-                "outbound rule `{text}` is invalid: {why} (expected `*`, `host`, `host:port`, `host:*`, `*.domain` or a URL such as `https://api.example.com`)"
-            ))
+    pub fn parse(text: &str) -> Result<AllowRule, InvalidAllowRule> {
+        let bad = |why: &'static str| {
+            Err(InvalidAllowRule {
+                rule: text.to_string(),
+                why,
+            })
         };
         let text = text.trim();
         if text == "*" {
@@ -537,7 +548,7 @@ mod tests {
             ("ex ample.com", "not a host"),
             ("[::1", "no closing"),
         ] {
-            let err = AllowRule::parse(rule).unwrap_err();
+            let err = AllowRule::parse(rule).unwrap_err().to_string();
             assert!(err.contains(why), "{rule}: {err}");
         }
     }

@@ -17,6 +17,7 @@ use crate::cost::{
     self, DAY_MS, FORECAST_TRAILING_DAYS, PriceSheet, ReportQuery, price_sheets, sheets,
 };
 use crate::error::ApiError;
+use crate::problem::Problem;
 
 /// The cost routes, merged under `/v1`.
 pub fn routes() -> Router<ApiState> {
@@ -204,7 +205,7 @@ async fn put_budget(
     let all = price_sheets(&state.parts).await?;
     settings
         .validate(&all, &state.budget_webhook_hosts)
-        .map_err(ApiError::bad_request)?;
+        .map_err(Problem::from)?;
     let text = serde_json::to_string(&settings)
         .map_err(|e| ApiError::internal("the budget does not encode", e))?;
     let owned = scope.clone();

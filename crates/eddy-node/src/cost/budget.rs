@@ -58,49 +58,101 @@ fn default_pause_background_percent() -> f64 {
     DEFAULT_PAUSE_BACKGROUND_PERCENT
 }
 
+/// Why budget settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error(
+        "monthly_usd must be greater than 0 (from {MONTHLY_USD_MIN} to {MONTHLY_USD_MAX}), not {0}"
+    )]
+    MonthlyUsd(f64),
+    #[error("no price sheet named `{sheet}`; the node has: {known}")]
+    UnknownSheet { sheet: String, known: String },
+    #[error(
+        "a hard cap on `{0}` would save nothing: a machine costs its price per hour whether requests run or not. Use alerts alone on a machine sheet, or cap on a per-invocation sheet"
+    )]
+    HardCapOnMachineSheet(String),
+    #[error("{0} alert thresholds; a budget has at most {ALERT_PERCENTS_MAX}")]
+    TooManyAlerts(usize),
+    #[error("alert threshold {0}% is not above 0% and at most {ALERT_PERCENT_CEILING}%")]
+    AlertPercent(f64),
+    #[error(
+        "pause_background_percent {0} must be above 0 and at most 100: background work pauses before interactive requests are refused at 100%"
+    )]
+    PauseBackgroundPercent(f64),
+    #[error(transparent)]
+    Webhook(#[from] WebhookRefused),
+}
+
+/// Why a budget's webhook may not be called.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRefused {
+    #[error("webhook `{url}` is not a URL: {source}")]
+    NotAUrl {
+        url: String,
+        source: http::uri::InvalidUri,
+    },
+    #[error("webhook `{0}` must be an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("webhook `{0}` has no host")]
+    NoHost(String),
+    #[error(
+        "webhook host `{host}` is not in the node's budget_webhook_hosts ({allowed}); add it to the node's config file"
+    )]
+    HostNotAllowed { host: String, allowed: String },
+}
+
+impl From<BudgetError> for Problem {
+    fn from(e: BudgetError) -> Problem {
+        Problem::invalid(e.to_string())
+    }
+}
+
+/// Why an alert's POST failed.
+#[derive(Debug, thiserror::Error)]
+enum WebhookFailure {
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    #[error("no answer within budget_webhook_timeout_ms ({0} ms)")]
+    Timeout(u128),
+    #[error("{0}")]
+    Send(#[from] hyper_util::client::legacy::Error),
+    #[error("the webhook answered {0}")]
+    Status(http::StatusCode),
+}
+
 impl BudgetSettings {
     /// Checks the settings against the node's sheets and webhook allowlist.
-    pub fn validate(&self, sheets: &[PriceSheet], webhook_hosts: &[String]) -> Result<(), String> {
+    pub fn validate(
+        &self,
+        sheets: &[PriceSheet],
+        webhook_hosts: &[String],
+    ) -> Result<(), BudgetError> {
         if !(MONTHLY_USD_MIN..=MONTHLY_USD_MAX).contains(&self.monthly_usd) {
-            return Err(format!(
-                "monthly_usd must be greater than 0 (from {MONTHLY_USD_MIN} to {MONTHLY_USD_MAX}), not {}",
-                self.monthly_usd
-            ));
+            return Err(BudgetError::MonthlyUsd(self.monthly_usd));
         }
         let Some(sheet) = sheets.iter().find(|s| s.name == self.sheet) else {
             let names: Vec<&str> = sheets.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!(
-                "no price sheet named `{}`; the node has: {}",
-                self.sheet,
-                names.join(", ")
-            ));
+            return Err(BudgetError::UnknownSheet {
+                sheet: self.sheet.clone(),
+                known: names.join(", "),
+            });
         };
         if self.hard_cap && sheet.kind == SheetKind::Machine {
-            return Err(format!(
-                "a hard cap on `{}` would save nothing: a machine costs its price per hour whether requests run or not. Use alerts alone on a machine sheet, or cap on a per-invocation sheet",
-                self.sheet
-            ));
+            return Err(BudgetError::HardCapOnMachineSheet(self.sheet.clone()));
         }
         if self.alert_percents.len() > ALERT_PERCENTS_MAX {
-            return Err(format!(
-                "{} alert thresholds; a budget has at most {ALERT_PERCENTS_MAX}",
-                self.alert_percents.len()
-            ));
+            return Err(BudgetError::TooManyAlerts(self.alert_percents.len()));
         }
         if let Some(bad) = self
             .alert_percents
             .iter()
             .find(|p| !(p.is_finite() && **p > 0.0 && **p <= ALERT_PERCENT_CEILING))
         {
-            return Err(format!(
-                "alert threshold {bad}% is not above 0% and at most {ALERT_PERCENT_CEILING}%"
-            ));
+            return Err(BudgetError::AlertPercent(*bad));
         }
         let pause = self.pause_background_percent;
         if !(pause.is_finite() && pause > 0.0 && pause <= 100.0) {
-            return Err(format!(
-                "pause_background_percent {pause} must be above 0 and at most 100: background work pauses before interactive requests are refused at 100%"
-            ));
+            return Err(BudgetError::PauseBackgroundPercent(pause));
         }
         if let Some(url) = &self.webhook {
             webhook_allowed(url, webhook_hosts)?;
@@ -110,7 +162,7 @@ impl BudgetSettings {
 }
 
 /// Whether `url` is an http(s) URL whose host (any port) or `host:port` is in `hosts`.
-fn webhook_allowed(url: &str, hosts: &[String]) -> Result<(), String> {
+fn webhook_allowed(url: &str, hosts: &[String]) -> Result<(), WebhookRefused> {
     let allowed = webhook_authority(url)?;
     if hosts
         .iter()
@@ -118,33 +170,29 @@ fn webhook_allowed(url: &str, hosts: &[String]) -> Result<(), String> {
     {
         return Ok(());
     }
-    Err(format!(
-        "webhook host `{}` is not in the node's budget_webhook_hosts ({}); add it to the node's config file",
-        allowed.1,
-        if hosts.is_empty() {
+    Err(WebhookRefused::HostNotAllowed {
+        host: allowed.1,
+        allowed: if hosts.is_empty() {
             "empty".to_string()
         } else {
             hosts.join(", ")
-        }
-    ))
+        },
+    })
 }
 
 /// `(host, host:port)` of an http(s) URL.
-fn webhook_authority(url: &str) -> Result<(String, String), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("webhook `{url}` is not a URL: {e}"))?;
+fn webhook_authority(url: &str) -> Result<(String, String), WebhookRefused> {
+    let uri: http::Uri = url.parse().map_err(|source| WebhookRefused::NotAUrl {
+        url: url.to_string(),
+        source,
+    })?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => {
-            return Err(format!(
-                "webhook `{url}` must be an http:// or https:// URL"
-            ));
-        }
+        _ => return Err(WebhookRefused::NotHttp(url.to_string())),
     }
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("webhook `{url}` has no host"))?;
+        .ok_or_else(|| WebhookRefused::NoHost(url.to_string()))?;
     Ok((authority.host().to_string(), authority.as_str().to_string()))
 }
 
@@ -393,7 +441,7 @@ impl Watcher {
 }
 
 /// One POST of an alert; not retried (the next threshold sends again).
-async fn post_webhook(url: &str, body: String, timeout: Duration) -> Result<(), String> {
+async fn post_webhook(url: &str, body: String, timeout: Duration) -> Result<(), WebhookFailure> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
@@ -404,21 +452,14 @@ async fn post_webhook(url: &str, body: String, timeout: Duration) -> Result<(), 
     let request = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::USER_AGENT, "eddy-budget")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+        .body(Full::new(Bytes::from(body)))?;
     let response = tokio::time::timeout(timeout, client.request(request))
         .await
-        .map_err(|_| {
-            format!(
-                "no answer within budget_webhook_timeout_ms ({} ms)",
-                timeout.as_millis()
-            )
-        })?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| WebhookFailure::Timeout(timeout.as_millis()))??;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("the webhook answered {}", response.status()))
+        Err(WebhookFailure::Status(response.status()))
     }
 }
 
@@ -426,7 +467,7 @@ async fn post_webhook(url: &str, body: String, timeout: Duration) -> Result<(), 
 mod tests {
     use super::*;
 
-    fn settings(edit: impl FnOnce(&mut BudgetSettings)) -> Result<(), String> {
+    fn settings(edit: impl FnOnce(&mut BudgetSettings)) -> Result<(), BudgetError> {
         let mut s = BudgetSettings {
             monthly_usd: 10.0,
             sheet: "aws-lambda-x86".into(),
@@ -486,7 +527,7 @@ mod tests {
                 "http:// or https://",
             ),
         ] {
-            let err = settings(edit).unwrap_err();
+            let err = settings(edit).unwrap_err().to_string();
             assert!(err.contains(expect), "{err}");
         }
     }
