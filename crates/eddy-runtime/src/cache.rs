@@ -284,9 +284,14 @@ impl IncrementalStore {
                 continue;
             }
             let name = entry.file_name();
-            if name.to_string_lossy().contains(".tmp") {
-                // Left by a crash between write and rename.
-                let _ = std::fs::remove_file(entry.path());
+            let name = name.to_string_lossy();
+            if let Some((_, tmp)) = name.split_once(".tmp") {
+                // Being written by another process sharing the directory (a second node, a
+                // compile worker): left to it. Otherwise left by a crash between write and
+                // rename.
+                if !writer_is_alive(tmp) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             let used = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
@@ -404,6 +409,22 @@ impl wasmtime::CacheStore for IncrementalStore {
     }
 }
 
+/// Whether the process that names a temporary file (`<pid>-<n>`, `write_atomically`) is
+/// running. A pid the kernel gave to another process since keeps its file until a later
+/// start; nothing reads it.
+fn writer_is_alive(tmp_suffix: &str) -> bool {
+    let Some(Ok(pid)) = tmp_suffix.split('-').next().map(str::parse::<libc::pid_t>) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // Signal 0: only whether the process exists (EPERM: it does, as another user's).
+    // SAFETY: kill with signal 0 sends nothing; pid is positive, so it names one process.
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    exists || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 fn digest(bytes: &[u8]) -> [u8; ENTRY_DIGEST_BYTES as usize] {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes).into()
@@ -504,9 +525,24 @@ mod tests {
     }
 
     #[test]
+    fn a_starting_store_leaves_alone_what_a_live_process_is_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        // Being written by a live process (this one), as by another node sharing the directory.
+        let in_flight = dir.path().join(format!("abc.tmp{}-0", std::process::id()));
+        std::fs::write(&in_flight, [0; 10]).unwrap();
+        let store = IncrementalStore::open(dir.path(), 100).unwrap();
+        assert!(in_flight.exists(), "another writer's entry is left to it");
+        assert_eq!(store.bytes(), 0, "and is not counted as an entry");
+    }
+
+    #[test]
     fn leftovers_of_a_crash_are_removed_at_start() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("abc.tmp123-0"), [0; 10]).unwrap();
+        // Written by a process that is gone.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let name = format!("abc.tmp{}-0", gone.id());
+        std::fs::write(dir.path().join(name), [0; 10]).unwrap();
         let store = IncrementalStore::open(dir.path(), 100).unwrap();
         assert_eq!((store.bytes(), entries(dir.path())), (0, 0));
     }
