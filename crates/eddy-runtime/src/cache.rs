@@ -279,7 +279,13 @@ impl IncrementalStore {
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Renamed or removed since the directory was read: another process sharing it
+                // (a second node, a compile worker) finished writing or trimmed it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if !meta.is_file() {
                 continue;
             }
@@ -533,6 +539,31 @@ mod tests {
         let store = IncrementalStore::open(dir.path(), 100).unwrap();
         assert!(in_flight.exists(), "another writer's entry is left to it");
         assert_eq!(store.bytes(), 0, "and is not counted as an entry");
+    }
+
+    #[test]
+    fn a_store_opens_while_another_process_writes_entries_into_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = IncrementalStore::open(dir.path(), u64::MAX).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Temporary files appear and are renamed away, as another node's compiler's do
+                // (over the same 64 entries, so the directory stays small).
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(writer.insert(&(n % 64).to_le_bytes(), vec![1; 8]));
+                    n += 1;
+                }
+            })
+        };
+        for _ in 0..300 {
+            IncrementalStore::open(dir.path(), u64::MAX)
+                .expect("entries that vanish while the directory is read are not an error");
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
     }
 
     #[test]
