@@ -1,5 +1,6 @@
 //! The contracts of the node's durable state: one async trait per area, each method's doc
-//! comment saying what it promises. `sqlite.rs` implements them over SQLite; the
+//! comment saying what it promises. `sqlite.rs` implements them over SQLite, `postgres/`
+//! over Postgres for nodes that share their state; the
 //! conformance suite (`eddy_store::conformance`, feature `conformance`) checks that an
 //! implementation keeps them, and runs unchanged against every backend.
 //!
@@ -28,11 +29,13 @@
 //! returns them. Besides those, any method may fail because the backend did:
 //! `StoreError::Full` (or an error whose [`StoreError::is_full`] is true) when the database or
 //! its disk is full, `StoreError::Corrupt` when stored data breaks an invariant, and the
-//! backend's own errors (`StoreError::Sqlite`, `StoreError::Io`). Then, too, nothing of the
-//! call was stored.
+//! backend's own errors (`StoreError::Sqlite`, `StoreError::Postgres`, `StoreError::Io`), or
+//! `StoreError::Unavailable` (or an error whose [`StoreError::is_unavailable`] is true) when
+//! the database cannot be reached. Then, too, nothing of the call was stored.
 //!
 //! [`StoreError`]: crate::StoreError
 //! [`StoreError::is_full`]: crate::StoreError::is_full
+//! [`StoreError::is_unavailable`]: crate::StoreError::is_unavailable
 //!
 //! # What is not here
 //!
@@ -270,6 +273,10 @@ pub trait CostStore: Send + Sync {
 /// again, except one whose attempt count reached its queue consumer's `max_attempts`: it
 /// moves to the consumer's `dead_letter` queue, keeping its id and attempts, and counts as a
 /// failed attempt and a dead letter. An attempt that may have run counts.
+///
+/// Where several nodes share the stores (Postgres), "in flight" means held by the node
+/// opening them (the same node name as before its restart); the leases of other nodes are
+/// left to run out.
 ///
 /// The consumer, not the store, decides when a delivery was the last one: it settles
 /// [`Settle::DeadLetter`] instead of [`Settle::Retry`].

@@ -55,6 +55,13 @@ pub enum StoreError {
     /// SQLite refused or failed a statement.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Postgres refused or failed a statement, or the connection broke during one.
+    #[error("postgres: {}", crate::postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The store cannot be reached (no connection could be made or had in time): nothing of
+    /// the operation was stored, and retrying once it is back can succeed.
+    #[error("the store is unreachable: {0}")]
+    Unavailable(String),
     /// The file system failed while preparing the database file.
     #[error("{}: {source}", path.display())]
     Io {
@@ -73,6 +80,29 @@ impl StoreError {
         match self {
             StoreError::Full(_) => true,
             StoreError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            StoreError::Postgres(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the store could not be reached (the database is down, restarting, or cut off
+    /// from this node): the node keeps serving what it holds and retries.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Postgres(e) => match e.as_db_error() {
+                // Class 57 (operator intervention: shutdown, restart) and 08 (connection).
+                Some(db) => {
+                    let code = db.code().code();
+                    code.starts_with("57") || code.starts_with("08")
+                }
+                None => {
+                    e.is_closed()
+                        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                }
+            },
             _ => false,
         }
     }

@@ -8,8 +8,12 @@
 //! second ([`QueueStore`]). `Store`'s inherent methods are synchronous over one connection
 //! behind a mutex; its trait implementations run them on tokio's blocking pool.
 //!
+//! The Postgres backend ([`postgres::PgStores`]) keeps all six in one database that several
+//! nodes share.
+//!
 //! With the feature `conformance`, the module `conformance` is the test suite every backend
-//! passes unchanged; `tests/conformance_sqlite.rs` runs it against SQLite.
+//! passes unchanged; `tests/conformance_sqlite.rs` and `tests/conformance_postgres.rs` run it
+//! against each.
 //!
 //! The store knows nothing about HTTP or Wasmtime.
 
@@ -19,6 +23,7 @@ pub mod contract;
 mod cost;
 mod error;
 mod invocations;
+pub mod postgres;
 pub mod queues;
 mod rollups;
 mod schema;

@@ -163,12 +163,12 @@ fn row_rollup_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<
     }))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<String> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value)
         .map_err(|e| StoreError::Corrupt(format!("rollup does not encode as JSON: {e}")))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Corrupt(format!("stored rollup is not valid JSON: {e}")))
 }

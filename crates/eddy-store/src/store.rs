@@ -257,7 +257,7 @@ pub(crate) fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_hash";
+pub(crate) const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_hash";
 
 const VERSION_COLUMNS: &str =
     "v.function, v.version, v.digest, v.size_bytes, v.config, v.created_at_ms";
@@ -268,18 +268,18 @@ const FUNCTION_SELECT: &str = "SELECT f.name, f.updated_at_ms,
         v.function, v.version, v.digest, v.size_bytes, v.config, v.created_at_ms
     FROM functions f JOIN versions v ON v.function = f.name AND v.version = f.live_version";
 
-/// A version row before its config JSON is decoded.
-struct VersionRow {
-    function: String,
-    version: u32,
-    digest: String,
-    size_bytes: u64,
-    config: String,
-    created_at_ms: i64,
+/// A version row before its config JSON is decoded (every backend reads one).
+pub(crate) struct VersionRow {
+    pub(crate) function: String,
+    pub(crate) version: u32,
+    pub(crate) digest: String,
+    pub(crate) size_bytes: u64,
+    pub(crate) config: String,
+    pub(crate) created_at_ms: i64,
 }
 
 impl VersionRow {
-    fn decode(self) -> Result<VersionRecord> {
+    pub(crate) fn decode(self) -> Result<VersionRecord> {
         let config = serde_json::from_str(&self.config).map_err(|e| {
             StoreError::Corrupt(format!(
                 "config of version {} of `{}`: {e}",
@@ -298,15 +298,15 @@ impl VersionRow {
 }
 
 /// A function row before its live version's config JSON is decoded.
-struct FunctionRow {
-    name: String,
-    updated_at_ms: i64,
-    version_count: u32,
-    live: VersionRow,
+pub(crate) struct FunctionRow {
+    pub(crate) name: String,
+    pub(crate) updated_at_ms: i64,
+    pub(crate) version_count: u32,
+    pub(crate) live: VersionRow,
 }
 
 impl FunctionRow {
-    fn decode(self) -> Result<FunctionRecord> {
+    pub(crate) fn decode(self) -> Result<FunctionRecord> {
         Ok(FunctionRecord {
             name: self.name,
             live: self.live.decode()?,
@@ -396,12 +396,12 @@ fn has_component(conn: &Connection, digest: &str) -> Result<bool> {
     Ok(found.is_some())
 }
 
-fn encode_config(config: &VersionConfig) -> Result<String> {
+pub(crate) fn encode_config(config: &VersionConfig) -> Result<String> {
     serde_json::to_string(config)
         .map_err(|e| StoreError::Corrupt(format!("version config does not encode as JSON: {e}")))
 }
 
-fn function_not_found(name: &str) -> StoreError {
+pub(crate) fn function_not_found(name: &str) -> StoreError {
     StoreError::NotFound {
         what: format!("function `{name}`"),
     }

@@ -1,0 +1,455 @@
+//! [`InvocationStore`] and [`CostStore`] on Postgres. Appends hold the `INVOCATIONS` lock so
+//! ids are given in commit order (a cursor never passes a record that commits later);
+//! rollup merges hold `ROLLUPS` so two nodes adding to one minute both count.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{PgStores, big, lock, locks, unsigned};
+use crate::contract::{CostStore, InvocationStore};
+use crate::rollups::{decode, encode};
+use crate::store::now_ms;
+use crate::{
+    BudgetRecord, InvocationRecord, LatencyHistogram, NewInvocation, Result, Retention, Rollup,
+};
+
+const COLUMNS: &str = "id, function, version, at_ms, method, path, status, outcome, duration_us, \
+     log, cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes";
+
+fn invocation_row(row: &Row) -> Result<InvocationRecord> {
+    let u = |i: usize, what: &str| -> Result<u64> { unsigned(row.try_get(i)?, what) };
+    Ok(InvocationRecord {
+        id: row.try_get(0)?,
+        invocation: NewInvocation {
+            function: row.try_get(1)?,
+            version: u32::try_from(row.try_get::<_, i32>(2)?).unwrap_or(0),
+            at_ms: row.try_get(3)?,
+            method: row.try_get(4)?,
+            path: row.try_get(5)?,
+            status: u16::try_from(row.try_get::<_, i32>(6)?).unwrap_or(0),
+            outcome: row.try_get(7)?,
+            duration_us: u(8, "duration_us")?,
+            log: row.try_get(9)?,
+            cpu_us: u(10, "cpu_us")?,
+            instantiate_us: row
+                .try_get::<_, Option<i64>>(11)?
+                .map(|n| unsigned(n, "instantiate_us"))
+                .transpose()?,
+            memory_bytes_peak: u(12, "memory_bytes_peak")?,
+            request_bytes: u(13, "request_bytes")?,
+            response_bytes: u(14, "response_bytes")?,
+        },
+    })
+}
+
+/// A limit as Postgres's `LIMIT` takes it (anything larger means "no limit").
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+const ROLLUP_COLUMNS: &str = "invocations, errors, rejected, cold_starts, wall_us, cpu_us, \
+     instantiate_us, request_bytes, response_bytes, memory_bytes_peak, outcomes, latency, \
+     connection_ms, billed_ms, memory_limit_bytes";
+
+/// Reads the `ROLLUP_COLUMNS` starting at `at`.
+fn rollup_row(row: &Row, at: usize) -> Result<Rollup> {
+    let u = |i: usize| -> Result<u64> { unsigned(row.try_get(at + i)?, "a rollup total") };
+    let outcomes: String = row.try_get(at + 10)?;
+    let latency: String = row.try_get(at + 11)?;
+    Ok(Rollup {
+        invocations: u(0)?,
+        errors: u(1)?,
+        rejected: u(2)?,
+        cold_starts: u(3)?,
+        wall_us: u(4)?,
+        cpu_us: u(5)?,
+        instantiate_us: u(6)?,
+        request_bytes: u(7)?,
+        response_bytes: u(8)?,
+        memory_bytes_peak: u(9)?,
+        outcomes: decode(&outcomes)?,
+        latency: decode::<LatencyHistogram>(&latency)?,
+        connection_ms: u(12)?,
+        billed_ms: u(13)?,
+        memory_limit_bytes: u(14)?,
+    })
+}
+
+/// Reads what prices a minute: `function, minute, invocations, wall_us, cpu_us, billed_ms,
+/// memory_limit_bytes`.
+fn cost_row(row: &Row) -> Result<(String, i64, Rollup)> {
+    let u = |i: usize| -> Result<u64> { unsigned(row.try_get(i)?, "a cost total") };
+    Ok((
+        row.try_get(0)?,
+        row.try_get(1)?,
+        Rollup {
+            invocations: u(2)?,
+            wall_us: u(3)?,
+            cpu_us: u(4)?,
+            billed_ms: u(5)?,
+            memory_limit_bytes: u(6)?,
+            ..Rollup::default()
+        },
+    ))
+}
+
+fn budget_row(row: &Row) -> Result<BudgetRecord> {
+    Ok(BudgetRecord {
+        scope: row.try_get(0)?,
+        settings: row.try_get(1)?,
+        alerted_month: row.try_get(2)?,
+        alerted_percent: row.try_get(3)?,
+    })
+}
+
+#[async_trait]
+impl InvocationStore for PgStores {
+    async fn append_invocations(
+        &self,
+        batch: Vec<NewInvocation>,
+        retention: Retention,
+    ) -> Result<()> {
+        let Some(newest_at_ms) = batch.iter().map(|inv| inv.at_ms).max() else {
+            return Ok(());
+        };
+        let cutoff_ms = now_ms()
+            .max(newest_at_ms)
+            .saturating_sub(retention.retention_ms);
+        let keep = sql_limit(retention.invocations_per_function_max);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock(&tx, locks::INVOCATIONS).await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO invocations
+                     (function, version, at_ms, method, path, status, outcome, duration_us, log,
+                      cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+                 WHERE EXISTS (SELECT 1 FROM functions WHERE name = $1)",
+            )
+            .await?;
+        for inv in &batch {
+            let version = i32::try_from(inv.version).unwrap_or(i32::MAX);
+            let status = i32::from(inv.status);
+            let (duration, cpu, peak, request, response) = (
+                big(inv.duration_us),
+                big(inv.cpu_us),
+                big(inv.memory_bytes_peak),
+                big(inv.request_bytes),
+                big(inv.response_bytes),
+            );
+            let instantiate = inv.instantiate_us.map(big);
+            let params: [&(dyn ToSql + Sync); 14] = [
+                &inv.function,
+                &version,
+                &inv.at_ms,
+                &inv.method,
+                &inv.path,
+                &status,
+                &inv.outcome,
+                &duration,
+                &inv.log,
+                &cpu,
+                &instantiate,
+                &peak,
+                &request,
+                &response,
+            ];
+            tx.execute(&insert, &params).await?;
+        }
+        tx.execute("DELETE FROM invocations WHERE at_ms < $1", &[&cutoff_ms])
+            .await?;
+        let functions: BTreeSet<&str> = batch.iter().map(|inv| inv.function.as_str()).collect();
+        for function in functions {
+            // Deletes everything at or below the id of the first record past the newest `keep`.
+            tx.execute(
+                "DELETE FROM invocations WHERE function = $1 AND id <= (
+                     SELECT id FROM invocations WHERE function = $1
+                     ORDER BY id DESC LIMIT 1 OFFSET $2)",
+                &[&function, &keep],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn expire_invocations(&self, retention: Retention) -> Result<usize> {
+        let cutoff_ms = now_ms().saturating_sub(retention.retention_ms);
+        let deleted = self
+            .client()
+            .await?
+            .execute("DELETE FROM invocations WHERE at_ms < $1", &[&cutoff_ms])
+            .await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
+    async fn invocations_after(
+        &self,
+        function: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<InvocationRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM invocations WHERE function = $1 AND id > $2
+                     ORDER BY id LIMIT $3"
+                ),
+                &[&function, &after_id, &sql_limit(limit)],
+            )
+            .await?;
+        rows.iter().map(invocation_row).collect()
+    }
+
+    async fn invocations_tail(
+        &self,
+        function: &str,
+        limit: usize,
+    ) -> Result<Vec<InvocationRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT * FROM (SELECT {COLUMNS} FROM invocations WHERE function = $1
+                                    ORDER BY id DESC LIMIT $2) newest
+                     ORDER BY id"
+                ),
+                &[&function, &sql_limit(limit)],
+            )
+            .await?;
+        rows.iter().map(invocation_row).collect()
+    }
+
+    async fn add_rollups(
+        &self,
+        mut rollups: Vec<(String, i64, Rollup)>,
+        cutoff_ms: i64,
+    ) -> Result<()> {
+        rollups.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock(&tx, locks::ROLLUPS).await?;
+        let read = tx
+            .prepare_cached(&format!(
+                "SELECT {ROLLUP_COLUMNS} FROM invocation_minutes
+                 WHERE function = $1 AND minute_ms = $2"
+            ))
+            .await?;
+        let write = tx
+            .prepare_cached(
+                "INSERT INTO invocation_minutes
+                     (function, minute_ms, invocations, errors, rejected, cold_starts, wall_us,
+                      cpu_us, instantiate_us, request_bytes, response_bytes, memory_bytes_peak,
+                      outcomes, latency, connection_ms, billed_ms, memory_limit_bytes)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+                 WHERE EXISTS (SELECT 1 FROM functions WHERE name = $1)
+                 ON CONFLICT (function, minute_ms) DO UPDATE SET
+                     invocations = excluded.invocations, errors = excluded.errors,
+                     rejected = excluded.rejected, cold_starts = excluded.cold_starts,
+                     wall_us = excluded.wall_us, cpu_us = excluded.cpu_us,
+                     instantiate_us = excluded.instantiate_us,
+                     request_bytes = excluded.request_bytes,
+                     response_bytes = excluded.response_bytes,
+                     memory_bytes_peak = excluded.memory_bytes_peak,
+                     outcomes = excluded.outcomes, latency = excluded.latency,
+                     connection_ms = excluded.connection_ms, billed_ms = excluded.billed_ms,
+                     memory_limit_bytes = excluded.memory_limit_bytes",
+            )
+            .await?;
+        for (function, minute_ms, add) in &rollups {
+            let mut total = match tx.query_opt(&read, &[function, minute_ms]).await? {
+                Some(row) => rollup_row(&row, 0)?,
+                None => Rollup::default(),
+            };
+            total.merge(add);
+            let numbers = [
+                total.invocations,
+                total.errors,
+                total.rejected,
+                total.cold_starts,
+                total.wall_us,
+                total.cpu_us,
+                total.instantiate_us,
+                total.request_bytes,
+                total.response_bytes,
+                total.memory_bytes_peak,
+            ]
+            .map(big);
+            let (outcomes, latency) = (encode(&total.outcomes)?, encode(&total.latency)?);
+            let tail = [
+                total.connection_ms,
+                total.billed_ms,
+                total.memory_limit_bytes,
+            ]
+            .map(big);
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![function, minute_ms];
+            params.extend(numbers.iter().map(|n| n as &(dyn ToSql + Sync)));
+            params.push(&outcomes);
+            params.push(&latency);
+            params.extend(tail.iter().map(|n| n as &(dyn ToSql + Sync)));
+            tx.execute(&write, &params).await?;
+        }
+        tx.execute(
+            "DELETE FROM invocation_minutes WHERE minute_ms < $1",
+            &[&cutoff_ms],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rollups(&self, function: &str, since_minute_ms: i64) -> Result<Vec<(i64, Rollup)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT minute_ms, {ROLLUP_COLUMNS} FROM invocation_minutes
+                     WHERE function = $1 AND minute_ms >= $2 ORDER BY minute_ms"
+                ),
+                &[&function, &since_minute_ms],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, rollup_row(row, 1)?)))
+            .collect()
+    }
+
+    async fn cost_minutes(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT function, minute_ms, invocations, wall_us, cpu_us, billed_ms,
+                        memory_limit_bytes
+                 FROM invocation_minutes WHERE minute_ms >= $1 ORDER BY minute_ms, function",
+                &[&since_minute_ms],
+            )
+            .await?;
+        rows.iter().map(cost_row).collect()
+    }
+
+    async fn cost_totals(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT function, $1::BIGINT, SUM(invocations)::BIGINT, SUM(wall_us)::BIGINT,
+                        SUM(cpu_us)::BIGINT, SUM(billed_ms)::BIGINT, memory_limit_bytes
+                 FROM invocation_minutes WHERE minute_ms >= $1
+                 GROUP BY function, memory_limit_bytes ORDER BY function, memory_limit_bytes",
+                &[&since_minute_ms],
+            )
+            .await?;
+        rows.iter().map(cost_row).collect()
+    }
+}
+
+#[async_trait]
+impl CostStore for PgStores {
+    async fn put_price_sheet(&self, name: &str, toml: &str, now_ms: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO price_sheets (name, toml, updated_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET toml = excluded.toml,
+                     updated_ms = excluded.updated_ms",
+                &[&name, &toml, &now_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn price_sheets(&self) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT name, toml FROM price_sheets ORDER BY name", &[])
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    async fn remove_price_sheet(&self, name: &str) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM price_sheets WHERE name = $1", &[&name])
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn put_budget(&self, scope: &str, settings: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO budgets (scope, settings) VALUES ($1, $2)
+                 ON CONFLICT (scope) DO UPDATE SET settings = excluded.settings,
+                     alerted_month = '', alerted_percent = 0",
+                &[&scope, &settings],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn budgets(&self) -> Result<Vec<BudgetRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT scope, settings, alerted_month, alerted_percent FROM budgets
+                 ORDER BY scope",
+                &[],
+            )
+            .await?;
+        rows.iter().map(budget_row).collect()
+    }
+
+    async fn budget(&self, scope: &str) -> Result<Option<BudgetRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT scope, settings, alerted_month, alerted_percent FROM budgets
+                 WHERE scope = $1",
+                &[&scope],
+            )
+            .await?;
+        row.as_ref().map(budget_row).transpose()
+    }
+
+    async fn remove_budget(&self, scope: &str) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM budgets WHERE scope = $1", &[&scope])
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn set_budget_alerted(
+        &self,
+        scope: &str,
+        settings: &str,
+        month: &str,
+        percent: f64,
+    ) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE budgets SET alerted_month = $3, alerted_percent = $4
+                 WHERE scope = $1 AND settings = $2",
+                &[&scope, &settings, &month, &percent],
+            )
+            .await?;
+        Ok(())
+    }
+}

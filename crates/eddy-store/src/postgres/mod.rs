@@ -1,0 +1,253 @@
+//! The contracts of `contract.rs` kept by Postgres, for nodes that share their state: every
+//! node of a cluster opens [`PgStores`] on the same database and sees the others' writes.
+//!
+//! # How Postgres keeps the words of the contracts
+//!
+//! - **Atomic, committed, synced.** Each call is one transaction on a pooled connection
+//!   (`deadpool-postgres`), committed before it returns. Postgres's own `synchronous_commit`
+//!   (on by default) flushes the WAL at commit, so every write is synced; concurrent commits
+//!   share a WAL flush (Postgres's group commit).
+//! - **Linearizable across nodes.** Where a call reads and then writes what another node may
+//!   write at the same moment, it serializes on a row lock or a transaction-scoped advisory
+//!   lock named in `locks`: deploys (route uniqueness, version numbers), invocation ids (a
+//!   cursor never skips a record committed late), rollup merges, and each queue's publishes
+//!   (its depth and byte quota, its idempotency keys).
+//! - **Queues.** Claims take ready messages with `FOR UPDATE SKIP LOCKED`, so nodes claiming
+//!   from one queue never wait for each other. A claimed message records the node holding
+//!   it; the lease end is the fencing token a settlement must name. Opening the stores is a
+//!   restart of *this node* (its `node` name): the messages it held come back or are
+//!   dead-lettered, as the contract says; other nodes' leases run out on their own.
+//! - **Counters** (`delivered`, `succeeded`, …, and each queue's depth and bytes) are kept
+//!   per queue and node, so nodes working one queue do not contend for one counter row; a
+//!   reading sums them.
+//!
+//! # Schemas and migrations
+//!
+//! The tables live in the connection's current schema (`public`, or what the URL's
+//! `options=-c search_path=…` names), so several clusters or tests can share a database.
+//! `schema.rs` holds the migrations and how several nodes apply them at once.
+
+mod functions;
+mod invocations;
+mod queues;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::{Result, StoreError, Stores};
+
+pub use schema::{SCHEMA_VERSION, SchemaState};
+
+/// Connections one node keeps open to Postgres at most.
+pub const POSTGRES_CONNECTIONS_MAX: usize = 16;
+/// Longest a call waits for a free connection, or for a new one to be made, before it fails
+/// with [`StoreError::Unavailable`].
+pub const POSTGRES_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// How to reach the cluster's database and who this node is.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// A libpq-style URL, e.g. `postgres://eddy@db.internal/eddy`.
+    pub url: String,
+    /// The schema the tables live in, created if missing; `None`: the connection's current
+    /// schema (`public` unless the URL's `options` set a `search_path`). Letters, digits and
+    /// `_`, not starting with a digit.
+    pub schema: Option<String>,
+    /// This node's name, stable across its restarts and unique in the cluster: the holder
+    /// of the queue leases it takes, which its next opening recovers.
+    pub node: String,
+    /// Connections kept open at most.
+    pub connections_max: usize,
+    /// Longest wait for a connection (milliseconds).
+    pub connect_timeout_ms: u64,
+}
+
+impl PgOptions {
+    /// Options with the default limits.
+    pub fn new(url: impl Into<String>, node: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            schema: None,
+            node: node.into(),
+            connections_max: POSTGRES_CONNECTIONS_MAX,
+            connect_timeout_ms: POSTGRES_CONNECT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// The Postgres backend: one pool of connections, shared by every part.
+#[derive(Clone)]
+pub struct PgStores {
+    pool: Pool,
+    node: Arc<str>,
+}
+
+impl PgStores {
+    /// Connects, brings the schema up to date (safely while other nodes do the same) and
+    /// recovers the queue leases this node held when it last stopped.
+    pub async fn open(options: &PgOptions) -> Result<PgStores> {
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("the store URL: {}", describe(&e))))?;
+        if let Some(schema) = &options.schema {
+            if !is_identifier(schema) {
+                return Err(StoreError::Conflict(format!(
+                    "schema name `{schema}`: use letters, digits and `_`, not starting with a digit"
+                )));
+            }
+            create_schema(&config, schema, options.connect_timeout_ms).await?;
+            // Every pooled connection resolves the tables in it.
+            let before = config.get_options().unwrap_or_default().to_owned();
+            config.options(format!("{before} -c search_path={schema}").trim_start());
+        }
+        let timeout = Some(Duration::from_millis(options.connect_timeout_ms));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.connections_max.max(1))
+            .wait_timeout(timeout)
+            .create_timeout(timeout)
+            .recycle_timeout(timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("the connection pool: {e}")))?;
+        let stores = PgStores {
+            pool,
+            node: options.node.as_str().into(),
+        };
+        schema::migrate(&mut *stores.client().await?).await?;
+        queues::recover(&stores).await?;
+        Ok(stores)
+    }
+
+    /// Every part of the node's state, each on this pool.
+    pub fn stores(&self) -> Stores {
+        let this = Arc::new(self.clone());
+        Stores {
+            functions: this.clone(),
+            token: this.clone(),
+            invocations: this.clone(),
+            cost: this.clone(),
+            queues: this.clone(),
+            ticks: this,
+        }
+    }
+
+    /// The schema version the database is at, and the oldest build it still works with.
+    pub async fn schema_state(&self) -> Result<SchemaState> {
+        schema::state(&**self.client().await?).await
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+/// Whether `name` may be used as a schema name unquoted.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+/// Creates `schema` if it does not exist, on a connection of its own.
+async fn create_schema(
+    config: &tokio_postgres::Config,
+    schema: &str,
+    timeout_ms: u64,
+) -> Result<()> {
+    let connect = config.connect(NoTls);
+    let (client, connection) =
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), connect).await {
+            Ok(connected) => connected.map_err(|e| StoreError::Unavailable(describe(&e)))?,
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "no connection within {timeout_ms} ms"
+                )));
+            }
+        };
+    let driver = tokio::spawn(connection);
+    let created = client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .await;
+    drop(client);
+    let _ = driver.await;
+    match created {
+        Ok(()) => Ok(()),
+        // Two nodes creating it at once: the loser sees the winner's row.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Named transaction-scoped advisory locks (`pg_advisory_xact_lock`): what serializes the
+/// writes of several nodes where a row lock cannot.
+mod locks {
+    /// Deploys, rollbacks and removals: version numbers and route uniqueness.
+    pub(super) const FUNCTIONS: i64 = 0x6564_6479_0001;
+    /// Appends of invocation records: ids are given in commit order.
+    pub(super) const INVOCATIONS: i64 = 0x6564_6479_0002;
+    /// Merges of rollups.
+    pub(super) const ROLLUPS: i64 = 0x6564_6479_0003;
+    /// Migrations.
+    pub(super) const MIGRATIONS: i64 = 0x6564_6479_0004;
+}
+
+/// Takes the advisory lock `key` until the transaction ends.
+async fn lock(tx: &deadpool_postgres::Transaction<'_>, key: i64) -> Result<()> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await?;
+    Ok(())
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => match e.as_db_error() {
+            Some(_) => StoreError::Postgres(e),
+            None => StoreError::Unavailable(describe(&e)),
+        },
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// A Postgres error with what its terse `Display` leaves out: the server's message and
+/// SQLSTATE, or the underlying I/O error.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}
+
+/// An unsigned count or size as Postgres's `BIGINT` (saturating: no stored value is that
+/// large).
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A `BIGINT` read back as unsigned; `Corrupt` if negative.
+fn unsigned(n: i64, what: &str) -> Result<u64> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({n})")))
+}
+
+/// A `BIGINT` read back as `u32`; `Corrupt` if out of range.
+fn small(n: i64, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} is out of range ({n})")))
+}
