@@ -138,6 +138,13 @@ pub trait FunctionStore: Send + Sync {
     /// Not deleted: its budget ([`CostStore`]), its schedule's ticks ([`TickStore`]) and
     /// queue consumers naming it ([`QueueBackend`]); the caller removes those.
     async fn remove_function(&self, name: &str) -> Result<bool>;
+
+    /// A number that grows with every change of what is served: each version created, live
+    /// version changed (not a call that changed nothing) and function removed, made through
+    /// this handle or any other of the same stores (another node's), and that never changes
+    /// otherwise; it survives restarts. 0 before the first change. Nodes compare it with
+    /// what they last saw to learn, cheaply, that another node changed something.
+    async fn generation(&self) -> Result<i64>;
 }
 
 /// The hash of the node's admin token. The store keeps what it is given; the caller hashes
@@ -149,6 +156,12 @@ pub trait TokenStore: Send + Sync {
 
     /// Stores `hash`, replacing any earlier one. Committed on return.
     async fn set_admin_token_hash(&self, hash: &str) -> Result<()>;
+
+    /// Stores `hash` only if no hash is stored: `true` if it was stored, `false` (changing
+    /// nothing) if one was already. Of any number of concurrent calls on a store without a
+    /// hash, exactly one stores its own: how the first node of a cluster creates the token
+    /// once. Committed on return.
+    async fn init_admin_token_hash(&self, hash: &str) -> Result<bool>;
 }
 
 /// Invocation records (one per request: metadata and captured logs) and per-function,
@@ -416,6 +429,30 @@ pub trait TickStore: Send + Sync {
     async fn forget_schedule(&self, function: &str) -> Result<()>;
 }
 
+/// Wake-ups telling a node that another node may have changed what is served, sooner than
+/// polling [`FunctionStore::generation`] would find out. Hints only: a node that misses one
+/// still learns of the change by polling, so no contract depends on them.
+pub trait ChangeHints: Send + Sync {
+    /// A receiver whose value changes when a hint arrives, and when the backend regains its
+    /// way of hearing them after losing it (anything may have changed meanwhile).
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// The hints of a backend no other node shares: there are none.
+pub struct NoHints(tokio::sync::watch::Sender<u64>);
+
+impl Default for NoHints {
+    fn default() -> Self {
+        NoHints(tokio::sync::watch::Sender::new(0))
+    }
+}
+
+impl ChangeHints for NoHints {
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
 /// Every part of a node's durable state, each behind its contract.
 ///
 /// Opening a backend's stores again after every handle of an earlier opening was dropped is
@@ -428,6 +465,7 @@ pub struct Stores {
     pub cost: Arc<dyn CostStore>,
     pub queues: Arc<dyn QueueBackend>,
     pub ticks: Arc<dyn TickStore>,
+    pub hints: Arc<dyn ChangeHints>,
 }
 
 impl Stores {
@@ -443,6 +481,7 @@ impl Stores {
             cost: store,
             queues: queues.clone(),
             ticks: queues,
+            hints: Arc::new(NoHints::default()),
         }
     }
 }

@@ -32,7 +32,8 @@ mod store;
 mod types;
 
 pub use contract::{
-    CostStore, FunctionStore, InvocationStore, QueueBackend, Stores, TickStore, TokenStore,
+    ChangeHints, CostStore, FunctionStore, InvocationStore, NoHints, QueueBackend, Stores,
+    TickStore, TokenStore,
 };
 pub use cost::BudgetRecord;
 pub use error::StoreError;

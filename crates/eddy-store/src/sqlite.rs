@@ -103,6 +103,10 @@ impl FunctionStore for Store {
         self.blocking(move |store| store.remove_function(&name))
             .await
     }
+
+    async fn generation(&self) -> Result<i64> {
+        self.blocking(Store::generation).await
+    }
 }
 
 #[async_trait]
@@ -114,6 +118,12 @@ impl TokenStore for Store {
     async fn set_admin_token_hash(&self, hash: &str) -> Result<()> {
         let hash = hash.to_owned();
         self.blocking(move |store| store.set_admin_token_hash(&hash))
+            .await
+    }
+
+    async fn init_admin_token_hash(&self, hash: &str) -> Result<bool> {
+        let hash = hash.to_owned();
+        self.blocking(move |store| store.init_admin_token_hash(&hash))
             .await
     }
 }

@@ -59,6 +59,28 @@ impl Store {
         Ok(())
     }
 
+    /// See [`crate::FunctionStore::generation`].
+    pub fn generation(&self) -> Result<i64> {
+        let stored: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [GENERATION_KEY],
+                |row| row.get(0),
+            )
+            .optional()?;
+        parse_generation(stored.as_deref())
+    }
+
+    /// Stores `hash` as the admin token hash if none is stored; whether it did.
+    pub fn init_admin_token_hash(&self, hash: &str) -> Result<bool> {
+        let stored = self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            params![ADMIN_TOKEN_HASH_KEY, hash],
+        )?;
+        Ok(stored > 0)
+    }
+
     /// Stores component bytes under `digest`; a no-op if present. `Corrupt` if `digest` is not
     /// [`component_digest`] of `bytes`.
     ///
@@ -125,6 +147,7 @@ impl Store {
                  route = excluded.route, updated_at_ms = excluded.updated_at_ms",
             params![new.function, version, new.config.route, new.created_at_ms],
         )?;
+        bump_generation(&tx)?;
         tx.execute(
             "INSERT INTO versions (function, version, digest, size_bytes, config, created_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -199,11 +222,14 @@ impl Store {
             });
         };
         ensure_route_free(&tx, &record.config.route, name)?;
-        tx.execute(
+        let changed = tx.execute(
             "UPDATE functions SET live_version = ?2, route = ?3, updated_at_ms = ?4
              WHERE name = ?1 AND live_version <> ?2",
             params![name, version, record.config.route, now_ms()],
         )?;
+        if changed > 0 {
+            bump_generation(&tx)?;
+        }
         let function = load_function(&tx, name)?.ok_or_else(|| function_not_found(name))?;
         tx.commit()?;
         Ok(function)
@@ -224,6 +250,7 @@ impl Store {
         if tx.execute("DELETE FROM functions WHERE name = ?1", [name])? == 0 {
             return Ok(false);
         }
+        bump_generation(&tx)?;
         for digest in digests {
             tx.execute(
                 "DELETE FROM components WHERE digest = ?1
@@ -258,6 +285,25 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub(crate) const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_hash";
+/// The `meta` key of [`crate::FunctionStore::generation`].
+pub(crate) const GENERATION_KEY: &str = "functions_generation";
+
+/// The generation as `meta` stores it (text; none yet is 0).
+pub(crate) fn parse_generation(stored: Option<&str>) -> Result<i64> {
+    stored.map_or(Ok(0), |text| {
+        text.parse()
+            .map_err(|_| StoreError::Corrupt(format!("the functions' generation `{text}`")))
+    })
+}
+
+fn bump_generation(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, '1')
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        [GENERATION_KEY],
+    )?;
+    Ok(())
+}
 
 const VERSION_COLUMNS: &str =
     "v.function, v.version, v.digest, v.size_bytes, v.config, v.created_at_ms";

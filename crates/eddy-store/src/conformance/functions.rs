@@ -366,3 +366,39 @@ pub async fn functions_survive_a_restart<B: Backend>() -> Result<()> {
     }
     Ok(())
 }
+
+/// The generation grows with each change of what is served, and stays put through calls
+/// that change nothing and through a restart.
+pub async fn the_generation_grows_with_every_change<B: Backend>() -> Result<()> {
+    let (place, stores) = open::<B>().await?;
+    let functions = &stores.functions;
+    assert_eq!(functions.generation().await?, 0);
+    let mut seen = 0;
+    for step in [
+        "a first version",
+        "a second version",
+        "a rollback",
+        "a removal",
+    ] {
+        match step {
+            "a first version" => drop(deploy(&stores, "hello", "/hello", b"one", 1).await?),
+            "a second version" => drop(deploy(&stores, "hello", "/hello", b"two", 2).await?),
+            "a rollback" => drop(functions.set_live_version("hello", 1).await?),
+            _ => {
+                // Calls that change nothing first.
+                functions.set_live_version("hello", 1).await?;
+                functions.function("hello").await?;
+                assert!(functions.set_live_version("hello", 9).await.is_err());
+                assert!(!functions.remove_function("nobody").await?);
+                assert_eq!(functions.generation().await?, seen, "nothing changed");
+                functions.remove_function("hello").await?;
+            }
+        }
+        let now = functions.generation().await?;
+        assert!(now > seen, "{step}: the generation stayed at {now}");
+        seen = now;
+    }
+    let stores = reopen(&place, stores).await?;
+    assert_eq!(stores.functions.generation().await?, seen);
+    Ok(())
+}

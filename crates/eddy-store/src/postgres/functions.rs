@@ -9,7 +9,8 @@ use tokio_postgres::types::ToSql;
 use super::{PgStores, big, lock, locks, small, unsigned};
 use crate::contract::{FunctionStore, TokenStore};
 use crate::store::{
-    ADMIN_TOKEN_HASH_KEY, FunctionRow, VersionRow, encode_config, function_not_found, now_ms,
+    ADMIN_TOKEN_HASH_KEY, FunctionRow, GENERATION_KEY, VersionRow, encode_config,
+    function_not_found, now_ms, parse_generation,
 };
 use crate::{FunctionRecord, NewVersion, Result, StoreError, VersionRecord, component_digest};
 
@@ -203,6 +204,7 @@ impl FunctionStore for PgStores {
             &params,
         )
         .await?;
+        bump_generation(&tx).await?;
         tx.commit().await?;
         Ok(VersionRecord {
             function: new.function,
@@ -265,17 +267,31 @@ impl FunctionStore for PgStores {
         };
         ensure_route_free(&*tx, &record.config.route, name).await?;
         let number = record.version as i32;
-        tx.execute(
-            "UPDATE functions SET live_version = $2, route = $3, updated_at_ms = $4
-             WHERE name = $1 AND live_version <> $2",
-            &[&name, &number, &record.config.route, &now_ms()],
-        )
-        .await?;
+        let changed = tx
+            .execute(
+                "UPDATE functions SET live_version = $2, route = $3, updated_at_ms = $4
+                 WHERE name = $1 AND live_version <> $2",
+                &[&name, &number, &record.config.route, &now_ms()],
+            )
+            .await?;
+        if changed > 0 {
+            bump_generation(&tx).await?;
+        }
         let function = load_function(&*tx, name)
             .await?
             .ok_or_else(|| function_not_found(name))?;
         tx.commit().await?;
         Ok(function)
+    }
+
+    async fn generation(&self) -> Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&GENERATION_KEY])
+            .await?;
+        let stored: Option<String> = row.map(|row| row.try_get(0)).transpose()?;
+        parse_generation(stored.as_deref())
     }
 
     async fn remove_function(&self, name: &str) -> Result<bool> {
@@ -302,6 +318,7 @@ impl FunctionStore for PgStores {
         {
             return Ok(false);
         }
+        bump_generation(&tx).await?;
         tx.execute(
             "DELETE FROM components c WHERE c.digest = ANY($1)
              AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.digest = c.digest)",
@@ -311,6 +328,26 @@ impl FunctionStore for PgStores {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Raises the generation and tells the other nodes, whose listeners hear it when the
+/// transaction commits (a hint: they also poll the generation).
+async fn bump_generation(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+    let row = tx
+        .query_one(
+            "INSERT INTO meta (key, value) VALUES ($1, '1')
+             ON CONFLICT (key) DO UPDATE SET value = (meta.value::BIGINT + 1)::TEXT
+             RETURNING value",
+            &[&GENERATION_KEY],
+        )
+        .await?;
+    let generation: String = row.try_get(0)?;
+    tx.execute(
+        "SELECT pg_notify($1 || current_schema(), $2)",
+        &[&super::CHANGES_CHANNEL, &generation],
+    )
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -337,5 +374,17 @@ impl TokenStore for PgStores {
             )
             .await?;
         Ok(())
+    }
+
+    async fn init_admin_token_hash(&self, hash: &str) -> Result<bool> {
+        let stored = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&ADMIN_TOKEN_HASH_KEY, &hash],
+            )
+            .await?;
+        Ok(stored > 0)
     }
 }

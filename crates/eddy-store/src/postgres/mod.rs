@@ -84,6 +84,79 @@ impl PgOptions {
 pub struct PgStores {
     pool: Pool,
     node: Arc<str>,
+    hints: Arc<Listener>,
+}
+
+/// The prefix of the notification channel of a schema's changes (`eddy_changes_<schema>`):
+/// channels are database-wide, so clusters in other schemas of the database stay apart.
+pub(crate) const CHANGES_CHANNEL: &str = "eddy_changes_";
+/// How long the listener waits before connecting again after losing its connection.
+const LISTEN_RETRY_MS: u64 = 1_000;
+
+/// A connection of its own that listens for the changes other nodes announce, bumping a
+/// watch for each. Stopped when the last handle of the stores is dropped.
+struct Listener {
+    hints: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl crate::ChangeHints for PgStores {
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.hints.hints.subscribe()
+    }
+}
+
+/// Listens on the schema's change channel, reconnecting after `LISTEN_RETRY_MS` when the
+/// connection is lost; each notification, and each (re)connection, bumps `hints`.
+async fn listen(config: tokio_postgres::Config, hints: tokio::sync::watch::Sender<u64>) {
+    loop {
+        if let Err(e) = listen_once(&config, &hints).await {
+            tracing::debug!(error = %e, "the change listener lost its connection; reconnecting");
+        }
+        tokio::time::sleep(Duration::from_millis(LISTEN_RETRY_MS)).await;
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    hints: &tokio::sync::watch::Sender<u64>,
+) -> Result<()> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (heard, mut hear) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                    if heard.send(()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    let schema: String = client
+        .query_one("SELECT current_schema()", &[])
+        .await?
+        .try_get(0)?;
+    client
+        .batch_execute(&format!("LISTEN \"{CHANGES_CHANNEL}{schema}\""))
+        .await?;
+    // Anything may have changed while no one listened.
+    hints.send_modify(|n| *n += 1);
+    while hear.recv().await.is_some() {
+        hints.send_modify(|n| *n += 1);
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
 }
 
 impl PgStores {
@@ -107,7 +180,7 @@ impl PgStores {
         }
         let timeout = Some(Duration::from_millis(options.connect_timeout_ms));
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -121,9 +194,12 @@ impl PgStores {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("the connection pool: {e}")))?;
+        let hints = tokio::sync::watch::Sender::new(0);
+        let task = tokio::spawn(listen(config.clone(), hints.clone()));
         let stores = PgStores {
             pool,
             node: options.node.as_str().into(),
+            hints: Arc::new(Listener { hints, task }),
         };
         schema::migrate(&mut *stores.client().await?).await?;
         queues::recover(&stores).await?;
@@ -139,7 +215,8 @@ impl PgStores {
             invocations: this.clone(),
             cost: this.clone(),
             queues: this.clone(),
-            ticks: this,
+            ticks: this.clone(),
+            hints: this,
         }
     }
 
