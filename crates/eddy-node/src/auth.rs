@@ -1,7 +1,9 @@
 //! The admin token: created on first start, only its hash stored, the plain token written
-//! to `<state-dir>/admin-token` with mode 0600.
+//! to `<state-dir>/admin-token` with mode 0600; or given by the operator in a file.
 //!
-//! Deleting the file and restarting the node rotates the token.
+//! On one node, deleting the file and restarting the node rotates the token. In a cluster
+//! the token is the cluster's: the first node creates it once, the others accept it, and
+//! no node rotates it by starting.
 
 use std::path::Path;
 
@@ -28,26 +30,71 @@ impl TokenHash {
     }
 }
 
-/// Load the token hash, creating the token (and its file) when the file is missing.
-pub async fn ensure_admin_token(
+/// Where the admin token comes from.
+pub struct TokenSource<'a> {
+    /// A file holding the token the operator gives: accepted as is, nothing written.
+    pub given: Option<&'a Path>,
+    /// Whether the store is shared by a cluster: then the token is the cluster's, created
+    /// once by the first node and never rotated by a node starting.
+    pub shared: bool,
+}
+
+/// The admin token's hash: the operator's token if one is given; else the stored one,
+/// creating the token (and its file) when there is none. On one node (SQLite), a missing
+/// token file also makes a new token: deleting it and restarting rotates the token.
+pub async fn admin_token(
     store: &dyn TokenStore,
     state_dir: &Path,
+    source: TokenSource<'_>,
 ) -> anyhow::Result<TokenHash> {
     use anyhow::Context;
+    if let Some(given) = source.given {
+        let token = std::fs::read_to_string(given)
+            .with_context(|| format!("reading the admin token from {}", given.display()))?;
+        let token = token.trim();
+        anyhow::ensure!(
+            token.len() >= GIVEN_TOKEN_BYTES_MIN,
+            "the admin token in {} is {} bytes; use at least {GIVEN_TOKEN_BYTES_MIN}",
+            given.display(),
+            token.len()
+        );
+        return Ok(TokenHash(hash(token)));
+    }
     let path = state_dir.join(TOKEN_FILE);
     let stored = store
         .admin_token_hash()
         .await
         .context("reading the admin token hash")?;
-    if let (Some(stored), true) = (stored, path.exists()) {
-        return Ok(TokenHash(stored));
+    match stored {
+        Some(stored) if source.shared || path.exists() => return Ok(TokenHash(stored)),
+        _ => {}
     }
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = format!("eddy_{}", hex::encode(raw));
+    let hashed = hash(&token);
+    if source.shared {
+        // The first node of the cluster stores its token; the others take that one. The
+        // file is written only by the node whose token was stored.
+        let stored = store
+            .init_admin_token_hash(&hashed)
+            .await
+            .context("storing the admin token hash")?;
+        if !stored {
+            let theirs = store
+                .admin_token_hash()
+                .await
+                .context("reading the admin token hash")?
+                .context("the admin token hash vanished from the store")?;
+            return Ok(TokenHash(theirs));
+        }
+        write_private(&path, &token)
+            .with_context(|| format!("writing the admin token to {}", path.display()))?;
+        tracing::info!(path = %path.display(), "created the cluster's admin token");
+        return Ok(TokenHash(hashed));
+    }
     write_private(&path, &token)
         .with_context(|| format!("writing the admin token to {}", path.display()))?;
-    let hashed = hash(&token);
     store
         .set_admin_token_hash(&hashed)
         .await
@@ -55,6 +102,9 @@ pub async fn ensure_admin_token(
     tracing::info!(path = %path.display(), "created a new admin token");
     Ok(TokenHash(hashed))
 }
+
+/// Shortest admin token an operator may give (bytes): about 128 bits of hex.
+pub const GIVEN_TOKEN_BYTES_MIN: usize = 32;
 
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

@@ -156,6 +156,18 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// Compiled-code cache; default `<state_dir>/cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Where the node's durable state lives: `None` (or `"sqlite"`), SQLite files in the
+    /// state directory; `postgres://…`, a Postgres database the nodes of a cluster share.
+    pub store: Option<String>,
+    /// The Postgres schema the tables live in (created if missing); default: the
+    /// connection's current schema.
+    pub store_schema: Option<String>,
+    /// This node's name in the cluster (unique, stable across restarts); default: the one
+    /// kept in `<state_dir>/node-name`, made from the host name on first start.
+    pub node_name: Option<String>,
+    /// A file holding the admin token the operator gives (a Kubernetes Secret, say): the
+    /// node accepts it and writes no token of its own.
+    pub admin_token_file: Option<PathBuf>,
     /// Base URL printed for functions; default `http://<listen>`.
     pub public_url: Option<String>,
     /// Hosts (`host` or `host:port`) budget alert webhooks may be sent to.
@@ -183,6 +195,59 @@ pub struct NodeConfig {
     /// [`crate::clock::Clock::starting_at`]).
     #[serde(skip)]
     pub clock: crate::clock::Clock,
+}
+
+/// How often a node of a cluster polls the store for other nodes' changes (milliseconds).
+pub const DEFAULT_STORE_POLL_INTERVAL_MS: u64 = 1_000;
+
+/// Where a node keeps its durable state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// SQLite files in the state directory: one node.
+    Sqlite,
+    /// A Postgres database shared by the nodes of a cluster.
+    Postgres { url: String, schema: Option<String> },
+}
+
+/// Longest node name (bytes).
+pub const NODE_NAME_BYTES_MAX: usize = 63;
+
+/// Whether `name` may name a node: what a host name or a Kubernetes pod name may be.
+pub fn is_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NODE_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl NodeConfig {
+    /// The store `store` and `store_schema` name; an error says what is wrong with them.
+    pub fn store_choice(&self) -> Result<StoreChoice, ConfigError> {
+        match self.store.as_deref().map(str::trim) {
+            None | Some("sqlite") => {
+                if self.store_schema.is_some() {
+                    return Err(ConfigError(
+                        "store_schema is set but the store is SQLite; set store = \"postgres://…\" too".into(),
+                    ));
+                }
+                Ok(StoreChoice::Sqlite)
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreChoice::Postgres {
+                    url: url.to_owned(),
+                    schema: self.store_schema.clone(),
+                })
+            }
+            Some(other) => {
+                // Never echo a URL: it may carry a password.
+                let scheme = other.split(':').next().unwrap_or_default();
+                Err(ConfigError(format!(
+                    "store: `{scheme}` is not a store eddy knows; use \"sqlite\" (the default) or a postgres:// URL"
+                )))
+            }
+        }
+    }
 }
 
 /// Every node-wide limit. Names carry their units.
@@ -253,6 +318,13 @@ pub struct LimitsConfig {
     pub price_sheet_bytes_max: usize,
     pub budget_check_interval_ms: u64,
     pub budget_webhook_timeout_ms: u64,
+    /// Connections to a Postgres store one node keeps open at most.
+    pub store_connections_max: usize,
+    /// Longest wait for a connection to a Postgres store (milliseconds).
+    pub store_connect_timeout_ms: u64,
+    /// How often a node of a cluster checks the store for changes other nodes made, besides
+    /// the notifications that usually tell it sooner (milliseconds).
+    pub store_poll_interval_ms: u64,
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -287,6 +359,10 @@ impl Default for NodeConfig {
             admin: SocketAddr::from(([127, 0, 0, 1], 8081)),
             state_dir: PathBuf::from(".eddy"),
             cache_dir: None,
+            store: None,
+            store_schema: None,
+            node_name: None,
+            admin_token_file: None,
             public_url: None,
             budget_webhook_hosts: Vec::new(),
             outbound_allow_networks: Vec::new(),
@@ -362,6 +438,9 @@ impl Default for LimitsConfig {
             price_sheet_bytes_max: DEFAULT_PRICE_SHEET_BYTES_MAX,
             budget_check_interval_ms: DEFAULT_BUDGET_CHECK_INTERVAL_MS,
             budget_webhook_timeout_ms: DEFAULT_BUDGET_WEBHOOK_TIMEOUT_MS,
+            store_connections_max: eddy_store::postgres::POSTGRES_CONNECTIONS_MAX,
+            store_connect_timeout_ms: eddy_store::postgres::POSTGRES_CONNECT_TIMEOUT_MS,
+            store_poll_interval_ms: DEFAULT_STORE_POLL_INTERVAL_MS,
         }
     }
 }
@@ -466,7 +545,7 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 48] = [
+        let positive: [(&str, u64); 51] = [
             ("limits.compile_time_ms_max", l.compile_time_ms_max),
             ("limits.queue_bytes_max", l.queue_bytes_max),
             ("limits.queues_bytes_max", l.queues_bytes_max),
@@ -528,6 +607,15 @@ impl NodeConfig {
                 "limits.budget_webhook_timeout_ms",
                 l.budget_webhook_timeout_ms,
             ),
+            (
+                "limits.store_connections_max",
+                l.store_connections_max as u64,
+            ),
+            (
+                "limits.store_connect_timeout_ms",
+                l.store_connect_timeout_ms,
+            ),
+            ("limits.store_poll_interval_ms", l.store_poll_interval_ms),
             (
                 "limits.websocket_connections_max",
                 l.websocket_connections_max as u64,
@@ -605,6 +693,14 @@ impl NodeConfig {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
+        }
+        self.store_choice()?;
+        if let Some(name) = &self.node_name
+            && !is_node_name(name)
+        {
+            return Err(ConfigError(format!(
+                "node_name `{name}`: use 1 to {NODE_NAME_BYTES_MAX} letters, digits, `-`, `_` or `.`"
+            )));
         }
         if l.memory_bytes_max > MEMORY_BYTES_MAX_CEILING {
             return Err(ConfigError(format!(
@@ -800,6 +896,53 @@ fn toml_de(text: &str) -> Result<NodeConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_is_sqlite_or_a_postgres_url_and_a_bad_one_is_named_without_its_secrets() {
+        let sqlite = NodeConfig::default();
+        assert_eq!(sqlite.store_choice().unwrap(), StoreChoice::Sqlite);
+        let pg = NodeConfig::from_toml(
+            "store = \"postgres://eddy:secret@db/eddy\"\nstore_schema = \"blue\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            pg.store_choice().unwrap(),
+            StoreChoice::Postgres {
+                url: "postgres://eddy:secret@db/eddy".into(),
+                schema: Some("blue".into()),
+            }
+        );
+        let err = NodeConfig::from_toml("store = \"mysql://eddy:secret@db/eddy\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`mysql` is not a store"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        let err = NodeConfig::from_toml("store_schema = \"blue\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the store is SQLite"), "{err}");
+    }
+
+    #[test]
+    fn node_names_are_what_a_host_or_pod_may_be_called() {
+        for good in ["eddy-0", "node_1.example", "a"] {
+            assert!(is_node_name(good), "{good}");
+        }
+        let long = "n".repeat(NODE_NAME_BYTES_MAX + 1);
+        for bad in ["", "has space", "slash/y", "quote'", long.as_str()] {
+            assert!(!is_node_name(bad), "{bad}");
+        }
+        let err = NodeConfig::from_toml("node_name = \"a b\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node_name `a b`"), "{err}");
+    }
 
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {

@@ -28,6 +28,7 @@ pub(crate) mod queues;
 pub(crate) mod registry;
 pub(crate) mod routes;
 pub(crate) mod schedule;
+pub(crate) mod stores;
 pub(crate) mod websocket;
 
 use std::net::SocketAddr;
@@ -37,17 +38,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use eddy_runtime::Runtime;
-use eddy_store::{Retention, Store};
+use eddy_store::Retention;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::NodeConfig;
 
-/// File name of the SQLite database inside the state directory.
-pub const DATABASE_FILE: &str = "eddy.db";
-/// File name of the queues' SQLite database inside the state directory.
-pub const QUEUE_DATABASE_FILE: &str = "queues.db";
+pub use stores::{DATABASE_FILE, NODE_NAME_FILE, QUEUE_DATABASE_FILE};
 
 /// hyper's read buffer on the control API: the most a request head there may take.
 const ADMIN_READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -105,22 +103,20 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     }
     tighten_files(&config.state_dir)
         .with_context(|| format!("making the files in {} private", config.state_dir.display()))?;
-    let db_path = config.state_dir.join(DATABASE_FILE);
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
-        .await?
-        .context("opening the database")?;
     let limits = config.limits.clone();
-    let queue_db = config.state_dir.join(QUEUE_DATABASE_FILE);
-    let queue_store = tokio::task::spawn_blocking(move || eddy_store::QueueStore::open(&queue_db))
-        .await?
-        .context("opening the queue database")?;
-    queue_store
-        .limit_bytes(limits.queues_bytes_max)
-        .await
-        .context("limiting the queue database to limits.queues_bytes_max")?;
     // From here on the node reaches its state only through the store traits.
-    let stores = eddy_store::Stores::sqlite(store, queue_store);
-    let token = Arc::new(auth::ensure_admin_token(&*stores.token, &config.state_dir).await?);
+    let stores::Opened { stores, shared } = stores::open(&config).await?;
+    let token = Arc::new(
+        auth::admin_token(
+            &*stores.token,
+            &config.state_dir,
+            auth::TokenSource {
+                given: config.admin_token_file.as_deref(),
+                shared,
+            },
+        )
+        .await?,
+    );
     let queues = Arc::new(queues::QueueHub::new(stores.queues.clone(), limits.clone()));
     let sockets = websocket::Sockets::new(limits.clone(), config.clock);
     let mut runtime_config = config.runtime();
@@ -172,6 +168,14 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let consumers = consumer::Consumers::new(queues.clone(), registry.clone(), invoker.clone());
     consumers.start_all().await?;
     let shutdown = CancellationToken::new();
+    if shared {
+        tokio::spawn(registry::follow(
+            registry.clone(),
+            stores.hints.clone(),
+            Duration::from_millis(limits.store_poll_interval_ms),
+            shutdown.clone(),
+        ));
+    }
     cron::Scheduler::start(registry.clone(), invoker.clone(), shutdown.clone());
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
     if limits.rollup_retention_ms < cost::MONTH_MS_MAX {

@@ -108,13 +108,7 @@ impl Registry {
                         e.message
                     )
                 })?;
-            if let Err(problem) = registry.admission.configure(&function.name, live.admission) {
-                // Node limits lowered since the deploy: serve it without its reservation.
-                tracing::warn!(function = %function.name, %problem, "reserved concurrency dropped");
-                let mut settings = live.admission;
-                settings.reserved = 0;
-                let _ = registry.admission.configure(&function.name, settings);
-            }
+            registry.configure_stored(&function.name, live.admission);
             registry
                 .routes
                 .store(Arc::new(registry.routes.load().with(live)));
@@ -263,17 +257,85 @@ impl Registry {
             return Err(Problem::not_found(format!("no function `{name}`")));
         }
         self.publish(&mut prepared_cache, self.routes.load().without(name));
+        self.forget(name);
+        if let Err(e) = self.stores.ticks.forget_schedule(name).await {
+            tracing::warn!(function = name, error = %e, "forgetting the schedule's last tick failed");
+        }
+        tracing::info!(function = name, "removed");
+        Ok(())
+    }
+
+    /// Admission settings of a version already stored (restored at start, or deployed
+    /// through another node): if this node cannot hold its reservation (its limits are
+    /// lower), it is served without one.
+    fn configure_stored(&self, name: &str, settings: FunctionAdmission) {
+        if let Err(problem) = self.admission.configure(name, settings) {
+            tracing::warn!(function = name, %problem, "reserved concurrency dropped");
+            let mut settings = settings;
+            settings.reserved = 0;
+            let _ = self.admission.configure(name, settings);
+        }
+    }
+
+    /// Brings the route table in line with the store: what other nodes deployed, rolled
+    /// back or removed since this node last looked. Returns how many functions changed. A
+    /// version this node cannot prepare is logged and its function keeps what it served.
+    pub async fn catch_up(&self) -> Result<usize, Problem> {
+        // Under the change lock, the store holds every change this node made.
+        let mut prepared_cache = self.prepared.lock().await;
+        let stored = self.stores.functions.list_functions().await?;
+        let table = self.routes.load_full();
+        let mut routes = (*table).clone();
+        let mut changed = 0;
+        for function in &stored {
+            let live = &function.live;
+            let same = table.function(&function.name).is_some_and(|current| {
+                (
+                    current.version,
+                    current.created_at_ms,
+                    current.digest.as_str(),
+                ) == (live.version, live.created_at_ms, live.digest.as_str())
+            });
+            if same {
+                continue;
+            }
+            match self.prepare_version(&mut prepared_cache, live).await {
+                Ok(prepared) => {
+                    self.configure_stored(&function.name, prepared.admission);
+                    routes = routes.with(prepared);
+                    changed += 1;
+                    tracing::info!(function = %function.name, version = live.version, "serving a version another node made live");
+                }
+                Err(problem) => {
+                    tracing::warn!(function = %function.name, version = live.version, %problem, "cannot serve the version another node made live; still serving the one before");
+                }
+            }
+        }
+        let gone: Vec<Arc<str>> = table
+            .all()
+            .filter(|live| !stored.iter().any(|f| *f.name == *live.name))
+            .map(|live| live.name.clone())
+            .collect();
+        for name in &gone {
+            routes = routes.without(name);
+            self.forget(name);
+            changed += 1;
+            tracing::info!(function = %name, "another node removed the function");
+        }
+        if changed > 0 {
+            self.publish(&mut prepared_cache, routes);
+        }
+        Ok(changed)
+    }
+
+    /// Drops what this node keeps of a removed function besides its routes.
+    fn forget(&self, name: &str) {
         self.admission.remove(name);
         self.meter.remove(name);
         self.instance_gauges
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        if let Err(e) = self.stores.ticks.forget_schedule(name).await {
-            tracing::warn!(function = name, error = %e, "forgetting the schedule's last tick failed");
-        }
-        tracing::info!(function = name, "removed");
-        Ok(())
     }
 
     /// Refuse a route that is live for another function (the store checks again inside
@@ -566,6 +628,7 @@ impl Registry {
         LiveFunction {
             name: Arc::from(version.function.as_str()),
             version: version.version,
+            created_at_ms: version.created_at_ms,
             digest: version.digest.clone(),
             route: config.route.clone(),
             deployment: Arc::new(deployment),
@@ -607,4 +670,35 @@ pub fn component_too_large(size: Option<u64>, max: u64) -> Problem {
             "the component upload{size} is above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"
         ),
     )
+}
+
+/// Keeps `registry` in line with changes other nodes make to a shared store until
+/// `shutdown`: on each hint, and every `poll` whatever the hints (the correctness path), it
+/// reads the store's generation and catches up when it moved. A store that cannot be reached
+/// is retried at the next poll; the node serves what it holds meanwhile.
+pub async fn follow(
+    registry: Arc<Registry>,
+    hints: Arc<dyn eddy_store::ChangeHints>,
+    poll: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut heard = hints.subscribe();
+    let mut seen: Option<i64> = None;
+    loop {
+        match registry.stores.functions.generation().await {
+            Ok(generation) if seen == Some(generation) => {}
+            Ok(generation) => match registry.catch_up().await {
+                Ok(_) => seen = Some(generation),
+                Err(problem) => {
+                    tracing::warn!(%problem, "catching up with the store failed; retrying");
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "reading the store's generation failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = heard.changed() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
 }

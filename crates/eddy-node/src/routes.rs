@@ -18,6 +18,9 @@ pub use eddy_parse::routes::{validate_name, validate_route};
 pub struct LiveFunction {
     pub name: Arc<str>,
     pub version: u32,
+    /// When the version was created: with the name and number, what tells it apart from a
+    /// version of a function removed and deployed again.
+    pub created_at_ms: i64,
     /// `sha256:` digest of the component.
     pub digest: String,
     pub route: String,

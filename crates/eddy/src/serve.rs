@@ -27,6 +27,17 @@ pub struct ServeArgs {
     /// [default: http://<listen address>]
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// Where the node keeps its state: `sqlite` (files in the state directory, one node) or
+    /// a postgres:// URL that every node of a cluster shares [default: sqlite]
+    #[arg(long, value_name = "STORE", env = "EDDY_STORE")]
+    store: Option<String>,
+    /// This node's name in a cluster: unique, and the same across its restarts
+    /// [default: kept in <STATE_DIR>/node-name]
+    #[arg(long, value_name = "NAME", env = "EDDY_NODE_NAME")]
+    node_name: Option<String>,
+    /// A file holding the admin token (a mounted Secret, say); the node then writes none
+    #[arg(long, value_name = "FILE", env = "EDDY_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Log format: `text` for people, `json` for log collectors. Level from EDDY_LOG (default info)
     #[arg(long, value_name = "FORMAT", env = "EDDY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -77,6 +88,15 @@ fn node_config(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<NodeConfig
     }
     if args.public_url.is_some() {
         config.public_url = args.public_url;
+    }
+    if args.store.is_some() {
+        config.store = args.store;
+    }
+    if args.node_name.is_some() {
+        config.node_name = args.node_name;
+    }
+    if args.admin_token_file.is_some() {
+        config.admin_token_file = args.admin_token_file;
     }
     config.compiler = Some(eddy_runtime::CompilerCommand::this_executable());
     config.validate()?;

@@ -288,7 +288,10 @@ const NODE_LAYERS: &[(&str, &[&str])] = &[
             "schedule",
         ],
     ),
-    ("state", &["cost", "invocations", "queues", "registry"]),
+    (
+        "state",
+        &["cost", "invocations", "queues", "registry", "stores"],
+    ),
     ("pipeline", &["invoker"]),
     (
         "triggers",

@@ -1,0 +1,195 @@
+//! Several `eddy serve` processes sharing one Postgres store: a change made through any
+//! node is served by every node, and the admin token is the cluster's. Each test has a
+//! schema of its own in the database `EDDY_TEST_POSTGRES_URL` names (by default the local
+//! `test` database), dropped when it ends.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{Node, wait_for};
+use serde_json::json;
+
+/// The database the tests use unless `EDDY_TEST_POSTGRES_URL` names another.
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// How long a change may take to reach another node before the test fails: far above the
+/// notification's usual milliseconds, and below the poll interval the tests set, so only
+/// a notification can meet it.
+const PROPAGATION_WITHIN: Duration = Duration::from_secs(20);
+
+fn url() -> String {
+    std::env::var("EDDY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// A schema for one test's cluster, dropped with everything in it when the test ends.
+struct Schema(String);
+
+impl Schema {
+    fn new(test: &str) -> Schema {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "eddy_cluster_{test}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+        Schema(name)
+    }
+
+    /// A node's config on this schema; `extra` is appended (TOML).
+    fn config(&self, extra: &str) -> String {
+        format!(
+            "store = \"{}\"\nstore_schema = \"{}\"\n{extra}\n[limits]\n\
+             # Long: a change that reaches another node within PROPAGATION_WITHIN came by\n\
+             # notification.\nstore_poll_interval_ms = 600000\n",
+            url(),
+            self.0
+        )
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        run_sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
+    }
+}
+
+/// Runs `sql` on a runtime and connection of its own. Panics, saying where it looked, if
+/// Postgres cannot be reached.
+fn run_sql(sql: &str) {
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let url = url();
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "no Postgres at {url} ({e:?}); start one or set EDDY_TEST_POSTGRES_URL"
+                        )
+                    });
+                let driver = tokio::spawn(connection);
+                client.batch_execute(&sql).await.unwrap();
+                drop(client);
+                let _ = driver.await;
+            });
+    })
+    .join()
+    .unwrap();
+}
+
+async fn status(node: &Node, path: &str) -> Result<String, String> {
+    let reply = node.get(path).await;
+    let seen = format!("{} {}", reply.status, reply.body.trim());
+    if reply.status == 200 {
+        Ok(seen)
+    } else {
+        Err(seen)
+    }
+}
+
+#[tokio::test]
+async fn a_change_through_any_node_is_served_by_every_node() {
+    let schema = Schema::new("changes");
+    let a = Node::start_with_config(&schema.config(""));
+    let mut b = Node::start_with_config(&schema.config(""));
+    // The first node created the cluster's token; the second took it and wrote none.
+    assert!(
+        !b.state_dir().join("admin-token").exists(),
+        "the second node wrote a token of its own"
+    );
+    b.token = a.token.clone();
+    let (code, _) = b.api_get("/functions").await;
+    assert_eq!(code, 200, "the second node refused the cluster's token");
+
+    a.deploy_ok("hello", "hello-rust", json!({})).await;
+    let served = wait_for("node B to serve hello", PROPAGATION_WITHIN, async || {
+        status(&b, "/hello").await
+    })
+    .await;
+    assert!(served.contains("Hello"), "{served}");
+
+    // A second version through B, with another greeting: A serves it.
+    b.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "Hi"}}))
+        .await;
+    wait_for(
+        "node A to serve version 2",
+        PROPAGATION_WITHIN,
+        async || match status(&a, "/hello").await {
+            Ok(text) if text.contains("Hi") => Ok(text),
+            Ok(text) | Err(text) => Err(text),
+        },
+    )
+    .await;
+
+    // A rollback through A: B serves version 1 again.
+    let output = a.cli(&["rollback", "hello"]);
+    assert!(output.status.success(), "{output:?}");
+    wait_for(
+        "node B to serve version 1 again",
+        PROPAGATION_WITHIN,
+        async || match status(&b, "/hello").await {
+            Ok(text) if text.contains("Hello") => Ok(text),
+            Ok(text) | Err(text) => Err(text),
+        },
+    )
+    .await;
+
+    // A removal through B: A stops serving it.
+    let removed = b
+        .http
+        .delete(b.api_url("/functions/hello"))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(removed.status().is_success(), "{}", removed.status());
+    wait_for(
+        "node A to stop serving hello",
+        PROPAGATION_WITHIN,
+        async || match a.get("/hello").await.status {
+            404 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_starts_serves_what_the_cluster_holds() {
+    let schema = Schema::new("starts");
+    let a = Node::start_with_config(&schema.config(""));
+    a.deploy_ok("hello", "hello-rust", json!({})).await;
+    let mut b = Node::start_with_config(&schema.config(""));
+    b.token = a.token.clone();
+    let reply = b.get("/hello").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (code, body) = b.api_get("/functions").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["functions"][0]["name"], "hello", "{body}");
+}
+
+#[tokio::test]
+async fn the_operators_token_is_the_clusters_and_no_node_writes_one() {
+    let schema = Schema::new("given");
+    let dir = tempfile::tempdir().unwrap();
+    let token = "operator-token-0123456789abcdef0123456789";
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let extra = format!("admin_token_file = \"{}\"", file.display());
+    for _ in 0..2 {
+        let mut node = Node::start_with_config(&schema.config(&extra));
+        assert!(!node.state_dir().join("admin-token").exists());
+        node.token = token.to_owned();
+        let (code, _) = node.api_get("/functions").await;
+        assert_eq!(code, 200);
+        node.token = "wrong".to_owned();
+        let (code, _) = node.api_get("/functions").await;
+        assert_eq!(code, 401);
+    }
+}
