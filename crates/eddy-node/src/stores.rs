@@ -51,9 +51,13 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Opened> {
             options.schema = schema;
             options.connections_max = config.limits.store_connections_max;
             options.connect_timeout_ms = config.limits.store_connect_timeout_ms;
-            let stores = PgStores::open(&options).await.context(
-                "opening the Postgres store (is the database up, and the store URL right?)",
-            )?;
+            let stores = PgStores::open(&options).await.with_context(|| {
+                format!(
+                    "opening the Postgres store (is the database up, and the store URL right? \
+                     a connection may take limits.store_connect_timeout_ms = {} ms)",
+                    options.connect_timeout_ms
+                )
+            })?;
             tracing::info!(node = %node, "the store is Postgres, shared by the cluster's nodes");
             Ok(Opened {
                 stores: stores.stores(),

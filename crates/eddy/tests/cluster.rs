@@ -39,10 +39,15 @@ impl Schema {
 
     /// A node's config on this schema; `extra` is appended (TOML).
     fn config(&self, extra: &str) -> String {
+        // Long: a change that reaches another node within PROPAGATION_WITHIN came by
+        // notification.
+        self.config_polling(extra, 600_000)
+    }
+
+    /// A node's config on this schema, polling the store every `poll_ms`.
+    fn config_polling(&self, extra: &str, poll_ms: u64) -> String {
         format!(
-            "store = \"{}\"\nstore_schema = \"{}\"\n{extra}\n[limits]\n\
-             # Long: a change that reaches another node within PROPAGATION_WITHIN came by\n\
-             # notification.\nstore_poll_interval_ms = 600000\n",
+            "store = \"{}\"\nstore_schema = \"{}\"\n{extra}\n[limits]\nstore_poll_interval_ms = {poll_ms}\n",
             url(),
             self.0
         )
@@ -192,4 +197,65 @@ async fn the_operators_token_is_the_clusters_and_no_node_writes_one() {
         let (code, _) = node.api_get("/functions").await;
         assert_eq!(code, 401);
     }
+}
+
+/// Notifications are hints: a change no notification announced (here made in the database
+/// directly, as if the notification were lost) is served once the poll finds it.
+#[tokio::test]
+async fn a_change_no_notification_announced_is_found_by_polling() {
+    let schema = Schema::new("polling");
+    let a = Node::start_with_config(&schema.config_polling("", 300));
+    a.deploy_ok("hello", "hello-rust", json!({})).await;
+    a.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "Hi"}}))
+        .await;
+    let text = status(&a, "/hello").await.unwrap();
+    assert!(text.contains("Hi"), "{text}");
+    // Version 1 made live behind every node's back, generation raised, nothing notified.
+    run_sql(&format!(
+        "UPDATE {s}.functions SET live_version = 1 WHERE name = 'hello';
+         UPDATE {s}.meta SET value = (value::BIGINT + 1)::TEXT WHERE key = 'functions_generation';",
+        s = schema.0
+    ));
+    wait_for(
+        "node A to find version 1 by polling",
+        PROPAGATION_WITHIN,
+        async || match status(&a, "/hello").await {
+            Ok(text) if text.contains("Hello") => Ok(text),
+            Ok(text) | Err(text) => Err(text),
+        },
+    )
+    .await;
+}
+
+/// A store that accepts connections and never answers stops the node at start, within
+/// `limits.store_connect_timeout_ms`, and the error names that limit.
+#[test]
+fn a_store_that_never_answers_stops_the_node_naming_the_limit() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"postgres://postgres@127.0.0.1:{port}/test\"\n\
+             [limits]\nstore_connect_timeout_ms = 300\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "eddy serve started without a store");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("limits.store_connect_timeout_ms = 300 ms"),
+        "{err}"
+    );
+    drop(silent);
 }

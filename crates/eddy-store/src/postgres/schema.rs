@@ -225,6 +225,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<()> {
         tx.batch_execute(STATE_TABLE).await?;
         let state = state(&tx).await?;
         if state.compatible_from > SCHEMA_VERSION {
+            tx.rollback().await?;
             return Err(StoreError::Corrupt(format!(
                 "the database's schema is at version {} and works only with builds of schema \
                  version {} or later; this build has {SCHEMA_VERSION}: upgrade this node",

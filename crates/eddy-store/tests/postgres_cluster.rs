@@ -1,0 +1,330 @@
+//! The Postgres store shared by several nodes, each a `PgStores` of its own name on one
+//! schema: what the conformance suite (one node at a time) cannot show.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::TestSchema;
+use eddy_store::postgres::{POSTGRES_CONNECTIONS_MAX, PgStores, SCHEMA_VERSION};
+use eddy_store::{NewMessage, QueueBackend, QueueLimits, Result, Settle, StoreError};
+
+/// A lease no test reaches.
+const FAR: i64 = i64::MAX / 2;
+
+fn message(body: &str, key: Option<&str>) -> NewMessage {
+    NewMessage {
+        body: body.as_bytes().to_vec(),
+        content_type: "text/plain".into(),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+async fn nodes(schema: &TestSchema, names: &[&str]) -> Result<Vec<PgStores>> {
+    let mut opened = Vec::new();
+    for name in names {
+        opened.push(schema.open(name, POSTGRES_CONNECTIONS_MAX).await?);
+    }
+    Ok(opened)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_claiming_one_queue_never_get_the_same_message() -> Result<()> {
+    const MESSAGES: usize = 300;
+    let schema = TestSchema::new("claims").await;
+    let all = nodes(&schema, &["a", "b", "c"]).await?;
+    all[0].create_queue("jobs", 0).await?;
+    let batch: Vec<NewMessage> = (0..MESSAGES)
+        .map(|i| message(&format!("m{i}"), None))
+        .collect();
+    all[0].publish("jobs", batch, QueueLimits::NONE).await?;
+    let mut workers = tokio::task::JoinSet::new();
+    for node in &all {
+        let node = node.clone();
+        workers.spawn(async move {
+            let mut bodies = Vec::new();
+            loop {
+                let (claimed, _) = node.claim("jobs", 7, FAR).await?;
+                if claimed.is_empty() {
+                    return Ok::<_, StoreError>(bodies);
+                }
+                let acks = claimed
+                    .iter()
+                    .map(|c| Settle::Ack {
+                        row: c.row,
+                        lease_until_ms: FAR,
+                    })
+                    .collect();
+                node.settle("jobs", acks).await?;
+                bodies.extend(claimed.into_iter().map(|c| c.body));
+            }
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut delivered = 0;
+    for bodies in workers.join_all().await {
+        for body in bodies? {
+            delivered += 1;
+            assert!(seen.insert(body), "a message was delivered twice");
+        }
+    }
+    assert_eq!((delivered, seen.len()), (MESSAGES, MESSAGES));
+    let counts = all[1].counts("jobs").await?;
+    assert_eq!(
+        (
+            counts.depth,
+            counts.bytes,
+            counts.delivered,
+            counts.succeeded
+        ),
+        (0, 0, MESSAGES as u64, MESSAGES as u64)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_recovers_only_the_leases_of_the_node_that_restarted() -> Result<()> {
+    let schema = TestSchema::new("leases").await;
+    let mut all = nodes(&schema, &["a", "b"]).await?;
+    all[0].create_queue("jobs", 0).await?;
+    all[0]
+        .publish(
+            "jobs",
+            vec![message("1", None), message("2", None)],
+            QueueLimits::NONE,
+        )
+        .await?;
+    let (held_by_a, _) = all[0].claim("jobs", 1, FAR).await?;
+    let (held_by_b, _) = all[1].claim("jobs", 1, FAR).await?;
+    assert_eq!((held_by_a.len(), held_by_b.len()), (1, 1));
+    // b restarts: its message comes back; a's stays held by a.
+    drop(all.pop());
+    let b = schema.open("b", POSTGRES_CONNECTIONS_MAX).await?;
+    let (again, _) = b.claim("jobs", 10, FAR).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].body, held_by_b[0].body);
+    assert_eq!(again[0].attempt, 2);
+    let peeked = b.peek("jobs", 10).await?;
+    let a_held = peeked
+        .iter()
+        .find(|m| m.id == held_by_a[0].id)
+        .expect("a's message is still there");
+    assert!(a_held.in_flight, "another node's restart took a's lease");
+    // a settles its lease as usual.
+    all[0]
+        .settle(
+            "jobs",
+            vec![Settle::Ack {
+                row: held_by_a[0].row,
+                lease_until_ms: FAR,
+            }],
+        )
+        .await?;
+    assert_eq!(b.counts("jobs").await?.succeeded, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_settlement_from_a_lost_lease_changes_nothing_on_another_node() -> Result<()> {
+    let schema = TestSchema::new("fencing").await;
+    let all = nodes(&schema, &["a", "b"]).await?;
+    all[0].create_queue("jobs", 0).await?;
+    all[0]
+        .publish("jobs", vec![message("x", None)], QueueLimits::NONE)
+        .await?;
+    // a's lease is already over when it is taken: b may claim the message at once.
+    let (lost, _) = all[0].claim("jobs", 1, 0).await?;
+    let (taken, _) = all[1].claim("jobs", 1, FAR).await?;
+    assert_eq!(taken.len(), 1, "the lapsed lease was not claimable");
+    all[0]
+        .settle(
+            "jobs",
+            vec![Settle::Ack {
+                row: lost[0].row,
+                lease_until_ms: 0,
+            }],
+        )
+        .await?;
+    let counts = all[1].counts("jobs").await?;
+    assert_eq!(
+        (counts.depth, counts.in_flight, counts.succeeded),
+        (1, 1, 0)
+    );
+    all[1]
+        .settle(
+            "jobs",
+            vec![Settle::Ack {
+                row: taken[0].row,
+                lease_until_ms: FAR,
+            }],
+        )
+        .await?;
+    let counts = all[0].counts("jobs").await?;
+    assert_eq!(
+        (counts.depth, counts.succeeded, counts.delivered),
+        (0, 1, 2)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_from_several_nodes_keep_the_depth_limit_and_keys_exactly() -> Result<()> {
+    const DEPTH_MAX: u64 = 50;
+    let schema = TestSchema::new("depth").await;
+    let all = nodes(&schema, &["a", "b", "c"]).await?;
+    all[0].create_queue("jobs", 3_600_000).await?;
+    let limits = QueueLimits {
+        depth_max: DEPTH_MAX,
+        bytes_max: u64::MAX,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, node) in all.iter().enumerate() {
+        for i in 0..40 {
+            let node = node.clone();
+            tasks.spawn(async move {
+                let body = format!("{n}-{i}");
+                node.publish("jobs", vec![message(&body, None)], limits)
+                    .await
+            });
+        }
+    }
+    let (mut stored, mut refused) = (0, 0);
+    for result in tasks.join_all().await {
+        match result {
+            Ok(_) => stored += 1,
+            Err(StoreError::DepthLimit { .. }) => refused += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    assert_eq!((stored, refused), (DEPTH_MAX, 120 - DEPTH_MAX));
+    assert_eq!(all[2].counts("jobs").await?.depth, DEPTH_MAX);
+
+    // One idempotency key published through every node at once is enqueued once.
+    all[0].purge("jobs").await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in &all {
+        for _ in 0..5 {
+            let node = node.clone();
+            tasks.spawn(async move {
+                node.publish("jobs", vec![message("once", Some("k"))], QueueLimits::NONE)
+                    .await
+            });
+        }
+    }
+    let answers = tasks.join_all().await;
+    let mut ids = BTreeSet::new();
+    let mut fresh = 0;
+    for answer in answers {
+        let published = answer?;
+        ids.insert(published[0].id.clone());
+        fresh += usize::from(!published[0].duplicate);
+    }
+    assert_eq!((ids.len(), fresh), (1, 1), "{ids:?}");
+    assert_eq!(all[1].counts("jobs").await?.depth, 1);
+    Ok(())
+}
+
+/// `limits.store_connections_max`: a node with one connection serves many concurrent calls,
+/// each waiting its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_serves_many_concurrent_calls() -> Result<()> {
+    let schema = TestSchema::new("pool").await;
+    let node = schema.open("a", 1).await?;
+    node.create_queue("jobs", 0).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let node = node.clone();
+        tasks.spawn(async move {
+            node.publish(
+                "jobs",
+                vec![message(&i.to_string(), None)],
+                QueueLimits::NONE,
+            )
+            .await?;
+            node.claim("jobs", 1, FAR).await
+        });
+    }
+    let claimed: usize = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.map(|(c, _)| c.len()))
+        .sum::<Result<usize>>()?;
+    assert_eq!(claimed, 32);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_at_once_migrate_once() -> Result<()> {
+    let schema = TestSchema::new("migrate").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let name = schema.name.clone();
+        tasks.spawn(async move {
+            let mut options = eddy_store::postgres::PgOptions::new(common::url(), format!("n{i}"));
+            options.schema = Some(name);
+            PgStores::open(&options).await
+        });
+    }
+    let opened = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let state = opened[0].schema_state().await?;
+    assert_eq!(state.version, SCHEMA_VERSION);
+    Ok(())
+}
+
+/// Expand, then contract: a node runs on a newer schema that still admits it, and refuses
+/// one that no longer does, saying to upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_used_while_it_admits_this_build() -> Result<()> {
+    let schema = TestSchema::new("upgrade").await;
+    drop(schema.open("a", 2).await?);
+    let v = SCHEMA_VERSION as i64;
+    // An expand migration of a later release: this build still works with it.
+    schema
+        .sql(&format!(
+            "INSERT INTO eddy_schema VALUES ({}, {v}, 0)",
+            v + 1
+        ))
+        .await;
+    let node = schema.open("a", 2).await?;
+    assert_eq!(node.schema_state().await?.version, SCHEMA_VERSION + 1);
+    drop(node);
+    // A contract migration: builds before it may no longer run.
+    schema
+        .sql(&format!(
+            "INSERT INTO eddy_schema VALUES ({}, {}, 0)",
+            v + 2,
+            v + 1
+        ))
+        .await;
+    match schema.open("a", 2).await {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains("upgrade this node"), "{message}")
+        }
+        Err(e) => panic!("the wrong error: {e}"),
+        Ok(_) => panic!("a build the schema no longer admits opened it"),
+    }
+    Ok(())
+}
+
+/// A cut to the database is reported as the store being unavailable, not as corrupt data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_unavailable() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut options =
+        eddy_store::postgres::PgOptions::new(format!("postgres://x@127.0.0.1:{port}/x"), "a");
+    options.connect_timeout_ms = 200;
+    let started = std::time::Instant::now();
+    let Err(e) = PgStores::open(&options).await else {
+        panic!("opened a store that never answers");
+    };
+    assert!(e.is_unavailable(), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(silent);
+}
