@@ -58,6 +58,7 @@ pub struct Consumers {
 }
 
 struct Running {
+    settings: ConsumerSettings,
     control: Arc<Control>,
     cancel: CancellationToken,
 }
@@ -133,7 +134,7 @@ impl Consumers {
         let cancel = CancellationToken::new();
         let dispatcher = Arc::new(Dispatcher {
             queue: queue.to_string(),
-            settings,
+            settings: settings.clone(),
             breaker_failures: self.hub.limits.consumer_breaker_failures,
             hub: self.hub.clone(),
             registry: self.registry.clone(),
@@ -142,9 +143,45 @@ impl Consumers {
             cancel: cancel.clone(),
         });
         tokio::spawn(dispatcher.run());
-        running
-            .by_queue
-            .insert(queue.to_string(), Running { control, cancel });
+        running.by_queue.insert(
+            queue.to_string(),
+            Running {
+                settings,
+                control,
+                cancel,
+            },
+        );
+    }
+
+    /// Brings the running dispatchers in line with the stored bindings, which another node
+    /// may have changed: starts, restarts or stops each that differs. Returns how many.
+    pub async fn sync(self: &Arc<Self>) -> Result<usize, eddy_store::StoreError> {
+        let stored: HashMap<String, ConsumerSettings> = self
+            .hub
+            .store
+            .list_queues()
+            .await?
+            .into_iter()
+            .filter_map(|q| Some((q.name, q.consumer?)))
+            .collect();
+        let changed: Vec<(String, Option<ConsumerSettings>)> = {
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = running
+                .by_queue
+                .iter()
+                .filter(|(queue, r)| stored.get(*queue) != Some(&r.settings))
+                .map(|(queue, _)| (queue.clone(), stored.get(queue).cloned()));
+            let missing = stored
+                .iter()
+                .filter(|(queue, _)| !running.by_queue.contains_key(*queue))
+                .map(|(queue, settings)| (queue.clone(), Some(settings.clone())));
+            stale.chain(missing).collect()
+        };
+        for (queue, settings) in &changed {
+            tracing::info!(queue = %queue, bound = settings.is_some(), "a queue's consumer changed through another node");
+            self.apply(queue, settings.clone());
+        }
+        Ok(changed.len())
     }
 
     /// Stop every dispatcher (shutdown); running deliveries finish.

@@ -10,6 +10,7 @@ pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod caps;
 pub(crate) mod clock;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod consumer;
 pub(crate) mod cost;
@@ -169,8 +170,9 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     consumers.start_all().await?;
     let shutdown = CancellationToken::new();
     if shared {
-        tokio::spawn(registry::follow(
+        tokio::spawn(cluster::follow(
             registry.clone(),
+            consumers.clone(),
             stores.hints.clone(),
             Duration::from_millis(limits.store_poll_interval_ms),
             shutdown.clone(),

@@ -277,6 +277,11 @@ impl Registry {
         }
     }
 
+    /// The store's generation of what is served (see `FunctionStore::generation`).
+    pub async fn stored_generation(&self) -> Result<i64, Problem> {
+        Ok(self.stores.functions.generation().await?)
+    }
+
     /// Brings the route table in line with the store: what other nodes deployed, rolled
     /// back or removed since this node last looked. Returns how many functions changed. A
     /// version this node cannot prepare is logged and its function keeps what it served.
@@ -670,35 +675,4 @@ pub fn component_too_large(size: Option<u64>, max: u64) -> Problem {
             "the component upload{size} is above this node's component_bytes_max ({max} bytes); shrink it (release build, strip, opt-level=\"s\") or raise limits.component_bytes_max"
         ),
     )
-}
-
-/// Keeps `registry` in line with changes other nodes make to a shared store until
-/// `shutdown`: on each hint, and every `poll` whatever the hints (the correctness path), it
-/// reads the store's generation and catches up when it moved. A store that cannot be reached
-/// is retried at the next poll; the node serves what it holds meanwhile.
-pub async fn follow(
-    registry: Arc<Registry>,
-    hints: Arc<dyn eddy_store::ChangeHints>,
-    poll: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut heard = hints.subscribe();
-    let mut seen: Option<i64> = None;
-    loop {
-        match registry.stores.functions.generation().await {
-            Ok(generation) if seen == Some(generation) => {}
-            Ok(generation) => match registry.catch_up().await {
-                Ok(_) => seen = Some(generation),
-                Err(problem) => {
-                    tracing::warn!(%problem, "catching up with the store failed; retrying");
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "reading the store's generation failed; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = heard.changed() => {}
-            _ = tokio::time::sleep(poll) => {}
-        }
-    }
 }

@@ -259,3 +259,72 @@ fn a_store_that_never_answers_stops_the_node_naming_the_limit() {
     );
     drop(silent);
 }
+
+/// An authenticated control-API call with a JSON body.
+async fn api(node: &Node, method: reqwest::Method, path: &str, body: serde_json::Value) -> u16 {
+    let response = node
+        .http
+        .request(method, node.api_url(path))
+        .bearer_auth(&node.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+/// A consumer bound through one node runs on the others too: with the node it was bound
+/// through stopped, another consumes what is published through it.
+#[tokio::test]
+async fn a_consumer_bound_through_one_node_consumes_on_the_others() {
+    const MESSAGES: usize = 20;
+    let schema = Schema::new("consumers");
+    let mut a = Node::start_with_config(&schema.config(""));
+    let mut b = Node::start_with_config(&schema.config(""));
+    b.token = a.token.clone();
+    a.deploy_ok("worker", "hello-rust", json!({})).await;
+    use reqwest::Method;
+    assert_eq!(
+        api(&a, Method::POST, "/queues", json!({"name": "jobs"})).await,
+        201
+    );
+    let bound = api(
+        &a,
+        Method::PUT,
+        "/queues/jobs/consumer",
+        json!({"function": "worker", "max_attempts": 3}),
+    )
+    .await;
+    assert_eq!(bound, 200);
+    // B hears of the binding (and the function) before A goes.
+    wait_for(
+        "node B to serve the worker",
+        PROPAGATION_WITHIN,
+        async || status(&b, "/worker").await,
+    )
+    .await;
+    assert!(a.terminate(), "node A did not stop cleanly");
+    let messages: Vec<_> = (0..MESSAGES)
+        .map(|i| json!({"data": format!("m{i}")}))
+        .collect();
+    let published = api(
+        &b,
+        Method::POST,
+        "/queues/jobs/batch",
+        json!({"messages": messages}),
+    )
+    .await;
+    assert_eq!(published, 202);
+    wait_for(
+        "node B to consume every message",
+        PROPAGATION_WITHIN,
+        async || {
+            let (code, stats) = b.api_get("/queues/jobs").await;
+            match (code, stats["succeeded"].as_u64()) {
+                (200, Some(n)) if n == MESSAGES as u64 => Ok(()),
+                _ => Err(format!("{code} {stats}")),
+            }
+        },
+    )
+    .await;
+}

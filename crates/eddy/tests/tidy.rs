@@ -296,6 +296,7 @@ const NODE_LAYERS: &[(&str, &[&str])] = &[
     (
         "triggers",
         &[
+            "cluster",
             "consumer",
             "cron",
             "ingress",

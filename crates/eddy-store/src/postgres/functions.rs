@@ -342,12 +342,7 @@ async fn bump_generation(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> 
         )
         .await?;
     let generation: String = row.try_get(0)?;
-    tx.execute(
-        "SELECT pg_notify($1 || current_schema(), $2)",
-        &[&super::CHANGES_CHANNEL, &generation],
-    )
-    .await?;
-    Ok(())
+    super::announce(tx, &format!("functions {generation}")).await
 }
 
 #[async_trait]

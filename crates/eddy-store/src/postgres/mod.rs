@@ -284,6 +284,17 @@ mod locks {
     pub(super) const MIGRATIONS: i64 = 0x6564_6479_0004;
 }
 
+/// Tells the other nodes, when the transaction commits, that something they follow changed
+/// (`what`: for the log; the listeners only count notifications).
+async fn announce(tx: &deadpool_postgres::Transaction<'_>, what: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_notify($1 || current_schema(), $2)",
+        &[&CHANGES_CHANNEL, &what],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Takes the advisory lock `key` until the transaction ends.
 async fn lock(tx: &deadpool_postgres::Transaction<'_>, key: i64) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])

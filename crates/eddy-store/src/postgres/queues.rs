@@ -23,7 +23,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{PgStores, big, small, unsigned};
+use super::{PgStores, announce, big, small, unsigned};
 use crate::contract::{QueueBackend, TickStore};
 use crate::queues::{
     Claimed, ConsumerSettings, DEAD_LETTER_SUFFIX, NewMessage, PeekedMessage, Published,
@@ -325,6 +325,7 @@ impl QueueBackend for PgStores {
             &[&name, &dlq],
         )
         .await?;
+        announce(&tx, "queues").await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -361,6 +362,7 @@ impl QueueBackend for PgStores {
             &[&queue, &json, &settings.dead_letter],
         )
         .await?;
+        announce(&tx, "queues").await?;
         tx.commit().await?;
         Ok(())
     }
@@ -372,6 +374,9 @@ impl QueueBackend for PgStores {
         let removed = tx
             .execute("DELETE FROM consumers WHERE queue = $1", &[&queue])
             .await?;
+        if removed > 0 {
+            announce(&tx, "queues").await?;
+        }
         tx.commit().await?;
         Ok(removed > 0)
     }
