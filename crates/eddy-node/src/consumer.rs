@@ -718,6 +718,7 @@ mod tests {
         let control = Arc::new(Control::new(&running_settings()));
         (
             Running {
+                settings: running_settings(),
                 control,
                 cancel: cancel.clone(),
             },
