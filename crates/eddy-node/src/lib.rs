@@ -17,6 +17,7 @@ pub(crate) mod cost;
 pub(crate) mod cron;
 pub(crate) mod error;
 pub(crate) mod events;
+pub(crate) mod health;
 pub(crate) mod ingress;
 pub(crate) mod invocations;
 pub(crate) mod invoker;
@@ -134,6 +135,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         meter: Arc::new(metering::Meter::new()),
         budgets: Arc::new(caps::Budgets::new(config.clock)),
         runtime: runtime.clone(),
+        store_health: Arc::default(),
     };
     let registry = Arc::new(
         registry::Registry::load(&parts, limits.clone(), {
@@ -170,13 +172,17 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     consumers.start_all().await?;
     let shutdown = CancellationToken::new();
     if shared {
-        tokio::spawn(cluster::follow(
-            registry.clone(),
-            consumers.clone(),
-            stores.hints.clone(),
-            Duration::from_millis(limits.store_poll_interval_ms),
-            shutdown.clone(),
-        ));
+        tokio::spawn(
+            cluster::Follower {
+                registry: registry.clone(),
+                consumers: consumers.clone(),
+                hints: stores.hints.clone(),
+                health: parts.store_health.clone(),
+                clock: config.clock,
+                poll: Duration::from_millis(limits.store_poll_interval_ms),
+            }
+            .run(shutdown.clone()),
+        );
     }
     cron::Scheduler::start(registry.clone(), invoker.clone(), shutdown.clone());
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));

@@ -70,6 +70,7 @@ struct Metrics {
     queued: Family<FunctionLabel, Gauge>,
     node_in_flight: Gauge,
     node_concurrency_max: Gauge,
+    store_reachable: Gauge,
     queue_depth: Family<QueueLabel, Gauge>,
     queue_in_flight: Family<QueueLabel, Gauge>,
     queue_dead_lettered: Family<QueueLabel, Gauge>,
@@ -208,6 +209,12 @@ impl Meter {
             "Invocations running on the node",
             node_in_flight.clone(),
         );
+        let store_reachable = Gauge::default();
+        registry.register(
+            "store_reachable",
+            "1 while the node reaches its store, 0 while it cannot (it serves what it holds)",
+            store_reachable.clone(),
+        );
         let node_concurrency_max = Gauge::default();
         registry.register(
             "node_concurrency_max",
@@ -289,6 +296,7 @@ impl Meter {
                 queued,
                 node_in_flight,
                 node_concurrency_max,
+                store_reachable,
                 queue_depth,
                 queue_in_flight,
                 queue_dead_lettered,
@@ -562,6 +570,7 @@ impl Meter {
         queues: &[QueueGauges],
         node_in_flight: usize,
         node_concurrency_max: usize,
+        store_reachable: bool,
     ) -> String {
         let m = self.metrics();
         for q in queues {
@@ -591,6 +600,7 @@ impl Meter {
         }
         m.node_in_flight.set(node_in_flight as i64);
         m.node_concurrency_max.set(node_concurrency_max as i64);
+        m.store_reachable.set(i64::from(store_reachable));
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
             tracing::error!(error = %e, "cannot encode metrics");

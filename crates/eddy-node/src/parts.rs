@@ -1,5 +1,6 @@
 //! The parts of a node that several layers share, built once by `start` and handed to each
-//! user: the stores, the clock, admission, the meter, the budget caps and the runtime. The
+//! user: the stores, the clock, admission, the meter, the budget caps, the runtime and the
+//! store's health. The
 //! registry is one user of them among others, not where they are found.
 
 use std::sync::Arc;
@@ -20,4 +21,6 @@ pub(crate) struct Parts {
     pub(crate) meter: Arc<Meter>,
     pub(crate) budgets: Arc<Budgets>,
     pub(crate) runtime: Arc<Runtime>,
+    /// Whether the store answered when last asked (a cluster's shared store).
+    pub(crate) store_health: Arc<crate::health::StoreHealth>,
 }

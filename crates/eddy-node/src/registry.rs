@@ -283,8 +283,10 @@ impl Registry {
     }
 
     /// Brings the route table in line with the store: what other nodes deployed, rolled
-    /// back or removed since this node last looked. Returns how many functions changed. A
-    /// version this node cannot prepare is logged and its function keeps what it served.
+    /// back or removed since this node last looked. Returns how many functions changed, or
+    /// the first problem if a version could not be prepared (its bytes could not be read,
+    /// or it does not compile or fit here): that function keeps serving what it served, the
+    /// others change all the same, and the caller tries again later.
     pub async fn catch_up(&self) -> Result<usize, Problem> {
         // Under the change lock, the store holds every change this node made.
         let mut prepared_cache = self.prepared.lock().await;
@@ -292,6 +294,7 @@ impl Registry {
         let table = self.routes.load_full();
         let mut routes = (*table).clone();
         let mut changed = 0;
+        let mut failed = None;
         for function in &stored {
             let live = &function.live;
             let same = table.function(&function.name).is_some_and(|current| {
@@ -313,6 +316,7 @@ impl Registry {
                 }
                 Err(problem) => {
                     tracing::warn!(function = %function.name, version = live.version, %problem, "cannot serve the version another node made live; still serving the one before");
+                    failed.get_or_insert(problem);
                 }
             }
         }
@@ -330,7 +334,10 @@ impl Registry {
         if changed > 0 {
             self.publish(&mut prepared_cache, routes);
         }
-        Ok(changed)
+        match failed {
+            Some(problem) => Err(problem),
+            None => Ok(changed),
+        }
     }
 
     /// Drops what this node keeps of a removed function besides its routes.

@@ -328,3 +328,117 @@ async fn a_consumer_bound_through_one_node_consumes_on_the_others() {
     )
     .await;
 }
+
+/// A private Postgres for one test (`scripts/postgres`), stopped when dropped.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let dir = tempfile::tempdir().unwrap();
+        let out = postgres_script("start", dir.path(), true);
+        PrivatePostgres {
+            url: String::from_utf8(out).unwrap().trim().to_owned(),
+            dir,
+        }
+    }
+
+    fn stop(&self) {
+        postgres_script("stop", self.dir.path(), false);
+    }
+
+    fn resume(&self) {
+        postgres_script("resume", self.dir.path(), false);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn postgres_script(action: &str, dir: &std::path::Path, private: bool) -> Vec<u8> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres");
+    let mut command = std::process::Command::new(script);
+    command
+        .arg(action)
+        .arg(dir)
+        .env_remove("EDDY_TEST_POSTGRES_URL");
+    if private {
+        command.env("EDDY_TEST_POSTGRES_PRIVATE", "1");
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/postgres {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+async fn health(node: &Node) -> (u16, String) {
+    let response = node
+        .http
+        .get(format!("http://{}/healthz", node.admin))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Postgres restarting under a node: it keeps serving what it holds and stays healthy
+/// (a database blip must not drain it), says the store is unreachable in its health body,
+/// its metrics and its log, and works on once the database is back, without a restart.
+#[tokio::test]
+async fn a_node_serves_through_a_postgres_restart_and_recovers_by_itself() {
+    let postgres = PrivatePostgres::start();
+    let config = format!(
+        "store = \"{}\"\n[limits]\nstore_poll_interval_ms = 200\nstore_connect_timeout_ms = 1000\n",
+        postgres.url
+    );
+    let node = Node::start_with_config(&config);
+    node.deploy_ok("hello", "hello-rust", json!({})).await;
+    assert_eq!(health(&node).await, (200, "ok\n".to_owned()));
+
+    postgres.stop();
+    let (code, body) = wait_for(
+        "the node to notice the store is gone",
+        PROPAGATION_WITHIN,
+        async || match health(&node).await {
+            (code, body) if body.contains("store: unreachable") => Ok((code, body)),
+            seen => Err(format!("{seen:?}")),
+        },
+    )
+    .await;
+    assert_eq!(code, 200, "a store outage made the node unhealthy: {body}");
+    for _ in 0..5 {
+        let reply = node.get("/hello").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert!(node.metrics().await.contains("eddy_store_reachable 0"));
+    assert!(
+        node.output().contains("the store is unreachable"),
+        "{}",
+        node.output()
+    );
+
+    postgres.resume();
+    wait_for(
+        "the node to reach the store again",
+        PROPAGATION_WITHIN,
+        async || match health(&node).await {
+            (200, body) if body == "ok\n" => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        },
+    )
+    .await;
+    assert!(node.metrics().await.contains("eddy_store_reachable 1"));
+    // Writes work again on the same node: a new version is deployed and served.
+    node.deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "Back"}}))
+        .await;
+    let text = status(&node, "/hello").await.unwrap();
+    assert!(text.contains("Back"), "{text}");
+}

@@ -281,6 +281,7 @@ const NODE_LAYERS: &[(&str, &[&str])] = &[
             "config",
             "error",
             "events",
+            "health",
             "metering",
             "parts",
             "problem",

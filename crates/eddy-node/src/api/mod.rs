@@ -113,8 +113,15 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
+/// The node's health: its status says only whether it serves (a store it cannot reach does
+/// not make it unready: it serves what it holds); the body adds the store's reachability.
 async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
-    health_status(&state.draining)
+    let (status, body) = health_status(&state.draining);
+    let now_ms = state.parts.clock.now_ms();
+    match state.parts.store_health.describe(now_ms) {
+        Some(store) => (status, format!("{body}{store}\n")),
+        None => (status, body.to_owned()),
+    }
 }
 
 async fn node(State(state): State<ApiState>) -> Json<NodeInfo> {
@@ -533,6 +540,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         &queues,
         admission.in_flight(),
         admission.node().concurrency_max,
+        state.parts.store_health.reachable(),
     );
     (
         [(
