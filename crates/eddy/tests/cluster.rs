@@ -197,6 +197,21 @@ async fn the_operators_token_is_the_clusters_and_no_node_writes_one() {
         let (code, _) = node.api_get("/functions").await;
         assert_eq!(code, 401);
     }
+    // A guessable token is refused before the node starts.
+    std::fs::write(&file, "short\n").unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, schema.config(&extra)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "eddy serve took a 5-byte token");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is 5 bytes; use at least 32"), "{err}");
 }
 
 /// Notifications are hints: a change no notification announced (here made in the database
