@@ -168,6 +168,10 @@ pub struct NodeConfig {
     /// A file holding the admin token the operator gives (a Kubernetes Secret, say): the
     /// node accepts it and writes no token of its own.
     pub admin_token_file: Option<PathBuf>,
+    /// A file holding the cluster's artifact key (the same on every node, never in the
+    /// database): with it, compiled code is shared between the nodes of a cluster, each
+    /// artifact authenticated by a MAC under the key.
+    pub artifact_key_file: Option<PathBuf>,
     /// Base URL printed for functions; default `http://<listen>`.
     pub public_url: Option<String>,
     /// Hosts (`host` or `host:port`) budget alert webhooks may be sent to.
@@ -363,6 +367,7 @@ impl Default for NodeConfig {
             store_schema: None,
             node_name: None,
             admin_token_file: None,
+            artifact_key_file: None,
             public_url: None,
             budget_webhook_hosts: Vec::new(),
             outbound_allow_networks: Vec::new(),

@@ -7,6 +7,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod api;
+pub(crate) mod artifacts;
 pub(crate) mod auth;
 pub(crate) mod caps;
 pub(crate) mod clock;
@@ -48,6 +49,28 @@ use tokio_util::sync::CancellationToken;
 pub use config::NodeConfig;
 
 pub use stores::{DATABASE_FILE, NODE_NAME_FILE, QUEUE_DATABASE_FILE};
+
+/// Compiled code shared with the cluster: when the store is shared and the operator gave
+/// the artifact key. Without the key each node compiles for itself.
+fn shared_artifacts(
+    config: &NodeConfig,
+    stores: &eddy_store::Stores,
+    runtime: &Arc<Runtime>,
+) -> anyhow::Result<Option<artifacts::SharedArtifacts>> {
+    let Some(store) = stores.artifacts.clone() else {
+        return Ok(None);
+    };
+    let Some(path) = &config.artifact_key_file else {
+        tracing::info!("compiled code is not shared between nodes: no artifact_key_file");
+        return Ok(None);
+    };
+    let key = artifacts::SharedArtifacts::read_key(path)?;
+    Ok(Some(artifacts::SharedArtifacts::new(
+        store,
+        key,
+        runtime.clone(),
+    )))
+}
 
 /// hyper's read buffer on the control API: the most a request head there may take.
 const ADMIN_READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -138,10 +161,15 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         store_health: Arc::default(),
     };
     let registry = Arc::new(
-        registry::Registry::load(&parts, limits.clone(), {
-            let eddy_local = platform::EddyLocal::new(queues.clone(), sockets.clone());
-            Arc::new(move |function, publish| eddy_local.for_function(function, publish))
-        })
+        registry::Registry::load(
+            &parts,
+            limits.clone(),
+            {
+                let eddy_local = platform::EddyLocal::new(queues.clone(), sockets.clone());
+                Arc::new(move |function, publish| eddy_local.for_function(function, publish))
+            },
+            shared_artifacts(&config, &stores, &runtime)?,
+        )
         .await?,
     );
     let functions = registry.routes().len();

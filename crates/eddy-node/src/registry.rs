@@ -67,6 +67,8 @@ pub struct Registry {
     prepared: Mutex<HashMap<String, Prepared>>,
     /// Makes what answers a deployment's requests to `http://eddy.local`.
     platforms: PlatformFactory,
+    /// Compiled code shared with the other nodes of a cluster, if any.
+    artifacts: Option<crate::artifacts::SharedArtifacts>,
     clock: Clock,
     /// Bumped each time a new route table is swapped in (a deploy, rollback or removal):
     /// the triggers wait on it instead of polling the table.
@@ -80,6 +82,7 @@ impl Registry {
         parts: &Parts,
         limits: LimitsConfig,
         platforms: PlatformFactory,
+        artifacts: Option<crate::artifacts::SharedArtifacts>,
     ) -> anyhow::Result<Registry> {
         let registry = Registry {
             runtime: parts.runtime.clone(),
@@ -91,6 +94,7 @@ impl Registry {
             instance_gauges: std::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
             platforms,
+            artifacts,
             clock: parts.clock,
             published: tokio::sync::watch::Sender::new(0),
         };
@@ -163,11 +167,7 @@ impl Registry {
         }
         let mut prepared_cache = self.prepared.lock().await;
         self.check_route_free(name, &config.route)?;
-        let runtime = self.runtime.clone();
-        let compile_bytes = bytes.clone();
-        let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&compile_bytes))
-            .await
-            .map_err(|e| Problem::internal("compilation task failed", e))??;
+        let prepared = self.prepare_component(None, bytes.clone()).await?;
         let new = NewVersion {
             function: name.to_string(),
             digest: prepared.digest.clone(),
@@ -177,10 +177,23 @@ impl Registry {
         };
         self.admission
             .check(name, self.function_admission(&new.config))?;
+        // In a cluster that shares compiled code, the component and its artifact are stored
+        // before the version: the other nodes hear of the version when it commits, and
+        // find the artifact there (an artifact belongs to a stored component).
+        let component_bytes = if self.artifacts.is_some() {
+            self.stores
+                .functions
+                .put_component(&prepared.digest, bytes.to_vec())
+                .await?;
+            self.share(&prepared).await;
+            None
+        } else {
+            Some(bytes.to_vec())
+        };
         let version = self
             .stores
             .functions
-            .create_version(new, Some(bytes.to_vec()))
+            .create_version(new, component_bytes)
             .await?;
         let live = self.live_function(&prepared, &version);
         let compiled = prepared.compiled;
@@ -588,15 +601,44 @@ impl Registry {
                     .ok_or_else(|| {
                         Problem::internal("component bytes missing from the store", &version.digest)
                     })?;
-                let runtime = self.runtime.clone();
-                let p = tokio::task::spawn_blocking(move || runtime.prepare(&bytes))
-                    .await
-                    .map_err(|e| Problem::internal("compilation task failed", e))??;
+                let p = self.prepare_component(Some(&digest), bytes).await?;
+                self.share(&p).await;
                 cache.insert(p.digest.clone(), p.clone());
                 p
             }
         };
         Ok(self.live_function(&prepared, version))
+    }
+
+    /// Prepares the component `bytes` (whose digest is `digest`, if known): from the
+    /// compile cache, else from the cluster's shared artifact when the node has one to
+    /// check, else by compiling (then [`Registry::share`] it once the component is stored).
+    async fn prepare_component(
+        &self,
+        digest: Option<&str>,
+        bytes: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<Prepared, Problem> {
+        if let Some(shared) = &self.artifacts {
+            let digest = match digest {
+                Some(digest) => digest.to_owned(),
+                None => eddy_store::component_digest(bytes.as_ref()),
+            };
+            shared.fetch(&digest).await;
+        }
+        let runtime = self.runtime.clone();
+        let prepared = tokio::task::spawn_blocking(move || runtime.prepare(bytes.as_ref()))
+            .await
+            .map_err(|e| Problem::internal("compilation task failed", e))??;
+        Ok(prepared)
+    }
+
+    /// Shares what this node compiled with the cluster's other nodes (if it shares).
+    async fn share(&self, prepared: &Prepared) {
+        if prepared.compiled
+            && let Some(shared) = &self.artifacts
+        {
+            shared.share(&prepared.digest).await;
+        }
     }
 
     fn live_function(&self, prepared: &Prepared, version: &VersionRecord) -> LiveFunction {

@@ -193,6 +193,30 @@ impl CompileCache {
         }
     }
 
+    /// The engine's compatibility key: artifacts are interchangeable between runtimes with
+    /// the same key (the same Wasmtime, settings and CPU features).
+    pub(crate) fn engine_key(&self) -> &str {
+        &self.engine_key
+    }
+
+    /// Whether an entry for `digest` exists (not whether it loads).
+    pub(crate) fn has(&self, digest: &str) -> bool {
+        self.entry_path(digest).is_file()
+    }
+
+    /// The bytes of the entry for `digest`, if there is one this cache would trust.
+    pub(crate) fn read(&self, digest: &str) -> Option<Vec<u8>> {
+        let path = self.entry_path(digest);
+        trusted_artifact(&path).ok()?;
+        std::fs::read(path).ok()
+    }
+
+    /// Keeps `artifact` as the entry for `digest`, for the next load. The caller vouches for
+    /// it (it authenticated it); Wasmtime still checks its header and settings at load.
+    pub(crate) fn install(&self, digest: &str, artifact: &[u8]) -> io::Result<()> {
+        write_atomically(&self.entry_path(digest), artifact, Sync::Durable)
+    }
+
     fn entry_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         self.dir.join(format!("{hex}-{}.cwasm", self.engine_key))

@@ -218,6 +218,33 @@ impl Runtime {
         stats
     }
 
+    /// The compatibility key of this runtime's compiled code (Wasmtime's version, settings
+    /// and the CPU features it compiles for, hashed): another runtime with the same key can
+    /// load what this one compiles.
+    pub fn engine_key(&self) -> &str {
+        self.cache.engine_key()
+    }
+
+    /// Whether the compile cache holds an entry for `digest`.
+    pub fn is_cached(&self, digest: &str) -> bool {
+        self.cache.has(digest)
+    }
+
+    /// The compiled artifact of `digest` from the compile cache, to share with other nodes.
+    pub fn cached_artifact(&self, digest: &str) -> Option<Vec<u8>> {
+        self.cache.read(digest)
+    }
+
+    /// Puts an artifact compiled elsewhere into the compile cache, where the next
+    /// [`Runtime::prepare`] of `digest` loads it instead of compiling.
+    ///
+    /// The artifact is native code that will run: call this only with an artifact whose
+    /// origin was authenticated (the node checks a MAC under the cluster's key). If
+    /// Wasmtime refuses it at load, the entry is dropped and the component compiled.
+    pub fn install_artifact(&self, digest: &str, artifact: &[u8]) -> std::io::Result<()> {
+        self.cache.install(digest, artifact)
+    }
+
     /// Validate, compile (or load from the cache) and pre-link a component.
     ///
     /// Blocking and CPU-heavy on a cache miss: call it from a blocking thread.

@@ -429,6 +429,29 @@ pub trait TickStore: Send + Sync {
     async fn forget_schedule(&self, function: &str) -> Result<()>;
 }
 
+/// Compiled code shared by the nodes of a cluster: one artifact per component and engine (a
+/// CPU class: the runtime's compatibility key), with the MAC that authenticates it. Only a
+/// backend that several nodes share provides it ([`Stores::artifacts`]). The store keeps the
+/// bytes and the MAC as given and checks neither: the node does, with a key the store never
+/// sees.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Stores the artifact of component `digest` for `engine`, replacing any (a node that
+    /// found one that did not verify stores its own). Dropped silently if no component is
+    /// stored under `digest` (it was removed meanwhile); deleted with the component.
+    /// Committed on return.
+    async fn put_artifact(
+        &self,
+        digest: &str,
+        engine: &str,
+        artifact: Vec<u8>,
+        mac: Vec<u8>,
+    ) -> Result<()>;
+
+    /// The artifact of `digest` for `engine` and its MAC, if one is stored.
+    async fn artifact(&self, digest: &str, engine: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+}
+
 /// Wake-ups telling a node that another node may have changed what is served, sooner than
 /// polling [`FunctionStore::generation`] would find out. Hints only: a node that misses one
 /// still learns of the change by polling, so no contract depends on them.
@@ -466,6 +489,8 @@ pub struct Stores {
     pub queues: Arc<dyn QueueBackend>,
     pub ticks: Arc<dyn TickStore>,
     pub hints: Arc<dyn ChangeHints>,
+    /// Compiled code shared between nodes; `None` where no other node shares the store.
+    pub artifacts: Option<Arc<dyn ArtifactStore>>,
 }
 
 impl Stores {
@@ -482,6 +507,7 @@ impl Stores {
             queues: queues.clone(),
             ticks: queues,
             hints: Arc::new(NoHints::default()),
+            artifacts: None,
         }
     }
 }

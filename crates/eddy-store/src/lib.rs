@@ -32,8 +32,8 @@ mod store;
 mod types;
 
 pub use contract::{
-    ChangeHints, CostStore, FunctionStore, InvocationStore, NoHints, QueueBackend, Stores,
-    TickStore, TokenStore,
+    ArtifactStore, ChangeHints, CostStore, FunctionStore, InvocationStore, NoHints, QueueBackend,
+    Stores, TickStore, TokenStore,
 };
 pub use cost::BudgetRecord;
 pub use error::StoreError;

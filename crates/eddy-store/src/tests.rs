@@ -59,6 +59,7 @@ in_memory!(
     functions::rollback_changes_live_version_and_refuses_taken_route,
     functions::remove_cascades_and_keeps_components_still_referenced,
     functions::components_are_content_addressed,
+    token::the_first_admin_token_hash_wins,
     invocations::invocations_read_by_cursor_and_tail_in_order,
     invocations::invocation_ids_keep_growing_after_records_are_deleted,
     invocations::retention_keeps_newest_per_function,

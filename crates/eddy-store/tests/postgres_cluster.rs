@@ -328,3 +328,67 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(silent);
 }
+
+/// Artifacts are kept per component and engine as given, replaced by a later put, dropped
+/// for a component not stored, and deleted with their component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_belong_to_a_component_and_an_engine() -> Result<()> {
+    use eddy_store::{ArtifactStore, FunctionStore};
+    let schema = TestSchema::new("artifacts").await;
+    let node = schema.open("a", 2).await?;
+    let bytes = b"component".to_vec();
+    let digest = eddy_store::component_digest(&bytes);
+    node.put_artifact(&digest, "x86", b"code".to_vec(), b"mac".to_vec())
+        .await?;
+    assert_eq!(
+        node.artifact(&digest, "x86").await?,
+        None,
+        "kept without its component"
+    );
+    node.put_component(&digest, bytes).await?;
+    node.put_artifact(&digest, "x86", b"code".to_vec(), b"mac".to_vec())
+        .await?;
+    node.put_artifact(&digest, "arm", b"other".to_vec(), b"mac2".to_vec())
+        .await?;
+    assert_eq!(
+        node.artifact(&digest, "x86").await?,
+        Some((b"code".to_vec(), b"mac".to_vec()))
+    );
+    node.put_artifact(&digest, "x86", b"new".to_vec(), b"mac3".to_vec())
+        .await?;
+    assert_eq!(
+        node.artifact(&digest, "x86").await?,
+        Some((b"new".to_vec(), b"mac3".to_vec()))
+    );
+    assert_eq!(
+        node.artifact(&digest, "arm").await?,
+        Some((b"other".to_vec(), b"mac2".to_vec()))
+    );
+    // A function using the component, removed: the component goes, and its artifacts.
+    let version = eddy_store::NewVersion {
+        function: "f".into(),
+        digest: digest.clone(),
+        size_bytes: 9,
+        config: eddy_store::VersionConfig {
+            route: "/f".into(),
+            memory_bytes_max: 1 << 20,
+            timeout_ms: 1000,
+            env: Default::default(),
+            allow_outbound: vec![],
+            max_concurrency: None,
+            max_queue: None,
+            max_wait_ms: None,
+            reserved_concurrency: 0,
+            reuse: None,
+            publish: vec![],
+            schedule: None,
+            websocket: false,
+        },
+        created_at_ms: 1,
+    };
+    node.create_version(version, None).await?;
+    assert!(node.remove_function("f").await?);
+    assert_eq!(node.artifact(&digest, "x86").await?, None);
+    assert_eq!(node.artifact(&digest, "arm").await?, None);
+    Ok(())
+}

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// A file holding the admin token (a mounted Secret, say); the node then writes none
     #[arg(long, value_name = "FILE", env = "EDDY_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// A file holding the cluster's artifact key (the same on every node): compiled code is
+    /// then shared between the nodes, each artifact checked by a MAC under it
+    #[arg(long, value_name = "FILE", env = "EDDY_ARTIFACT_KEY_FILE")]
+    artifact_key_file: Option<PathBuf>,
     /// Log format: `text` for people, `json` for log collectors. Level from EDDY_LOG (default info)
     #[arg(long, value_name = "FORMAT", env = "EDDY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -97,6 +101,9 @@ fn node_config(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<NodeConfig
     }
     if args.admin_token_file.is_some() {
         config.admin_token_file = args.admin_token_file;
+    }
+    if args.artifact_key_file.is_some() {
+        config.artifact_key_file = args.artifact_key_file;
     }
     config.compiler = Some(eddy_runtime::CompilerCommand::this_executable());
     config.validate()?;

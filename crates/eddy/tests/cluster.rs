@@ -457,3 +457,77 @@ async fn a_node_serves_through_a_postgres_restart_and_recovers_by_itself() {
     let text = status(&node, "/hello").await.unwrap();
     assert!(text.contains("Back"), "{text}");
 }
+
+/// The compile-cache counters of a node: (loaded from the cache, compiled).
+async fn compiles(node: &Node) -> (u64, u64) {
+    let (code, info) = node.api_get("/node").await;
+    assert_eq!(code, 200, "{info}");
+    let cache = &info["compile_cache"];
+    (
+        cache["hits"].as_u64().unwrap(),
+        cache["misses"].as_u64().unwrap(),
+    )
+}
+
+/// Compile once per cluster: a node of the same CPU class loads the artifact another node
+/// compiled, after checking its MAC under the cluster's key. A node with another key, or an
+/// artifact changed in the database, is not trusted: that node compiles for itself.
+#[tokio::test]
+async fn a_component_compiles_once_per_cluster_and_a_forged_artifact_is_not_loaded() {
+    let schema = Schema::new("artifacts");
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        format!("artifact_key_file = \"{}\"", path.display())
+    };
+    let cluster_key = key("cluster", "the-cluster-artifact-key-0123456789abcdef");
+    let a = Node::start_with_config(&schema.config(&cluster_key));
+    let mut b = Node::start_with_config(&schema.config(&cluster_key));
+    b.token = a.token.clone();
+    a.deploy_ok("hello", "hello-rust", json!({})).await;
+    assert_eq!(compiles(&a).await, (0, 1));
+    assert!(
+        a.output()
+            .contains("shared the compiled artifact with the cluster"),
+        "{}",
+        a.output()
+    );
+    wait_for("node B to serve hello", PROPAGATION_WITHIN, async || {
+        status(&b, "/hello").await
+    })
+    .await;
+    assert_eq!(
+        compiles(&b).await,
+        (1, 0),
+        "node B compiled instead of loading"
+    );
+
+    // A node whose key differs does not trust the artifact: it compiles, and serves.
+    let other_key = key("other", "another-key-that-is-long-enough-0123456789");
+    let mut c = Node::start_with_config(&schema.config(&other_key));
+    c.token = a.token.clone();
+    assert_eq!(status(&c, "/hello").await.map(|_| ()), Ok(()));
+    assert_eq!(
+        compiles(&c).await,
+        (0, 1),
+        "node C loaded an artifact it cannot verify"
+    );
+    assert!(c.output().contains("does not verify"), "{}", c.output());
+
+    // An artifact changed in the database (the key's owner did not make it) is not loaded
+    // either: node D compiles.
+    run_sql(&format!(
+        "UPDATE {}.artifacts SET bytes = bytes || '\\x00'::bytea",
+        schema.0
+    ));
+    let mut d = Node::start_with_config(&schema.config(&cluster_key));
+    d.token = a.token.clone();
+    assert_eq!(status(&d, "/hello").await.map(|_| ()), Ok(()));
+    assert_eq!(
+        compiles(&d).await,
+        (0, 1),
+        "node D loaded a changed artifact"
+    );
+    assert!(d.output().contains("does not verify"), "{}", d.output());
+}

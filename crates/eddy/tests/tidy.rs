@@ -291,7 +291,14 @@ const NODE_LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "state",
-        &["cost", "invocations", "queues", "registry", "stores"],
+        &[
+            "artifacts",
+            "cost",
+            "invocations",
+            "queues",
+            "registry",
+            "stores",
+        ],
     ),
     ("pipeline", &["invoker"]),
     (

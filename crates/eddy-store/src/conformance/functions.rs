@@ -369,7 +369,8 @@ pub async fn functions_survive_a_restart<B: Backend>() -> Result<()> {
 
 /// The generation grows with each change of what is served, and stays put through calls
 /// that change nothing and through a restart.
-pub async fn the_generation_grows_with_every_change<B: Backend>() -> Result<()> {
+pub async fn the_generation_grows_with_every_change_and_survives_a_restart<B: Backend>()
+-> Result<()> {
     let (place, stores) = open::<B>().await?;
     let functions = &stores.functions;
     assert_eq!(functions.generation().await?, 0);

@@ -88,7 +88,7 @@ macro_rules! conformance_tests {
             functions::remove_cascades_and_keeps_components_still_referenced,
             functions::components_are_content_addressed,
             functions::functions_survive_a_restart,
-            functions::the_generation_grows_with_every_change,
+            functions::the_generation_grows_with_every_change_and_survives_a_restart,
             token::admin_token_hash_is_set_replaced_and_survives_a_restart,
             token::the_first_admin_token_hash_wins,
             invocations::invocations_read_by_cursor_and_tail_in_order,

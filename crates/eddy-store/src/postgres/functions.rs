@@ -383,3 +383,40 @@ impl TokenStore for PgStores {
         Ok(stored > 0)
     }
 }
+
+#[async_trait]
+impl crate::ArtifactStore for PgStores {
+    async fn put_artifact(
+        &self,
+        digest: &str,
+        engine: &str,
+        artifact: Vec<u8>,
+        mac: Vec<u8>,
+    ) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO artifacts (digest, engine, bytes, mac, created_at_ms)
+                 SELECT $1, $2, $3, $4, $5
+                 WHERE EXISTS (SELECT 1 FROM components WHERE digest = $1)
+                 ON CONFLICT (digest, engine) DO UPDATE SET bytes = excluded.bytes,
+                     mac = excluded.mac, created_at_ms = excluded.created_at_ms",
+                &[&digest, &engine, &artifact, &mac, &now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn artifact(&self, digest: &str, engine: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT bytes, mac FROM artifacts WHERE digest = $1 AND engine = $2",
+                &[&digest, &engine],
+            )
+            .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+    }
+}

@@ -216,7 +216,8 @@ impl PgStores {
             cost: this.clone(),
             queues: this.clone(),
             ticks: this.clone(),
-            hints: this,
+            hints: this.clone(),
+            artifacts: Some(this),
         }
     }
 

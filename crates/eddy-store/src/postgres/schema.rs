@@ -34,9 +34,10 @@ struct Migration {
 
 /// Schema changes, applied in order; entry `i` moves the version from `i` to `i + 1`. Never
 /// edit an entry once released; append a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    compatible_from: 1,
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        compatible_from: 1,
+        sql: r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -193,7 +194,26 @@ CREATE TABLE schedules (
     last_tick_ms BIGINT NOT NULL
 );
 "#,
-}];
+    },
+    // Expand: builds of schema 1 never read the table, so they run beside this one.
+    Migration {
+        compatible_from: 1,
+        sql: r#"
+-- Compiled code shared by the nodes: one artifact per component and engine (CPU class),
+-- with the MAC the nodes check under a key the database never holds. Stored out of line
+-- and uncompressed (native code compresses poorly; reading it back is the hot path).
+CREATE TABLE artifacts (
+    digest        TEXT NOT NULL REFERENCES components (digest) ON DELETE CASCADE,
+    engine        TEXT NOT NULL,
+    bytes         BYTEA NOT NULL,
+    mac           BYTEA NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (digest, engine)
+);
+ALTER TABLE artifacts ALTER COLUMN bytes SET STORAGE EXTERNAL;
+"#,
+    },
+];
 
 /// The schema version this build creates and reads.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
