@@ -214,8 +214,9 @@ def leb128(n):
 class Node:
     """An `eddy serve` process on its own state directory."""
 
-    def __init__(self, state_dir, config="", eddy=EDDY):
+    def __init__(self, state_dir, config="", eddy=EDDY, token_file=None):
         self.eddy = eddy
+        self.token_file = token_file
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.state_dir / "node.toml"
@@ -241,7 +242,8 @@ class Node:
                     raise RuntimeError("eddy did not start")
                 time.sleep(0.002)
         self.ready_s = time.monotonic() - started
-        self.token = (self.state_dir / "state/admin-token").read_text().strip()
+        token_file = self.token_file or self.state_dir / "state/admin-token"
+        self.token = Path(token_file).read_text().strip()
         return self
 
     def stop(self):
@@ -843,6 +845,139 @@ def websockets(work):
         node.stop()
 
 
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+CLUSTER_QUEUE_MESSAGES = {1: 20_000, 100: 100_000}
+
+
+def psql(sql):
+    subprocess.run(["psql", POSTGRES_URL, "-qAt", "-c", sql], check=True, capture_output=True)
+
+
+def drain_queue(nodes, name, batch, total):
+    """Publishes `total` messages through the nodes in turn (QUEUE_PUBLISHERS threads) to a
+    queue every node consumes with the no-op Rust hello; seconds until all are acknowledged."""
+    import threading
+    api_call(nodes[0], "POST", "/queues", {"name": name})
+    api_call(nodes[0], "PUT", f"/queues/{name}/consumer",
+             {"function": "sink", "batch_size": batch, "max_concurrency": QUEUE_CONSUMER_CONCURRENCY})
+    payloads = [{"data": f"message {i}"} for i in range(QUEUE_PUBLISH_CHUNK)]
+
+    def publish(node, count):
+        for _ in range(count // QUEUE_PUBLISH_CHUNK):
+            api_call(node, "POST", f"/queues/{name}/batch", {"messages": payloads})
+
+    # Every node has heard of the binding before the clock starts.
+    time.sleep(1.5)
+    started = time.monotonic()
+    threads = [threading.Thread(target=publish, args=(nodes[i % len(nodes)], total // QUEUE_PUBLISHERS))
+               for i in range(QUEUE_PUBLISHERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    while True:
+        stats = api_call(nodes[0], "GET", f"/queues/{name}")
+        if stats["depth"] == 0 and stats["succeeded"] >= total:
+            break
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def cluster(work):
+    """Nodes on one Postgres (the machine's): HTTP throughput of one node on Postgres against
+    one on SQLite; time from a deploy on node A to the first 200 on node B; queue throughput
+    on SQLite, one Postgres node and three."""
+    import secrets
+    schema = f"eddy_bench_{os.getpid()}"
+    psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    token, key = work / "cluster-token", work / "cluster-artifact-key"
+    token.write_text(secrets.token_hex(32))
+    key.write_text(secrets.token_hex(32))
+    pg = (f'store = "{POSTGRES_URL}"\nstore_schema = "{schema}"\n'
+          f'admin_token_file = "{token}"\nartifact_key_file = "{key}"\n')
+    rust = (GUESTS / "hello-rust.wasm").read_bytes()
+    results = {"http": {}, "first_200": {}, "queues": {}}
+    try:
+        # HTTP: the same function on a node of each store, rounds interleaved.
+        for round_ in range(ROUNDS):
+            for store, config, token_file in (("sqlite", "", None), ("postgres", pg, token)):
+                log(f"cluster round {round_ + 1}/{ROUNDS}: HTTP, one node on {store}")
+                node = Node(work / f"http-{store}", config=config, token_file=token_file).start()
+                if round_ == 0:
+                    node.deploy("hello", rust, {"reuse": True})
+                results["http"].setdefault(store, []).append(wrk(node.url("/hello"), 64))
+                node.stop()
+        psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        # Deploy on A, first 200 on B: B hears of the version and loads A's artifact.
+        a, b = (Node(work / f"pair-{i}", config=pg, token_file=token).start() for i in range(2))
+        try:
+            for lang in ("rust", "python"):
+                component = (GUESTS / GUEST_FILES.get(lang, f"hello-{lang}.wasm")).read_bytes()
+                name = f"first-{lang}"
+                started = time.monotonic()
+                a.deploy(name, component)
+                deployed = time.monotonic()
+                while True:
+                    try:
+                        get(b.url(f"/{name}"), timeout=30)
+                        break
+                    except urllib.error.HTTPError:
+                        time.sleep(0.002)
+                first = time.monotonic()
+                info = api_call(b, "GET", "/node")["compile_cache"]
+                results["first_200"][lang] = {
+                    "deploy_s": deployed - started, "to_first_200_s": first - deployed,
+                    "b_loaded": info["hits"], "b_compiled": info["misses"],
+                }
+                log(f"cluster: {lang} deployed on A in {deployed - started:.2f} s, "
+                    f"first 200 on B {first - deployed:.3f} s later")
+        finally:
+            a.stop()
+            b.stop()
+        psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        # Queues: publish -> consume -> ack, no-op consumer on every node.
+        for label, count, config, token_file in (("sqlite", 1, "", None), ("postgres", 1, pg, token),
+                                                 ("postgres", 3, pg, token)):
+            nodes = [Node(work / f"q-{label}-{count}-{i}", config=config, token_file=token_file).start()
+                     for i in range(count)]
+            try:
+                nodes[0].deploy("sink", rust, {"reuse": True})
+                for batch, total in CLUSTER_QUEUE_MESSAGES.items():
+                    elapsed = drain_queue(nodes, f"c{batch}", batch, total)
+                    results["queues"][(label, count, batch)] = {"messages": total, "elapsed_s": elapsed,
+                                                                "rate": total / elapsed}
+                    log(f"cluster queues: {label} x{count}, batch {batch}: {total / elapsed:.0f} msg/s")
+            finally:
+                for node in nodes:
+                    node.stop()
+            psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return results
+
+
+def cluster_report(results):
+    lines = ["", "### Cluster: nodes on Postgres", "",
+             f"Postgres: the machine's ({POSTGRES_URL.split('@')[-1]}), synchronous_commit on.", "",
+             "| HTTP, Rust hello, --reuse, 64 connections | req/s (median of rounds) | p99 ms | vs SQLite |",
+             "|---|---:|---:|---:|"]
+    med = {store: sorted(runs, key=lambda r: r["rps"])[len(runs) // 2] for store, runs in results["http"].items()}
+    for store in ("sqlite", "postgres"):
+        r = med[store]
+        lines.append(f"| one node on {store} | {r['rps']:,.0f} | {r['p99_ms']:.2f} | "
+                     f"{r['rps'] / med['sqlite']['rps']:.2f}x |")
+    lines += ["", "| deploy on node A, then node B | deploy on A (compile) | A's answer to B's first 200 | B loaded / compiled |",
+              "|---|---:|---:|---|"]
+    for lang, r in results["first_200"].items():
+        lines.append(f"| {lang} hello | {r['deploy_s']:.2f} s | {r['to_first_200_s'] * 1000:.0f} ms | "
+                     f"{r['b_loaded']} / {r['b_compiled']} |")
+    lines += ["", "| queue: publish -> consume -> ack | batch 1 | batch 100 |", "|---|---:|---:|"]
+    for label, count in (("sqlite", 1), ("postgres", 1), ("postgres", 3)):
+        cells = [f"{results['queues'][(label, count, b)]['rate']:,.0f} msg/s" for b in CLUSTER_QUEUE_MESSAGES]
+        lines.append(f"| {count} node{'s' if count > 1 else ''} on {label} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
 def machine():
     model = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -1070,7 +1205,10 @@ def main():
             calls = guest_calls() if "guestcall" in sections else None
             queues = queue_throughput(work) if "queues" in sections else None
             ws = websockets(work) if "websockets" in sections else None
+            clustered = cluster(work) if "cluster" in sections else None
             section = report(info, tput, cold, wait, dens, calls, redeploy, queues, ws)
+            if clustered:
+                section = section.rstrip("\n") + "\n" + cluster_report(clustered)
             print(section)
             if os.environ.get("BENCH_NO_RECORD") != "1":
                 prepend(section)

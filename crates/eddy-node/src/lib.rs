@@ -23,6 +23,7 @@ pub(crate) mod ingress;
 pub(crate) mod invocations;
 pub(crate) mod invoker;
 pub(crate) mod listener;
+pub(crate) mod members;
 pub(crate) mod metering;
 pub(crate) mod parts;
 pub(crate) mod platform;
@@ -88,6 +89,7 @@ pub struct RunningNode {
     draining: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
     consumers: Arc<consumer::Consumers>,
     sockets: Arc<websocket::Sockets>,
     grace: Duration,
@@ -130,7 +132,12 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("making the files in {} private", config.state_dir.display()))?;
     let limits = config.limits.clone();
     // From here on the node reaches its state only through the store traits.
-    let stores::Opened { stores, shared } = stores::open(&config).await?;
+    let started_at_ms = config.clock.now_ms();
+    let stores::Opened {
+        stores,
+        shared,
+        node: node_name,
+    } = stores::open(&config).await?;
     let token = Arc::new(
         auth::admin_token(
             &*stores.token,
@@ -212,6 +219,17 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             .run(shutdown.clone()),
         );
     }
+    let heartbeat = tokio::spawn(members::heartbeat(
+        parts.clone(),
+        registry.clone(),
+        members::Identity {
+            name: node_name.clone(),
+            public_url: public_url.clone(),
+            admin_addr: admin_addr.to_string(),
+            started_at_ms,
+        },
+        shutdown.clone(),
+    ));
     cron::Scheduler::start(registry.clone(), invoker.clone(), shutdown.clone());
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
     if limits.rollup_retention_ms < cost::MONTH_MS_MAX {
@@ -260,6 +278,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         consumers: consumers.clone(),
         sockets: sockets.clone(),
         budget_webhook_hosts: config.budget_webhook_hosts.clone().into(),
+        node_name: node_name.into(),
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();
@@ -292,6 +311,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         draining,
         servers: vec![public_server, admin_server],
         writer,
+        heartbeat,
         consumers,
         sockets,
         grace: Duration::from_millis(limits.shutdown_grace_ms),
@@ -367,6 +387,13 @@ impl RunningNode {
         // deadline; do not wait for them longer than the grace period.
         if tokio::time::timeout(self.grace, self.writer).await.is_err() {
             tracing::warn!("some invocation records were not written before shutdown");
+        }
+        // The last heartbeat says the node stopped (bounded: the store may be away).
+        if tokio::time::timeout(self.grace, self.heartbeat)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last heartbeat was not recorded before shutdown");
         }
     }
 }

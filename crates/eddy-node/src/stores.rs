@@ -21,6 +21,8 @@ pub struct Opened {
     pub stores: Stores,
     /// Whether other nodes share them (Postgres): the admin token is the cluster's.
     pub shared: bool,
+    /// This node's name.
+    pub node: String,
 }
 
 /// Opens the store `config` names.
@@ -44,6 +46,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Opened> {
             Ok(Opened {
                 stores: Stores::sqlite(store, queue_store),
                 shared: false,
+                node,
             })
         }
         StoreChoice::Postgres { url, schema } => {
@@ -62,6 +65,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Opened> {
             Ok(Opened {
                 stores: stores.stores(),
                 shared: true,
+                node,
             })
         }
     }

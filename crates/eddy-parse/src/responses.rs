@@ -42,6 +42,34 @@ pub struct NodeInfo {
     pub invocation_records_dropped: u64,
 }
 
+/// `GET /v1/nodes`: the nodes that share this node's store, by name (one on SQLite).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeList {
+    pub nodes: Vec<Member>,
+}
+
+/// One node of [`NodeList`], as its latest heartbeat tells.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Member {
+    pub name: String,
+    /// `live`, `gone` (missed its heartbeats) or `stopped` (shut down).
+    pub state: String,
+    /// Whether it is the node that answered.
+    pub this: bool,
+    pub version: String,
+    pub public_url: String,
+    pub admin_addr: String,
+    pub started_at: String,
+    pub seen_at: String,
+    /// Milliseconds since its latest heartbeat, as the answering node's clock sees it.
+    pub seen_ms_ago: u64,
+    /// Its load at that heartbeat.
+    pub in_flight: u64,
+    pub concurrency_max: u64,
+    pub instances: u64,
+    pub functions: u64,
+}
+
 /// Compile-cache counters of [`NodeInfo`], since the node started.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct CompileCache {

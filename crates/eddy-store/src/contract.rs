@@ -429,6 +429,43 @@ pub trait TickStore: Send + Sync {
     async fn forget_schedule(&self, function: &str) -> Result<()>;
 }
 
+/// What a node says of itself in a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeBeat {
+    /// The node's name, unique in the cluster.
+    pub name: String,
+    /// Its eddy version.
+    pub version: String,
+    /// Its public and control API addresses, as it reports them.
+    pub public_url: String,
+    pub admin_addr: String,
+    /// When it started (unix milliseconds).
+    pub started_at_ms: i64,
+    /// When it beat (unix milliseconds): "last seen".
+    pub seen_at_ms: i64,
+    /// Its load when it beat: invocations running, its concurrency limit, live instances,
+    /// functions it serves.
+    pub in_flight: u64,
+    pub concurrency_max: u64,
+    pub instances: u64,
+    pub functions: u64,
+    /// Whether it stopped (a graceful shutdown says so in a last beat).
+    pub stopped: bool,
+}
+
+/// The nodes that share the store, as their heartbeats tell (`eddy nodes`).
+#[async_trait]
+pub trait MemberStore: Send + Sync {
+    /// Records `beat` as its node's latest, replacing the one before. Committed on return.
+    async fn beat(&self, beat: NodeBeat) -> Result<()>;
+
+    /// Every node's latest beat, sorted by name.
+    async fn members(&self) -> Result<Vec<NodeBeat>>;
+
+    /// Forgets nodes whose latest beat is older than `before_ms`; how many.
+    async fn forget_members(&self, before_ms: i64) -> Result<u64>;
+}
+
 /// Compiled code shared by the nodes of a cluster: one artifact per component and engine (a
 /// CPU class: the runtime's compatibility key), with the MAC that authenticates it. Only a
 /// backend that several nodes share provides it ([`Stores::artifacts`]). The store keeps the
@@ -489,6 +526,7 @@ pub struct Stores {
     pub queues: Arc<dyn QueueBackend>,
     pub ticks: Arc<dyn TickStore>,
     pub hints: Arc<dyn ChangeHints>,
+    pub members: Arc<dyn MemberStore>,
     /// Compiled code shared between nodes; `None` where no other node shares the store.
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
 }
@@ -503,6 +541,7 @@ impl Stores {
             functions: store.clone(),
             token: store.clone(),
             invocations: store.clone(),
+            members: store.clone(),
             cost: store,
             queues: queues.clone(),
             ticks: queues,

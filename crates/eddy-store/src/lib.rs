@@ -23,6 +23,7 @@ pub mod contract;
 mod cost;
 mod error;
 mod invocations;
+mod members;
 pub mod postgres;
 pub mod queues;
 mod rollups;
@@ -32,8 +33,8 @@ mod store;
 mod types;
 
 pub use contract::{
-    ArtifactStore, ChangeHints, CostStore, FunctionStore, InvocationStore, NoHints, QueueBackend,
-    Stores, TickStore, TokenStore,
+    ArtifactStore, ChangeHints, CostStore, FunctionStore, InvocationStore, MemberStore, NoHints,
+    NodeBeat, QueueBackend, Stores, TickStore, TokenStore,
 };
 pub use cost::BudgetRecord;
 pub use error::StoreError;

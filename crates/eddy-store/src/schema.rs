@@ -171,6 +171,22 @@ CREATE TABLE budgets (
     alerted_percent REAL NOT NULL DEFAULT 0
 ) STRICT;
 "#,
+    r#"
+-- Each node's latest heartbeat (one row on a single node).
+CREATE TABLE members (
+    name             TEXT PRIMARY KEY,
+    version          TEXT NOT NULL,
+    public_url       TEXT NOT NULL,
+    admin_addr       TEXT NOT NULL,
+    started_at_ms    INTEGER NOT NULL,
+    seen_at_ms       INTEGER NOT NULL,
+    in_flight        INTEGER NOT NULL,
+    concurrency_max  INTEGER NOT NULL,
+    instances        INTEGER NOT NULL,
+    functions        INTEGER NOT NULL,
+    stopped          INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Brings the schema up to `migrations.len()`, one transaction per migration. The version is

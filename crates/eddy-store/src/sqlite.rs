@@ -188,6 +188,22 @@ impl InvocationStore for Store {
 }
 
 #[async_trait]
+impl crate::MemberStore for Store {
+    async fn beat(&self, beat: crate::NodeBeat) -> Result<()> {
+        self.blocking(move |store| store.beat(&beat)).await
+    }
+
+    async fn members(&self) -> Result<Vec<crate::NodeBeat>> {
+        self.blocking(Store::members).await
+    }
+
+    async fn forget_members(&self, before_ms: i64) -> Result<u64> {
+        self.blocking(move |store| store.forget_members(before_ms))
+            .await
+    }
+}
+
+#[async_trait]
 impl CostStore for Store {
     async fn put_price_sheet(&self, name: &str, toml: &str, now_ms: i64) -> Result<()> {
         let (name, toml) = (name.to_owned(), toml.to_owned());

@@ -6,7 +6,7 @@
 pub use eddy_parse::api::{ConsumerRequest, CreateQueue, DeployRequest, RollbackRequest};
 pub use eddy_parse::responses::{
     Broadcast, Consumer, Deployed, ErrorBody, Function, FunctionList, FunctionStats, LogEntry,
-    LogPage, Message, MessageList, Purged, Queue, QueueList, Redriven, Removed, RolledBack, Sent,
-    Version, VersionList, WebSocketList,
+    LogPage, Member, Message, MessageList, NodeList, Purged, Queue, QueueList, Redriven, Removed,
+    RolledBack, Sent, Version, VersionList, WebSocketList,
 };
 pub use eddy_parse::schedule::{Missed, Overlap, ScheduleSettings};

@@ -16,6 +16,7 @@ mod logs;
 mod ls;
 mod manifest;
 mod new;
+mod nodes;
 mod payload;
 mod queue;
 mod rm;
@@ -110,6 +111,8 @@ enum ApiCommand {
     Deploy(Box<deploy::DeployArgs>),
     /// List deployed functions
     Ls(ls::LsArgs),
+    /// List the nodes that share this node's store, their load and when each was last seen
+    Nodes(nodes::NodesArgs),
     /// Remove a function with all its versions and logs; it stops serving at once
     Rm(rm::RmArgs),
     /// List a function's versions, newest first
@@ -190,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         ApiCommand::Deploy(args) => deploy::run(&client, *args).await,
         ApiCommand::Ls(args) => ls::run(&client, args).await,
+        ApiCommand::Nodes(args) => nodes::run(&client, args).await,
         ApiCommand::Rm(args) => rm::run(&client, args).await,
         ApiCommand::Versions(args) => versions::run(&client, args).await,
         ApiCommand::Rollback(args) => rollback::run(&client, args).await,

@@ -531,3 +531,55 @@ async fn a_component_compiles_once_per_cluster_and_a_forged_artifact_is_not_load
     );
     assert!(d.output().contains("does not verify"), "{}", d.output());
 }
+
+/// `eddy nodes` lists every node of the cluster with its state; a node that shut down
+/// says so in its last heartbeat.
+#[tokio::test]
+async fn eddy_nodes_lists_the_cluster_and_the_nodes_that_stopped() {
+    let schema = Schema::new("members");
+    let a = Node::start_with_config(&schema.config("node_name = \"node-a\""));
+    let mut b = Node::start_with_config(&schema.config("node_name = \"node-b\""));
+    let listed = |node: &Node| {
+        let out = node.cli(&["nodes", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap().to_owned(),
+                    n["state"].as_str().unwrap().to_owned(),
+                    n["this"].as_bool().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "both nodes to be listed",
+        PROPAGATION_WITHIN,
+        async || match listed(&a) {
+            seen if seen.len() == 2 => Ok(seen),
+            seen => Err(format!("{seen:?}")),
+        },
+    )
+    .await;
+    assert_eq!(
+        listed(&a),
+        [
+            ("node-a".to_owned(), "live".to_owned(), true),
+            ("node-b".to_owned(), "live".to_owned(), false)
+        ]
+    );
+    assert!(b.terminate(), "node B did not stop cleanly");
+    assert_eq!(
+        listed(&a)[1],
+        ("node-b".to_owned(), "stopped".to_owned(), false)
+    );
+    let table = a.cli(&["nodes"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("node-a *") && text.contains("stopped"),
+        "{text}"
+    );
+}

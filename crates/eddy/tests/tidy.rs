@@ -295,6 +295,7 @@ const NODE_LAYERS: &[(&str, &[&str])] = &[
             "artifacts",
             "cost",
             "invocations",
+            "members",
             "queues",
             "registry",
             "stores",

@@ -21,7 +21,8 @@ use axum::{Json, Router};
 use eddy_parse::api::{LogsQuery, RollbackRequest, StatsQuery};
 use eddy_parse::responses::{
     Broadcast, CompileCache, Deployed, Function, FunctionList, FunctionStats, LogEntry, LogPage,
-    NodeInfo, Removed, Reuse, RolledBack, Version, VersionList, WebSocketConnection, WebSocketList,
+    Member, NodeInfo, NodeList, Removed, Reuse, RolledBack, Version, VersionList,
+    WebSocketConnection, WebSocketList,
 };
 use eddy_store::{FunctionRecord, InvocationRecord, VersionRecord};
 use tokio::sync::watch;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub sockets: Arc<crate::websocket::Sockets>,
     /// Hosts budget alert webhooks may go to.
     pub budget_webhook_hosts: Arc<[String]>,
+    /// This node's name (`eddy nodes` marks it).
+    pub node_name: Arc<str>,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
@@ -65,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .unwrap_or(usize::MAX);
     let v1 = Router::new()
         .route("/node", get(node))
+        .route("/nodes", get(list_nodes))
         .route("/functions", get(list_functions))
         .route(
             "/functions/{name}",
@@ -122,6 +126,34 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
         Some(store) => (status, format!("{body}{store}\n")),
         None => (status, body.to_owned()),
     }
+}
+
+async fn list_nodes(State(state): State<ApiState>) -> Result<Json<NodeList>, ApiError> {
+    let now_ms = state.parts.clock.now_ms();
+    let nodes = state
+        .parts
+        .stores
+        .members
+        .members()
+        .await?
+        .into_iter()
+        .map(|beat| Member {
+            state: crate::members::state(&beat, now_ms).to_owned(),
+            this: *beat.name == *state.node_name,
+            started_at: rfc3339(beat.started_at_ms),
+            seen_at: rfc3339(beat.seen_at_ms),
+            seen_ms_ago: now_ms.saturating_sub(beat.seen_at_ms).max(0) as u64,
+            name: beat.name,
+            version: beat.version,
+            public_url: beat.public_url,
+            admin_addr: beat.admin_addr,
+            in_flight: beat.in_flight,
+            concurrency_max: beat.concurrency_max,
+            instances: beat.instances,
+            functions: beat.functions,
+        })
+        .collect();
+    Ok(Json(NodeList { nodes }))
 }
 
 async fn node(State(state): State<ApiState>) -> Json<NodeInfo> {

@@ -34,6 +34,7 @@ use crate::{
 pub mod cost;
 pub mod functions;
 pub mod invocations;
+pub mod members;
 pub mod queues;
 pub mod ticks;
 pub mod token;
@@ -124,6 +125,7 @@ macro_rules! conformance_tests {
             ticks::a_tick_is_claimed_once,
             ticks::concurrent_claims_of_a_tick_let_one_win,
             ticks::ticks_survive_a_restart,
+            members::beats_are_kept_per_node_forgotten_when_old_and_survive_a_restart,
         );
     };
     (@each $backend:ty; $($area:ident :: $contract:ident),+ $(,)?) => {
@@ -274,6 +276,7 @@ mod tests {
         ("cost", include_str!("cost.rs")),
         ("functions", include_str!("functions.rs")),
         ("invocations", include_str!("invocations.rs")),
+        ("members", include_str!("members.rs")),
         ("queues", include_str!("queues.rs")),
         ("ticks", include_str!("ticks.rs")),
         ("token", include_str!("token.rs")),

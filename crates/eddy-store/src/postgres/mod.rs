@@ -29,6 +29,7 @@
 
 mod functions;
 mod invocations;
+mod members;
 mod queues;
 mod schema;
 
@@ -213,6 +214,7 @@ impl PgStores {
             functions: this.clone(),
             token: this.clone(),
             invocations: this.clone(),
+            members: this.clone(),
             cost: this.clone(),
             queues: this.clone(),
             ticks: this.clone(),

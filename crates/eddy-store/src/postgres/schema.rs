@@ -213,6 +213,26 @@ CREATE TABLE artifacts (
 ALTER TABLE artifacts ALTER COLUMN bytes SET STORAGE EXTERNAL;
 "#,
     },
+    // Expand, like the one before.
+    Migration {
+        compatible_from: 1,
+        sql: r#"
+-- Each node's latest heartbeat: `eddy nodes`.
+CREATE TABLE members (
+    name             TEXT PRIMARY KEY,
+    version          TEXT NOT NULL,
+    public_url       TEXT NOT NULL,
+    admin_addr       TEXT NOT NULL,
+    started_at_ms    BIGINT NOT NULL,
+    seen_at_ms       BIGINT NOT NULL,
+    in_flight        BIGINT NOT NULL,
+    concurrency_max  BIGINT NOT NULL,
+    instances        BIGINT NOT NULL,
+    functions        BIGINT NOT NULL,
+    stopped          BOOLEAN NOT NULL
+);
+"#,
+    },
 ];
 
 /// The schema version this build creates and reads.
