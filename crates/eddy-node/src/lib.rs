@@ -49,7 +49,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::NodeConfig;
 
-pub use stores::{DATABASE_FILE, NODE_NAME_FILE, QUEUE_DATABASE_FILE};
+pub use eddy_store::copy::Copied;
+pub use stores::{DATABASE_FILE, NODE_NAME_FILE, QUEUE_DATABASE_FILE, copy_to_postgres};
 
 /// Compiled code shared with the cluster: when the store is shared and the operator gave
 /// the artifact key. Without the key each node compiles for itself.

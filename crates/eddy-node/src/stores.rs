@@ -108,3 +108,35 @@ fn host_name() -> String {
 fn write_name(path: &Path, name: &str) -> std::io::Result<()> {
     eddy_runtime::write_new_private(path, format!("{name}\n").as_bytes())
 }
+
+/// Copies the single node's state in `state_dir` (its SQLite files; the node stopped) into
+/// the empty Postgres store at `url` (`eddy store copy`).
+pub async fn copy_to_postgres(
+    state_dir: &Path,
+    url: String,
+    schema: Option<String>,
+) -> anyhow::Result<eddy_store::copy::Copied> {
+    let db = state_dir.join(DATABASE_FILE);
+    let queue_db = state_dir.join(QUEUE_DATABASE_FILE);
+    anyhow::ensure!(
+        db.is_file(),
+        "{} does not exist: point --state-dir at the node's state directory",
+        db.display()
+    );
+    let from = tokio::task::spawn_blocking(move || -> anyhow::Result<Stores> {
+        let store =
+            eddy_store::Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+        let queues = eddy_store::QueueStore::open(&queue_db)
+            .with_context(|| format!("opening {}", queue_db.display()))?;
+        Ok(Stores::sqlite(store, queues))
+    })
+    .await??;
+    let mut options = PgOptions::new(url, "eddy-store-copy");
+    options.schema = schema;
+    let target = PgStores::open(&options)
+        .await
+        .context("opening the Postgres store")?;
+    eddy_store::copy::copy_all(&from, &target.stores())
+        .await
+        .context("copying")
+}

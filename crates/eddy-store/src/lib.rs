@@ -20,6 +20,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod contract;
+pub mod copy;
 mod cost;
 mod error;
 mod invocations;

@@ -13,6 +13,13 @@ use eddy_store::{NewMessage, QueueBackend, QueueLimits, Result, Settle, StoreErr
 /// A lease no test reaches.
 const FAR: i64 = i64::MAX / 2;
 
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    since.as_millis() as i64
+}
+
 fn message(body: &str, key: Option<&str>) -> NewMessage {
     NewMessage {
         body: body.as_bytes().to_vec(),
@@ -390,5 +397,147 @@ async fn artifacts_belong_to_a_component_and_an_engine() -> Result<()> {
     assert!(node.remove_function("f").await?);
     assert_eq!(node.artifact(&digest, "x86").await?, None);
     assert_eq!(node.artifact(&digest, "arm").await?, None);
+    Ok(())
+}
+
+/// A single SQLite node's state moves into an empty Postgres store whole; a second copy
+/// into the same store is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_nodes_state_copies_into_postgres() -> Result<()> {
+    use eddy_store::copy::copy_all;
+    use eddy_store::{NewInvocation, NewVersion, QueueStore, Rollup, Store, Stores, VersionConfig};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (db, qdb) = (dir.path().join("eddy.db"), dir.path().join("queues.db"));
+    let from = tokio::task::spawn_blocking(move || {
+        Ok::<_, StoreError>(Stores::sqlite(Store::open(&db)?, QueueStore::open(&qdb)?))
+    })
+    .await
+    .expect("opening SQLite")?;
+    let config = |route: &str| VersionConfig {
+        route: route.into(),
+        memory_bytes_max: 1 << 20,
+        timeout_ms: 1000,
+        env: [("K".to_owned(), "v".to_owned())].into(),
+        allow_outbound: vec![],
+        max_concurrency: None,
+        max_queue: None,
+        max_wait_ms: None,
+        reserved_concurrency: 0,
+        reuse: None,
+        publish: vec![],
+        schedule: None,
+        websocket: false,
+    };
+    for (i, body) in [b"one".as_slice(), b"two"].into_iter().enumerate() {
+        let new = NewVersion {
+            function: "f".into(),
+            digest: eddy_store::component_digest(body),
+            size_bytes: body.len() as u64,
+            config: config(&format!("/f{i}")),
+            created_at_ms: 10 + i as i64,
+        };
+        from.functions
+            .create_version(new, Some(body.to_vec()))
+            .await?;
+    }
+    from.functions.set_live_version("f", 1).await?;
+    from.token.set_admin_token_hash("hash").await?;
+    let invocation = |log: &str| NewInvocation {
+        function: "f".into(),
+        version: 1,
+        at_ms: now_ms(),
+        method: "GET".into(),
+        path: "/f0".into(),
+        status: 200,
+        outcome: "ok".into(),
+        duration_us: 5,
+        cpu_us: 1,
+        instantiate_us: None,
+        memory_bytes_peak: 0,
+        request_bytes: 0,
+        response_bytes: 2,
+        log: log.into(),
+    };
+    from.invocations
+        .append_invocations(vec![invocation("a"), invocation("b")], Default::default())
+        .await?;
+    let rollup = Rollup {
+        invocations: 2,
+        wall_us: 10,
+        ..Rollup::default()
+    };
+    from.invocations
+        .add_rollups(vec![("f".into(), 60_000, rollup.clone())], 0)
+        .await?;
+    from.cost.put_price_sheet("mine", "x = 1", 5).await?;
+    from.cost.put_budget("", "{\"monthly_usd\": 5}").await?;
+    from.cost
+        .set_budget_alerted("", "{\"monthly_usd\": 5}", "2026-12", 50.0)
+        .await?;
+    from.queues.create_queue("jobs", 60_000).await?;
+    from.queues
+        .publish(
+            "jobs",
+            vec![message("1", None), message("2", None)],
+            QueueLimits::NONE,
+        )
+        .await?;
+    from.queues.claim("jobs", 1, FAR).await?;
+    from.ticks.last_tick("f", 1_000).await?;
+    from.ticks.claim_tick("f", 2_000).await?;
+
+    let schema = TestSchema::new("copy").await;
+    let to = schema.open("a", 4).await?.stores();
+    let copied = copy_all(&from, &to).await?;
+    assert_eq!(
+        (
+            copied.functions,
+            copied.versions,
+            copied.invocations,
+            copied.rollup_minutes
+        ),
+        (1, 2, 2, 1)
+    );
+    assert_eq!(
+        (copied.queues, copied.messages, copied.schedules),
+        (1, 2, 1)
+    );
+    assert!(copied.token);
+    let f = to.functions.function("f").await?.expect("copied");
+    assert_eq!((f.live.version, f.version_count), (1, 2));
+    assert_eq!(f.live.config, config("/f0"));
+    assert_eq!(to.token.admin_token_hash().await?.as_deref(), Some("hash"));
+    let logs: Vec<String> = to
+        .invocations
+        .invocations_tail("f", 10)
+        .await?
+        .into_iter()
+        .map(|r| r.invocation.log)
+        .collect();
+    assert_eq!(logs, ["a", "b"]);
+    assert_eq!(
+        to.invocations.rollups("f", 0).await?,
+        vec![(60_000, rollup)]
+    );
+    assert_eq!(
+        to.cost.price_sheets().await?,
+        vec![("mine".into(), "x = 1".into())]
+    );
+    let budget = to.cost.budget("").await?.expect("copied");
+    assert_eq!(
+        (budget.alerted_month.as_str(), budget.alerted_percent),
+        ("2026-12", 50.0)
+    );
+    let counts = to.queues.counts("jobs").await?;
+    assert_eq!(
+        (counts.depth, counts.ready),
+        (2, 2),
+        "the in-flight message is ready again"
+    );
+    assert_eq!(to.ticks.last_tick("f", 9_000).await?, 2_000);
+    match copy_all(&from, &to).await {
+        Err(StoreError::Conflict(message)) => assert!(message.contains("empty"), "{message}"),
+        other => panic!("a second copy was not refused: {other:?}"),
+    }
     Ok(())
 }

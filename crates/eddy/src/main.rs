@@ -24,6 +24,7 @@ mod rollback;
 mod serve;
 mod sheets;
 mod stats;
+mod store;
 mod table;
 mod units;
 mod versions;
@@ -98,6 +99,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create a function project: source, eddy.toml and what its toolchain needs
     New(new::NewArgs),
+    /// Move this node's state into a Postgres store, for a cluster (stop the node first)
+    Store(store::StoreArgs),
     /// Build the components of the functions in eddy.toml that have a `lang`
     Build(build::BuildArgs),
     #[command(flatten)]
@@ -177,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Serve(args) => return serve::run(state_dir, args).await,
         Command::New(args) => return new::run(args),
+        Command::Store(args) => return store::run(&state_dir, args).await,
         // Builds run toolchains for minutes; they block this thread, which waits on nothing else.
         Command::Build(args) => return build::run(args),
         Command::Api(command) => command,

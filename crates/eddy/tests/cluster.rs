@@ -583,3 +583,45 @@ async fn eddy_nodes_lists_the_cluster_and_the_nodes_that_stopped() {
         "{text}"
     );
 }
+
+/// `eddy store copy` moves a single node's state into Postgres: a node started on that store
+/// serves the same functions and accepts the same admin token.
+#[tokio::test]
+async fn a_single_nodes_state_copies_into_postgres_and_serves_from_there() {
+    let schema = Schema::new("copy");
+    let mut single = Node::start();
+    single
+        .deploy_ok("hello", "hello-rust", json!({"env": {"GREETING": "Moved"}}))
+        .await;
+    let state = single.state.clone();
+    assert!(single.terminate(), "the single node did not stop cleanly");
+    let out = common::eddy_in(std::path::Path::new("."))
+        .args(["store", "copy", "--to", &url(), "--schema", &schema.0])
+        .env("EDDY_STATE_DIR", state.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("copied 1 functions (1 versions)"), "{said}");
+    assert!(
+        said.contains("the admin token is now the cluster's"),
+        "{said}"
+    );
+    // A node of the cluster, on the same state directory: its token file still works.
+    let clustered = Node::start_in(state, &schema.config(""));
+    let text = status(&clustered, "/hello").await.unwrap();
+    assert!(text.contains("Moved"), "{text}");
+    let (code, _) = clustered.api_get("/functions").await;
+    assert_eq!(code, 200);
+    // A second copy into the same store is refused: it is not empty any more.
+    let again = common::eddy_in(std::path::Path::new("."))
+        .args(["store", "copy", "--to", &url(), "--schema", &schema.0])
+        .env("EDDY_STATE_DIR", clustered.state_dir())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("copy into an empty one"),
+        "{again:?}"
+    );
+}
