@@ -1195,7 +1195,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             work = Path(tmp)
             info = machine()
-            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues,websockets").split(",")
+            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues,websockets,cluster").split(",")
             tput = throughput(work) if "throughput" in sections else None
             binaries = [BASELINE, EDDY] if BASELINE else [EDDY]
             cold = cold_starts(work, binaries) if "cold" in sections else None
