@@ -5,88 +5,16 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::postgres::{Schema, run_sql, url};
 use common::{Node, wait_for};
 use serde_json::json;
 
-/// The database the tests use unless `EDDY_TEST_POSTGRES_URL` names another.
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// How long a change may take to reach another node before the test fails: far above the
 /// notification's usual milliseconds, and below the poll interval the tests set, so only
 /// a notification can meet it.
 const PROPAGATION_WITHIN: Duration = Duration::from_secs(20);
-
-fn url() -> String {
-    std::env::var("EDDY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// A schema for one test's cluster, dropped with everything in it when the test ends.
-struct Schema(String);
-
-impl Schema {
-    fn new(test: &str) -> Schema {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "eddy_cluster_{test}_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
-        Schema(name)
-    }
-
-    /// A node's config on this schema; `extra` is appended (TOML).
-    fn config(&self, extra: &str) -> String {
-        // Long: a change that reaches another node within PROPAGATION_WITHIN came by
-        // notification.
-        self.config_polling(extra, 600_000)
-    }
-
-    /// A node's config on this schema, polling the store every `poll_ms`.
-    fn config_polling(&self, extra: &str, poll_ms: u64) -> String {
-        format!(
-            "store = \"{}\"\nstore_schema = \"{}\"\n{extra}\n[limits]\nstore_poll_interval_ms = {poll_ms}\n",
-            url(),
-            self.0
-        )
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        run_sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
-    }
-}
-
-/// Runs `sql` on a runtime and connection of its own. Panics, saying where it looked, if
-/// Postgres cannot be reached.
-fn run_sql(sql: &str) {
-    let sql = sql.to_owned();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let url = url();
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "no Postgres at {url} ({e:?}); start one or set EDDY_TEST_POSTGRES_URL"
-                        )
-                    });
-                let driver = tokio::spawn(connection);
-                client.batch_execute(&sql).await.unwrap();
-                drop(client);
-                let _ = driver.await;
-            });
-    })
-    .join()
-    .unwrap();
-}
 
 async fn status(node: &Node, path: &str) -> Result<String, String> {
     let reply = node.get(path).await;

@@ -181,21 +181,56 @@ async fn peek_all(node: &Node, queue: &str) -> Vec<Value> {
 const MESSAGES: usize = 10_000;
 const MAX_ATTEMPTS: u32 = 3;
 
-/// Publishes `MESSAGES` to a consumer failing 30% of attempts at random, optionally
-/// killing the node (SIGKILL) and starting it again midway, then checks that every
-/// published message ended acknowledged or dead-lettered, within its max attempts.
-async fn flaky_run(kill_midway: bool) {
+/// How a flaky run treats its nodes.
+#[derive(Clone, Copy, PartialEq)]
+enum Run {
+    /// One node, left alone.
+    Quiet,
+    /// One node, killed (SIGKILL) once a quarter is done and started again.
+    KilledMidway,
+    /// Three nodes sharing Postgres, one of them killed at random moments and started
+    /// again, `CLUSTER_KILLS` times.
+    Cluster,
+}
+
+/// Node kills of `Run::Cluster`.
+const CLUSTER_KILLS: usize = 4;
+
+/// A number below `n`, different each call (from the standard library's random hasher
+/// keys: a test's randomness needs no generator crate).
+fn random_below(n: u64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now()) % n
+}
+
+/// Publishes `MESSAGES` to a consumer failing 30% of attempts at random, with the nodes
+/// treated as `run` says, then checks that every published message ended acknowledged or
+/// dead-lettered, within its max attempts.
+async fn flaky_run(run: Run) {
     let (recorder, recorded) = recorder().await;
-    let mut node = Node::start_with_config(REACH_LOOPBACK);
+    let schema = (run == Run::Cluster).then(|| common::postgres::Schema::new("flaky"));
+    let config = match &schema {
+        Some(schema) => schema.config_polling(REACH_LOOPBACK, 200),
+        None => REACH_LOOPBACK.to_owned(),
+    };
+    let mut nodes = vec![Node::start_with_config(&config)];
+    if run == Run::Cluster {
+        for _ in 0..2 {
+            let mut node = Node::start_with_config(&config);
+            node.token = nodes[0].token.clone();
+            nodes.push(node);
+        }
+    }
+    let node = &nodes[0];
     node.deploy_ok(
         "worker",
         "misbehave",
         json!({"allow_outbound": [format!("127.0.0.1:{}", recorder.port())], "reuse": true}),
     )
     .await;
-    create_queue(&node, "jobs").await;
+    create_queue(node, "jobs").await;
     consume(
-        &node,
+        node,
         "jobs",
         json!({
             "function": "worker",
@@ -208,23 +243,45 @@ async fn flaky_run(kill_midway: bool) {
     )
     .await;
     let bodies: Vec<String> = (0..MESSAGES).map(|i| format!("job {i}")).collect();
-    let published: BTreeSet<String> = publish_all(&node, "jobs", &bodies)
+    let published: BTreeSet<String> = publish_all(node, "jobs", &bodies)
         .await
         .into_iter()
         .collect();
     assert_eq!(published.len(), MESSAGES, "ids are unique");
 
-    if kill_midway {
-        queue_when(&node, "jobs", Duration::from_secs(120), |s| {
-            s["succeeded"].as_u64().unwrap() >= (MESSAGES / 4) as u64
-        })
-        .await;
-        node.kill();
-        node = Node::start_in(node.state.clone(), REACH_LOOPBACK);
+    match run {
+        Run::Quiet => {}
+        Run::KilledMidway => {
+            queue_when(&nodes[0], "jobs", Duration::from_secs(120), |s| {
+                s["succeeded"].as_u64().unwrap() >= (MESSAGES / 4) as u64
+            })
+            .await;
+            nodes[0].kill();
+            nodes[0] = Node::start_in(nodes[0].state.clone(), &config);
+        }
+        Run::Cluster => {
+            let token = nodes[0].token.clone();
+            for kill in 0..CLUSTER_KILLS {
+                let done = queue_stats(&nodes[0], "jobs").await["succeeded"]
+                    .as_u64()
+                    .unwrap();
+                if done as usize >= MESSAGES * 9 / 10 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100 + random_below(600))).await;
+                let victim = random_below(nodes.len() as u64) as usize;
+                nodes[victim].kill();
+                tokio::time::sleep(Duration::from_millis(random_below(500))).await;
+                nodes[victim] = Node::start_in(nodes[victim].state.clone(), &config);
+                nodes[victim].token = token.clone();
+                eprintln!("kill {}: node {victim} killed and started again", kill + 1);
+            }
+        }
     }
-    let done = queue_when(&node, "jobs", Duration::from_secs(300), |s| s["depth"] == 0).await;
+    let node = &nodes[0];
+    let done = queue_when(node, "jobs", Duration::from_secs(300), |s| s["depth"] == 0).await;
 
-    let dead = peek_all(&node, "jobs-dlq").await;
+    let dead = peek_all(node, "jobs-dlq").await;
     for message in &dead {
         assert!(
             message["attempts"].as_u64().unwrap() <= u64::from(MAX_ATTEMPTS),
@@ -258,7 +315,7 @@ async fn flaky_run(kill_midway: bool) {
         "{} dead letters of {MESSAGES}",
         dead_ids.len()
     );
-    if !kill_midway {
+    if run == Run::Quiet {
         // Without a crash nothing is delivered twice after a success.
         assert_eq!(
             done["succeeded"].as_u64().unwrap() as usize,
@@ -279,12 +336,20 @@ async fn flaky_run(kill_midway: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_to_a_flaky_consumer_end_succeeded_or_dead_lettered() {
-    flaky_run(false).await;
+    flaky_run(Run::Quiet).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_midway_loses_no_message() {
-    flaky_run(true).await;
+    flaky_run(Run::KilledMidway).await;
+}
+
+/// Three nodes on Postgres consume one queue while nodes are killed (SIGKILL) at random
+/// moments and started again: every message ends acknowledged or dead-lettered, none past
+/// its max attempts, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_nodes_killed_at_random_loses_no_message() {
+    flaky_run(Run::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod postgres;
+
 /// Node config (top-level keys) letting functions reach this machine's loopback stand-ins:
 /// the operator's opening, which no deployer's allowlist can give (docs/security.md).
 pub const REACH_LOOPBACK: &str = "outbound_allow_networks = [\"127.0.0.0/8\"]\n";
