@@ -2,8 +2,12 @@
 //! ticks with a POST in the CloudEvents binary mode (`ce-type: dev.eddy.cron.tick`, the
 //! scheduled time as `ce-time` and in the body), as background work.
 //!
-//! - A tick is claimed in the queue database (durably) before it runs, so it never runs
-//!   twice, whatever restarts happen around it.
+//! - A tick is claimed in the store (durably) before it runs, so of every node that sees it
+//!   one runs it, whatever restarts happen around it. It runs under a lease as long as the
+//!   function may take (its wait for a slot and its timeout, plus `CRON_LEASE_SLACK_MS`) and
+//!   is finished when its run ends. A tick whose runner died during it (its lease ended
+//!   unfinished) is claimed again and run by a node that checks (every
+//!   `CRON_ABANDONED_CHECK_MS`): the one case where a tick runs twice.
 //! - Overlap: with `skip` (the default) a tick is dropped while the schedule's previous run
 //!   is still going.
 //! - Ticks that fell while the node was down: `skip` (the default) drops them, `run-once`
@@ -30,6 +34,10 @@ use crate::schedule::Schedule;
 /// The header naming the function whose schedule a tick comes from; only the node sets it
 /// (see `ingress::NODE_HEADER_PREFIX`).
 pub const HEADER_SCHEDULE: &str = "eddy-schedule";
+/// What a tick's lease adds to the longest its run may take (milliseconds).
+pub const CRON_LEASE_SLACK_MS: i64 = 5_000;
+/// How often each schedule looks for a tick whose runner died (milliseconds).
+pub const CRON_ABANDONED_CHECK_MS: u64 = 2_000;
 /// When one schedule's ticks fall, on the node's clock.
 struct Ticks {
     schedule: Schedule,
@@ -172,7 +180,9 @@ impl Scheduler {
         if let Some((latest, count)) = ticks.missed() {
             match settings.missed {
                 Missed::Skip => {
-                    if matches!(store.claim_tick(&function, latest).await, Ok(true)) {
+                    let lease = clock.now_ms();
+                    if matches!(store.claim_tick(&function, latest, lease).await, Ok(true)) {
+                        self.finish(&function, latest).await;
                         tracing::info!(%function, missed = count, "skipped ticks that fell while the node was down (missed = skip)");
                     }
                 }
@@ -183,15 +193,56 @@ impl Scheduler {
             }
             ticks.last = latest;
         }
+        let mut abandoned =
+            tokio::time::interval(std::time::Duration::from_millis(CRON_ABANDONED_CHECK_MS));
+        abandoned.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
                 next = ticks.next() => next,
+                _ = abandoned.tick() => {
+                    self.rerun_abandoned(&function, &settings, &running).await;
+                    continue;
+                }
             };
             let Some(next) = next else {
                 return;
             };
             self.fire(&function, &settings, next, &running).await;
+        }
+    }
+
+    /// The lease a tick of `function` runs under from now: as long as its run may take.
+    fn lease_until_ms(&self, function: &str) -> i64 {
+        let now = self.invoker.parts().clock.now_ms();
+        let longest = self.registry.routes().function(function).map_or(0, |live| {
+            let limits = live.deployment.limits();
+            (limits.timeout + live.admission.max_wait).as_millis() as i64
+        });
+        now.saturating_add(longest)
+            .saturating_add(CRON_LEASE_SLACK_MS)
+    }
+
+    /// Runs again, once, a tick of `function` whose runner died during it (on any node).
+    async fn rerun_abandoned(
+        &self,
+        function: &Arc<str>,
+        settings: &ScheduleSettings,
+        running: &Arc<AtomicUsize>,
+    ) {
+        let ticks = &self.invoker.parts().stores.ticks;
+        match ticks
+            .reclaim_abandoned_tick(function, self.lease_until_ms(function))
+            .await
+        {
+            Ok(Some(tick_ms)) => {
+                tracing::warn!(%function, tick = %rfc3339(tick_ms), "running again a tick whose runner stopped during it");
+                self.run_claimed(function, settings, tick_ms, running);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(%function, error = %e, "looking for abandoned ticks failed");
+            }
         }
     }
 
@@ -203,12 +254,13 @@ impl Scheduler {
         tick_ms: i64,
         running: &Arc<AtomicUsize>,
     ) {
+        let lease_until_ms = self.lease_until_ms(function);
         match self
             .invoker
             .parts()
             .stores
             .ticks
-            .claim_tick(function, tick_ms)
+            .claim_tick(function, tick_ms, lease_until_ms)
             .await
         {
             Ok(true) => {}
@@ -220,13 +272,34 @@ impl Scheduler {
         }
         if let Err(refusal) = self.invoker.budget(function, Trigger::Cron) {
             tracing::info!(%function, tick = %rfc3339(tick_ms), "tick skipped: {}", refusal.message());
+            self.finish(function, tick_ms).await;
             return;
         }
         if settings.overlap == Overlap::Skip && running.load(Ordering::Acquire) > 0 {
             tracing::info!(%function, tick = %rfc3339(tick_ms), "tick skipped: the previous run is still going (overlap = skip)");
+            self.finish(function, tick_ms).await;
             return;
         }
+        self.run_claimed(function, settings, tick_ms, running);
+    }
+
+    /// The claimed tick is done: no node runs it again.
+    async fn finish(&self, function: &str, tick_ms: i64) {
+        finish_tick(&self.invoker, function, tick_ms).await;
+    }
+
+    /// Runs the claimed tick at `tick_ms` in the background, finishing it when the run ends.
+    fn run_claimed(
+        &self,
+        function: &Arc<str>,
+        settings: &ScheduleSettings,
+        tick_ms: i64,
+        running: &Arc<AtomicUsize>,
+    ) {
         let Some(live) = self.registry.routes().function(function).cloned() else {
+            let invoker = self.invoker.clone();
+            let function = function.clone();
+            tokio::spawn(async move { finish_tick(&invoker, &function, tick_ms).await });
             return;
         };
         let path = settings.path.clone().unwrap_or_else(|| live.route.clone());
@@ -274,8 +347,23 @@ impl Scheduler {
                     tracing::warn!(%function, tick = %scheduled, limit = refusal.limit(), "cron tick refused by admission control (not retried)");
                 }
             }
+            finish_tick(&invoker, &function, tick_ms).await;
             running.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+}
+
+/// Records that the claimed tick is done. A failure is logged: the tick then runs again
+/// once its lease ends, which is better than never.
+async fn finish_tick(invoker: &Invoker, function: &str, tick_ms: i64) {
+    if let Err(e) = invoker
+        .parts()
+        .stores
+        .ticks
+        .finish_tick(function, tick_ms)
+        .await
+    {
+        tracing::warn!(%function, tick = %rfc3339(tick_ms), error = %e, "recording a finished tick failed; it may run again when its lease ends");
     }
 }
 

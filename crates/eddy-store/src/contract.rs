@@ -409,8 +409,10 @@ pub trait QueueBackend: Send + Sync {
     async fn counts(&self, queue: &str) -> Result<QueueCounts>;
 }
 
-/// The last claimed tick of each function's cron schedule, so that a tick runs at most once
-/// however many nodes or restarts see it. Every write is atomic and synced on return.
+/// The last claimed tick of each function's cron schedule, so that a tick is claimed once
+/// however many nodes or restarts see it, and the ticks claimed and not yet finished, each
+/// under a lease, so that one whose runner died is run again. Every write is atomic and
+/// synced on return.
 #[async_trait]
 pub trait TickStore: Send + Sync {
     /// The last claimed tick of `function`'s schedule. A schedule seen for the first time
@@ -420,12 +422,27 @@ pub trait TickStore: Send + Sync {
 
     /// Claims the tick at `tick_ms` of `function`'s schedule before it runs: `true` if
     /// `tick_ms` is later than the last claimed tick (or none was), and it becomes the last
-    /// claimed tick; `false`, changing nothing, otherwise. Of any number of concurrent calls
-    /// for one tick, exactly one gets `true`.
-    async fn claim_tick(&self, function: &str, tick_ms: i64) -> Result<bool>;
+    /// claimed tick, running under a lease until `lease_until_ms`; `false`, changing
+    /// nothing, otherwise. Of any number of concurrent calls for one tick, exactly one gets
+    /// `true`.
+    async fn claim_tick(&self, function: &str, tick_ms: i64, lease_until_ms: i64) -> Result<bool>;
 
-    /// Forgets `function`'s schedule state (the function was removed): the next
-    /// [`TickStore::last_tick`] starts afresh.
+    /// The claimed tick `tick_ms` of `function` is done (run, or dropped by its policy): it
+    /// is never claimed again. A no-op for a tick not running.
+    async fn finish_tick(&self, function: &str, tick_ms: i64) -> Result<()>;
+
+    /// Claims again the earliest tick of `function` that was claimed and never finished
+    /// and whose lease ended before now (**reads the clock**): its runner died. It runs
+    /// under a new lease until `lease_until_ms`. `Some(tick)` for exactly one of any number
+    /// of concurrent callers; `None` if no tick was abandoned.
+    async fn reclaim_abandoned_tick(
+        &self,
+        function: &str,
+        lease_until_ms: i64,
+    ) -> Result<Option<i64>>;
+
+    /// Forgets `function`'s schedule state (the function was removed), its running ticks
+    /// with it: the next [`TickStore::last_tick`] starts afresh.
     async fn forget_schedule(&self, function: &str) -> Result<()>;
 }
 

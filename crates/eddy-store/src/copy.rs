@@ -112,7 +112,8 @@ pub async fn copy_all(from: &Stores, to: &Stores) -> Result<Copied> {
         let now = crate::store::now_ms();
         let tick = from.ticks.last_tick(&function.name, now).await?;
         if tick < now {
-            to.ticks.claim_tick(&function.name, tick).await?;
+            to.ticks.claim_tick(&function.name, tick, now).await?;
+            to.ticks.finish_tick(&function.name, tick).await?;
             copied.schedules += 1;
         }
     }

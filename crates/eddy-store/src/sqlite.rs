@@ -328,8 +328,20 @@ impl TickStore for QueueStore {
         QueueStore::last_tick(self, function, now_ms).await
     }
 
-    async fn claim_tick(&self, function: &str, tick_ms: i64) -> Result<bool> {
-        QueueStore::claim_tick(self, function, tick_ms).await
+    async fn claim_tick(&self, function: &str, tick_ms: i64, lease_until_ms: i64) -> Result<bool> {
+        QueueStore::claim_tick(self, function, tick_ms, lease_until_ms).await
+    }
+
+    async fn finish_tick(&self, function: &str, tick_ms: i64) -> Result<()> {
+        QueueStore::finish_tick(self, function, tick_ms).await
+    }
+
+    async fn reclaim_abandoned_tick(
+        &self,
+        function: &str,
+        lease_until_ms: i64,
+    ) -> Result<Option<i64>> {
+        QueueStore::reclaim_abandoned_tick(self, function, lease_until_ms).await
     }
 
     async fn forget_schedule(&self, function: &str) -> Result<()> {

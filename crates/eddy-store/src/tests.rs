@@ -88,6 +88,7 @@ in_memory!(
     queues::a_deleted_queue_created_again_starts_empty,
     ticks::a_tick_is_claimed_once,
     ticks::concurrent_claims_of_a_tick_let_one_win,
+    ticks::an_unfinished_tick_is_claimed_again_once_its_lease_ends,
 );
 
 /// The contracts `in_memory!` leaves out are exactly those of a restart.

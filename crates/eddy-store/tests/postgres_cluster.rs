@@ -484,7 +484,7 @@ async fn a_sqlite_nodes_state_copies_into_postgres() -> Result<()> {
         .await?;
     from.queues.claim("jobs", 1, FAR).await?;
     from.ticks.last_tick("f", 1_000).await?;
-    from.ticks.claim_tick("f", 2_000).await?;
+    from.ticks.claim_tick("f", 2_000, FAR).await?;
 
     let schema = TestSchema::new("copy").await;
     let to = schema.open("a", 4).await?.stores();

@@ -1,6 +1,6 @@
 //! Cron schedules: ticks arrive as CloudEvents on time, overlapping ticks are skipped when
 //! asked, ticks missed while the node was down are skipped or run once, and no tick runs
-//! twice, also across a restart.
+//! twice, also across a restart; in a cluster whose nodes are killed, no tick is lost.
 
 mod common;
 
@@ -286,4 +286,65 @@ async fn ticks_missed_during_a_restart_are_skipped_or_run_once_and_never_twice()
         node.output()
             .contains("skipped ticks that fell while the node was down")
     );
+}
+
+/// Two nodes on Postgres run one 1-second schedule while one of them is killed (SIGKILL)
+/// and started again, twice: every tick runs, none is lost while a node is up, and a tick
+/// runs twice only if its runner was killed during it (at most once per kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_run_once_across_a_cluster_whose_nodes_are_killed() {
+    const KILLS: usize = 2;
+    let schema = common::postgres::Schema::new("cron");
+    let (port, relayed) = recorder().await;
+    let config = schema.config_polling(REACH_LOOPBACK, 200);
+    let mut a = Node::start_with_config(&config);
+    let mut b = Node::start_with_config(&config);
+    b.token = a.token.clone();
+    // A short timeout and wait keep a killed runner's lease short (about 7 s).
+    let mut deploy = relay_schedule(port, "ticker", json!({}));
+    deploy["timeout_ms"] = json!(2000);
+    deploy["max_wait_ms"] = json!(100);
+    a.deploy_ok("ticker", "misbehave", deploy).await;
+    wait_until("three ticks", Duration::from_secs(20), async || {
+        relayed.lock().unwrap().len() >= 3
+    })
+    .await;
+    let started = ticks(&relayed)
+        .iter()
+        .map(|t| unix_ms(&t.time))
+        .min()
+        .unwrap();
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        a.kill();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a = Node::start_in(a.state.clone(), &config);
+    }
+    // Past the longest lease of a tick the killed node held, and a check of the survivors.
+    let until = now_ms() + 12_000;
+    wait_until(
+        "the leases to run out",
+        Duration::from_secs(30),
+        async || now_ms() > until,
+    )
+    .await;
+    let ended = until - 9_000;
+    let mut runs: std::collections::BTreeMap<i64, usize> = Default::default();
+    for tick in ticks(&relayed) {
+        *runs.entry(unix_ms(&tick.time)).or_default() += 1;
+    }
+    let missing: Vec<i64> = (started / 1000..=ended / 1000)
+        .map(|s| s * 1000)
+        .filter(|t| !runs.contains_key(t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ticks lost with a node up: {missing:?} of {runs:?}"
+    );
+    let twice: Vec<(&i64, &usize)> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= KILLS && twice.iter().all(|(_, n)| **n == 2),
+        "ticks run more than their runners' deaths explain: {twice:?}"
+    );
+    drop(b);
 }

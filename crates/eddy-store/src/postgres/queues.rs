@@ -790,10 +790,10 @@ impl TickStore for PgStores {
             .try_get(0)?)
     }
 
-    async fn claim_tick(&self, function: &str, tick_ms: i64) -> Result<bool> {
-        let changed = self
-            .client()
-            .await?
+    async fn claim_tick(&self, function: &str, tick_ms: i64, lease_until_ms: i64) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let changed = tx
             .execute(
                 "INSERT INTO schedules (function, last_tick_ms) VALUES ($1, $2)
                  ON CONFLICT (function) DO UPDATE SET last_tick_ms = excluded.last_tick_ms
@@ -801,14 +801,64 @@ impl TickStore for PgStores {
                 &[&function, &tick_ms],
             )
             .await?;
+        if changed > 0 {
+            tx.execute(
+                "INSERT INTO running_ticks (function, tick_ms, lease_until_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (function, tick_ms) DO UPDATE SET
+                     lease_until_ms = excluded.lease_until_ms",
+                &[&function, &tick_ms, &lease_until_ms],
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(changed > 0)
     }
 
-    async fn forget_schedule(&self, function: &str) -> Result<()> {
+    async fn finish_tick(&self, function: &str, tick_ms: i64) -> Result<()> {
         self.client()
             .await?
-            .execute("DELETE FROM schedules WHERE function = $1", &[&function])
+            .execute(
+                "DELETE FROM running_ticks WHERE function = $1 AND tick_ms = $2",
+                &[&function, &tick_ms],
+            )
             .await?;
+        Ok(())
+    }
+
+    async fn reclaim_abandoned_tick(
+        &self,
+        function: &str,
+        lease_until_ms: i64,
+    ) -> Result<Option<i64>> {
+        // SKIP LOCKED: of nodes looking at once, one takes the tick; the others see its
+        // new lease once it commits.
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "UPDATE running_ticks r SET lease_until_ms = $3
+                 FROM (SELECT function, tick_ms FROM running_ticks
+                       WHERE function = $1 AND lease_until_ms < $2
+                       ORDER BY tick_ms LIMIT 1 FOR UPDATE SKIP LOCKED) abandoned
+                 WHERE r.function = abandoned.function AND r.tick_ms = abandoned.tick_ms
+                 RETURNING r.tick_ms",
+                &[&function, &now_ms(), &lease_until_ms],
+            )
+            .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    async fn forget_schedule(&self, function: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM schedules WHERE function = $1", &[&function])
+            .await?;
+        tx.execute(
+            "DELETE FROM running_ticks WHERE function = $1",
+            &[&function],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -217,6 +217,15 @@ ALTER TABLE artifacts ALTER COLUMN bytes SET STORAGE EXTERNAL;
     Migration {
         compatible_from: 1,
         sql: r#"
+-- Ticks claimed and not yet finished, each under a lease: one whose lease ended unfinished
+-- (its node died) is claimed again by another node.
+CREATE TABLE running_ticks (
+    function       TEXT NOT NULL,
+    tick_ms        BIGINT NOT NULL,
+    lease_until_ms BIGINT NOT NULL,
+    PRIMARY KEY (function, tick_ms)
+);
+
 -- Each node's latest heartbeat: `eddy nodes`.
 CREATE TABLE members (
     name             TEXT PRIMARY KEY,

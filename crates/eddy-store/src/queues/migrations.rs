@@ -77,4 +77,14 @@ WHEN OLD.queue <> NEW.queue BEGIN
     UPDATE queues SET bytes = bytes + length(NEW.body) WHERE name = NEW.queue;
 END;
 "#,
+    r#"
+-- Ticks claimed and not yet finished, each under a lease: one whose lease ended unfinished
+-- (its runner died) is claimed again.
+CREATE TABLE running_ticks (
+    function       TEXT NOT NULL,
+    tick_ms        INTEGER NOT NULL,
+    lease_until_ms INTEGER NOT NULL,
+    PRIMARY KEY (function, tick_ms)
+) STRICT;
+"#,
 ];

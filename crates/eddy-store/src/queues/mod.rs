@@ -380,9 +380,32 @@ impl QueueStore {
 
     /// Claims the tick at `tick_ms` of `function`'s schedule, durably, before it runs:
     /// `false` if it (or a later one) was claimed already, so a tick never runs twice.
-    pub async fn claim_tick(&self, function: &str, tick_ms: i64) -> Result<bool> {
+    pub async fn claim_tick(
+        &self,
+        function: &str,
+        tick_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool> {
         let function = function.to_string();
-        self.run(move |conn, _| operations::claim_tick(conn, &function, tick_ms))
+        self.run(move |conn, _| operations::claim_tick(conn, &function, tick_ms, lease_until_ms))
+            .await
+    }
+
+    /// The claimed tick `tick_ms` is done: never claimed again.
+    pub async fn finish_tick(&self, function: &str, tick_ms: i64) -> Result<()> {
+        let function = function.to_string();
+        self.run(move |conn, _| operations::finish_tick(conn, &function, tick_ms))
+            .await
+    }
+
+    /// Claims again the earliest tick whose lease ended unfinished (its runner died).
+    pub async fn reclaim_abandoned_tick(
+        &self,
+        function: &str,
+        lease_until_ms: i64,
+    ) -> Result<Option<i64>> {
+        let function = function.to_string();
+        self.run(move |conn, _| operations::reclaim_abandoned_tick(conn, &function, lease_until_ms))
             .await
     }
 

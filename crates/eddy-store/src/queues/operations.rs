@@ -447,18 +447,57 @@ pub(super) fn last_tick(conn: &Connection, function: &str, now_ms: i64) -> Resul
     )?)
 }
 
-pub(super) fn claim_tick(conn: &Connection, function: &str, tick_ms: i64) -> Result<bool> {
+pub(super) fn claim_tick(
+    conn: &Connection,
+    function: &str,
+    tick_ms: i64,
+    lease_until_ms: i64,
+) -> Result<bool> {
     let changed = conn.execute(
         "INSERT INTO schedules (function, last_tick_ms) VALUES (?1, ?2)
          ON CONFLICT (function) DO UPDATE SET last_tick_ms = excluded.last_tick_ms
          WHERE last_tick_ms < excluded.last_tick_ms",
         params![function, tick_ms],
     )?;
+    if changed > 0 {
+        conn.execute(
+            "INSERT OR REPLACE INTO running_ticks (function, tick_ms, lease_until_ms)
+             VALUES (?1, ?2, ?3)",
+            params![function, tick_ms, lease_until_ms],
+        )?;
+    }
     Ok(changed > 0)
+}
+
+pub(super) fn finish_tick(conn: &Connection, function: &str, tick_ms: i64) -> Result<()> {
+    conn.execute(
+        "DELETE FROM running_ticks WHERE function = ?1 AND tick_ms = ?2",
+        params![function, tick_ms],
+    )?;
+    Ok(())
+}
+
+pub(super) fn reclaim_abandoned_tick(
+    conn: &Connection,
+    function: &str,
+    lease_until_ms: i64,
+) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "UPDATE running_ticks SET lease_until_ms = ?3
+             WHERE function = ?1 AND tick_ms = (
+                 SELECT MIN(tick_ms) FROM running_ticks
+                 WHERE function = ?1 AND lease_until_ms < ?2)
+             RETURNING tick_ms",
+            params![function, now_ms(), lease_until_ms],
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
 pub(super) fn forget_schedule(conn: &Connection, function: &str) -> Result<()> {
     conn.execute("DELETE FROM schedules WHERE function = ?1", [function])?;
+    conn.execute("DELETE FROM running_ticks WHERE function = ?1", [function])?;
     Ok(())
 }
 
