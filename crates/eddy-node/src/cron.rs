@@ -38,6 +38,10 @@ pub const HEADER_SCHEDULE: &str = "eddy-schedule";
 pub const CRON_LEASE_SLACK_MS: i64 = 5_000;
 /// How often each schedule looks for a tick whose runner died (milliseconds).
 pub const CRON_ABANDONED_CHECK_MS: u64 = 2_000;
+/// A node starting marks a missed tick skipped only if it fell at least this long ago
+/// (milliseconds): a more recent one may be another node's to run, and nodes claim a tick
+/// within milliseconds of its time.
+pub const CRON_MISSED_GRACE_MS: i64 = 1_000;
 /// When one schedule's ticks fall, on the node's clock.
 struct Ticks {
     schedule: Schedule,
@@ -180,9 +184,15 @@ impl Scheduler {
         if let Some((latest, count)) = ticks.missed() {
             match settings.missed {
                 Missed::Skip => {
+                    // Only ticks older than a claim takes are marked skipped: in a cluster a
+                    // newer one may be another node's, about to be claimed and run.
+                    let settled = clock.now_ms().saturating_sub(CRON_MISSED_GRACE_MS);
+                    let older = ticks.schedule.latest_between(last, settled);
                     let lease = clock.now_ms();
-                    if matches!(store.claim_tick(&function, latest, lease).await, Ok(true)) {
-                        self.finish(&function, latest).await;
+                    if let Some((older, _)) = older
+                        && matches!(store.claim_tick(&function, older, lease).await, Ok(true))
+                    {
+                        self.finish(&function, older).await;
                         tracing::info!(%function, missed = count, "skipped ticks that fell while the node was down (missed = skip)");
                     }
                 }
