@@ -231,6 +231,9 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         },
         shutdown.clone(),
     ));
+    if let Some(relay) = stores.relay.clone() {
+        sockets.relay_through(relay, node_name.clone(), shutdown.clone());
+    }
     cron::Scheduler::start(registry.clone(), invoker.clone(), shutdown.clone());
     tokio::spawn(evict_idle_instances(registry.clone(), shutdown.clone()));
     if limits.rollup_retention_ms < cost::MONTH_MS_MAX {

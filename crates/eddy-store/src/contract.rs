@@ -446,6 +446,32 @@ pub trait TickStore: Send + Sync {
     async fn forget_schedule(&self, function: &str) -> Result<()>;
 }
 
+/// A broadcast to a function's WebSocket channel, handed from the node that received it to
+/// the others (each holds its own connections).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayedBroadcast {
+    /// The node it came from (which delivered it to its own connections already).
+    pub origin: String,
+    pub function: String,
+    pub channel: String,
+    /// A binary message (else UTF-8 text).
+    pub binary: bool,
+    pub body: Vec<u8>,
+}
+
+/// WebSocket broadcasts that reach every node of a cluster. Only a backend that several
+/// nodes share provides it ([`Stores::relay`]).
+#[async_trait]
+pub trait SocketRelay: Send + Sync {
+    /// Hands `broadcast` to the other nodes: each receives it once through
+    /// [`SocketRelay::subscribe`] if it listens when it is sent (a node that is down or cut
+    /// off misses it: broadcasts are not queued).
+    async fn relay(&self, broadcast: RelayedBroadcast) -> Result<()>;
+
+    /// Broadcasts other nodes relay, as they arrive (this node's own are left out).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RelayedBroadcast>;
+}
+
 /// What a node says of itself in a heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeBeat {
@@ -546,6 +572,8 @@ pub struct Stores {
     pub members: Arc<dyn MemberStore>,
     /// Compiled code shared between nodes; `None` where no other node shares the store.
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
+    /// WebSocket broadcasts to the other nodes; `None` where no other node shares the store.
+    pub relay: Option<Arc<dyn SocketRelay>>,
 }
 
 impl Stores {
@@ -564,6 +592,7 @@ impl Stores {
             ticks: queues,
             hints: Arc::new(NoHints::default()),
             artifacts: None,
+            relay: None,
         }
     }
 }

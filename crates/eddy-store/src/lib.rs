@@ -35,7 +35,7 @@ mod types;
 
 pub use contract::{
     ArtifactStore, ChangeHints, CostStore, FunctionStore, InvocationStore, MemberStore, NoHints,
-    NodeBeat, QueueBackend, Stores, TickStore, TokenStore,
+    NodeBeat, QueueBackend, RelayedBroadcast, SocketRelay, Stores, TickStore, TokenStore,
 };
 pub use cost::BudgetRecord;
 pub use error::StoreError;

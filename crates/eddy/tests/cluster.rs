@@ -553,3 +553,68 @@ async fn a_single_nodes_state_copies_into_postgres_and_serves_from_there() {
         "{again:?}"
     );
 }
+
+/// A WebSocket client held by node A hears a broadcast sent through node C; a client on C
+/// hears it too, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_through_one_node_reaches_clients_held_by_another() {
+    use tokio_tungstenite::tungstenite::Message;
+    let schema = Schema::new("sockets");
+    let a = Node::start_with_config(&schema.config(""));
+    let mut c = Node::start_with_config(&schema.config(""));
+    c.token = a.token.clone();
+    a.deploy_ok("chat", "misbehave", json!({"websocket": true}))
+        .await;
+    wait_for("node C to serve chat", PROPAGATION_WITHIN, async || match c
+        .get("/chat/sleep?ms=1")
+        .await
+        .status
+    {
+        200 => Ok(()),
+        other => Err(other),
+    })
+    .await;
+    let connect = async |node: &Node| {
+        let url = format!("ws://{}/chat/ws?channels=room", node.public);
+        let (client, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        client
+    };
+    let mut on_a = connect(&a).await;
+    let mut on_c = connect(&c).await;
+    let broadcast = async |node: &Node, text: &'static str| {
+        let sent = node
+            .http
+            .post(node.api_url("/functions/chat/websockets/channels/room/messages"))
+            .bearer_auth(&node.token)
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert!(sent.status().is_success(), "{}", sent.status());
+    };
+    broadcast(&c, "across the cluster").await;
+    assert_eq!(
+        common::ws_next(&mut on_a).await,
+        Message::text("across the cluster")
+    );
+    assert_eq!(
+        common::ws_next(&mut on_c).await,
+        Message::text("across the cluster")
+    );
+    // And the other way.
+    broadcast(&a, "back again").await;
+    assert_eq!(
+        common::ws_next(&mut on_c).await,
+        Message::text("back again")
+    );
+    assert_eq!(
+        common::ws_next(&mut on_a).await,
+        Message::text("back again")
+    );
+    // Each heard each broadcast once: the next message is the next broadcast, not a copy.
+    broadcast(&c, "third").await;
+    assert_eq!(common::ws_next(&mut on_a).await, Message::text("third"));
+    assert_eq!(common::ws_next(&mut on_c).await, Message::text("third"));
+}

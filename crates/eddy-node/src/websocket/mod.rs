@@ -79,10 +79,18 @@ pub const HEADER_CHANNELS: &str = "eddy-websocket-channels";
 pub const HEADER_CLOSE_CODE: &str = "eddy-websocket-close-code";
 
 /// The node's open connections and channels; what `eddy.local` and the control API act on.
+/// Broadcasts waiting to be relayed to a cluster's other nodes, at most; past it one is
+/// delivered on this node only (and logged), rather than queued without bound while the
+/// store is slow or away.
+pub const RELAY_QUEUE_MAX: usize = 1024;
+
 pub struct Sockets {
     limits: LimitsConfig,
     clock: Clock,
     state: Mutex<SocketState>,
+    /// In a cluster: broadcasts on their way to the other nodes, in order, and this node's
+    /// name.
+    relay: std::sync::OnceLock<(mpsc::Sender<eddy_store::RelayedBroadcast>, String)>,
 }
 
 /// A channel: its function's, named. Each function has channels of its own: another
@@ -153,7 +161,60 @@ impl Sockets {
             limits,
             clock,
             state: Mutex::new(SocketState::default()),
+            relay: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes broadcasts reach the channel's connections on every node of the cluster, and
+    /// delivers the other nodes' broadcasts to this node's connections until `shutdown`.
+    pub fn relay_through(
+        self: &Arc<Self>,
+        relay: Arc<dyn eddy_store::SocketRelay>,
+        node: String,
+        shutdown: CancellationToken,
+    ) {
+        let mut relayed = relay.subscribe();
+        let (outgoing, mut to_relay) = mpsc::channel(RELAY_QUEUE_MAX);
+        if self.relay.set((outgoing, node)).is_err() {
+            return;
+        }
+        // One sender, so broadcasts reach the other nodes in the order they were made.
+        tokio::spawn(async move {
+            while let Some(broadcast) = to_relay.recv().await {
+                if let Err(e) = relay.relay(broadcast).await {
+                    tracing::warn!(error = %e, "a WebSocket broadcast could not be relayed to the other nodes");
+                }
+            }
+        });
+        let sockets = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let broadcast = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = relayed.recv() => received,
+                };
+                match broadcast {
+                    Ok(b) => {
+                        let message = if b.binary {
+                            Message::Binary(Bytes::from(b.body))
+                        } else {
+                            match Utf8Bytes::try_from(Bytes::from(b.body)) {
+                                Ok(text) => Message::Text(text),
+                                Err(_) => continue,
+                            }
+                        };
+                        sockets.broadcast_here(&b.function, &b.channel, message);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "this node fell behind the cluster's WebSocket broadcasts; some were not delivered here"
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SocketState> {
@@ -334,9 +395,36 @@ impl Sockets {
         Ok(())
     }
 
-    /// Send `message` to every connection in `function`'s `channel`; how many got it queued
-    /// (a slow reader among them is closed, the others are not held up).
+    /// Send `message` to every connection in `function`'s `channel`, on every node of a
+    /// cluster; how many of this node's connections got it queued (a slow reader among them
+    /// is closed, the others are not held up). The other nodes get it through the store, in
+    /// the background.
     pub fn broadcast(&self, function: &str, channel: &str, message: Message) -> usize {
+        if let Some((relay, node)) = self.relay.get() {
+            let (binary, body) = match &message {
+                Message::Binary(bytes) => (true, bytes.to_vec()),
+                Message::Text(text) => (false, text.as_bytes().to_vec()),
+                _ => (false, Vec::new()),
+            };
+            let relayed = eddy_store::RelayedBroadcast {
+                origin: node.clone(),
+                function: function.to_owned(),
+                channel: channel.to_owned(),
+                binary,
+                body,
+            };
+            if relay.try_send(relayed).is_err() {
+                tracing::warn!(
+                    queued = RELAY_QUEUE_MAX,
+                    "a WebSocket broadcast was not relayed to the other nodes: RELAY_QUEUE_MAX broadcasts are waiting for the store"
+                );
+            }
+        }
+        self.broadcast_here(function, channel, message)
+    }
+
+    /// [`Sockets::broadcast`] to this node's connections only.
+    fn broadcast_here(&self, function: &str, channel: &str, message: Message) -> usize {
         let s = self.lock();
         let Some(members) = s.channels.get(&(Arc::from(function), channel.to_string())) else {
             return 0;

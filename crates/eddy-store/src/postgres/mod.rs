@@ -94,16 +94,28 @@ pub(crate) const CHANGES_CHANNEL: &str = "eddy_changes_";
 /// How long the listener waits before connecting again after losing its connection.
 const LISTEN_RETRY_MS: u64 = 1_000;
 
-/// A connection of its own that listens for the changes other nodes announce, bumping a
-/// watch for each. Stopped when the last handle of the stores is dropped.
+/// The prefix of the notification channel of a schema's relayed WebSocket broadcasts
+/// (`eddy_sockets_<schema>`); the payload is the id of a `socket_relay` row.
+pub(crate) const SOCKETS_CHANNEL: &str = "eddy_sockets_";
+/// How long a relayed broadcast is kept for the nodes to read it (milliseconds).
+const RELAY_KEPT_MS: i64 = 60_000;
+/// Relayed broadcasts a slow subscriber may lag behind before it misses some.
+const RELAY_BACKLOG: usize = 1024;
+
+/// A connection of its own that listens for what other nodes announce: changes (bumping a
+/// watch) and relayed WebSocket broadcasts (read and handed to subscribers). Stopped when
+/// the last handle of the stores is dropped.
 struct Listener {
     hints: tokio::sync::watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
+    relayed: tokio::sync::broadcast::Sender<crate::RelayedBroadcast>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -113,11 +125,103 @@ impl crate::ChangeHints for PgStores {
     }
 }
 
-/// Listens on the schema's change channel, reconnecting after `LISTEN_RETRY_MS` when the
-/// connection is lost; each notification, and each (re)connection, bumps `hints`.
-async fn listen(config: tokio_postgres::Config, hints: tokio::sync::watch::Sender<u64>) {
+#[async_trait::async_trait]
+impl crate::SocketRelay for PgStores {
+    async fn relay(&self, broadcast: crate::RelayedBroadcast) -> Result<()> {
+        let now = crate::store::now_ms();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO socket_relay (origin, function, channel, binary_body, body,
+                     created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &broadcast.origin,
+                    &broadcast.function,
+                    &broadcast.channel,
+                    &broadcast.binary,
+                    &broadcast.body,
+                    &now,
+                ],
+            )
+            .await?
+            .try_get(0)?;
+        tx.execute(
+            "DELETE FROM socket_relay WHERE created_at_ms < $1",
+            &[&(now - RELAY_KEPT_MS)],
+        )
+        .await?;
+        tx.execute(
+            "SELECT pg_notify($1 || current_schema(), $2)",
+            &[&SOCKETS_CHANNEL, &id.to_string()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::RelayedBroadcast> {
+        self.hints.relayed.subscribe()
+    }
+}
+
+/// Reads each relayed broadcast `ids` names and hands it to the subscribers, unless it
+/// came from `node`.
+async fn deliver_relayed(
+    pool: Pool,
+    node: Arc<str>,
+    mut ids: tokio::sync::mpsc::UnboundedReceiver<i64>,
+    relayed: tokio::sync::broadcast::Sender<crate::RelayedBroadcast>,
+) {
+    while let Some(id) = ids.recv().await {
+        let row = match pool.get().await {
+            Ok(client) => {
+                client
+                    .query_opt(
+                        "SELECT origin, function, channel, binary_body, body FROM socket_relay
+                         WHERE id = $1",
+                        &[&id],
+                    )
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a relayed WebSocket broadcast could not be read");
+                continue;
+            }
+        };
+        let broadcast = row.map_err(StoreError::from).and_then(|row| {
+            row.map(|row| {
+                Ok(crate::RelayedBroadcast {
+                    origin: row.try_get(0)?,
+                    function: row.try_get(1)?,
+                    channel: row.try_get(2)?,
+                    binary: row.try_get(3)?,
+                    body: row.try_get(4)?,
+                })
+            })
+            .transpose()
+        });
+        match broadcast {
+            Ok(Some(broadcast)) if *broadcast.origin != *node => {
+                let _ = relayed.send(broadcast);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "a relayed WebSocket broadcast could not be read"),
+        }
+    }
+}
+
+/// Listens on the schema's channels, reconnecting after `LISTEN_RETRY_MS` when the
+/// connection is lost: each change notification, and each (re)connection, bumps `hints`;
+/// each relayed broadcast's id goes to `relayed`.
+async fn listen(
+    config: tokio_postgres::Config,
+    hints: tokio::sync::watch::Sender<u64>,
+    relayed: tokio::sync::mpsc::UnboundedSender<i64>,
+) {
     loop {
-        if let Err(e) = listen_once(&config, &hints).await {
+        if let Err(e) = listen_once(&config, &hints, &relayed).await {
             tracing::debug!(error = %e, "the change listener lost its connection; reconnecting");
         }
         tokio::time::sleep(Duration::from_millis(LISTEN_RETRY_MS)).await;
@@ -127,14 +231,20 @@ async fn listen(config: tokio_postgres::Config, hints: tokio::sync::watch::Sende
 async fn listen_once(
     config: &tokio_postgres::Config,
     hints: &tokio::sync::watch::Sender<u64>,
+    relayed: &tokio::sync::mpsc::UnboundedSender<i64>,
 ) -> Result<()> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (heard, mut hear) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                    if heard.send(()).is_err() {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    let relayed = n
+                        .channel()
+                        .starts_with(SOCKETS_CHANNEL)
+                        .then(|| n.payload().parse::<i64>().ok())
+                        .flatten();
+                    if heard.send(relayed).is_err() {
                         return;
                     }
                 }
@@ -148,12 +258,19 @@ async fn listen_once(
         .await?
         .try_get(0)?;
     client
-        .batch_execute(&format!("LISTEN \"{CHANGES_CHANNEL}{schema}\""))
+        .batch_execute(&format!(
+            "LISTEN \"{CHANGES_CHANNEL}{schema}\"; LISTEN \"{SOCKETS_CHANNEL}{schema}\""
+        ))
         .await?;
     // Anything may have changed while no one listened.
     hints.send_modify(|n| *n += 1);
-    while hear.recv().await.is_some() {
-        hints.send_modify(|n| *n += 1);
+    while let Some(heard) = hear.recv().await {
+        match heard {
+            Some(id) => {
+                let _ = relayed.send(id);
+            }
+            None => hints.send_modify(|n| *n += 1),
+        }
     }
     drop(client);
     let _ = driver.await;
@@ -195,12 +312,27 @@ impl PgStores {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("the connection pool: {e}")))?;
+        let node: Arc<str> = options.node.as_str().into();
         let hints = tokio::sync::watch::Sender::new(0);
-        let task = tokio::spawn(listen(config.clone(), hints.clone()));
+        let (relayed_tx, relayed_ids) = tokio::sync::mpsc::unbounded_channel();
+        let relayed = tokio::sync::broadcast::Sender::new(RELAY_BACKLOG);
+        let tasks = vec![
+            tokio::spawn(listen(config.clone(), hints.clone(), relayed_tx)),
+            tokio::spawn(deliver_relayed(
+                pool.clone(),
+                node.clone(),
+                relayed_ids,
+                relayed.clone(),
+            )),
+        ];
         let stores = PgStores {
             pool,
-            node: options.node.as_str().into(),
-            hints: Arc::new(Listener { hints, task }),
+            node,
+            hints: Arc::new(Listener {
+                hints,
+                relayed,
+                tasks,
+            }),
         };
         schema::migrate(&mut *stores.client().await?).await?;
         queues::recover(&stores).await?;
@@ -219,7 +351,8 @@ impl PgStores {
             queues: this.clone(),
             ticks: this.clone(),
             hints: this.clone(),
-            artifacts: Some(this),
+            artifacts: Some(this.clone()),
+            relay: Some(this),
         }
     }
 

@@ -226,6 +226,19 @@ CREATE TABLE running_ticks (
     PRIMARY KEY (function, tick_ms)
 );
 
+-- WebSocket broadcasts on their way to the other nodes, named by id in a notification;
+-- kept a minute.
+CREATE TABLE socket_relay (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    origin        TEXT NOT NULL,
+    function      TEXT NOT NULL,
+    channel       TEXT NOT NULL,
+    binary_body   BOOLEAN NOT NULL,
+    body          BYTEA NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX socket_relay_created ON socket_relay (created_at_ms);
+
 -- Each node's latest heartbeat: `eddy nodes`.
 CREATE TABLE members (
     name             TEXT PRIMARY KEY,
