@@ -393,7 +393,8 @@ impl crate::ArtifactStore for PgStores {
         artifact: Vec<u8>,
         mac: Vec<u8>,
     ) -> Result<()> {
-        self.client()
+        let stored = self
+            .client()
             .await?
             .execute(
                 "INSERT INTO artifacts (digest, engine, bytes, mac, created_at_ms)
@@ -403,8 +404,16 @@ impl crate::ArtifactStore for PgStores {
                      mac = excluded.mac, created_at_ms = excluded.created_at_ms",
                 &[&digest, &engine, &artifact, &mac, &now_ms()],
             )
-            .await?;
-        Ok(())
+            .await;
+        match stored {
+            // The component was removed between the check and the insert: dropped, as for
+            // a component not stored.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
     }
 
     async fn artifact(&self, digest: &str, engine: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {

@@ -56,7 +56,7 @@ pub struct PgOptions {
     pub url: String,
     /// The schema the tables live in, created if missing; `None`: the connection's current
     /// schema (`public` unless the URL's `options` set a `search_path`). Letters, digits and
-    /// `_`, not starting with a digit.
+    /// `_`, not starting with a digit, at most `SCHEMA_NAME_BYTES_MAX` bytes.
     pub schema: Option<String>,
     /// This node's name, stable across its restarts and unique in the cluster: the holder
     /// of the queue leases it takes, which its next opening recovers.
@@ -258,9 +258,11 @@ async fn listen_once(
         .await?
         .try_get(0)?;
     client
-        .batch_execute(&format!(
-            "LISTEN \"{CHANGES_CHANNEL}{schema}\"; LISTEN \"{SOCKETS_CHANNEL}{schema}\""
-        ))
+        .batch_execute(&{
+            // The schema may come from the URL's search_path: quoted as an identifier.
+            let schema = schema.replace('"', "\"\"");
+            format!("LISTEN \"{CHANGES_CHANNEL}{schema}\"; LISTEN \"{SOCKETS_CHANNEL}{schema}\"")
+        })
         .await?;
     // Anything may have changed while no one listened.
     hints.send_modify(|n| *n += 1);
@@ -288,7 +290,8 @@ impl PgStores {
         if let Some(schema) = &options.schema {
             if !is_identifier(schema) {
                 return Err(StoreError::Conflict(format!(
-                    "schema name `{schema}`: use letters, digits and `_`, not starting with a digit"
+                    "schema name `{schema}`: use at most {SCHEMA_NAME_BYTES_MAX} letters, digits \
+                     and `_`, not starting with a digit"
                 )));
             }
             create_schema(&config, schema, options.connect_timeout_ms).await?;
@@ -374,8 +377,12 @@ fn is_identifier(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 63
+        && name.len() <= SCHEMA_NAME_BYTES_MAX
 }
+
+/// Longest schema name (bytes): Postgres takes 63 in an identifier, and the notification
+/// channels add `eddy_sockets_` to it.
+pub const SCHEMA_NAME_BYTES_MAX: usize = 50;
 
 /// Creates `schema` if it does not exist, on a connection of its own.
 async fn create_schema(
@@ -407,17 +414,18 @@ async fn create_schema(
     }
 }
 
-/// Named transaction-scoped advisory locks (`pg_advisory_xact_lock`): what serializes the
-/// writes of several nodes where a row lock cannot.
+/// Named transaction-scoped advisory locks (`pg_advisory_xact_lock(schema, key)`): what
+/// serializes the writes of several nodes where a row lock cannot. Keyed by the schema too,
+/// so clusters in other schemas of the database do not wait for each other.
 mod locks {
     /// Deploys, rollbacks and removals: version numbers and route uniqueness.
-    pub(super) const FUNCTIONS: i64 = 0x6564_6479_0001;
+    pub(super) const FUNCTIONS: i32 = 1;
     /// Appends of invocation records: ids are given in commit order.
-    pub(super) const INVOCATIONS: i64 = 0x6564_6479_0002;
+    pub(super) const INVOCATIONS: i32 = 2;
     /// Merges of rollups.
-    pub(super) const ROLLUPS: i64 = 0x6564_6479_0003;
+    pub(super) const ROLLUPS: i32 = 3;
     /// Migrations.
-    pub(super) const MIGRATIONS: i64 = 0x6564_6479_0004;
+    pub(super) const MIGRATIONS: i32 = 4;
 }
 
 /// Tells the other nodes, when the transaction commits, that something they follow changed
@@ -431,10 +439,13 @@ async fn announce(tx: &deadpool_postgres::Transaction<'_>, what: &str) -> Result
     Ok(())
 }
 
-/// Takes the advisory lock `key` until the transaction ends.
-async fn lock(tx: &deadpool_postgres::Transaction<'_>, key: i64) -> Result<()> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-        .await?;
+/// Takes the advisory lock `key` of the current schema until the transaction ends.
+async fn lock(tx: &deadpool_postgres::Transaction<'_>, key: i32) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)",
+        &[&key],
+    )
+    .await?;
     Ok(())
 }
 

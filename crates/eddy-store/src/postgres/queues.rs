@@ -702,8 +702,22 @@ impl QueueBackend for PgStores {
         let now = now_ms();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        ensure_queue(&tx, from).await?;
-        ensure_queue(&tx, to).await?;
+        // Both rows locked in name order, as `delete_queue` takes them: no deadlock.
+        let held: Vec<String> = tx
+            .query(
+                "SELECT name FROM queues WHERE name = $1 OR name = $2 ORDER BY name
+                 FOR KEY SHARE",
+                &[&from, &to],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        for queue in [from, to] {
+            if !held.iter().any(|h| h == queue) {
+                return Err(no_queue(queue));
+            }
+        }
         let moved = move_messages(
             &tx,
             "queue = $3 AND NOT leased",

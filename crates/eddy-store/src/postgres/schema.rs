@@ -275,13 +275,14 @@ const STATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS eddy_schema (
     applied_at_ms   BIGINT NOT NULL
 )";
 
-/// Applies every migration the database lacks, holding the migration lock of its schema.
+/// Applies every migration the database lacks, holding the migration lock of its schema
+/// (taken here before `eddy_schema` may exist, so not through `super::lock`).
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {
     loop {
         let tx = client.transaction().await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)",
-            &[&(locks::MIGRATIONS as i32)],
+            &[&locks::MIGRATIONS],
         )
         .await?;
         tx.batch_execute(STATE_TABLE).await?;
