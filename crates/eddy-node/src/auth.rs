@@ -75,12 +75,21 @@ pub async fn admin_token(
     let hashed = hash(&token);
     if source.shared {
         // The first node of the cluster stores its token; the others take that one. The
-        // file is written only by the node whose token was stored.
-        let stored = store
-            .init_admin_token_hash(&hashed)
-            .await
-            .context("storing the admin token hash")?;
+        // file is written before the hash is stored (a token whose hash is stored but that
+        // nobody holds would lock everyone out) and kept only by the node whose token won.
+        let pending = path.with_extension("pending");
+        write_private(&pending, &token)
+            .with_context(|| format!("writing the admin token to {}", pending.display()))?;
+        let stored = store.init_admin_token_hash(&hashed).await;
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                let _ = std::fs::remove_file(&pending);
+                return Err(e).context("storing the admin token hash");
+            }
+        };
         if !stored {
+            let _ = std::fs::remove_file(&pending);
             let theirs = store
                 .admin_token_hash()
                 .await
@@ -88,8 +97,8 @@ pub async fn admin_token(
                 .context("the admin token hash vanished from the store")?;
             return Ok(TokenHash(theirs));
         }
-        write_private(&path, &token)
-            .with_context(|| format!("writing the admin token to {}", path.display()))?;
+        std::fs::rename(&pending, &path)
+            .with_context(|| format!("moving the admin token into {}", path.display()))?;
         tracing::info!(path = %path.display(), "created the cluster's admin token");
         return Ok(TokenHash(hashed));
     }

@@ -168,11 +168,18 @@ impl Scheduler {
             }
         };
         let store = &self.invoker.parts().stores.ticks;
-        let last = match store.last_tick(&function, clock.now_ms()).await {
-            Ok(last) => last,
-            Err(e) => {
-                tracing::error!(%function, error = %e, "reading the schedule's last tick failed");
-                return;
+        // A store that does not answer (a blip, or a cluster's Postgres away) is asked
+        // again: the schedule starts once it answers.
+        let last = loop {
+            match store.last_tick(&function, clock.now_ms()).await {
+                Ok(last) => break last,
+                Err(e) => {
+                    tracing::warn!(%function, error = %e, "reading the schedule's last tick failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(CRON_ABANDONED_CHECK_MS)) => {}
+                    }
+                }
             }
         };
         let mut ticks = Ticks {

@@ -180,20 +180,19 @@ impl Registry {
         // In a cluster that shares compiled code, the component and its artifact are stored
         // before the version: the other nodes hear of the version when it commits, and
         // find the artifact there (an artifact belongs to a stored component).
-        let component_bytes = if self.artifacts.is_some() {
+        // The bytes go with the version too (a no-op when stored): another node may remove
+        // a function that used the same component in between.
+        if self.artifacts.is_some() {
             self.stores
                 .functions
                 .put_component(&prepared.digest, bytes.to_vec())
                 .await?;
             self.share(&prepared).await;
-            None
-        } else {
-            Some(bytes.to_vec())
-        };
+        }
         let version = self
             .stores
             .functions
-            .create_version(new, component_bytes)
+            .create_version(new, Some(bytes.to_vec()))
             .await?;
         let live = self.live_function(&prepared, &version);
         let compiled = prepared.compiled;
