@@ -5,7 +5,6 @@
 mod common;
 
 use eddy_store::conformance::Backend;
-use eddy_store::postgres::POSTGRES_CONNECTIONS_MAX;
 use eddy_store::{Result, Stores};
 
 struct Postgres(common::TestSchema);
@@ -19,7 +18,7 @@ impl Backend for Postgres {
     async fn open(&self) -> Result<Stores> {
         let stores = self
             .0
-            .open("conformance-node", POSTGRES_CONNECTIONS_MAX)
+            .open("conformance-node", common::CONNECTIONS_PER_NODE)
             .await?;
         Ok(stores.stores())
     }

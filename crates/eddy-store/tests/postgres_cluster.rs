@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::TestSchema;
-use eddy_store::postgres::{POSTGRES_CONNECTIONS_MAX, PgStores, SCHEMA_VERSION};
+use eddy_store::postgres::{PgStores, SCHEMA_VERSION};
 use eddy_store::{NewMessage, QueueBackend, QueueLimits, Result, Settle, StoreError};
 
 /// A lease no test reaches.
@@ -31,7 +31,7 @@ fn message(body: &str, key: Option<&str>) -> NewMessage {
 async fn nodes(schema: &TestSchema, names: &[&str]) -> Result<Vec<PgStores>> {
     let mut opened = Vec::new();
     for name in names {
-        opened.push(schema.open(name, POSTGRES_CONNECTIONS_MAX).await?);
+        opened.push(schema.open(name, common::CONNECTIONS_PER_NODE).await?);
     }
     Ok(opened)
 }
@@ -107,7 +107,7 @@ async fn a_restart_recovers_only_the_leases_of_the_node_that_restarted() -> Resu
     assert_eq!((held_by_a.len(), held_by_b.len()), (1, 1));
     // b restarts: its message comes back; a's stays held by a.
     drop(all.pop());
-    let b = schema.open("b", POSTGRES_CONNECTIONS_MAX).await?;
+    let b = schema.open("b", common::CONNECTIONS_PER_NODE).await?;
     let (again, _) = b.claim("jobs", 10, FAR).await?;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].body, held_by_b[0].body);
@@ -540,4 +540,23 @@ async fn a_sqlite_nodes_state_copies_into_postgres() -> Result<()> {
         other => panic!("a second copy was not refused: {other:?}"),
     }
     Ok(())
+}
+
+/// A schema name is an identifier short enough for its notification channels: longer, or
+/// with characters an identifier may not hold, it is refused before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_name_too_long_or_not_an_identifier_is_refused() {
+    use eddy_store::postgres::{PgOptions, SCHEMA_NAME_BYTES_MAX};
+    let long = "s".repeat(SCHEMA_NAME_BYTES_MAX + 1);
+    for bad in [long.as_str(), "two words", "drop;table", "9lives"] {
+        let mut options = PgOptions::new(common::url(), "a");
+        options.schema = Some(bad.to_owned());
+        match PgStores::open(&options).await {
+            Err(StoreError::Conflict(message)) => {
+                assert!(message.contains("schema name"), "{message}")
+            }
+            Err(e) => panic!("{bad}: the wrong error: {e}"),
+            Ok(_) => panic!("{bad}: opened"),
+        }
+    }
 }

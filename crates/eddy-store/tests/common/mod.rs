@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use eddy_store::Result;
 use eddy_store::postgres::{PgOptions, PgStores};
 
+/// Connections each test's stores keep to Postgres: nextest runs several tests at once,
+/// some with three nodes, and the machine's Postgres allows 100 clients.
+#[allow(dead_code)] // Not every test target that includes this module opens stores.
+pub const CONNECTIONS_PER_NODE: usize = 4;
+
 /// The database the tests use unless `EDDY_TEST_POSTGRES_URL` names another.
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 

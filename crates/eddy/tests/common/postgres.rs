@@ -4,6 +4,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Connections each test node keeps to Postgres: the tests run several at once, each with
+/// up to three nodes, and the machine's Postgres allows 100 clients.
+const CONNECTIONS_PER_NODE: usize = 4;
+
 /// The database the tests use unless `EDDY_TEST_POSTGRES_URL` names another.
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub fn url() -> String {
@@ -35,7 +39,8 @@ impl Schema {
     /// A node's config on this schema, polling the store every `poll_ms`.
     pub fn config_polling(&self, extra: &str, poll_ms: u64) -> String {
         format!(
-            "store = \"{}\"\nstore_schema = \"{}\"\n{extra}\n[limits]\nstore_poll_interval_ms = {poll_ms}\n",
+            "store = \"{}\"\nstore_schema = \"{}\"\n{extra}\n[limits]\nstore_poll_interval_ms = {poll_ms}\n\
+             store_connections_max = {CONNECTIONS_PER_NODE}\n",
             url(),
             self.0
         )
