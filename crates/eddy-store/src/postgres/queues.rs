@@ -25,6 +25,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{PgStores, announce, big, small, unsigned};
 use crate::contract::{QueueBackend, TickStore};
+use crate::queues::operations::{QUEUE_SELECT, QueueRow, message_id, no_queue};
 use crate::queues::{
     Claimed, ConsumerSettings, DEAD_LETTER_SUFFIX, NewMessage, PeekedMessage, Published,
     QueueCounts, QueueLimits, QueueRecord, Settle,
@@ -56,6 +57,21 @@ impl Delta {
         .iter()
         .all(|n| *n == 0)
     }
+}
+
+/// Records in `deltas` a message of `bytes` moved from queue `from` to queue `to`; as a
+/// dead letter, a failed attempt and a dead letter of `from` too.
+fn moved(deltas: &mut BTreeMap<String, Delta>, from: &str, to: &str, bytes: i64, dead: bool) {
+    let f = deltas.entry(from.to_owned()).or_default();
+    f.depth -= 1;
+    f.bytes -= bytes;
+    if dead {
+        f.failed_attempts += 1;
+        f.dead_lettered += 1;
+    }
+    let t = deltas.entry(to.to_owned()).or_default();
+    t.depth += 1;
+    t.bytes += bytes;
 }
 
 /// Adds `deltas` to this node's tally of each queue.
@@ -94,17 +110,6 @@ async fn tally(tx: &Transaction<'_>, node: &str, deltas: &BTreeMap<String, Delta
     Ok(())
 }
 
-/// The id consumers see for the message in row `row`.
-fn message_id(row: i64) -> String {
-    format!("m{row}")
-}
-
-fn no_queue(name: &str) -> StoreError {
-    StoreError::NotFound {
-        what: format!("queue `{name}`"),
-    }
-}
-
 /// Whether `name` is a queue, locking its row `FOR KEY SHARE` (against its deletion) until
 /// the transaction ends.
 async fn hold_queue(tx: &Transaction<'_>, name: &str) -> Result<bool> {
@@ -125,28 +130,16 @@ async fn ensure_queue(tx: &Transaction<'_>, name: &str) -> Result<()> {
     }
 }
 
-const QUEUE_SELECT: &str = "SELECT q.name, q.dead_letter_of, q.idempotency_window_ms,
-        q.created_at_ms, c.settings,
-        (SELECT d.name FROM queues d WHERE d.dead_letter_of = q.name)
-    FROM queues q LEFT JOIN consumers c ON c.queue = q.name";
-
 fn queue_row(row: &Row) -> Result<QueueRecord> {
-    let name: String = row.try_get(0)?;
-    let consumer = row
-        .try_get::<_, Option<String>>(4)?
-        .map(|json| {
-            serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("consumer of queue `{name}`: {e}")))
-        })
-        .transpose()?;
-    Ok(QueueRecord {
+    QueueRow {
+        name: row.try_get(0)?,
         dead_letter_of: row.try_get(1)?,
         idempotency_window_ms: unsigned(row.try_get(2)?, "an idempotency window")?,
         created_at_ms: row.try_get(3)?,
-        consumer,
+        consumer: row.try_get(4)?,
         dead_letter_queue: row.try_get(5)?,
-        name,
-    })
+    }
+    .decode()
 }
 
 async fn load_queue(
@@ -216,7 +209,7 @@ pub(super) async fn recover(stores: &PgStores) -> Result<()> {
         }
         let max_attempts = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
         let error = "the node stopped during this message's last allowed attempt";
-        let moved = move_messages(
+        let moved_out = move_messages(
             &tx,
             "queue = $3 AND leased AND holder = $4 AND attempts >= $5",
             "attempts",
@@ -231,15 +224,8 @@ pub(super) async fn recover(stores: &PgStores) -> Result<()> {
             ],
         )
         .await?;
-        for (from, bytes) in moved {
-            let d = deltas.entry(from).or_default();
-            d.depth -= 1;
-            d.bytes -= bytes;
-            d.failed_attempts += 1;
-            d.dead_lettered += 1;
-            let to = deltas.entry(settings.dead_letter.clone()).or_default();
-            to.depth += 1;
-            to.bytes += bytes;
+        for (from, bytes) in moved_out {
+            moved(&mut deltas, &from, &settings.dead_letter, bytes, true);
         }
     }
     tx.execute(
@@ -614,7 +600,7 @@ impl QueueBackend for PgStores {
                     if !hold_queue(&tx, to).await? {
                         return Err(no_queue(to));
                     }
-                    let moved = move_messages(
+                    let moved_out = move_messages(
                         &tx,
                         "id = $3 AND queue = $4 AND leased AND visible_at_ms = $5",
                         "attempts",
@@ -622,15 +608,8 @@ impl QueueBackend for PgStores {
                         &[to, &now, row, &queue, lease_until_ms, error],
                     )
                     .await?;
-                    for (_, bytes) in moved {
-                        let d = deltas.entry(queue.to_owned()).or_default();
-                        d.depth -= 1;
-                        d.bytes -= bytes;
-                        d.failed_attempts += 1;
-                        d.dead_lettered += 1;
-                        let t = deltas.entry(to.clone()).or_default();
-                        t.depth += 1;
-                        t.bytes += bytes;
+                    for (_, bytes) in moved_out {
+                        moved(&mut deltas, queue, to, bytes, true);
                     }
                 }
             }
@@ -718,7 +697,7 @@ impl QueueBackend for PgStores {
                 return Err(no_queue(queue));
             }
         }
-        let moved = move_messages(
+        let moved_out = move_messages(
             &tx,
             "queue = $3 AND NOT leased",
             "0",
@@ -727,17 +706,12 @@ impl QueueBackend for PgStores {
         )
         .await?;
         let mut deltas: BTreeMap<String, Delta> = BTreeMap::new();
-        for (_, bytes) in &moved {
-            let f = deltas.entry(from.to_owned()).or_default();
-            f.depth -= 1;
-            f.bytes -= bytes;
-            let t = deltas.entry(to.to_owned()).or_default();
-            t.depth += 1;
-            t.bytes += bytes;
+        for (_, bytes) in &moved_out {
+            moved(&mut deltas, from, to, *bytes, false);
         }
         tally(&tx, &self.node, &deltas).await?;
         tx.commit().await?;
-        Ok(moved.len() as u64)
+        Ok(moved_out.len() as u64)
     }
 
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {

@@ -20,7 +20,7 @@
 
 mod journal;
 mod migrations;
-mod operations;
+pub(crate) mod operations;
 mod recovery;
 #[cfg(test)]
 mod tests;

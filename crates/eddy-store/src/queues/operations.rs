@@ -507,12 +507,12 @@ pub(super) fn prune_idempotency_keys(conn: &Connection, now: i64) -> Result<()> 
     Ok(())
 }
 
-/// The id consumers see for the message in row `row`.
-fn message_id(row: i64) -> String {
+/// The id consumers see for the message in row `row` (every backend's).
+pub(crate) fn message_id(row: i64) -> String {
     format!("m{row}")
 }
 
-fn no_queue(name: &str) -> StoreError {
+pub(crate) fn no_queue(name: &str) -> StoreError {
     StoreError::NotFound {
         what: format!("queue `{name}`"),
     }
@@ -534,22 +534,25 @@ fn ensure_queue(conn: &Connection, name: &str) -> Result<()> {
     }
 }
 
-const QUEUE_SELECT: &str = "SELECT q.name, q.dead_letter_of, q.idempotency_window_ms,
+/// Selects queue rows with their consumer and dead-letter queue (every backend's); append a
+/// WHERE or ORDER BY clause.
+pub(crate) const QUEUE_SELECT: &str = "SELECT q.name, q.dead_letter_of, q.idempotency_window_ms,
         q.created_at_ms, c.settings,
         (SELECT d.name FROM queues d WHERE d.dead_letter_of = q.name)
     FROM queues q LEFT JOIN consumers c ON c.queue = q.name";
 
-struct QueueRow {
-    name: String,
-    dead_letter_of: Option<String>,
-    idempotency_window_ms: u64,
-    created_at_ms: i64,
-    consumer: Option<String>,
-    dead_letter_queue: Option<String>,
+pub(crate) struct QueueRow {
+    pub(crate) name: String,
+    pub(crate) dead_letter_of: Option<String>,
+    pub(crate) idempotency_window_ms: u64,
+    pub(crate) created_at_ms: i64,
+    pub(crate) consumer: Option<String>,
+    pub(crate) dead_letter_queue: Option<String>,
 }
 
 impl QueueRow {
-    fn decode(self) -> Result<QueueRecord> {
+    /// The record, its consumer settings decoded.
+    pub(crate) fn decode(self) -> Result<QueueRecord> {
         let consumer = self
             .consumer
             .map(|json| {
