@@ -560,3 +560,101 @@ async fn a_schema_name_too_long_or_not_an_identifier_is_refused() {
         }
     }
 }
+
+/// Publishes, claims and settlements that come at once share transactions (group commit),
+/// and each still gets its own answer: a publish to a missing queue, one past the depth
+/// limit and one whose statement Postgres refuses (a NUL in a text column aborts the
+/// transaction) fail alone; every other operation of their groups is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_at_once_share_commits_and_each_fails_alone() -> Result<()> {
+    const MESSAGES: usize = 200;
+    let schema = TestSchema::new("groups").await;
+    let node = schema.open("a", common::CONNECTIONS_PER_NODE).await?;
+    node.create_queue("jobs", 0).await?;
+    node.create_queue("small", 0).await?;
+    let before = node.queue_commits();
+    // Every task starts its operation at the same moment.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(MESSAGES + 4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..MESSAGES {
+        let node = node.clone();
+        let start = start.clone();
+        tasks.spawn(async move {
+            start.wait().await;
+            let body = i.to_string();
+            node.publish("jobs", vec![message(&body, None)], QueueLimits::NONE)
+                .await
+                .map(|_| "stored")
+        });
+    }
+    let small = QueueLimits {
+        depth_max: 1,
+        bytes_max: u64::MAX,
+    };
+    for (queue, content_type, limits) in [
+        ("missing", "text/plain", QueueLimits::NONE),
+        ("small", "text/plain", small),
+        ("small", "text/plain", small),
+        ("jobs", "text/\0plain", QueueLimits::NONE),
+    ] {
+        let node = node.clone();
+        let start = start.clone();
+        tasks.spawn(async move {
+            start.wait().await;
+            let refused = NewMessage {
+                content_type: content_type.into(),
+                ..message("x", None)
+            };
+            match node.publish(queue, vec![refused], limits).await {
+                Ok(_) => Ok("stored"),
+                Err(StoreError::NotFound { .. }) => Ok("not found"),
+                Err(StoreError::DepthLimit { .. }) => Ok("depth"),
+                Err(StoreError::Postgres(_)) => Ok("refused"),
+                Err(e) => Err(e),
+            }
+        });
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for answer in tasks.join_all().await {
+        *answers.entry(answer?).or_insert(0) += 1;
+    }
+    let expected = [
+        ("depth", 1),
+        ("not found", 1),
+        ("refused", 1),
+        ("stored", MESSAGES + 1),
+    ];
+    assert_eq!(answers, expected.into_iter().collect());
+    assert_eq!(node.counts("jobs").await?.depth, MESSAGES as u64);
+    assert_eq!(node.counts("small").await?.depth, 1);
+
+    // Claims and acknowledgements at once, too.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(MESSAGES));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..MESSAGES {
+        let node = node.clone();
+        let start = start.clone();
+        tasks.spawn(async move {
+            start.wait().await;
+            let lease = now_ms() + 60_000;
+            let (claimed, _) = node.claim("jobs", 1, lease).await?;
+            let acks = claimed
+                .iter()
+                .map(|c| Settle::Ack {
+                    row: c.row,
+                    lease_until_ms: lease,
+                })
+                .collect();
+            node.settle("jobs", acks).await?;
+            Ok::<_, StoreError>(claimed.len())
+        });
+    }
+    let consumed: usize = tasks.join_all().await.into_iter().sum::<Result<usize>>()?;
+    assert_eq!(consumed, MESSAGES);
+    let counts = node.counts("jobs").await?;
+    assert_eq!((counts.depth, counts.succeeded), (0, MESSAGES as u64));
+    // 2 × 200 + 204 operations; one transaction each would be 604 commits.
+    let commits = node.queue_commits() - before;
+    assert!(commits < 100, "{commits} commits for 604 operations");
+    Ok(())
+}

@@ -6,7 +6,9 @@
 //! - **Atomic, committed, synced.** Each call is one transaction on a pooled connection
 //!   (`deadpool-postgres`), committed before it returns. Postgres's own `synchronous_commit`
 //!   (on by default) flushes the WAL at commit, so every write is synced; concurrent commits
-//!   share a WAL flush (Postgres's group commit).
+//!   share a WAL flush (Postgres's group commit). Publishes, claims and settlements go
+//!   through the node's queue journal (`journal.rs`), which runs all those waiting in one
+//!   transaction: each is still atomic and committed before it answers, with fewer commits.
 //! - **Linearizable across nodes.** Where a call reads and then writes what another node may
 //!   write at the same moment, it serializes on a row lock or a transaction-scoped advisory
 //!   lock named in `locks`: deploys (route uniqueness, version numbers), invocation ids (a
@@ -29,6 +31,7 @@
 
 mod functions;
 mod invocations;
+mod journal;
 mod members;
 mod queues;
 mod schema;
@@ -86,6 +89,8 @@ pub struct PgStores {
     pool: Pool,
     node: Arc<str>,
     hints: Arc<Listener>,
+    /// Where publishes, claims and settlements go (group commit).
+    journal: journal::Journal,
 }
 
 /// The prefix of the notification channel of a schema's changes (`eddy_changes_<schema>`):
@@ -329,6 +334,7 @@ impl PgStores {
             )),
         ];
         let stores = PgStores {
+            journal: journal::Journal::start(pool.clone(), node.clone()),
             pool,
             node,
             hints: Arc::new(Listener {
@@ -362,6 +368,14 @@ impl PgStores {
     /// The schema version the database is at, and the oldest build it still works with.
     pub async fn schema_state(&self) -> Result<SchemaState> {
         schema::state(&**self.client().await?).await
+    }
+
+    /// Transactions the queue journal has committed: fewer than the publishes, claims and
+    /// settlements it ran when they came at once (group commit).
+    pub fn queue_commits(&self) -> u64 {
+        self.journal
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A pooled connection.

@@ -23,6 +23,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::journal::{Reply, Request};
 use super::{PgStores, announce, big, small, unsigned};
 use crate::contract::{QueueBackend, TickStore};
 use crate::queues::operations::{QUEUE_SELECT, QueueRow, message_id, no_queue};
@@ -35,7 +36,7 @@ use crate::{Result, StoreError};
 
 /// Changes to one queue's tally made by one operation.
 #[derive(Default, Clone, Copy)]
-struct Delta {
+pub(super) struct Delta {
     depth: i64,
     bytes: i64,
     delivered: i64,
@@ -45,6 +46,15 @@ struct Delta {
 }
 
 impl Delta {
+    fn add(&mut self, other: Delta) {
+        self.depth += other.depth;
+        self.bytes += other.bytes;
+        self.delivered += other.delivered;
+        self.succeeded += other.succeeded;
+        self.failed_attempts += other.failed_attempts;
+        self.dead_lettered += other.dead_lettered;
+    }
+
     fn is_empty(&self) -> bool {
         [
             self.depth,
@@ -75,7 +85,11 @@ fn moved(deltas: &mut BTreeMap<String, Delta>, from: &str, to: &str, bytes: i64,
 }
 
 /// Adds `deltas` to this node's tally of each queue.
-async fn tally(tx: &Transaction<'_>, node: &str, deltas: &BTreeMap<String, Delta>) -> Result<()> {
+pub(super) async fn tally(
+    tx: &Transaction<'_>,
+    node: &str,
+    deltas: &BTreeMap<String, Delta>,
+) -> Result<()> {
     let add = tx
         .prepare_cached(
             "INSERT INTO queue_tallies (queue, node, depth, bytes, delivered, succeeded,
@@ -240,6 +254,307 @@ pub(super) async fn recover(stores: &PgStores) -> Result<()> {
     Ok(())
 }
 
+/// The answer of a journal that answered another kind of operation: a defect.
+fn mismatched() -> StoreError {
+    StoreError::Corrupt("the queue journal answered another operation".into())
+}
+
+/// Publishes `messages` to `queue` in the journal's transaction `tx`, adding what it changes
+/// to `deltas` (the group's, not written yet, and counted in the limits). It fails before
+/// writing anything when the queue is missing or a limit would be passed.
+pub(super) async fn publish_in(
+    tx: &Transaction<'_>,
+    deltas: &mut BTreeMap<String, Delta>,
+    queue: &str,
+    messages: &[NewMessage],
+    limits: QueueLimits,
+) -> Result<Vec<Published>> {
+    let QueueLimits {
+        depth_max,
+        bytes_max,
+    } = limits;
+    let now = now_ms();
+    // Serializes publishes to this queue, cluster-wide, until the commit.
+    let window: i64 = tx
+        .query_opt(
+            "SELECT idempotency_window_ms FROM queues WHERE name = $1 FOR NO KEY UPDATE",
+            &[&queue],
+        )
+        .await?
+        .ok_or_else(|| no_queue(queue))?
+        .try_get(0)?;
+    let totals = tx
+        .query_one(
+            "SELECT COALESCE(SUM(depth), 0)::BIGINT, COALESCE(SUM(bytes), 0)::BIGINT
+             FROM queue_tallies WHERE queue = $1",
+            &[&queue],
+        )
+        .await?;
+    let pending = deltas.get(queue).copied().unwrap_or_default();
+    let depth = unsigned(
+        totals.try_get::<_, i64>(0)? + pending.depth,
+        "a queue's depth",
+    )?;
+    let bytes = unsigned(
+        totals.try_get::<_, i64>(1)? + pending.bytes,
+        "a queue's bytes",
+    )?;
+    let keyed = messages.iter().any(|m| m.idempotency_key.is_some());
+    if keyed {
+        tx.execute(
+            "DELETE FROM idempotency WHERE queue = $1 AND expires_at_ms <= $2",
+            &[&queue, &now],
+        )
+        .await?;
+    }
+    // First every check, then every write: a refused publish leaves the group's
+    // transaction as it found it.
+    let find_key = tx
+        .prepare_cached("SELECT message_id FROM idempotency WHERE queue = $1 AND key = $2")
+        .await?;
+    /// What becomes of each message: a duplicate of a stored one, of an earlier one of
+    /// this publish (by index), or a new message.
+    enum Fate {
+        Seen(String),
+        SameAs(usize),
+        New,
+    }
+    let mut fates = Vec::with_capacity(messages.len());
+    let mut first_with_key: std::collections::HashMap<&str, usize> = Default::default();
+    let mut delta = Delta::default();
+    for (index, message) in messages.iter().enumerate() {
+        if let Some(key) = &message.idempotency_key {
+            if let Some(seen) = tx.query_opt(&find_key, &[&queue, key]).await? {
+                fates.push(Fate::Seen(seen.try_get(0)?));
+                continue;
+            }
+            if window > 0 {
+                if let Some(first) = first_with_key.get(key.as_str()) {
+                    fates.push(Fate::SameAs(*first));
+                    continue;
+                }
+                first_with_key.insert(key, index);
+            }
+        }
+        if depth + delta.depth as u64 >= depth_max {
+            return Err(StoreError::DepthLimit {
+                queue: queue.to_owned(),
+                depth,
+                depth_max,
+            });
+        }
+        let size = message.body.len() as u64;
+        if bytes + delta.bytes as u64 + size > bytes_max {
+            return Err(StoreError::BytesLimit {
+                queue: queue.to_owned(),
+                bytes,
+                bytes_max,
+            });
+        }
+        delta.depth += 1;
+        delta.bytes += big(size);
+        fates.push(Fate::New);
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO messages (queue, body, content_type, enqueued_at_ms,
+                 first_enqueued_at_ms, attempts, visible_at_ms, leased)
+             VALUES ($1, $2, $3, $4, $4, 0, $4, false) RETURNING id",
+        )
+        .await?;
+    let remember = tx
+        .prepare_cached(
+            "INSERT INTO idempotency (queue, key, message_id, expires_at_ms)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (queue, key) DO UPDATE SET message_id = excluded.message_id,
+                 expires_at_ms = excluded.expires_at_ms",
+        )
+        .await?;
+    let mut published: Vec<Published> = Vec::with_capacity(messages.len());
+    for (message, fate) in messages.iter().zip(fates) {
+        let id = match fate {
+            Fate::Seen(id) => id,
+            Fate::SameAs(first) => published[first].id.clone(),
+            Fate::New => {
+                let row: i64 = tx
+                    .query_one(
+                        &insert,
+                        &[&queue, &message.body, &message.content_type, &now],
+                    )
+                    .await?
+                    .try_get(0)?;
+                let id = message_id(row);
+                if let Some(key) = &message.idempotency_key
+                    && window > 0
+                {
+                    tx.execute(&remember, &[&queue, key, &id, &now.saturating_add(window)])
+                        .await?;
+                }
+                published.push(Published {
+                    id,
+                    duplicate: false,
+                });
+                continue;
+            }
+        };
+        published.push(Published {
+            id,
+            duplicate: true,
+        });
+    }
+    deltas.entry(queue.to_owned()).or_default().add(delta);
+    Ok(published)
+}
+
+/// Claims up to `n` ready messages of `queue` for this node until `lease_until_ms`, in the
+/// journal's transaction; the earliest time another may be ready when fewer were.
+pub(super) async fn claim_in(
+    tx: &Transaction<'_>,
+    node: &str,
+    deltas: &mut BTreeMap<String, Delta>,
+    queue: &str,
+    n: u32,
+    lease_until_ms: i64,
+) -> Result<(Vec<Claimed>, Option<i64>)> {
+    let now = now_ms();
+    if !hold_queue(tx, queue).await? {
+        return Ok((vec![], None));
+    }
+    let claim = tx
+        .prepare_cached(
+            "WITH picked AS (
+                 SELECT id FROM messages
+                 WHERE queue = $1 AND visible_at_ms <= $2
+                 ORDER BY visible_at_ms, id LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE messages m SET attempts = m.attempts + 1, leased = true,
+                 visible_at_ms = $4, holder = $5
+             FROM picked WHERE m.id = picked.id
+             RETURNING m.id, m.ce_id, m.body, m.content_type, m.attempts, m.enqueued_at_ms,
+                 m.first_enqueued_at_ms",
+        )
+        .await?;
+    let rows = tx
+        .query(
+            &claim,
+            &[&queue, &now, &i64::from(n), &lease_until_ms, &node],
+        )
+        .await?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            let id: i64 = row.try_get(0)?;
+            let ce_id: Option<String> = row.try_get(1)?;
+            Ok(Claimed {
+                row: id,
+                id: ce_id.unwrap_or_else(|| message_id(id)),
+                body: row.try_get(2)?,
+                content_type: row.try_get(3)?,
+                attempt: small(row.try_get::<_, i32>(4)?.into(), "an attempt count")?,
+                enqueued_at_ms: row.try_get(5)?,
+                first_enqueued_at_ms: row.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    claimed.sort_by_key(|c| c.row);
+    let next = if claimed.len() < n as usize {
+        tx.query_one(
+            "SELECT MIN(visible_at_ms) FROM messages WHERE queue = $1",
+            &[&queue],
+        )
+        .await?
+        .try_get(0)?
+    } else {
+        None
+    };
+    deltas.entry(queue.to_owned()).or_default().delivered += claimed.len() as i64;
+    Ok((claimed, next))
+}
+
+/// Settles messages of `queue` in the journal's transaction. A settlement naming a lease
+/// that is no longer the message's changes nothing (fencing). It fails before writing
+/// anything when a dead-letter queue it names does not exist.
+pub(super) async fn settle_in(
+    tx: &Transaction<'_>,
+    deltas: &mut BTreeMap<String, Delta>,
+    queue: &str,
+    settlements: &[Settle],
+) -> Result<()> {
+    let now = now_ms();
+    hold_queue(tx, queue).await?;
+    for settlement in settlements {
+        if let Settle::DeadLetter { to, .. } = settlement
+            && !hold_queue(tx, to).await?
+        {
+            return Err(no_queue(to));
+        }
+    }
+    let ack = tx
+        .prepare_cached(
+            "DELETE FROM messages WHERE id = $1 AND queue = $2 AND leased
+                 AND visible_at_ms = $3
+             RETURNING octet_length(body)::BIGINT",
+        )
+        .await?;
+    let retry = tx
+        .prepare_cached(
+            "UPDATE messages SET leased = false, holder = NULL, visible_at_ms = $4,
+                 last_error = $5
+             WHERE id = $1 AND queue = $2 AND leased AND visible_at_ms = $3",
+        )
+        .await?;
+    let mut own: BTreeMap<String, Delta> = BTreeMap::new();
+    for settlement in settlements {
+        match settlement {
+            Settle::Ack {
+                row,
+                lease_until_ms,
+            } => {
+                if let Some(gone) = tx.query_opt(&ack, &[row, &queue, lease_until_ms]).await? {
+                    let d = own.entry(queue.to_owned()).or_default();
+                    d.succeeded += 1;
+                    d.depth -= 1;
+                    d.bytes -= gone.try_get::<_, i64>(0)?;
+                }
+            }
+            Settle::Retry {
+                row,
+                lease_until_ms,
+                visible_at_ms,
+                error,
+            } => {
+                let params: [&(dyn ToSql + Sync); 5] =
+                    [row, &queue, lease_until_ms, visible_at_ms, error];
+                if tx.execute(&retry, &params).await? > 0 {
+                    own.entry(queue.to_owned()).or_default().failed_attempts += 1;
+                }
+            }
+            Settle::DeadLetter {
+                row,
+                lease_until_ms,
+                to,
+                error,
+            } => {
+                let moved_out = move_messages(
+                    tx,
+                    "id = $3 AND queue = $4 AND leased AND visible_at_ms = $5",
+                    "attempts",
+                    "$6",
+                    &[to, &now, row, &queue, lease_until_ms, error],
+                )
+                .await?;
+                for (_, bytes) in moved_out {
+                    moved(&mut own, queue, to, bytes, true);
+                }
+            }
+        }
+    }
+    for (name, d) in own {
+        deltas.entry(name).or_default().add(d);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl QueueBackend for PgStores {
     async fn create_queue(&self, name: &str, idempotency_window_ms: u64) -> Result<QueueRecord> {
@@ -373,113 +688,15 @@ impl QueueBackend for PgStores {
         messages: Vec<NewMessage>,
         limits: QueueLimits,
     ) -> Result<Vec<Published>> {
-        let QueueLimits {
-            depth_max,
-            bytes_max,
-        } = limits;
-        let now = now_ms();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // Serializes publishes to this queue, cluster-wide, until the commit.
-        let window: i64 = tx
-            .query_opt(
-                "SELECT idempotency_window_ms FROM queues WHERE name = $1 FOR NO KEY UPDATE",
-                &[&queue],
-            )
-            .await?
-            .ok_or_else(|| no_queue(queue))?
-            .try_get(0)?;
-        let totals = tx
-            .query_one(
-                "SELECT COALESCE(SUM(depth), 0)::BIGINT, COALESCE(SUM(bytes), 0)::BIGINT
-                 FROM queue_tallies WHERE queue = $1",
-                &[&queue],
-            )
-            .await?;
-        let depth = unsigned(totals.try_get(0)?, "a queue's depth")?;
-        let bytes = unsigned(totals.try_get(1)?, "a queue's bytes")?;
-        let mut delta = Delta::default();
-        let mut published = Vec::with_capacity(messages.len());
-        let keyed = messages.iter().any(|m| m.idempotency_key.is_some());
-        if keyed {
-            tx.execute(
-                "DELETE FROM idempotency WHERE queue = $1 AND expires_at_ms <= $2",
-                &[&queue, &now],
-            )
-            .await?;
+        let request = Request::Publish {
+            queue: queue.to_owned(),
+            messages,
+            limits,
+        };
+        match self.journal.submit(request).await? {
+            Reply::Published(published) => Ok(published),
+            _ => Err(mismatched()),
         }
-        let find_key = tx
-            .prepare_cached("SELECT message_id FROM idempotency WHERE queue = $1 AND key = $2")
-            .await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO messages (queue, body, content_type, enqueued_at_ms,
-                     first_enqueued_at_ms, attempts, visible_at_ms, leased)
-                 VALUES ($1, $2, $3, $4, $4, 0, $4, false) RETURNING id",
-            )
-            .await?;
-        let remember = tx
-            .prepare_cached(
-                "INSERT INTO idempotency (queue, key, message_id, expires_at_ms)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (queue, key) DO UPDATE SET message_id = excluded.message_id,
-                     expires_at_ms = excluded.expires_at_ms",
-            )
-            .await?;
-        for message in &messages {
-            if let Some(key) = &message.idempotency_key
-                && let Some(seen) = tx.query_opt(&find_key, &[&queue, key]).await?
-            {
-                published.push(Published {
-                    id: seen.try_get(0)?,
-                    duplicate: true,
-                });
-                continue;
-            }
-            if depth + delta.depth as u64 >= depth_max {
-                return Err(StoreError::DepthLimit {
-                    queue: queue.to_owned(),
-                    depth,
-                    depth_max,
-                });
-            }
-            let size = message.body.len() as u64;
-            if bytes + delta.bytes as u64 + size > bytes_max {
-                return Err(StoreError::BytesLimit {
-                    queue: queue.to_owned(),
-                    bytes,
-                    bytes_max,
-                });
-            }
-            let row: i64 = tx
-                .query_one(
-                    &insert,
-                    &[&queue, &message.body, &message.content_type, &now],
-                )
-                .await?
-                .try_get(0)?;
-            let id = message_id(row);
-            if let Some(key) = &message.idempotency_key
-                && window > 0
-            {
-                tx.execute(&remember, &[&queue, key, &id, &now.saturating_add(window)])
-                    .await?;
-            }
-            delta.depth += 1;
-            delta.bytes += big(size);
-            published.push(Published {
-                id,
-                duplicate: false,
-            });
-        }
-        tally(
-            &tx,
-            &self.node,
-            &BTreeMap::from([(queue.to_owned(), delta)]),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(published)
     }
 
     async fn claim(
@@ -488,135 +705,26 @@ impl QueueBackend for PgStores {
         n: u32,
         lease_until_ms: i64,
     ) -> Result<(Vec<Claimed>, Option<i64>)> {
-        let now = now_ms();
-        let node: &str = &self.node;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if !hold_queue(&tx, queue).await? {
-            return Ok((vec![], None));
+        let request = Request::Claim {
+            queue: queue.to_owned(),
+            n,
+            lease_until_ms,
+        };
+        match self.journal.submit(request).await? {
+            Reply::Claimed(claimed, next) => Ok((claimed, next)),
+            _ => Err(mismatched()),
         }
-        let rows = tx
-            .query(
-                "WITH picked AS (
-                     SELECT id FROM messages
-                     WHERE queue = $1 AND visible_at_ms <= $2
-                     ORDER BY visible_at_ms, id LIMIT $3
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE messages m SET attempts = m.attempts + 1, leased = true,
-                     visible_at_ms = $4, holder = $5
-                 FROM picked WHERE m.id = picked.id
-                 RETURNING m.id, m.ce_id, m.body, m.content_type, m.attempts, m.enqueued_at_ms,
-                     m.first_enqueued_at_ms",
-                &[&queue, &now, &i64::from(n), &lease_until_ms, &node],
-            )
-            .await?;
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                let id: i64 = row.try_get(0)?;
-                let ce_id: Option<String> = row.try_get(1)?;
-                Ok(Claimed {
-                    row: id,
-                    id: ce_id.unwrap_or_else(|| message_id(id)),
-                    body: row.try_get(2)?,
-                    content_type: row.try_get(3)?,
-                    attempt: small(row.try_get::<_, i32>(4)?.into(), "an attempt count")?,
-                    enqueued_at_ms: row.try_get(5)?,
-                    first_enqueued_at_ms: row.try_get(6)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        claimed.sort_by_key(|c| c.row);
-        let next = if claimed.len() < n as usize {
-            tx.query_one(
-                "SELECT MIN(visible_at_ms) FROM messages WHERE queue = $1",
-                &[&queue],
-            )
-            .await?
-            .try_get(0)?
-        } else {
-            None
-        };
-        let delta = Delta {
-            delivered: claimed.len() as i64,
-            ..Delta::default()
-        };
-        tally(&tx, node, &BTreeMap::from([(queue.to_owned(), delta)])).await?;
-        tx.commit().await?;
-        Ok((claimed, next))
     }
 
     async fn settle(&self, queue: &str, settlements: Vec<Settle>) -> Result<()> {
-        let now = now_ms();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        hold_queue(&tx, queue).await?;
-        let ack = tx
-            .prepare_cached(
-                "DELETE FROM messages WHERE id = $1 AND queue = $2 AND leased
-                     AND visible_at_ms = $3
-                 RETURNING octet_length(body)::BIGINT",
-            )
-            .await?;
-        let retry = tx
-            .prepare_cached(
-                "UPDATE messages SET leased = false, holder = NULL, visible_at_ms = $4,
-                     last_error = $5
-                 WHERE id = $1 AND queue = $2 AND leased AND visible_at_ms = $3",
-            )
-            .await?;
-        let mut deltas: BTreeMap<String, Delta> = BTreeMap::new();
-        for settlement in &settlements {
-            match settlement {
-                Settle::Ack {
-                    row,
-                    lease_until_ms,
-                } => {
-                    if let Some(gone) = tx.query_opt(&ack, &[row, &queue, lease_until_ms]).await? {
-                        let d = deltas.entry(queue.to_owned()).or_default();
-                        d.succeeded += 1;
-                        d.depth -= 1;
-                        d.bytes -= gone.try_get::<_, i64>(0)?;
-                    }
-                }
-                Settle::Retry {
-                    row,
-                    lease_until_ms,
-                    visible_at_ms,
-                    error,
-                } => {
-                    let params: [&(dyn ToSql + Sync); 5] =
-                        [row, &queue, lease_until_ms, visible_at_ms, error];
-                    if tx.execute(&retry, &params).await? > 0 {
-                        deltas.entry(queue.to_owned()).or_default().failed_attempts += 1;
-                    }
-                }
-                Settle::DeadLetter {
-                    row,
-                    lease_until_ms,
-                    to,
-                    error,
-                } => {
-                    if !hold_queue(&tx, to).await? {
-                        return Err(no_queue(to));
-                    }
-                    let moved_out = move_messages(
-                        &tx,
-                        "id = $3 AND queue = $4 AND leased AND visible_at_ms = $5",
-                        "attempts",
-                        "$6",
-                        &[to, &now, row, &queue, lease_until_ms, error],
-                    )
-                    .await?;
-                    for (_, bytes) in moved_out {
-                        moved(&mut deltas, queue, to, bytes, true);
-                    }
-                }
-            }
+        let request = Request::Settle {
+            queue: queue.to_owned(),
+            settlements,
+        };
+        match self.journal.submit(request).await? {
+            Reply::Settled => Ok(()),
+            _ => Err(mismatched()),
         }
-        tally(&tx, &self.node, &deltas).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn peek(&self, queue: &str, limit: u32) -> Result<Vec<PeekedMessage>> {
