@@ -256,17 +256,19 @@ pub trait CostStore: Send + Sync {
     /// Removes the budget of `scope`; `false` if there was none. Committed on return.
     async fn remove_budget(&self, scope: &str) -> Result<bool>;
 
-    /// Records that alerts up to `percent` were sent for `scope` in `month`, if the budget's
-    /// settings are still `settings` (as the caller read them): a budget put again
-    /// meanwhile keeps its fresh alert state, and a missing one stays missing. Atomic
-    /// (compare and set); committed on return.
+    /// Records that alerts up to `percent` are sent for `scope` in `month`, if the budget's
+    /// settings are still `settings` (as the caller read them) and no alert of `percent`
+    /// or more is recorded for `month` yet: a budget put again meanwhile keeps its fresh
+    /// alert state, and a missing one stays missing. `true` when this call recorded it.
+    /// Atomic (compare and set): of callers racing with the same alert (the nodes of a
+    /// cluster), exactly one gets `true`, and only it sends the alert. Committed on return.
     async fn set_budget_alerted(
         &self,
         scope: &str,
         settings: &str,
         month: &str,
         percent: f64,
-    ) -> Result<()>;
+    ) -> Result<bool>;
 }
 
 /// Durable queues: each queue `NAME` comes with its dead-letter queue `NAME-dlq`; a queue

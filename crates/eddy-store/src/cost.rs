@@ -87,21 +87,23 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Records that alerts up to `percent` were sent for `scope` in `month`, unless the
-    /// budget was set again since it was read as `settings` (its alerts start afresh).
+    /// Records that alerts up to `percent` are sent for `scope` in `month`, unless the
+    /// budget was set again since it was read as `settings` (its alerts start afresh) or
+    /// such an alert is recorded already; `true` when this call recorded it.
     pub fn set_budget_alerted(
         &self,
         scope: &str,
         settings: &str,
         month: &str,
         percent: f64,
-    ) -> Result<()> {
-        self.conn().execute(
+    ) -> Result<bool> {
+        let changed = self.conn().execute(
             "UPDATE budgets SET alerted_month = ?3, alerted_percent = ?4
-             WHERE scope = ?1 AND settings = ?2",
+             WHERE scope = ?1 AND settings = ?2
+                 AND (alerted_month <> ?3 OR alerted_percent < ?4)",
             params![scope, settings, month, percent],
         )?;
-        Ok(())
+        Ok(changed > 0)
     }
 }
 

@@ -248,7 +248,7 @@ impl CostStore for Store {
         settings: &str,
         month: &str,
         percent: f64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (scope, settings, month) = (scope.to_owned(), settings.to_owned(), month.to_owned());
         self.blocking(move |store| store.set_budget_alerted(&scope, &settings, &month, percent))
             .await

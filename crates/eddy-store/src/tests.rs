@@ -72,6 +72,7 @@ in_memory!(
     cost::price_sheets_are_put_replaced_and_removed,
     cost::budgets_are_put_replaced_and_removed,
     cost::a_budgets_alert_state_is_kept_until_the_budget_is_put_again,
+    cost::of_callers_racing_to_record_an_alert_exactly_one_does,
     queues::published_messages_are_claimed_oldest_first_once_and_acked,
     queues::a_lease_that_ran_out_is_delivered_again_and_its_late_settlement_ignored,
     queues::a_retry_waits_until_its_visible_time,

@@ -618,3 +618,104 @@ async fn a_broadcast_through_one_node_reaches_clients_held_by_another() {
     assert_eq!(common::ws_next(&mut on_a).await, Message::text("third"));
     assert_eq!(common::ws_next(&mut on_c).await, Message::text("third"));
 }
+
+/// A budget of the cluster: every node checks it against the whole cluster's spending, each
+/// alert goes out once (not once per node), and the hard cap refuses on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_alerts_once_for_the_cluster_and_its_cap_holds_on_every_node() {
+    let (port, alerts) = common::webhook_receiver().await;
+    let schema = Schema::new("budget");
+    let config = schema.config_limits(
+        &format!("budget_webhook_hosts = [\"127.0.0.1:{port}\"]"),
+        600_000,
+        "budget_check_interval_ms = 100\n",
+    );
+    let a = Node::start_with_config(&config);
+    let mut nodes = vec![a];
+    for _ in 0..2 {
+        let mut node = Node::start_with_config(&config);
+        node.token = nodes[0].token.clone();
+        nodes.push(node);
+    }
+    nodes[0]
+        .deploy_ok(
+            "capped",
+            "misbehave",
+            json!({"memory_bytes_max": 128 * 1024 * 1024}),
+        )
+        .await;
+    for node in &nodes {
+        wait_for(
+            "every node to serve capped",
+            PROPAGATION_WITHIN,
+            async || status(node, "/capped/echo").await,
+        )
+        .await;
+    }
+    // About twenty echoes' worth on Lambda x86 ($0.0000002 each: the request fee, and 1 ms
+    // at 128 MB), alerting at 30% and 100%.
+    let out = common::stdout_ok(&nodes[1].cli(&[
+        "budget",
+        "set",
+        "--function",
+        "capped",
+        "--monthly-usd",
+        "0.000004",
+        "--sheet",
+        "aws-lambda-x86",
+        "--alert-at",
+        "30,100",
+        "--webhook",
+        &format!("http://127.0.0.1:{port}/alerts"),
+        "--hard-cap",
+    ]));
+    assert!(out.contains("budget function/capped set"), "{out}");
+
+    // Requests through every node in turn until every node refuses.
+    let mut refusing = [false; 3];
+    for round in 0.. {
+        assert!(
+            round < 400,
+            "the cap never held on every node: {refusing:?}"
+        );
+        for (i, node) in nodes.iter().enumerate() {
+            let reply = node.get("/capped/echo").await;
+            match reply.status {
+                200 => refusing[i] = false,
+                503 => {
+                    reply.assert_refused(503, "budget_spent");
+                    refusing[i] = true;
+                }
+                other => panic!("node {i}: {other} {}", reply.body),
+            }
+        }
+        if refusing.iter().all(|r| *r) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every node has checked the budget many times over since the cap: still one alert
+    // per threshold.
+    common::wait_until("both alerts", Duration::from_secs(10), async || {
+        alerts.lock().unwrap().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let thresholds: Vec<f64> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|alert| alert["threshold_percent"].as_f64().unwrap())
+        .collect();
+    assert_eq!(thresholds, [30.0, 100.0], "{:?}", alerts.lock().unwrap());
+    let mut sent = 0;
+    for node in &nodes {
+        let metrics = node.metrics().await;
+        sent += metrics
+            .lines()
+            .filter(|l| l.starts_with("eddy_budget_alerts_total{budget=\"function/capped\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>();
+    }
+    assert_eq!(sent, 2, "alerts counted by the nodes' metrics");
+}

@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Node, PROMPTLY, assert_api_error, stderr_err, stdout_ok, wait_for, wait_until};
+use common::{
+    Node, PROMPTLY, assert_api_error, stderr_err, stdout_ok, wait_for, wait_until, webhook_receiver,
+};
 use serde_json::{Value, json};
 
 /// Published prices (us-east-1 / iad1), typed here from the pricing pages rather than read
@@ -244,30 +245,6 @@ async fn users_set_the_machine_price_and_add_sheets() {
     assert_eq!(report["sheets"][0]["usd_per_hour"], M7G_LARGE_USD_PER_HOUR);
 }
 
-/// A webhook receiver on loopback that keeps what it was sent.
-async fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
-    use axum::extract::State;
-    use axum::routing::post;
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new()
-        .route(
-            "/alerts",
-            post(
-                |State(got): State<Arc<Mutex<Vec<Value>>>>, body: String| async move {
-                    got.lock()
-                        .unwrap()
-                        .push(serde_json::from_str(&body).unwrap());
-                    "ok"
-                },
-            ),
-        )
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (port, got)
-}
-
 async fn invocations(node: &Node, function: &str) -> u64 {
     let (_, stats) = node.api_get(&format!("/functions/{function}/stats")).await;
     stats["invocations"].as_u64().unwrap()
@@ -275,7 +252,7 @@ async fn invocations(node: &Node, function: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_cap_pauses_cron_then_refuses_requests_with_503() {
-    let (port, alerts) = receiver().await;
+    let (port, alerts) = webhook_receiver().await;
     let node = Node::start_with_config(&format!(
         "budget_webhook_hosts = [\"127.0.0.1:{port}\"]\n[limits]\nbudget_check_interval_ms = 100\n"
     ));

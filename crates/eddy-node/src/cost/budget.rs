@@ -366,7 +366,9 @@ impl Watcher {
         self.parts.budgets.blocks.store(Arc::new(blocks));
     }
 
-    /// Sends the highest threshold crossed since the last alert this month, once.
+    /// Sends the highest threshold crossed since the last alert this month, once: once for
+    /// the whole cluster, since the node that records the alert in the store is the one
+    /// that sends it. A store that does not answer delays the alert to a later check.
     async fn alert(&self, status: &BudgetStatus, scope: &str) {
         let already = if status.alerted_month == status.month {
             status.alerted_percent
@@ -383,6 +385,22 @@ impl Watcher {
         else {
             return;
         };
+        let settings = status.stored_settings.clone();
+        match self
+            .parts
+            .stores
+            .cost
+            .set_budget_alerted(scope, &settings, &status.month, threshold)
+            .await
+        {
+            Ok(true) => {}
+            // Another node recorded it (and sends it), or the budget was put again.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(budget = %status.scope, error = %e, "a budget alert waits for the store to record it");
+                return;
+            }
+        }
         tracing::warn!(
             budget = %status.scope,
             sheet = %status.settings.sheet,
@@ -397,18 +415,6 @@ impl Watcher {
             status.settings.sheet,
         );
         self.parts.meter.budget_alert(&status.scope, threshold);
-        let owned = scope.to_string();
-        let settings = status.stored_settings.clone();
-        let month = status.month.clone();
-        if let Err(e) = self
-            .parts
-            .stores
-            .cost
-            .set_budget_alerted(&owned, &settings, &month, threshold)
-            .await
-        {
-            tracing::error!(error = %e, "recording a budget alert failed; it may be sent again");
-        }
         if let Some(url) = status.settings.webhook.clone() {
             // The allowlist may have shrunk since the budget was set.
             if let Err(e) = webhook_allowed(&url, &self.webhook_hosts) {

@@ -70,13 +70,18 @@ pub async fn a_budgets_alert_state_is_kept_until_the_budget_is_put_again<B: Back
     let old = r#"{"monthly":5}"#;
     let new = r#"{"monthly":9}"#;
     cost.put_budget("f", old).await?;
-    cost.set_budget_alerted("f", old, "2026-03", 50.0).await?;
+    assert!(cost.set_budget_alerted("f", old, "2026-03", 50.0).await?);
+    assert!(
+        !cost.set_budget_alerted("f", old, "2026-03", 50.0).await?,
+        "an alert recorded already is not recorded again"
+    );
+    assert!(!cost.set_budget_alerted("f", old, "2026-03", 40.0).await?);
     let alerted = cost.budget("f").await?.expect("f");
     assert_eq!(
         (alerted.alerted_month.as_str(), alerted.alerted_percent),
         ("2026-03", 50.0)
     );
-    cost.set_budget_alerted("f", old, "2026-03", 80.0).await?;
+    assert!(cost.set_budget_alerted("f", old, "2026-03", 80.0).await?);
     assert_eq!(cost.budget("f").await?.expect("f").alerted_percent, 80.0);
 
     cost.put_budget("f", new).await?;
@@ -85,13 +90,13 @@ pub async fn a_budgets_alert_state_is_kept_until_the_budget_is_put_again<B: Back
         (reset.alerted_month.as_str(), reset.alerted_percent),
         ("", 0.0)
     );
-    cost.set_budget_alerted("f", old, "2026-03", 100.0).await?;
+    assert!(!cost.set_budget_alerted("f", old, "2026-03", 100.0).await?);
     assert_eq!(
         cost.budget("f").await?.expect("f").alerted_percent,
         0.0,
         "a record for settings no longer stored is ignored"
     );
-    cost.set_budget_alerted("f", new, "2026-04", 50.0).await?;
+    assert!(cost.set_budget_alerted("f", new, "2026-04", 50.0).await?);
     assert_eq!(cost.budget("f").await?.expect("f").alerted_month, "2026-04");
     cost.put_budget("f", new).await?;
     assert_eq!(
@@ -99,9 +104,34 @@ pub async fn a_budgets_alert_state_is_kept_until_the_budget_is_put_again<B: Back
         "",
         "putting the same settings again alerts afresh too"
     );
-    cost.set_budget_alerted("nobody", new, "2026-04", 50.0)
-        .await?;
+    assert!(
+        !cost
+            .set_budget_alerted("nobody", new, "2026-04", 50.0)
+            .await?
+    );
     assert_eq!(cost.budget("nobody").await?, None, "nothing is created");
+    Ok(())
+}
+
+/// Callers racing to record one alert (the nodes of a cluster, each seeing the threshold
+/// crossed): exactly one records it, so exactly one sends it. A later month alerts again.
+pub async fn of_callers_racing_to_record_an_alert_exactly_one_does<B: Backend>() -> Result<()> {
+    let (_place, stores) = open::<B>().await?;
+    let settings = r#"{"monthly":5}"#;
+    stores.cost.put_budget("f", settings).await?;
+    for month in ["2026-03", "2026-04"] {
+        let mut racers = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let cost = stores.cost.clone();
+            racers.spawn(async move { cost.set_budget_alerted("f", settings, month, 50.0).await });
+        }
+        let won = racers
+            .join_all()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<bool>>>()?;
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{month}: {won:?}");
+    }
     Ok(())
 }
 

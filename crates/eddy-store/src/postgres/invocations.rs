@@ -441,15 +441,17 @@ impl CostStore for PgStores {
         settings: &str,
         month: &str,
         percent: f64,
-    ) -> Result<()> {
-        self.client()
+    ) -> Result<bool> {
+        let changed = self
+            .client()
             .await?
             .execute(
                 "UPDATE budgets SET alerted_month = $3, alerted_percent = $4
-                 WHERE scope = $1 AND settings = $2",
+                 WHERE scope = $1 AND settings = $2
+                     AND (alerted_month <> $3 OR alerted_percent < $4)",
                 &[&scope, &settings, &month, &percent],
             )
             .await?;
-        Ok(())
+        Ok(changed > 0)
     }
 }

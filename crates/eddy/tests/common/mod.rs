@@ -603,3 +603,28 @@ fn is_whole_response(bytes: &[u8]) -> bool {
         .map_or(0, |v| v.trim().parse().unwrap());
     bytes.len() >= head_end + 4 + length
 }
+
+/// A webhook receiver on loopback that keeps what it was sent to `/alerts`: its port, and
+/// the JSON bodies received.
+pub async fn webhook_receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    use axum::extract::State;
+    use axum::routing::post;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/alerts",
+            post(
+                |State(got): State<Arc<Mutex<Vec<Value>>>>, body: String| async move {
+                    got.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&body).unwrap());
+                    "ok"
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, got)
+}

@@ -38,9 +38,15 @@ impl Schema {
 
     /// A node's config on this schema, polling the store every `poll_ms`.
     pub fn config_polling(&self, extra: &str, poll_ms: u64) -> String {
+        self.config_limits(extra, poll_ms, "")
+    }
+
+    /// A node's config on this schema, polling the store every `poll_ms`, with `limits`
+    /// (TOML keys) in its `[limits]` table.
+    pub fn config_limits(&self, extra: &str, poll_ms: u64, limits: &str) -> String {
         format!(
             "store = \"{}\"\nstore_schema = \"{}\"\n{extra}\n[limits]\nstore_poll_interval_ms = {poll_ms}\n\
-             store_connections_max = {CONNECTIONS_PER_NODE}\n",
+             store_connections_max = {CONNECTIONS_PER_NODE}\n{limits}",
             url(),
             self.0
         )
