@@ -654,7 +654,7 @@ async fn a_budget_alerts_once_for_the_cluster_and_its_cap_holds_on_every_node() 
     }
     // About twenty echoes' worth on Lambda x86 ($0.0000002 each: the request fee, and 1 ms
     // at 128 MB), alerting at 30% and 100%.
-    let out = common::stdout_ok(&nodes[1].cli(&[
+    let out = common::stdout_ok(&nodes[0].cli(&[
         "budget",
         "set",
         "--function",
