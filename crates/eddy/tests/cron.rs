@@ -5,9 +5,9 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Node, REACH_LOOPBACK, wait_for, wait_until};
+use common::{Node, REACH_LOOPBACK, now_ms, unix_ms, wait_for, wait_until};
 use serde_json::{Value, json};
 
 /// A recorder on loopback: `POST /relay` keeps each body (what misbehave `relay` sends:
@@ -65,33 +65,6 @@ fn ticks(relayed: &Mutex<Vec<String>>) -> Vec<Tick> {
             text: text.clone(),
         })
         .collect()
-}
-
-/// Unix milliseconds of an RFC 3339 UTC time with milliseconds, as the node writes it.
-fn unix_ms(rfc3339: &str) -> i64 {
-    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T').unwrap();
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
-    let (hms, millis) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1] + 9)
-    } else {
-        (d[0], d[1] - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d[2] - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + millis.parse::<i64>().unwrap()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn relay_schedule(port: u16, function: &str, extra: Value) -> Value {

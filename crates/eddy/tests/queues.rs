@@ -203,11 +203,113 @@ fn random_below(n: u64) -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now()) % n
 }
 
+/// Deploys through the second node a one-second schedule relaying each tick to the
+/// recorder, and through the third a WebSocket function; waits until every node serves
+/// both and the worker. Returns the wall-clock time from which ticks are counted.
+async fn cluster_functions(nodes: &[Node], recorder: SocketAddr) -> i64 {
+    // A short timeout and wait keep a killed runner's lease short (about 7 s).
+    nodes[1]
+        .deploy_ok(
+            "ticker",
+            "misbehave",
+            json!({
+                "allow_outbound": [recorder.to_string()],
+                "timeout_ms": 2000,
+                "max_wait_ms": 100,
+                "schedule": {"cron": "* * * * * *", "path": format!("/ticker/relay?to={recorder}/relay")},
+            }),
+        )
+        .await;
+    nodes[2]
+        .deploy_ok("chat", "misbehave", json!({"websocket": true}))
+        .await;
+    for (i, node) in nodes.iter().enumerate() {
+        for function in ["worker", "ticker", "chat"] {
+            let what = format!("node {i} to serve {function}");
+            wait_for(&what, Duration::from_secs(30), async || {
+                match node.get(&format!("/{function}/sleep?ms=1")).await.status {
+                    200 => Ok(()),
+                    other => Err(other),
+                }
+            })
+            .await;
+        }
+    }
+    // From the next whole second: every node has the schedule.
+    (common::now_ms() / 1000 + 1) * 1000
+}
+
+/// The scheduled times (Unix ms) of the ticks relayed to the recorder, once per run.
+fn recorded_ticks(recorded: &Mutex<Recorded>) -> Vec<i64> {
+    recorded
+        .lock()
+        .unwrap()
+        .relayed
+        .iter()
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("header: ce-time: "))
+                .map(common::unix_ms)
+        })
+        .collect()
+}
+
+/// With at most one node of three down at any moment, every tick from `from` ran, and
+/// ticks ran twice only where a kill explains it (its runner killed during it: at most
+/// one per kill). Waits first for the leases of killed runners to run out (about 7 s,
+/// then a survivor's check every 2 s).
+async fn ticks_ran_once(ticks: &[i64], from: i64, last_kill_ms: i64) {
+    let settled = last_kill_ms + 12_000;
+    let wait = (settled - common::now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let until = common::now_ms() - 2_000;
+    let mut runs: std::collections::BTreeMap<i64, usize> = Default::default();
+    for tick in ticks {
+        *runs.entry(*tick).or_default() += 1;
+    }
+    let missing: Vec<i64> = (from / 1000..=until / 1000)
+        .map(|s| s * 1000)
+        .filter(|t| !runs.contains_key(t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ticks lost while two nodes were up: {missing:?} of {runs:?}"
+    );
+    let twice: Vec<(&i64, &usize)> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= CLUSTER_KILLS && twice.iter().all(|(_, n)| **n == 2),
+        "ticks run more than their runners' deaths explain: {twice:?}"
+    );
+    assert!(runs.len() >= 5, "too few ticks to tell: {runs:?}");
+}
+
+/// A WebSocket client on `a` hears a broadcast sent through `c`'s control API.
+async fn broadcast_reaches_another_node(a: &Node, c: &Node) {
+    let url = format!("ws://{}/chat/ws?channels=room", a.public);
+    let (mut client, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let sent = c
+        .http
+        .post(c.api_url("/functions/chat/websockets/channels/room/messages"))
+        .bearer_auth(&c.token)
+        .body("through node C")
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().is_success(), "{}", sent.status());
+    assert_eq!(
+        common::ws_next(&mut client).await,
+        tokio_tungstenite::tungstenite::Message::text("through node C")
+    );
+}
+
 /// Publishes `MESSAGES` to a consumer failing 30% of attempts at random, with the nodes
 /// treated as `run` says, then checks that every published message ended acknowledged or
 /// dead-lettered, within its max attempts.
 async fn flaky_run(run: Run) {
     let (recorder, recorded) = recorder().await;
+    let recorder_state = recorded.clone();
     let schema = (run == Run::Cluster).then(|| common::postgres::Schema::new("flaky"));
     let config = match &schema {
         Some(schema) => schema.config_polling(REACH_LOOPBACK, 200),
@@ -242,6 +344,13 @@ async fn flaky_run(run: Run) {
         }),
     )
     .await;
+    // A cluster also runs a one-second schedule and holds WebSockets through the kills,
+    // each function deployed through another node and served by all.
+    let ticks_from = if run == Run::Cluster {
+        cluster_functions(&nodes, recorder).await
+    } else {
+        0
+    };
     let bodies: Vec<String> = (0..MESSAGES).map(|i| format!("job {i}")).collect();
     let published: BTreeSet<String> = publish_all(node, "jobs", &bodies)
         .await
@@ -249,6 +358,7 @@ async fn flaky_run(run: Run) {
         .collect();
     assert_eq!(published.len(), MESSAGES, "ids are unique");
 
+    let mut last_kill_ms = common::now_ms();
     match run {
         Run::Quiet => {}
         Run::KilledMidway => {
@@ -274,6 +384,7 @@ async fn flaky_run(run: Run) {
                 tokio::time::sleep(Duration::from_millis(random_below(500))).await;
                 nodes[victim] = Node::start_in(nodes[victim].state.clone(), &config);
                 nodes[victim].token = token.clone();
+                last_kill_ms = common::now_ms();
                 eprintln!("kill {}: node {victim} killed and started again", kill + 1);
             }
         }
@@ -332,6 +443,11 @@ async fn flaky_run(run: Run) {
             "{done}"
         );
     }
+    if run == Run::Cluster {
+        drop(recorded);
+        ticks_ran_once(&recorded_ticks(&recorder_state), ticks_from, last_kill_ms).await;
+        broadcast_reaches_another_node(&nodes[0], &nodes[2]).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,11 +460,14 @@ async fn a_node_killed_midway_loses_no_message() {
     flaky_run(Run::KilledMidway).await;
 }
 
-/// Three nodes on Postgres consume one queue while nodes are killed (SIGKILL) at random
-/// moments and started again: every message ends acknowledged or dead-lettered, none past
-/// its max attempts, none lost.
+/// The cluster test: three nodes on Postgres, each function deployed through one node and
+/// served by all. They consume one queue of 10,000 messages failing 30% of attempts while
+/// nodes are killed (SIGKILL) at random moments and started again: every message ends
+/// acknowledged or dead-lettered, none past its max attempts, none lost. A one-second
+/// schedule across the same kills ran every tick, and twice only where a runner died
+/// during it. A WebSocket client on node A then hears a broadcast sent through node C.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_with_nodes_killed_at_random_loses_no_message() {
+async fn a_cluster_with_nodes_killed_at_random_loses_no_message_nor_tick() {
     flaky_run(Run::Cluster).await;
 }
 
