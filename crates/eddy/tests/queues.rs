@@ -309,7 +309,6 @@ async fn broadcast_reaches_another_node(a: &Node, c: &Node) {
 /// dead-lettered, within its max attempts.
 async fn flaky_run(run: Run) {
     let (recorder, recorded) = recorder().await;
-    let recorder_state = recorded.clone();
     let schema = (run == Run::Cluster).then(|| common::postgres::Schema::new("flaky"));
     let config = match &schema {
         Some(schema) => schema.config_polling(REACH_LOOPBACK, 200),
@@ -403,18 +402,14 @@ async fn flaky_run(run: Run) {
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_string())
         .collect();
-    let recorded = recorded.lock().unwrap();
-    for (id, attempt) in &recorded.successes {
+    let successes = recorded.lock().unwrap().successes.clone();
+    for (id, attempt) in &successes {
         assert!(
             (1..=MAX_ATTEMPTS).contains(attempt),
             "{id} succeeded on attempt {attempt}, beyond max attempts {MAX_ATTEMPTS}"
         );
     }
-    let succeeded: BTreeSet<String> = recorded
-        .successes
-        .iter()
-        .map(|(id, _)| id.clone())
-        .collect();
+    let succeeded: BTreeSet<String> = successes.iter().map(|(id, _)| id.clone()).collect();
     let ended: BTreeSet<String> = succeeded.union(&dead_ids).cloned().collect();
     let lost: Vec<_> = published.difference(&ended).take(5).collect();
     let unknown: Vec<_> = ended.difference(&published).take(5).collect();
@@ -444,8 +439,7 @@ async fn flaky_run(run: Run) {
         );
     }
     if run == Run::Cluster {
-        drop(recorded);
-        ticks_ran_once(&recorded_ticks(&recorder_state), ticks_from, last_kill_ms).await;
+        ticks_ran_once(&recorded_ticks(&recorded), ticks_from, last_kill_ms).await;
         broadcast_reaches_another_node(&nodes[0], &nodes[2]).await;
     }
 }
