@@ -658,3 +658,64 @@ async fn operations_at_once_share_commits_and_each_fails_alone() -> Result<()> {
     assert!(commits < 100, "{commits} commits for 604 operations");
     Ok(())
 }
+
+/// Claims of one queue made at once (one statement in a group) each hold their messages
+/// under their own lease: each acknowledges what it got with its lease, and a claim given
+/// fewer than it asked learns when the next message is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_at_once_each_hold_their_messages_under_their_own_lease() -> Result<()> {
+    const CLAIMS: i64 = 8;
+    let schema = TestSchema::new("claims").await;
+    let node = schema.open("a", common::CONNECTIONS_PER_NODE).await?;
+    node.create_queue("jobs", 0).await?;
+    let bodies: Vec<NewMessage> = (0..10).map(|i| message(&i.to_string(), None)).collect();
+    node.publish("jobs", bodies, QueueLimits::NONE).await?;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLAIMS as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..CLAIMS {
+        let node = node.clone();
+        let start = start.clone();
+        tasks.spawn(async move {
+            start.wait().await;
+            let lease = now_ms() + 60_000 + k;
+            let (claimed, next) = node.claim("jobs", 2, lease).await?;
+            Ok::<_, StoreError>((lease, claimed, next))
+        });
+    }
+    let mut rows = BTreeSet::new();
+    let mut short = 0;
+    for answer in tasks.join_all().await {
+        let (lease, claimed, next) = answer?;
+        assert!(claimed.len() <= 2);
+        if claimed.len() < 2 {
+            short += 1;
+            // Every message is leased: the next is due when the earliest lease ends.
+            assert!(next.is_some(), "a short claim without its next time");
+        }
+        for c in &claimed {
+            assert!(rows.insert(c.row), "message {} claimed twice", c.row);
+        }
+        // A lease of another claim changes nothing; its own acknowledges.
+        let wrong = claimed
+            .iter()
+            .map(|c| Settle::Ack {
+                row: c.row,
+                lease_until_ms: lease + 1_000,
+            })
+            .collect();
+        node.settle("jobs", wrong).await?;
+        let acks = claimed
+            .iter()
+            .map(|c| Settle::Ack {
+                row: c.row,
+                lease_until_ms: lease,
+            })
+            .collect();
+        node.settle("jobs", acks).await?;
+    }
+    assert_eq!(rows.len(), 10);
+    assert_eq!(short, 3, "16 asked for, 10 there: three claims got 0 or 1");
+    let counts = node.counts("jobs").await?;
+    assert_eq!((counts.depth, counts.succeeded), (0, 10));
+    Ok(())
+}

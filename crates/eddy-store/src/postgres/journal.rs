@@ -5,7 +5,9 @@
 //! operation waiting (up to `JOURNAL_OPS_PER_COMMIT_MAX`), runs them one after another in
 //! one transaction, adds their tally changes to the node's rows once, commits once and only
 //! then answers each caller. One commit (one WAL flush) and one write of each tally row serve
-//! the whole group. Before, every claim and settlement was a transaction of its own that
+//! the whole group; the claims of each queue are one statement, and so are all the
+//! acknowledgements, so a group costs a few round trips to Postgres, not a few per
+//! operation. Before, every claim and settlement was a transaction of its own that
 //! locked its node's tally row from its update to its commit, so the node's operations on a
 //! queue waited for each other's WAL flushes one by one.
 //!
@@ -30,7 +32,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::pool_error;
-use super::queues::{Delta, claim_in, publish_in, settle_in, tally};
+use super::queues::{Delta, ack_many, claim_many, hold_queues, publish_in, settle_in, tally};
 use crate::queues::{
     Claimed, JOURNAL_OPS_PER_COMMIT_MAX, JOURNAL_QUEUE_OPS_MAX, NewMessage, Published, QueueLimits,
     Settle,
@@ -154,9 +156,74 @@ async fn group(
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await?;
     let mut deltas: BTreeMap<String, Delta> = BTreeMap::new();
-    let mut answers = Vec::with_capacity(requests.len());
-    for request in requests {
-        let answer = match request {
+    let mut answers: Vec<Option<Result<Reply>>> = requests.iter().map(|_| None).collect();
+
+    // Claims of each queue in one statement, and every acknowledgement in one.
+    let mut claims: BTreeMap<&str, Vec<(usize, u32, i64)>> = BTreeMap::new();
+    let mut acks: Vec<(usize, &str, &[Settle])> = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        match request {
+            Request::Claim {
+                queue,
+                n,
+                lease_until_ms,
+            } => claims
+                .entry(queue)
+                .or_default()
+                .push((i, *n, *lease_until_ms)),
+            Request::Settle { queue, settlements }
+                if settlements.iter().all(|s| matches!(s, Settle::Ack { .. })) =>
+            {
+                acks.push((i, queue, settlements))
+            }
+            _ => {}
+        }
+    }
+    let touched: Vec<&str> = claims
+        .keys()
+        .copied()
+        .chain(acks.iter().map(|a| a.1))
+        .collect();
+    let held = if touched.is_empty() {
+        Default::default()
+    } else {
+        hold_queues(&tx, &touched).await?
+    };
+    for (queue, claims) in &claims {
+        let each: Vec<(u32, i64)> = claims.iter().map(|c| (c.1, c.2)).collect();
+        let claimed = if held.contains(*queue) {
+            claim_many(&tx, node, &mut deltas, queue, &each).await?
+        } else {
+            each.iter().map(|_| (vec![], None)).collect()
+        };
+        for ((i, _, _), (claimed, next)) in claims.iter().zip(claimed) {
+            answers[*i] = Some(Ok(Reply::Claimed(claimed, next)));
+        }
+    }
+    let mut acked: Vec<(&str, i64, i64)> = Vec::new();
+    for (i, queue, settlements) in &acks {
+        for settlement in *settlements {
+            if let Settle::Ack {
+                row,
+                lease_until_ms,
+            } = settlement
+            {
+                acked.push((queue, *row, *lease_until_ms));
+            }
+        }
+        answers[*i] = Some(Ok(Reply::Settled));
+    }
+    if !acked.is_empty() {
+        ack_many(&tx, &mut deltas, &acked).await?;
+    }
+
+    // The rest one by one: publishes (in queue order) and settlements that retry or
+    // dead-letter.
+    for (request, answer) in requests.iter().zip(answers.iter_mut()) {
+        if answer.is_some() {
+            continue;
+        }
+        let done = match request {
             Request::Publish {
                 queue,
                 messages,
@@ -164,30 +231,31 @@ async fn group(
             } => publish_in(&tx, &mut deltas, queue, messages, *limits)
                 .await
                 .map(Reply::Published),
-            Request::Claim {
-                queue,
-                n,
-                lease_until_ms,
-            } => claim_in(&tx, node, &mut deltas, queue, *n, *lease_until_ms)
-                .await
-                .map(|(claimed, next)| Reply::Claimed(claimed, next)),
+            // Answered above, with the other claims of their queue.
+            Request::Claim { .. } => continue,
             Request::Settle { queue, settlements } => {
                 settle_in(&tx, &mut deltas, queue, settlements)
                     .await
                     .map(|()| Reply::Settled)
             }
         };
-        match answer {
+        *answer = Some(match done {
             // Refused before writing anything: the transaction goes on.
             Err(
                 e @ (StoreError::NotFound { .. }
                 | StoreError::DepthLimit { .. }
                 | StoreError::BytesLimit { .. }),
-            ) => answers.push(Err(e)),
+            ) => Err(e),
             Err(e) => return Err(e),
-            Ok(reply) => answers.push(Ok(reply)),
-        }
+            Ok(reply) => Ok(reply),
+        });
     }
+    let answers = answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| Err(StoreError::Corrupt("an operation went unanswered".into())))
+        })
+        .collect();
     tally(&tx, node, &deltas).await?;
     tx.commit().await?;
     commits.fetch_add(1, Ordering::Relaxed);

@@ -406,71 +406,6 @@ pub(super) async fn publish_in(
     Ok(published)
 }
 
-/// Claims up to `n` ready messages of `queue` for this node until `lease_until_ms`, in the
-/// journal's transaction; the earliest time another may be ready when fewer were.
-pub(super) async fn claim_in(
-    tx: &Transaction<'_>,
-    node: &str,
-    deltas: &mut BTreeMap<String, Delta>,
-    queue: &str,
-    n: u32,
-    lease_until_ms: i64,
-) -> Result<(Vec<Claimed>, Option<i64>)> {
-    let now = now_ms();
-    if !hold_queue(tx, queue).await? {
-        return Ok((vec![], None));
-    }
-    let claim = tx
-        .prepare_cached(
-            "WITH picked AS (
-                 SELECT id FROM messages
-                 WHERE queue = $1 AND visible_at_ms <= $2
-                 ORDER BY visible_at_ms, id LIMIT $3
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE messages m SET attempts = m.attempts + 1, leased = true,
-                 visible_at_ms = $4, holder = $5
-             FROM picked WHERE m.id = picked.id
-             RETURNING m.id, m.ce_id, m.body, m.content_type, m.attempts, m.enqueued_at_ms,
-                 m.first_enqueued_at_ms",
-        )
-        .await?;
-    let rows = tx
-        .query(
-            &claim,
-            &[&queue, &now, &i64::from(n), &lease_until_ms, &node],
-        )
-        .await?;
-    let mut claimed = rows
-        .iter()
-        .map(|row| {
-            let id: i64 = row.try_get(0)?;
-            let ce_id: Option<String> = row.try_get(1)?;
-            Ok(Claimed {
-                row: id,
-                id: ce_id.unwrap_or_else(|| message_id(id)),
-                body: row.try_get(2)?,
-                content_type: row.try_get(3)?,
-                attempt: small(row.try_get::<_, i32>(4)?.into(), "an attempt count")?,
-                enqueued_at_ms: row.try_get(5)?,
-                first_enqueued_at_ms: row.try_get(6)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    claimed.sort_by_key(|c| c.row);
-    let next = if claimed.len() < n as usize {
-        tx.query_one(
-            "SELECT MIN(visible_at_ms) FROM messages WHERE queue = $1",
-            &[&queue],
-        )
-        .await?
-        .try_get(0)?
-    } else {
-        None
-    };
-    deltas.entry(queue.to_owned()).or_default().delivered += claimed.len() as i64;
-    Ok((claimed, next))
-}
-
 /// Settles messages of `queue` in the journal's transaction. A settlement naming a lease
 /// that is no longer the message's changes nothing (fencing). It fails before writing
 /// anything when a dead-letter queue it names does not exist.
@@ -551,6 +486,144 @@ pub(super) async fn settle_in(
     }
     for (name, d) in own {
         deltas.entry(name).or_default().add(d);
+    }
+    Ok(())
+}
+
+/// Locks `FOR KEY SHARE` (against their deletion) the queues of `names` that exist, in name
+/// order; returns their names.
+pub(super) async fn hold_queues(
+    tx: &Transaction<'_>,
+    names: &[&str],
+) -> Result<std::collections::BTreeSet<String>> {
+    let names: Vec<&str> = names.to_vec();
+    let rows = tx
+        .query(
+            "SELECT name FROM queues WHERE name = ANY($1) ORDER BY name FOR KEY SHARE",
+            &[&names],
+        )
+        .await?;
+    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+}
+
+/// Claims of one queue made at once, `(n, lease_until_ms)` each, in one statement: the
+/// ready messages go to the claims in order (the first claim's `n` to it, then the next),
+/// each under its own lease. Each claim's answer as `claim_in`'s; the queue is held.
+pub(super) async fn claim_many(
+    tx: &Transaction<'_>,
+    node: &str,
+    deltas: &mut BTreeMap<String, Delta>,
+    queue: &str,
+    claims: &[(u32, i64)],
+) -> Result<Vec<(Vec<Claimed>, Option<i64>)>> {
+    let now = now_ms();
+    // One lease per message slot, in the order the slots are handed out.
+    let slots: Vec<i64> = claims
+        .iter()
+        .flat_map(|(n, lease)| std::iter::repeat_n(*lease, *n as usize))
+        .collect();
+    let claim = tx
+        .prepare_cached(
+            "WITH picked AS (
+                 SELECT id, visible_at_ms FROM messages
+                 WHERE queue = $1 AND visible_at_ms <= $2
+                 ORDER BY visible_at_ms, id LIMIT $3
+                 FOR UPDATE SKIP LOCKED),
+             numbered AS (
+                 SELECT id, row_number() OVER (ORDER BY visible_at_ms, id) AS slot
+                 FROM picked),
+             slots AS (
+                 SELECT lease, slot FROM unnest($4::BIGINT[]) WITH ORDINALITY AS s(lease, slot))
+             UPDATE messages m SET attempts = m.attempts + 1, leased = true,
+                 visible_at_ms = slots.lease, holder = $5
+             FROM numbered JOIN slots USING (slot)
+             WHERE m.id = numbered.id
+             RETURNING numbered.slot, m.id, m.ce_id, m.body, m.content_type, m.attempts,
+                 m.enqueued_at_ms, m.first_enqueued_at_ms",
+        )
+        .await?;
+    let rows = tx
+        .query(
+            &claim,
+            &[&queue, &now, &big(slots.len() as u64), &slots, &node],
+        )
+        .await?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            let slot: i64 = row.try_get(0)?;
+            let id: i64 = row.try_get(1)?;
+            let ce_id: Option<String> = row.try_get(2)?;
+            Ok((
+                slot,
+                Claimed {
+                    row: id,
+                    id: ce_id.unwrap_or_else(|| message_id(id)),
+                    body: row.try_get(3)?,
+                    content_type: row.try_get(4)?,
+                    attempt: small(row.try_get::<_, i32>(5)?.into(), "an attempt count")?,
+                    enqueued_at_ms: row.try_get(6)?,
+                    first_enqueued_at_ms: row.try_get(7)?,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    claimed.sort_by_key(|(slot, _)| *slot);
+    deltas.entry(queue.to_owned()).or_default().delivered += claimed.len() as i64;
+    let short = claimed.len() < slots.len();
+    let next: Option<i64> = if short {
+        tx.query_one(
+            "SELECT MIN(visible_at_ms) FROM messages WHERE queue = $1",
+            &[&queue],
+        )
+        .await?
+        .try_get(0)?
+    } else {
+        None
+    };
+    // Slots are numbered from 1: claim k holds the slots after the claims before it.
+    let mut answers = Vec::with_capacity(claims.len());
+    let mut taken = claimed.into_iter().peekable();
+    let mut end = 0i64;
+    for (n, _) in claims {
+        end += i64::from(*n);
+        let mut mine: Vec<Claimed> = Vec::new();
+        while let Some((_, c)) = taken.next_if(|(slot, _)| *slot <= end) {
+            mine.push(c);
+        }
+        mine.sort_by_key(|c| c.row);
+        let next = if mine.len() < *n as usize { next } else { None };
+        answers.push((mine, next));
+    }
+    Ok(answers)
+}
+
+/// Acknowledgements `(queue, row, lease_until_ms)` made at once, in one statement; each
+/// deletes its message only while it is held under that lease (fencing). The queues are
+/// held.
+pub(super) async fn ack_many(
+    tx: &Transaction<'_>,
+    deltas: &mut BTreeMap<String, Delta>,
+    acks: &[(&str, i64, i64)],
+) -> Result<()> {
+    let queues: Vec<&str> = acks.iter().map(|a| a.0).collect();
+    let rows: Vec<i64> = acks.iter().map(|a| a.1).collect();
+    let leases: Vec<i64> = acks.iter().map(|a| a.2).collect();
+    let ack = tx
+        .prepare_cached(
+            "DELETE FROM messages m
+             USING unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS a(queue, id, lease)
+             WHERE m.id = a.id AND m.queue = a.queue AND m.leased
+                 AND m.visible_at_ms = a.lease
+             RETURNING m.queue, octet_length(m.body)::BIGINT",
+        )
+        .await?;
+    for row in tx.query(&ack, &[&queues, &rows, &leases]).await? {
+        let queue: String = row.try_get(0)?;
+        let d = deltas.entry(queue).or_default();
+        d.succeeded += 1;
+        d.depth -= 1;
+        d.bytes -= row.try_get::<_, i64>(1)?;
     }
     Ok(())
 }
