@@ -326,6 +326,8 @@ pub struct LimitsConfig {
     pub store_connections_max: usize,
     /// Longest wait for a connection to a Postgres store (milliseconds).
     pub store_connect_timeout_ms: u64,
+    /// Longest a statement on a Postgres store may run, lock waits included (milliseconds).
+    pub store_statement_timeout_ms: u64,
     /// How often a node of a cluster checks the store for changes other nodes made, besides
     /// the notifications that usually tell it sooner (milliseconds).
     pub store_poll_interval_ms: u64,
@@ -445,6 +447,7 @@ impl Default for LimitsConfig {
             budget_webhook_timeout_ms: DEFAULT_BUDGET_WEBHOOK_TIMEOUT_MS,
             store_connections_max: eddy_store::postgres::POSTGRES_CONNECTIONS_MAX,
             store_connect_timeout_ms: eddy_store::postgres::POSTGRES_CONNECT_TIMEOUT_MS,
+            store_statement_timeout_ms: eddy_store::postgres::POSTGRES_STATEMENT_TIMEOUT_MS,
             store_poll_interval_ms: DEFAULT_STORE_POLL_INTERVAL_MS,
         }
     }
@@ -550,7 +553,7 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 51] = [
+        let positive: [(&str, u64); 52] = [
             ("limits.compile_time_ms_max", l.compile_time_ms_max),
             ("limits.queue_bytes_max", l.queue_bytes_max),
             ("limits.queues_bytes_max", l.queues_bytes_max),
@@ -619,6 +622,10 @@ impl NodeConfig {
             (
                 "limits.store_connect_timeout_ms",
                 l.store_connect_timeout_ms,
+            ),
+            (
+                "limits.store_statement_timeout_ms",
+                l.store_statement_timeout_ms,
             ),
             ("limits.store_poll_interval_ms", l.store_poll_interval_ms),
             (

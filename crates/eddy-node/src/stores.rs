@@ -54,6 +54,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Opened> {
             options.schema = schema;
             options.connections_max = config.limits.store_connections_max;
             options.connect_timeout_ms = config.limits.store_connect_timeout_ms;
+            options.statement_timeout_ms = config.limits.store_statement_timeout_ms;
             let stores = PgStores::open(&options).await.with_context(|| {
                 format!(
                     "opening the Postgres store (is the database up, and the store URL right? \

@@ -719,3 +719,51 @@ async fn claims_at_once_each_hold_their_messages_under_their_own_lease() -> Resu
     assert_eq!((counts.depth, counts.succeeded), (0, 10));
     Ok(())
 }
+
+/// `limits.store_statement_timeout_ms`: a publish waiting on a queue another session holds
+/// locked fails once the timeout passes, naming the limit, instead of waiting as long as
+/// the lock is held; once the lock is gone the next publish goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_the_timeout_fails_and_the_next_goes_through() -> Result<()> {
+    let schema = TestSchema::new("timeout").await;
+    let mut options = eddy_store::postgres::PgOptions::new(common::url(), "a");
+    options.schema = Some(schema.name.clone());
+    options.connections_max = common::CONNECTIONS_PER_NODE;
+    options.statement_timeout_ms = 300;
+    let node = PgStores::open(&options).await?;
+    node.create_queue("jobs", 0).await?;
+    // Another session (a stuck node, say) holds the queue's row for three seconds.
+    let (client, connection) = tokio_postgres::connect(&common::url(), tokio_postgres::NoTls)
+        .await
+        .expect("a connection to the test Postgres");
+    let driver = tokio::spawn(connection);
+    let sql = format!(
+        "SET search_path = {}; BEGIN; SELECT 1 FROM queues WHERE name = 'jobs' FOR UPDATE; \
+         SELECT pg_sleep(3); COMMIT;",
+        schema.name
+    );
+    let holder = tokio::spawn(async move {
+        client.batch_execute(&sql).await.expect("the holder's SQL");
+        drop(client);
+        let _ = driver.await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let refused = node
+        .publish("jobs", vec![message("late", None)], QueueLimits::NONE)
+        .await;
+    let waited = started.elapsed();
+    let Err(e) = refused else {
+        panic!("a publish went through a held lock");
+    };
+    assert!(
+        e.to_string().contains("limits.store_statement_timeout_ms"),
+        "{e}"
+    );
+    assert!(waited < Duration::from_millis(2_500), "waited {waited:?}");
+    holder.await.unwrap();
+    node.publish("jobs", vec![message("on time", None)], QueueLimits::NONE)
+        .await?;
+    assert_eq!(node.counts("jobs").await?.depth, 1);
+    Ok(())
+}

@@ -52,6 +52,18 @@ pub const POSTGRES_CONNECTIONS_MAX: usize = 16;
 /// with [`StoreError::Unavailable`].
 pub const POSTGRES_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+/// Longest a statement may run (or wait for a lock) before Postgres cancels it and the call
+/// fails: a store that stops answering (a silent partition, a lock held by a stuck node)
+/// fails calls instead of holding them.
+pub const POSTGRES_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+/// TCP keepalive on every connection: the first probe after this much silence
+/// (milliseconds), then one every `POSTGRES_KEEPALIVE_INTERVAL_MS`, the connection given up
+/// after `POSTGRES_KEEPALIVE_RETRIES` unanswered: a database cut off without a reset is
+/// noticed in about 25 s, not hours.
+pub const POSTGRES_KEEPALIVE_IDLE_MS: u64 = 10_000;
+pub const POSTGRES_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+pub const POSTGRES_KEEPALIVE_RETRIES: u32 = 3;
+
 /// How to reach the cluster's database and who this node is.
 #[derive(Clone, Debug)]
 pub struct PgOptions {
@@ -68,6 +80,8 @@ pub struct PgOptions {
     pub connections_max: usize,
     /// Longest wait for a connection (milliseconds).
     pub connect_timeout_ms: u64,
+    /// Longest a statement may run, its waits for locks included (milliseconds).
+    pub statement_timeout_ms: u64,
 }
 
 impl PgOptions {
@@ -79,6 +93,7 @@ impl PgOptions {
             node: node.into(),
             connections_max: POSTGRES_CONNECTIONS_MAX,
             connect_timeout_ms: POSTGRES_CONNECT_TIMEOUT_MS,
+            statement_timeout_ms: POSTGRES_STATEMENT_TIMEOUT_MS,
         }
     }
 }
@@ -304,6 +319,19 @@ impl PgStores {
             let before = config.get_options().unwrap_or_default().to_owned();
             config.options(format!("{before} -c search_path={schema}").trim_start());
         }
+        let before = config.get_options().unwrap_or_default().to_owned();
+        config.options(
+            format!(
+                "{before} -c statement_timeout={}",
+                options.statement_timeout_ms
+            )
+            .trim_start(),
+        );
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_millis(POSTGRES_KEEPALIVE_IDLE_MS))
+            .keepalives_interval(Duration::from_millis(POSTGRES_KEEPALIVE_INTERVAL_MS))
+            .keepalives_retries(POSTGRES_KEEPALIVE_RETRIES);
         let timeout = Some(Duration::from_millis(options.connect_timeout_ms));
         let manager = Manager::from_config(
             config.clone(),
@@ -477,6 +505,13 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 /// SQLSTATE, or the underlying I/O error.
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
+        if *db.code() == tokio_postgres::error::SqlState::QUERY_CANCELED {
+            return format!(
+                "{} ({}): a statement may take limits.store_statement_timeout_ms",
+                db.message(),
+                db.code().code()
+            );
+        }
         return format!("{} ({})", db.message(), db.code().code());
     }
     match std::error::Error::source(e) {
