@@ -666,14 +666,12 @@ def queue_throughput(work):
     return results
 
 
-def queue_latency(node):
-    """Publish one message at a time at a steady rate; each delivery is relayed by the
-    consumer to a local recorder, which notes when it arrived. Latency: publish answered
-    (durable) -> delivery reached the recorder."""
+def relay_recorder(note):
+    """A local HTTP server for what the misbehave guest's `relay` route forwards: calls
+    `note(headers, monotonic_arrival)` with the relayed request's headers (lower-case names)
+    for each POST. Returns the server (shut it down) and its port."""
     import http.server
     import threading
-    arrived = {}
-    lock = threading.Lock()
 
     class Recorder(http.server.BaseHTTPRequestHandler):
         def read_body(self):
@@ -691,10 +689,12 @@ def queue_latency(node):
         def do_POST(self):
             body = self.read_body().decode()
             now = time.monotonic()
+            headers = {}
             for line in body.splitlines():
-                if line.startswith("header: ce-id: "):
-                    with lock:
-                        arrived[line.split(": ", 2)[2]] = now
+                if line.startswith("header: "):
+                    name, _, value = line[len("header: "):].partition(": ")
+                    headers[name.lower()] = value
+            note(headers, now)
             self.send_response(200)
             self.send_header("content-length", "2")
             self.end_headers()
@@ -705,7 +705,23 @@ def queue_latency(node):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
+    return server, server.server_address[1]
+
+
+def queue_latency(node):
+    """Publish one message at a time at a steady rate; each delivery is relayed by the
+    consumer to a local recorder, which notes when it arrived. Latency: publish answered
+    (durable) -> delivery reached the recorder."""
+    import threading
+    arrived = {}
+    lock = threading.Lock()
+
+    def note(headers, now):
+        with lock:
+            if "ce-id" in headers:
+                arrived[headers["ce-id"]] = now
+
+    server, port = relay_recorder(note)
     try:
         node.deploy("relay", (GUESTS / "misbehave.wasm").read_bytes(),
                     {"reuse": True, "allow_outbound": [f"127.0.0.1:{port}"]})
@@ -883,6 +899,82 @@ def drain_queue(nodes, name, batch, total):
     return time.monotonic() - started
 
 
+CRON_PHASE_S = 10
+
+
+def cron_lateness(work, pg, token):
+    """Three nodes on Postgres run one one-second schedule of the misbehave guest's relay
+    route, which forwards each tick to a local recorder. After CRON_PHASE_S seconds one
+    node is killed (SIGKILL); it starts again CRON_PHASE_S later; ticks are counted for
+    another CRON_PHASE_S. Lateness: a tick's scheduled time (its CloudEvent `ce-time`) to
+    the moment its relayed request reached the recorder (wall clocks of one machine)."""
+    import datetime
+    import random
+    import threading
+    runs = {}
+    lock = threading.Lock()
+
+    def note(headers, _monotonic):
+        now = time.time()
+        if "ce-time" in headers:
+            with lock:
+                runs.setdefault(headers["ce-time"], []).append(now)
+
+    server, port = relay_recorder(note)
+    config = pg + REACH_LOOPBACK
+    nodes = [Node(work / f"cron-{i}", config=config, token_file=token).start() for i in range(3)]
+    try:
+        nodes[0].deploy("ticker", (GUESTS / "misbehave.wasm").read_bytes(), {
+            "allow_outbound": [f"127.0.0.1:{port}"],
+            "schedule": {"cron": "* * * * * *", "path": f"/ticker/relay?to=127.0.0.1:{port}/"},
+        })
+        time.sleep(3)
+        began = time.time()
+        time.sleep(CRON_PHASE_S)
+        victim = random.randrange(len(nodes))
+        nodes[victim].proc.kill()
+        nodes[victim].proc.wait()
+        killed = time.time()
+        log(f"cluster cron: node {victim} killed")
+        time.sleep(CRON_PHASE_S)
+        nodes[victim] = Node(work / f"cron-{victim}", config=config, token_file=token).start()
+        back = time.time()
+        time.sleep(CRON_PHASE_S)
+        ended = time.time()
+        # A tick whose runner died with it runs again once its lease ends (its timeout and
+        # wait, plus 5 s): wait past that before counting.
+        time.sleep(CRON_PHASE_S + 30)
+    finally:
+        for node in nodes:
+            node.stop()
+        server.shutdown()
+
+    def scheduled(text):
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    with lock:
+        seen = {scheduled(t): arrivals for t, arrivals in runs.items()}
+    window = list(range(int(began) + 1, int(ended)))
+    late = {"all": [], "down": []}
+    for t in window:
+        for arrival in seen.get(t, []):
+            late["all"].append((arrival - t) * 1000)
+            if killed <= t < back:
+                late["down"].append((arrival - t) * 1000)
+    result = {
+        "ticks": len(window),
+        "missing": sum(1 for t in window if t not in seen),
+        "twice": sum(1 for t in window if len(seen.get(t, [])) > 1),
+        "down_s": back - killed,
+    }
+    for part, values in late.items():
+        if values:
+            result[part] = {"p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99),
+                            "max_ms": max(values), "count": len(values)}
+    log(f"cluster cron: {result}")
+    return result
+
+
 def cluster(work):
     """Nodes on one Postgres (the machine's): HTTP throughput of one node on Postgres against
     one on SQLite; time from a deploy on node A to the first 200 on node B; queue throughput
@@ -896,7 +988,7 @@ def cluster(work):
     pg = (f'store = "{POSTGRES_URL}"\nstore_schema = "{schema}"\n'
           f'admin_token_file = "{token}"\nartifact_key_file = "{key}"\n')
     rust = (GUESTS / "hello-rust.wasm").read_bytes()
-    results = {"http": {}, "first_200": {}, "queues": {}}
+    results = {"http": {}, "first_200": {}, "queues": {}, "cron": None}
     try:
         # HTTP: the same function on a node of each store, rounds interleaved.
         for round_ in range(ROUNDS):
@@ -951,6 +1043,7 @@ def cluster(work):
                 for node in nodes:
                     node.stop()
             psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        results["cron"] = cron_lateness(work, pg, token)
     finally:
         psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     return results
@@ -975,6 +1068,16 @@ def cluster_report(results):
     for label, count in (("sqlite", 1), ("postgres", 1), ("postgres", 3)):
         cells = [f"{results['queues'][(label, count, b)]['rate']:,.0f} msg/s" for b in CLUSTER_QUEUE_MESSAGES]
         lines.append(f"| {count} node{'s' if count > 1 else ''} on {label} | {' | '.join(cells)} |")
+    c = results["cron"]
+    lines += ["", f"One-second cron on three nodes, one killed (SIGKILL) for {c['down_s']:.0f} s and started "
+              f"again: lateness from the tick's scheduled time to its run reaching a local recorder.", "",
+              "| ticks | p50 | p99 | max | while a node was down: p50 / p99 / max | missing | run twice |",
+              "|---:|---:|---:|---:|---|---:|---:|"]
+    a, d = c.get("all", {}), c.get("down", {})
+    def cell(r, k):
+        return f"{r[k]:.1f} ms" if k in r else "-"
+    lines.append(f"| {c['ticks']} | {cell(a, 'p50_ms')} | {cell(a, 'p99_ms')} | {cell(a, 'max_ms')} | "
+                 f"{cell(d, 'p50_ms')} / {cell(d, 'p99_ms')} / {cell(d, 'max_ms')} | {c['missing']} | {c['twice']} |")
     return "\n".join(lines) + "\n"
 
 
