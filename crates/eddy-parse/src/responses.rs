@@ -276,6 +276,22 @@ pub struct FunctionStats {
     pub instances_live: u64,
     pub in_flight: u64,
     pub queued: u64,
+    /// Each node's share of the window's totals, by node name; they sum to the totals. One
+    /// share (the answering node's) on a single node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeShare>,
+}
+
+/// One node's share of a function's metered totals (`FunctionStats::nodes`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeShare {
+    pub node: String,
+    pub invocations: u64,
+    pub errors: u64,
+    pub rejected: u64,
+    pub cold_starts: u64,
+    pub wall_ms_total: f64,
+    pub cpu_ms_total: f64,
 }
 
 /// `GET /v1/functions/{name}/websockets`.

@@ -217,6 +217,17 @@ pub trait InvocationStore: Send + Sync {
     /// The stored rollups of `function` from `since_minute_ms` on, oldest minute first.
     async fn rollups(&self, function: &str, since_minute_ms: i64) -> Result<Vec<(i64, Rollup)>>;
 
+    /// Each node's share of `function`'s stored rollups from `since_minute_ms` on, as
+    /// `(node, totals)` sorted by node, with only the counts of [`Rollup::share`] filled in.
+    /// The shares sum to the rollups' totals of those counts: each added rollup counts once,
+    /// for the node that added it. A store only one node uses (SQLite) answers one share
+    /// named `""` (that node's), if there is anything to share.
+    async fn rollup_shares(
+        &self,
+        function: &str,
+        since_minute_ms: i64,
+    ) -> Result<Vec<(String, Rollup)>>;
+
     /// Every function's stored rollups from `since_minute_ms` on as `(function, minute_ms,
     /// rollup)`, ordered by minute then function, with only what prices them filled in:
     /// `invocations`, `wall_us`, `cpu_us`, `billed_ms` and `memory_limit_bytes` (the other

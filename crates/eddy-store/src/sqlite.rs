@@ -176,6 +176,22 @@ impl InvocationStore for Store {
             .await
     }
 
+    async fn rollup_shares(
+        &self,
+        function: &str,
+        since_minute_ms: i64,
+    ) -> Result<Vec<(String, Rollup)>> {
+        let minutes = InvocationStore::rollups(self, function, since_minute_ms).await?;
+        if minutes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut total = Rollup::default();
+        for (_, rollup) in &minutes {
+            total.merge(rollup);
+        }
+        Ok(vec![(String::new(), total.share())])
+    }
+
     async fn cost_minutes(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
         self.blocking(move |store| store.cost_minutes(since_minute_ms))
             .await

@@ -194,6 +194,21 @@ pub struct Rollup {
 }
 
 impl Rollup {
+    /// What a node's share of a rollup keeps: invocations, errors, rejected requests, cold
+    /// starts, wall, CPU and billed time; the rest left empty.
+    pub fn share(&self) -> Rollup {
+        Rollup {
+            invocations: self.invocations,
+            errors: self.errors,
+            rejected: self.rejected,
+            cold_starts: self.cold_starts,
+            wall_us: self.wall_us,
+            cpu_us: self.cpu_us,
+            billed_ms: self.billed_ms,
+            ..Rollup::default()
+        }
+    }
+
     /// Add `other`'s counts to these.
     pub fn merge(&mut self, other: &Rollup) {
         self.invocations += other.invocations;

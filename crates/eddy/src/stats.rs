@@ -40,6 +40,26 @@ pub async fn run(client: &Client, args: StatsArgs) -> Result<()> {
 }
 
 fn render(s: &FunctionStats) -> String {
+    let mut out = summary(s);
+    // A cluster: each node's share.
+    if s.nodes.len() > 1 {
+        out.push_str("by node\n");
+        let width = s.nodes.iter().map(|n| n.node.len()).max().unwrap_or(0);
+        for n in &s.nodes {
+            out.push_str(&format!(
+                "  {node:<width$}  {invocations} invocations ({errors} errors, {rejected} rejected), cpu {cpu:.1} ms\n",
+                node = n.node,
+                invocations = n.invocations,
+                errors = n.errors,
+                rejected = n.rejected,
+                cpu = n.cpu_ms_total,
+            ));
+        }
+    }
+    out
+}
+
+fn summary(s: &FunctionStats) -> String {
     let ms = |value: Option<f64>| match value {
         Some(v) => format!("{v:.2} ms"),
         None => "-".to_owned(),

@@ -719,3 +719,69 @@ async fn a_budget_alerts_once_for_the_cluster_and_its_cap_holds_on_every_node() 
     }
     assert_eq!(sent, 2, "alerts counted by the nodes' metrics");
 }
+
+/// Metering across nodes: the cluster's totals are the sum of every node's invocations,
+/// none lost or counted twice, and `eddy stats` shows each node's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_every_nodes_invocations_once_and_show_each_share() {
+    const EACH: u64 = 25;
+    let schema = Schema::new("shares");
+    let a = Node::start_with_config(&schema.config(""));
+    let mut nodes = vec![a];
+    for _ in 0..2 {
+        let mut node = Node::start_with_config(&schema.config(""));
+        node.token = nodes[0].token.clone();
+        nodes.push(node);
+    }
+    nodes[0].deploy_ok("hello", "hello-rust", json!({})).await;
+    for (i, node) in nodes.iter().enumerate() {
+        // Node i serves (i + 1) × EACH requests.
+        for _ in 0..(i as u64 + 1) * EACH {
+            let served = wait_for("a 200", PROPAGATION_WITHIN, async || {
+                status(node, "/hello").await
+            })
+            .await;
+            assert!(served.contains("Hello"), "{served}");
+        }
+    }
+    let total = 6 * EACH;
+    // Every node's totals reach the store within its metering flush; then any node reports
+    // the whole cluster.
+    let stats = wait_for("the cluster's totals", PROPAGATION_WITHIN, async || {
+        let (code, stats) = nodes[2].api_get("/functions/hello/stats").await;
+        assert_eq!(code, 200, "{stats}");
+        if stats["invocations"] == total {
+            Ok(stats)
+        } else {
+            Err(stats)
+        }
+    })
+    .await;
+    let shares: Vec<(String, u64)> = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_string(),
+                n["invocations"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shares.len(), 3, "{stats}");
+    let mut counts: Vec<u64> = shares.iter().map(|s| s.1).collect();
+    counts.sort();
+    assert_eq!(counts, [EACH, 2 * EACH, 3 * EACH], "{stats}");
+    // Still the same a while later: nothing is counted twice as the nodes flush again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, again) = nodes[0].api_get("/functions/hello/stats").await;
+    assert_eq!(again["invocations"], total, "{again}");
+    let out = common::stdout_ok(&nodes[0].cli(&["stats", "hello"]));
+    assert!(out.contains("by node"), "{out}");
+    for (node, count) in &shares {
+        assert!(
+            out.contains(node) && out.contains(&format!("{count} invocations")),
+            "{out}"
+        );
+    }
+}

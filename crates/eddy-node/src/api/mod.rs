@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use eddy_parse::api::{LogsQuery, RollbackRequest, StatsQuery};
 use eddy_parse::responses::{
     Broadcast, CompileCache, Deployed, Function, FunctionList, FunctionStats, LogEntry, LogPage,
-    Member, NodeInfo, NodeList, Removed, Reuse, RolledBack, Version, VersionList,
+    Member, NodeInfo, NodeList, NodeShare, Removed, Reuse, RolledBack, Version, VersionList,
     WebSocketConnection, WebSocketList,
 };
 use eddy_store::{FunctionRecord, InvocationRecord, VersionRecord};
@@ -444,20 +444,30 @@ async fn stats(
     // Whole minutes: the minute `from` falls in is included.
     let from_minute = from - from.rem_euclid(MINUTE_MS);
     let meter = state.parts.meter;
-    let total = {
+    let (total, shares) = {
         let _gate = meter.flush_gate.read().await;
-        let mut total = meter.pending_of(&name, from_minute);
-        let owned = name.clone();
-        let stored = state
-            .parts
-            .stores
-            .invocations
-            .rollups(&owned, from_minute)
-            .await?;
-        for (_, rollup) in &stored {
+        let pending = meter.pending_of(&name, from_minute);
+        let mut total = pending.clone();
+        let invocations = &state.parts.stores.invocations;
+        for (_, rollup) in &invocations.rollups(&name, from_minute).await? {
             total.merge(rollup);
         }
-        total
+        // Each node's share; this node's counts what it has not written yet too. A store
+        // of one node names its one share "".
+        let mut shares: std::collections::BTreeMap<String, eddy_store::Rollup> = invocations
+            .rollup_shares(&name, from_minute)
+            .await?
+            .into_iter()
+            .map(|(node, share)| match node.as_str() {
+                "" => (state.node_name.to_string(), share),
+                _ => (node, share),
+            })
+            .collect();
+        shares
+            .entry(state.node_name.to_string())
+            .or_default()
+            .merge(&pending.share());
+        (total, shares)
     };
     let load = state.parts.admission.load(&name);
     let ms = |us: u64| us as f64 / 1000.0;
@@ -480,6 +490,18 @@ async fn stats(
         instances_live: state.registry.instances_live(&name) as u64,
         in_flight: load.in_flight as u64,
         queued: load.queued as u64,
+        nodes: shares
+            .into_iter()
+            .map(|(node, share)| NodeShare {
+                node,
+                invocations: share.invocations,
+                errors: share.errors,
+                rejected: share.rejected,
+                cold_starts: share.cold_starts,
+                wall_ms_total: ms(share.wall_us),
+                cpu_ms_total: ms(share.cpu_us),
+            })
+            .collect(),
         function: name,
     }))
 }

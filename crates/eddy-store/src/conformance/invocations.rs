@@ -246,6 +246,57 @@ pub async fn old_records_of_idle_functions_expire_too<B: Backend>() -> Result<()
     Ok(())
 }
 
+/// A node's share of the rollups: every added rollup counts once, the shares sum to the
+/// totals of their counts, and they follow the window and expiry of the rollups.
+pub async fn rollup_shares_sum_to_the_rollups<B: Backend>() -> Result<()> {
+    let (_place, stores) = open::<B>().await?;
+    let invocations = &stores.invocations;
+    deploy(&stores, "f", "/f", b"bytes", 1).await?;
+    deploy(&stores, "g", "/g", b"bytes", 1).await?;
+    assert!(invocations.rollup_shares("f", 0).await?.is_empty());
+    let one = Rollup {
+        invocations: 3,
+        errors: 1,
+        rejected: 2,
+        cold_starts: 1,
+        wall_us: 300,
+        cpu_us: 200,
+        billed_ms: 5,
+        memory_bytes_peak: 10,
+        ..Default::default()
+    };
+    invocations
+        .add_rollups(
+            vec![
+                ("f".into(), MINUTE, one.clone()),
+                ("f".into(), MINUTE + 60_000, one.clone()),
+                ("g".into(), MINUTE, one.clone()),
+            ],
+            0,
+        )
+        .await?;
+    invocations
+        .add_rollups(vec![("f".into(), MINUTE + 60_000, one.clone())], 0)
+        .await?;
+    let mut total = Rollup::default();
+    for (_, rollup) in invocations.rollups("f", 0).await? {
+        total.merge(&rollup);
+    }
+    let shares = invocations.rollup_shares("f", 0).await?;
+    assert_eq!(shares.len(), 1, "one node wrote: {shares:?}");
+    assert_eq!(shares[0].1, total.share());
+    assert_eq!(shares[0].1.invocations, 9);
+    assert_eq!(shares[0].1.rejected, 6);
+    let later = invocations.rollup_shares("f", MINUTE + 60_000).await?;
+    assert_eq!(later[0].1.invocations, 6);
+    // Expired with the rollups.
+    invocations.add_rollups(vec![], MINUTE + 60_000).await?;
+    let kept = invocations.rollup_shares("f", 0).await?;
+    assert_eq!(kept[0].1.invocations, 6);
+    assert!(invocations.rollup_shares("g", 0).await?.is_empty());
+    Ok(())
+}
+
 pub async fn rollups_merge_per_function_and_minute_and_expire<B: Backend>() -> Result<()> {
     let (_place, stores) = open::<B>().await?;
     let invocations = &stores.invocations;

@@ -98,6 +98,7 @@ macro_rules! conformance_tests {
             invocations::retention_deletes_records_older_than_the_window,
             invocations::old_records_of_idle_functions_expire_too,
             invocations::rollups_merge_per_function_and_minute_and_expire,
+            invocations::rollup_shares_sum_to_the_rollups,
             invocations::a_rollup_keeps_every_field,
             invocations::cost_minutes_hold_what_prices_them,
             invocations::cost_totals_sum_per_function_and_memory_limit,

@@ -263,6 +263,22 @@ impl InvocationStore for PgStores {
                      memory_limit_bytes = excluded.memory_limit_bytes",
             )
             .await?;
+        let add_share = tx
+            .prepare_cached(
+                "INSERT INTO node_minutes (function, minute_ms, node, invocations, errors,
+                     rejected, cold_starts, wall_us, cpu_us, billed_ms)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+                 WHERE EXISTS (SELECT 1 FROM functions WHERE name = $1)
+                 ON CONFLICT (function, minute_ms, node) DO UPDATE SET
+                     invocations = node_minutes.invocations + excluded.invocations,
+                     errors = node_minutes.errors + excluded.errors,
+                     rejected = node_minutes.rejected + excluded.rejected,
+                     cold_starts = node_minutes.cold_starts + excluded.cold_starts,
+                     wall_us = node_minutes.wall_us + excluded.wall_us,
+                     cpu_us = node_minutes.cpu_us + excluded.cpu_us,
+                     billed_ms = node_minutes.billed_ms + excluded.billed_ms",
+            )
+            .await?;
         for (function, minute_ms, add) in &rollups {
             let mut total = match tx.query_opt(&read, &[function, minute_ms]).await? {
                 Some(row) => rollup_row(&row, 0)?,
@@ -295,9 +311,28 @@ impl InvocationStore for PgStores {
             params.push(&latency);
             params.extend(tail.iter().map(|n| n as &(dyn ToSql + Sync)));
             tx.execute(&write, &params).await?;
+            let share = [
+                add.invocations,
+                add.errors,
+                add.rejected,
+                add.cold_starts,
+                add.wall_us,
+                add.cpu_us,
+                add.billed_ms,
+            ]
+            .map(big);
+            let node: &str = &self.node;
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![function, minute_ms, &node];
+            params.extend(share.iter().map(|n| n as &(dyn ToSql + Sync)));
+            tx.execute(&add_share, &params).await?;
         }
         tx.execute(
             "DELETE FROM invocation_minutes WHERE minute_ms < $1",
+            &[&cutoff_ms],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM node_minutes WHERE minute_ms < $1",
             &[&cutoff_ms],
         )
         .await?;
@@ -319,6 +354,43 @@ impl InvocationStore for PgStores {
             .await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, rollup_row(row, 1)?)))
+            .collect()
+    }
+
+    async fn rollup_shares(
+        &self,
+        function: &str,
+        since_minute_ms: i64,
+    ) -> Result<Vec<(String, Rollup)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT node, SUM(invocations)::BIGINT, SUM(errors)::BIGINT,
+                     SUM(rejected)::BIGINT, SUM(cold_starts)::BIGINT, SUM(wall_us)::BIGINT,
+                     SUM(cpu_us)::BIGINT, SUM(billed_ms)::BIGINT
+                 FROM node_minutes WHERE function = $1 AND minute_ms >= $2
+                 GROUP BY node ORDER BY node",
+                &[&function, &since_minute_ms],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let count = |i: usize| -> Result<u64> { unsigned(row.try_get(i)?, "a share") };
+                Ok((
+                    row.try_get(0)?,
+                    Rollup {
+                        invocations: count(1)?,
+                        errors: count(2)?,
+                        rejected: count(3)?,
+                        cold_starts: count(4)?,
+                        wall_us: count(5)?,
+                        cpu_us: count(6)?,
+                        billed_ms: count(7)?,
+                        ..Rollup::default()
+                    },
+                ))
+            })
             .collect()
     }
 

@@ -255,6 +255,28 @@ CREATE TABLE members (
 );
 "#,
     },
+    // Expand, like the ones before.
+    Migration {
+        compatible_from: 1,
+        sql: r#"
+-- Each node's share of each function's minutes (`invocation_minutes` holds their sums):
+-- what `eddy stats` shows per node.
+CREATE TABLE node_minutes (
+    function    TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
+    minute_ms   BIGINT NOT NULL,
+    node        TEXT NOT NULL,
+    invocations BIGINT NOT NULL,
+    errors      BIGINT NOT NULL,
+    rejected    BIGINT NOT NULL,
+    cold_starts BIGINT NOT NULL,
+    wall_us     BIGINT NOT NULL,
+    cpu_us      BIGINT NOT NULL,
+    billed_ms   BIGINT NOT NULL,
+    PRIMARY KEY (function, minute_ms, node)
+);
+CREATE INDEX node_minutes_minute ON node_minutes (minute_ms);
+"#,
+    },
 ];
 
 /// The schema version this build creates and reads.
