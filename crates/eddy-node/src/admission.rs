@@ -12,6 +12,10 @@
 //!   rejected at once with the name of the limit (and the caller gets 503 with
 //!   `Retry-After`).
 //!
+//! - In a cluster a function's `max_concurrency` is the whole cluster's: each live node runs
+//!   its share ([`ClusterShare`]), the shares summing to the limit. The heartbeat sets the
+//!   share from the live nodes it reads; no request touches the store for it.
+//!
 //! All state sits behind one mutex; critical sections are a few comparisons.
 
 use std::collections::{HashMap, VecDeque};
@@ -49,6 +53,44 @@ pub struct FunctionAdmission {
     pub max_wait: Duration,
     /// Slots held for this function alone (a floor no other function can take).
     pub reserved: usize,
+}
+
+/// This node's place among the cluster's live nodes, which divides every function's
+/// `max_concurrency` between them: node `rank` of `live` (by name) runs
+/// `max / live` invocations, one more when `rank < max % live`, so the shares sum to `max`
+/// exactly. A node whose share is 0 (a limit below the number of nodes) runs none and
+/// refuses at once. A single node is rank 0 of 1: its share is the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterShare {
+    pub rank: usize,
+    pub live: usize,
+}
+
+impl Default for ClusterShare {
+    fn default() -> Self {
+        ClusterShare { rank: 0, live: 1 }
+    }
+}
+
+impl ClusterShare {
+    /// This node's share of a function-wide `max`.
+    pub fn of(&self, max: usize) -> usize {
+        let live = self.live.max(1);
+        max / live + usize::from(self.rank < max % live)
+    }
+
+    /// `max_concurrency` as a message names it: with this node's share in a cluster.
+    pub fn describe(&self, max: usize) -> String {
+        if self.live <= 1 {
+            format!("max_concurrency ({max})")
+        } else {
+            format!(
+                "share of max_concurrency ({} here of {max} across {} live nodes)",
+                self.of(max),
+                self.live
+            )
+        }
+    }
 }
 
 /// Why a request was not admitted.
@@ -110,6 +152,8 @@ struct State {
     shared_in_flight: usize,
     /// Sum of every function's reservation.
     reserved_total: usize,
+    /// This node's share of each function's `max_concurrency`.
+    share: ClusterShare,
     next_waiter: u64,
     next_generation: u64,
 }
@@ -270,6 +314,21 @@ impl Admission {
         }
     }
 
+    /// Sets this node's share of every function's `max_concurrency`; waiters that now fit
+    /// are admitted.
+    pub fn set_cluster_share(self: &Arc<Self>, share: ClusterShare) {
+        let mut state = self.lock();
+        if state.share != share {
+            state.share = share;
+            state.admit_waiters(self);
+        }
+    }
+
+    /// This node's share of every function's `max_concurrency`.
+    pub fn cluster_share(&self) -> ClusterShare {
+        self.lock().share
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -349,7 +408,7 @@ impl State {
     /// whether it takes a shared slot (beyond the function's reservation).
     fn fits(&self, node: &NodeAdmission, function: &str, class: Class) -> Option<bool> {
         let f = self.functions.get(function)?;
-        if f.in_flight >= f.settings.max_concurrency {
+        if f.in_flight >= self.share.of(f.settings.max_concurrency) {
             return None;
         }
         let within_reservation = f.in_flight < f.settings.reserved;

@@ -14,7 +14,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::oneshot;
 
-use crate::admission::{Class, Permit, Rejection};
+use crate::admission::{Class, ClusterShare, Permit, Rejection};
 use crate::caps::Block;
 use crate::invocations::InvocationSink;
 use crate::parts::Parts;
@@ -182,7 +182,8 @@ impl Invoker {
         {
             Ok(permit) => Ok(permit),
             Err(rejection) => {
-                let (limit, message) = rejection_reason(rejection, live);
+                let share = self.parts.admission.cluster_share();
+                let (limit, message) = rejection_reason(rejection, live, share);
                 if let Some(record) = record {
                     // Counted in stats and metrics; a log line per rejection would let a
                     // flood flood the log too.
@@ -412,30 +413,33 @@ impl Record {
 }
 
 /// The limit that turned an invocation away, and what the caller is told.
-fn rejection_reason(rejection: Rejection, live: &LiveFunction) -> (&'static str, String) {
+fn rejection_reason(
+    rejection: Rejection,
+    live: &LiveFunction,
+    share: ClusterShare,
+) -> (&'static str, String) {
     let a = live.admission;
     let name = &live.name;
+    let max = share.describe(a.max_concurrency);
     match rejection {
         Rejection::QueueFull if a.max_queue == 0 => (
             "max_concurrency",
             format!(
-                "`{name}` is running its max_concurrency ({}) invocations and queues none (max_queue 0); retry shortly",
-                a.max_concurrency
+                "`{name}` is running its {max} invocations and queues none (max_queue 0); retry shortly"
             ),
         ),
         Rejection::QueueFull => (
             "max_queue",
             format!(
-                "`{name}` is running its max_concurrency ({}) invocations and its queue is full (max_queue {}); retry shortly",
-                a.max_concurrency, a.max_queue
+                "`{name}` is running its {max} invocations and its queue is full (max_queue {}); retry shortly",
+                a.max_queue
             ),
         ),
         Rejection::WaitExpired => (
             "max_wait_ms",
             format!(
-                "`{name}` had no free slot within max_wait_ms ({} ms; max_concurrency {}, or the node's concurrency_max); retry shortly",
+                "`{name}` had no free slot within max_wait_ms ({} ms; {max}, or the node's concurrency_max); retry shortly",
                 a.max_wait.as_millis(),
-                a.max_concurrency
             ),
         ),
         Rejection::Gone => (

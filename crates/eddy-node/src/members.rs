@@ -10,6 +10,7 @@ use std::time::Duration;
 use eddy_store::NodeBeat;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::ClusterShare;
 use crate::parts::Parts;
 use crate::registry::Registry;
 
@@ -36,6 +37,21 @@ pub fn state(beat: &NodeBeat, now_ms: i64) -> &'static str {
         "gone"
     } else {
         "live"
+    }
+}
+
+/// This node's place among the live nodes of `listed` (itself counted live), by name.
+pub fn cluster_share(listed: &[NodeBeat], me: &str, now_ms: i64) -> ClusterShare {
+    let mut live: Vec<&str> = listed
+        .iter()
+        .filter(|beat| state(beat, now_ms) == "live" && beat.name != me)
+        .map(|beat| beat.name.as_str())
+        .collect();
+    live.push(me);
+    live.sort_unstable();
+    ClusterShare {
+        rank: live.iter().position(|name| *name == me).unwrap_or(0),
+        live: live.len(),
     }
 }
 
@@ -76,6 +92,22 @@ pub async fn heartbeat(
         if let Err(e) = members.beat(beat(false)).await {
             tracing::debug!(error = %e, "the heartbeat could not be recorded");
         }
+        // The live nodes divide each function's max_concurrency; while the store does not
+        // answer, the last share holds.
+        match members.members().await {
+            Ok(listed) => {
+                let share = cluster_share(&listed, &me.name, parts.clock.now_ms());
+                if share != parts.admission.cluster_share() {
+                    tracing::info!(
+                        rank = share.rank,
+                        live = share.live,
+                        "the cluster's live nodes changed: this node runs its share of each function's max_concurrency"
+                    );
+                }
+                parts.admission.set_cluster_share(share);
+            }
+            Err(e) => tracing::debug!(error = %e, "the cluster's nodes could not be read"),
+        }
         let forget_before = parts.clock.now_ms().saturating_sub(MEMBER_FORGET_AFTER_MS);
         if let Err(e) = members.forget_members(forget_before).await {
             tracing::debug!(error = %e, "long-gone nodes could not be forgotten");
@@ -110,5 +142,47 @@ mod tests {
         assert_eq!(state(&beat, 100_001 + limit), "gone");
         beat.stopped = true;
         assert_eq!(state(&beat, 100_000), "stopped");
+    }
+
+    #[test]
+    fn the_live_nodes_divide_a_limit_exactly_by_name() {
+        let beat = |name: &str, seen_at_ms: i64, stopped: bool| NodeBeat {
+            name: name.into(),
+            version: "1".into(),
+            public_url: String::new(),
+            admin_addr: String::new(),
+            started_at_ms: 0,
+            seen_at_ms,
+            in_flight: 0,
+            concurrency_max: 1,
+            instances: 0,
+            functions: 0,
+            stopped,
+        };
+        let now = 1_000_000;
+        let mut listed = vec![
+            beat("c", now, false),
+            beat("a", now, false),
+            beat("gone", 0, false),
+            beat("stopped", now, true),
+        ];
+        // A node not listed yet (before its first beat is stored) counts itself.
+        assert_eq!(
+            cluster_share(&listed, "b", now),
+            ClusterShare { rank: 1, live: 3 }
+        );
+        listed.push(beat("b", now, false));
+        let shares: Vec<ClusterShare> = ["a", "b", "c"]
+            .iter()
+            .map(|me| cluster_share(&listed, me, now))
+            .collect();
+        assert_eq!(shares, [0, 1, 2].map(|rank| ClusterShare { rank, live: 3 }));
+        for max in [1, 2, 3, 7, 10] {
+            let split: Vec<usize> = shares.iter().map(|s| s.of(max)).collect();
+            assert_eq!(split.iter().sum::<usize>(), max, "{max}: {split:?}");
+            assert!(split.iter().max().unwrap() - split.iter().min().unwrap() <= 1);
+        }
+        assert_eq!(cluster_share(&[], "alone", now), ClusterShare::default());
+        assert_eq!(ClusterShare::default().of(5), 5);
     }
 }

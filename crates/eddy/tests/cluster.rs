@@ -785,3 +785,77 @@ async fn stats_count_every_nodes_invocations_once_and_show_each_share() {
         );
     }
 }
+
+/// Two requests at once through one node; their statuses, and the refusal's body if any.
+async fn two_at_once(node: &Node, path: &str) -> (Vec<u16>, String) {
+    let (one, two) = tokio::join!(node.get(path), node.get(path));
+    let refused = [&one, &two]
+        .iter()
+        .find(|r| r.status != 200)
+        .map(|r| r.body.clone())
+        .unwrap_or_default();
+    let mut statuses = vec![one.status, two.status];
+    statuses.sort();
+    (statuses, refused)
+}
+
+/// `max_concurrency` is the function's across the cluster: each live node runs its share
+/// (3 over 3 nodes: one each), so a second invocation at once through one node is refused
+/// naming the share; a node that stops gives its share to the others (3 over 2 nodes: 2
+/// for the first by name, 1 for the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_is_the_whole_clusters_shared_by_the_live_nodes() {
+    let schema = Schema::new("concurrency");
+    // Named, so their order (which decides who runs the larger share) is known.
+    let named = |name: &str| schema.config(&format!("node_name = \"{name}\""));
+    let a = Node::start_with_config(&named("a"));
+    let mut nodes = vec![a];
+    for name in ["b", "c"] {
+        let mut node = Node::start_with_config(&named(name));
+        node.token = nodes[0].token.clone();
+        nodes.push(node);
+    }
+    nodes[0]
+        .deploy_ok(
+            "slow",
+            "misbehave",
+            json!({"max_concurrency": 3, "max_queue": 0}),
+        )
+        .await;
+    for node in &nodes {
+        wait_for("every node to serve slow", PROPAGATION_WITHIN, async || {
+            status(node, "/slow/sleep?ms=1").await
+        })
+        .await;
+    }
+    const SLOW: &str = "/slow/sleep?ms=1500";
+    // Once node A has heard every node's heartbeat, its share is 1.
+    let refused = wait_for(
+        "node A to run its share only",
+        PROPAGATION_WITHIN,
+        async || match two_at_once(&nodes[0], SLOW).await {
+            (statuses, body) if statuses == [200, 503] => Ok(body),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert!(
+        refused.contains("share of max_concurrency (1 here of 3 across 3 live nodes)"),
+        "{refused}"
+    );
+    // The function-wide limit is there to use: one at once through each node.
+    let (x, y, z) = tokio::join!(nodes[0].get(SLOW), nodes[1].get(SLOW), nodes[2].get(SLOW));
+    assert_eq!([x.status, y.status, z.status], [200, 200, 200]);
+
+    // Node C stops (its last beat says so): the first by name, A, runs 2 of the 3.
+    assert!(nodes[2].terminate(), "node C did not stop cleanly");
+    wait_for(
+        "node A to take a larger share",
+        PROPAGATION_WITHIN,
+        async || match two_at_once(&nodes[0], SLOW).await {
+            (statuses, _) if statuses == [200, 200] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+}
