@@ -34,7 +34,8 @@ use crate::error::ApiError;
 use crate::invoker::ERROR_HEADER;
 use crate::queues::{DEFAULT_CONTENT_TYPE, QueueHub, read_limited, read_message};
 use crate::websocket::{
-    HEADER_KIND, SocketError, Sockets, WEBSOCKET_CHANNELS_PER_CONNECTION_MAX, validate_channel,
+    HEADER_KIND, Reach, SocketError, Sockets, WEBSOCKET_CHANNELS_PER_CONNECTION_MAX,
+    validate_channel,
 };
 
 /// The `eddy.local` platform of a node: one kept router for every function.
@@ -191,10 +192,14 @@ async fn send(
     body: Body,
 ) -> Answer {
     let message = message(&c, &headers, body).await?;
-    c.sockets
+    match c
+        .sockets
         .send(Some(&c.function), &id, message)
-        .map_err(|e| socket_error(&c, &id, e))?;
-    accepted(json!({"sent": 1}))
+        .map_err(|e| socket_error(&c, &id, e))?
+    {
+        Reach::Here => accepted(json!({"sent": 1})),
+        Reach::Relayed => accepted(json!({"sent": 0, "relayed": true})),
+    }
 }
 
 async fn close(
@@ -205,10 +210,11 @@ async fn close(
     let Query(query) =
         query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let (code, reason) = query.frame().map_err(ApiError::bad_request)?;
-    c.sockets
+    let reach = c
+        .sockets
         .close(Some(&c.function), &id, code, reason)
         .map_err(|e| socket_error(&c, &id, e))?;
-    accepted(json!({"closed": id}))
+    accepted(json!({"closed": id, "relayed": reach == Reach::Relayed}))
 }
 
 async fn join(
@@ -227,10 +233,11 @@ async fn leave(
 
 fn membership(c: &Caller, id: &str, channel: &str, join: bool) -> Answer {
     validate_channel(channel).map_err(ApiError::bad_request)?;
-    c.sockets
+    let reach = c
+        .sockets
         .membership(Some(&c.function), id, channel, join)
         .map_err(|e| socket_error(c, id, e))?;
-    accepted(json!({"channel": channel, "joined": join}))
+    accepted(json!({"channel": channel, "joined": join, "relayed": reach == Reach::Relayed}))
 }
 
 async fn broadcast(
@@ -290,6 +297,14 @@ fn socket_error(c: &Caller, id: &str, e: SocketError) -> ApiError {
             "function `{}` has no open WebSocket connection `{id}`",
             c.function
         )),
+        SocketError::RelayFull => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay_queue_max",
+            format!(
+                "connection `{id}` is not on this node, and RELAY_QUEUE_MAX ({}) operations are already waiting to be handed to the cluster's other nodes; retry shortly",
+                crate::websocket::RELAY_QUEUE_MAX
+            ),
+        ),
         SocketError::SlowReader => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "websocket_send_buffer_bytes_max",

@@ -459,17 +459,36 @@ pub trait TickStore: Send + Sync {
     async fn forget_schedule(&self, function: &str) -> Result<()>;
 }
 
-/// A broadcast to a function's WebSocket channel, handed from the node that received it to
-/// the others (each holds its own connections).
+/// A broadcast to a function's WebSocket channel, or an operation on one of its
+/// connections, handed from the node that received it to the others (each holds its own
+/// connections).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayedBroadcast {
     /// The node it came from (which delivered it to its own connections already).
     pub origin: String,
     pub function: String,
+    /// The channel broadcast to, joined or left; empty for a send or a close.
     pub channel: String,
     /// A binary message (else UTF-8 text).
     pub binary: bool,
+    /// The message; for a close, its reason (UTF-8).
     pub body: Vec<u8>,
+    /// What the nodes do with it.
+    pub action: RelayAction,
+}
+
+/// What a relayed message asks of the nodes: each acts on the connections it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RelayAction {
+    /// Send the body to every connection in the channel.
+    #[default]
+    Broadcast,
+    /// Send the body to this connection, wherever it is held.
+    Send { connection: String },
+    /// Close this connection with `code`, the body its reason.
+    Close { connection: String, code: u16 },
+    /// This connection joins (`true`) or leaves the channel.
+    Membership { connection: String, join: bool },
 }
 
 /// WebSocket broadcasts that reach every node of a cluster. Only a backend that several

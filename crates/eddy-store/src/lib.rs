@@ -35,7 +35,8 @@ mod types;
 
 pub use contract::{
     ArtifactStore, ChangeHints, CostStore, FunctionStore, InvocationStore, MemberStore, NoHints,
-    NodeBeat, QueueBackend, RelayedBroadcast, SocketRelay, Stores, TickStore, TokenStore,
+    NodeBeat, QueueBackend, RelayAction, RelayedBroadcast, SocketRelay, Stores, TickStore,
+    TokenStore,
 };
 pub use cost::BudgetRecord;
 pub use error::StoreError;

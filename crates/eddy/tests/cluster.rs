@@ -859,3 +859,95 @@ async fn max_concurrency_is_the_whole_clusters_shared_by_the_live_nodes() {
     )
     .await;
 }
+
+/// A function's send to, channel join of and close of a connection by id reach it on
+/// whichever node holds it: the function runs on node A for a client there, the target
+/// connection is held by node B. Another function's connection is not reachable this way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_joins_and_closes_by_connection_id_reach_the_node_holding_it() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let schema = Schema::new("socket_ops");
+    let a = Node::start_with_config(&schema.config(""));
+    let mut b = Node::start_with_config(&schema.config(""));
+    b.token = a.token.clone();
+    a.deploy_ok("chat", "misbehave", json!({"websocket": true}))
+        .await;
+    a.deploy_ok(
+        "other",
+        "misbehave",
+        json!({"websocket": true, "route": "/other"}),
+    )
+    .await;
+    for route in ["/chat", "/other"] {
+        wait_for("node B to serve both", PROPAGATION_WITHIN, async || {
+            status(&b, &format!("{route}/sleep?ms=1")).await
+        })
+        .await;
+    }
+    let connect = async |node: &Node, route: &str| {
+        let url = format!("ws://{}{route}/ws", node.public);
+        let (client, response) = tokio_tungstenite::connect_async(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let id = response.headers()["eddy-connection-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (client, id)
+    };
+    let (mut on_a, _) = connect(&a, "/chat").await;
+    let (mut on_b, b_id) = connect(&b, "/chat").await;
+    let (mut other_on_b, other_id) = connect(&b, "/other").await;
+    // Each command's answer comes back to the sender on A: the function's call was relayed.
+    let mut command = async |text: String| {
+        on_a.send(Message::text(text)).await.unwrap();
+        match common::ws_next(&mut on_a).await {
+            Message::Text(answer) => answer.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+
+    let answer = command(format!("send:{b_id}:hello from A")).await;
+    assert!(
+        answer.contains("202") && answer.contains("relayed"),
+        "{answer}"
+    );
+    assert_eq!(
+        common::ws_next(&mut on_b).await,
+        Message::text("hello from A")
+    );
+
+    // Joined to a channel through A, B's connection hears a broadcast to it.
+    let answer = command(format!("joinid:{b_id}:room")).await;
+    assert!(answer.contains("202"), "{answer}");
+    wait_for(
+        "B's connection to be in room",
+        PROPAGATION_WITHIN,
+        async || {
+            let (_, listed) = b.api_get("/functions/chat/websockets").await;
+            if listed["connections"][0]["channels"] == json!(["room"]) {
+                Ok(())
+            } else {
+                Err(listed)
+            }
+        },
+    )
+    .await;
+
+    // Another function's connection is out of reach: nothing arrives there.
+    command(format!("send:{other_id}:not yours")).await;
+    let answer = command(format!("closeid:{b_id}")).await;
+    assert!(answer.contains("202"), "{answer}");
+    match common::ws_next(&mut on_b).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason, "closed from afar");
+        }
+        other => panic!("expected the close, got {other:?}"),
+    }
+    // `other`'s connection heard nothing: the relay is in order, so "not yours" would have
+    // reached B before the close did, and so before this reply.
+    other_on_b.send(Message::text("big:3")).await.unwrap();
+    assert_eq!(common::ws_next(&mut other_on_b).await, Message::text("bbb"));
+}

@@ -134,11 +134,24 @@ pub struct ConnectionInfo {
     pub queued_bytes: usize,
 }
 
+/// Where a send, close or channel change went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Done to a connection this node holds.
+    Here,
+    /// Handed to the cluster's other nodes: the one holding the connection does it (none
+    /// does when no node holds it, and the caller is not told).
+    Relayed,
+}
+
 /// Why a send or close did not happen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SocketError {
     /// No open connection with that id (for this function).
     NoConnection,
+    /// In a cluster: the connection is not on this node, and `RELAY_QUEUE_MAX` operations
+    /// are already waiting to be handed to the others.
+    RelayFull,
     /// The reader is too far behind: the connection was closed with 1013.
     SlowReader,
     /// The connection has joined `WEBSOCKET_CHANNELS_PER_CONNECTION_MAX` channels.
@@ -194,17 +207,7 @@ impl Sockets {
                     received = relayed.recv() => received,
                 };
                 match broadcast {
-                    Ok(b) => {
-                        let message = if b.binary {
-                            Message::Binary(Bytes::from(b.body))
-                        } else {
-                            match Utf8Bytes::try_from(Bytes::from(b.body)) {
-                                Ok(text) => Message::Text(text),
-                                Err(_) => continue,
-                            }
-                        };
-                        sockets.broadcast_here(&b.function, &b.channel, message);
-                    }
+                    Ok(b) => sockets.act_on_relayed(b),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(
                             missed,
@@ -215,6 +218,77 @@ impl Sockets {
                 }
             }
         });
+    }
+
+    /// Does here what another node relayed, to the connections this node holds; an
+    /// operation on a connection held elsewhere (or not at all) is not this node's.
+    fn act_on_relayed(&self, b: eddy_store::RelayedBroadcast) {
+        use eddy_store::RelayAction;
+        let function = Some(b.function.as_str());
+        let message = || {
+            if b.binary {
+                Some(Message::Binary(Bytes::from(b.body.clone())))
+            } else {
+                Utf8Bytes::try_from(Bytes::from(b.body.clone()))
+                    .ok()
+                    .map(Message::Text)
+            }
+        };
+        match &b.action {
+            RelayAction::Broadcast => {
+                if let Some(message) = message() {
+                    self.broadcast_here(&b.function, &b.channel, message);
+                }
+            }
+            RelayAction::Send { connection } => {
+                if let Some(message) = message() {
+                    let _ = self.send_here(function, connection, message);
+                }
+            }
+            RelayAction::Close { connection, code } => {
+                let reason = String::from_utf8_lossy(&b.body).into_owned();
+                let _ = self.close_here(function, connection, *code, reason);
+            }
+            RelayAction::Membership { connection, join } => {
+                let _ = self.membership_here(function, connection, &b.channel, *join);
+            }
+        }
+    }
+
+    /// Hands `action` on a connection this node does not hold to the cluster's other nodes,
+    /// if there are any: `Ok(Reach::Relayed)`; else the connection is unknown.
+    fn relay_to_holder(
+        &self,
+        function: Option<&str>,
+        channel: &str,
+        message: Option<&Message>,
+        action: eddy_store::RelayAction,
+    ) -> Result<Reach, SocketError> {
+        // The node's own calls (function `None`) are about its own connections only.
+        let (Some((relay, node)), Some(function)) = (self.relay.get(), function) else {
+            return Err(SocketError::NoConnection);
+        };
+        let (binary, body) = match message {
+            Some(Message::Binary(bytes)) => (true, bytes.to_vec()),
+            Some(Message::Text(text)) => (false, text.as_bytes().to_vec()),
+            _ => (false, Vec::new()),
+        };
+        let relayed = eddy_store::RelayedBroadcast {
+            origin: node.clone(),
+            function: function.to_owned(),
+            channel: channel.to_owned(),
+            binary,
+            body,
+            action,
+        };
+        if relay.try_send(relayed).is_err() {
+            tracing::warn!(
+                queued = RELAY_QUEUE_MAX,
+                "a WebSocket operation was not relayed to the other nodes: RELAY_QUEUE_MAX are waiting for the store"
+            );
+            return Err(SocketError::RelayFull);
+        }
+        Ok(Reach::Relayed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SocketState> {
@@ -290,8 +364,28 @@ impl Sockets {
         ))
     }
 
-    /// Queue `message` on a connection (of `function`, when given), within its send buffer.
+    /// Queue `message` on a connection (of `function`, when given), within its send buffer;
+    /// in a cluster, one this node does not hold is handed to the node that does.
     pub fn send(
+        &self,
+        function: Option<&str>,
+        id: &str,
+        message: Message,
+    ) -> Result<Reach, SocketError> {
+        match self.send_here(function, id, message.clone()) {
+            Err(SocketError::NoConnection) => self.relay_to_holder(
+                function,
+                "",
+                Some(&message),
+                eddy_store::RelayAction::Send {
+                    connection: id.to_owned(),
+                },
+            ),
+            done => done.map(|()| Reach::Here),
+        }
+    }
+
+    fn send_here(
         &self,
         function: Option<&str>,
         id: &str,
@@ -325,8 +419,30 @@ impl Sockets {
     }
 
     /// Close a connection (of `function`, when given) with `code`; `reason` is cut to what a
-    /// close frame holds (`CLOSE_REASON_BYTES_MAX`).
+    /// close frame holds (`CLOSE_REASON_BYTES_MAX`). In a cluster, one this node does not
+    /// hold is handed to the node that does.
     pub fn close(
+        &self,
+        function: Option<&str>,
+        id: &str,
+        code: u16,
+        reason: String,
+    ) -> Result<Reach, SocketError> {
+        match self.close_here(function, id, code, reason.clone()) {
+            Err(SocketError::NoConnection) => self.relay_to_holder(
+                function,
+                "",
+                Some(&Message::Text(reason.into())),
+                eddy_store::RelayAction::Close {
+                    connection: id.to_owned(),
+                    code,
+                },
+            ),
+            done => done.map(|()| Reach::Here),
+        }
+    }
+
+    fn close_here(
         &self,
         function: Option<&str>,
         id: &str,
@@ -360,8 +476,30 @@ impl Sockets {
         s.connections.len()
     }
 
-    /// Join (`true`) or leave a channel.
+    /// Join (`true`) or leave a channel. In a cluster, a connection this node does not hold
+    /// is handed to the node that does.
     pub fn membership(
+        &self,
+        function: Option<&str>,
+        id: &str,
+        channel: &str,
+        join: bool,
+    ) -> Result<Reach, SocketError> {
+        match self.membership_here(function, id, channel, join) {
+            Err(SocketError::NoConnection) => self.relay_to_holder(
+                function,
+                channel,
+                None,
+                eddy_store::RelayAction::Membership {
+                    connection: id.to_owned(),
+                    join,
+                },
+            ),
+            done => done.map(|()| Reach::Here),
+        }
+    }
+
+    fn membership_here(
         &self,
         function: Option<&str>,
         id: &str,
@@ -412,6 +550,7 @@ impl Sockets {
                 channel: channel.to_owned(),
                 binary,
                 body,
+                action: eddy_store::RelayAction::Broadcast,
             };
             if relay.try_send(relayed).is_err() {
                 tracing::warn!(

@@ -151,11 +151,21 @@ impl crate::SocketRelay for PgStores {
         let now = crate::store::now_ms();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let (action, connection, code) = match &broadcast.action {
+            crate::RelayAction::Broadcast => ("broadcast", None, None),
+            crate::RelayAction::Send { connection } => ("send", Some(connection), None),
+            crate::RelayAction::Close { connection, code } => {
+                ("close", Some(connection), Some(i32::from(*code)))
+            }
+            crate::RelayAction::Membership { connection, join } => {
+                (if *join { "join" } else { "leave" }, Some(connection), None)
+            }
+        };
         let id: i64 = tx
             .query_one(
                 "INSERT INTO socket_relay (origin, function, channel, binary_body, body,
-                     created_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                     created_at_ms, action, connection, close_code)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                 &[
                     &broadcast.origin,
                     &broadcast.function,
@@ -163,6 +173,9 @@ impl crate::SocketRelay for PgStores {
                     &broadcast.binary,
                     &broadcast.body,
                     &now,
+                    &action,
+                    &connection,
+                    &code,
                 ],
             )
             .await?
@@ -199,8 +212,9 @@ async fn deliver_relayed(
             Ok(client) => {
                 client
                     .query_opt(
-                        "SELECT origin, function, channel, binary_body, body FROM socket_relay
-                         WHERE id = $1",
+                        "SELECT origin, function, channel, binary_body, body, action,
+                             connection, close_code
+                         FROM socket_relay WHERE id = $1",
                         &[&id],
                     )
                     .await
@@ -212,12 +226,31 @@ async fn deliver_relayed(
         };
         let broadcast = row.map_err(StoreError::from).and_then(|row| {
             row.map(|row| {
+                let action: String = row.try_get(5)?;
+                let connection: Option<String> = row.try_get(6)?;
+                let code: Option<i32> = row.try_get(7)?;
+                let connection = || connection.clone().unwrap_or_default();
+                let action = match action.as_str() {
+                    "send" => crate::RelayAction::Send {
+                        connection: connection(),
+                    },
+                    "close" => crate::RelayAction::Close {
+                        connection: connection(),
+                        code: code.and_then(|c| u16::try_from(c).ok()).unwrap_or(1000),
+                    },
+                    "join" | "leave" => crate::RelayAction::Membership {
+                        connection: connection(),
+                        join: action == "join",
+                    },
+                    _ => crate::RelayAction::Broadcast,
+                };
                 Ok(crate::RelayedBroadcast {
                     origin: row.try_get(0)?,
                     function: row.try_get(1)?,
                     channel: row.try_get(2)?,
                     binary: row.try_get(3)?,
                     body: row.try_get(4)?,
+                    action,
                 })
             })
             .transpose()

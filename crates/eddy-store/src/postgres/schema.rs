@@ -275,6 +275,15 @@ CREATE TABLE node_minutes (
     PRIMARY KEY (function, minute_ms, node)
 );
 CREATE INDEX node_minutes_minute ON node_minutes (minute_ms);
+
+-- Relayed operations on one connection besides broadcasts: `action` is `broadcast`,
+-- `send`, `close` (with `close_code`, the body its reason), `join` or `leave` (the channel
+-- in `channel`). An older node reads every row as a broadcast to `channel`, which for a
+-- send or close is empty: no connection is in it.
+ALTER TABLE socket_relay
+    ADD COLUMN action     TEXT NOT NULL DEFAULT 'broadcast',
+    ADD COLUMN connection TEXT,
+    ADD COLUMN close_code INTEGER;
 "#,
     },
 ];

@@ -552,6 +552,25 @@ fn websocket(request: &IncomingRequest, query: &str, out: ResponseOutparam) {
                     &[("eddy-websocket-kind", "text")],
                 );
                 respond(out, 200, format!("send: {answer:?}").as_bytes());
+            } else if let Some(id) = text.strip_prefix("closeid:") {
+                // Closes connection `id` (perhaps held by another node of a cluster).
+                let answer = outgoing_with(
+                    Method::Post,
+                    &format!("eddy.local/websockets/connections/{id}/close?code=4001&reason=closed%20from%20afar"),
+                    Some(b""),
+                    &[],
+                );
+                respond(out, 200, format!("closeid: {answer:?}").as_bytes());
+            } else if let Some(rest) = text.strip_prefix("joinid:") {
+                // Puts connection `id` (perhaps held by another node) in a channel.
+                let (id, channel) = rest.split_once(':').unwrap_or((rest, ""));
+                let answer = outgoing_with(
+                    Method::Put,
+                    &format!("eddy.local/websockets/connections/{id}/channels/{channel}"),
+                    Some(b""),
+                    &[],
+                );
+                respond(out, 200, format!("joinid: {answer:?}").as_bytes());
             } else if let Some(channel) = text.strip_prefix("join:") {
                 let answer = outgoing_with(Method::Put, &format!("{me}/channels/{channel}"), Some(b""), &[]);
                 respond(out, 200, format!("join: {answer:?}").as_bytes());
