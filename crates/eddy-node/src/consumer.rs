@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{BATCH_CONTENT_TYPE, CloudEvent, QUEUE_EVENT_TYPE, header_value, rfc3339};
-use crate::invoker::{Invoker, Refusal, RunFailure, Trigger};
+use crate::invoker::{Invoker, Refusal, RunFailure, Trigger, storable};
 use crate::queues::QueueHub;
 use crate::registry::Registry;
 use crate::routes::LiveFunction;
@@ -639,10 +639,10 @@ impl Dispatcher {
                     row: m.row,
                     lease_until_ms,
                     to: self.settings.dead_letter.clone(),
-                    error: format!(
+                    error: storable(format!(
                         "attempt {} of {}: {error}",
                         m.attempt, self.settings.max_attempts
-                    ),
+                    )),
                 },
                 Err(error) => {
                     // Full jitter: anywhere between now and the exponential backoff.
@@ -652,7 +652,7 @@ impl Dispatcher {
                         row: m.row,
                         lease_until_ms,
                         visible_at_ms: self.invoker.parts().clock.now_ms() + delay as i64,
-                        error: format!("attempt {}: {error}", m.attempt),
+                        error: storable(format!("attempt {}: {error}", m.attempt)),
                     }
                 }
             })

@@ -407,8 +407,19 @@ impl Record {
             memory_bytes_peak: report.memory_bytes_peak,
             request_bytes: report.request_bytes,
             response_bytes: report.response_bytes,
-            log: report.log,
+            log: storable(report.log),
         });
+    }
+}
+
+/// Text a function produced (its output, a trap's detail), as every store keeps it: a NUL,
+/// which a Postgres text column refuses (failing the batch it is written in), becomes
+/// U+FFFD.
+pub(crate) fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
     }
 }
 

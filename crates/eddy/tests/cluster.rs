@@ -951,3 +951,33 @@ async fn sends_joins_and_closes_by_connection_id_reach_the_node_holding_it() {
     other_on_b.send(Message::text("big:3")).await.unwrap();
     assert_eq!(common::ws_next(&mut other_on_b).await, Message::text("bbb"));
 }
+
+/// A function whose output holds a NUL (which Postgres cannot store in text) is recorded
+/// like any other, and the records written with it in one batch (another function's) are
+/// not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_functions_output_loses_no_record() {
+    let schema = Schema::new("nul");
+    let node = Node::start_with_config(&schema.config(""));
+    node.deploy_ok("noisy", "misbehave", json!({})).await;
+    node.deploy_ok("quiet", "misbehave", json!({"route": "/quiet"}))
+        .await;
+    // At once, so the records share a batch.
+    let (noisy, quiet) = tokio::join!(node.get("/noisy/nul"), node.get("/quiet/log"));
+    assert_eq!((noisy.status, quiet.status), (200, 200));
+    for (function, expected) in [("noisy", "before\u{fffd}after"), ("quiet", "hello stdout")] {
+        let entries = wait_for("the record", PROPAGATION_WITHIN, async || {
+            let (status, body) = node
+                .api_get(&format!("/functions/{function}/logs?after=0&wait_ms=1000"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            match body["entries"].as_array() {
+                Some(entries) if !entries.is_empty() => Ok(entries.clone()),
+                _ => Err(format!("{body}\n{}", node.output())),
+            }
+        })
+        .await;
+        let log = entries[0]["log"].as_str().unwrap();
+        assert!(log.contains(expected), "{function}: {log:?}");
+    }
+}

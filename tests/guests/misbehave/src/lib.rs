@@ -61,6 +61,11 @@ impl Guest for Misbehave {
                 eprintln!("hello stderr");
                 respond(out, 200, b"logged");
             }
+            "nul" => {
+                // Output no Postgres TEXT column can hold as is.
+                println!("before\0after");
+                respond(out, 200, b"logged a NUL");
+            }
             "loop" => spin(),
             "alloc" => hog_memory(),
             "trap" => core::arch::wasm32::unreachable(),
