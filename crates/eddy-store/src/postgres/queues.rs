@@ -355,52 +355,78 @@ pub(super) async fn publish_in(
         delta.bytes += big(size);
         fates.push(Fate::New);
     }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO messages (queue, body, content_type, enqueued_at_ms,
-                 first_enqueued_at_ms, attempts, visible_at_ms, leased)
-             VALUES ($1, $2, $3, $4, $4, 0, $4, false) RETURNING id",
-        )
-        .await?;
-    let remember = tx
-        .prepare_cached(
-            "INSERT INTO idempotency (queue, key, message_id, expires_at_ms)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (queue, key) DO UPDATE SET message_id = excluded.message_id,
-                 expires_at_ms = excluded.expires_at_ms",
-        )
-        .await?;
+    // Every new message in one statement, with ids taken from the sequence first, in
+    // order: the message published first gets the smaller id (claims take equal times in
+    // id order).
+    let fresh: Vec<&NewMessage> = messages
+        .iter()
+        .zip(&fates)
+        .filter(|(_, fate)| matches!(fate, Fate::New))
+        .map(|(m, _)| m)
+        .collect();
+    let mut ids: Vec<i64> = Vec::with_capacity(fresh.len());
+    if !fresh.is_empty() {
+        let take = tx
+            .prepare_cached(
+                "SELECT nextval(pg_get_serial_sequence('messages', 'id'))
+                 FROM generate_series(1, $1::BIGINT)",
+            )
+            .await?;
+        for row in tx.query(&take, &[&big(fresh.len() as u64)]).await? {
+            ids.push(row.try_get(0)?);
+        }
+        ids.sort_unstable();
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO messages (id, queue, body, content_type, enqueued_at_ms,
+                     first_enqueued_at_ms, attempts, visible_at_ms, leased)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT id, $1, body, content_type, $4, $4, 0, $4, false
+                 FROM unnest($2::BIGINT[], $3::BYTEA[], $5::TEXT[]) AS m(id, body, content_type)",
+            )
+            .await?;
+        let bodies: Vec<&[u8]> = fresh.iter().map(|m| m.body.as_slice()).collect();
+        let types: Vec<&str> = fresh.iter().map(|m| m.content_type.as_str()).collect();
+        tx.execute(&insert, &[&queue, &ids, &bodies, &now, &types])
+            .await?;
+    }
+    let mut assigned = ids.into_iter().map(message_id);
     let mut published: Vec<Published> = Vec::with_capacity(messages.len());
+    let (mut keys, mut keyed_ids) = (Vec::new(), Vec::new());
     for (message, fate) in messages.iter().zip(fates) {
-        let id = match fate {
-            Fate::Seen(id) => id,
-            Fate::SameAs(first) => published[first].id.clone(),
+        let (id, duplicate) = match fate {
+            Fate::Seen(id) => (id, true),
+            Fate::SameAs(first) => (published[first].id.clone(), true),
             Fate::New => {
-                let row: i64 = tx
-                    .query_one(
-                        &insert,
-                        &[&queue, &message.body, &message.content_type, &now],
-                    )
-                    .await?
-                    .try_get(0)?;
-                let id = message_id(row);
+                let id = assigned
+                    .next()
+                    .ok_or_else(|| StoreError::Corrupt("fewer message ids than messages".into()))?;
                 if let Some(key) = &message.idempotency_key
                     && window > 0
                 {
-                    tx.execute(&remember, &[&queue, key, &id, &now.saturating_add(window)])
-                        .await?;
+                    keys.push(key.as_str());
+                    keyed_ids.push(id.clone());
                 }
-                published.push(Published {
-                    id,
-                    duplicate: false,
-                });
-                continue;
+                (id, false)
             }
         };
-        published.push(Published {
-            id,
-            duplicate: true,
-        });
+        published.push(Published { id, duplicate });
+    }
+    if !keys.is_empty() {
+        let remember = tx
+            .prepare_cached(
+                "INSERT INTO idempotency (queue, key, message_id, expires_at_ms)
+                 SELECT $1, key, message_id, $4
+                 FROM unnest($2::TEXT[], $3::TEXT[]) AS k(key, message_id)
+                 ON CONFLICT (queue, key) DO UPDATE SET message_id = excluded.message_id,
+                     expires_at_ms = excluded.expires_at_ms",
+            )
+            .await?;
+        tx.execute(
+            &remember,
+            &[&queue, &keys, &keyed_ids, &now.saturating_add(window)],
+        )
+        .await?;
     }
     deltas.entry(queue.to_owned()).or_default().add(delta);
     Ok(published)
