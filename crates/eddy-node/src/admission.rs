@@ -102,6 +102,9 @@ pub enum Rejection {
     WaitExpired,
     /// The function was removed or redeployed with other settings while it waited.
     Gone,
+    /// In a cluster, this node's share of the function's `max_concurrency` is 0 (the limit
+    /// is below the number of live nodes): the other nodes run it.
+    NoShare,
 }
 
 /// A running invocation's slot; dropping it frees the slot and admits the next waiter.
@@ -277,6 +280,10 @@ impl Admission {
             let key = key.clone();
             let settings = f.settings;
             let queued = f.queued;
+            // Another node runs this function: waiting here would only wait out max_wait.
+            if state.share.of(settings.max_concurrency) == 0 {
+                return Err(Rejection::NoShare);
+            }
             // Interactive-first holds at every release (see `admit_waiters`); an arrival
             // only has to stay behind its own function's waiters.
             let nobody_waiting = state.queue(class).iter().all(|w| w.function != key);
@@ -564,6 +571,31 @@ mod tests {
         assert_eq!(admission.load("f").queued, 1);
         drop(running);
         assert_eq!(waiting.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_runs_its_share_of_a_clusters_limit_and_none_when_its_share_is_0() {
+        let admission = node(100, 100);
+        admission.configure("f", function(3, 10, 0)).unwrap();
+        // Rank 2 of 4: 3 / 4 = 0, and 2 < 3 % 4, so 1.
+        admission.set_cluster_share(ClusterShare { rank: 2, live: 4 });
+        let held = admission.admit("f", Class::Interactive).await.unwrap();
+        let waiting = {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.admit("f", Class::Interactive).await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(admission.load("f").queued, 1, "the second waits for the share");
+        // The share grows (a node left): the waiter gets in.
+        admission.set_cluster_share(ClusterShare { rank: 0, live: 2 });
+        let second = waiting.await.unwrap().unwrap();
+        // Rank 3 of 4: 0 + (3 < 3 = no) = 0: refused at once, not after max_wait.
+        admission.set_cluster_share(ClusterShare { rank: 3, live: 4 });
+        assert!(matches!(
+            admission.admit("f", Class::Interactive).await,
+            Err(Rejection::NoShare)
+        ));
+        drop((held, second));
     }
 
     #[tokio::test(start_paused = true)]

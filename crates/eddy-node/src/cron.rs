@@ -271,6 +271,14 @@ impl Scheduler {
         tick_ms: i64,
         running: &Arc<AtomicUsize>,
     ) {
+        // A node whose share of the function's max_concurrency is 0 (in a cluster) leaves the
+        // tick to a node that can run it.
+        let share = self.invoker.parts().admission.cluster_share();
+        if let Some(live) = self.registry.routes().function(function)
+            && share.of(live.admission.max_concurrency) == 0
+        {
+            return;
+        }
         let lease_until_ms = self.lease_until_ms(function);
         match self
             .invoker

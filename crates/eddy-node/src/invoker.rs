@@ -453,6 +453,13 @@ fn rejection_reason(
                 a.max_wait.as_millis(),
             ),
         ),
+        Rejection::NoShare => (
+            "max_concurrency",
+            format!(
+                "`{name}` runs on other nodes: its max_concurrency ({}) is divided between {} live nodes and this node's share is 0; retry (a load balancer may send it elsewhere)",
+                a.max_concurrency, share.live
+            ),
+        ),
         Rejection::Gone => (
             "function_removed",
             format!("`{name}` was removed or changed while this request waited; retry"),

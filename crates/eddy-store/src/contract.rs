@@ -269,7 +269,8 @@ pub trait CostStore: Send + Sync {
 
     /// Records that alerts up to `percent` are sent for `scope` in `month`, if the budget's
     /// settings are still `settings` (as the caller read them) and no alert of `percent`
-    /// or more is recorded for `month` yet: a budget put again meanwhile keeps its fresh
+    /// or more is recorded for `month` yet, nor any for a later month (months `YYYY-MM`
+    /// compare as text; a node whose clock is still in the last month changes nothing): a budget put again meanwhile keeps its fresh
     /// alert state, and a missing one stays missing. `true` when this call recorded it.
     /// Atomic (compare and set): of callers racing with the same alert (the nodes of a
     /// cluster), exactly one gets `true`, and only it sends the alert. Committed on return.
@@ -467,11 +468,12 @@ pub struct RelayedBroadcast {
     /// The node it came from (which delivered it to its own connections already).
     pub origin: String,
     pub function: String,
-    /// The channel broadcast to, joined or left; empty for a send or a close.
+    /// The channel broadcast to; empty for any other action (an older node reads every
+    /// relayed row as a broadcast to it, which then reaches no connection).
     pub channel: String,
     /// A binary message (else UTF-8 text).
     pub binary: bool,
-    /// The message; for a close, its reason (UTF-8).
+    /// The message; for a close, its reason; for a membership, the channel (UTF-8).
     pub body: Vec<u8>,
     /// What the nodes do with it.
     pub action: RelayAction,
@@ -487,7 +489,7 @@ pub enum RelayAction {
     Send { connection: String },
     /// Close this connection with `code`, the body its reason.
     Close { connection: String, code: u16 },
-    /// This connection joins (`true`) or leaves the channel.
+    /// This connection joins (`true`) or leaves the channel named by the body.
     Membership { connection: String, join: bool },
 }
 

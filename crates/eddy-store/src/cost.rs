@@ -100,7 +100,7 @@ impl Store {
         let changed = self.conn().execute(
             "UPDATE budgets SET alerted_month = ?3, alerted_percent = ?4
              WHERE scope = ?1 AND settings = ?2
-                 AND (alerted_month <> ?3 OR alerted_percent < ?4)",
+                 AND (alerted_month < ?3 OR (alerted_month = ?3 AND alerted_percent < ?4))",
             params![scope, settings, month, percent],
         )?;
         Ok(changed > 0)

@@ -87,6 +87,13 @@ impl StoreError {
         }
     }
 
+    /// Whether Postgres cancelled a statement that ran past its statement timeout (a lock
+    /// another session held, a slow database): the store answers, slowly.
+    pub fn is_statement_timeout(&self) -> bool {
+        matches!(self, StoreError::Postgres(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
+    }
+
     /// Whether the store could not be reached (the database is down, restarting, or cut off
     /// from this node): the node keeps serving what it holds and retries.
     pub fn is_unavailable(&self) -> bool {

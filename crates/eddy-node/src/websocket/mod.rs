@@ -250,7 +250,10 @@ impl Sockets {
                 let _ = self.close_here(function, connection, *code, reason);
             }
             RelayAction::Membership { connection, join } => {
-                let _ = self.membership_here(function, connection, &b.channel, *join);
+                // The channel is in the body: a node of an older release reads every relayed
+                // row as a broadcast to its `channel`, which is left empty here.
+                let channel = String::from_utf8_lossy(&b.body);
+                let _ = self.membership_here(function, connection, &channel, *join);
             }
         }
     }
@@ -488,8 +491,8 @@ impl Sockets {
         match self.membership_here(function, id, channel, join) {
             Err(SocketError::NoConnection) => self.relay_to_holder(
                 function,
-                channel,
-                None,
+                "",
+                Some(&Message::Text(channel.into())),
                 eddy_store::RelayAction::Membership {
                     connection: id.to_owned(),
                     join,

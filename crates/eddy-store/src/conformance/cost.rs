@@ -97,6 +97,10 @@ pub async fn a_budgets_alert_state_is_kept_until_the_budget_is_put_again<B: Back
         "a record for settings no longer stored is ignored"
     );
     assert!(cost.set_budget_alerted("f", new, "2026-04", 50.0).await?);
+    assert!(
+        !cost.set_budget_alerted("f", new, "2026-03", 100.0).await?,
+        "a node whose clock is still in the month before changes nothing"
+    );
     assert_eq!(cost.budget("f").await?.expect("f").alerted_month, "2026-04");
     cost.put_budget("f", new).await?;
     assert_eq!(

@@ -80,21 +80,37 @@ struct Op {
     reply: oneshot::Sender<Result<Reply>>,
 }
 
-/// The way to a node's journal.
+/// Connections of the pool per journal shard: a node with `store_connections_max`
+/// connections runs that many divided by this (1 to `JOURNAL_SHARDS_MAX`) shards, leaving
+/// the rest to its other store calls.
+const CONNECTIONS_PER_SHARD: usize = 4;
+/// Journal shards one node runs at most.
+const JOURNAL_SHARDS_MAX: usize = 4;
+
+/// The way to a node's journal: one task per shard, each queue's operations always in the
+/// same shard (by its name), so a group waiting on one queue's lock holds up only the
+/// queues of its shard, and no two shards write one tally row.
 #[derive(Clone)]
 pub(super) struct Journal {
-    ops: mpsc::Sender<Op>,
+    shards: Arc<[mpsc::Sender<Op>]>,
     /// Transactions the journal has committed.
     pub(super) commits: Arc<AtomicU64>,
 }
 
 impl Journal {
-    /// Starts the journal of `node` on `pool`; it stops when the last handle is dropped.
-    pub(super) fn start(pool: Pool, node: Arc<str>) -> Journal {
-        let (ops, rx) = mpsc::channel(JOURNAL_QUEUE_OPS_MAX);
+    /// Starts the journal of `node` on `pool` (of `connections_max` connections); it stops
+    /// when the last handle is dropped.
+    pub(super) fn start(pool: Pool, node: Arc<str>, connections_max: usize) -> Journal {
+        let count = (connections_max / CONNECTIONS_PER_SHARD).clamp(1, JOURNAL_SHARDS_MAX);
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(pool, node, rx, commits.clone()));
-        Journal { ops, commits }
+        let shards = (0..count)
+            .map(|_| {
+                let (ops, rx) = mpsc::channel(JOURNAL_QUEUE_OPS_MAX / count);
+                tokio::spawn(run(pool.clone(), node.clone(), rx, commits.clone()));
+                ops
+            })
+            .collect();
+        Journal { shards, commits }
     }
 
     /// Runs `request` in the next group and answers once that group has committed. Past
@@ -102,12 +118,26 @@ impl Journal {
     pub(super) async fn submit(&self, request: Request) -> Result<Reply> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the queue journal stopped".into());
-        self.ops
+        let queue = match &request {
+            Request::Publish { queue, .. }
+            | Request::Claim { queue, .. }
+            | Request::Settle { queue, .. } => queue,
+        };
+        let shard = &self.shards[shard_of(queue, self.shards.len())];
+        shard
             .send(Op { request, reply })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// The shard of `queue`'s operations (FNV-1a of its name: the same on every run).
+fn shard_of(queue: &str, shards: usize) -> usize {
+    let hash = queue.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % shards as u64) as usize
 }
 
 async fn run(pool: Pool, node: Arc<str>, mut rx: mpsc::Receiver<Op>, commits: Arc<AtomicU64>) {
@@ -118,7 +148,7 @@ async fn run(pool: Pool, node: Arc<str>, mut rx: mpsc::Receiver<Op>, commits: Ar
         let requests: Vec<&Request> = ops.iter().map(|op| &op.request).collect();
         let answers = match group(&pool, &node, &requests, &commits).await {
             Ok(answers) => answers,
-            Err(e) if e.is_unavailable() => {
+            Err(e) if e.is_unavailable() && !e.is_statement_timeout() => {
                 let said = e.to_string();
                 requests
                     .iter()
@@ -126,13 +156,25 @@ async fn run(pool: Pool, node: Arc<str>, mut rx: mpsc::Receiver<Op>, commits: Ar
                     .collect()
             }
             Err(e) if requests.len() == 1 => vec![Err(e)],
-            // A statement failed or the commit did: each alone, for its own answer.
+            // A statement failed, ran out of time (waiting for a lock another node holds,
+            // say) or the commit failed: each alone, for its own answer; once the store is
+            // found unreachable, the rest are told at once.
             Err(_) => {
                 let mut answers = Vec::with_capacity(requests.len());
+                let mut unreachable: Option<String> = None;
                 for request in &requests {
+                    if let Some(said) = &unreachable {
+                        answers.push(Err(StoreError::Unavailable(said.clone())));
+                        continue;
+                    }
                     answers.push(match group(&pool, &node, &[request], &commits).await {
                         Ok(mut one) => one.pop().unwrap_or_else(|| Ok(Reply::Settled)),
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            if e.is_unavailable() && !e.is_statement_timeout() {
+                                unreachable = Some(e.to_string());
+                            }
+                            Err(e)
+                        }
                     });
                 }
                 answers

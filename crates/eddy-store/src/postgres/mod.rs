@@ -395,7 +395,7 @@ impl PgStores {
             )),
         ];
         let stores = PgStores {
-            journal: journal::Journal::start(pool.clone(), node.clone()),
+            journal: journal::Journal::start(pool.clone(), node.clone(), options.connections_max),
             pool,
             node,
             hints: Arc::new(Listener {

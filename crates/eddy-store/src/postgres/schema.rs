@@ -278,8 +278,8 @@ CREATE INDEX node_minutes_minute ON node_minutes (minute_ms);
 
 -- Relayed operations on one connection besides broadcasts: `action` is `broadcast`,
 -- `send`, `close` (with `close_code`, the body its reason), `join` or `leave` (the channel
--- in `channel`). An older node reads every row as a broadcast to `channel`, which for a
--- send or close is empty: no connection is in it.
+-- in the body). An older node reads every row as a broadcast to `channel`, which for all
+-- but a broadcast is empty: no connection is in it.
 ALTER TABLE socket_relay
     ADD COLUMN action     TEXT NOT NULL DEFAULT 'broadcast',
     ADD COLUMN connection TEXT,
@@ -311,6 +311,9 @@ const STATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS eddy_schema (
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {
     loop {
         let tx = client.transaction().await?;
+        // Waiting for another node's migrations, and a migration itself, may take longer
+        // than a store call's statement timeout.
+        tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)",
             &[&locks::MIGRATIONS],
