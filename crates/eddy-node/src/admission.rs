@@ -585,7 +585,11 @@ mod tests {
             tokio::spawn(async move { admission.admit("f", Class::Interactive).await })
         };
         tokio::task::yield_now().await;
-        assert_eq!(admission.load("f").queued, 1, "the second waits for the share");
+        assert_eq!(
+            admission.load("f").queued,
+            1,
+            "the second waits for the share"
+        );
         // The share grows (a node left): the waiter gets in.
         admission.set_cluster_share(ClusterShare { rank: 0, live: 2 });
         let second = waiting.await.unwrap().unwrap();

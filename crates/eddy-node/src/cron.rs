@@ -300,7 +300,9 @@ impl Scheduler {
             self.finish(function, tick_ms).await;
             return;
         }
-        if settings.overlap == Overlap::Skip && running.load(Ordering::Acquire) > 0 {
+        if settings.overlap == Overlap::Skip
+            && self.previous_still_runs(function, tick_ms, running).await
+        {
             tracing::info!(%function, tick = %rfc3339(tick_ms), "tick skipped: the previous run is still going (overlap = skip)");
             self.finish(function, tick_ms).await;
             return;
@@ -311,6 +313,28 @@ impl Scheduler {
     /// The claimed tick is done: no node runs it again.
     async fn finish(&self, function: &str, tick_ms: i64) {
         finish_tick(&self.invoker, function, tick_ms).await;
+    }
+
+    /// Whether a run of an earlier tick is still going: on this node, or on any node of the
+    /// cluster (a claimed tick unfinished under its lease). A store that does not answer
+    /// counts as one going: the tick is skipped rather than run twice at once.
+    async fn previous_still_runs(
+        &self,
+        function: &Arc<str>,
+        tick_ms: i64,
+        running: &Arc<AtomicUsize>,
+    ) -> bool {
+        if running.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        let ticks = &self.invoker.parts().stores.ticks;
+        match ticks.another_tick_running(function, tick_ms).await {
+            Ok(running) => running,
+            Err(e) => {
+                tracing::warn!(%function, error = %e, "whether an earlier tick still runs could not be read; skipping this one");
+                true
+            }
+        }
     }
 
     /// Runs the claimed tick at `tick_ms` in the background, finishing it when the run ends.

@@ -455,6 +455,11 @@ pub trait TickStore: Send + Sync {
         lease_until_ms: i64,
     ) -> Result<Option<i64>>;
 
+    /// Whether a tick of `function` other than `tick_ms` is claimed, not finished, and under
+    /// a lease that has not ended (**reads the clock**): a run of it is going on, on some
+    /// node. What `overlap = skip` asks before a tick runs.
+    async fn another_tick_running(&self, function: &str, tick_ms: i64) -> Result<bool>;
+
     /// Forgets `function`'s schedule state (the function was removed), its running ticks
     /// with it: the next [`TickStore::last_tick`] starts afresh.
     async fn forget_schedule(&self, function: &str) -> Result<()>;

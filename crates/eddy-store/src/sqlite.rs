@@ -360,6 +360,10 @@ impl TickStore for QueueStore {
         QueueStore::reclaim_abandoned_tick(self, function, lease_until_ms).await
     }
 
+    async fn another_tick_running(&self, function: &str, tick_ms: i64) -> Result<bool> {
+        QueueStore::another_tick_running(self, function, tick_ms).await
+    }
+
     async fn forget_schedule(&self, function: &str) -> Result<()> {
         QueueStore::forget_schedule(self, function).await
     }

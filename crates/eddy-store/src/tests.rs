@@ -91,6 +91,7 @@ in_memory!(
     ticks::a_tick_is_claimed_once,
     ticks::concurrent_claims_of_a_tick_let_one_win,
     ticks::an_unfinished_tick_is_claimed_again_once_its_lease_ends,
+    ticks::another_running_tick_is_seen_until_it_finishes_or_its_lease_ends,
 );
 
 /// The contracts `in_memory!` leaves out are exactly those of a restart.

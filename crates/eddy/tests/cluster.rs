@@ -981,3 +981,52 @@ async fn a_nul_in_a_functions_output_loses_no_record() {
         assert!(log.contains(expected), "{function}: {log:?}");
     }
 }
+
+/// `overlap = skip` holds for the cluster: a tick claimed by one node while another node's
+/// run of an earlier tick goes on is skipped, so no two runs of the schedule overlap,
+/// whichever nodes ran them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_skip_holds_across_nodes() {
+    let schema = Schema::new("overlap");
+    let a = Node::start_with_config(&schema.config(""));
+    let mut b = Node::start_with_config(&schema.config(""));
+    b.token = a.token.clone();
+    // Each run takes 2.5 s; ticks come every second.
+    a.deploy_ok(
+        "ticker",
+        "misbehave",
+        json!({"schedule": {"cron": "* * * * * *", "path": "/ticker/sleep?ms=2500"}}),
+    )
+    .await;
+    let runs = wait_for("four runs", Duration::from_secs(40), async || {
+        let (status, body) = a.api_get("/functions/ticker/logs?after=0").await;
+        assert_eq!(status, 200, "{body}");
+        let entries = body["entries"].as_array().cloned().unwrap_or_default();
+        if entries.len() >= 4 {
+            Ok(entries)
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+    let mut spans: Vec<(i64, i64)> = runs
+        .iter()
+        .map(|r| {
+            let at = common::unix_ms(r["at"].as_str().unwrap());
+            (at, at + r["duration_ms"].as_f64().unwrap() as i64)
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two runs overlapped: {pair:?} of {spans:?}"
+        );
+    }
+    // Ticks were skipped (a run takes 2.5 s), or the test showed nothing.
+    let output = format!("{}{}", a.output(), b.output());
+    assert!(
+        output.contains("tick skipped: the previous run is still going"),
+        "no tick was skipped"
+    );
+}

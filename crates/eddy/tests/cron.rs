@@ -274,7 +274,9 @@ async fn ticks_run_once_across_a_cluster_whose_nodes_are_killed() {
     let mut b = Node::start_with_config(&config);
     b.token = a.token.clone();
     // A short timeout and wait keep a killed runner's lease short (about 7 s).
-    let mut deploy = relay_schedule(port, "ticker", json!({}));
+    // `allow`: under `skip` a tick whose runner is killed mid-run holds up the next ticks
+    // until its lease ends (it might still be running): the policy, not a lost tick.
+    let mut deploy = relay_schedule(port, "ticker", json!({"overlap": "allow"}));
     deploy["timeout_ms"] = json!(2000);
     deploy["max_wait_ms"] = json!(100);
     a.deploy_ok("ticker", "misbehave", deploy).await;

@@ -127,6 +127,7 @@ macro_rules! conformance_tests {
             ticks::a_tick_is_claimed_once,
             ticks::concurrent_claims_of_a_tick_let_one_win,
             ticks::an_unfinished_tick_is_claimed_again_once_its_lease_ends,
+            ticks::another_running_tick_is_seen_until_it_finishes_or_its_lease_ends,
             ticks::ticks_survive_a_restart,
             members::beats_are_kept_per_node_forgotten_when_old_and_survive_a_restart,
         );

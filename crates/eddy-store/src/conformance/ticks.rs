@@ -98,3 +98,27 @@ pub async fn an_unfinished_tick_is_claimed_again_once_its_lease_ends<B: Backend>
     assert_eq!(ticks.reclaim_abandoned_tick("f", FAR).await?, None);
     Ok(())
 }
+
+/// `overlap = skip` across nodes: a tick sees another running while that one is claimed,
+/// unfinished and leased; not once it finished, nor once its lease ended (its runner died).
+pub async fn another_running_tick_is_seen_until_it_finishes_or_its_lease_ends<B: Backend>()
+-> Result<()> {
+    let (_place, stores) = open::<B>().await?;
+    let ticks = &stores.ticks;
+    ticks.last_tick("f", 1000).await?;
+    assert!(ticks.claim_tick("f", 2000, FAR).await?);
+    assert!(!ticks.another_tick_running("f", 2000).await?, "itself");
+    assert!(ticks.claim_tick("f", 3000, FAR).await?);
+    assert!(ticks.another_tick_running("f", 3000).await?);
+    assert!(
+        !ticks.another_tick_running("g", 3000).await?,
+        "another schedule's"
+    );
+    ticks.finish_tick("f", 2000).await?;
+    assert!(!ticks.another_tick_running("f", 3000).await?);
+    // A runner that died (its lease ended long ago) holds up no later tick.
+    assert!(ticks.claim_tick("f", 4000, 0).await?);
+    ticks.finish_tick("f", 3000).await?;
+    assert!(!ticks.another_tick_running("f", 5000).await?);
+    Ok(())
+}

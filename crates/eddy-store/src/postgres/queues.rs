@@ -1043,6 +1043,19 @@ impl TickStore for PgStores {
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 
+    async fn another_tick_running(&self, function: &str, tick_ms: i64) -> Result<bool> {
+        Ok(self
+            .client()
+            .await?
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM running_ticks
+                     WHERE function = $1 AND tick_ms <> $2 AND lease_until_ms >= $3)",
+                &[&function, &tick_ms, &now_ms()],
+            )
+            .await?
+            .try_get(0)?)
+    }
+
     async fn forget_schedule(&self, function: &str) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

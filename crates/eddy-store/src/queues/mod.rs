@@ -409,6 +409,13 @@ impl QueueStore {
             .await
     }
 
+    /// Whether another tick of `function` runs under a lease that has not ended.
+    pub async fn another_tick_running(&self, function: &str, tick_ms: i64) -> Result<bool> {
+        let function = function.to_string();
+        self.run(move |conn, _| operations::another_tick_running(conn, &function, tick_ms))
+            .await
+    }
+
     /// Forgets `function`'s schedule state (the function was removed).
     pub async fn forget_schedule(&self, function: &str) -> Result<()> {
         let function = function.to_string();

@@ -495,6 +495,19 @@ pub(super) fn reclaim_abandoned_tick(
         .optional()?)
 }
 
+pub(super) fn another_tick_running(
+    conn: &Connection,
+    function: &str,
+    tick_ms: i64,
+) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM running_ticks
+             WHERE function = ?1 AND tick_ms <> ?2 AND lease_until_ms >= ?3)",
+        params![function, tick_ms, now_ms()],
+        |row| row.get(0),
+    )?)
+}
+
 pub(super) fn forget_schedule(conn: &Connection, function: &str) -> Result<()> {
     conn.execute("DELETE FROM schedules WHERE function = ?1", [function])?;
     conn.execute("DELETE FROM running_ticks WHERE function = ?1", [function])?;
