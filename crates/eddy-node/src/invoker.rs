@@ -121,6 +121,7 @@ impl Invoker {
             records_per_second_max: self.records_per_second_max,
             sink: self.sink.clone(),
             meter: self.parts.meter.clone(),
+            node: self.parts.node.clone(),
             at_ms: self.parts.clock.now_ms(),
             method: request.method().clone(),
             path: request.uri().path_and_query().cloned(),
@@ -356,6 +357,7 @@ pub struct Record {
     records_per_second_max: u32,
     sink: InvocationSink,
     meter: Arc<crate::metering::Meter>,
+    node: Arc<str>,
     at_ms: i64,
     method: http::Method,
     path: Option<http::uri::PathAndQuery>,
@@ -408,6 +410,7 @@ impl Record {
             request_bytes: report.request_bytes,
             response_bytes: report.response_bytes,
             log: storable(report.log),
+            node: self.node.to_string(),
         });
     }
 }

@@ -167,6 +167,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         budgets: Arc::new(caps::Budgets::new(config.clock)),
         runtime: runtime.clone(),
         store_health: Arc::default(),
+        node: node_name.as_str().into(),
     };
     let registry = Arc::new(
         registry::Registry::load(

@@ -23,4 +23,6 @@ pub(crate) struct Parts {
     pub(crate) runtime: Arc<Runtime>,
     /// Whether the store answered when last asked (a cluster's shared store).
     pub(crate) store_health: Arc<crate::health::StoreHealth>,
+    /// This node's name (in invocation records and heartbeats).
+    pub(crate) node: Arc<str>,
 }

@@ -244,6 +244,9 @@ pub struct LogEntry {
     /// Captured stdout and stderr of the invocation, newline-separated.
     #[serde(default)]
     pub log: String,
+    /// The node that ran it; absent for records written before nodes were named.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 /// `GET /v1/functions/{name}/stats`: metered totals since the start of the minute `since`.

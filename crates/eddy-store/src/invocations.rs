@@ -30,8 +30,9 @@ impl Store {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO invocations
                      (function, version, at_ms, method, path, status, outcome, duration_us, log,
-                      cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+                      cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes,
+                     node)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
                  WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?1)",
             )?;
             for inv in batch {
@@ -49,7 +50,8 @@ impl Store {
                     inv.instantiate_us,
                     inv.memory_bytes_peak,
                     inv.request_bytes,
-                    inv.response_bytes
+                    inv.response_bytes,
+                    inv.node
                 ])?;
             }
         }
@@ -115,7 +117,7 @@ impl Store {
 }
 
 const COLUMNS: &str = "id, function, version, at_ms, method, path, status, outcome, duration_us, log, \
-     cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes";
+     cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes, node";
 
 /// SQLite takes limits as i64; anything larger means "no limit".
 fn sql_limit(limit: usize) -> i64 {
@@ -140,6 +142,7 @@ fn invocation_row(row: &Row<'_>) -> rusqlite::Result<InvocationRecord> {
             memory_bytes_peak: row.get(12)?,
             request_bytes: row.get(13)?,
             response_bytes: row.get(14)?,
+            node: row.get(15)?,
         },
     })
 }

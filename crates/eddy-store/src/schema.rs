@@ -187,6 +187,10 @@ CREATE TABLE members (
     stopped          INTEGER NOT NULL
 ) STRICT;
 "#,
+    r#"
+-- The node that ran each invocation.
+ALTER TABLE invocations ADD COLUMN node TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 /// Brings the schema up to `migrations.len()`, one transaction per migration. The version is

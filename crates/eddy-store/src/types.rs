@@ -158,6 +158,9 @@ pub struct NewInvocation {
     pub response_bytes: u64,
     /// Captured stdout and stderr.
     pub log: String,
+    /// The node that ran it (in a cluster, one of several); empty in records written
+    /// before nodes were named.
+    pub node: String,
 }
 
 /// Per-function totals of one minute of invocations.

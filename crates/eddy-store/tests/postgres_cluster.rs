@@ -457,6 +457,7 @@ async fn a_sqlite_nodes_state_copies_into_postgres() -> Result<()> {
         request_bytes: 0,
         response_bytes: 2,
         log: log.into(),
+        node: "single".into(),
     };
     from.invocations
         .append_invocations(vec![invocation("a"), invocation("b")], Default::default())

@@ -119,18 +119,24 @@ fn decode(entry: &Value) -> Result<LogEntry> {
     })
 }
 
-/// One header line per invocation, then each captured line indented:
+/// One header line per invocation (ending with the node that ran it, when the record names
+/// it), then each captured line indented:
 ///
 /// ```text
-/// 2026-11-23T11:00:00.123Z v3 GET /hello 200 ok 1.27ms
+/// 2026-11-23T11:00:00.123Z v3 GET /hello 200 ok 1.27ms on eddy-a
 ///   | stdout line
 /// ```
 fn render(entry: &LogEntry) -> String {
     let status = entry
         .status
         .map_or_else(|| "-".to_owned(), |status| status.to_string());
+    let on = if entry.node.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", escape_controls(&entry.node))
+    };
     let mut text = format!(
-        "{} v{} {} {} {status} {} {}\n",
+        "{} v{} {} {} {status} {} {}{on}\n",
         entry.at,
         entry.version,
         escape_controls(&entry.method),
@@ -210,6 +216,19 @@ mod tests {
                 "  | \\u{1b}]0;pwned\\u{7}\\u{1b}[2J\tred\\u{1b}[31m\\u{d}hidden\\u{85}\n"
             ),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_names_the_node_that_ran_it() {
+        let entry = entry(
+            r#"{"id": 20, "at": "2026-11-23T11:00:02Z", "version": 1, "method": "GET",
+                "path": "/x", "status": 200, "outcome": "ok", "duration_ms": 1,
+                "log": "", "node": "eddy-b"}"#,
+        );
+        assert_eq!(
+            render(&entry),
+            "2026-11-23T11:00:02Z v1 GET /x 200 ok 1.00ms on eddy-b\n"
         );
     }
 

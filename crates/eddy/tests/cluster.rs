@@ -784,6 +784,25 @@ async fn stats_count_every_nodes_invocations_once_and_show_each_share() {
             "{out}"
         );
     }
+    // The cluster's log names the node that ran each invocation: every node is there.
+    let named: std::collections::BTreeSet<String> = shares.iter().map(|s| s.0.clone()).collect();
+    wait_for("records from every node", PROPAGATION_WITHIN, async || {
+        let (_, page) = nodes[1]
+            .api_get("/functions/hello/logs?after=0&limit=1000")
+            .await;
+        let seen: std::collections::BTreeSet<String> = page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"].as_str().unwrap_or("").to_string())
+            .collect();
+        if seen == named {
+            Ok(())
+        } else {
+            Err(format!("{seen:?} of {named:?}"))
+        }
+    })
+    .await;
 }
 
 /// Two requests at once through one node; their statuses, and the refusal's body if any.

@@ -684,6 +684,7 @@ fn log_page(entries: &[InvocationRecord], after: i64) -> LogPage {
                 request_bytes: e.request_bytes,
                 response_bytes: e.response_bytes,
                 log: e.log.clone(),
+                node: e.node.clone(),
             }
         })
         .collect();

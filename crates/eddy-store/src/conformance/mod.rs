@@ -235,6 +235,7 @@ fn invocation(function: &str, at_ms: i64, log: &str) -> NewInvocation {
         outcome: "ok".to_owned(),
         duration_us: 1234,
         log: log.to_owned(),
+        node: "node-a".to_owned(),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::{
 };
 
 const COLUMNS: &str = "id, function, version, at_ms, method, path, status, outcome, duration_us, \
-     log, cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes";
+     log, cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes, node";
 
 fn invocation_row(row: &Row) -> Result<InvocationRecord> {
     let u = |i: usize, what: &str| -> Result<u64> { unsigned(row.try_get(i)?, what) };
@@ -41,6 +41,7 @@ fn invocation_row(row: &Row) -> Result<InvocationRecord> {
             memory_bytes_peak: u(12, "memory_bytes_peak")?,
             request_bytes: u(13, "request_bytes")?,
             response_bytes: u(14, "response_bytes")?,
+            node: row.try_get(15)?,
         },
     })
 }
@@ -126,8 +127,9 @@ impl InvocationStore for PgStores {
             .prepare_cached(
                 "INSERT INTO invocations
                      (function, version, at_ms, method, path, status, outcome, duration_us, log,
-                      cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+                      cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes,
+                      node)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
                  WHERE EXISTS (SELECT 1 FROM functions WHERE name = $1)",
             )
             .await?;
@@ -142,7 +144,7 @@ impl InvocationStore for PgStores {
                 big(inv.response_bytes),
             );
             let instantiate = inv.instantiate_us.map(big);
-            let params: [&(dyn ToSql + Sync); 14] = [
+            let params: [&(dyn ToSql + Sync); 15] = [
                 &inv.function,
                 &version,
                 &inv.at_ms,
@@ -157,6 +159,7 @@ impl InvocationStore for PgStores {
                 &peak,
                 &request,
                 &response,
+                &inv.node,
             ];
             tx.execute(&insert, &params).await?;
         }

@@ -280,6 +280,9 @@ CREATE INDEX node_minutes_minute ON node_minutes (minute_ms);
 -- `send`, `close` (with `close_code`, the body its reason), `join` or `leave` (the channel
 -- in the body). An older node reads every row as a broadcast to `channel`, which for all
 -- but a broadcast is empty: no connection is in it.
+-- The node that ran each invocation.
+ALTER TABLE invocations ADD COLUMN node TEXT NOT NULL DEFAULT '';
+
 ALTER TABLE socket_relay
     ADD COLUMN action     TEXT NOT NULL DEFAULT 'broadcast',
     ADD COLUMN connection TEXT,
