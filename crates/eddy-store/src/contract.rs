@@ -228,6 +228,13 @@ pub trait InvocationStore: Send + Sync {
         since_minute_ms: i64,
     ) -> Result<Vec<(String, Rollup)>>;
 
+    /// What [`InvocationStore::cost_totals`] returns, for each node's share: `(node,
+    /// function, since_minute_ms, totals)` per node, function and memory limit, ordered that
+    /// way; the shares of each function and memory limit sum to its cost totals. A store only
+    /// one node uses (SQLite) answers its cost totals under the node `""`.
+    async fn cost_shares(&self, since_minute_ms: i64)
+    -> Result<Vec<(String, String, i64, Rollup)>>;
+
     /// Every function's stored rollups from `since_minute_ms` on as `(function, minute_ms,
     /// rollup)`, ordered by minute then function, with only what prices them filled in:
     /// `invocations`, `wall_us`, `cpu_us`, `billed_ms` and `memory_limit_bytes` (the other

@@ -192,6 +192,17 @@ impl InvocationStore for Store {
         Ok(vec![(String::new(), total.share())])
     }
 
+    async fn cost_shares(
+        &self,
+        since_minute_ms: i64,
+    ) -> Result<Vec<(String, String, i64, Rollup)>> {
+        let totals = InvocationStore::cost_totals(self, since_minute_ms).await?;
+        Ok(totals
+            .into_iter()
+            .map(|(function, minute, rollup)| (String::new(), function, minute, rollup))
+            .collect())
+    }
+
     async fn cost_minutes(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
         self.blocking(move |store| store.cost_minutes(since_minute_ms))
             .await

@@ -219,7 +219,40 @@ fn render(r: &Value) -> String {
             &rows,
         ));
     }
+    out.push_str(&by_node(r));
     out
+}
+
+/// A cluster's report: each node's share, under each sheet (nothing on a single node).
+fn by_node(r: &Value) -> String {
+    let nodes = r["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if nodes.len() < 2 {
+        return String::new();
+    }
+    let sheets: Vec<&str> = nodes[0]["sheets"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["sheet"].as_str()).collect())
+        .unwrap_or_default();
+    let mut header = vec!["NODE", "INVOCATIONS"];
+    header.extend(sheets.iter().copied());
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let mut row = vec![
+                n["node"].as_str().unwrap_or("?").to_string(),
+                n["invocations"].as_u64().unwrap_or(0).to_string(),
+            ];
+            row.extend(
+                n["sheets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| usd(s["cost_usd"].as_f64().unwrap_or(0.0))),
+            );
+            row
+        })
+        .collect();
+    format!("\nby node\n{}", table::render(&header, &rows))
 }
 
 #[cfg(test)]

@@ -803,6 +803,42 @@ async fn stats_count_every_nodes_invocations_once_and_show_each_share() {
         }
     })
     .await;
+
+    // The cost report prices each node's share too; on a per-invocation sheet the shares
+    // add up to the cluster's cost.
+    let (status, report) = nodes[0]
+        .api_get("/cost?function=hello&sheet=aws-lambda-x86")
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let whole = report["sheets"][0]["cost_usd"].as_f64().unwrap();
+    let parts: Vec<(String, u64, f64)> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_string(),
+                n["invocations"].as_u64().unwrap(),
+                n["sheets"][0]["cost_usd"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let mut counts: Vec<u64> = parts.iter().map(|p| p.1).collect();
+    counts.sort();
+    assert_eq!(counts, [EACH, 2 * EACH, 3 * EACH], "{report}");
+    let sum: f64 = parts.iter().map(|p| p.2).sum();
+    assert!(
+        whole > 0.0 && (sum - whole).abs() <= whole * 1e-9,
+        "{sum} of {whole}: {report}"
+    );
+    let out = common::stdout_ok(&nodes[0].cli(&[
+        "cost",
+        "--function",
+        "hello",
+        "--sheet",
+        "aws-lambda-x86",
+    ]));
+    assert!(out.contains("by node"), "{out}");
 }
 
 /// Two requests at once through one node; their statuses, and the refusal's body if any.

@@ -86,18 +86,35 @@ async fn report(
         .min(month_start)
         .min(now - FORECAST_TRAILING_DAYS * DAY_MS);
     let minutes = cost::minutes_since(&state.parts, load_from).await?;
-    let report = cost::report(
-        &ReportQuery {
-            function: query.function.as_deref(),
-            from_ms,
-            now_ms: now,
-            sheets: &chosen,
-        },
-        &minutes,
-    );
-    Ok(Json(serde_json::to_value(report).map_err(|e| {
-        ApiError::internal("the cost report does not encode", e)
-    })?))
+    let report_query = ReportQuery {
+        function: query.function.as_deref(),
+        from_ms,
+        now_ms: now,
+        sheets: &chosen,
+    };
+    let report = cost::report(&report_query, &minutes);
+    let mut json = serde_json::to_value(report)
+        .map_err(|e| ApiError::internal("the cost report does not encode", e))?;
+    // Each node's share of the window, priced the same way (a machine sheet prices each
+    // node as one machine).
+    let nodes: Vec<Value> = cost::shares_since(&state.parts, from_ms)
+        .await?
+        .into_iter()
+        .map(|(node, minutes)| {
+            let share = cost::report(&report_query, &minutes);
+            json!({
+                "node": node,
+                "invocations": share.usage.invocations,
+                "cpu_ms": share.usage.cpu_ms,
+                "sheets": share.sheets.iter().map(|s| json!({
+                    "sheet": s.sheet,
+                    "cost_usd": s.cost_usd,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json["nodes"] = Value::Array(nodes);
+    Ok(Json(json))
 }
 
 fn no_sheet(name: &str, all: &[PriceSheet]) -> ApiError {

@@ -43,6 +43,37 @@ pub async fn totals_since(parts: &Parts, since_ms: i64) -> Result<Vec<Minute>, P
     read(parts, since_ms, Totals::PerFunction).await
 }
 
+/// What `totals_since` reads, per node: each node's stored share of the cost totals, this
+/// node's minutes not yet flushed added to its own. A single node's store names its one share
+/// `""`: this node's.
+pub async fn shares_since(
+    parts: &Parts,
+    since_ms: i64,
+) -> Result<std::collections::BTreeMap<String, Vec<Minute>>, Problem> {
+    let from_minute = since_ms - since_ms.rem_euclid(MINUTE_MS);
+    let meter = &parts.meter;
+    let _gate = meter.flush_gate.read().await;
+    let mut by_node: std::collections::BTreeMap<String, Vec<Minute>> = Default::default();
+    for (node, function, minute, rollup) in
+        parts.stores.invocations.cost_shares(from_minute).await?
+    {
+        let node = if node.is_empty() {
+            parts.node.to_string()
+        } else {
+            node
+        };
+        by_node
+            .entry(node)
+            .or_default()
+            .push((function, minute, rollup));
+    }
+    by_node
+        .entry(parts.node.to_string())
+        .or_default()
+        .extend(meter.pending_since(from_minute));
+    Ok(by_node)
+}
+
 /// How the stored minutes are read.
 enum Totals {
     PerMinute,

@@ -518,6 +518,18 @@ pub async fn cost_totals_sum_per_function_and_memory_limit<B: Backend>() -> Resu
         ]
     );
     assert!(invocations.cost_totals(MINUTE + 180_000).await?.is_empty());
+    // One node wrote them all: its share is the totals.
+    for since in [MINUTE, MINUTE + 60_000] {
+        let shares = invocations.cost_shares(since).await?;
+        let nodes: std::collections::BTreeSet<&str> =
+            shares.iter().map(|(node, ..)| node.as_str()).collect();
+        assert_eq!(nodes.len(), 1, "{shares:?}");
+        let as_totals: Vec<(String, i64, Rollup)> = shares
+            .into_iter()
+            .map(|(_, f, minute, r)| (f, minute, r))
+            .collect();
+        assert_eq!(as_totals, invocations.cost_totals(since).await?);
+    }
     Ok(())
 }
 

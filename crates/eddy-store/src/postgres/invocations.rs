@@ -411,6 +411,34 @@ impl InvocationStore for PgStores {
         rows.iter().map(cost_row).collect()
     }
 
+    async fn cost_shares(
+        &self,
+        since_minute_ms: i64,
+    ) -> Result<Vec<(String, String, i64, Rollup)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT n.function, $1::BIGINT, SUM(n.invocations)::BIGINT,
+                        SUM(n.wall_us)::BIGINT, SUM(n.cpu_us)::BIGINT, SUM(n.billed_ms)::BIGINT,
+                        m.memory_limit_bytes, n.node
+                 FROM node_minutes n
+                 JOIN invocation_minutes m ON m.function = n.function
+                     AND m.minute_ms = n.minute_ms
+                 WHERE n.minute_ms >= $1
+                 GROUP BY n.node, n.function, m.memory_limit_bytes
+                 ORDER BY n.node, n.function, m.memory_limit_bytes",
+                &[&since_minute_ms],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let (function, minute, rollup) = cost_row(row)?;
+                Ok((row.try_get(7)?, function, minute, rollup))
+            })
+            .collect()
+    }
+
     async fn cost_totals(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
         let rows = self
             .client()
