@@ -258,8 +258,27 @@ impl Sockets {
         }
     }
 
-    /// Hands `action` on a connection this node does not hold to the cluster's other nodes,
-    /// if there are any: `Ok(Reach::Relayed)`; else the connection is unknown.
+    /// What was done `here`; when the connection is not on this node, `relayed()`'s body and
+    /// action handed to the cluster's other nodes, if there are any (`Ok(Reach::Relayed)`;
+    /// else the connection is unknown).
+    fn or_relayed(
+        &self,
+        here: Result<(), SocketError>,
+        function: Option<&str>,
+        relayed: impl FnOnce() -> (Option<Message>, eddy_store::RelayAction),
+    ) -> Result<Reach, SocketError> {
+        match here {
+            Err(SocketError::NoConnection) => {
+                let (message, action) = relayed();
+                self.relay_to_holder(function, "", message.as_ref(), action)
+            }
+            done => done.map(|()| Reach::Here),
+        }
+    }
+
+    /// Hands `action` (on `channel`, for a broadcast) to the cluster's other nodes, in the
+    /// order made: `Ok(Reach::Relayed)`; `NoConnection` without other nodes (or for the
+    /// node's own calls), `RelayFull` past `RELAY_QUEUE_MAX` waiting.
     fn relay_to_holder(
         &self,
         function: Option<&str>,
@@ -287,7 +306,7 @@ impl Sockets {
         if relay.try_send(relayed).is_err() {
             tracing::warn!(
                 queued = RELAY_QUEUE_MAX,
-                "a WebSocket operation was not relayed to the other nodes: RELAY_QUEUE_MAX are waiting for the store"
+                "a WebSocket broadcast or operation was not relayed to the other nodes: RELAY_QUEUE_MAX are waiting for the store"
             );
             return Err(SocketError::RelayFull);
         }
@@ -375,17 +394,11 @@ impl Sockets {
         id: &str,
         message: Message,
     ) -> Result<Reach, SocketError> {
-        match self.send_here(function, id, message.clone()) {
-            Err(SocketError::NoConnection) => self.relay_to_holder(
-                function,
-                "",
-                Some(&message),
-                eddy_store::RelayAction::Send {
-                    connection: id.to_owned(),
-                },
-            ),
-            done => done.map(|()| Reach::Here),
-        }
+        let here = self.send_here(function, id, message.clone());
+        self.or_relayed(here, function, || {
+            let connection = id.to_owned();
+            (Some(message), eddy_store::RelayAction::Send { connection })
+        })
     }
 
     fn send_here(
@@ -431,18 +444,12 @@ impl Sockets {
         code: u16,
         reason: String,
     ) -> Result<Reach, SocketError> {
-        match self.close_here(function, id, code, reason.clone()) {
-            Err(SocketError::NoConnection) => self.relay_to_holder(
-                function,
-                "",
-                Some(&Message::Text(reason.into())),
-                eddy_store::RelayAction::Close {
-                    connection: id.to_owned(),
-                    code,
-                },
-            ),
-            done => done.map(|()| Reach::Here),
-        }
+        let here = self.close_here(function, id, code, reason.clone());
+        self.or_relayed(here, function, || {
+            let connection = id.to_owned();
+            let action = eddy_store::RelayAction::Close { connection, code };
+            (Some(Message::Text(reason.into())), action)
+        })
     }
 
     fn close_here(
@@ -488,18 +495,12 @@ impl Sockets {
         channel: &str,
         join: bool,
     ) -> Result<Reach, SocketError> {
-        match self.membership_here(function, id, channel, join) {
-            Err(SocketError::NoConnection) => self.relay_to_holder(
-                function,
-                "",
-                Some(&Message::Text(channel.into())),
-                eddy_store::RelayAction::Membership {
-                    connection: id.to_owned(),
-                    join,
-                },
-            ),
-            done => done.map(|()| Reach::Here),
-        }
+        let here = self.membership_here(function, id, channel, join);
+        self.or_relayed(here, function, || {
+            let connection = id.to_owned();
+            let action = eddy_store::RelayAction::Membership { connection, join };
+            (Some(Message::Text(channel.into())), action)
+        })
     }
 
     fn membership_here(
@@ -541,27 +542,13 @@ impl Sockets {
     /// is closed, the others are not held up). The other nodes get it through the store, in
     /// the background.
     pub fn broadcast(&self, function: &str, channel: &str, message: Message) -> usize {
-        if let Some((relay, node)) = self.relay.get() {
-            let (binary, body) = match &message {
-                Message::Binary(bytes) => (true, bytes.to_vec()),
-                Message::Text(text) => (false, text.as_bytes().to_vec()),
-                _ => (false, Vec::new()),
-            };
-            let relayed = eddy_store::RelayedBroadcast {
-                origin: node.clone(),
-                function: function.to_owned(),
-                channel: channel.to_owned(),
-                binary,
-                body,
-                action: eddy_store::RelayAction::Broadcast,
-            };
-            if relay.try_send(relayed).is_err() {
-                tracing::warn!(
-                    queued = RELAY_QUEUE_MAX,
-                    "a WebSocket broadcast was not relayed to the other nodes: RELAY_QUEUE_MAX broadcasts are waiting for the store"
-                );
-            }
-        }
+        // A single node has no one to relay to; a full relay queue is logged there.
+        let _ = self.relay_to_holder(
+            Some(function),
+            channel,
+            Some(&message),
+            eddy_store::RelayAction::Broadcast,
+        );
         self.broadcast_here(function, channel, message)
     }
 
