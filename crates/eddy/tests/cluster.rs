@@ -16,6 +16,17 @@ use serde_json::json;
 /// a notification can meet it.
 const PROPAGATION_WITHIN: Duration = Duration::from_secs(20);
 
+/// `count` nodes on `config`, the first one's token given to the others (the cluster's).
+fn start_nodes(config: &str, count: usize) -> Vec<Node> {
+    let mut nodes = vec![Node::start_with_config(config)];
+    for _ in 1..count {
+        let mut node = Node::start_with_config(config);
+        node.token = nodes[0].token.clone();
+        nodes.push(node);
+    }
+    nodes
+}
+
 async fn status(node: &Node, path: &str) -> Result<String, String> {
     let reply = node.get(path).await;
     let seen = format!("{} {}", reply.status, reply.body.trim());
@@ -630,13 +641,7 @@ async fn a_budget_alerts_once_for_the_cluster_and_its_cap_holds_on_every_node() 
         600_000,
         "budget_check_interval_ms = 100\n",
     );
-    let a = Node::start_with_config(&config);
-    let mut nodes = vec![a];
-    for _ in 0..2 {
-        let mut node = Node::start_with_config(&config);
-        node.token = nodes[0].token.clone();
-        nodes.push(node);
-    }
+    let nodes = start_nodes(&config, 3);
     nodes[0]
         .deploy_ok(
             "capped",
@@ -726,13 +731,7 @@ async fn a_budget_alerts_once_for_the_cluster_and_its_cap_holds_on_every_node() 
 async fn stats_count_every_nodes_invocations_once_and_show_each_share() {
     const EACH: u64 = 25;
     let schema = Schema::new("shares");
-    let a = Node::start_with_config(&schema.config(""));
-    let mut nodes = vec![a];
-    for _ in 0..2 {
-        let mut node = Node::start_with_config(&schema.config(""));
-        node.token = nodes[0].token.clone();
-        nodes.push(node);
-    }
+    let nodes = start_nodes(&schema.config(""), 3);
     nodes[0].deploy_ok("hello", "hello-rust", json!({})).await;
     for (i, node) in nodes.iter().enumerate() {
         // Node i serves (i + 1) × EACH requests.
@@ -923,9 +922,7 @@ async fn sends_joins_and_closes_by_connection_id_reach_the_node_holding_it() {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let schema = Schema::new("socket_ops");
-    let a = Node::start_with_config(&schema.config(""));
-    let mut b = Node::start_with_config(&schema.config(""));
-    b.token = a.token.clone();
+    let [a, b]: [Node; 2] = start_nodes(&schema.config(""), 2).try_into().ok().unwrap();
     a.deploy_ok("chat", "misbehave", json!({"websocket": true}))
         .await;
     a.deploy_ok(
@@ -1043,9 +1040,7 @@ async fn a_nul_in_a_functions_output_loses_no_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlap_skip_holds_across_nodes() {
     let schema = Schema::new("overlap");
-    let a = Node::start_with_config(&schema.config(""));
-    let mut b = Node::start_with_config(&schema.config(""));
-    b.token = a.token.clone();
+    let [a, b]: [Node; 2] = start_nodes(&schema.config(""), 2).try_into().ok().unwrap();
     // Each run takes 2.5 s; ticks come every second.
     a.deploy_ok(
         "ticker",
