@@ -73,7 +73,23 @@ pub struct Registry {
     /// Bumped each time a new route table is swapped in (a deploy, rollback or removal):
     /// the triggers wait on it instead of polling the table.
     published: tokio::sync::watch::Sender<u64>,
+    /// Versions another node made live that this node could not prepare, by function: the
+    /// version (number, creation time, digest), why, and when to try again. Kept under the
+    /// change lock (`prepared`).
+    unpreparable: std::sync::Mutex<HashMap<Arc<str>, Unpreparable>>,
 }
+
+/// A live version this node could not prepare, and when it tries again.
+struct Unpreparable {
+    version: (u32, i64, String),
+    why: String,
+    retry_at_ms: i64,
+}
+
+/// How long a node waits before it tries again to prepare a version another node made live
+/// and it could not (a compile limit of its own, say): not at every look at the store,
+/// each of which would hold the change lock for a whole compilation.
+pub const UNPREPARABLE_RETRY_MS: i64 = 60_000;
 
 impl Registry {
     /// Restore every function's live version from the store. Compiled code comes from the
@@ -97,6 +113,7 @@ impl Registry {
             artifacts,
             clock: parts.clock,
             published: tokio::sync::watch::Sender::new(0),
+            unpreparable: std::sync::Mutex::new(HashMap::new()),
         };
         let functions = registry.stores.functions.list_functions().await?;
         let mut prepared = registry.prepared.lock().await;
@@ -319,15 +336,43 @@ impl Registry {
             if same {
                 continue;
             }
+            let key = (live.version, live.created_at_ms, live.digest.clone());
+            let now = self.clock.now_ms();
+            let waiting = {
+                let unpreparable = self.unpreparable.lock().unwrap_or_else(|e| e.into_inner());
+                unpreparable
+                    .get(&*function.name)
+                    .filter(|u| u.version == key && now < u.retry_at_ms)
+                    .map(|u| u.why.clone())
+            };
+            if let Some(why) = waiting {
+                failed.get_or_insert(Problem::new(Kind::Limit, "unpreparable", why));
+                continue;
+            }
             match self.prepare_version(&mut prepared_cache, live).await {
                 Ok(prepared) => {
+                    self.unpreparable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&*function.name);
                     self.configure_stored(&function.name, prepared.admission);
                     routes = routes.with(prepared);
                     changed += 1;
                     tracing::info!(function = %function.name, version = live.version, "serving a version another node made live");
                 }
                 Err(problem) => {
-                    tracing::warn!(function = %function.name, version = live.version, %problem, "cannot serve the version another node made live; still serving the one before");
+                    tracing::warn!(function = %function.name, version = live.version, %problem, retry_in_ms = UNPREPARABLE_RETRY_MS, "cannot serve the version another node made live; still serving the one before");
+                    self.unpreparable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(
+                            function.name.as_str().into(),
+                            Unpreparable {
+                                version: key,
+                                why: problem.message.clone(),
+                                retry_at_ms: now + UNPREPARABLE_RETRY_MS,
+                            },
+                        );
                     failed.get_or_insert(problem);
                 }
             }
@@ -354,6 +399,10 @@ impl Registry {
 
     /// Drops what this node keeps of a removed function besides its routes.
     fn forget(&self, name: &str) {
+        self.unpreparable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         self.admission.remove(name);
         self.meter.remove(name);
         self.instance_gauges

@@ -1080,3 +1080,30 @@ async fn overlap_skip_holds_across_nodes() {
         "no tick was skipped"
     );
 }
+
+/// A version this node cannot prepare (here: its own compile limit is far below what the
+/// compilation takes) is not compiled again at every look at the store, each of which
+/// would hold the node's change lock for a whole compilation: once, then after
+/// `UNPREPARABLE_RETRY_MS`. The node keeps answering meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_a_node_cannot_prepare_is_not_compiled_at_every_poll() {
+    const CANNOT: &str = "cannot serve the version another node made live";
+    let schema = Schema::new("unpreparable");
+    let a = Node::start_with_config(&schema.config_polling("", 100));
+    let mut b =
+        Node::start_with_config(&schema.config_limits("", 100, "compile_time_ms_max = 1\n"));
+    b.token = a.token.clone();
+    a.deploy_ok("hello", "hello-rust", json!({})).await;
+    common::wait_until("node B to try once", PROPAGATION_WITHIN, async || {
+        b.output().contains(CANNOT)
+    })
+    .await;
+    // Thirty polls later: still the one attempt.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let output = b.output();
+    assert_eq!(output.matches(CANNOT).count(), 1, "{output}");
+    assert!(output.contains("compile_time_ms_max"), "{output}");
+    let (code, _) = b.api_get("/functions").await;
+    assert_eq!(code, 200);
+    assert_eq!(b.get("/hello").await.status, 404);
+}
