@@ -123,46 +123,65 @@ impl InvocationStore for PgStores {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock(&tx, locks::INVOCATIONS).await?;
+        // One statement for the batch; ids follow the batch's order.
         let insert = tx
             .prepare_cached(
                 "INSERT INTO invocations
                      (function, version, at_ms, method, path, status, outcome, duration_us, log,
                       cpu_us, instantiate_us, memory_bytes_peak, request_bytes, response_bytes,
                       node)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
-                 WHERE EXISTS (SELECT 1 FROM functions WHERE name = $1)",
+                 SELECT r.function, r.version, r.at_ms, r.method, r.path, r.status, r.outcome,
+                     r.duration_us, r.log, r.cpu_us, r.instantiate_us, r.memory_bytes_peak,
+                     r.request_bytes, r.response_bytes, r.node
+                 FROM unnest($1::TEXT[], $2::INTEGER[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
+                     $6::INTEGER[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::BIGINT[],
+                     $11::BIGINT[], $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::TEXT[])
+                     WITH ORDINALITY AS r(function, version, at_ms, method, path, status,
+                         outcome, duration_us, log, cpu_us, instantiate_us, memory_bytes_peak,
+                         request_bytes, response_bytes, node, ord)
+                 WHERE EXISTS (SELECT 1 FROM functions WHERE name = r.function)
+                 ORDER BY r.ord",
             )
             .await?;
-        for inv in &batch {
-            let version = i32::try_from(inv.version).unwrap_or(i32::MAX);
-            let status = i32::from(inv.status);
-            let (duration, cpu, peak, request, response) = (
-                big(inv.duration_us),
-                big(inv.cpu_us),
-                big(inv.memory_bytes_peak),
-                big(inv.request_bytes),
-                big(inv.response_bytes),
-            );
-            let instantiate = inv.instantiate_us.map(big);
-            let params: [&(dyn ToSql + Sync); 15] = [
-                &inv.function,
-                &version,
-                &inv.at_ms,
-                &inv.method,
-                &inv.path,
-                &status,
-                &inv.outcome,
-                &duration,
-                &inv.log,
-                &cpu,
-                &instantiate,
-                &peak,
-                &request,
-                &response,
-                &inv.node,
-            ];
-            tx.execute(&insert, &params).await?;
-        }
+        let column = |f: fn(&NewInvocation) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
+        let text = |f: fn(&NewInvocation) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
+        let functions = text(|i| &i.function);
+        let versions: Vec<i32> = batch
+            .iter()
+            .map(|i| i32::try_from(i.version).unwrap_or(i32::MAX))
+            .collect();
+        let at = column(|i| i.at_ms);
+        let methods = text(|i| &i.method);
+        let paths = text(|i| &i.path);
+        let statuses: Vec<i32> = batch.iter().map(|i| i32::from(i.status)).collect();
+        let outcomes = text(|i| &i.outcome);
+        let durations = column(|i| big(i.duration_us));
+        let logs = text(|i| &i.log);
+        let cpu = column(|i| big(i.cpu_us));
+        let instantiate: Vec<Option<i64>> =
+            batch.iter().map(|i| i.instantiate_us.map(big)).collect();
+        let peaks = column(|i| big(i.memory_bytes_peak));
+        let requests = column(|i| big(i.request_bytes));
+        let responses = column(|i| big(i.response_bytes));
+        let nodes = text(|i| &i.node);
+        let params: [&(dyn ToSql + Sync); 15] = [
+            &functions,
+            &versions,
+            &at,
+            &methods,
+            &paths,
+            &statuses,
+            &outcomes,
+            &durations,
+            &logs,
+            &cpu,
+            &instantiate,
+            &peaks,
+            &requests,
+            &responses,
+            &nodes,
+        ];
+        tx.execute(&insert, &params).await?;
         tx.execute("DELETE FROM invocations WHERE at_ms < $1", &[&cutoff_ms])
             .await?;
         let functions: BTreeSet<&str> = batch.iter().map(|inv| inv.function.as_str()).collect();
