@@ -509,10 +509,11 @@ pub enum RelayAction {
 /// nodes share provides it ([`Stores::relay`]).
 #[async_trait]
 pub trait SocketRelay: Send + Sync {
-    /// Hands `broadcast` to the other nodes: each receives it once through
-    /// [`SocketRelay::subscribe`] if it listens when it is sent (a node that is down or cut
-    /// off misses it: broadcasts are not queued).
-    async fn relay(&self, broadcast: RelayedBroadcast) -> Result<()>;
+    /// Hands `broadcasts` (of one origin) to the other nodes, in order, in one write and one
+    /// notification: each node receives each once through [`SocketRelay::subscribe`] if it
+    /// listens when they are sent (a node that is down or cut off misses them: broadcasts
+    /// are not queued).
+    async fn relay(&self, broadcasts: Vec<RelayedBroadcast>) -> Result<()>;
 
     /// Broadcasts other nodes relay, as they arrive (this node's own are left out).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RelayedBroadcast>;

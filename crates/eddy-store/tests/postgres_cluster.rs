@@ -769,3 +769,60 @@ async fn a_statement_past_the_timeout_fails_and_the_next_goes_through() -> Resul
     assert_eq!(node.counts("jobs").await?.depth, 1);
     Ok(())
 }
+
+/// Relayed WebSocket broadcasts: a batch written by one node reaches every other node once
+/// and in order (one notification for the batch), its origin hears none of its own, and
+/// batches two nodes write at once each arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_batches_reach_the_other_nodes_once_and_in_order() -> Result<()> {
+    use eddy_store::{RelayAction, RelayedBroadcast, SocketRelay};
+    let schema = TestSchema::new("relay").await;
+    let all = nodes(&schema, &["a", "b", "c"]).await?;
+    let mut at_b = SocketRelay::subscribe(&all[1]);
+    let mut at_a = SocketRelay::subscribe(&all[0]);
+    // Give each listener time to LISTEN (it bumps the change hints when it has).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let batch = |origin: &str, n: usize| -> Vec<RelayedBroadcast> {
+        (0..n)
+            .map(|i| RelayedBroadcast {
+                origin: origin.into(),
+                function: "chat".into(),
+                channel: "room".into(),
+                binary: false,
+                body: format!("{origin}{i}").into_bytes(),
+                action: RelayAction::Broadcast,
+            })
+            .collect()
+    };
+    let (a, c) = (all[0].clone(), all[2].clone());
+    let (from_a, from_c) = tokio::join!(a.relay(batch("a", 5)), c.relay(batch("c", 4)));
+    from_a?;
+    from_c?;
+    let mut heard: Vec<String> = Vec::new();
+    while heard.len() < 9 {
+        let b = tokio::time::timeout(Duration::from_secs(20), at_b.recv())
+            .await
+            .expect("every relayed broadcast within 20 s")
+            .expect("the relay");
+        heard.push(String::from_utf8(b.body).unwrap());
+    }
+    let of =
+        |origin: char| -> Vec<&String> { heard.iter().filter(|h| h.starts_with(origin)).collect() };
+    assert_eq!(of('a'), ["a0", "a1", "a2", "a3", "a4"], "{heard:?}");
+    assert_eq!(of('c'), ["c0", "c1", "c2", "c3"], "{heard:?}");
+    // A hears C's, not its own.
+    let mut at_a_heard = Vec::new();
+    while at_a_heard.len() < 4 {
+        let b = tokio::time::timeout(Duration::from_secs(20), at_a.recv())
+            .await
+            .expect("C's broadcasts at A within 20 s")
+            .expect("the relay");
+        at_a_heard.push(b.origin);
+    }
+    assert_eq!(at_a_heard, ["c", "c", "c", "c"]);
+    // And nothing more, at either.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(at_b.try_recv().is_err(), "B heard a broadcast twice");
+    assert!(at_a.try_recv().is_err(), "A heard one twice, or its own");
+    Ok(())
+}

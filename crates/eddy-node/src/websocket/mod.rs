@@ -83,6 +83,9 @@ pub const HEADER_CLOSE_CODE: &str = "eddy-websocket-close-code";
 /// delivered on this node only (and logged), rather than queued without bound while the
 /// store is slow or away.
 pub const RELAY_QUEUE_MAX: usize = 1024;
+/// Relayed broadcasts and operations written to the store in one transaction, with one
+/// notification, at most.
+const RELAY_BATCH_MAX: usize = 256;
 
 pub struct Sockets {
     limits: LimitsConfig,
@@ -191,11 +194,14 @@ impl Sockets {
         if self.relay.set((outgoing, node)).is_err() {
             return;
         }
-        // One sender, so broadcasts reach the other nodes in the order they were made.
+        // One sender, so broadcasts reach the other nodes in the order they were made; what
+        // waits goes in one write and one notification (coalesced).
         tokio::spawn(async move {
-            while let Some(broadcast) = to_relay.recv().await {
-                if let Err(e) = relay.relay(broadcast).await {
-                    tracing::warn!(error = %e, "a WebSocket broadcast could not be relayed to the other nodes");
+            let mut batch = Vec::new();
+            while to_relay.recv_many(&mut batch, RELAY_BATCH_MAX).await > 0 {
+                let count = batch.len();
+                if let Err(e) = relay.relay(std::mem::take(&mut batch)).await {
+                    tracing::warn!(error = %e, count, "WebSocket broadcasts could not be relayed to the other nodes");
                 }
             }
         });

@@ -147,47 +147,68 @@ impl crate::ChangeHints for PgStores {
 
 #[async_trait::async_trait]
 impl crate::SocketRelay for PgStores {
-    async fn relay(&self, broadcast: crate::RelayedBroadcast) -> Result<()> {
+    async fn relay(&self, broadcasts: Vec<crate::RelayedBroadcast>) -> Result<()> {
+        let Some(origin) = broadcasts.first().map(|b| b.origin.clone()) else {
+            return Ok(());
+        };
         let now = crate::store::now_ms();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let (action, connection, code) = match &broadcast.action {
-            crate::RelayAction::Broadcast => ("broadcast", None, None),
-            crate::RelayAction::Send { connection } => ("send", Some(connection), None),
-            crate::RelayAction::Close { connection, code } => {
-                ("close", Some(connection), Some(i32::from(*code)))
-            }
-            crate::RelayAction::Membership { connection, join } => {
-                (if *join { "join" } else { "leave" }, Some(connection), None)
-            }
-        };
-        let id: i64 = tx
-            .query_one(
+        let insert = tx
+            .prepare_cached(
                 "INSERT INTO socket_relay (origin, function, channel, binary_body, body,
                      created_at_ms, action, connection, close_code)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                &[
-                    &broadcast.origin,
-                    &broadcast.function,
-                    &broadcast.channel,
-                    &broadcast.binary,
-                    &broadcast.body,
-                    &now,
-                    &action,
-                    &connection,
-                    &code,
-                ],
             )
-            .await?
-            .try_get(0)?;
+            .await?;
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        for broadcast in &broadcasts {
+            let (action, connection, code) = match &broadcast.action {
+                crate::RelayAction::Broadcast => ("broadcast", None, None),
+                crate::RelayAction::Send { connection } => ("send", Some(connection), None),
+                crate::RelayAction::Close { connection, code } => {
+                    ("close", Some(connection), Some(i32::from(*code)))
+                }
+                crate::RelayAction::Membership { connection, join } => {
+                    (if *join { "join" } else { "leave" }, Some(connection), None)
+                }
+            };
+            let id: i64 = tx
+                .query_one(
+                    &insert,
+                    &[
+                        &origin,
+                        &broadcast.function,
+                        &broadcast.channel,
+                        &broadcast.binary,
+                        &broadcast.body,
+                        &now,
+                        &action,
+                        &connection,
+                        &code,
+                    ],
+                )
+                .await?
+                .try_get(0)?;
+            first = first.min(id);
+            last = last.max(id);
+        }
         tx.execute(
             "DELETE FROM socket_relay WHERE created_at_ms < $1",
             &[&(now - RELAY_KEPT_MS)],
         )
         .await?;
+        // One notification for the batch: its ids (other nodes' rows may take ids between
+        // them, hence the origin). One row is named by its id alone, as a release before
+        // this one names every row, so such a node still reads it.
+        let payload = if first == last {
+            first.to_string()
+        } else {
+            format!("{first} {last} {origin}")
+        };
         tx.execute(
             "SELECT pg_notify($1 || current_schema(), $2)",
-            &[&SOCKETS_CHANNEL, &id.to_string()],
+            &[&SOCKETS_CHANNEL, &payload],
         )
         .await?;
         tx.commit().await?;
@@ -199,23 +220,54 @@ impl crate::SocketRelay for PgStores {
     }
 }
 
-/// Reads each relayed broadcast `ids` names and hands it to the subscribers, unless it
-/// came from `node`.
+/// The relayed rows one notification names: ids `first..=last`, of `origin` when given.
+#[derive(Debug, PartialEq, Eq)]
+struct RelayedRows {
+    first: i64,
+    last: i64,
+    origin: Option<String>,
+}
+
+impl RelayedRows {
+    /// A notification's payload: `ID`, or `FIRST LAST ORIGIN`.
+    fn parse(payload: &str) -> Option<RelayedRows> {
+        let mut parts = payload.splitn(3, ' ');
+        let first = parts.next()?.parse().ok()?;
+        match (parts.next(), parts.next()) {
+            (None, _) => Some(RelayedRows {
+                first,
+                last: first,
+                origin: None,
+            }),
+            (Some(last), Some(origin)) => Some(RelayedRows {
+                first,
+                last: last.parse().ok()?,
+                origin: Some(origin.to_owned()),
+            }),
+            (Some(_), None) => None,
+        }
+    }
+}
+
+/// Reads the relayed broadcasts each notification names, in order, and hands them to the
+/// subscribers, unless they came from `node`.
 async fn deliver_relayed(
     pool: Pool,
     node: Arc<str>,
-    mut ids: tokio::sync::mpsc::UnboundedReceiver<i64>,
+    mut named: tokio::sync::mpsc::UnboundedReceiver<RelayedRows>,
     relayed: tokio::sync::broadcast::Sender<crate::RelayedBroadcast>,
 ) {
-    while let Some(id) = ids.recv().await {
-        let row = match pool.get().await {
+    while let Some(rows) = named.recv().await {
+        let read = match pool.get().await {
             Ok(client) => {
                 client
-                    .query_opt(
+                    .query(
                         "SELECT origin, function, channel, binary_body, body, action,
                              connection, close_code
-                         FROM socket_relay WHERE id = $1",
-                        &[&id],
+                         FROM socket_relay
+                         WHERE id BETWEEN $1 AND $2 AND ($3::TEXT IS NULL OR origin = $3)
+                         ORDER BY id",
+                        &[&rows.first, &rows.last, &rows.origin],
                     )
                     .await
             }
@@ -224,45 +276,55 @@ async fn deliver_relayed(
                 continue;
             }
         };
-        let broadcast = row.map_err(StoreError::from).and_then(|row| {
-            row.map(|row| {
-                let action: String = row.try_get(5)?;
-                let connection: Option<String> = row.try_get(6)?;
-                let code: Option<i32> = row.try_get(7)?;
-                let connection = || connection.clone().unwrap_or_default();
-                let action = match action.as_str() {
-                    "send" => crate::RelayAction::Send {
-                        connection: connection(),
-                    },
-                    "close" => crate::RelayAction::Close {
-                        connection: connection(),
-                        code: code.and_then(|c| u16::try_from(c).ok()).unwrap_or(1000),
-                    },
-                    "join" | "leave" => crate::RelayAction::Membership {
-                        connection: connection(),
-                        join: action == "join",
-                    },
-                    _ => crate::RelayAction::Broadcast,
-                };
-                Ok(crate::RelayedBroadcast {
-                    origin: row.try_get(0)?,
-                    function: row.try_get(1)?,
-                    channel: row.try_get(2)?,
-                    binary: row.try_get(3)?,
-                    body: row.try_get(4)?,
-                    action,
-                })
-            })
-            .transpose()
-        });
-        match broadcast {
-            Ok(Some(broadcast)) if *broadcast.origin != *node => {
-                let _ = relayed.send(broadcast);
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "a relayed WebSocket broadcast could not be read");
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "a relayed WebSocket broadcast could not be read"),
+        };
+        for row in read {
+            match relayed_row(&row) {
+                Ok(broadcast) if *broadcast.origin != *node => {
+                    let _ = relayed.send(broadcast);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "a relayed WebSocket broadcast could not be read")
+                }
+            }
         }
     }
+}
+
+/// A `socket_relay` row as read by `deliver_relayed`.
+fn relayed_row(row: &tokio_postgres::Row) -> Result<crate::RelayedBroadcast> {
+    let action: String = row.try_get(5)?;
+    let connection: Option<String> = row.try_get(6)?;
+    let code: Option<i32> = row.try_get(7)?;
+    let connection = || connection.clone().unwrap_or_default();
+    let action = match action.as_str() {
+        "send" => crate::RelayAction::Send {
+            connection: connection(),
+        },
+        "close" => crate::RelayAction::Close {
+            connection: connection(),
+            code: code.and_then(|c| u16::try_from(c).ok()).unwrap_or(1000),
+        },
+        "join" | "leave" => crate::RelayAction::Membership {
+            connection: connection(),
+            join: action == "join",
+        },
+        _ => crate::RelayAction::Broadcast,
+    };
+    Ok(crate::RelayedBroadcast {
+        origin: row.try_get(0)?,
+        function: row.try_get(1)?,
+        channel: row.try_get(2)?,
+        binary: row.try_get(3)?,
+        body: row.try_get(4)?,
+        action,
+    })
 }
 
 /// Listens on the schema's channels, reconnecting after `LISTEN_RETRY_MS` when the
@@ -271,7 +333,7 @@ async fn deliver_relayed(
 async fn listen(
     config: tokio_postgres::Config,
     hints: tokio::sync::watch::Sender<u64>,
-    relayed: tokio::sync::mpsc::UnboundedSender<i64>,
+    relayed: tokio::sync::mpsc::UnboundedSender<RelayedRows>,
 ) {
     loop {
         if let Err(e) = listen_once(&config, &hints, &relayed).await {
@@ -284,7 +346,7 @@ async fn listen(
 async fn listen_once(
     config: &tokio_postgres::Config,
     hints: &tokio::sync::watch::Sender<u64>,
-    relayed: &tokio::sync::mpsc::UnboundedSender<i64>,
+    relayed: &tokio::sync::mpsc::UnboundedSender<RelayedRows>,
 ) -> Result<()> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (heard, mut hear) = tokio::sync::mpsc::unbounded_channel();
@@ -295,7 +357,7 @@ async fn listen_once(
                     let relayed = n
                         .channel()
                         .starts_with(SOCKETS_CHANNEL)
-                        .then(|| n.payload().parse::<i64>().ok())
+                        .then(|| RelayedRows::parse(n.payload()))
                         .flatten();
                     if heard.send(relayed).is_err() {
                         return;
@@ -321,8 +383,8 @@ async fn listen_once(
     hints.send_modify(|n| *n += 1);
     while let Some(heard) = hear.recv().await {
         match heard {
-            Some(id) => {
-                let _ = relayed.send(id);
+            Some(rows) => {
+                let _ = relayed.send(rows);
             }
             None => hints.send_modify(|n| *n += 1),
         }
