@@ -87,8 +87,9 @@ struct Unpreparable {
 }
 
 /// How long a node waits before it tries again to prepare a version another node made live
-/// and it could not (a compile limit of its own, say): not at every look at the store,
-/// each of which would hold the change lock for a whole compilation.
+/// and it could not (a compile limit of its own, an invalid component): not at every look at
+/// the store, each of which would hold the change lock for a whole compilation. A failure of
+/// the store or of the node itself is tried again at the next look.
 pub const UNPREPARABLE_RETRY_MS: i64 = 60_000;
 
 impl Registry {
@@ -359,6 +360,11 @@ impl Registry {
                     routes = routes.with(prepared);
                     changed += 1;
                     tracing::info!(function = %function.name, version = live.version, "serving a version another node made live");
+                }
+                Err(problem) if !matches!(problem.kind, Kind::Limit | Kind::Invalid) => {
+                    // The store or the node failed: tried again at the next look.
+                    tracing::warn!(function = %function.name, version = live.version, %problem, "cannot serve the version another node made live yet; still serving the one before");
+                    failed.get_or_insert(problem);
                 }
                 Err(problem) => {
                     tracing::warn!(function = %function.name, version = live.version, %problem, retry_in_ms = UNPREPARABLE_RETRY_MS, "cannot serve the version another node made live; still serving the one before");

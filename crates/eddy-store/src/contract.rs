@@ -462,9 +462,10 @@ pub trait TickStore: Send + Sync {
         lease_until_ms: i64,
     ) -> Result<Option<i64>>;
 
-    /// Whether a tick of `function` other than `tick_ms` is claimed, not finished, and under
-    /// a lease that has not ended (**reads the clock**): a run of it is going on, on some
-    /// node. What `overlap = skip` asks before a tick runs.
+    /// Whether a tick of `function` earlier than `tick_ms` is claimed, not finished, and
+    /// under a lease that has not ended (**reads the clock**): a run of it is going on, on
+    /// some node. What `overlap = skip` asks before a tick runs. (Later ticks do not count:
+    /// two nodes checking at once must not skip each other's tick.)
     async fn another_tick_running(&self, function: &str, tick_ms: i64) -> Result<bool>;
 
     /// Forgets `function`'s schedule state (the function was removed), its running ticks
@@ -509,8 +510,8 @@ pub enum RelayAction {
 /// nodes share provides it ([`Stores::relay`]).
 #[async_trait]
 pub trait SocketRelay: Send + Sync {
-    /// Hands `broadcasts` (of one origin) to the other nodes, in order, in one write and one
-    /// notification: each node receives each once through [`SocketRelay::subscribe`] if it
+    /// Hands `broadcasts` (of one origin) to the other nodes, in order, in one transaction:
+    /// each node receives each once through [`SocketRelay::subscribe`] if it
     /// listens when they are sent (a node that is down or cut off misses them: broadcasts
     /// are not queued).
     async fn relay(&self, broadcasts: Vec<RelayedBroadcast>) -> Result<()>;

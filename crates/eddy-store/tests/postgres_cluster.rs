@@ -771,7 +771,7 @@ async fn a_statement_past_the_timeout_fails_and_the_next_goes_through() -> Resul
 }
 
 /// Relayed WebSocket broadcasts: a batch written by one node reaches every other node once
-/// and in order (one notification for the batch), its origin hears none of its own, and
+/// and in order (one transaction for the batch), its origin hears none of its own, and
 /// batches two nodes write at once each arrive whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_batches_reach_the_other_nodes_once_and_in_order() -> Result<()> {

@@ -83,8 +83,7 @@ pub const HEADER_CLOSE_CODE: &str = "eddy-websocket-close-code";
 /// delivered on this node only (and logged), rather than queued without bound while the
 /// store is slow or away.
 pub const RELAY_QUEUE_MAX: usize = 1024;
-/// Relayed broadcasts and operations written to the store in one transaction, with one
-/// notification, at most.
+/// Relayed broadcasts and operations written to the store in one transaction at most.
 const RELAY_BATCH_MAX: usize = 256;
 
 pub struct Sockets {
@@ -195,7 +194,7 @@ impl Sockets {
             return;
         }
         // One sender, so broadcasts reach the other nodes in the order they were made; what
-        // waits goes in one write and one notification (coalesced).
+        // waits goes in one transaction.
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while to_relay.recv_many(&mut batch, RELAY_BATCH_MAX).await > 0 {

@@ -99,8 +99,9 @@ pub async fn an_unfinished_tick_is_claimed_again_once_its_lease_ends<B: Backend>
     Ok(())
 }
 
-/// `overlap = skip` across nodes: a tick sees another running while that one is claimed,
-/// unfinished and leased; not once it finished, nor once its lease ended (its runner died).
+/// `overlap = skip` across nodes: a tick sees an earlier one running while that one is
+/// claimed, unfinished and leased; not once it finished, nor once its lease ended (its
+/// runner died), and never a later one.
 pub async fn another_running_tick_is_seen_until_it_finishes_or_its_lease_ends<B: Backend>()
 -> Result<()> {
     let (_place, stores) = open::<B>().await?;
@@ -110,6 +111,10 @@ pub async fn another_running_tick_is_seen_until_it_finishes_or_its_lease_ends<B:
     assert!(!ticks.another_tick_running("f", 2000).await?, "itself");
     assert!(ticks.claim_tick("f", 3000, FAR).await?);
     assert!(ticks.another_tick_running("f", 3000).await?);
+    assert!(
+        !ticks.another_tick_running("f", 2000).await?,
+        "a later tick does not hold up an earlier one"
+    );
     assert!(
         !ticks.another_tick_running("g", 3000).await?,
         "another schedule's"

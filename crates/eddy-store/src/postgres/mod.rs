@@ -161,7 +161,7 @@ impl crate::SocketRelay for PgStores {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             )
             .await?;
-        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        let mut ids = Vec::with_capacity(broadcasts.len());
         for broadcast in &broadcasts {
             let (action, connection, code) = match &broadcast.action {
                 crate::RelayAction::Broadcast => ("broadcast", None, None),
@@ -190,25 +190,20 @@ impl crate::SocketRelay for PgStores {
                 )
                 .await?
                 .try_get(0)?;
-            first = first.min(id);
-            last = last.max(id);
+            ids.push(id.to_string());
         }
         tx.execute(
             "DELETE FROM socket_relay WHERE created_at_ms < $1",
             &[&(now - RELAY_KEPT_MS)],
         )
         .await?;
-        // One notification for the batch: its ids (other nodes' rows may take ids between
-        // them, hence the origin). One row is named by its id alone, as a release before
-        // this one names every row, so such a node still reads it.
-        let payload = if first == last {
-            first.to_string()
-        } else {
-            format!("{first} {last} {origin}")
-        };
+        // A notification per row, each naming its id, sent when the batch commits: the
+        // payload every release reads. (`RelayedRows` also reads `FIRST LAST ORIGIN`, one
+        // notification for a batch; a release may send that once no node of an earlier
+        // release, which reads only ids, is left.)
         tx.execute(
-            "SELECT pg_notify($1 || current_schema(), $2)",
-            &[&SOCKETS_CHANNEL, &payload],
+            "SELECT pg_notify($1 || current_schema(), id) FROM unnest($2::TEXT[]) AS ids(id)",
+            &[&SOCKETS_CHANNEL, &ids],
         )
         .await?;
         tx.commit().await?;
@@ -629,4 +624,26 @@ fn unsigned(n: i64, what: &str) -> Result<u64> {
 /// A `BIGINT` read back as `u32`; `Corrupt` if out of range.
 fn small(n: i64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} is out of range ({n})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RelayedRows;
+
+    #[test]
+    fn a_relay_notification_names_one_row_or_a_batch_of_one_origin() {
+        let rows = |first, last, origin: Option<&str>| RelayedRows {
+            first,
+            last,
+            origin: origin.map(str::to_owned),
+        };
+        assert_eq!(RelayedRows::parse("17"), Some(rows(17, 17, None)));
+        assert_eq!(
+            RelayedRows::parse("17 19 eddy-a"),
+            Some(rows(17, 19, Some("eddy-a")))
+        );
+        for wrong in ["", "x", "17 19", "17 x eddy-a"] {
+            assert_eq!(RelayedRows::parse(wrong), None, "{wrong:?}");
+        }
+    }
 }

@@ -1049,7 +1049,7 @@ impl TickStore for PgStores {
             .await?
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM running_ticks
-                     WHERE function = $1 AND tick_ms <> $2 AND lease_until_ms >= $3)",
+                     WHERE function = $1 AND tick_ms < $2 AND lease_until_ms >= $3)",
                 &[&function, &tick_ms, &now_ms()],
             )
             .await?

@@ -502,7 +502,7 @@ pub(super) fn another_tick_running(
 ) -> Result<bool> {
     Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM running_ticks
-             WHERE function = ?1 AND tick_ms <> ?2 AND lease_until_ms >= ?3)",
+             WHERE function = ?1 AND tick_ms < ?2 AND lease_until_ms >= ?3)",
         params![function, tick_ms, now_ms()],
         |row| row.get(0),
     )?)
