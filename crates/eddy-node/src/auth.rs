@@ -131,3 +131,421 @@ fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
     eddy_runtime::write_new_private(&tmp, format!("{token}\n").as_bytes())?;
     std::fs::rename(&tmp, path)
 }
+
+/// Name the bootstrap admin token goes by in the audit trail; no scoped token may take it.
+pub const BOOTSTRAP_TOKEN_NAME: &str = "admin";
+
+/// The SHA-256 (hex) of a presented token: how scoped tokens are looked up.
+pub fn token_hash(token: &str) -> String {
+    hash(token)
+}
+
+/// A new random token (`eddy_` and 64 hex digits: 256 bits).
+pub fn new_token() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    format!("eddy_{}", hex::encode(raw))
+}
+
+/// What a token may do, as a set of permissions; see `docs/security.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Deployer,
+    Reader,
+    Publisher,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Deployer, Role::Reader, Role::Publisher];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Deployer => "deployer",
+            Role::Reader => "reader",
+            Role::Publisher => "publisher",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// Whether the role holds `permission`.
+    pub fn allows(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Admin => true,
+            Role::Reader => matches!(
+                permission,
+                NodesRead | FunctionsRead | QueuesRead | CostRead
+            ),
+            Role::Deployer => matches!(
+                permission,
+                NodesRead
+                    | FunctionsRead
+                    | QueuesRead
+                    | CostRead
+                    | FunctionsWrite
+                    | WebsocketsSend
+                    | QueuesWrite
+                    | SecretsRead
+            ),
+            Role::Publisher => matches!(permission, QueuesPublish),
+        }
+    }
+}
+
+/// One thing a control-API route does; every route needs exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// The node, the cluster's nodes and metrics.
+    NodesRead,
+    /// Functions, versions, logs, stats, WebSocket connections.
+    FunctionsRead,
+    /// Deploy, roll back and remove functions.
+    FunctionsWrite,
+    /// Send to a function's WebSocket channels.
+    WebsocketsSend,
+    /// Queues and their counts.
+    QueuesRead,
+    /// Create and delete queues, bind consumers, peek, purge, redrive.
+    QueuesWrite,
+    /// Send messages to queues.
+    QueuesPublish,
+    /// Cost reports, price sheets and budgets.
+    CostRead,
+    /// Put and remove price sheets and budgets.
+    CostWrite,
+    /// Secrets' names, versions and dates.
+    SecretsRead,
+    /// Set, remove and re-key secrets.
+    SecretsWrite,
+    /// Create, list and revoke tokens.
+    TokensManage,
+    /// Read the audit trail.
+    AuditRead,
+}
+
+impl Permission {
+    /// Whether a change made with this permission goes to the audit trail: every change
+    /// of state, not the data sent through (messages to queues and WebSockets).
+    pub fn audited(self) -> bool {
+        !matches!(self, Permission::QueuesPublish | Permission::WebsocketsSend)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::NodesRead => "nodes:read",
+            Permission::FunctionsRead => "functions:read",
+            Permission::FunctionsWrite => "functions:write",
+            Permission::WebsocketsSend => "websockets:send",
+            Permission::QueuesRead => "queues:read",
+            Permission::QueuesWrite => "queues:write",
+            Permission::QueuesPublish => "queues:publish",
+            Permission::CostRead => "cost:read",
+            Permission::CostWrite => "cost:write",
+            Permission::SecretsRead => "secrets:read",
+            Permission::SecretsWrite => "secrets:write",
+            Permission::TokensManage => "tokens:manage",
+            Permission::AuditRead => "audit:read",
+        }
+    }
+}
+
+/// Which path parameter, if any, names what a route touches, for tokens scoped to some
+/// functions or queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    None,
+    /// The `{name}` of the path is a function.
+    Function,
+    /// The `{name}` of the path is a queue.
+    Queue,
+}
+
+/// One route of the control API and what it needs.
+pub struct RouteRule {
+    pub method: &'static str,
+    /// The path as the router declares it.
+    pub path: &'static str,
+    pub permission: Permission,
+    pub target: Target,
+}
+
+const fn rule(
+    method: &'static str,
+    path: &'static str,
+    permission: Permission,
+    target: Target,
+) -> RouteRule {
+    RouteRule {
+        method,
+        path,
+        permission,
+        target,
+    }
+}
+
+/// Every route of the control API with the permission it needs. A route missing here is
+/// refused to every token (the test of each role against each route walks this table, and
+/// `docs/api.md` lists it).
+pub const ROUTES: &[RouteRule] = {
+    use Permission::*;
+    use Target::{Function, None, Queue};
+    &[
+        rule("GET", "/metrics", NodesRead, None),
+        rule("GET", "/v1/node", NodesRead, None),
+        rule("GET", "/v1/nodes", NodesRead, None),
+        rule("GET", "/v1/functions", FunctionsRead, None),
+        rule("GET", "/v1/functions/{name}", FunctionsRead, Function),
+        rule("DELETE", "/v1/functions/{name}", FunctionsWrite, Function),
+        rule(
+            "GET",
+            "/v1/functions/{name}/versions",
+            FunctionsRead,
+            Function,
+        ),
+        rule(
+            "POST",
+            "/v1/functions/{name}/versions",
+            FunctionsWrite,
+            Function,
+        ),
+        rule(
+            "POST",
+            "/v1/functions/{name}/rollback",
+            FunctionsWrite,
+            Function,
+        ),
+        rule("GET", "/v1/functions/{name}/logs", FunctionsRead, Function),
+        rule("GET", "/v1/functions/{name}/stats", FunctionsRead, Function),
+        rule(
+            "GET",
+            "/v1/functions/{name}/websockets",
+            FunctionsRead,
+            Function,
+        ),
+        rule(
+            "POST",
+            "/v1/functions/{name}/websockets/channels/{channel}/messages",
+            WebsocketsSend,
+            Function,
+        ),
+        rule("GET", "/v1/queues", QueuesRead, None),
+        rule("POST", "/v1/queues", QueuesWrite, None),
+        rule("GET", "/v1/queues/{name}", QueuesRead, Queue),
+        rule("DELETE", "/v1/queues/{name}", QueuesWrite, Queue),
+        rule("GET", "/v1/queues/{name}/messages", QueuesWrite, Queue),
+        rule("POST", "/v1/queues/{name}/messages", QueuesPublish, Queue),
+        rule("POST", "/v1/queues/{name}/batch", QueuesPublish, Queue),
+        rule("POST", "/v1/queues/{name}/redrive", QueuesWrite, Queue),
+        rule("POST", "/v1/queues/{name}/purge", QueuesWrite, Queue),
+        rule("PUT", "/v1/queues/{name}/consumer", QueuesWrite, Queue),
+        rule("DELETE", "/v1/queues/{name}/consumer", QueuesWrite, Queue),
+        rule("GET", "/v1/cost", CostRead, None),
+        rule("GET", "/v1/price-sheets", CostRead, None),
+        rule("PUT", "/v1/price-sheets/{name}", CostWrite, None),
+        rule("DELETE", "/v1/price-sheets/{name}", CostWrite, None),
+        rule("GET", "/v1/budgets", CostRead, None),
+        rule("PUT", "/v1/budgets/node", CostWrite, None),
+        rule("DELETE", "/v1/budgets/node", CostWrite, None),
+        rule("PUT", "/v1/budgets/functions/{name}", CostWrite, None),
+        rule("DELETE", "/v1/budgets/functions/{name}", CostWrite, None),
+        rule("GET", "/v1/tokens", TokensManage, None),
+        rule("POST", "/v1/tokens", TokensManage, None),
+        rule("DELETE", "/v1/tokens/{name}", TokensManage, None),
+        rule("GET", "/v1/audit", AuditRead, None),
+        rule("GET", "/v1/secrets", SecretsRead, None),
+        rule("PUT", "/v1/secrets/{name}", SecretsWrite, None),
+        rule("DELETE", "/v1/secrets/{name}", SecretsWrite, None),
+        rule("POST", "/v1/secrets/rekey", SecretsWrite, None),
+    ]
+};
+
+/// The rule of `method` on the declared `path`.
+pub fn rule_of(method: &str, path: &str) -> Option<&'static RouteRule> {
+    ROUTES.iter().find(|r| r.method == method && r.path == path)
+}
+
+/// Who is calling: the token's name, role and scopes.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+    /// Empty: every function.
+    pub functions: Vec<String>,
+    pub queues: Vec<String>,
+    pub secrets: Vec<String>,
+}
+
+impl Caller {
+    /// The bootstrap admin.
+    pub fn bootstrap() -> Caller {
+        Caller {
+            name: BOOTSTRAP_TOKEN_NAME.to_owned(),
+            role: Role::Admin,
+            functions: Vec::new(),
+            queues: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Why this caller may not use `permission` on `name` (of kind `target`), or `None`.
+    pub fn denies(
+        &self,
+        permission: Permission,
+        target: Target,
+        name: Option<&str>,
+    ) -> Option<String> {
+        if !self.role.allows(permission) {
+            return Some(format!(
+                "token `{}` (role {}) lacks the permission `{}`",
+                self.name,
+                self.role.name(),
+                permission.name()
+            ));
+        }
+        let (scope, kind) = match target {
+            Target::None => return None,
+            Target::Function => (&self.functions, "function"),
+            Target::Queue => (&self.queues, "queue"),
+        };
+        let name = name?;
+        self.out_of_scope(scope, kind, name, permission)
+    }
+
+    /// Why this caller may not touch function `name` with `permission`, or `None`.
+    pub fn denies_function(&self, permission: Permission, name: &str) -> Option<String> {
+        self.denies(permission, Target::Function, Some(name))
+    }
+
+    /// Why this caller may not touch queue `name` with `permission`, or `None`.
+    pub fn denies_queue(&self, permission: Permission, name: &str) -> Option<String> {
+        self.denies(permission, Target::Queue, Some(name))
+    }
+
+    /// Why this caller may not bind secret `name`, or `None`.
+    pub fn denies_secret(&self, name: &str) -> Option<String> {
+        self.out_of_scope(&self.secrets, "secret", name, Permission::FunctionsWrite)
+    }
+
+    fn out_of_scope(
+        &self,
+        scope: &[String],
+        kind: &str,
+        name: &str,
+        permission: Permission,
+    ) -> Option<String> {
+        if scope.is_empty() || scope.iter().any(|s| s == name) {
+            return None;
+        }
+        Some(format!(
+            "token `{}` has the permission `{}` only for {kind}s {}, not `{name}`",
+            self.name,
+            permission.name(),
+            scope
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Failed authentications per client address, in one-minute windows: past the limit the
+/// address is refused unchecked until its window ends. Bounded: at most
+/// `AUTH_THROTTLE_ADDRESSES_MAX` addresses are remembered (the oldest windows go first).
+#[derive(Default)]
+pub struct AuthThrottle {
+    failures: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (i64, u32)>>,
+}
+
+/// Client addresses the throttle remembers at most.
+pub const AUTH_THROTTLE_ADDRESSES_MAX: usize = 10_000;
+const THROTTLE_WINDOW_MS: i64 = 60_000;
+
+impl AuthThrottle {
+    /// Milliseconds until `ip` may try again, if it has failed `max` times this window.
+    pub fn refused_for_ms(&self, ip: std::net::IpAddr, now_ms: i64, max: u32) -> Option<i64> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, count) = *failures.get(&ip)?;
+        let ends = start + THROTTLE_WINDOW_MS;
+        (now_ms < ends && count >= max).then_some(ends - now_ms)
+    }
+
+    /// Counts one failed authentication from `ip`.
+    pub fn failed(&self, ip: std::net::IpAddr, now_ms: i64) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= AUTH_THROTTLE_ADDRESSES_MAX && !failures.contains_key(&ip) {
+            failures.retain(|_, (start, _)| now_ms < *start + THROTTLE_WINDOW_MS);
+            if failures.len() >= AUTH_THROTTLE_ADDRESSES_MAX {
+                let oldest = failures
+                    .iter()
+                    .min_by_key(|(_, (s, _))| *s)
+                    .map(|(ip, _)| *ip);
+                if let Some(oldest) = oldest {
+                    failures.remove(&oldest);
+                }
+            }
+        }
+        let entry = failures.entry(ip).or_insert((now_ms, 0));
+        if now_ms >= entry.0 + THROTTLE_WINDOW_MS {
+            *entry = (now_ms, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_refuses_past_the_limit_until_the_window_ends() {
+        let throttle = AuthThrottle::default();
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(throttle.refused_for_ms(ip, 1_000, 3), None);
+            throttle.failed(ip, 1_000);
+        }
+        assert_eq!(throttle.refused_for_ms(ip, 1_500, 3), Some(59_500));
+        let other: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(throttle.refused_for_ms(other, 1_500, 3), None);
+        assert_eq!(throttle.refused_for_ms(ip, 61_000, 3), None);
+        throttle.failed(ip, 61_000);
+        assert_eq!(throttle.refused_for_ms(ip, 61_001, 3), None);
+    }
+
+    #[test]
+    fn scopes_limit_named_targets_and_roles_limit_permissions() {
+        let caller = Caller {
+            name: "ci".into(),
+            role: Role::Deployer,
+            functions: vec!["api".into()],
+            queues: Vec::new(),
+            secrets: vec!["stripe".into()],
+        };
+        assert_eq!(
+            caller.denies_function(Permission::FunctionsWrite, "api"),
+            None
+        );
+        let denied = caller
+            .denies_function(Permission::FunctionsWrite, "web")
+            .unwrap();
+        assert!(
+            denied.contains("functions:write") && denied.contains("`web`"),
+            "{denied}"
+        );
+        assert_eq!(caller.denies_queue(Permission::QueuesWrite, "jobs"), None);
+        assert!(
+            caller
+                .denies(Permission::TokensManage, Target::None, None)
+                .unwrap()
+                .contains("tokens:manage")
+        );
+        assert_eq!(caller.denies_secret("stripe"), None);
+        assert!(caller.denies_secret("db").is_some());
+    }
+}

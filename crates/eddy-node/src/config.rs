@@ -32,6 +32,13 @@ pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_CONNECTIONS_PER_IP_MAX: usize = 1_000;
 /// Open connections on the control API listener, where a client's requests are short.
 pub const DEFAULT_ADMIN_CONNECTIONS_MAX: usize = 256;
+/// Failed authentications one client address may make on the control API in a minute
+/// before the node answers it `429` without checking, until the minute is over.
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE_MAX: u32 = 10;
+/// Largest value of one secret.
+pub const DEFAULT_SECRET_BYTES_MAX: usize = 64 * 1024;
+/// How long audit entries are kept (90 days).
+pub const DEFAULT_AUDIT_RETENTION_MS: u64 = 90 * 24 * 60 * 60 * 1000;
 /// How long shutdown waits for in-flight requests before it stops them.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 /// Invocation records kept per function (oldest deleted first).
@@ -172,6 +179,15 @@ pub struct NodeConfig {
     /// database): with it, compiled code is shared between the nodes of a cluster, each
     /// artifact authenticated by a MAC under the key.
     pub artifact_key_file: Option<PathBuf>,
+    /// A file holding the key that seals secrets (the same on every node, never beside the
+    /// data); without it, nor `secrets_key`, the node refuses to set or bind secrets.
+    pub secrets_key_file: Option<PathBuf>,
+    /// Keys that sealed secrets before the current one: they only open (a key rotation).
+    pub secrets_previous_key_files: Vec<PathBuf>,
+    /// The secrets key itself, when the operator gives it in `EDDY_SECRETS_KEY` rather
+    /// than a file; never read from the config file.
+    #[serde(skip)]
+    pub secrets_key: Option<String>,
     /// Base URL printed for functions; default `http://<listen>`.
     pub public_url: Option<String>,
     /// Hosts (`host` or `host:port`) budget alert webhooks may be sent to.
@@ -331,6 +347,12 @@ pub struct LimitsConfig {
     /// How often a node of a cluster checks the store for changes other nodes made, besides
     /// the notifications that usually tell it sooner (milliseconds).
     pub store_poll_interval_ms: u64,
+    /// Failed authentications from one address per minute before it is refused unchecked.
+    pub auth_failures_per_minute_max: u32,
+    /// How long the audit trail keeps an entry (milliseconds).
+    pub audit_retention_ms: u64,
+    /// Largest value of one secret.
+    pub secret_bytes_max: usize,
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -370,6 +392,9 @@ impl Default for NodeConfig {
             node_name: None,
             admin_token_file: None,
             artifact_key_file: None,
+            secrets_key_file: None,
+            secrets_previous_key_files: Vec::new(),
+            secrets_key: None,
             public_url: None,
             budget_webhook_hosts: Vec::new(),
             outbound_allow_networks: Vec::new(),
@@ -449,6 +474,9 @@ impl Default for LimitsConfig {
             store_connect_timeout_ms: eddy_store::postgres::POSTGRES_CONNECT_TIMEOUT_MS,
             store_statement_timeout_ms: eddy_store::postgres::POSTGRES_STATEMENT_TIMEOUT_MS,
             store_poll_interval_ms: DEFAULT_STORE_POLL_INTERVAL_MS,
+            auth_failures_per_minute_max: DEFAULT_AUTH_FAILURES_PER_MINUTE_MAX,
+            audit_retention_ms: DEFAULT_AUDIT_RETENTION_MS,
+            secret_bytes_max: DEFAULT_SECRET_BYTES_MAX,
         }
     }
 }
@@ -553,7 +581,13 @@ impl NodeConfig {
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 52] = [
+        let positive: [(&str, u64); 55] = [
+            ("limits.secret_bytes_max", l.secret_bytes_max as u64),
+            (
+                "limits.auth_failures_per_minute_max",
+                u64::from(l.auth_failures_per_minute_max),
+            ),
+            ("limits.audit_retention_ms", l.audit_retention_ms),
             ("limits.compile_time_ms_max", l.compile_time_ms_max),
             ("limits.queue_bytes_max", l.queue_bytes_max),
             ("limits.queues_bytes_max", l.queues_bytes_max),

@@ -44,6 +44,11 @@ impl ApiError {
         )
     }
 
+    /// The token is known but lacks what the route needs; the message names the permission.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     pub fn limit(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", message)
     }

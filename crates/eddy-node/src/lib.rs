@@ -32,6 +32,7 @@ pub(crate) mod queues;
 pub(crate) mod registry;
 pub(crate) mod routes;
 pub(crate) mod schedule;
+pub(crate) mod secrets;
 pub(crate) mod stores;
 pub(crate) mod websocket;
 
@@ -72,6 +73,47 @@ fn shared_artifacts(
         key,
         runtime.clone(),
     )))
+}
+
+/// The secrets key (and earlier keys) the operator gave: from `EDDY_SECRETS_KEY` or
+/// `secrets_key_file`, never from a file in the state directory (the key must not sit
+/// beside the data it protects).
+fn node_secrets(
+    config: &NodeConfig,
+    stores: &eddy_store::Stores,
+) -> anyhow::Result<secrets::Secrets> {
+    let beside = |path: &std::path::Path| {
+        let state = std::path::absolute(&config.state_dir).unwrap_or(config.state_dir.clone());
+        std::path::absolute(path).is_ok_and(|p| p.starts_with(&state))
+    };
+    for path in config
+        .secrets_key_file
+        .iter()
+        .chain(&config.secrets_previous_key_files)
+    {
+        anyhow::ensure!(
+            !beside(path),
+            "the secrets key file {} is inside the state directory {}: keep the key apart from the data it seals",
+            path.display(),
+            config.state_dir.display()
+        );
+    }
+    let current = match (&config.secrets_key, &config.secrets_key_file) {
+        (Some(_), Some(path)) => anyhow::bail!(
+            "the secrets key is given twice, in {} and in {}: give one",
+            secrets::SECRETS_KEY_ENV,
+            path.display()
+        ),
+        (Some(key), None) => Some((key.clone(), secrets::SECRETS_KEY_ENV.to_owned())),
+        (None, Some(path)) => Some(secrets::Secrets::read_key(path)?),
+        (None, None) => None,
+    };
+    let previous = config
+        .secrets_previous_key_files
+        .iter()
+        .map(|path| secrets::Secrets::read_key(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    secrets::Secrets::new(stores.access.clone(), current, previous)
 }
 
 /// hyper's read buffer on the control API: the most a request head there may take.
@@ -169,6 +211,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         store_health: Arc::default(),
         node: node_name.as_str().into(),
     };
+    let secrets = Arc::new(node_secrets(&config, &stores)?);
     let registry = Arc::new(
         registry::Registry::load(
             &parts,
@@ -178,6 +221,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
                 Arc::new(move |function, publish| eddy_local.for_function(function, publish))
             },
             shared_artifacts(&config, &stores, &runtime)?,
+            secrets.clone(),
         )
         .await?,
     );
@@ -284,6 +328,8 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         sockets: sockets.clone(),
         budget_webhook_hosts: config.budget_webhook_hosts.clone().into(),
         node_name: node_name.into(),
+        throttle: Arc::default(),
+        secrets,
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();
@@ -304,7 +350,15 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         admin,
         admin_limits,
         admin_shutdown,
-        move |_peer| hyper_util::service::TowerToHyperService::new(app.clone()),
+        move |peer| {
+            // The control API knows each caller's address: for the audit trail and the
+            // slowdown of failed authentication.
+            let app = app.clone();
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(listener::Peer(peer));
+                tower_service::Service::call(&mut app.clone(), request)
+            })
+        },
     ));
     Ok(RunningNode {
         public_addr,

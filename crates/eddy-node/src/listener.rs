@@ -46,6 +46,11 @@ pub struct ListenerLimits {
 
 /// Accept connections until `shutdown` fires, then wait up to the grace period for the
 /// requests in flight. `service` answers the requests of the connection from `peer`.
+/// The client address of a connection, in each of its requests' extensions (the control
+/// API's audit trail and authentication slowdown read it).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
 pub async fn serve<S, F, B>(
     listener: TcpListener,
     limits: ListenerLimits,

@@ -77,6 +77,8 @@ pub struct Registry {
     /// version (number, creation time, digest), why, and when to try again. Kept under the
     /// change lock (`prepared`).
     unpreparable: std::sync::Mutex<HashMap<Arc<str>, Unpreparable>>,
+    /// Opens the secrets versions bind into their environment.
+    secrets: Arc<crate::secrets::Secrets>,
 }
 
 /// A live version this node could not prepare, and when it tries again.
@@ -100,6 +102,7 @@ impl Registry {
         limits: LimitsConfig,
         platforms: PlatformFactory,
         artifacts: Option<crate::artifacts::SharedArtifacts>,
+        secrets: Arc<crate::secrets::Secrets>,
     ) -> anyhow::Result<Registry> {
         let registry = Registry {
             runtime: parts.runtime.clone(),
@@ -115,6 +118,7 @@ impl Registry {
             clock: parts.clock,
             published: tokio::sync::watch::Sender::new(0),
             unpreparable: std::sync::Mutex::new(HashMap::new()),
+            secrets,
         };
         let functions = registry.stores.functions.list_functions().await?;
         let mut prepared = registry.prepared.lock().await;
@@ -176,7 +180,10 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<Deployed, Problem> {
         validate_name(name).map_err(Problem::invalid)?;
-        let config = self.version_config(name, request)?;
+        let bindings = request.secrets.clone();
+        let mut config = self.version_config(name, request)?;
+        config.secrets = self.bind_secrets(&config.env, bindings).await?;
+        let secret_env = self.secret_env(&config).await?;
         if bytes.len() as u64 > self.limits.component_bytes_max {
             return Err(component_too_large(
                 Some(bytes.len() as u64),
@@ -212,7 +219,7 @@ impl Registry {
             .functions
             .create_version(new, Some(bytes.to_vec()))
             .await?;
-        let live = self.live_function(&prepared, &version);
+        let live = self.live_function(&prepared, &version, secret_env);
         let compiled = prepared.compiled;
         prepared_cache.insert(prepared.digest.clone(), prepared);
         self.admission.configure(name, live.admission)?;
@@ -524,6 +531,7 @@ impl Registry {
             memory_bytes_max,
             timeout_ms,
             env: request.env,
+            secrets: BTreeMap::new(),
             allow_outbound: request.allow_outbound,
             max_concurrency: request.max_concurrency,
             max_queue: request.max_queue,
@@ -661,7 +669,39 @@ impl Registry {
                 p
             }
         };
-        Ok(self.live_function(&prepared, version))
+        let secret_env = self.secret_env(&version.config).await?;
+        Ok(self.live_function(&prepared, version, secret_env))
+    }
+
+    /// Pins each secret a deploy binds (environment variable → secret name) to the secret's
+    /// latest version: a secret set later takes effect at the function's next deploy.
+    async fn bind_secrets(
+        &self,
+        env: &BTreeMap<String, String>,
+        bindings: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, eddy_store::SecretBinding>, Problem> {
+        let mut pinned = BTreeMap::new();
+        for (variable, name) in bindings {
+            if env.contains_key(&variable) {
+                return Err(Problem::invalid(format!(
+                    "environment variable `{variable}` is given both a value and secret `{name}`; give one"
+                )));
+            }
+            validate_env(&BTreeMap::from([(variable.clone(), String::new())]))?;
+            let version = self.secrets.latest(&name).await?;
+            pinned.insert(variable, eddy_store::SecretBinding { name, version });
+        }
+        Ok(pinned)
+    }
+
+    /// The environment variables a version's secrets give, opened.
+    async fn secret_env(&self, config: &VersionConfig) -> Result<Vec<(String, String)>, Problem> {
+        let mut env = Vec::with_capacity(config.secrets.len());
+        for (variable, binding) in &config.secrets {
+            let value = self.secrets.value(&binding.name, binding.version).await?;
+            env.push((variable.clone(), value));
+        }
+        Ok(env)
     }
 
     /// Prepares the component `bytes` (whose digest is `digest`, if known): from the
@@ -695,12 +735,18 @@ impl Registry {
         }
     }
 
-    fn live_function(&self, prepared: &Prepared, version: &VersionRecord) -> LiveFunction {
+    fn live_function(
+        &self,
+        prepared: &Prepared,
+        version: &VersionRecord,
+        secret_env: Vec<(String, String)>,
+    ) -> LiveFunction {
         let env = version
             .config
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(secret_env)
             .collect();
         let config = &version.config;
         let outbound = config

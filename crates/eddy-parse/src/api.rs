@@ -30,6 +30,10 @@ pub struct DeployRequest {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets: variable name → secret name. Each
+    /// is pinned to the secret's latest version at this deploy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Hosts or URLs the function may call (`*` for any, only when given explicitly).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_outbound: Vec<String>,
@@ -250,4 +254,35 @@ mod tests {
         let body = serde_json::to_string(&RollbackRequest { version: None }).unwrap();
         assert_eq!(body, "{}");
     }
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    /// `admin`, `deployer`, `reader` or `publisher`.
+    pub role: String,
+    /// Functions the token may touch; empty: every function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
+    /// Secrets a deployer token may bind; empty: every secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// The token stops working this long after it is made; `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Deserialize, Serialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only entries of the last `since_ms` milliseconds.
+    pub since_ms: Option<u64>,
+    /// Only entries with a greater id.
+    pub after: Option<i64>,
+    pub limit: Option<usize>,
 }

@@ -105,6 +105,9 @@ struct FunctionToml {
     timeout: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets: variable → secret name.
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
     #[serde(default)]
     allow_outbound: Vec<String>,
     max_concurrency: Option<u32>,
@@ -300,6 +303,19 @@ impl FunctionToml {
             check_env_key(key)
                 .map_err(|problem| format!("env: {problem} — rename it in the env table"))?;
         }
+        for (key, secret) in &self.secrets {
+            check_env_key(key).map_err(|problem| {
+                format!("secrets: {problem} — rename it in the secrets table")
+            })?;
+            if self.env.contains_key(key) {
+                return Err(format!(
+                    "secrets: `{key}` is also in the env table; give it a value or a secret, not both"
+                ));
+            }
+            if secret.is_empty() {
+                return Err(format!("secrets: `{key}` names no secret"));
+            }
+        }
         for queue in self.publish.iter().filter(|queue| *queue != "*") {
             check_queue_ref(queue)
                 .map_err(|problem| format!("publish: {problem}, or \"*\" for any queue"))?;
@@ -309,6 +325,7 @@ impl FunctionToml {
             memory_bytes_max,
             timeout_ms: duration("timeout", &self.timeout)?,
             env: self.env.clone(),
+            secrets: self.secrets.clone(),
             allow_outbound: self.allow_outbound.clone(),
             max_concurrency: self.max_concurrency,
             max_queue: self.max_queue,

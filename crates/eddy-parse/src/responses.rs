@@ -186,6 +186,9 @@ pub struct Version {
     /// Names of its environment variables, in order; the values are not shown.
     #[serde(default)]
     pub env_keys: Vec<String>,
+    /// Environment variables bound to secrets: variable → `secret@version` pinned at deploy.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
     /// RFC 3339, shown as the node wrote it.
     pub created_at: String,
 }
@@ -541,4 +544,101 @@ mod tests {
         assert_eq!(json["data_base64"], "/w==");
         assert!(json["last_error"].is_null(), "{json}");
     }
+}
+
+/// A token as `GET /v1/tokens` lists it: never the token itself.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub functions: Vec<String>,
+    #[serde(default)]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// `None` for the bootstrap admin token, whose creation the store does not record.
+    pub created_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    #[serde(default)]
+    pub expired: bool,
+    /// The admin token made at first start (revoked by rotating it, not with `rm`).
+    #[serde(default)]
+    pub bootstrap: bool,
+}
+
+/// `201` answer to `POST /v1/tokens`: the only time the token is shown.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// `200` answer to `GET /v1/tokens`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// One change made through the control API.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    /// The token's name (`admin` for the bootstrap token, `-` when none was accepted).
+    pub token: String,
+    pub source: String,
+    /// `METHOD /path`.
+    pub request: String,
+    /// The permission the request needed.
+    pub action: String,
+    pub status: u16,
+    /// `ok`, or the error's code and message.
+    pub outcome: String,
+}
+
+/// `200` answer to `GET /v1/audit`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    pub last_id: i64,
+}
+
+/// A secret as `GET /v1/secrets` lists it: never its value.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SecretInfo {
+    pub name: String,
+    /// Its latest version: what the next deploy binding it pins.
+    pub version: u32,
+    /// Versions kept (older ones stay while function versions may pin them).
+    pub versions: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Functions whose live version binds it, as `function (VARIABLE, version N)`.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
+
+/// `200` answer to `GET /v1/secrets`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// `200` answer to `PUT /v1/secrets/{name}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SecretSet {
+    pub name: String,
+    pub version: u32,
+}
+
+/// `200` answer to `POST /v1/secrets/rekey`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Rekeyed {
+    /// Versions sealed again under the node's current key.
+    pub resealed: u64,
+    /// Versions that key sealed already.
+    pub current: u64,
 }

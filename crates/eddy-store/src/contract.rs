@@ -612,6 +612,7 @@ impl ChangeHints for NoHints {
 pub struct Stores {
     pub functions: Arc<dyn FunctionStore>,
     pub token: Arc<dyn TokenStore>,
+    pub access: Arc<dyn AccessStore>,
     pub invocations: Arc<dyn InvocationStore>,
     pub cost: Arc<dyn CostStore>,
     pub queues: Arc<dyn QueueBackend>,
@@ -633,6 +634,7 @@ impl Stores {
         Stores {
             functions: store.clone(),
             token: store.clone(),
+            access: store.clone(),
             invocations: store.clone(),
             members: store.clone(),
             cost: store,
@@ -643,4 +645,131 @@ impl Stores {
             relay: None,
         }
     }
+}
+
+/// A named credential of the control API. Only the SHA-256 of the token is stored; the
+/// token itself is shown once, when it is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Unique name: what `eddy token ls` and the audit trail show.
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    /// `admin`, `deployer`, `reader` or `publisher`: the node gives it meaning.
+    pub role: String,
+    /// Functions the token may touch; empty: every function.
+    pub functions: Vec<String>,
+    /// Queues the token may touch; empty: every queue.
+    pub queues: Vec<String>,
+    /// Secrets the token may bind; empty: every secret.
+    pub secrets: Vec<String>,
+    pub created_at_ms: i64,
+    /// After this the token is refused; `None`: never.
+    pub expires_at_ms: Option<i64>,
+    /// The last time the token was accepted (kept coarsely: see
+    /// [`AccessStore::touch_token`]).
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// One change attempted through the control API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    pub at_ms: i64,
+    /// The name of the token that made it (`admin` for the bootstrap token).
+    pub token: String,
+    /// The client's address.
+    pub source: String,
+    /// `METHOD /v1/path`.
+    pub request: String,
+    /// What it did, in the words of the permission it needed (`functions:deploy`).
+    pub action: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// `ok`, or the error's code and message.
+    pub outcome: String,
+}
+
+/// A stored audit entry: the entry and its id, which grows with every entry appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: NewAuditEntry,
+}
+
+/// One version of a secret as the store keeps it: sealed. The store never sees the value or
+/// the key; the node seals and opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub name: String,
+    /// 1 for the first value set, one more for each value set after it.
+    pub version: u32,
+    /// Which key sealed it (an identifier derived from the key, never the key).
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// Access to the control API: scoped tokens, the audit trail and secrets. What a node shares
+/// with the whole cluster, so a token revoked or a secret set on one node holds on every
+/// node.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Stores a new token. `AlreadyExists` if a token of that name exists (nothing changes).
+    /// Committed on return.
+    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+
+    /// Every token, sorted by name.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// The token whose hash is `hash`, expired or not.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+
+    /// Deletes the token `name`: `false` if there was none. Committed on return: from then
+    /// on [`AccessStore::token_by_hash`] does not find it.
+    async fn remove_token(&self, name: &str) -> Result<bool>;
+
+    /// Records that token `name` was used at `at_ms` (never moving the time back). A token
+    /// removed meanwhile stays removed.
+    async fn touch_token(&self, name: &str, at_ms: i64) -> Result<()>;
+
+    /// Appends `entry` to the audit trail and deletes entries older than `keep_after_ms`;
+    /// the new entry's id, greater than every id before. Committed on return.
+    async fn append_audit(&self, entry: NewAuditEntry, keep_after_ms: i64) -> Result<i64>;
+
+    /// Up to `limit` entries with `at_ms >= since_ms` and an id above `after_id`, oldest
+    /// first.
+    async fn audit(&self, since_ms: i64, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    /// Stores a new version of secret `name` (version 1 if there is none) sealed as given;
+    /// returns the version. Earlier versions are kept until the secret is removed.
+    async fn put_secret(
+        &self,
+        name: &str,
+        key_id: &str,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+        at_ms: i64,
+    ) -> Result<u32>;
+
+    /// Every version of every secret, by name then version.
+    async fn secrets(&self) -> Result<Vec<SealedSecret>>;
+
+    /// Version `version` of secret `name`, or its latest when `version` is `None`.
+    async fn secret(&self, name: &str, version: Option<u32>) -> Result<Option<SealedSecret>>;
+
+    /// Deletes every version of secret `name`: `false` if there was none.
+    async fn remove_secret(&self, name: &str) -> Result<bool>;
+
+    /// Replaces the sealing of one version of a secret (a key rotation), only if it is
+    /// still sealed by `old_key_id`: `false` (changing nothing) otherwise or if it is gone.
+    async fn reseal_secret(
+        &self,
+        name: &str,
+        version: u32,
+        old_key_id: &str,
+        key_id: &str,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+    ) -> Result<bool>;
 }

@@ -17,6 +17,7 @@
 //!
 //! The store knows nothing about HTTP or Wasmtime.
 
+mod access;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod contract;
@@ -34,9 +35,9 @@ mod store;
 mod types;
 
 pub use contract::{
-    ArtifactStore, ChangeHints, CostStore, FunctionStore, InvocationStore, MemberStore, NoHints,
-    NodeBeat, QueueBackend, RelayAction, RelayedBroadcast, SocketRelay, Stores, TickStore,
-    TokenStore,
+    AccessStore, ArtifactStore, AuditRecord, ChangeHints, CostStore, FunctionStore,
+    InvocationStore, MemberStore, NewAuditEntry, NoHints, NodeBeat, QueueBackend, RelayAction,
+    RelayedBroadcast, SealedSecret, SocketRelay, Stores, TickStore, TokenRecord, TokenStore,
 };
 pub use cost::BudgetRecord;
 pub use error::StoreError;
@@ -48,7 +49,7 @@ pub use store::{Store, component_digest};
 pub use types::{
     FunctionRecord, INVOCATION_RETENTION_MS, INVOCATIONS_PER_FUNCTION_MAX, InvocationRecord,
     LatencyHistogram, Missed, NewInvocation, NewVersion, Overlap, Retention, ReuseSettings, Rollup,
-    ScheduleSettings, VersionConfig, VersionRecord,
+    ScheduleSettings, SecretBinding, VersionConfig, VersionRecord,
 };
 
 /// Result of every store operation.

@@ -191,6 +191,39 @@ CREATE TABLE members (
 -- The node that ran each invocation.
 ALTER TABLE invocations ADD COLUMN node TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+-- Scoped tokens of the control API (only their hashes), the audit trail of changes, and
+-- secrets sealed by the node (the store never holds a value in the clear nor the key).
+CREATE TABLE tokens (
+    name            TEXT PRIMARY KEY,
+    hash            TEXT NOT NULL UNIQUE,
+    role            TEXT NOT NULL,
+    scopes          TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    expires_at_ms   INTEGER,
+    last_used_at_ms INTEGER
+) STRICT;
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms   INTEGER NOT NULL,
+    token   TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    request TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    status  INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_at ON audit (at_ms);
+CREATE TABLE secrets (
+    name          TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    key_id        TEXT NOT NULL,
+    nonce         BLOB NOT NULL,
+    ciphertext    BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+) STRICT;
+"#,
 ];
 
 /// Brings the schema up to `migrations.len()`, one transaction per migration. The version is

@@ -129,6 +129,96 @@ impl TokenStore for Store {
 }
 
 #[async_trait]
+impl crate::AccessStore for Store {
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<()> {
+        self.blocking(move |store| store.create_token(&token)).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<crate::TokenRecord>> {
+        self.blocking(Store::tokens).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::TokenRecord>> {
+        let hash = hash.to_owned();
+        self.blocking(move |store| store.token_by_hash(&hash)).await
+    }
+
+    async fn remove_token(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.remove_token(&name)).await
+    }
+
+    async fn touch_token(&self, name: &str, at_ms: i64) -> Result<()> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.touch_token(&name, at_ms))
+            .await
+    }
+
+    async fn append_audit(&self, entry: crate::NewAuditEntry, keep_after_ms: i64) -> Result<i64> {
+        self.blocking(move |store| store.append_audit(&entry, keep_after_ms))
+            .await
+    }
+
+    async fn audit(
+        &self,
+        since_ms: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::AuditRecord>> {
+        self.blocking(move |store| store.audit(since_ms, after_id, limit))
+            .await
+    }
+
+    async fn put_secret(
+        &self,
+        name: &str,
+        key_id: &str,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+        at_ms: i64,
+    ) -> Result<u32> {
+        let (name, key_id) = (name.to_owned(), key_id.to_owned());
+        self.blocking(move |store| store.put_secret(&name, &key_id, &nonce, &ciphertext, at_ms))
+            .await
+    }
+
+    async fn secrets(&self) -> Result<Vec<crate::SealedSecret>> {
+        self.blocking(Store::secrets).await
+    }
+
+    async fn secret(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<crate::SealedSecret>> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.secret(&name, version))
+            .await
+    }
+
+    async fn remove_secret(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.remove_secret(&name)).await
+    }
+
+    async fn reseal_secret(
+        &self,
+        name: &str,
+        version: u32,
+        old_key_id: &str,
+        key_id: &str,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+    ) -> Result<bool> {
+        let (name, old, key_id) = (name.to_owned(), old_key_id.to_owned(), key_id.to_owned());
+        self.blocking(move |store| {
+            store.reseal_secret(&name, version, &old, &key_id, &nonce, &ciphertext)
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl InvocationStore for Store {
     async fn append_invocations(
         &self,

@@ -36,6 +36,10 @@ pub struct VersionConfig {
     pub timeout_ms: u64,
     /// Environment variables given to the component.
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets, each pinned to the version of the
+    /// secret that was latest when the version was deployed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretBinding>,
     /// Hosts and URLs the function may send HTTP requests to (`*` for any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_outbound: Vec<String>,
@@ -67,6 +71,13 @@ pub struct VersionConfig {
 }
 
 pub use eddy_parse::schedule::{Missed, Overlap, ScheduleSettings};
+
+/// One secret a version binds to an environment variable.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecretBinding {
+    pub name: String,
+    pub version: u32,
+}
 
 fn is_zero(n: &u32) -> bool {
     *n == 0

@@ -3,7 +3,13 @@
 //! node reads and writes. `--json` output does not go through these types: it prints the
 //! node's JSON as received.
 
-pub use eddy_parse::api::{ConsumerRequest, CreateQueue, DeployRequest, RollbackRequest};
+pub use eddy_parse::api::{
+    ConsumerRequest, CreateQueue, CreateToken, DeployRequest, RollbackRequest,
+};
+pub use eddy_parse::responses::{
+    AuditEntry, AuditPage, Rekeyed, SecretInfo, SecretList, SecretSet, TokenCreated, TokenInfo,
+    TokenList,
+};
 pub use eddy_parse::responses::{
     Broadcast, Consumer, Deployed, ErrorBody, Function, FunctionList, FunctionStats, LogEntry,
     LogPage, Member, Message, MessageList, NodeList, Purged, Queue, QueueList, Redriven, Removed,

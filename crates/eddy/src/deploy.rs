@@ -62,6 +62,8 @@ queue is left as it is), and binds each function's `consume` queue after deployi
                           # sends the function their connect, message and close events
   [functions.hello.env]
   GREETING = "Hi"
+  [functions.hello.secrets]   # environment variables whose values are secrets
+  STRIPE_KEY = "stripe"       # (eddy secret set stripe), pinned to its latest version
 
 Unknown keys are refused."#;
 
@@ -85,6 +87,10 @@ pub struct DeployArgs {
     /// Environment variable for the function; repeat for more
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     env: Vec<(String, String)>,
+    /// Environment variable whose value is a secret (`eddy secret set NAME`), pinned to the
+    /// secret's latest version at this deploy; repeat for more
+    #[arg(long = "secret", value_name = "ENV=NAME", value_parser = parse_env_pair)]
+    secrets: Vec<(String, String)>,
     /// Queue the function may send messages to (POST http://eddy.local/queues/NAME), or * for
     /// any; repeat for more [default: none]
     #[arg(long = "publish", value_name = "QUEUE")]
@@ -129,6 +135,7 @@ impl DeployArgs {
                 ("--memory", self.memory_bytes_max.is_some()),
                 ("--timeout", self.timeout_ms.is_some()),
                 ("--env", !self.env.is_empty()),
+                ("--secret", !self.secrets.is_empty()),
                 ("--publish", !self.publish.is_empty()),
                 ("--websocket", self.websocket),
                 ("--allow-outbound", !self.fluid.allow_outbound.is_empty()),
@@ -163,6 +170,16 @@ impl DeployArgs {
         for (key, _) in &self.env {
             if !seen.insert(key) {
                 return Err(format!("--env {key} is given twice; pass each KEY once"));
+            }
+        }
+        for (key, secret) in &self.secrets {
+            if !seen.insert(key) {
+                return Err(format!(
+                    "{key} is given twice in --env and --secret; pass each variable once"
+                ));
+            }
+            if secret.is_empty() {
+                return Err(format!("--secret {key}= names no secret; pass ENV=NAME"));
             }
         }
         Ok(())
@@ -272,6 +289,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> Result<()> {
                 memory_bytes_max: args.memory_bytes_max,
                 timeout_ms: args.timeout_ms,
                 env: args.env.into_iter().collect(),
+                secrets: args.secrets.into_iter().collect(),
                 publish: args.publish,
                 schedule: args.schedule.config(),
                 websocket: args.websocket.then_some(true),

@@ -5,6 +5,7 @@
 //! to stderr and exits 1. Usage errors are clap's and exit 2.
 
 mod api;
+mod audit;
 mod budget;
 mod build;
 mod chart;
@@ -21,11 +22,13 @@ mod payload;
 mod queue;
 mod rm;
 mod rollback;
+mod secret;
 mod serve;
 mod sheets;
 mod stats;
 mod store;
 mod table;
+mod token;
 mod units;
 mod versions;
 mod wit;
@@ -138,6 +141,12 @@ enum ApiCommand {
     Sheets(sheets::SheetsArgs),
     /// Monthly budgets with alerts and an optional hard cap
     Budget(budget::BudgetArgs),
+    /// Scoped tokens of the control API: create, list, revoke
+    Token(token::TokenArgs),
+    /// Changes made through the control API: who, when, from where, and how each ended
+    Audit(audit::AuditArgs),
+    /// Secrets functions take as environment variables: set, list, remove, re-key
+    Secret(secret::SecretArgs),
 }
 
 fn main() -> ExitCode {
@@ -209,6 +218,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ApiCommand::Cost(args) => cost::run(&client, args).await,
         ApiCommand::Sheets(args) => sheets::run(&client, args).await,
         ApiCommand::Budget(args) => budget::run(&client, args).await,
+        ApiCommand::Token(args) => token::run(&client, args).await,
+        ApiCommand::Audit(args) => audit::run(&client, args).await,
+        ApiCommand::Secret(args) => secret::run(&client, args).await,
     }
 }
 

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// then shared between the nodes, each artifact checked by a MAC under it
     #[arg(long, value_name = "FILE", env = "EDDY_ARTIFACT_KEY_FILE")]
     artifact_key_file: Option<PathBuf>,
+    /// A file holding the key that seals secrets (the same on every node, never beside the
+    /// data); EDDY_SECRETS_KEY may hold the key itself instead
+    #[arg(long, value_name = "FILE", env = "EDDY_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Log format: `text` for people, `json` for log collectors. Level from EDDY_LOG (default info)
     #[arg(long, value_name = "FORMAT", env = "EDDY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -105,6 +109,12 @@ fn node_config(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<NodeConfig
     if args.artifact_key_file.is_some() {
         config.artifact_key_file = args.artifact_key_file;
     }
+    if args.secrets_key_file.is_some() {
+        config.secrets_key_file = args.secrets_key_file;
+    }
+    config.secrets_key = std::env::var("EDDY_SECRETS_KEY")
+        .ok()
+        .filter(|key| !key.trim().is_empty());
     config.compiler = Some(eddy_runtime::CompilerCommand::this_executable());
     config.validate()?;
     Ok(config)

@@ -2,8 +2,10 @@
 //!
 //! The contract is `docs/api.md`.
 
+mod access;
 mod cost;
 mod queues;
+mod secrets;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -12,9 +14,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -60,6 +62,10 @@ pub struct ApiState {
     pub budget_webhook_hosts: Arc<[String]>,
     /// This node's name (`eddy nodes` marks it).
     pub node_name: Arc<str>,
+    /// Client addresses that keep failing to authenticate.
+    pub throttle: Arc<crate::auth::AuthThrottle>,
+    /// Seals and opens secrets.
+    pub secrets: Arc<crate::secrets::Secrets>,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
@@ -90,11 +96,27 @@ pub fn router(state: ApiState) -> Router {
         )
         .merge(queues::routes())
         .merge(cost::routes())
+        .merge(access::routes())
+        .merge(secrets::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ));
     let metrics = Router::new()
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(metrics)
@@ -103,18 +125,6 @@ pub fn router(state: ApiState) -> Router {
             ApiError::not_found("no such API path; the control API lives under /v1/")
         })
         .with_state(state)
-}
-
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if state.token.matches(token.trim()) => next.run(request).await,
-        _ => ApiError::unauthorized().into_response(),
-    }
 }
 
 /// The node's health: its status says only whether it serves (a store it cannot reach does
@@ -228,6 +238,7 @@ async fn remove_function(
 
 async fn deploy(
     State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
@@ -271,6 +282,11 @@ async fn deploy(
     let component = component.ok_or_else(|| {
         ApiError::bad_request("missing multipart part `component` with the component bytes")
     })?;
+    for secret in request.secrets.values() {
+        if let Some(reason) = caller.denies_secret(secret) {
+            return Err(ApiError::forbidden(reason));
+        }
+    }
     let deployed = state.registry.deploy(&name, request, component).await?;
     let v = &deployed.version;
     let adjusted = fit_leases(&state, &name, v.config.timeout_ms).await?;
@@ -658,6 +674,12 @@ fn version_answer(v: &VersionRecord, live: u32) -> Version {
         memory_bytes_max: v.config.memory_bytes_max,
         timeout_ms: v.config.timeout_ms,
         env_keys: v.config.env.keys().cloned().collect(),
+        secrets: v
+            .config
+            .secrets
+            .iter()
+            .map(|(variable, b)| (variable.clone(), format!("{}@{}", b.name, b.version)))
+            .collect(),
         created_at: rfc3339(v.created_at_ms),
     }
 }

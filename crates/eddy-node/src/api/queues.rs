@@ -5,7 +5,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -17,6 +17,7 @@ use eddy_parse::responses::{
 use eddy_store::{ConsumerSettings, NewMessage, QueueCounts, QueueRecord};
 
 use super::ApiState;
+use crate::auth::{Caller, Permission};
 use crate::config::{
     CONSUMER_ATTEMPTS_MAX_CEILING, CONSUMER_BATCH_SIZE_MAX, DEFAULT_CONSUMER_ATTEMPTS_MAX,
     DEFAULT_CONSUMER_BACKOFF_BASE_MS, DEFAULT_CONSUMER_BACKOFF_MAX_MS, DEFAULT_CONSUMER_BATCH_SIZE,
@@ -57,10 +58,14 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn create_queue(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<CreateQueue>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let request = json_body(body)?;
     validate_queue_name(&request.name).map_err(ApiError::bad_request)?;
+    if let Some(reason) = caller.denies_queue(Permission::QueuesWrite, &request.name) {
+        return Err(ApiError::forbidden(reason));
+    }
     let window = request
         .idempotency_window_ms
         .unwrap_or(state.limits.queue_idempotency_window_ms_default);
@@ -295,10 +300,15 @@ async fn purge(
 
 async fn set_consumer(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Json<ConsumerRequest>, JsonRejection>,
 ) -> Result<Json<Consumer>, ApiError> {
     let request = json_body(body)?;
+    // Binding a function makes it run: the token must be allowed to change that function.
+    if let Some(reason) = caller.denies_function(Permission::FunctionsWrite, &request.function) {
+        return Err(ApiError::forbidden(reason));
+    }
     let record = find_queue(&state, &name).await?;
     let function = request.function.clone();
     let deployed = state

@@ -31,6 +31,7 @@ use crate::{
     InvocationRecord, NewInvocation, NewVersion, Result, Stores, VersionConfig, component_digest,
 };
 
+pub mod access;
 pub mod cost;
 pub mod functions;
 pub mod invocations;
@@ -130,6 +131,9 @@ macro_rules! conformance_tests {
             ticks::another_running_tick_is_seen_until_it_finishes_or_its_lease_ends,
             ticks::ticks_survive_a_restart,
             members::beats_are_kept_per_node_forgotten_when_old_and_survive_a_restart,
+            access::tokens_are_found_by_hash_until_removed_and_survive_a_restart,
+            access::the_audit_trail_grows_in_order_forgets_old_entries_and_survives_a_restart,
+            access::secrets_keep_versions_reseal_only_from_their_key_and_survive_a_restart,
         );
     };
     (@each $backend:ty; $($area:ident :: $contract:ident),+ $(,)?) => {
@@ -170,6 +174,7 @@ fn config(route: &str) -> VersionConfig {
         memory_bytes_max: 64 << 20,
         timeout_ms: 30_000,
         env: std::collections::BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+        secrets: Default::default(),
         allow_outbound: vec!["api.example.com".to_owned()],
         max_concurrency: Some(10),
         max_queue: None,
@@ -278,6 +283,7 @@ fn consumer(max_attempts: u32) -> ConsumerSettings {
 mod tests {
     /// The areas' sources, by module name.
     const AREAS: &[(&str, &str)] = &[
+        ("access", include_str!("access.rs")),
         ("cost", include_str!("cost.rs")),
         ("functions", include_str!("functions.rs")),
         ("invocations", include_str!("invocations.rs")),

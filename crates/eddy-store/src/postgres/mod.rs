@@ -29,6 +29,7 @@
 //! `options=-c search_path=…` names), so several clusters or tests can share a database.
 //! `schema.rs` holds the migrations and how several nodes apply them at once.
 
+mod access;
 mod functions;
 mod invocations;
 mod journal;
@@ -472,6 +473,7 @@ impl PgStores {
         Stores {
             functions: this.clone(),
             token: this.clone(),
+            access: this.clone(),
             invocations: this.clone(),
             members: this.clone(),
             cost: this.clone(),

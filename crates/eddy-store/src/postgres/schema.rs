@@ -289,6 +289,42 @@ ALTER TABLE socket_relay
     ADD COLUMN close_code INTEGER;
 "#,
     },
+    Migration {
+        compatible_from: 1,
+        sql: r#"
+-- Scoped tokens of the control API (only their hashes), the audit trail of changes, and
+-- secrets sealed by the nodes (the store never holds a value in the clear nor the key).
+CREATE TABLE tokens (
+    name            TEXT PRIMARY KEY,
+    hash            TEXT NOT NULL UNIQUE,
+    role            TEXT NOT NULL,
+    scopes          TEXT NOT NULL,
+    created_at_ms   BIGINT NOT NULL,
+    expires_at_ms   BIGINT,
+    last_used_at_ms BIGINT
+);
+CREATE TABLE audit (
+    id      BIGSERIAL PRIMARY KEY,
+    at_ms   BIGINT NOT NULL,
+    token   TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    request TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    status  INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at_ms);
+CREATE TABLE secrets (
+    name          TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    key_id        TEXT NOT NULL,
+    nonce         BYTEA NOT NULL,
+    ciphertext    BYTEA NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+"#,
+    },
 ];
 
 /// The schema version this build creates and reads.

@@ -1,0 +1,246 @@
+//! Secrets: values the operator's key seals (XChaCha20-Poly1305, a fresh random nonce per
+//! value, the secret's name as associated data) before they reach the store, opened by a
+//! node only to hand them to a function as environment variables. The key is given to every
+//! node (a file or `EDDY_SECRETS_KEY`) and never stored beside the data; neither the store,
+//! the API, the CLI nor the node's log ever holds a value in the clear.
+//!
+//! Rotation without downtime: give every node the new key as its key and the old one among
+//! `secrets_previous_key_files` (a node opens what any of its keys sealed), call
+//! `POST /v1/secrets/rekey` (each version sealed by another key is sealed again under the
+//! current one), then drop the old key.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use eddy_store::{AccessStore, SealedSecret};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::problem::{Kind, Problem};
+
+/// Shortest key an operator may give (bytes of text): `openssl rand -hex 32` gives 64.
+pub const SECRETS_KEY_BYTES_MIN: usize = 32;
+/// The environment variable that may hold the key instead of a file.
+pub const SECRETS_KEY_ENV: &str = "EDDY_SECRETS_KEY";
+
+const KEY_CONTEXT: &[u8] = b"eddy secrets key v1\0";
+const KEY_ID_CONTEXT: &[u8] = b"eddy secrets key id v1\0";
+const NONCE_BYTES: usize = 24;
+
+struct Key {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl Key {
+    fn new(text: &str, source: &str) -> anyhow::Result<Key> {
+        let text = text.trim();
+        anyhow::ensure!(
+            text.len() >= SECRETS_KEY_BYTES_MIN,
+            "the secrets key in {source} is {} bytes; use at least {SECRETS_KEY_BYTES_MIN} (`openssl rand -hex 32`)",
+            text.len()
+        );
+        let derived = Sha256::new()
+            .chain_update(KEY_CONTEXT)
+            .chain_update(text.as_bytes())
+            .finalize();
+        let id = Sha256::new()
+            .chain_update(KEY_ID_CONTEXT)
+            .chain_update(text.as_bytes())
+            .finalize();
+        Ok(Key {
+            id: hex::encode(&id[..8]),
+            cipher: XChaCha20Poly1305::new(&derived),
+        })
+    }
+
+    fn seal(&self, name: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: value,
+                    aad: name.as_bytes(),
+                },
+            )
+            .expect("sealing cannot fail for values this small");
+        (nonce.to_vec(), sealed)
+    }
+
+    fn open(&self, secret: &SealedSecret) -> Option<Vec<u8>> {
+        if secret.nonce.len() != NONCE_BYTES {
+            return None;
+        }
+        self.cipher
+            .decrypt(
+                XNonce::from_slice(&secret.nonce),
+                Payload {
+                    msg: &secret.ciphertext,
+                    aad: secret.name.as_bytes(),
+                },
+            )
+            .ok()
+    }
+}
+
+/// What a re-key did.
+pub struct Rekeyed {
+    /// Versions sealed again under the current key.
+    pub resealed: u64,
+    /// Versions the current key sealed already.
+    pub current: u64,
+}
+
+/// The node's keys and the store of sealed secrets.
+pub struct Secrets {
+    current: Option<Key>,
+    previous: Vec<Key>,
+    store: Arc<dyn AccessStore>,
+}
+
+impl Secrets {
+    /// `current` seals and opens; each of `previous` only opens. Texts as read from their
+    /// files (see [`Secrets::read_key`]); `None`: this node handles no secrets.
+    pub fn new(
+        store: Arc<dyn AccessStore>,
+        current: Option<(String, String)>,
+        previous: Vec<(String, String)>,
+    ) -> anyhow::Result<Secrets> {
+        let current = current
+            .map(|(text, source)| Key::new(&text, &source))
+            .transpose()?;
+        let previous = previous
+            .iter()
+            .map(|(text, source)| Key::new(text, source))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(
+            current.is_some() || previous.is_empty(),
+            "secrets_previous_key_files needs secrets_key_file (or {SECRETS_KEY_ENV}): the key that seals"
+        );
+        Ok(Secrets {
+            current,
+            previous,
+            store,
+        })
+    }
+
+    /// The key text in `path`.
+    pub fn read_key(path: &Path) -> anyhow::Result<(String, String)> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the secrets key from {}", path.display()))?;
+        Ok((text, path.display().to_string()))
+    }
+
+    fn key(&self) -> Result<&Key, Problem> {
+        self.current.as_ref().ok_or_else(|| {
+            Problem::new(
+                Kind::Conflict,
+                "no_secrets_key",
+                format!(
+                    "this node has no secrets key: start it with secrets_key_file in node.toml, --secrets-key-file or {SECRETS_KEY_ENV} (the same key on every node)"
+                ),
+            )
+        })
+    }
+
+    /// Stores `value` as the next version of secret `name`.
+    pub async fn set(&self, name: &str, value: &str, at_ms: i64) -> Result<u32, Problem> {
+        let key = self.key()?;
+        let (nonce, sealed) = key.seal(name, value.as_bytes());
+        Ok(self
+            .store
+            .put_secret(name, &key.id, nonce, sealed, at_ms)
+            .await?)
+    }
+
+    /// The latest version of secret `name`.
+    pub async fn latest(&self, name: &str) -> Result<u32, Problem> {
+        self.key()?;
+        match self.store.secret(name, None).await? {
+            Some(secret) => Ok(secret.version),
+            None => Err(Problem::new(
+                Kind::Invalid,
+                "no_secret",
+                format!("no secret `{name}`; set it first with `eddy secret set {name}`"),
+            )),
+        }
+    }
+
+    /// The value of version `version` of secret `name`, for a function's environment.
+    pub async fn value(&self, name: &str, version: u32) -> Result<String, Problem> {
+        let sealed = self
+            .store
+            .secret(name, Some(version))
+            .await?
+            .ok_or_else(|| {
+                Problem::new(
+                    Kind::Invalid,
+                    "no_secret",
+                    format!(
+                        "version {version} of secret `{name}` is gone (the secret was removed); set it again and deploy"
+                    ),
+                )
+            })?;
+        let opened = self
+            .current
+            .iter()
+            .chain(&self.previous)
+            .find(|key| key.id == sealed.key_id)
+            .and_then(|key| key.open(&sealed));
+        let Some(bytes) = opened else {
+            return Err(Problem::new(
+                Kind::Invalid,
+                "secret_unreadable",
+                format!(
+                    "secret `{name}` version {version} was sealed by key {} which this node does not hold (or it does not open it): give the node that key, in secrets_key_file or secrets_previous_key_files",
+                    sealed.key_id
+                ),
+            ));
+        };
+        String::from_utf8(bytes)
+            .map_err(|_| Problem::internal("a secret opened to bytes that are not UTF-8", name))
+    }
+
+    /// Seals every version again under the current key if another key sealed it.
+    pub async fn rekey(&self) -> Result<Rekeyed, Problem> {
+        let key = self.key()?;
+        let mut done = Rekeyed {
+            resealed: 0,
+            current: 0,
+        };
+        for sealed in self.store.secrets().await? {
+            if sealed.key_id == key.id {
+                done.current += 1;
+                continue;
+            }
+            let value = self.value(&sealed.name, sealed.version).await?;
+            let (nonce, ciphertext) = key.seal(&sealed.name, value.as_bytes());
+            if self
+                .store
+                .reseal_secret(
+                    &sealed.name,
+                    sealed.version,
+                    &sealed.key_id,
+                    &key.id,
+                    nonce,
+                    ciphertext,
+                )
+                .await?
+            {
+                done.resealed += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// The id of the key that seals (never the key).
+    pub fn key_id(&self) -> Option<&str> {
+        self.current.as_ref().map(|k| k.id.as_str())
+    }
+}
