@@ -35,6 +35,13 @@ pub const DEFAULT_ADMIN_CONNECTIONS_MAX: usize = 256;
 /// Failed authentications one client address may make on the control API in a minute
 /// before the node answers it `429` without checking, until the minute is over.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE_MAX: u32 = 10;
+/// Streams one HTTP/2 connection may have open at once.
+pub const DEFAULT_HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 100;
+/// HTTP/2 streams a client may open and reset before the node accepted them (rapid reset).
+pub const DEFAULT_HTTP2_PENDING_RESET_STREAMS_MAX: usize = 20;
+/// HTTP/2 streams the node may reset for a client's protocol errors before it closes the
+/// connection.
+pub const HTTP2_LOCAL_ERROR_RESETS_MAX: usize = 1024;
 /// Largest value of one secret.
 pub const DEFAULT_SECRET_BYTES_MAX: usize = 64 * 1024;
 /// How long audit entries are kept (90 days).
@@ -184,6 +191,8 @@ pub struct NodeConfig {
     pub secrets_key_file: Option<PathBuf>,
     /// Keys that sealed secrets before the current one: they only open (a key rotation).
     pub secrets_previous_key_files: Vec<PathBuf>,
+    /// TLS on both listeners.
+    pub tls: TlsConfig,
     /// The secrets key itself, when the operator gives it in `EDDY_SECRETS_KEY` rather
     /// than a file; never read from the config file.
     #[serde(skip)]
@@ -353,6 +362,40 @@ pub struct LimitsConfig {
     pub audit_retention_ms: u64,
     /// Largest value of one secret.
     pub secret_bytes_max: usize,
+    /// HTTP/2 (public listener, over TLS): streams per connection at once.
+    pub http2_streams_per_connection_max: u32,
+    /// HTTP/2: streams opened and reset before accepted, before the connection is closed.
+    pub http2_pending_reset_streams_max: usize,
+}
+
+/// TLS on both listeners (`[tls]`): a certificate chain and its key in PEM files, reloaded
+/// when they change; or a self-signed certificate the node makes once.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Make (once, in `<state_dir>/tls/`) and serve a self-signed certificate.
+    pub self_signed: bool,
+}
+
+impl TlsConfig {
+    /// Whether the listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert_file.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.cert_file, &self.key_file, self.self_signed) {
+            (Some(_), None, _) | (None, Some(_), _) => Err(ConfigError(
+                "tls.cert_file and tls.key_file go together: give both".to_owned(),
+            )),
+            (Some(_), Some(_), true) => Err(ConfigError(
+                "tls.self_signed makes its own certificate: give it or tls.cert_file and tls.key_file, not both".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How the instance pool keeps and resets slots between instantiations (tuning, see
@@ -394,6 +437,7 @@ impl Default for NodeConfig {
             artifact_key_file: None,
             secrets_key_file: None,
             secrets_previous_key_files: Vec::new(),
+            tls: TlsConfig::default(),
             secrets_key: None,
             public_url: None,
             budget_webhook_hosts: Vec::new(),
@@ -477,6 +521,8 @@ impl Default for LimitsConfig {
             auth_failures_per_minute_max: DEFAULT_AUTH_FAILURES_PER_MINUTE_MAX,
             audit_retention_ms: DEFAULT_AUDIT_RETENTION_MS,
             secret_bytes_max: DEFAULT_SECRET_BYTES_MAX,
+            http2_streams_per_connection_max: DEFAULT_HTTP2_STREAMS_PER_CONNECTION_MAX,
+            http2_pending_reset_streams_max: DEFAULT_HTTP2_PENDING_RESET_STREAMS_MAX,
         }
     }
 }
@@ -580,8 +626,17 @@ impl NodeConfig {
 
     /// Check every value before any socket is bound or file written.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tls.validate()?;
         let l = &self.limits;
-        let positive: [(&str, u64); 55] = [
+        let positive: [(&str, u64); 57] = [
+            (
+                "limits.http2_streams_per_connection_max",
+                u64::from(l.http2_streams_per_connection_max),
+            ),
+            (
+                "limits.http2_pending_reset_streams_max",
+                l.http2_pending_reset_streams_max as u64,
+            ),
             ("limits.secret_bytes_max", l.secret_bytes_max as u64),
             (
                 "limits.auth_failures_per_minute_max",

@@ -41,6 +41,8 @@ pub struct Ingress {
     pub sockets: Arc<crate::websocket::SocketServer>,
     /// Load balancers exempt from `connections_per_ip_max`.
     pub trusted_proxies: Arc<[eddy_runtime::destinations::IpNet]>,
+    /// TLS on the public listener, when configured (then HTTP/2 is offered through ALPN).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Ingress {
@@ -58,6 +60,14 @@ impl Ingress {
                 + HEADER_BUFFER_SLACK_BYTES,
             trusted_proxies: self.trusted_proxies.clone(),
             shutdown_grace: Duration::from_millis(self.limits.shutdown_grace_ms),
+            tls: self.tls.clone(),
+            http2: self.tls.as_ref().map(|_| crate::listener::Http2Limits {
+                streams_per_connection_max: self.limits.http2_streams_per_connection_max,
+                pending_reset_streams_max: self.limits.http2_pending_reset_streams_max,
+                local_error_resets_max: crate::config::HTTP2_LOCAL_ERROR_RESETS_MAX,
+                header_list_bytes_max: u32::try_from(self.limits.header_bytes_max)
+                    .unwrap_or(u32::MAX),
+            }),
         };
         crate::listener::serve(listener, limits, shutdown, move |peer| {
             let ingress = self.clone();
@@ -133,9 +143,14 @@ impl Ingress {
             Err(refusal) => return refusal.response(self.invoker.parts().clock.now_ms()),
         };
         if !req.headers().contains_key(header::HOST) {
-            // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
-            req.headers_mut()
-                .insert(header::HOST, HeaderValue::from_static("localhost"));
+            // HTTP/2 carries the authority in the URI, HTTP/1.0 clients may omit Host;
+            // wasi:http needs one.
+            let host = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .unwrap_or(HeaderValue::from_static("localhost"));
+            req.headers_mut().insert(header::HOST, host);
         }
         // Trailers are headers too: a client cannot forge the node's there either.
         let req = req.map(|body| body.map_frame(without_node_trailers as fn(_) -> _));

@@ -34,6 +34,7 @@ pub(crate) mod routes;
 pub(crate) mod schedule;
 pub(crate) mod secrets;
 pub(crate) mod stores;
+pub(crate) mod tls;
 pub(crate) mod websocket;
 
 use std::net::SocketAddr;
@@ -116,6 +117,46 @@ fn node_secrets(
     secrets::Secrets::new(stores.access.clone(), current, previous)
 }
 
+/// The certificates both listeners serve, if TLS is on: the operator's files, or a
+/// self-signed certificate made once for `localhost` and the listen addresses.
+fn node_tls(
+    config: &NodeConfig,
+    public: SocketAddr,
+    admin: SocketAddr,
+) -> anyhow::Result<Option<Arc<tls::Certificates>>> {
+    let tls_config = &config.tls;
+    let (cert, key) = if tls_config.self_signed {
+        let mut names = vec![
+            "localhost".to_owned(),
+            public.ip().to_string(),
+            admin.ip().to_string(),
+        ];
+        if let Some(host) = config
+            .public_url
+            .as_deref()
+            .and_then(|url| url.parse::<http::Uri>().ok())
+            .and_then(|uri| uri.host().map(str::to_owned))
+        {
+            names.push(host);
+        }
+        names.dedup();
+        tls::self_signed(&config.state_dir, &names)?
+    } else {
+        match (&tls_config.cert_file, &tls_config.key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => return Ok(None),
+        }
+    };
+    let certificates = tls::Certificates::open(&cert, &key)?;
+    tracing::info!(
+        cert = %cert.display(),
+        fingerprint = %certificates.fingerprint(),
+        self_signed = tls_config.self_signed,
+        "both listeners speak TLS"
+    );
+    Ok(Some(certificates))
+}
+
 /// hyper's read buffer on the control API: the most a request head there may take.
 const ADMIN_READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -125,6 +166,10 @@ pub struct RunningNode {
     pub admin_addr: SocketAddr,
     pub public_url: String,
     pub functions: usize,
+    /// The fingerprint of the TLS certificate both listeners serve, when they speak TLS.
+    pub tls_fingerprint: Option<String>,
+    /// The self-signed certificate's file, when the node made one.
+    pub tls_self_signed: Option<std::path::PathBuf>,
     /// Whether finished instances are reset with Linux `PAGEMAP_SCAN` (configured and
     /// supported by the kernel).
     pub pagemap_scan: bool,
@@ -173,6 +218,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     }
     tighten_files(&config.state_dir)
         .with_context(|| format!("making the files in {} private", config.state_dir.display()))?;
+    let certificates = node_tls(&config, public_addr, admin_addr)?;
     let limits = config.limits.clone();
     // From here on the node reaches its state only through the store traits.
     let started_at_ms = config.clock.now_ms();
@@ -230,7 +276,10 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{public_addr}"));
+        .unwrap_or_else(|| match certificates {
+            Some(_) => format!("https://{public_addr}"),
+            None => format!("http://{public_addr}"),
+        });
 
     let retention = Retention {
         invocations_per_function_max: limits.invocations_kept_per_function,
@@ -252,6 +301,9 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let consumers = consumer::Consumers::new(queues.clone(), registry.clone(), invoker.clone());
     consumers.start_all().await?;
     let shutdown = CancellationToken::new();
+    if let Some(certificates) = &certificates {
+        tokio::spawn(certificates.clone().watch(shutdown.clone()));
+    }
     if shared {
         tokio::spawn(
             cluster::Follower {
@@ -312,6 +364,9 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             limits: limits.clone(),
         }),
         trusted_proxies: trusted_proxies.clone(),
+        tls: certificates
+            .as_ref()
+            .map(|c| c.server_config(&[b"h2", b"http/1.1"])),
     });
     let api_state = api::ApiState {
         registry,
@@ -344,6 +399,10 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         read_buffer_bytes: ADMIN_READ_BUFFER_BYTES,
         trusted_proxies: trusted_proxies.clone(),
         shutdown_grace: Duration::from_millis(limits.shutdown_grace_ms),
+        tls: certificates
+            .as_ref()
+            .map(|c| c.server_config(&[b"http/1.1"])),
+        http2: None,
     };
     let app = api::router(api_state);
     let admin_server = tokio::spawn(listener::serve(
@@ -365,6 +424,13 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         admin_addr,
         public_url,
         functions,
+        tls_fingerprint: certificates.as_ref().map(|c| c.fingerprint()),
+        tls_self_signed: config.tls.self_signed.then(|| {
+            config
+                .state_dir
+                .join(tls::SELF_SIGNED_DIR)
+                .join("self-signed.crt")
+        }),
         pagemap_scan,
         shutdown,
         draining,

@@ -14,8 +14,8 @@ use std::time::Duration;
 use eddy_runtime::destinations::IpNet;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -42,15 +42,34 @@ pub struct ListenerLimits {
     /// Load balancers whose connections carry many clients: no per-address cap for them.
     pub trusted_proxies: Arc<[IpNet]>,
     pub shutdown_grace: Duration,
+    /// TLS, when the listener speaks it: the handshake must finish within
+    /// `header_read_timeout`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// HTTP/2, when the listener offers it (only with TLS, through ALPN).
+    pub http2: Option<Http2Limits>,
 }
 
-/// Accept connections until `shutdown` fires, then wait up to the grace period for the
-/// requests in flight. `service` answers the requests of the connection from `peer`.
 /// The client address of a connection, in each of its requests' extensions (the control
 /// API's audit trail and authentication slowdown read it).
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
+/// HTTP/2's own bounds, for a listener that offers it (through ALPN, over TLS).
+#[derive(Clone, Copy, Debug)]
+pub struct Http2Limits {
+    /// Streams (requests) one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub streams_per_connection_max: u32,
+    /// Streams the client may open and reset before the node has accepted them, the rapid
+    /// reset attack (CVE-2023-44487): past it the connection is closed with `GOAWAY`.
+    pub pending_reset_streams_max: usize,
+    /// Streams the node may reset for the client's errors before it closes the connection.
+    pub local_error_resets_max: usize,
+    /// Largest header list a request may send (`SETTINGS_MAX_HEADER_LIST_SIZE`).
+    pub header_list_bytes_max: u32,
+}
+
+/// Accept connections until `shutdown` fires, then wait up to the grace period for the
+/// requests in flight. `service` answers the requests of the connection from `peer`.
 pub async fn serve<S, F, B>(
     listener: TcpListener,
     limits: ListenerLimits,
@@ -73,6 +92,19 @@ pub async fn serve<S, F, B>(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.read_buffer_bytes)
         .keep_alive(true);
+    let h2_builder = limits.http2.map(|h2| {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(h2.streams_per_connection_max)
+            .max_pending_accept_reset_streams(h2.pending_reset_streams_max)
+            .max_local_error_reset_streams(h2.local_error_resets_max)
+            .max_header_list_size(h2.header_list_bytes_max)
+            // A peer that stops answering pings is gone: its connection is closed.
+            .keep_alive_interval(Some(limits.header_read_timeout))
+            .keep_alive_timeout(limits.header_read_timeout);
+        builder
+    });
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -91,7 +123,12 @@ pub async fn serve<S, F, B>(
                 "this node has reached {} ({} open connections); retry shortly",
                 limits.connections_key, limits.connections_max
             );
-            tokio::spawn(refuse(stream, limits.connections_key, message));
+            tokio::spawn(refuse(
+                stream,
+                limits.tls.clone(),
+                limits.connections_key,
+                message,
+            ));
             continue;
         };
         let trusted = limits
@@ -109,23 +146,48 @@ pub async fn serve<S, F, B>(
                         peer.ip(),
                         limits.connections_per_ip_max
                     );
-                    tokio::spawn(refuse(stream, "connections_per_ip_max", message));
+                    tokio::spawn(refuse(
+                        stream,
+                        limits.tls.clone(),
+                        "connections_per_ip_max",
+                        message,
+                    ));
                     continue;
                 }
             }
         };
-        let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
-        let conn = builder.serve_connection(io, service(peer)).with_upgrades();
+        let stream = WriteTimeout::new(stream, limits.write_timeout);
+        let service = service(peer);
         let stop = shutdown.clone();
+        let tls = limits.tls.clone();
+        let (h1, h2) = (builder.clone(), h2_builder.clone());
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = stop.cancelled() => {
-                    // Finish the request in flight, then close (a WebSocket upgrade has
-                    // left this connection already).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let ended = match tls {
+                None => drive_http1(&h1, stream, service, &stop).await,
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    let accepted =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    match accepted {
+                        Ok(Ok(stream)) => {
+                            let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            match &h2 {
+                                Some(h2) if alpn_h2 => {
+                                    drive_http2(h2, stream, service, &stop).await
+                                }
+                                _ => drive_http1(&h1, stream, service, &stop).await,
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake took longer than header_read_timeout_ms");
+                            Ok(())
+                        }
+                    }
                 }
             };
             if let Err(e) = ended {
@@ -145,6 +207,67 @@ pub async fn serve<S, F, B>(
             grace_ms = limits.shutdown_grace.as_millis() as u64,
             "in-flight requests did not finish within the grace period"
         );
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves HTTP/1.1 on `io` until it ends; on `stop`, lets the request in flight finish.
+async fn drive_http1<I, S, B>(
+    builder: &http1::Builder,
+    io: I,
+    service: S,
+    stop: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = stop.cancelled() => {
+            // Finish the request in flight, then close (a WebSocket upgrade has left this
+            // connection already).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// Serves HTTP/2 on `io` until it ends; on `stop`, sends `GOAWAY` and lets the streams in
+/// flight finish.
+async fn drive_http2<I, S, B>(
+    builder: &http2::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    stop: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }
 
@@ -187,18 +310,43 @@ impl Drop for AddressHold {
     }
 }
 
-/// Answer a connection over a cap with `503`, `eddy-error: limit`, and close it.
-async fn refuse(mut stream: TcpStream, limit: &'static str, message: String) {
+/// Answer a connection over a cap with `503`, `eddy-error: limit`, and close it. Over TLS
+/// the handshake comes first (within the same time limit); a client that chose HTTP/2 is
+/// only closed.
+async fn refuse(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limit: &'static str,
+    message: String,
+) {
     let body = format!("{message}\n");
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n{ERROR_HEADER}: {limit}\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
+        match tls {
+            None => write_and_close(stream, response.as_bytes()).await,
+            Some(config) => {
+                let stream = tokio_rustls::TlsAcceptor::from(config)
+                    .accept(stream)
+                    .await?;
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    return Ok(());
+                }
+                write_and_close(stream, response.as_bytes()).await
+            }
+        }
     })
     .await;
+}
+
+async fn write_and_close<W: AsyncWrite + Unpin>(
+    mut stream: W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.shutdown().await
 }
 
 /// A stream whose writes fail with `TimedOut` when the peer takes none of the bytes for

@@ -95,10 +95,29 @@ pub struct Client {
 impl Client {
     /// `base` is the `--server` URL; `state_dir` is only used to point at the token file when
     /// the node refuses the token.
-    pub fn new(base: Url, token: String, state_dir: PathBuf) -> Result<Self> {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        base: Url,
+        token: String,
+        state_dir: PathBuf,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("eddy-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("eddy-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!("--ca-cert {} holds no PEM certificate", path.display())
+            })?;
+            if certificates.is_empty() {
+                bail!("--ca-cert {} holds no PEM certificate", path.display());
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .build()
             .context("cannot set up the HTTP client — this is a bug in eddy")?;
         Ok(Self {
@@ -345,6 +364,12 @@ impl Client {
 
     fn transport_error(&self, err: &reqwest::Error) -> anyhow::Error {
         let server = self.server();
+        let chain = error_chain(err);
+        if chain.contains("certificate") || chain.contains("InvalidCertificate") {
+            return anyhow!(
+                "the control API at {server} presented a certificate this CLI does not trust ({chain}) — pass --ca-cert FILE (or EDDY_CA_CERT) with the node's CA or its self-signed certificate"
+            );
+        }
         if err.is_connect() {
             anyhow!(
                 "cannot reach the eddy control API at {server} — is `eddy serve` running? (set --server or EDDY_SERVER)"
@@ -365,6 +390,12 @@ impl Client {
 /// The message for a non-2xx answer: the node's own message when it sent its JSON error,
 /// otherwise the status and the start of the body.
 fn status_error_message(status: StatusCode, body: &[u8], state_dir: &Path) -> String {
+    if status == StatusCode::UNAUTHORIZED
+        && let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body)
+        && error.message.contains("expired")
+    {
+        return error.message;
+    }
     if status == StatusCode::UNAUTHORIZED {
         return format!(
             "the control API refused the token — pass --token or EDDY_TOKEN, or check {}",
@@ -487,7 +518,7 @@ mod tests {
     #[test]
     fn names_are_path_segments_not_paths() {
         let base = Url::parse("http://node:8081/eddy/").unwrap();
-        let client = Client::new(base, "t".into(), PathBuf::new()).unwrap();
+        let client = Client::new(base, "t".into(), PathBuf::new(), None).unwrap();
         assert_eq!(
             client.url(&["v1", "functions", "a/../b?x"]).as_str(),
             "http://node:8081/eddy/v1/functions/a%2F..%2Fb%3Fx"

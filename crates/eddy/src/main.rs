@@ -80,7 +80,7 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct GlobalArgs {
-    /// Control API of the node to talk to (http:// only)
+    /// Control API of the node to talk to (http:// or https://)
     #[arg(long, env = "EDDY_SERVER", value_name = "URL", default_value = DEFAULT_SERVER,
           value_parser = parse_server, global = true, help_heading = GLOBAL_OPTIONS)]
     server: Url,
@@ -94,6 +94,11 @@ struct GlobalArgs {
     #[arg(long, env = "EDDY_STATE_DIR", value_name = "DIR", default_value = DEFAULT_STATE_DIR,
           global = true, help_heading = GLOBAL_OPTIONS)]
     state_dir: PathBuf,
+    /// PEM file of a CA (or the node's own certificate) to trust for https:// besides the
+    /// system's roots: for a node with a private CA or a self-signed certificate
+    #[arg(long, env = "EDDY_CA_CERT", value_name = "FILE", global = true,
+          help_heading = GLOBAL_OPTIONS)]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,6 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         server,
         token,
         state_dir,
+        ca_cert,
     } = cli.global;
     let command = match cli.command {
         Command::Serve(args) => return serve::run(state_dir, args).await,
@@ -202,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         state_dir
     };
     let token = client::resolve_token(token, &state_dir)?;
-    let client = Client::new(server, token, state_dir)?;
+    let client = Client::new(server, token, state_dir, ca_cert.as_deref())?;
     match command {
         ApiCommand::Deploy(args) => deploy::run(&client, *args).await,
         ApiCommand::Ls(args) => ls::run(&client, args).await,
@@ -239,9 +245,9 @@ fn usage_error(subcommand: &str, problem: String) -> ! {
 fn parse_server(value: &str) -> Result<Url, String> {
     let url = Url::parse(value)
         .map_err(|err| format!("`{value}` is not a URL ({err}); expected e.g. {DEFAULT_SERVER}"))?;
-    if url.scheme() != "http" {
+    if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
-            "`{value}` uses {}://, but this eddy speaks plain http:// only; expected e.g. {DEFAULT_SERVER}",
+            "`{value}` uses {}://; the control API speaks http:// or https://, e.g. {DEFAULT_SERVER}",
             url.scheme()
         ));
     }
@@ -278,10 +284,11 @@ mod tests {
     fn server_must_be_an_http_url() {
         assert!(parse_server("http://127.0.0.1:8081").is_ok());
         assert!(parse_server("http://node.internal:8081/eddy/").is_ok());
+        assert!(parse_server("https://node:8081").is_ok());
         assert!(
-            parse_server("https://node:8081")
+            parse_server("ftp://node:8081")
                 .unwrap_err()
-                .contains("http:// only")
+                .contains("http:// or https://")
         );
         assert!(parse_server("127.0.0.1:8081").is_err());
         assert!(parse_server("localhost").is_err());

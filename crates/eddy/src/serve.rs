@@ -46,6 +46,17 @@ pub struct ServeArgs {
     /// data); EDDY_SECRETS_KEY may hold the key itself instead
     #[arg(long, value_name = "FILE", env = "EDDY_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
+    /// PEM file of the TLS certificate chain both listeners serve (with --tls-key);
+    /// reloaded when it changes
+    #[arg(long, value_name = "FILE", env = "EDDY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS certificate's private key
+    #[arg(long, value_name = "FILE", env = "EDDY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate made once in <STATE_DIR>/tls (a first try:
+    /// clients trust it with --ca-cert, or by the fingerprint the node logs)
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
     /// Log format: `text` for people, `json` for log collectors. Level from EDDY_LOG (default info)
     #[arg(long, value_name = "FORMAT", env = "EDDY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -64,6 +75,12 @@ pub async fn run(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         public = %node.public_addr,
         admin = %node.admin_addr,
         public_url = %node.public_url,
+        tls_fingerprint = node.tls_fingerprint.as_deref().unwrap_or(""),
+        tls_self_signed = %node
+            .tls_self_signed
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         functions = node.functions,
         pagemap_scan = node.pagemap_scan,
         "eddy ready"
@@ -108,6 +125,16 @@ fn node_config(state_dir: PathBuf, args: ServeArgs) -> anyhow::Result<NodeConfig
     }
     if args.artifact_key_file.is_some() {
         config.artifact_key_file = args.artifact_key_file;
+    }
+    if args.tls_cert.is_some() {
+        config.tls.cert_file = args.tls_cert;
+        config.tls.key_file = args.tls_key;
+        config.tls.self_signed = false;
+    }
+    if args.tls_self_signed {
+        config.tls.self_signed = true;
+        config.tls.cert_file = None;
+        config.tls.key_file = None;
     }
     if args.secrets_key_file.is_some() {
         config.secrets_key_file = args.secrets_key_file;

@@ -291,6 +291,7 @@ const NODE_LAYERS: &[(&str, &[&str])] = &[
             "problem",
             "routes",
             "schedule",
+            "tls",
         ],
     ),
     (
