@@ -22,11 +22,17 @@ pub struct Copied {
     pub schedules: usize,
     /// Whether the admin token's hash was copied (the target had none).
     pub token: bool,
+    /// Scoped tokens.
+    pub tokens: usize,
+    /// Versions of secrets, as sealed (the target's nodes need the same key).
+    pub secrets: usize,
+    pub audit_entries: usize,
 }
 
 /// Copies everything in `from` into `to`: functions with every version (numbered as in the
 /// source, the same one live), component bytes, the admin token's hash, invocation records
-/// (with new ids), per-minute rollups, price sheets, budgets with their alert state, queues
+/// (with new ids), per-minute rollups, price sheets, budgets with their alert state, scoped
+/// tokens, secrets (sealed as they are), the audit trail (with new ids), queues
 /// with their consumers and messages, and each schedule's last claimed tick.
 ///
 /// Messages are enqueued afresh: ready now, with new ids and their attempts, errors and
@@ -49,6 +55,43 @@ pub async fn copy_all(from: &Stores, to: &Stores) -> Result<Copied> {
             return Err(StoreError::Conflict(
                 "the target store has another admin token; copy into an empty one".into(),
             ));
+        }
+    }
+    // Tokens, secrets and the trail first: the versions copied next may bind secrets.
+    for token in from.access.tokens().await? {
+        to.access.create_token(token).await?;
+        copied.tokens += 1;
+    }
+    for secret in from.access.secrets().await? {
+        let version = to
+            .access
+            .put_secret(
+                &secret.name,
+                &secret.key_id,
+                secret.nonce,
+                secret.ciphertext,
+                secret.created_at_ms,
+            )
+            .await?;
+        if version != secret.version {
+            return Err(StoreError::Corrupt(format!(
+                "secret `{}` has version {} where {version} was expected",
+                secret.name, secret.version
+            )));
+        }
+        copied.secrets += 1;
+    }
+    let mut after = 0;
+    loop {
+        let entries = from
+            .access
+            .audit(i64::MIN, after, COPY_RECORDS_PER_READ)
+            .await?;
+        let Some(last) = entries.last() else { break };
+        after = last.id;
+        for record in entries {
+            to.access.append_audit(record.entry, i64::MIN).await?;
+            copied.audit_entries += 1;
         }
     }
     for function in from.functions.list_functions().await? {

@@ -488,6 +488,34 @@ async fn a_sqlite_nodes_state_copies_into_postgres() -> Result<()> {
     from.queues.claim("jobs", 1, FAR).await?;
     from.ticks.last_tick("f", 1_000).await?;
     from.ticks.claim_tick("f", 2_000, FAR).await?;
+    let token = eddy_store::TokenRecord {
+        name: "ci".into(),
+        hash: "h".into(),
+        role: "deployer".into(),
+        functions: vec!["f".into()],
+        queues: vec![],
+        secrets: vec!["s".into()],
+        created_at_ms: 1,
+        expires_at_ms: Some(99),
+        last_used_at_ms: Some(2),
+    };
+    from.access.create_token(token.clone()).await?;
+    from.access
+        .put_secret("s", "k1", vec![1; 24], vec![7], 10)
+        .await?;
+    from.access
+        .put_secret("s", "k2", vec![2; 24], vec![8], 20)
+        .await?;
+    let entry = eddy_store::NewAuditEntry {
+        at_ms: 5,
+        token: "admin".into(),
+        source: "127.0.0.1".into(),
+        request: "POST /v1/tokens".into(),
+        action: "tokens:manage".into(),
+        status: 201,
+        outcome: "ok".into(),
+    };
+    from.access.append_audit(entry.clone(), 0).await?;
 
     let schema = TestSchema::new("copy").await;
     let to = schema.open("a", 4).await?.stores();
@@ -538,6 +566,16 @@ async fn a_sqlite_nodes_state_copies_into_postgres() -> Result<()> {
         "the in-flight message is ready again"
     );
     assert_eq!(to.ticks.last_tick("f", 9_000).await?, 2_000);
+    // Access: tokens, every version of every secret as sealed, the audit trail.
+    assert_eq!(
+        (copied.tokens, copied.secrets, copied.audit_entries),
+        (1, 2, 1)
+    );
+    assert_eq!(to.access.tokens().await?, vec![token]);
+    assert_eq!(to.access.secrets().await?, from.access.secrets().await?);
+    let trail = to.access.audit(0, 0, 10).await?;
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].entry, entry);
     match copy_all(&from, &to).await {
         Err(StoreError::Conflict(message)) => assert!(message.contains("empty"), "{message}"),
         other => panic!("a second copy was not refused: {other:?}"),

@@ -30,7 +30,8 @@ pub async fn run(state_dir: &Path, args: StoreArgs) -> anyhow::Result<()> {
     let copied = eddy_node::copy_to_postgres(state_dir, to, schema).await?;
     println!(
         "copied {} functions ({} versions), {} invocation records, {} minutes of metering, \
-         {} price sheets, {} budgets, {} queues with {} messages, {} schedules{}",
+         {} price sheets, {} budgets, {} queues with {} messages, {} schedules, {} tokens, \
+         {} secret versions (give the cluster's nodes the same secrets key), {} audit entries{}",
         copied.functions,
         copied.versions,
         copied.invocations,
@@ -40,6 +41,9 @@ pub async fn run(state_dir: &Path, args: StoreArgs) -> anyhow::Result<()> {
         copied.queues,
         copied.messages,
         copied.schedules,
+        copied.tokens,
+        copied.secrets,
+        copied.audit_entries,
         if copied.token {
             "; the admin token is now the cluster's"
         } else {
