@@ -1107,3 +1107,98 @@ async fn a_version_a_node_cannot_prepare_is_not_compiled_at_every_poll() {
     assert_eq!(code, 200);
     assert_eq!(b.get("/hello").await.status, 404);
 }
+
+/// Access is the cluster's: a token made through one node works on the other, its
+/// revocation holds on the other's very next call, a secret set through one node is
+/// opened by the other (the same key), and both write one audit trail.
+#[tokio::test]
+async fn tokens_secrets_and_the_audit_trail_are_the_clusters() {
+    let schema = Schema::new("access");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("secrets.key");
+    std::fs::write(&key, "c".repeat(64)).unwrap();
+    let config = schema.config(&format!("secrets_key_file = \"{}\"\n", key.display()));
+    let nodes = start_nodes(&config, 2);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let created: serde_json::Value = a
+        .http
+        .post(a.api_url("/tokens"))
+        .bearer_auth(&a.token)
+        .json(&json!({"name": "ci", "role": "deployer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let call = async |node: &Node| {
+        node.http
+            .get(node.api_url("/functions"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(call(b).await, 200);
+    // A secret set through `a`, bound by a deploy through `b`, served by both.
+    let set = a
+        .http
+        .put(a.api_url("/secrets/greeting"))
+        .bearer_auth(&a.token)
+        .body("from-the-cluster")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    b.deploy_ok(
+        "hello",
+        "hello-rust",
+        json!({"secrets": {"GREETING": "greeting"}}),
+    )
+    .await;
+    for node in [a, b] {
+        wait_for(
+            "the function with its secret",
+            PROPAGATION_WITHIN,
+            async || {
+                let reply = node.get("/hello").await;
+                match reply.body.contains("from-the-cluster") {
+                    true => Ok(()),
+                    false => Err(format!("{} {}", reply.status, reply.body)),
+                }
+            },
+        )
+        .await;
+    }
+    // Revoked through `a`: `b` refuses the next call, with no wait.
+    let removed = a
+        .http
+        .delete(a.api_url("/tokens/ci"))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    assert_eq!(call(b).await, 401);
+    assert_eq!(call(a).await, 401);
+    // One trail: what each node was asked to change.
+    let (_, trail) = b.api_get("/audit").await;
+    let requests: Vec<&str> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            "POST /v1/tokens",
+            "PUT /v1/secrets/greeting",
+            "POST /v1/functions/hello/versions",
+            "DELETE /v1/tokens/ci"
+        ]
+    );
+}
