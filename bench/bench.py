@@ -15,6 +15,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -166,8 +167,15 @@ def wait_port(port, proc):
     raise RuntimeError(f"nothing listened on port {port} within {READY_TIMEOUT_S}s")
 
 
+# The benchmark's own TLS nodes use a self-signed certificate: not verified here.
+UNVERIFIED_TLS = ssl.create_default_context()
+UNVERIFIED_TLS.check_hostname = False
+UNVERIFIED_TLS.verify_mode = ssl.CERT_NONE
+
+
 def get(url, timeout=30):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    context = UNVERIFIED_TLS if url.startswith("https:") else None
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return response.status, response.read()
 
 
@@ -214,8 +222,9 @@ def leb128(n):
 class Node:
     """An `eddy serve` process on its own state directory."""
 
-    def __init__(self, state_dir, config="", eddy=EDDY, token_file=None):
+    def __init__(self, state_dir, config="", eddy=EDDY, token_file=None, tls=False):
         self.eddy = eddy
+        self.scheme = "https" if tls else "http"
         self.token_file = token_file
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +244,7 @@ class Node:
         deadline = started + READY_TIMEOUT_S
         while True:
             try:
-                get(f"http://127.0.0.1:{self.admin}/healthz", timeout=1)
+                get(f"{self.scheme}://127.0.0.1:{self.admin}/healthz", timeout=1)
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -250,7 +259,7 @@ class Node:
         stop(self.proc)
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def stats(self, function):
         request = urllib.request.Request(
@@ -269,7 +278,7 @@ class Node:
             f"Content-Type: application/wasm\r\n\r\n"
         ).encode() + component + f"\r\n--{boundary}--\r\n".encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.admin}/v1/functions/{name}/versions",
+            f"{self.scheme}://127.0.0.1:{self.admin}/v1/functions/{name}/versions",
             data=body,
             method="POST",
             headers={
@@ -277,12 +286,13 @@ class Node:
                 "Content-Type": f"multipart/form-data; boundary={boundary}",
             },
         )
-        with urllib.request.urlopen(request, timeout=120) as response:
+        context = UNVERIFIED_TLS if self.scheme == "https" else None
+        with urllib.request.urlopen(request, timeout=120, context=context) as response:
             return json.loads(response.read())
 
 
-def wrk(url, connections):
-    command = [*WRK_PREFIX, "wrk", f"-t{min(2, connections)}", f"-c{connections}"]
+def wrk(url, connections, extra=()):
+    command = [*WRK_PREFIX, "wrk", f"-t{min(2, connections)}", f"-c{connections}", *extra]
     subprocess.run([*command, f"-d{WRK_WARMUP_S}s", url], check=True, capture_output=True)
     out = subprocess.run(
         [*command, f"-d{WRK_DURATION_S}s", "--latency", url],
@@ -371,6 +381,73 @@ def throughput(work):
                 measure(guest, "native", f"http://127.0.0.1:{port}/")
                 stop(proc)
     return results
+
+
+TLS_CONCURRENCY = [1, 64]
+# wrk's `Connection: close`: a new connection (and, over TLS, a full handshake) per request.
+NEW_CONNECTIONS = ("-H", "Connection: close")
+
+
+def tls_throughput(work):
+    """{(server, mode): {conns: [result per round]}}: eddy (Rust hello, fresh instance per
+    request) over plain HTTP and over TLS (HTTP/1.1, the self-signed certificate), with kept
+    connections and with a new connection per request, beside `wasmtime serve` and native
+    hyper on plain HTTP, rounds interleaved."""
+    results = {}
+    component = GUESTS / GUEST_FILES["rust"]
+
+    def measure(server, mode, url):
+        extra = NEW_CONNECTIONS if mode == "new connection per request" else ()
+        for c in TLS_CONCURRENCY:
+            results.setdefault((server, mode), {}).setdefault(c, []).append(wrk(url, c, extra))
+
+    deployed = set()
+    for round_ in range(ROUNDS):
+        for server, config in (("eddy http", ""), ("eddy https", "[tls]\nself_signed = true\n")):
+            log(f"tls round {round_ + 1}/{ROUNDS}: {server}")
+            node = Node(work / server.replace(" ", "-"), config, tls=server.endswith("https")).start()
+            if server not in deployed:
+                node.deploy("hello", component.read_bytes(), {})
+                deployed.add(server)
+            for mode in ("kept connections", "new connection per request"):
+                measure(server, mode, node.url("/hello"))
+            node.stop()
+        log(f"tls round {round_ + 1}/{ROUNDS}: wasmtime serve, native hyper")
+        proc, url = wasmtime_serve("rust", component)
+        measure("wasmtime serve http", "kept connections", url)
+        stop(proc)
+        port = free_port()
+        proc = start([str(NATIVE), f"127.0.0.1:{port}"])
+        wait_port(port, proc)
+        for mode in ("kept connections", "new connection per request"):
+            measure("native hyper http", mode, f"http://127.0.0.1:{port}/")
+        stop(proc)
+    return results
+
+
+def tls_report(results):
+    lines = ["", "### TLS beside plain HTTP", "",
+             f"Rust hello, fresh instance per request; median of {ROUNDS} interleaved rounds. "
+             "`eddy https`: both listeners on the self-signed certificate (ECDSA P-256, rustls with "
+             "ring, TLS 1.3), HTTP/1.1 (wrk speaks no HTTP/2). A new connection per request is "
+             "wrk with `Connection: close`: over TLS, a full handshake each time.", "",
+             "| server | connections | conns | req/s | req/s per round | p50 ms | p99 ms | errors | https/http | vs wasmtime serve | vs native |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for (server, mode), by_conns in results.items():
+        for c, runs in by_conns.items():
+            r = median_round(runs)
+            plain = results.get(("eddy http", mode), {}).get(c)
+            wasmtime = results.get(("wasmtime serve http", "kept connections"), {}).get(c)
+            native = results.get(("native hyper http", mode), {}).get(c)
+            ratio = f"{r['rps'] / median_round(plain)['rps']:.2f}×" if server == "eddy https" and plain else ""
+            vs_w = (f"{r['rps'] / median_round(wasmtime)['rps']:.2f}×"
+                    if server.startswith("eddy") and wasmtime and mode == "kept connections" else "")
+            vs_n = f"{r['rps'] / median_round(native)['rps']:.3f}×" if server.startswith("eddy") and native else ""
+            errors = sum(run["errors"] + (1 if run["socket_errors"] else 0) for run in runs)
+            spread = ", ".join(f"{run['rps']:.0f}" for run in runs)
+            lines.append(f"| {server} | {mode} | {c} | {r['rps']:.0f} | {spread} | {ms(r['p50_ms'])} | "
+                         f"{ms(r['p99_ms'])} | {errors} | {ratio} | {vs_w} | {vs_n} |")
+    return "\n".join(lines) + "\n"
 
 
 def guest_calls():
@@ -1298,7 +1375,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             work = Path(tmp)
             info = machine()
-            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues,websockets,cluster").split(",")
+            sections = os.environ.get("BENCH_SECTIONS", "throughput,guestcall,cold,redeploy,wait,density,queues,websockets,cluster,tls").split(",")
             tput = throughput(work) if "throughput" in sections else None
             binaries = [BASELINE, EDDY] if BASELINE else [EDDY]
             cold = cold_starts(work, binaries) if "cold" in sections else None
@@ -1309,7 +1386,10 @@ def main():
             queues = queue_throughput(work) if "queues" in sections else None
             ws = websockets(work) if "websockets" in sections else None
             clustered = cluster(work) if "cluster" in sections else None
+            tls = tls_throughput(work) if "tls" in sections else None
             section = report(info, tput, cold, wait, dens, calls, redeploy, queues, ws)
+            if tls:
+                section = section.rstrip("\n") + "\n" + tls_report(tls)
             if clustered:
                 section = section.rstrip("\n") + "\n" + cluster_report(clustered)
             print(section)
