@@ -364,8 +364,9 @@ pub const ROUTES: &[RouteRule] = {
     ]
 };
 
-/// The rule of `method` on the declared `path`.
+/// The rule of `method` on the declared `path`; `HEAD` is a `GET` without the body.
 pub fn rule_of(method: &str, path: &str) -> Option<&'static RouteRule> {
+    let method = if method == "HEAD" { "GET" } else { method };
     ROUTES.iter().find(|r| r.method == method && r.path == path)
 }
 
@@ -412,7 +413,16 @@ impl Caller {
             Target::Function => (&self.functions, "function"),
             Target::Queue => (&self.queues, "queue"),
         };
-        let name = name?;
+        let Some(name) = name else {
+            // Fail closed: a scoped route whose name cannot be read is refused to a
+            // scoped token.
+            return (!scope.is_empty()).then(|| {
+                format!(
+                    "token `{}` is scoped to some {kind}s and this request names none",
+                    self.name
+                )
+            });
+        };
         self.out_of_scope(scope, kind, name, permission)
     }
 
@@ -424,6 +434,18 @@ impl Caller {
     /// Why this caller may not touch queue `name` with `permission`, or `None`.
     pub fn denies_queue(&self, permission: Permission, name: &str) -> Option<String> {
         self.denies(permission, Target::Queue, Some(name))
+    }
+
+    /// Why this caller may not deploy a function that publishes to `queue` (`*`: any), or
+    /// `None`: a function's publish list is held to the token's queue scope.
+    pub fn denies_publish_grant(&self, queue: &str) -> Option<String> {
+        if queue == "*" && !self.queues.is_empty() {
+            return Some(format!(
+                "token `{}` is scoped to some queues: it may not deploy a function that publishes to every queue (`*`)",
+                self.name
+            ));
+        }
+        self.out_of_scope(&self.queues, "queue", queue, Permission::FunctionsWrite)
     }
 
     /// Why this caller may not bind secret `name`, or `None`.
@@ -438,7 +460,11 @@ impl Caller {
         name: &str,
         permission: Permission,
     ) -> Option<String> {
-        if scope.is_empty() || scope.iter().any(|s| s == name) {
+        // A queue's own dead-letter queue (`jobs-dlq`) goes with it.
+        let owner = (kind == "queue")
+            .then(|| name.strip_suffix(eddy_store::queues::DEAD_LETTER_SUFFIX))
+            .flatten();
+        if scope.is_empty() || scope.iter().any(|s| s == name || Some(s.as_str()) == owner) {
             return None;
         }
         Some(format!(
@@ -466,9 +492,25 @@ pub struct AuthThrottle {
 pub const AUTH_THROTTLE_ADDRESSES_MAX: usize = 10_000;
 const THROTTLE_WINDOW_MS: i64 = 60_000;
 
+/// What the throttle counts failures by: an IPv4 address, or an IPv6 address's /64 (one
+/// host commonly holds a whole /64 and may rotate through it).
+fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 impl AuthThrottle {
     /// Milliseconds until `ip` may try again, if it has failed `max` times this window.
     pub fn refused_for_ms(&self, ip: std::net::IpAddr, now_ms: i64, max: u32) -> Option<i64> {
+        let ip = client_key(ip);
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (start, count) = *failures.get(&ip)?;
         let ends = start + THROTTLE_WINDOW_MS;
@@ -477,6 +519,7 @@ impl AuthThrottle {
 
     /// Counts one failed authentication from `ip`.
     pub fn failed(&self, ip: std::net::IpAddr, now_ms: i64) {
+        let ip = client_key(ip);
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= AUTH_THROTTLE_ADDRESSES_MAX && !failures.contains_key(&ip) {
             failures.retain(|_, (start, _)| now_ms < *start + THROTTLE_WINDOW_MS);
@@ -516,6 +559,15 @@ mod tests {
         assert_eq!(throttle.refused_for_ms(ip, 61_000, 3), None);
         throttle.failed(ip, 61_000);
         assert_eq!(throttle.refused_for_ms(ip, 61_001, 3), None);
+        // IPv6 addresses of one /64 count together.
+        let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        for _ in 0..3 {
+            throttle.failed(a, 1_000);
+        }
+        assert!(throttle.refused_for_ms(b, 1_000, 3).is_some());
+        assert_eq!(throttle.refused_for_ms(c, 1_000, 3), None);
     }
 
     #[test]
@@ -539,6 +591,28 @@ mod tests {
             "{denied}"
         );
         assert_eq!(caller.denies_queue(Permission::QueuesWrite, "jobs"), None);
+        let queues = Caller {
+            queues: vec!["jobs".into()],
+            ..caller.clone()
+        };
+        assert_eq!(
+            queues.denies_queue(Permission::QueuesWrite, "jobs-dlq"),
+            None
+        );
+        assert!(
+            queues
+                .denies_queue(Permission::QueuesWrite, "mail-dlq")
+                .is_some()
+        );
+        assert!(
+            queues
+                .denies(Permission::QueuesWrite, Target::Queue, None)
+                .is_some()
+        );
+        assert_eq!(
+            rule_of("HEAD", "/v1/functions").map(|r| r.permission),
+            Some(Permission::FunctionsRead)
+        );
         assert!(
             caller
                 .denies(Permission::TokensManage, Target::None, None)

@@ -114,7 +114,11 @@ fn node_secrets(
         .iter()
         .map(|path| secrets::Secrets::read_key(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    secrets::Secrets::new(stores.access.clone(), current, previous)
+    let current_file = match &config.secrets_key {
+        Some(_) => None,
+        None => config.secrets_key_file.clone(),
+    };
+    secrets::Secrets::new(stores.access.clone(), current, current_file, previous)
 }
 
 /// The certificates both listeners serve, if TLS is on: the operator's files, or a
@@ -139,6 +143,11 @@ fn node_tls(
         {
             names.push(host);
         }
+        // An unspecified address (0.0.0.0, ::) names no host a client could check.
+        names.retain(|name| {
+            name.parse::<std::net::IpAddr>()
+                .map_or(true, |ip| !ip.is_unspecified())
+        });
         names.dedup();
         tls::self_signed(&config.state_dir, &names)?
     } else {
@@ -304,6 +313,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     if let Some(certificates) = &certificates {
         tokio::spawn(certificates.clone().watch(shutdown.clone()));
     }
+    tokio::spawn(secrets.clone().watch(shutdown.clone()));
     if shared {
         tokio::spawn(
             cluster::Follower {

@@ -125,7 +125,7 @@ pub async fn serve<S, F, B>(
             );
             tokio::spawn(refuse(
                 stream,
-                limits.tls.clone(),
+                limits.tls.is_some(),
                 limits.connections_key,
                 message,
             ));
@@ -148,7 +148,7 @@ pub async fn serve<S, F, B>(
                     );
                     tokio::spawn(refuse(
                         stream,
-                        limits.tls.clone(),
+                        limits.tls.is_some(),
                         "connections_per_ip_max",
                         message,
                     ));
@@ -174,7 +174,7 @@ pub async fn serve<S, F, B>(
                             let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             match &h2 {
                                 Some(h2) if alpn_h2 => {
-                                    drive_http2(h2, stream, service, &stop).await
+                                    drive_http2(h2, stream, service, &stop, handshake_timeout).await
                                 }
                                 _ => drive_http1(&h1, stream, service, &stop).await,
                             }
@@ -243,13 +243,35 @@ where
     }
 }
 
-/// Serves HTTP/2 on `io` until it ends; on `stop`, sends `GOAWAY` and lets the streams in
-/// flight finish.
+/// A service that notes when each request came.
+struct Touching<S> {
+    inner: S,
+    started: tokio::time::Instant,
+    /// Milliseconds from `started` to the latest request.
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S: hyper::service::Service<R>, R> hyper::service::Service<R> for Touching<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.inner.call(request)
+    }
+}
+
+/// Serves HTTP/2 on `io` until it ends. On `stop`, or when no request has come for `idle`
+/// (`header_read_timeout`, as a kept-alive HTTP/1.1 connection), sends `GOAWAY` and lets
+/// the streams in flight finish.
 async fn drive_http2<I, S, B>(
     builder: &http2::Builder<TokioExecutor>,
     io: I,
     service: S,
     stop: &CancellationToken,
+    idle: Duration,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -260,15 +282,30 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let started = tokio::time::Instant::now();
+    let last_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let service = Touching {
+        inner: service,
+        started,
+        last_ms: last_ms.clone(),
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        ended = conn.as_mut() => ended,
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => return ended,
+            _ = stop.cancelled() => break,
+            _ = check.tick() => {
+                let last = Duration::from_millis(last_ms.load(std::sync::atomic::Ordering::Relaxed));
+                if started.elapsed().saturating_sub(last) >= idle {
+                    break;
+                }
+            }
         }
     }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Open connections per client address.
@@ -311,42 +348,22 @@ impl Drop for AddressHold {
 }
 
 /// Answer a connection over a cap with `503`, `eddy-error: limit`, and close it. Over TLS
-/// the handshake comes first (within the same time limit); a client that chose HTTP/2 is
-/// only closed.
-async fn refuse(
-    stream: TcpStream,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    limit: &'static str,
-    message: String,
-) {
+/// it is only closed: answering would cost a handshake for every connection refused, which
+/// the cap is there to spare.
+async fn refuse(mut stream: TcpStream, over_tls: bool, limit: &'static str, message: String) {
+    if over_tls {
+        return;
+    }
     let body = format!("{message}\n");
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n{ERROR_HEADER}: {limit}\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        match tls {
-            None => write_and_close(stream, response.as_bytes()).await,
-            Some(config) => {
-                let stream = tokio_rustls::TlsAcceptor::from(config)
-                    .accept(stream)
-                    .await?;
-                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    return Ok(());
-                }
-                write_and_close(stream, response.as_bytes()).await
-            }
-        }
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
     })
     .await;
-}
-
-async fn write_and_close<W: AsyncWrite + Unpin>(
-    mut stream: W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.shutdown().await
 }
 
 /// A stream whose writes fail with `TimedOut` when the peer takes none of the bytes for

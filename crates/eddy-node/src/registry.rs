@@ -688,8 +688,15 @@ impl Registry {
                 )));
             }
             validate_env(&BTreeMap::from([(variable.clone(), String::new())]))?;
-            let version = self.secrets.latest(&name).await?;
-            pinned.insert(variable, eddy_store::SecretBinding { name, version });
+            let (version, created_at_ms) = self.secrets.latest(&name).await?;
+            pinned.insert(
+                variable,
+                eddy_store::SecretBinding {
+                    name,
+                    version,
+                    created_at_ms,
+                },
+            );
         }
         Ok(pinned)
     }
@@ -698,7 +705,10 @@ impl Registry {
     async fn secret_env(&self, config: &VersionConfig) -> Result<Vec<(String, String)>, Problem> {
         let mut env = Vec::with_capacity(config.secrets.len());
         for (variable, binding) in &config.secrets {
-            let value = self.secrets.value(&binding.name, binding.version).await?;
+            let value = self
+                .secrets
+                .value(&binding.name, binding.version, binding.created_at_ms)
+                .await?;
             env.push((variable.clone(), value));
         }
         Ok(env)

@@ -4,13 +4,18 @@
 //! node (a file or `EDDY_SECRETS_KEY`) and never stored beside the data; neither the store,
 //! the API, the CLI nor the node's log ever holds a value in the clear.
 //!
-//! Rotation without downtime: give every node the new key as its key and the old one among
-//! `secrets_previous_key_files` (a node opens what any of its keys sealed), call
-//! `POST /v1/secrets/rekey` (each version sealed by another key is sealed again under the
-//! current one), then drop the old key.
+//! Rotation without downtime or restart: write the new key into every node's key file. Each
+//! node reads it within `SECRETS_KEY_RELOAD_INTERVAL_MS`, seals with it from then on, and
+//! keeps the key it replaced in memory to open what that one sealed. Then
+//! `POST /v1/secrets/rekey` seals each version again under the new key. (A node restarted
+//! before the re-key needs the old key in `secrets_previous_key_files`.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -22,6 +27,8 @@ use crate::problem::{Kind, Problem};
 
 /// Shortest key an operator may give (bytes of text): `openssl rand -hex 32` gives 64.
 pub const SECRETS_KEY_BYTES_MIN: usize = 32;
+/// How often the key file is read to see whether the operator put a new key in it.
+pub const SECRETS_KEY_RELOAD_INTERVAL_MS: u64 = 1_000;
 /// The environment variable that may hold the key instead of a file.
 pub const SECRETS_KEY_ENV: &str = "EDDY_SECRETS_KEY";
 
@@ -96,10 +103,17 @@ pub struct Rekeyed {
     pub current: u64,
 }
 
+/// The key that seals and the keys that only open.
+struct Keys {
+    current: Option<Arc<Key>>,
+    previous: Vec<Arc<Key>>,
+}
+
 /// The node's keys and the store of sealed secrets.
 pub struct Secrets {
-    current: Option<Key>,
-    previous: Vec<Key>,
+    keys: ArcSwap<Keys>,
+    /// The file the current key comes from, read again for a new key.
+    current_file: Option<PathBuf>,
     store: Arc<dyn AccessStore>,
 }
 
@@ -109,24 +123,81 @@ impl Secrets {
     pub fn new(
         store: Arc<dyn AccessStore>,
         current: Option<(String, String)>,
+        current_file: Option<PathBuf>,
         previous: Vec<(String, String)>,
     ) -> anyhow::Result<Secrets> {
         let current = current
-            .map(|(text, source)| Key::new(&text, &source))
+            .map(|(text, source)| Key::new(&text, &source).map(Arc::new))
             .transpose()?;
         let previous = previous
             .iter()
-            .map(|(text, source)| Key::new(text, source))
+            .map(|(text, source)| Key::new(text, source).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(
             current.is_some() || previous.is_empty(),
             "secrets_previous_key_files needs secrets_key_file (or {SECRETS_KEY_ENV}): the key that seals"
         );
         Ok(Secrets {
-            current,
-            previous,
+            keys: ArcSwap::from_pointee(Keys { current, previous }),
+            current_file,
             store,
         })
+    }
+
+    /// Reads the key file; a new key there seals from now on, and the one it replaces
+    /// stays to open what it sealed. Whether the key changed.
+    pub fn reload(&self) -> bool {
+        let Some(file) = &self.current_file else {
+            return false;
+        };
+        let Ok((text, source)) = Secrets::read_key(file) else {
+            return false;
+        };
+        let keys = self.keys.load();
+        let key = match Key::new(&text, &source) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the secrets key file changed but its key cannot be used; still sealing with the previous key");
+                return false;
+            }
+        };
+        if keys.current.as_ref().is_some_and(|c| c.id == key.id) {
+            return false;
+        }
+        let replaced = keys.current.clone();
+        let previous = replaced
+            .iter()
+            .chain(&keys.previous)
+            .filter(|k| k.id != key.id)
+            .cloned()
+            .collect();
+        tracing::info!(
+            key = %key.id,
+            replaced = %replaced.as_ref().map(|k| k.id.as_str()).unwrap_or(""),
+            "the secrets key changed: new secrets are sealed with it; run `eddy secret rekey` to seal the others again"
+        );
+        self.keys.store(Arc::new(Keys {
+            current: Some(Arc::new(key)),
+            previous,
+        }));
+        true
+    }
+
+    /// Reads the key file every `SECRETS_KEY_RELOAD_INTERVAL_MS` until `shutdown`.
+    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.current_file.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(SECRETS_KEY_RELOAD_INTERVAL_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+        }
     }
 
     /// The key text in `path`.
@@ -137,8 +208,8 @@ impl Secrets {
         Ok((text, path.display().to_string()))
     }
 
-    fn key(&self) -> Result<&Key, Problem> {
-        self.current.as_ref().ok_or_else(|| {
+    fn key(&self) -> Result<Arc<Key>, Problem> {
+        self.keys.load().current.clone().ok_or_else(|| {
             Problem::new(
                 Kind::Conflict,
                 "no_secrets_key",
@@ -159,11 +230,11 @@ impl Secrets {
             .await?)
     }
 
-    /// The latest version of secret `name`.
-    pub async fn latest(&self, name: &str) -> Result<u32, Problem> {
+    /// The latest version of secret `name`: its number and when it was set.
+    pub async fn latest(&self, name: &str) -> Result<(u32, i64), Problem> {
         self.key()?;
         match self.store.secret(name, None).await? {
-            Some(secret) => Ok(secret.version),
+            Some(secret) => Ok((secret.version, secret.created_at_ms)),
             None => Err(Problem::new(
                 Kind::Invalid,
                 "no_secret",
@@ -172,12 +243,19 @@ impl Secrets {
         }
     }
 
-    /// The value of version `version` of secret `name`, for a function's environment.
-    pub async fn value(&self, name: &str, version: u32) -> Result<String, Problem> {
+    /// The value of version `version` of secret `name`, set at `created_at_ms` (`0`: any
+    /// time), for a function's environment.
+    pub async fn value(
+        &self,
+        name: &str,
+        version: u32,
+        created_at_ms: i64,
+    ) -> Result<String, Problem> {
         let sealed = self
             .store
             .secret(name, Some(version))
             .await?
+            .filter(|s| created_at_ms == 0 || s.created_at_ms == created_at_ms)
             .ok_or_else(|| {
                 Problem::new(
                     Kind::Invalid,
@@ -187,10 +265,11 @@ impl Secrets {
                     ),
                 )
             })?;
-        let opened = self
+        let keys = self.keys.load();
+        let opened = keys
             .current
             .iter()
-            .chain(&self.previous)
+            .chain(&keys.previous)
             .find(|key| key.id == sealed.key_id)
             .and_then(|key| key.open(&sealed));
         let Some(bytes) = opened else {
@@ -219,7 +298,7 @@ impl Secrets {
                 done.current += 1;
                 continue;
             }
-            let value = self.value(&sealed.name, sealed.version).await?;
+            let value = self.value(&sealed.name, sealed.version, 0).await?;
             let (nonce, ciphertext) = key.seal(&sealed.name, value.as_bytes());
             if self
                 .store
@@ -240,7 +319,50 @@ impl Secrets {
     }
 
     /// The id of the key that seals (never the key).
-    pub fn key_id(&self) -> Option<&str> {
-        self.current.as_ref().map(|k| k.id.as_str())
+    pub fn key_id(&self) -> Option<String> {
+        self.keys.load().current.as_ref().map(|k| k.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(key: &Key, name: &str, value: &[u8]) -> SealedSecret {
+        let (nonce, ciphertext) = key.seal(name, value);
+        SealedSecret {
+            name: name.to_owned(),
+            version: 1,
+            key_id: key.id.clone(),
+            nonce,
+            ciphertext,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_short_key_is_refused_naming_the_minimum() {
+        let e = Key::new("short", "the file").err().unwrap().to_string();
+        assert!(e.contains("at least 32"), "{e}");
+        assert!(Key::new(&"k".repeat(32), "the file").is_ok());
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_under_its_key_and_its_name() {
+        let key = Key::new(&"a".repeat(64), "a").unwrap();
+        let other = Key::new(&"b".repeat(64), "b").unwrap();
+        assert_ne!(key.id, other.id);
+        let secret = sealed(&key, "stripe", b"sk_live_1");
+        assert!(!secret.ciphertext.windows(9).any(|w| w == b"sk_live_1"));
+        assert_eq!(key.open(&secret).as_deref(), Some(&b"sk_live_1"[..]));
+        assert_eq!(other.open(&secret), None);
+        // Moved to another secret's name, it does not open: the name is bound in.
+        let moved = SealedSecret {
+            name: "db".into(),
+            ..secret.clone()
+        };
+        assert_eq!(key.open(&moved), None);
+        // Each sealing takes a fresh nonce.
+        assert_ne!(sealed(&key, "stripe", b"sk_live_1").nonce, secret.nonce);
     }
 }

@@ -77,6 +77,10 @@ pub use eddy_parse::schedule::{Missed, Overlap, ScheduleSettings};
 pub struct SecretBinding {
     pub name: String,
     pub version: u32,
+    /// When that version was set: a secret removed and set again reuses version numbers,
+    /// and a pin to the old one must not open the new.
+    #[serde(default)]
+    pub created_at_ms: i64,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -156,6 +156,27 @@ mod tests {
     }
 
     #[test]
+    fn secrets_bind_variables_to_secret_names_and_never_shadow_an_env_value() {
+        let requests = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\n[functions.a.secrets]\nSTRIPE_KEY = \"stripe\"",
+            Path::new(""),
+        )
+        .unwrap()
+        .functions;
+        assert_eq!(
+            requests[0].config.secrets,
+            [("STRIPE_KEY".to_owned(), "stripe".to_owned())].into()
+        );
+        let both = parse(
+            "[functions.a]\ncomponent = \"a.wasm\"\n[functions.a.env]\nK = \"v\"\n\
+             [functions.a.secrets]\nK = \"s\"",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(both.contains("also in the env table"), "{both}");
+    }
+
+    #[test]
     fn a_manifest_in_the_working_directory_keeps_paths_relative() {
         let requests = parse("[functions.a]\ncomponent = \"a.wasm\"", Path::new(""))
             .unwrap()

@@ -210,6 +210,89 @@ async fn scoped_tokens_touch_only_their_functions_and_queues() {
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("`other`"));
     assert_eq!(bind("hello").await.unwrap().status(), 200);
+    // Its own dead-letter queue goes with a queue in scope.
+    assert_eq!(
+        call(&node, &token, "GET", "/v1/queues/jobs-dlq/messages")
+            .await
+            .0,
+        200
+    );
+    // Another queue as the dead-letter queue would let a redrive drain it: refused, both
+    // when binding and, for a binding an admin made, when redriving.
+    let (status, _) = node.api_get("/queues").await;
+    assert_eq!(status, 200);
+    let payments = node
+        .http
+        .post(node.api_url("/queues"))
+        .bearer_auth(&node.token)
+        .json(&json!({"name": "payments"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(payments.status(), 201);
+    let refused = node
+        .http
+        .put(node.api_url("/queues/jobs/consumer"))
+        .bearer_auth(&token)
+        .json(&json!({"function": "hello", "dead_letter": "payments"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let bound = node
+        .http
+        .put(node.api_url("/queues/jobs/consumer"))
+        .bearer_auth(&node.token)
+        .json(&json!({"function": "hello", "dead_letter": "payments"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bound.status(), 200);
+    let (status, body) = call(&node, &token, "POST", "/v1/queues/jobs/redrive").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("`payments`"), "{body}");
+    // A function it deploys may publish only to queues in its scope.
+    let wasm = common::guest_bytes("hello-rust");
+    for (publish, expected) in [
+        (json!(["*"]), 403),
+        (json!(["payments"]), 403),
+        (json!(["jobs"]), 201),
+    ] {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "config",
+                reqwest::multipart::Part::text(json!({ "publish": publish }).to_string()),
+            )
+            .part("component", reqwest::multipart::Part::bytes(wasm.clone()));
+        let response = node
+            .http
+            .post(node.api_url("/functions/hello/versions"))
+            .bearer_auth(&token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "publish {publish}");
+    }
+    // HEAD is a GET.
+    let head = node
+        .http
+        .head(node.api_url("/functions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    // An admin token has no scope to give.
+    let response = node
+        .http
+        .post(node.api_url("/tokens"))
+        .bearer_auth(&node.token)
+        .json(&json!({"name": "half-admin", "role": "admin", "functions": ["hello"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
 }
 
 #[tokio::test]

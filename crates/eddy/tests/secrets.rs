@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Node, guest, stderr_err, stdout_ok};
 use serde_json::json;
@@ -197,9 +198,16 @@ async fn a_changed_secret_takes_effect_at_the_next_deploy_and_a_bound_one_cannot
         err.contains("`greeting`") && err.contains("secret"),
         "{err}"
     );
-    stdout_ok(&node.cli(&["rm", "hello"]));
+    // Removed and set again, a secret starts its versions over: a rollback to a version
+    // pinned to the removed one is refused, not given the new value.
+    stdout_ok(&node.cli(&["deploy", "hello", wasm.to_str().unwrap()]));
     stdout_ok(&node.cli(&["secret", "rm", "greeting"]));
     assert!(!stdout_ok(&node.cli(&["secret", "ls"])).contains("greeting"));
+    stdout_ok(&set_secret(&node, "greeting", "third"));
+    let out = node.cli(&["rollback", "hello", "1"]);
+    assert!(stderr_err(&out).contains("is gone"), "{}", stderr_err(&out));
+    assert!(node.get("/hello").await.body.contains("Hello from eddy"));
+    stdout_ok(&node.cli(&["rm", "hello"]));
 }
 
 #[tokio::test]
@@ -250,6 +258,37 @@ async fn the_key_rotates_without_downtime_and_a_node_without_the_key_says_which(
         err.contains("does not hold") && err.contains("secrets_key_file"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_new_key_written_into_the_key_file_takes_over_without_a_restart() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_file(keys.path(), "secrets.key", &"1".repeat(64));
+    let state = Arc::new(tempfile::tempdir().unwrap());
+    let mut node = Node::start_in(state.clone(), &config(&key, &[], ""));
+    stdout_ok(&set_secret(&node, "greeting", "before"));
+    deploy_hello(&node);
+    key_file(keys.path(), "secrets.key", &"2".repeat(64));
+    common::wait_for(
+        "the node to take the new key",
+        Duration::from_secs(10),
+        async || match node.output().contains("the secrets key changed") {
+            true => Ok(()),
+            false => Err("not yet"),
+        },
+    )
+    .await;
+    // The old key stays in memory: what it sealed still opens, for a new deploy too.
+    assert!(node.get("/hello").await.body.contains("before"));
+    deploy_hello(&node);
+    assert!(node.get("/hello").await.body.contains("before"));
+    stdout_ok(&set_secret(&node, "other", "after"));
+    let out = stdout_ok(&node.cli(&["secret", "rekey"]));
+    assert!(out.contains("sealed 1 secret versions again"), "{out}");
+    // After the re-key the new key alone opens everything.
+    assert!(node.terminate());
+    let node = Node::start_in(state, &config(&key, &[], ""));
+    assert!(node.get("/hello").await.body.contains("before"));
 }
 
 #[tokio::test]

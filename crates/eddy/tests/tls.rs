@@ -222,7 +222,8 @@ async fn http2_streams_headers_and_rapid_resets_are_bounded() {
     let key = write(dir.path(), "key.pem", &key);
     let node = Node::start_with_config(&format!(
         "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
-         [limits]\nhttp2_streams_per_connection_max = 7\nhttp2_pending_reset_streams_max = 5\nheader_bytes_max = 4096\n",
+         [limits]\nhttp2_streams_per_connection_max = 7\nhttp2_pending_reset_streams_max = 5\nheader_bytes_max = 4096\n\
+         header_read_timeout_ms = 1000\n",
         cert.display(),
         key.display()
     ));
@@ -277,4 +278,13 @@ async fn http2_streams_headers_and_rapid_resets_are_bounded() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // An HTTP/2 connection that sends no request for header_read_timeout_ms is closed
+    // (GOAWAY), as an idle HTTP/1.1 one is.
+    let (idle_send, idle) = h2_connect(&node, &ca).await;
+    tokio::time::timeout(Duration::from_secs(10), idle)
+        .await
+        .expect("an idle HTTP/2 connection stayed open")
+        .unwrap()
+        .unwrap();
+    drop(idle_send);
 }

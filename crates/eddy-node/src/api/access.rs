@@ -126,18 +126,30 @@ pub async fn authorize(
             .map(|(_, value)| value.to_owned())
     });
     let action = rule.permission.name();
-    let answer = match caller.denies(
+    let denied = caller.denies(
         rule.permission,
         rule.target,
         name.as_deref().filter(|_| rule.target != Target::None),
-    ) {
-        Some(reason) => ApiError::forbidden(reason).into_response(),
-        None => next.run(request).await,
-    };
-    if is_change(&method) && rule.permission.audited() {
-        return record(&state, &caller.name, ip, &described, action, now_ms, answer).await;
+    );
+    if !(is_change(&method) && rule.permission.audited()) {
+        return match denied {
+            Some(reason) => ApiError::forbidden(reason).into_response(),
+            None => next.run(request).await,
+        };
     }
-    answer
+    // A change runs to its end and into the audit trail in a task of its own: a client
+    // that disconnects cannot make a change happen unrecorded.
+    let run = async move {
+        let answer = match denied {
+            Some(reason) => ApiError::forbidden(reason).into_response(),
+            None => next.run(request).await,
+        };
+        record(&state, &caller.name, ip, &described, action, now_ms, answer).await
+    };
+    match tokio::spawn(run).await {
+        Ok(answer) => answer,
+        Err(e) => ApiError::internal("a control API change failed", e).into_response(),
+    }
 }
 
 /// `METHOD /path` as the client sent it (the router strips `/v1` before the middleware).
@@ -229,10 +241,14 @@ async fn record(
     let (answer, outcome) = if status.is_success() {
         (answer, "ok".to_owned())
     } else {
-        let (parts, body) = answer.into_parts();
-        let bytes = axum::body::to_bytes(body, AUDIT_ERROR_BODY_BYTES_MAX)
-            .await
-            .unwrap_or_default();
+        let (mut parts, body) = answer.into_parts();
+        let bytes = match axum::body::to_bytes(body, AUDIT_ERROR_BODY_BYTES_MAX).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                parts.headers.remove(header::CONTENT_LENGTH);
+                Default::default()
+            }
+        };
         let outcome = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(error) => {
                 let mut message = format!("{}: {}", error.error.code, error.error.message);
@@ -323,6 +339,13 @@ async fn create_token(
             request.role
         ))
     })?;
+    let scoped =
+        !(request.functions.is_empty() && request.queues.is_empty() && request.secrets.is_empty());
+    if role == Role::Admin && scoped {
+        return Err(ApiError::bad_request(
+            "an admin token cannot be scoped: it manages tokens, secrets and budgets, which no scope limits; make a deployer, reader or publisher token instead",
+        ));
+    }
     for (kind, names) in [
         ("function", &request.functions),
         ("queue", &request.queues),

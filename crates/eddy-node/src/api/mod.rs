@@ -287,6 +287,11 @@ async fn deploy(
             return Err(ApiError::forbidden(reason));
         }
     }
+    for queue in &request.publish {
+        if let Some(reason) = caller.denies_publish_grant(queue) {
+            return Err(ApiError::forbidden(reason));
+        }
+    }
     let deployed = state.registry.deploy(&name, request, component).await?;
     let v = &deployed.version;
     let adjusted = fit_leases(&state, &name, v.config.timeout_ms).await?;

@@ -264,6 +264,7 @@ async fn peek(
 
 async fn redrive(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Redriven>, ApiError> {
     let record = find_queue(&state, &name).await?;
@@ -278,6 +279,10 @@ async fn redrive(
         .map(|c| c.dead_letter.clone())
         .or(record.dead_letter_queue.clone())
         .unwrap_or_default();
+    // Redriving takes messages out of the dead-letter queue: it must be in scope too.
+    if let Some(reason) = caller.denies_queue(Permission::QueuesWrite, &from) {
+        return Err(ApiError::forbidden(reason));
+    }
     let moved = state
         .queues
         .store
@@ -307,6 +312,13 @@ async fn set_consumer(
     let request = json_body(body)?;
     // Binding a function makes it run: the token must be allowed to change that function.
     if let Some(reason) = caller.denies_function(Permission::FunctionsWrite, &request.function) {
+        return Err(ApiError::forbidden(reason));
+    }
+    // Failed deliveries go to the dead-letter queue, and a redrive takes them out of it:
+    // it must be in scope as well.
+    if let Some(dead_letter) = &request.dead_letter
+        && let Some(reason) = caller.denies_queue(Permission::QueuesWrite, dead_letter)
+    {
         return Err(ApiError::forbidden(reason));
     }
     let record = find_queue(&state, &name).await?;

@@ -70,6 +70,8 @@ async fn set_secret(
 }
 
 /// Which live versions bind which secret: secret name → `function (VARIABLE, version N)`.
+/// (An older version that binds a removed secret is refused if rolled back to: its pin
+/// names the secret's creation time, which a secret set again does not have.)
 async fn users(state: &ApiState) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for function in state.parts.stores.functions.list_functions().await? {
@@ -133,7 +135,7 @@ async fn rekey(State(state): State<ApiState>) -> Result<Json<Rekeyed>, ApiError>
     let done = state.secrets.rekey().await?;
     tracing::info!(
         resealed = done.resealed,
-        key = state.secrets.key_id().unwrap_or(""),
+        key = state.secrets.key_id().unwrap_or_default(),
         "secrets sealed again under the current key"
     );
     Ok(Json(Rekeyed {
