@@ -1,5 +1,5 @@
 //! Secrets: values the operator's key seals (XChaCha20-Poly1305, a fresh random nonce per
-//! value, the secret's name as associated data) before they reach the store, opened by a
+//! value, the secret's name and the time it was set as associated data) before they reach the store, opened by a
 //! node only to hand them to a function as environment variables. The key is given to every
 //! node (a file or `EDDY_SECRETS_KEY`) and never stored beside the data; neither the store,
 //! the API, the CLI nor the node's log ever holds a value in the clear.
@@ -63,7 +63,10 @@ impl Key {
         })
     }
 
-    fn seal(&self, name: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    /// Seals `value` of secret `name` set at `at_ms`: both are bound in as associated data,
+    /// so a sealed value moved to another secret, or to another version of its own, does not
+    /// open.
+    fn seal(&self, name: &str, at_ms: i64, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
@@ -72,7 +75,7 @@ impl Key {
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: value,
-                    aad: name.as_bytes(),
+                    aad: &associated(name, at_ms),
                 },
             )
             .expect("sealing cannot fail for values this small");
@@ -88,11 +91,20 @@ impl Key {
                 XNonce::from_slice(&secret.nonce),
                 Payload {
                     msg: &secret.ciphertext,
-                    aad: secret.name.as_bytes(),
+                    aad: &associated(&secret.name, secret.created_at_ms),
                 },
             )
             .ok()
     }
+}
+
+/// The associated data of a sealed value: the secret's name and when the value was set.
+fn associated(name: &str, at_ms: i64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(name.len() + 9);
+    data.extend_from_slice(name.as_bytes());
+    data.push(0);
+    data.extend_from_slice(&at_ms.to_be_bytes());
+    data
 }
 
 /// What a re-key did.
@@ -223,7 +235,7 @@ impl Secrets {
     /// Stores `value` as the next version of secret `name`.
     pub async fn set(&self, name: &str, value: &str, at_ms: i64) -> Result<u32, Problem> {
         let key = self.key()?;
-        let (nonce, sealed) = key.seal(name, value.as_bytes());
+        let (nonce, sealed) = key.seal(name, at_ms, value.as_bytes());
         Ok(self
             .store
             .put_secret(name, &key.id, nonce, sealed, at_ms)
@@ -299,7 +311,8 @@ impl Secrets {
                 continue;
             }
             let value = self.value(&sealed.name, sealed.version, 0).await?;
-            let (nonce, ciphertext) = key.seal(&sealed.name, value.as_bytes());
+            let (nonce, ciphertext) =
+                key.seal(&sealed.name, sealed.created_at_ms, value.as_bytes());
             if self
                 .store
                 .reseal_secret(
@@ -329,14 +342,14 @@ mod tests {
     use super::*;
 
     fn sealed(key: &Key, name: &str, value: &[u8]) -> SealedSecret {
-        let (nonce, ciphertext) = key.seal(name, value);
+        let (nonce, ciphertext) = key.seal(name, 1_000, value);
         SealedSecret {
             name: name.to_owned(),
             version: 1,
             key_id: key.id.clone(),
             nonce,
             ciphertext,
-            created_at_ms: 0,
+            created_at_ms: 1_000,
         }
     }
 
@@ -362,6 +375,13 @@ mod tests {
             ..secret.clone()
         };
         assert_eq!(key.open(&moved), None);
+        // Moved to another version of its own secret (another time), neither.
+        let other_version = SealedSecret {
+            version: 2,
+            created_at_ms: 2_000,
+            ..secret.clone()
+        };
+        assert_eq!(key.open(&other_version), None);
         // Each sealing takes a fresh nonce.
         assert_ne!(sealed(&key, "stripe", b"sk_live_1").nonce, secret.nonce);
     }

@@ -192,13 +192,21 @@ impl Certificates {
 }
 
 /// The self-signed certificate and key in `<state_dir>/tls/`, made for `names` (host names
-/// and addresses) if there is none yet. Returns the files.
+/// and addresses) if there is none yet, or made again if it was made for other names (the
+/// node listens elsewhere now). Returns the files.
 pub fn self_signed(state_dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
     let dir = state_dir.join(SELF_SIGNED_DIR);
     let cert_file = dir.join("self-signed.crt");
     let key_file = dir.join("self-signed.key");
+    let names_file = dir.join("self-signed.names");
+    let wanted = names.join("\n");
     if cert_file.is_file() && key_file.is_file() {
-        return Ok((cert_file, key_file));
+        match std::fs::read_to_string(&names_file) {
+            Ok(made_for) if made_for == wanted => return Ok((cert_file, key_file)),
+            _ => {
+                tracing::info!(names = %names.join(", "), "making the self-signed certificate again for the node's names")
+            }
+        }
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // A key left without its certificate by an interrupted first start is made again.
@@ -209,5 +217,7 @@ pub fn self_signed(state_dir: &Path, names: &[String]) -> anyhow::Result<(PathBu
         .with_context(|| format!("writing {}", key_file.display()))?;
     std::fs::write(&cert_file, certified.cert.pem())
         .with_context(|| format!("writing {}", cert_file.display()))?;
+    std::fs::write(&names_file, &wanted)
+        .with_context(|| format!("writing {}", names_file.display()))?;
     Ok((cert_file, key_file))
 }

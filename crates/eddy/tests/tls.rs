@@ -281,10 +281,13 @@ async fn http2_streams_headers_and_rapid_resets_are_bounded() {
     // An HTTP/2 connection that sends no request for header_read_timeout_ms is closed
     // (GOAWAY), as an idle HTTP/1.1 one is.
     let (idle_send, idle) = h2_connect(&node, &ca).await;
-    tokio::time::timeout(Duration::from_secs(10), idle)
+    let ended = tokio::time::timeout(Duration::from_secs(10), idle)
         .await
         .expect("an idle HTTP/2 connection stayed open")
-        .unwrap()
         .unwrap();
+    // Closed by the node: cleanly after its GOAWAY, or under a write of the client's.
+    if let Err(e) = ended {
+        assert!(e.is_go_away() || e.is_io(), "{e:?}");
+    }
     drop(idle_send);
 }
