@@ -185,6 +185,8 @@ pub struct RunningNode {
     shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
+    /// Control-API changes running apart from their connections.
+    changes: tokio_util::task::TaskTracker,
     writer: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     consumers: Arc<consumer::Consumers>,
@@ -378,6 +380,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             .as_ref()
             .map(|c| c.server_config(&[b"h2", b"http/1.1"])),
     });
+    let changes = tokio_util::task::TaskTracker::new();
     let api_state = api::ApiState {
         registry,
         parts,
@@ -395,6 +398,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         node_name: node_name.into(),
         throttle: Arc::default(),
         secrets,
+        changes: changes.clone(),
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();
@@ -415,6 +419,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         http2: None,
     };
     let app = api::router(api_state);
+    let changes_tracked = changes;
     let admin_server = tokio::spawn(listener::serve(
         admin,
         admin_limits,
@@ -445,6 +450,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         shutdown,
         draining,
         servers: vec![public_server, admin_server],
+        changes: changes_tracked,
         writer,
         heartbeat,
         consumers,
@@ -517,6 +523,14 @@ impl RunningNode {
             {
                 tracing::warn!("a listener did not stop within the grace period");
             }
+        }
+        // Control-API changes whose clients left still finish and reach the audit trail.
+        self.changes.close();
+        if tokio::time::timeout(self.grace, self.changes.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a control API change did not finish within the grace period");
         }
         // Guests still running (their clients gone) hold the record sink until their
         // deadline; do not wait for them longer than the grace period.

@@ -243,29 +243,88 @@ where
     }
 }
 
-/// A service that notes when each request came.
-struct Touching<S> {
-    inner: S,
-    started: tokio::time::Instant,
-    /// Milliseconds from `started` to the latest request.
-    last_ms: Arc<std::sync::atomic::AtomicU64>,
+/// When an HTTP/2 connection last had work: requests in flight, and when the last one
+/// came or ended.
+#[derive(Default)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from the connection's start to the latest request's start or end.
+    last_ms: std::sync::atomic::AtomicU64,
 }
 
-impl<S: hyper::service::Service<R>, R> hyper::service::Service<R> for Touching<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn call(&self, request: R) -> Self::Future {
-        let ms = self.started.elapsed().as_millis() as u64;
+impl Activity {
+    fn touch(&self, started: tokio::time::Instant) {
+        let ms = started.elapsed().as_millis() as u64;
         self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
-        self.inner.call(request)
+    }
+
+    /// How long the connection has had no request in flight.
+    fn idle_for(&self, started: tokio::time::Instant) -> Duration {
+        if self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
     }
 }
 
-/// Serves HTTP/2 on `io` until it ends. On `stop`, or when no request has come for `idle`
-/// (`header_read_timeout`, as a kept-alive HTTP/1.1 connection), sends `GOAWAY` and lets
-/// the streams in flight finish.
+/// A request counted in flight until its response (head) is ready, or it is dropped.
+struct InFlight {
+    activity: Arc<Activity>,
+    started: tokio::time::Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.activity.touch(self.started);
+        self.activity
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A service that counts its requests in flight and notes when the last one came or ended.
+struct Touching<S> {
+    inner: S,
+    started: tokio::time::Instant,
+    activity: Arc<Activity>,
+}
+
+type BoxedFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, R> hyper::service::Service<R> for Touching<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxedFuture<S::Response, S::Error>;
+
+    fn call(&self, request: R) -> Self::Future {
+        let activity = &self.activity;
+        activity
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        activity.touch(self.started);
+        let guard = InFlight {
+            activity: activity.clone(),
+            started: self.started,
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let answer = future.await;
+            drop(guard);
+            answer
+        })
+    }
+}
+
+/// Serves HTTP/2 on `io` until it ends. On `stop`, or when it has had no request in flight
+/// for `idle` (`header_read_timeout`, as a kept-alive HTTP/1.1 connection), sends `GOAWAY`
+/// and lets the streams in flight finish.
 async fn drive_http2<I, S, B>(
     builder: &http2::Builder<TokioExecutor>,
     io: I,
@@ -283,11 +342,11 @@ where
     B::Error: Into<BoxError>,
 {
     let started = tokio::time::Instant::now();
-    let last_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let activity = Arc::new(Activity::default());
     let service = Touching {
         inner: service,
         started,
-        last_ms: last_ms.clone(),
+        activity: activity.clone(),
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
@@ -297,8 +356,7 @@ where
             ended = conn.as_mut() => return ended,
             _ = stop.cancelled() => break,
             _ = check.tick() => {
-                let last = Duration::from_millis(last_ms.load(std::sync::atomic::Ordering::Relaxed));
-                if started.elapsed().saturating_sub(last) >= idle {
+                if activity.idle_for(started) >= idle {
                     break;
                 }
             }

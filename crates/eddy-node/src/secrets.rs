@@ -124,6 +124,10 @@ struct Keys {
 /// The node's keys and the store of sealed secrets.
 pub struct Secrets {
     keys: ArcSwap<Keys>,
+    /// A new key read once from the file: adopted when the next read finds the same (a
+    /// file read while being written is not taken as the key). Also the last unusable
+    /// content warned about, so it is warned about once.
+    seen: std::sync::Mutex<Option<String>>,
     /// The file the current key comes from, read again for a new key.
     current_file: Option<PathBuf>,
     store: Arc<dyn AccessStore>,
@@ -151,6 +155,7 @@ impl Secrets {
         );
         Ok(Secrets {
             keys: ArcSwap::from_pointee(Keys { current, previous }),
+            seen: std::sync::Mutex::new(None),
             current_file,
             store,
         })
@@ -166,16 +171,30 @@ impl Secrets {
             return false;
         };
         let keys = self.keys.load();
-        let key = match Key::new(&text, &source) {
-            Ok(key) => key,
+        let key = Key::new(&text, &source);
+        if let Ok(key) = &key
+            && keys.current.as_ref().is_some_and(|c| c.id == key.id)
+        {
+            return false;
+        }
+        let digest = hex::encode(Sha256::digest(text.as_bytes()));
+        let stable = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let stable = seen.as_deref() == Some(digest.as_str());
+            *seen = Some(digest);
+            stable
+        };
+        let key = match key {
+            Ok(key) if stable => key,
+            // Read once: taken when the next read finds the same.
+            Ok(_) => return false,
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "the secrets key file changed but its key cannot be used; still sealing with the previous key");
+                if !stable {
+                    tracing::warn!(error = %format!("{e:#}"), "the secrets key file changed but its key cannot be used; still sealing with the previous key");
+                }
                 return false;
             }
         };
-        if keys.current.as_ref().is_some_and(|c| c.id == key.id) {
-            return false;
-        }
         let replaced = keys.current.clone();
         let previous = replaced
             .iter()

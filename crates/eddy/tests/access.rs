@@ -210,7 +210,18 @@ async fn scoped_tokens_touch_only_their_functions_and_queues() {
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("`other`"));
     assert_eq!(bind("hello").await.unwrap().status(), 200);
-    // Its own dead-letter queue goes with a queue in scope.
+    // Its own dead-letter queue goes with a queue in scope, and no other queue may take
+    // such a name.
+    let taken = node
+        .http
+        .post(node.api_url("/queues"))
+        .bearer_auth(&node.token)
+        .json(&json!({"name": "mail-dlq"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 400);
+    assert!(taken.text().await.unwrap().contains("dead-letter"));
     assert_eq!(
         call(&node, &token, "GET", "/v1/queues/jobs-dlq/messages")
             .await

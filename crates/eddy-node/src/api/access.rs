@@ -139,6 +139,8 @@ pub async fn authorize(
     }
     // A change runs to its end and into the audit trail in a task of its own: a client
     // that disconnects cannot make a change happen unrecorded.
+    let changes = state.changes.clone();
+    let recorder = (state.clone(), caller.name.clone(), described.clone());
     let run = async move {
         let answer = match denied {
             Some(reason) => ApiError::forbidden(reason).into_response(),
@@ -146,9 +148,14 @@ pub async fn authorize(
         };
         record(&state, &caller.name, ip, &described, action, now_ms, answer).await
     };
-    match tokio::spawn(run).await {
+    match changes.spawn(run).await {
         Ok(answer) => answer,
-        Err(e) => ApiError::internal("a control API change failed", e).into_response(),
+        Err(e) => {
+            // The handler panicked: still recorded, as failed.
+            let (state, token, described) = recorder;
+            let answer = ApiError::internal("a control API change failed", e).into_response();
+            record(&state, &token, ip, &described, action, now_ms, answer).await
+        }
     }
 }
 

@@ -66,6 +66,9 @@ pub struct ApiState {
     pub throttle: Arc<crate::auth::AuthThrottle>,
     /// Seals and opens secrets.
     pub secrets: Arc<crate::secrets::Secrets>,
+    /// Changes running apart from their connections (each runs to its end and into the
+    /// audit trail): a shutdown waits for them.
+    pub changes: tokio_util::task::TaskTracker,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.

@@ -63,6 +63,17 @@ async fn create_queue(
 ) -> Result<impl IntoResponse, ApiError> {
     let request = json_body(body)?;
     validate_queue_name(&request.name).map_err(ApiError::bad_request)?;
+    if request
+        .name
+        .ends_with(eddy_store::queues::DEAD_LETTER_SUFFIX)
+    {
+        // A scope of queue `x` covers `x-dlq`: only the dead-letter queue made with `x`
+        // may have that name.
+        return Err(ApiError::bad_request(format!(
+            "queue names ending in `{}` are kept for the dead-letter queue each queue gets; pick another name",
+            eddy_store::queues::DEAD_LETTER_SUFFIX
+        )));
+    }
     if let Some(reason) = caller.denies_queue(Permission::QueuesWrite, &request.name) {
         return Err(ApiError::forbidden(reason));
     }
