@@ -63,6 +63,22 @@ fn deploy_hello(node: &Node) {
     ]));
 }
 
+/// `eddy serve` with `config` on `<dir>/state`, which must refuse to start: its stderr.
+fn refused_start(dir: &Path, config: &str) -> String {
+    let config_path = dir.join("node.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "eddy serve started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn every_file(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -236,24 +252,7 @@ async fn the_key_rotates_without_downtime_and_a_node_without_the_key_says_which(
     assert!(node.terminate());
     drop(node);
     // Only the old key: the node cannot open the function's secret and says why.
-    let config_path = state.path().join("node.toml");
-    std::fs::write(&config_path, config(&old, &[], "")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config_path)
-        .arg("--state-dir")
-        .arg(state.path().join("state"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(state.path(), &config(&old, &[], ""));
     assert!(
         err.contains("does not hold") && err.contains("secrets_key_file"),
         "{err}"
@@ -309,22 +308,6 @@ async fn without_a_key_or_past_the_size_limit_a_secret_is_refused() {
     let inside = dir.path().join("state").join("secrets.key");
     std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
     std::fs::write(&inside, "k".repeat(64)).unwrap();
-    let config_path = dir.path().join("node.toml");
-    std::fs::write(&config_path, config(&inside, &[], "")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config_path)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the state directory"));
+    let err = refused_start(dir.path(), &config(&inside, &[], ""));
+    assert!(err.contains("inside the state directory"), "{err}");
 }
