@@ -278,6 +278,23 @@ async fn http2_streams_headers_and_rapid_resets_are_bounded() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // A request that runs longer than header_read_timeout_ms keeps its connection open:
+    // the next request goes over the same connection.
+    let ca_file = write(dir.path(), "ca.pem", &ca);
+    let wasm = guest("misbehave");
+    stdout_ok(&cli(
+        &node,
+        Some(&ca_file),
+        &["deploy", "mis", wasm.to_str().unwrap()],
+    ));
+    let (send, busy) = h2_connect(&node, &ca).await;
+    let mut send = send.ready().await.unwrap();
+    let (response, _) = send.send_request(get("/mis/sleep?ms=2500"), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let mut send = send.ready().await.unwrap();
+    let (response, _) = send.send_request(get("/_eddy/healthz"), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    assert!(!busy.is_finished());
     // An HTTP/2 connection that sends no request for header_read_timeout_ms is closed
     // (GOAWAY), as an idle HTTP/1.1 one is.
     let (idle_send, idle) = h2_connect(&node, &ca).await;
