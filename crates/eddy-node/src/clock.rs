@@ -71,6 +71,27 @@ impl Clock {
     }
 }
 
+/// Runs `work` on tokio's blocking pool every `period` until `shutdown`, one run at a time:
+/// how the node re-reads files the operator may replace (the TLS certificate, the secrets
+/// key).
+pub async fn every_on_blocking_pool(
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    work: impl Fn() + Send + Sync + 'static,
+) {
+    let work = std::sync::Arc::new(work);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let work = work.clone();
+        let _ = tokio::task::spawn_blocking(move || work()).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

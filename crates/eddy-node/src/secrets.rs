@@ -219,16 +219,11 @@ impl Secrets {
         if self.current_file.is_none() {
             return;
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(SECRETS_KEY_RELOAD_INTERVAL_MS));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let this = self.clone();
-            let _ = tokio::task::spawn_blocking(move || this.reload()).await;
-        }
+        let period = Duration::from_millis(SECRETS_KEY_RELOAD_INTERVAL_MS);
+        crate::clock::every_on_blocking_pool(period, shutdown, move || {
+            self.reload();
+        })
+        .await
     }
 
     /// The key text in `path`.

@@ -167,16 +167,11 @@ impl Certificates {
 
     /// Checks the files every `TLS_RELOAD_INTERVAL_MS` until `shutdown`.
     pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(TLS_RELOAD_INTERVAL_MS));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let this = self.clone();
-            let _ = tokio::task::spawn_blocking(move || this.reload()).await;
-        }
+        let period = Duration::from_millis(TLS_RELOAD_INTERVAL_MS);
+        crate::clock::every_on_blocking_pool(period, shutdown, move || {
+            self.reload();
+        })
+        .await
     }
 
     /// A rustls server config serving these certificates with `alpn` offered.
