@@ -175,6 +175,9 @@ impl Role {
     /// Whether the role holds `permission`.
     pub fn allows(self, permission: Permission) -> bool {
         use Permission::*;
+        if permission == Session {
+            return true;
+        }
         match self {
             Role::Admin => true,
             Role::Reader => matches!(
@@ -226,9 +229,28 @@ pub enum Permission {
     TokensManage,
     /// Read the audit trail.
     AuditRead,
+    /// Sign in to the console, see who is signed in, sign out: every role holds it.
+    Session,
 }
 
 impl Permission {
+    pub const ALL: [Permission; 14] = [
+        Permission::NodesRead,
+        Permission::FunctionsRead,
+        Permission::FunctionsWrite,
+        Permission::WebsocketsSend,
+        Permission::QueuesRead,
+        Permission::QueuesWrite,
+        Permission::QueuesPublish,
+        Permission::CostRead,
+        Permission::CostWrite,
+        Permission::SecretsRead,
+        Permission::SecretsWrite,
+        Permission::TokensManage,
+        Permission::AuditRead,
+        Permission::Session,
+    ];
+
     /// Whether a change made with this permission goes to the audit trail: every change
     /// of state, not the data sent through (messages to queues and WebSockets).
     pub fn audited(self) -> bool {
@@ -250,6 +272,7 @@ impl Permission {
             Permission::SecretsWrite => "secrets:write",
             Permission::TokensManage => "tokens:manage",
             Permission::AuditRead => "audit:read",
+            Permission::Session => "session",
         }
     }
 }
@@ -361,6 +384,22 @@ pub const ROUTES: &[RouteRule] = {
         rule("PUT", "/v1/secrets/{name}", SecretsWrite, None),
         rule("DELETE", "/v1/secrets/{name}", SecretsWrite, None),
         rule("POST", "/v1/secrets/rekey", SecretsWrite, None),
+        rule("GET", "/v1/session", Session, None),
+        rule("POST", "/v1/session", Session, None),
+        rule("DELETE", "/v1/session", Session, None),
+        rule(
+            "GET",
+            "/v1/functions/{name}/series",
+            FunctionsRead,
+            Function,
+        ),
+        rule(
+            "GET",
+            "/v1/functions/{name}/logs/stream",
+            FunctionsRead,
+            Function,
+        ),
+        rule("GET", "/v1/schedules", FunctionsRead, None),
     ]
 };
 

@@ -399,6 +399,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         throttle: Arc::default(),
         secrets,
         changes: changes.clone(),
+        tls: certificates.is_some(),
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();

@@ -91,6 +91,21 @@ pub struct StatsQuery {
     pub since_ms: Option<u64>,
 }
 
+/// Query of `GET /v1/functions/{name}/series`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesQuery {
+    pub since_ms: Option<u64>,
+    pub step_ms: Option<u64>,
+}
+
+/// Query of `GET /v1/functions/{name}/logs/stream`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogStreamQuery {
+    pub after: Option<i64>,
+}
+
 /// Body of `POST /v1/queues`, as the CLI sends it and the node reads it; the node's default
 /// idempotency window when none is given.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

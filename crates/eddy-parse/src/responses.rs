@@ -141,6 +141,15 @@ pub struct Function {
     pub reserved_concurrency: u32,
     /// `null`: a fresh instance per request.
     pub reuse: Option<Reuse>,
+    /// Whether the node holds WebSocket connections on the route.
+    #[serde(default)]
+    pub websocket: bool,
+    /// The cron schedule, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::ScheduleSettings>,
+    /// Queues the function may publish to through `eddy.local` (`*`: any).
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// Warm-instance reuse of a [`Function`].
@@ -574,6 +583,72 @@ pub struct TokenCreated {
     pub token: String,
     #[serde(flatten)]
     pub info: TokenInfo,
+}
+
+/// `200` answer to `GET /v1/session` and `POST /v1/session`: who is signed in.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// The token's name (`admin` for the bootstrap token).
+    pub name: String,
+    pub role: String,
+    /// The scopes; empty: every one.
+    pub functions: Vec<String>,
+    pub queues: Vec<String>,
+    pub secrets: Vec<String>,
+    /// Every permission the role holds (`functions:write`, ...).
+    pub permissions: Vec<String>,
+}
+
+/// `200` answer to `GET /v1/functions/{name}/series`: the function's metered counts per
+/// interval, every interval of the window present, oldest first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Series {
+    pub function: String,
+    /// RFC 3339: the start of the first interval.
+    pub since: String,
+    pub step_ms: u64,
+    pub points: Vec<SeriesPoint>,
+}
+
+/// One interval of a [`Series`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SeriesPoint {
+    /// RFC 3339: the interval's start.
+    pub at: String,
+    pub at_ms: i64,
+    pub invocations: u64,
+    pub errors: u64,
+    pub rejected: u64,
+    pub cold_starts: u64,
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    /// `null` when nothing ran in the interval.
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    /// Invocations per outcome name.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+/// `200` answer to `GET /v1/schedules`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleInfo>,
+}
+
+/// One live function's cron schedule and its ticks.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ScheduleInfo {
+    pub function: String,
+    pub cron: String,
+    pub timezone: String,
+    pub overlap: crate::schedule::Overlap,
+    pub missed: crate::schedule::Missed,
+    pub path: Option<String>,
+    /// RFC 3339: the last tick claimed (run, or dropped by the overlap or missed policy);
+    /// before the schedule's first tick, when the node began to follow it.
+    pub last_tick: String,
+    /// RFC 3339: the next tick due; `null` if the schedule never fires again.
+    pub next_tick: Option<String>,
 }
 
 /// `200` answer to `GET /v1/tokens`.

@@ -58,10 +58,19 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("PUT", "/v1/secrets/ghost", "secrets:write"),
     ("DELETE", "/v1/secrets/ghost", "secrets:write"),
     ("POST", "/v1/secrets/rekey", "secrets:write"),
+    ("GET", "/v1/functions/ghost/series", "functions:read"),
+    ("GET", "/v1/functions/ghost/logs/stream", "functions:read"),
+    ("GET", "/v1/schedules", "functions:read"),
+    ("GET", "/v1/session", "session"),
+    ("POST", "/v1/session", "session"),
+    ("DELETE", "/v1/session", "session"),
 ];
 
 /// What each role holds, as `docs/security.md` writes it down.
 fn allowed(role: &str, permission: &str) -> bool {
+    if permission == "session" {
+        return true;
+    }
     match role {
         "admin" => true,
         "reader" => matches!(

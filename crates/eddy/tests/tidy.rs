@@ -160,7 +160,9 @@ const RULES: &[Rule] = &[
         allowed_in: &[
             "api/mod.rs",
             "api/access.rs",
+            "api/console.rs",
             "api/cost.rs",
+            "api/observe.rs",
             "api/queues.rs",
             "api/secrets.rs",
             "error.rs",
@@ -177,7 +179,9 @@ const RULES: &[Rule] = &[
         allowed_in: &[
             "api/mod.rs",
             "api/access.rs",
+            "api/console.rs",
             "api/cost.rs",
+            "api/observe.rs",
             "api/queues.rs",
             "api/secrets.rs",
             "error.rs",

@@ -15,7 +15,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use eddy_parse::api::{AuditQuery, CreateToken};
-use eddy_parse::responses::{AuditEntry, AuditPage, ErrorBody, TokenCreated, TokenInfo, TokenList};
+use eddy_parse::responses::{
+    AuditEntry, AuditPage, ErrorBody, SessionInfo, TokenCreated, TokenInfo, TokenList,
+};
 use eddy_store::{NewAuditEntry, StoreError, TokenRecord};
 
 use super::{ApiState, rfc3339};
@@ -38,6 +40,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{name}", delete(remove_token))
         .route("/audit", get(audit))
+        .route("/session", get(session).post(sign_in).delete(sign_out))
 }
 
 /// Every request of the control API passes here first, routed or not (so an unknown path
@@ -66,15 +69,24 @@ pub async fn authenticate(
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         return answer;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    match identify(&state, presented, now_ms).await {
+    // The bearer token, else the console's session cookie.
+    let bearer = bearer(request.headers()).map(str::to_owned);
+    let by_cookie = bearer.is_none();
+    let presented = bearer
+        .or_else(|| session_cookie(request.headers()))
+        .unwrap_or_default();
+    match identify(&state, &presented, now_ms).await {
         Ok(caller) => {
+            if by_cookie
+                && is_change(request.method())
+                && let Some(reason) = cross_site(request.headers())
+            {
+                let described = describe(&request);
+                tracing::warn!(%ip, request = %described, token = %caller.name, "refused a cookie-signed change: {reason}");
+                let answer = ApiError::new(StatusCode::FORBIDDEN, "cross_site_request", reason)
+                    .into_response();
+                return record(&state, &caller.name, ip, &described, "-", now_ms, answer).await;
+            }
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
@@ -157,6 +169,127 @@ pub async fn authorize(
             record(&state, &token, ip, &described, action, now_ms, answer).await
         }
     }
+}
+
+/// The name of the console's session cookie. It holds the token itself: `HttpOnly` (no
+/// script reads it), `SameSite=Strict` (no other site's page sends it), `Secure` over TLS.
+pub const SESSION_COOKIE: &str = "eddy_session";
+/// The header every change signed in by the session cookie must carry. A page of another
+/// site can send it only with the node's CORS consent, which the node never gives.
+pub const CONSOLE_HEADER: &str = "x-eddy-console";
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// The session cookie's value, if the request carries it.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// Why a change signed in by the session cookie may have been sent by another site's page
+/// (CSRF), or `None`: it must carry the console's header, and what the browser says of its
+/// origin (`Origin`, `Sec-Fetch-Site`) must be this node.
+fn cross_site(headers: &axum::http::HeaderMap) -> Option<String> {
+    if headers.get(CONSOLE_HEADER).is_none_or(|v| v != "1") {
+        return Some(format!(
+            "a change signed in with the console's session cookie must carry the header `{CONSOLE_HEADER}: 1` (the console sends it; another site's page cannot); scripts and the CLI use `authorization: Bearer <token>`"
+        ));
+    }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site != "same-origin"
+    {
+        return Some(format!(
+            "the browser says this change came from a {} page; the console's session signs only the console's own changes",
+            site.to_str().unwrap_or("foreign")
+        ));
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, authority)| authority);
+        if authority.is_none() || authority != host {
+            return Some(format!(
+                "the change came from origin `{}`, not this node's `{}`",
+                origin.to_str().unwrap_or("?"),
+                host.unwrap_or("?")
+            ));
+        }
+    }
+    None
+}
+
+/// `GET /v1/session`: who is signed in, with what permissions (the console shows only the
+/// actions they allow).
+async fn session(axum::Extension(caller): axum::Extension<Caller>) -> Json<SessionInfo> {
+    Json(session_info(caller))
+}
+
+fn session_info(caller: Caller) -> SessionInfo {
+    SessionInfo {
+        permissions: crate::auth::Permission::ALL
+            .into_iter()
+            .filter(|p| caller.role.allows(*p))
+            .map(|p| p.name().to_owned())
+            .collect(),
+        name: caller.name,
+        role: caller.role.name().to_owned(),
+        functions: caller.functions,
+        queues: caller.queues,
+        secrets: caller.secrets,
+    }
+}
+
+/// `POST /v1/session` with `authorization: Bearer <token>`: the answer sets the session
+/// cookie holding that token.
+async fn sign_in(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return ApiError::bad_request(
+            "sign in with the token in `authorization: Bearer <token>`; the session cookie cannot open another session",
+        )
+        .into_response();
+    };
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    let mut answer = Json(session_info(caller)).into_response();
+    match HeaderValue::from_str(&cookie) {
+        Ok(cookie) => {
+            answer.headers_mut().insert(header::SET_COOKIE, cookie);
+            answer
+        }
+        Err(_) => ApiError::bad_request("the token holds characters a cookie cannot carry")
+            .into_response(),
+    }
+}
+
+/// `DELETE /v1/session`: the answer clears the session cookie.
+async fn sign_out(State(state): State<ApiState>) -> Response {
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
+    let mut answer = StatusCode::NO_CONTENT.into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        answer.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    answer
 }
 
 /// `METHOD /path` as the client sent it (the router strips `/v1` before the middleware).

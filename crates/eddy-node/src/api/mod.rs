@@ -3,7 +3,9 @@
 //! The contract is `docs/api.md`.
 
 mod access;
+mod console;
 mod cost;
+mod observe;
 mod queues;
 mod secrets;
 
@@ -69,6 +71,8 @@ pub struct ApiState {
     /// Changes running apart from their connections (each runs to its end and into the
     /// audit trail): a shutdown waits for them.
     pub changes: tokio_util::task::TaskTracker,
+    /// Whether the control API is served over TLS (the session cookie is then `Secure`).
+    pub tls: bool,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
@@ -101,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(cost::routes())
         .merge(access::routes())
         .merge(secrets::routes())
+        .merge(observe::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             access::authorize,
@@ -122,11 +127,13 @@ pub fn router(state: ApiState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(console::routes())
         .merge(metrics)
         .nest("/v1", v1)
         .fallback(|| async {
             ApiError::not_found("no such API path; the control API lives under /v1/")
         })
+        .layer(middleware::from_fn(console::hardening))
         .with_state(state)
 }
 
@@ -669,6 +676,9 @@ fn function_answer(public_url: &str, f: &FunctionRecord) -> Function {
             max_requests: r.max_requests,
             idle_timeout_ms: r.idle_timeout_ms,
         }),
+        websocket: config.websocket,
+        schedule: config.schedule.clone(),
+        publish: config.publish.clone(),
     }
 }
 
