@@ -132,6 +132,98 @@ fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The name of the console's session cookie. It holds the token itself: `HttpOnly` (no
+/// script reads it), `SameSite=Strict` (no other site's page sends it), `Secure` over TLS.
+///
+/// Cookies are scoped by host name, not port: a browser sends the admin listener's cookie
+/// to the public listener on the same host too. So the ingress takes it out of every
+/// request before a function sees it ([`remove_session_cookie`]) and out of every
+/// function's response ([`remove_session_set_cookie`]).
+pub const SESSION_COOKIE: &str = "eddy_session";
+
+/// The values of the session cookie in the request's `Cookie` headers (a page on the same
+/// host name may have set more than one).
+pub fn session_cookies(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .collect()
+}
+
+/// Takes the session cookie out of the request's `Cookie` headers, keeping every other
+/// cookie: a function never sees the token of whoever signed in to the console.
+pub fn remove_session_cookie(headers: &mut http::HeaderMap) {
+    let is_session = |pair: &str| {
+        pair.trim()
+            .split_once('=')
+            .is_some_and(|(name, _)| name == SESSION_COOKIE)
+    };
+    let carries = |v: &http::HeaderValue| {
+        String::from_utf8_lossy(v.as_bytes())
+            .split(';')
+            .any(is_session)
+    };
+    let values: Vec<http::HeaderValue> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if !values.iter().any(carries) {
+        return;
+    }
+    headers.remove(http::header::COOKIE);
+    for value in values {
+        if !carries(&value) {
+            headers.append(http::header::COOKIE, value);
+            continue;
+        }
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let rest: Vec<&str> = text
+            .split(';')
+            .filter(|pair| !is_session(pair))
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .collect();
+        if let Ok(value) = http::HeaderValue::from_str(&rest.join("; "))
+            && !rest.is_empty()
+        {
+            headers.append(http::header::COOKIE, value);
+        }
+    }
+}
+
+/// Takes out of a function's response every `Set-Cookie` that would set the session
+/// cookie: a function cannot sign the console in as another token, nor lock it out.
+pub fn remove_session_set_cookie(headers: &mut http::HeaderMap) {
+    let sets_session = |v: &http::HeaderValue| {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        text.split_once('=')
+            .is_some_and(|(name, _)| name.trim() == SESSION_COOKIE)
+    };
+    if !headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .any(sets_session)
+    {
+        return;
+    }
+    let kept: Vec<http::HeaderValue> = headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets_session(v))
+        .cloned()
+        .collect();
+    headers.remove(http::header::SET_COOKIE);
+    for value in kept {
+        headers.append(http::header::SET_COOKIE, value);
+    }
+}
+
 /// Name the bootstrap admin token goes by in the audit trail; no scoped token may take it.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "admin";
 
@@ -400,6 +492,7 @@ pub const ROUTES: &[RouteRule] = {
             Function,
         ),
         rule("GET", "/v1/schedules", FunctionsRead, None),
+        rule("GET", "/v1/stats", FunctionsRead, None),
     ]
 };
 
@@ -607,6 +700,58 @@ mod tests {
         }
         assert!(throttle.refused_for_ms(b, 1_000, 3).is_some());
         assert_eq!(throttle.refused_for_ms(c, 1_000, 3), None);
+    }
+
+    #[test]
+    fn functions_never_see_nor_set_the_session_cookie() {
+        let mut request = http::HeaderMap::new();
+        request.append(
+            http::header::COOKIE,
+            "theme=dark; eddy_session=eddy_abc; lang=fr"
+                .parse()
+                .unwrap(),
+        );
+        request.append(
+            http::header::COOKIE,
+            "eddy_session=eddy_def".parse().unwrap(),
+        );
+        request.append(http::header::COOKIE, "cart=3".parse().unwrap());
+        assert_eq!(session_cookies(&request), ["eddy_abc", "eddy_def"]);
+        remove_session_cookie(&mut request);
+        let left: Vec<&str> = request
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["theme=dark; lang=fr", "cart=3"]);
+        assert!(session_cookies(&request).is_empty());
+        // A header that is not UTF-8 still loses it.
+        let mut odd = http::HeaderMap::new();
+        odd.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_bytes(b"a=\xff; eddy_session=eddy_x").unwrap(),
+        );
+        remove_session_cookie(&mut odd);
+        let left = String::from_utf8_lossy(odd[http::header::COOKIE].as_bytes()).into_owned();
+        assert!(!left.contains("eddy_session"), "{left}");
+
+        let mut response = http::HeaderMap::new();
+        response.append(
+            http::header::SET_COOKIE,
+            "eddy_session=planted; Path=/v1".parse().unwrap(),
+        );
+        response.append(http::header::SET_COOKIE, "id=1; Path=/".parse().unwrap());
+        response.append(
+            http::header::SET_COOKIE,
+            " eddy_session =x; Path=/".parse().unwrap(),
+        );
+        remove_session_set_cookie(&mut response);
+        let left: Vec<&str> = response
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["id=1; Path=/"]);
     }
 
     #[test]

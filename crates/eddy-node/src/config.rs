@@ -35,6 +35,11 @@ pub const DEFAULT_ADMIN_CONNECTIONS_MAX: usize = 256;
 /// Failed authentications one client address may make on the control API in a minute
 /// before the node answers it `429` without checking, until the minute is over.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE_MAX: u32 = 10;
+/// Live invocation-log streams (`GET …/logs/stream`) open on the node at once: each holds a
+/// control-API connection, so they may take only part of `admin_connections_max`.
+pub const DEFAULT_LOG_STREAMS_MAX: usize = 64;
+/// Live invocation-log streams one token may hold open at once.
+pub const DEFAULT_LOG_STREAMS_PER_TOKEN_MAX: usize = 8;
 /// Streams one HTTP/2 connection may have open at once.
 pub const DEFAULT_HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 100;
 /// HTTP/2 streams a client may open and reset before the node accepted them (rapid reset).
@@ -358,6 +363,10 @@ pub struct LimitsConfig {
     pub store_poll_interval_ms: u64,
     /// Failed authentications from one address per minute before it is refused unchecked.
     pub auth_failures_per_minute_max: u32,
+    /// Live invocation-log streams open on the node at once.
+    pub log_streams_max: usize,
+    /// Live invocation-log streams one token may hold open at once.
+    pub log_streams_per_token_max: usize,
     /// How long the audit trail keeps an entry (milliseconds).
     pub audit_retention_ms: u64,
     /// Largest value of one secret.
@@ -519,6 +528,8 @@ impl Default for LimitsConfig {
             store_statement_timeout_ms: eddy_store::postgres::POSTGRES_STATEMENT_TIMEOUT_MS,
             store_poll_interval_ms: DEFAULT_STORE_POLL_INTERVAL_MS,
             auth_failures_per_minute_max: DEFAULT_AUTH_FAILURES_PER_MINUTE_MAX,
+            log_streams_max: DEFAULT_LOG_STREAMS_MAX,
+            log_streams_per_token_max: DEFAULT_LOG_STREAMS_PER_TOKEN_MAX,
             audit_retention_ms: DEFAULT_AUDIT_RETENTION_MS,
             secret_bytes_max: DEFAULT_SECRET_BYTES_MAX,
             http2_streams_per_connection_max: DEFAULT_HTTP2_STREAMS_PER_CONNECTION_MAX,
@@ -628,7 +639,7 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.tls.validate()?;
         let l = &self.limits;
-        let positive: [(&str, u64); 57] = [
+        let positive: [(&str, u64); 59] = [
             (
                 "limits.http2_streams_per_connection_max",
                 u64::from(l.http2_streams_per_connection_max),
@@ -643,6 +654,11 @@ impl NodeConfig {
                 u64::from(l.auth_failures_per_minute_max),
             ),
             ("limits.audit_retention_ms", l.audit_retention_ms),
+            ("limits.log_streams_max", l.log_streams_max as u64),
+            (
+                "limits.log_streams_per_token_max",
+                l.log_streams_per_token_max as u64,
+            ),
             ("limits.compile_time_ms_max", l.compile_time_ms_max),
             ("limits.queue_bytes_max", l.queue_bytes_max),
             ("limits.queues_bytes_max", l.queues_bytes_max),

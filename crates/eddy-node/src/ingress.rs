@@ -81,6 +81,9 @@ impl Ingress {
 
     async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
         remove_node_headers(req.headers_mut());
+        // The console's session cookie reaches this listener too when both share a host
+        // name: no function may see it.
+        crate::auth::remove_session_cookie(req.headers_mut());
         let path = req.uri().path();
         if path == HEALTH_PATH {
             return health(&self.draining);
@@ -154,7 +157,10 @@ impl Ingress {
         }
         // Trailers are headers too: a client cannot forge the node's there either.
         let req = req.map(|body| body.map_frame(without_node_trailers as fn(_) -> _));
-        self.invoker.run(record, req, permit).await
+        let mut response = self.invoker.run(record, req, permit).await;
+        // Nor may a function set it for the console.
+        crate::auth::remove_session_set_cookie(response.headers_mut());
+        response
     }
 }
 

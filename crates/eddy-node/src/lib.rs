@@ -400,6 +400,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         secrets,
         changes: changes.clone(),
         tls: certificates.is_some(),
+        log_streams: Arc::default(),
     };
     let public_server = tokio::spawn(ingress.serve(public, shutdown.clone()));
     let admin_shutdown = shutdown.clone();

@@ -298,6 +298,12 @@ pub struct FunctionStats {
 }
 
 /// One node's share of a function's metered totals (`FunctionStats::nodes`).
+/// `200` answer to `GET /v1/stats`: each live function's stats the token may read, by name.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StatsList {
+    pub functions: Vec<FunctionStats>,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct NodeShare {
     pub node: String,

@@ -61,6 +61,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/functions/ghost/series", "functions:read"),
     ("GET", "/v1/functions/ghost/logs/stream", "functions:read"),
     ("GET", "/v1/schedules", "functions:read"),
+    ("GET", "/v1/stats", "functions:read"),
     ("GET", "/v1/session", "session"),
     ("POST", "/v1/session", "session"),
     ("DELETE", "/v1/session", "session"),

@@ -193,8 +193,35 @@ async fn the_session_cookie_signs_the_console_in_and_refuses_changes_other_sites
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (status, _) = with_cookie(&node, &reader_cookie, Method::GET, "/v1/functions", &[]).await;
-    assert_eq!(status, 401, "a revoked token's cookie still signs in");
+    let response = node
+        .http
+        .get(node.api_url("/functions"))
+        .header("cookie", &reader_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "a revoked token's cookie still signs in"
+    );
+    let cleared = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.contains("Max-Age=0"),
+        "a dead cookie is not cleared: {cleared}"
+    );
+    // Two session cookies (a page on the same host name planted one): neither is taken.
+    let (deployer_cookie, _) = sign_in(&node, &deployer).await;
+    let both = format!("eddy_session=eddy_planted; {deployer_cookie}");
+    let (status, body) = with_cookie(&node, &both, Method::GET, "/v1/functions", &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 `eddy_session` cookies"),
+        "{body}"
+    );
 
     // The refusals are in the audit trail, with the token that was used.
     let (_, audit) = node.api_get("/audit").await;
@@ -363,6 +390,144 @@ async fn series_counts_each_interval_and_refuses_windows_it_cannot_give() {
     assert_eq!(
         (status, week["points"].as_array().unwrap().len()),
         (200, 169)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_stats_answer_every_function_the_token_may_read_in_one_call() {
+    let node = Node::start();
+    node.deploy_ok("api", "misbehave", json!({})).await;
+    node.deploy_ok("web", "misbehave", json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(node.get("/api/echo").await.status, 200);
+    }
+    assert_eq!(node.get("/web/echo").await.status, 200);
+    let (status, all) = node.api_get("/stats?since_ms=300000").await;
+    assert_eq!(status, 200, "{all}");
+    let counts: Vec<(&str, u64)> = all["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap(),
+                f["invocations"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [("api", 3), ("web", 1)]);
+    // The same figures as the one function's own stats.
+    let one = node.api_get("/functions/api/stats?since_ms=300000").await.1;
+    assert_eq!(all["functions"][0]["cpu_ms_total"], one["cpu_ms_total"]);
+    // A token scoped to one function gets that one.
+    let response = node
+        .http
+        .post(node.api_url("/tokens"))
+        .bearer_auth(&node.token)
+        .json(&json!({"name": "web-team", "role": "reader", "functions": ["web"]}))
+        .send()
+        .await
+        .unwrap();
+    let scoped: Value = response.json().await.unwrap();
+    let response = node
+        .http
+        .get(node.api_url("/stats"))
+        .bearer_auth(scoped["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mine: Value = response.json().await.unwrap();
+    let names: Vec<&str> = mine["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web"]);
+    let (status, _) = node.api_get("/stats?since_ms=soon").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_never_see_the_console_session_cookie() {
+    let node = Node::start();
+    node.deploy_ok("api", "misbehave", json!({})).await;
+    // The browser sends the admin listener's cookie to the public one on the same host.
+    let cookie = format!("theme=dark; eddy_session={}; lang=fr", node.token);
+    let reply = node
+        .send(
+            node.http
+                .get(node.url("/api/echo"))
+                .header("cookie", cookie),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(!reply.body.contains(&node.token), "{}", reply.body);
+    assert!(
+        reply.body.contains("header: cookie: theme=dark; lang=fr"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_log_streams_are_capped_and_end_when_their_token_is_revoked() {
+    let node =
+        Node::start_with_config("[limits]\nlog_streams_max = 3\nlog_streams_per_token_max = 2\n");
+    node.deploy_ok("api", "misbehave", json!({})).await;
+    let reader = create_token(&node, "viewer", "reader").await;
+    let open = |token: &str| {
+        node.http
+            .get(node.api_url("/functions/api/logs/stream"))
+            .bearer_auth(token)
+            .send()
+    };
+    let first = open(&reader).await.unwrap();
+    let second = open(&reader).await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let refused = open(&reader).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "log_streams_per_token_max", "{body}");
+    // Another token may open one more, up to the node's cap.
+    let admin = open(&node.token).await.unwrap();
+    assert_eq!(admin.status(), 200);
+    let refused = open(&node.token).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "log_streams_max", "{body}");
+    // A stream closed frees its place.
+    drop(admin);
+    wait_until(
+        "the closed stream's place to be free",
+        PROMPTLY,
+        async || open(&node.token).await.unwrap().status() == 200,
+    )
+    .await;
+    // Revoking the token ends its open streams.
+    let response = node
+        .http
+        .delete(node.api_url("/tokens/viewer"))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = first.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a revoked token's stream is still open after 20 s"
     );
 }
 

@@ -98,6 +98,22 @@ async fn both_listeners_speak_tls_with_the_operators_certificate_reloaded_when_i
     let response = client(&ca1).get(&health).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    // Over TLS the console's session cookie is `Secure`: a browser never sends it in clear.
+    let response = client(&ca1)
+        .post(format!(
+            "https://127.0.0.1:{}/v1/session",
+            node.admin.port()
+        ))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.ends_with("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     // Plain HTTP to a TLS listener gets no answer it could mistake for one.
     assert!(
         reqwest::get(format!("http://{}/hello", node.public))

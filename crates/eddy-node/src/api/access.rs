@@ -21,7 +21,10 @@ use eddy_parse::responses::{
 use eddy_store::{NewAuditEntry, StoreError, TokenRecord};
 
 use super::{ApiState, rfc3339};
-use crate::auth::{BOOTSTRAP_TOKEN_NAME, Caller, Role, Target, new_token, rule_of, token_hash};
+use crate::auth::{
+    BOOTSTRAP_TOKEN_NAME, Caller, Role, SESSION_COOKIE, Target, new_token, rule_of,
+    session_cookies, token_hash,
+};
 use crate::error::ApiError;
 
 /// How often a token's last use is written at most (milliseconds): `eddy token ls` shows
@@ -72,9 +75,27 @@ pub async fn authenticate(
     // The bearer token, else the console's session cookie.
     let bearer = bearer(request.headers()).map(str::to_owned);
     let by_cookie = bearer.is_none();
-    let presented = bearer
-        .or_else(|| session_cookie(request.headers()))
-        .unwrap_or_default();
+    let presented = match bearer {
+        Some(token) => token,
+        None => {
+            let mut cookies = session_cookies(request.headers());
+            if cookies.len() > 1 {
+                // Another page on this host name set one (cookies are not kept apart by
+                // port): which is the console's cannot be told.
+                let answer = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    format!(
+                        "{} `{SESSION_COOKIE}` cookies came with this request: a page on this host name set one beside the console's; sign in again, and serve the admin listener under a host name of its own",
+                        cookies.len()
+                    ),
+                )
+                .into_response();
+                return signed_out(answer, state.tls);
+            }
+            cookies.pop().unwrap_or_default()
+        }
+    };
     match identify(&state, &presented, now_ms).await {
         Ok(caller) => {
             if by_cookie
@@ -88,6 +109,7 @@ pub async fn authenticate(
                 return record(&state, &caller.name, ip, &described, "-", now_ms, answer).await;
             }
             request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(Presented(presented));
             next.run(request).await
         }
         Err(refused) => {
@@ -96,7 +118,12 @@ pub async fn authenticate(
                 state.throttle.failed(ip, now_ms);
                 tracing::warn!(%ip, request = %described, "refused a control API call: {}", refused.message);
             }
-            let answer = refused.into_response();
+            let mut answer = refused.into_response();
+            if by_cookie && !presented.is_empty() && answer.status() == StatusCode::UNAUTHORIZED {
+                // A cookie that no longer signs in (its token was revoked or expired) is
+                // cleared, so the browser stops presenting it.
+                answer = signed_out(answer, state.tls);
+            }
             if is_change(request.method()) {
                 return record(&state, "-", ip, &described, "-", now_ms, answer).await;
             }
@@ -171,9 +198,6 @@ pub async fn authorize(
     }
 }
 
-/// The name of the console's session cookie. It holds the token itself: `HttpOnly` (no
-/// script reads it), `SameSite=Strict` (no other site's page sends it), `Secure` over TLS.
-pub const SESSION_COOKIE: &str = "eddy_session";
 /// The header every change signed in by the session cookie must carry. A page of another
 /// site can send it only with the node's CORS consent, which the node never gives.
 pub const CONSOLE_HEADER: &str = "x-eddy-console";
@@ -184,19 +208,6 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-}
-
-/// The session cookie's value, if the request carries it.
-fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|value| !value.is_empty())
 }
 
 /// Why a change signed in by the session cookie may have been sent by another site's page
@@ -283,11 +294,15 @@ async fn sign_in(
 
 /// `DELETE /v1/session`: the answer clears the session cookie.
 async fn sign_out(State(state): State<ApiState>) -> Response {
-    let secure = if state.tls { "; Secure" } else { "" };
+    signed_out(StatusCode::NO_CONTENT.into_response(), state.tls)
+}
+
+/// `answer`, clearing the session cookie.
+fn signed_out(mut answer: Response, tls: bool) -> Response {
+    let secure = if tls { "; Secure" } else { "" };
     let cookie = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
-    let mut answer = StatusCode::NO_CONTENT.into_response();
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-        answer.headers_mut().insert(header::SET_COOKIE, cookie);
+        answer.headers_mut().append(header::SET_COOKIE, cookie);
     }
     answer
 }
@@ -312,8 +327,17 @@ fn client_ip(request: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip())
 }
 
+/// The token a call was authenticated with, for a call that lasts (a live log stream) to
+/// check that it still signs in.
+#[derive(Clone)]
+pub struct Presented(pub String);
+
 /// Who `presented` is: the bootstrap admin, or a stored token that has not expired.
-async fn identify(state: &ApiState, presented: &str, now_ms: i64) -> Result<Caller, ApiError> {
+pub(super) async fn identify(
+    state: &ApiState,
+    presented: &str,
+    now_ms: i64,
+) -> Result<Caller, ApiError> {
     if presented.is_empty() {
         return Err(ApiError::unauthorized());
     }

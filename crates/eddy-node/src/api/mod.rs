@@ -25,8 +25,8 @@ use axum::{Json, Router};
 use eddy_parse::api::{LogsQuery, RollbackRequest, StatsQuery};
 use eddy_parse::responses::{
     Broadcast, CompileCache, Deployed, Function, FunctionList, FunctionStats, LogEntry, LogPage,
-    Member, NodeInfo, NodeList, NodeShare, Removed, Reuse, RolledBack, Version, VersionList,
-    WebSocketConnection, WebSocketList,
+    Member, NodeInfo, NodeList, NodeShare, Removed, Reuse, RolledBack, StatsList, Version,
+    VersionList, WebSocketConnection, WebSocketList,
 };
 use eddy_store::{FunctionRecord, InvocationRecord, VersionRecord};
 use tokio::sync::watch;
@@ -73,6 +73,8 @@ pub struct ApiState {
     pub changes: tokio_util::task::TaskTracker,
     /// Whether the control API is served over TLS (the session cookie is then `Secure`).
     pub tls: bool,
+    /// Live invocation-log streams open, by token name.
+    pub log_streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 /// The router: `/healthz` without auth, everything under `/v1/` with it.
@@ -83,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/node", get(node))
         .route("/nodes", get(list_nodes))
         .route("/functions", get(list_functions))
+        .route("/stats", get(all_stats))
         .route(
             "/functions/{name}",
             get(get_function).delete(remove_function),
@@ -470,11 +473,50 @@ async fn stats(
     })?;
     find_function(&state, &name).await?;
     let since_ms = query.since_ms.unwrap_or(STATS_SINCE_MS_DEFAULT);
+    Ok(Json(function_stats(&state, name, since_ms).await?))
+}
+
+/// `GET /v1/stats?since_ms=N`: `stats` of every live function the token may read, in one
+/// answer (the console's overview), by name.
+async fn all_stats(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<StatsList>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!("invalid stats query (since_ms): {}", e.body_text()))
+    })?;
+    let since_ms = query.since_ms.unwrap_or(STATS_SINCE_MS_DEFAULT);
+    let mut names: Vec<String> = state
+        .registry
+        .routes()
+        .all()
+        .map(|live| live.name.to_string())
+        .filter(|name| {
+            caller
+                .denies_function(crate::auth::Permission::FunctionsRead, name)
+                .is_none()
+        })
+        .collect();
+    names.sort();
+    let mut functions = Vec::with_capacity(names.len());
+    for name in names {
+        functions.push(function_stats(&state, name, since_ms).await?);
+    }
+    Ok(Json(StatsList { functions }))
+}
+
+/// The metered totals of `name` over the last `since_ms`.
+async fn function_stats(
+    state: &ApiState,
+    name: String,
+    since_ms: u64,
+) -> Result<FunctionStats, ApiError> {
     let now = state.parts.clock.now_ms();
     let from = now.saturating_sub(i64::try_from(since_ms).unwrap_or(i64::MAX));
     // Whole minutes: the minute `from` falls in is included.
     let from_minute = from - from.rem_euclid(MINUTE_MS);
-    let meter = state.parts.meter;
+    let meter = &state.parts.meter;
     let (total, shares) = {
         let _gate = meter.flush_gate.read().await;
         let pending = meter.pending_of(&name, from_minute);
@@ -502,7 +544,7 @@ async fn stats(
     };
     let load = state.parts.admission.load(&name);
     let ms = |us: u64| us as f64 / 1000.0;
-    Ok(Json(FunctionStats {
+    Ok(FunctionStats {
         since: rfc3339(from_minute),
         invocations: total.invocations,
         errors: total.errors,
@@ -534,7 +576,7 @@ async fn stats(
             })
             .collect(),
         function: name,
-    }))
+    })
 }
 
 /// The function's open WebSocket connections.

@@ -32,6 +32,10 @@ const STREAM_RECORDS_PER_READ_MAX: usize = 200;
 /// this the stream waits (the records stay in the store; nothing is dropped).
 const STREAM_EVENTS_BUFFERED_MAX: usize = 256;
 
+/// How often a live log stream checks that its token still signs in (milliseconds): one
+/// revoked or expired ends within this.
+pub const STREAM_ACCESS_CHECK_INTERVAL_MS: u64 = 5_000;
+
 /// The routes, merged under `/v1`.
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -67,6 +71,11 @@ async fn series(
             state.limits.rollup_retention_ms
         )));
     }
+    if step_ms > since_ms.max(MINUTE_MS as u64) {
+        return Err(ApiError::bad_request(format!(
+            "step_ms {step_ms} is longer than the window (since_ms {since_ms})"
+        )));
+    }
     let points = since_ms.div_ceil(step_ms) + 1;
     if points > SERIES_POINTS_MAX {
         return Err(ApiError::bad_request(format!(
@@ -74,7 +83,8 @@ async fn series(
         )));
     }
     find_function(&state, &name).await?;
-    let step = step_ms as i64;
+    // Below the retention (an i64) by the checks above.
+    let step = i64::try_from(step_ms).unwrap_or(i64::MAX);
     let now = state.parts.clock.now_ms();
     let first = (now - since_ms as i64).div_euclid(step) * step;
     let last = now.div_euclid(step) * step;
@@ -131,6 +141,8 @@ async fn series(
 /// sends, or else from now; until the client goes or the node shuts down.
 async fn log_stream(
     State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    axum::Extension(presented): axum::Extension<super::access::Presented>,
     Path(name): Path<String>,
     headers: HeaderMap,
     query: Result<Query<LogStreamQuery>, QueryRejection>,
@@ -163,8 +175,9 @@ async fn log_stream(
             newest.last().map_or(0, |r| r.id)
         }
     };
+    let slot = StreamSlot::take(&state, &caller.name)?;
     let (events, stream) = tokio::sync::mpsc::channel(STREAM_EVENTS_BUFFERED_MAX);
-    tokio::spawn(follow(state, name, after, events));
+    tokio::spawn(follow(state, name, after, events, presented, slot));
     Ok(Sse::new(stream_of(stream)).keep_alive(KeepAlive::default()))
 }
 
@@ -175,9 +188,25 @@ async fn follow(
     function: String,
     mut after: i64,
     events: tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+    presented: super::access::Presented,
+    _slot: StreamSlot,
 ) {
     let mut written = state.written.clone();
+    let check_every = Duration::from_millis(STREAM_ACCESS_CHECK_INTERVAL_MS);
+    let mut next_check = tokio::time::Instant::now() + check_every;
     loop {
+        if tokio::time::Instant::now() >= next_check {
+            // A token revoked or expired since the stream opened ends it; the browser's
+            // reconnection is then refused, and the console signs out.
+            let now = state.parts.clock.now_ms();
+            if super::access::identify(&state, &presented.0, now)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            next_check = tokio::time::Instant::now() + check_every;
+        }
         written.borrow_and_update();
         let records = match state
             .parts
@@ -219,12 +248,67 @@ async fn follow(
     }
 }
 
+/// One open live log stream, counted against `limits.log_streams_max` and its token's
+/// `limits.log_streams_per_token_max` until dropped.
+struct StreamSlot {
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    token: String,
+}
+
+impl StreamSlot {
+    fn take(state: &ApiState, token: &str) -> Result<StreamSlot, ApiError> {
+        let mut open = state.log_streams.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        let max = state.limits.log_streams_max;
+        if total >= max {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "log_streams_max",
+                format!(
+                    "{total} live log streams are open on this node, its limit (limits.log_streams_max = {max}); close one, or read the log with `GET …/logs?wait_ms=`"
+                ),
+            ));
+        }
+        let mine = open.entry(token.to_owned()).or_default();
+        let per_token = state.limits.log_streams_per_token_max;
+        if *mine >= per_token {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "log_streams_per_token_max",
+                format!(
+                    "token `{token}` holds {mine} live log streams open, its limit (limits.log_streams_per_token_max = {per_token}); close one first"
+                ),
+            ));
+        }
+        *mine += 1;
+        Ok(StreamSlot {
+            open: state.log_streams.clone(),
+            token: token.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.token) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
+
 fn stream_of<T>(mut receiver: tokio::sync::mpsc::Receiver<T>) -> impl Stream<Item = T> {
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 /// `GET /v1/schedules`: every live function's cron schedule with its last and next ticks.
-async fn schedules(State(state): State<ApiState>) -> Result<Json<ScheduleList>, ApiError> {
+async fn schedules(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+) -> Result<Json<ScheduleList>, ApiError> {
     let now = state.parts.clock.now_ms();
     let routes = state.registry.routes();
     let mut schedules = Vec::new();
@@ -232,6 +316,12 @@ async fn schedules(State(state): State<ApiState>) -> Result<Json<ScheduleList>, 
         let Some(settings) = &live.schedule else {
             continue;
         };
+        if caller
+            .denies_function(crate::auth::Permission::FunctionsRead, &live.name)
+            .is_some()
+        {
+            continue;
+        }
         let last = state.parts.stores.ticks.last_tick(&live.name, now).await?;
         let next = crate::schedule::Schedule::parse(settings, now)
             .ok()
