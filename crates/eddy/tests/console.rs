@@ -793,6 +793,15 @@ async fn the_console_in_a_real_browser_shows_what_runs_and_acts_within_the_token
             .status(),
         200
     );
+    // A function holding WebSocket connections in channels.
+    node.deploy_ok("chat", "misbehave", json!({"websocket": true}))
+        .await;
+    let mut sockets = Vec::new();
+    for channels in ["room,lobby", "room"] {
+        let url = format!("ws://{}/chat/ws?channels={channels}", node.public);
+        let (socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        sockets.push(socket);
+    }
     node.wait_logs("api", 15).await;
 
     let mut browser = tokio::process::Command::new("node");
@@ -809,6 +818,7 @@ async fn the_console_in_a_real_browser_shows_what_runs_and_acts_within_the_token
         .env("EDDY_QUEUE", "jobs")
         .env("EDDY_DEAD_LETTER_TEXT", &dead_letter)
         .env("EDDY_CHROMIUM", &chromium)
+        .env("EDDY_WEBSOCKET_FUNCTION", "chat")
         // scripts/console-screenshots sets it: the pages are saved as pictures too.
         .env(
             "EDDY_SCREENSHOTS",
@@ -831,6 +841,7 @@ async fn the_console_in_a_real_browser_shows_what_runs_and_acts_within_the_token
         node.output()
     );
 
+    drop(sockets);
     // What the browser did, seen from the API.
     let (_, function) = node.api_get("/functions/api").await;
     assert_eq!(function["live_version"], 1, "the rollback did not happen");

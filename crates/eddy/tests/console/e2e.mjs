@@ -54,6 +54,8 @@ const QUEUE = env('EDDY_QUEUE');
 const DEAD_LETTER_TEXT = env('EDDY_DEAD_LETTER_TEXT');
 const CHROMIUM = env('EDDY_CHROMIUM', '/usr/bin/chromium');
 const SCREENSHOTS = process.env.EDDY_SCREENSHOTS || '';
+// Optional: a function holding two WebSocket connections, in channels room (both) and lobby.
+const WEBSOCKET_FUNCTION = process.env.EDDY_WEBSOCKET_FUNCTION || '';
 
 class StepFailure extends Error {}
 
@@ -400,6 +402,16 @@ async function main() {
       ['Cron', 'cron', 'Cron schedules', 'cron.png'],
     ]) {
       await clickNav(page, label, name);
+      if (name === 'websockets' && WEBSOCKET_FUNCTION) {
+        // The function's two connections, in channels `room` (both) and `lobby` (one).
+        const row = `tr.ws-function[data-function="${WEBSOCKET_FUNCTION}"]`;
+        await expect(
+          `the WebSockets page to show ${WEBSOCKET_FUNCTION}'s 2 connections`,
+          page.waitForFunction((sel) => document.querySelector(sel)?.dataset.connections === '2', row, { timeout: TIMEOUT_MS }),
+        );
+        const text = await page.$eval(row, (r) => r.textContent);
+        check(text.includes('room (2)') && text.includes('lobby (1)'), `the channels of ${WEBSOCKET_FUNCTION} read "${text}"`);
+      }
       const h1 = await page.$eval('main h1', (e) => e.textContent);
       check(h1 === heading, `the ${label} page's heading is "${h1}", expected "${heading}"`);
       await expectNoErrorsShown(page, label);
