@@ -32,7 +32,7 @@
 // - load errors are shown as .error / .error-cell inside <main>.
 
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const TIMEOUT_MS = 15000;
@@ -116,7 +116,30 @@ function isAllowedFailedLoad(text, url) {
   return allowedFailedLoads.some((a) => a.status === status && a.pattern.test(url || ''));
 }
 
+// Every control-API route the node documents: the permission table of docs/api.md. The
+// console may call these and nothing else (no private back door).
+const DOCUMENTED_ROUTES = readFileSync(new URL('../../../../docs/api.md', import.meta.url), 'utf8')
+  .split('\n')
+  .map((line) => line.match(/^\| `(GET|POST|PUT|DELETE) (\/[^`]+)` \| `[a-z:]+` \|$/))
+  .filter(Boolean)
+  .map(([, method, path]) => ({ method, path, pattern: new RegExp(`^${path.replace(/\{[a-z]+\}/g, '[^/]+')}$`) }));
+if (DOCUMENTED_ROUTES.length < 40) throw new Error(`read only ${DOCUMENTED_ROUTES.length} routes from docs/api.md`);
+// The console's own files.
+const STATIC_FILES = ['/', '/console/app.js', '/console/app.css', '/console/uPlot.iife.min.js', '/console/uPlot.min.css'];
+const undocumented = new Set();
+
 function watch(page) {
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (url.origin !== ADMIN_URL) {
+      undocumented.add(`${request.method()} ${request.url()} (another origin)`);
+      return;
+    }
+    const method = request.method() === 'HEAD' ? 'GET' : request.method();
+    const known = (method === 'GET' && STATIC_FILES.includes(url.pathname))
+      || DOCUMENTED_ROUTES.some((r) => r.method === method && r.pattern.test(url.pathname));
+    if (!known) undocumented.add(`${method} ${url.pathname}`);
+  });
   page.on('pageerror', (e) => problems.push(`page error during "${currentStep}": ${e?.stack || e}`));
   page.on('console', (msg) => {
     const text = msg.text();
@@ -520,6 +543,8 @@ async function main() {
     await screenshot(page, 'function-phone.png');
     await page.setViewportSize({ width: 1280, height: 900 });
     checkProblems();
+    step('13. every request the pages made is a documented control-API route or a console file');
+    check(undocumented.size === 0, `the console made requests that are not documented routes: ${[...undocumented].join(', ')}`);
     console.log('console e2e: ok');
   } finally {
     if (browser) await browser.close().catch(() => {});
