@@ -217,6 +217,11 @@ pub trait InvocationStore: Send + Sync {
     /// The stored rollups of `function` from `since_minute_ms` on, oldest minute first.
     async fn rollups(&self, function: &str, since_minute_ms: i64) -> Result<Vec<(i64, Rollup)>>;
 
+    /// Every function's stored rollups from `since_minute_ms` on, whole, as `(function,
+    /// minute_ms, rollup)` ordered by function then minute: what [`InvocationStore::rollups`]
+    /// gives each function, in one read (the console's overview of every function).
+    async fn every_rollup(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>>;
+
     /// Each node's share of `function`'s stored rollups from `since_minute_ms` on, as
     /// `(node, totals)` sorted by node, with only the counts of [`Rollup::share`] filled in.
     /// The shares sum to the rollups' totals of those counts: each added rollup counts once,

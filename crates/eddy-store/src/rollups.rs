@@ -81,6 +81,26 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Every function's stored minutes from `since_minute_ms` on, by function then minute.
+    pub fn every_rollup(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT function, minute_ms, {COLUMNS} FROM invocation_minutes
+             WHERE minute_ms >= ?1 ORDER BY function, minute_ms"
+        ))?;
+        let rows = stmt.query_map(params![since_minute_ms], |row| {
+            let function: String = row.get(0)?;
+            let minute: i64 = row.get(1)?;
+            Ok((function, minute, row_rollup_at(row, 2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (function, minute, rollup) = row?;
+            out.push((function, minute, rollup?));
+        }
+        Ok(out)
+    }
 }
 
 impl Store {

@@ -266,6 +266,11 @@ impl InvocationStore for Store {
             .await
     }
 
+    async fn every_rollup(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        self.blocking(move |store| store.every_rollup(since_minute_ms))
+            .await
+    }
+
     async fn rollup_shares(
         &self,
         function: &str,

@@ -499,11 +499,51 @@ async fn all_stats(
         })
         .collect();
     names.sort();
-    let mut functions = Vec::with_capacity(names.len());
-    for name in names {
-        functions.push(function_stats(&state, name, since_ms).await?);
-    }
+    let from_minute = window_start(&state, since_ms);
+    // One read of the store for every function (not one per function), and what this
+    // node has not written yet.
+    let meter = &state.parts.meter;
+    let mut totals: std::collections::HashMap<String, eddy_store::Rollup> = {
+        let _gate = meter.flush_gate.read().await;
+        let stored = state
+            .parts
+            .stores
+            .invocations
+            .every_rollup(from_minute)
+            .await?;
+        let pending = meter
+            .pending_since(from_minute)
+            .into_iter()
+            .map(|(function, _, rollup)| (function, rollup));
+        let mut totals = std::collections::HashMap::new();
+        for (function, rollup) in stored
+            .into_iter()
+            .map(|(function, _, rollup)| (function, rollup))
+            .chain(pending)
+        {
+            totals
+                .entry(function)
+                .or_insert_with(eddy_store::Rollup::default)
+                .merge(&rollup);
+        }
+        totals
+    };
+    let functions = names
+        .into_iter()
+        .map(|name| {
+            let total = totals.remove(&name).unwrap_or_default();
+            stats_answer(&state, name, from_minute, total, Default::default())
+        })
+        .collect();
     Ok(Json(StatsList { functions }))
+}
+
+/// The first minute of a window of `since_ms` ending now: the minute the window's start
+/// falls in is included whole.
+fn window_start(state: &ApiState, since_ms: u64) -> i64 {
+    let now = state.parts.clock.now_ms();
+    let from = now.saturating_sub(i64::try_from(since_ms).unwrap_or(i64::MAX));
+    from - from.rem_euclid(MINUTE_MS)
 }
 
 /// The metered totals of `name` over the last `since_ms`.
@@ -512,10 +552,7 @@ async fn function_stats(
     name: String,
     since_ms: u64,
 ) -> Result<FunctionStats, ApiError> {
-    let now = state.parts.clock.now_ms();
-    let from = now.saturating_sub(i64::try_from(since_ms).unwrap_or(i64::MAX));
-    // Whole minutes: the minute `from` falls in is included.
-    let from_minute = from - from.rem_euclid(MINUTE_MS);
+    let from_minute = window_start(state, since_ms);
     let meter = &state.parts.meter;
     let (total, shares) = {
         let _gate = meter.flush_gate.read().await;
@@ -542,9 +579,21 @@ async fn function_stats(
             .merge(&pending.share());
         (total, shares)
     };
+    Ok(stats_answer(state, name, from_minute, total, shares))
+}
+
+/// The `stats` answer of `name`: its totals from `from_minute` on, each node's share of
+/// them (none: not given), and its load now.
+fn stats_answer(
+    state: &ApiState,
+    name: String,
+    from_minute: i64,
+    total: eddy_store::Rollup,
+    shares: std::collections::BTreeMap<String, eddy_store::Rollup>,
+) -> FunctionStats {
     let load = state.parts.admission.load(&name);
     let ms = |us: u64| us as f64 / 1000.0;
-    Ok(FunctionStats {
+    FunctionStats {
         since: rfc3339(from_minute),
         invocations: total.invocations,
         errors: total.errors,
@@ -576,7 +625,7 @@ async fn function_stats(
             })
             .collect(),
         function: name,
-    })
+    }
 }
 
 /// The function's open WebSocket connections.

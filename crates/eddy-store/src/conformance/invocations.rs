@@ -349,6 +349,23 @@ pub async fn rollups_merge_per_function_and_minute_and_expire<B: Backend>() -> R
     let minutes: Vec<i64> = rows.iter().map(|(minute, _)| *minute).collect();
     assert_eq!(minutes, [MINUTE, MINUTE + 60_000]);
     assert_eq!((rows[0].1.invocations, rows[1].1.invocations), (6, 2));
+    // Every function's in one read: the same rollups, by function then minute.
+    deploy(&stores, "e", "/e", b"bytes", 1).await?;
+    invocations
+        .add_rollups(vec![("e".into(), MINUTE + 60_000, one.clone())], 0)
+        .await?;
+    let every = invocations.every_rollup(0).await?;
+    let keys: Vec<(&str, i64)> = every.iter().map(|(f, m, _)| (f.as_str(), *m)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("e", MINUTE + 60_000),
+            ("f", MINUTE),
+            ("f", MINUTE + 60_000)
+        ]
+    );
+    assert_eq!(every[1].2, rows[0].1);
+    assert_eq!(invocations.every_rollup(MINUTE + 1).await?.len(), 2);
     assert_eq!(invocations.rollups("f", MINUTE + 1).await?.len(), 1);
     // Expiry: a later write with a cutoff past a minute deletes it, whatever function.
     invocations.add_rollups(Vec::new(), MINUTE + 1).await?;

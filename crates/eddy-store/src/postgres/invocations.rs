@@ -379,6 +379,23 @@ impl InvocationStore for PgStores {
             .collect()
     }
 
+    async fn every_rollup(&self, since_minute_ms: i64) -> Result<Vec<(String, i64, Rollup)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT function, minute_ms, {ROLLUP_COLUMNS} FROM invocation_minutes
+                     WHERE minute_ms >= $1 ORDER BY function, minute_ms"
+                ),
+                &[&since_minute_ms],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, rollup_row(row, 2)?)))
+            .collect()
+    }
+
     async fn rollup_shares(
         &self,
         function: &str,
