@@ -1202,3 +1202,63 @@ async fn tokens_secrets_and_the_audit_trail_are_the_clusters() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_consoles_live_log_series_and_overview_show_every_nodes_invocations() {
+    use futures::StreamExt;
+    let schema = Schema::new("console");
+    let nodes = start_nodes(&schema.config(""), 2);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    a.deploy_ok("api", "misbehave", json!({})).await;
+    // The live log, opened on one node...
+    let response = a
+        .http
+        .get(a.api_url("/functions/api/logs/stream"))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    // ... shows an invocation the other node served.
+    wait_for(
+        "the function on the other node",
+        PROPAGATION_WITHIN,
+        async || status(b, "/api/log?on=b").await,
+    )
+    .await;
+    let mut seen = String::new();
+    tokio::time::timeout(PROPAGATION_WITHIN, async {
+        while !seen.contains("/api/log?on=b") {
+            let chunk = stream.next().await.expect("the stream ended").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the other node's invocation never came; got {seen}"));
+    assert!(seen.contains("event: invocation"), "{seen}");
+    // The charts' series and the overview count it too, on either node.
+    for node in [a, b] {
+        wait_for(
+            "the series and overview to count it",
+            PROPAGATION_WITHIN,
+            async || {
+                let (_, series) = node.api_get("/functions/api/series?since_ms=600000").await;
+                let counted: u64 = series["points"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["invocations"].as_u64().unwrap())
+                    .sum();
+                let (_, all) = node.api_get("/stats?since_ms=600000").await;
+                let overview = all["functions"][0]["invocations"].as_u64();
+                if counted >= 1 && overview >= Some(1) {
+                    Ok(())
+                } else {
+                    Err(format!("series {counted}, overview {overview:?}"))
+                }
+            },
+        )
+        .await;
+    }
+}
