@@ -13,6 +13,6 @@ pub use eddy_parse::responses::{
 pub use eddy_parse::responses::{
     Broadcast, Consumer, Deployed, ErrorBody, Function, FunctionList, FunctionStats, LogEntry,
     LogPage, Member, Message, MessageList, NodeList, Purged, Queue, QueueList, Redriven, Removed,
-    RolledBack, Sent, Version, VersionList, WebSocketList,
+    RolledBack, Sent, StatsList, Version, VersionList, WebSocketList,
 };
 pub use eddy_parse::schedule::{Missed, Overlap, ScheduleSettings};

@@ -132,7 +132,8 @@ enum ApiCommand {
     Rollback(rollback::RollbackArgs),
     /// Show a function's recent invocations and their output
     Logs(logs::LogsArgs),
-    /// Show a function's metered invocations: counts, latency, CPU versus wall time
+    /// Show a function's metered invocations: counts, latency, CPU versus wall time; without
+    /// a name, a line for every function
     Stats(stats::StatsArgs),
     /// Deploy the functions in eddy.toml, then redeploy on every change and print invocations
     Dev(dev::DevArgs),

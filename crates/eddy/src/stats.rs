@@ -1,18 +1,19 @@
-//! `eddy stats`: a function's metered invocations over a recent window.
+//! `eddy stats`: a function's metered invocations over a recent window, or a line for
+//! every function.
 
 use std::io::Write;
 
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::api::FunctionStats;
+use crate::api::{FunctionStats, StatsList};
 use crate::client::Client;
 use crate::units;
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
-    /// Function to report on
-    name: String,
+    /// Function to report on; without it, a line for every function the token may read
+    name: Option<String>,
     /// Window to report: 10m, 1h, 7d [default: 1h]. Totals are kept per minute, so the
     /// window starts at the beginning of the minute it reaches into
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_ms)]
@@ -27,8 +28,18 @@ pub async fn run(client: &Client, args: StatsArgs) -> Result<()> {
         .since
         .map(|ms| vec![("since_ms", ms.to_string())])
         .unwrap_or_default();
-    let path = ["v1", "functions", &args.name, "stats"];
     let mut out = std::io::stdout();
+    let Some(name) = &args.name else {
+        if args.json {
+            let all: Value = client.get(&["v1", "stats"], &query).await?;
+            writeln!(out, "{all}")?;
+            return Ok(());
+        }
+        let all: StatsList = client.get(&["v1", "stats"], &query).await?;
+        write!(out, "{}", table(&all))?;
+        return Ok(());
+    };
+    let path = ["v1", "functions", name, "stats"];
     if args.json {
         let stats: Value = client.get(&path, &query).await?;
         writeln!(out, "{stats}")?;
@@ -55,6 +66,44 @@ fn render(s: &FunctionStats) -> String {
                 cpu = n.cpu_ms_total,
             ));
         }
+    }
+    out
+}
+
+/// A line for every function: its counts, latency, CPU against wall time and instances.
+fn table(all: &StatsList) -> String {
+    let Some(first) = all.functions.first() else {
+        return "no functions\n".to_owned();
+    };
+    let width = all
+        .functions
+        .iter()
+        .map(|s| s.function.len())
+        .max()
+        .unwrap_or(0)
+        .max("FUNCTION".len());
+    let ms = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    let mut out = format!("since {}\n", first.since);
+    out.push_str(&format!(
+        "{:<width$}  {:>11}  {:>6}  {:>8}  {:>8}  {:>8}  {:>9}\n",
+        "FUNCTION", "INVOCATIONS", "ERRORS", "P50 MS", "P99 MS", "CPU/WALL", "INSTANCES"
+    ));
+    for s in &all.functions {
+        let share = if s.wall_ms_total > 0.0 {
+            format!("{:.1}%", s.cpu_ms_total / s.wall_ms_total * 100.0)
+        } else {
+            "-".to_owned()
+        };
+        out.push_str(&format!(
+            "{:<width$}  {:>11}  {:>6}  {:>8}  {:>8}  {:>8}  {:>9}\n",
+            s.function,
+            s.invocations,
+            s.errors,
+            ms(s.latency_ms_p50),
+            ms(s.latency_ms_p99),
+            share,
+            s.instances_live
+        ));
     }
     out
 }

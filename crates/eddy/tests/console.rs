@@ -446,6 +446,20 @@ async fn all_stats_answer_every_function_the_token_may_read_in_one_call() {
     assert_eq!(names, ["web"]);
     let (status, _) = node.api_get("/stats?since_ms=soon").await;
     assert_eq!(status, 400);
+    // `eddy stats` without a name: a line for each.
+    let table = common::stdout_ok(&node.cli(&["stats", "--since", "5m"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[1].starts_with("FUNCTION") && lines[1].contains("P99 MS"),
+        "{table}"
+    );
+    let api_line: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        (api_line[0], api_line[1], api_line[2]),
+        ("api", "3", "0"),
+        "{table}"
+    );
+    assert!(lines[3].starts_with("web "), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
