@@ -12,8 +12,20 @@
 
 const REFRESH_MS = 5000;
 const FUNCTION_REFRESH_MS = 10000;
+// A function's versions, triggers and limits change only on a deploy or a rollback.
+const FUNCTION_DETAILS_REFRESH_MS = 30000;
 const COST_REFRESH_MS = 30000;
+const WEBSOCKETS_REFRESH_MS = 15000;
 const LOG_ROWS_MAX = 200;
+// The live log's retries: after a refused stream, and after the node's 429.
+const LOG_RETRY_MS = 5000;
+const LOG_RETRY_MAX_MS = 30000;
+// The audit trail: pages of AUDIT_PAGE entries, at most AUDIT_PAGES_MAX of them; the newest
+// AUDIT_KEEP are kept.
+const AUDIT_PAGE = 1000;
+const AUDIT_PAGES_MAX = 20;
+const AUDIT_KEEP = 5000;
+const AUDIT_ROWS_DRAWN = 1000;
 const CHART_HEIGHT = 190;
 const CHART_POINTS_MAX = 360;
 const STATS_WINDOW_MS = 300000;
@@ -98,6 +110,7 @@ function replaceKeepingFocus(container, ...children) {
 const nf0 = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const nf1 = new Intl.NumberFormat(undefined, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const nf2 = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const sig2 = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 2 });
 const usdSmall = new Intl.NumberFormat(undefined, { style: 'currency', currency: 'USD', maximumSignificantDigits: 5 });
 const usdUnits = new Intl.NumberFormat(undefined, { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 4 });
 const usdLarge = new Intl.NumberFormat(undefined, { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 2 });
@@ -111,7 +124,23 @@ const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
 const z = (v) => (v === 0 ? 0 : v);
 const fmtInt = (n) => (isNum(n) ? nf0.format(z(n)) : '—');
 const fmtMs = (ms) => (isNum(ms) ? `${nf2.format(z(ms))} ms` : '—');
-const fmtRate = (perSecond) => (isNum(perSecond) ? `${nf2.format(z(perSecond))}/s` : '—');
+/** A rate: 2 decimals from 0.1/s up, else 2 significant digits ("0.05/s", "0.0033/s"). */
+function fmtRate(perSecond) {
+  if (!isNum(perSecond)) return '—';
+  const v = z(perSecond);
+  if (v === 0) return '0/s';
+  return `${Math.abs(v) >= 0.1 ? nf2.format(v) : sig2.format(v)}/s`;
+}
+
+/**
+ * The seconds a window of the node's covers: from its `since` (the start of the minute the
+ * window reaches into) to now; `nominalMs` when `since` is missing or not in the past.
+ */
+function windowSeconds(since, nominalMs) {
+  const start = parseTime(since);
+  const span = start === null ? NaN : (Date.now() - start) / 1000;
+  return Number.isFinite(span) && span > 0 ? span : nominalMs / 1000;
+}
 const fmtPct = (fraction) => (isNum(fraction) ? `${nf1.format(z(fraction * 100))}%` : '—');
 
 /** A total duration: ms with 2 decimals below a second, then s, min, h, d. */
@@ -375,12 +404,25 @@ class Page {
     return this.controller.signal;
   }
 
+  /** Runs `fn` when the page closes; at once if it has closed already (nothing may leak). */
   onCleanup(fn) {
+    if (!this.alive) {
+      try {
+        fn();
+      } catch {
+        // as in close()
+      }
+      return;
+    }
     this.cleanups.push(fn);
   }
 
-  /** Runs `fn` every `ms` while the tab is visible (and at once when it becomes visible). */
+  /**
+   * Runs `fn` every `ms` while the tab is visible (and at once when it becomes visible).
+   * Nothing is started for a page that has closed already (a first load that outlived it).
+   */
   every(ms, fn) {
+    if (!this.alive) return;
     let running = false;
     const run = async () => {
       if (!this.alive || running || document.visibilityState !== 'visible') return;
@@ -775,7 +817,8 @@ async function viewOverview(page, main) {
   const cardSlots = { functions: h('div'), rps: h('div'), errors: h('div'), cost: h('div') };
   cards.append(...Object.values(cardSlots));
 
-  const loaders = [];
+  const loaders = []; // refreshed every REFRESH_MS
+  const slowLoaders = []; // refreshed every COST_REFRESH_MS: the cost report is costly to make
 
   if (can('functions:read')) {
     const fns = panel('Functions', { tools: h('span', { class: 'muted', text: 'last 5 minutes' }) });
@@ -808,6 +851,7 @@ async function viewOverview(page, main) {
           byName.get(fn.name) || { error: new ApiError(403, 'forbidden', 'outside this token’s scope') });
         if (!page.alive) return;
         let total = 0;
+        let totalRate = 0;
         let errors = 0;
         let rejected = 0;
         const rows = functions.map((fn, i) => {
@@ -820,7 +864,10 @@ async function viewOverview(page, main) {
               td(`v${fn.live_version}`),
               h('td', { colspan: '8', class: refused ? 'muted' : 'error-cell', text: refused ? `not shown: ${s.error.message}` : describe(s.error) }));
           }
+          // Over the window the node counted: from the start of the minute it reaches into.
+          const rate = (s.invocations || 0) / windowSeconds(s.since, STATS_WINDOW_MS);
           total += s.invocations || 0;
+          totalRate += rate;
           errors += s.errors || 0;
           rejected += s.rejected || 0;
           const wall = s.wall_ms_total;
@@ -829,7 +876,7 @@ async function viewOverview(page, main) {
           return h('tr', { class: 'function-row', data: { function: fn.name, invocations: s.invocations ?? 0 } },
             h('th', { scope: 'row' }, h('a', { href: fnHref(fn.name), text: fn.name, data: { focusKey: `fn:${fn.name}` } })),
             td(`v${fn.live_version}`),
-            tdNum(fmtRate((s.invocations || 0) / (STATS_WINDOW_MS / 1000))),
+            tdNum(fmtRate(rate)),
             tdNum(fmtInt(s.invocations)),
             tdNum(s.rejected ? `${fmtInt(s.errors)} (+${fmtInt(s.rejected)} rejected)` : fmtInt(s.errors), s.errors ? 'bad' : null),
             tdNum(fmtMs(s.latency_ms_p50)),
@@ -844,7 +891,7 @@ async function viewOverview(page, main) {
         if (functions.length === 0) fns.body.prepend(empty);
         else empty.remove();
         cardSlots.functions.replaceChildren(card('Functions', fmtInt(functions.length)));
-        cardSlots.rps.replaceChildren(card('Requests/s', fmtRate(total / (STATS_WINDOW_MS / 1000)), `${fmtInt(total)} in 5 min`));
+        cardSlots.rps.replaceChildren(card('Requests/s', fmtRate(totalRate), `${fmtInt(total)} in 5 min`));
         cardSlots.errors.replaceChildren(card('Errors', fmtInt(errors), rejected ? `${fmtInt(rejected)} rejected` : 'in 5 min', { class: errors ? 'card bad' : 'card' }));
       }),
     );
@@ -864,7 +911,7 @@ async function viewOverview(page, main) {
     ], 'sheets');
     const lead = h('p', { class: 'lead' });
     cost.body.append(lead, table.wrap);
-    loaders.push(() =>
+    slowLoaders.push(() =>
       guarded(page, cost.errors, 'Could not load the cost report', async () => {
         const report = await api(`/v1/cost?since_ms=${monthSinceMs()}`, { signal: page.signal });
         if (!page.alive) return;
@@ -923,8 +970,10 @@ async function viewOverview(page, main) {
   }
 
   const refresh = () => Promise.all(loaders.map((load) => load()));
-  await refresh();
+  const refreshSlow = () => Promise.all(slowLoaders.map((load) => load()));
+  await Promise.all([refresh(), refreshSlow()]);
   page.every(REFRESH_MS, refresh);
+  if (slowLoaders.length) page.every(COST_REFRESH_MS, refreshSlow);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -947,10 +996,12 @@ async function viewFunction(page, main, { name }) {
   const liveBadge = h('span', { id: 'live-version', class: 'badge badge-live' });
   const heading = h('h1', null, h('span', { text: name }), ' ', liveBadge);
   const meta = h('p', { class: 'meta' });
+  const metaErrors = h('div', { class: 'panel-errors' });
   main.append(
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/', text: 'Overview' }), h('span', { 'aria-hidden': 'true', text: ' / ' }), h('span', { text: name })),
     heading,
     meta,
+    metaErrors,
   );
 
   let fn;
@@ -1031,7 +1082,7 @@ async function viewFunction(page, main, { name }) {
     });
 
   function renderStats(s, win) {
-    const secs = win.ms / 1000;
+    const secs = windowSeconds(s.since, win.ms);
     const wall = s.wall_ms_total;
     const cpu = s.cpu_ms_total;
     const waiting = isNum(wall) && wall > 0 && isNum(cpu) ? Math.max(0, 1 - cpu / wall) : null;
@@ -1075,17 +1126,29 @@ async function viewFunction(page, main, { name }) {
       xs, points: active, stepLabel, fmt: countFmt,
       series: [{ label: `requests per ${stepLabel}`, values: invocations, fill: true }],
       summary: total
-        ? `${fmtInt(total)} requests in the last ${win.label} (${fmtRate(total / (win.ms / 1000))}); busiest ${stepLabel}: ${fmtInt(peak.value)} at ${when(peak.at)}.`
+        ? `${fmtInt(total)} requests in the last ${win.label} (${fmtRate(total / windowSeconds(series?.since, win.ms))}); busiest ${stepLabel}: ${fmtInt(peak.value)} at ${when(peak.at)}.`
         : `No requests in the last ${win.label}.`,
     });
 
+    // Failed outcomes; rejections (also under `outcomes.rejected`) have their own series.
+    const failed = (k) => k !== 'ok' && k !== 'rejected';
     const outcomes = new Set();
-    for (const p of points) for (const [k, v] of Object.entries(p.outcomes || {})) if (k !== 'ok' && v > 0) outcomes.add(k);
+    for (const p of points) for (const [k, v] of Object.entries(p.outcomes || {})) if (failed(k) && v > 0) outcomes.add(k);
     const errorSeries = [...outcomes].sort().map((k) => ({ label: k, values: points.map((p) => p.outcomes?.[k] || 0) }));
+    // `errors` also counts a function's own 5xx answers, whose outcome is `ok`.
+    const answered5xx = points.map((p) => {
+      const failures = Object.entries(p.outcomes || {}).reduce((acc, [k, v]) => (failed(k) ? acc + (v || 0) : acc), 0);
+      return Math.max(0, (p.errors || 0) - failures);
+    });
+    errorSeries.push({ label: '5xx answered', values: answered5xx });
     errorSeries.push({ label: 'rejected', values: points.map((p) => p.rejected || 0) });
     const rejected = sum('rejected');
     const errTotal = sum('errors');
-    const parts = errorSeries.filter((s) => s.label !== 'rejected').map((s) => `${s.label} ${fmtInt(s.values.reduce((a, b) => a + b, 0))}`);
+    const parts = errorSeries
+      .filter((s) => s.label !== 'rejected')
+      .map((s) => [s.label, s.values.reduce((a, b) => a + b, 0)])
+      .filter(([, n]) => n > 0)
+      .map(([label, n]) => `${label} ${fmtInt(n)}`);
     charts.errors.set({
       xs, points: active, stepLabel, fmt: countFmt, series: errorSeries,
       summary: errTotal || rejected
@@ -1141,7 +1204,8 @@ async function viewFunction(page, main, { name }) {
       replaceKeepingFocus(versionsTable.tbody, (list.versions || []).map((v) => {
         const env = [...(v.env_keys || [])];
         const secrets = Object.entries(v.secrets || {}).map(([k, s]) => `${k} ← ${s}`);
-        return h('tr', { class: ['version', v.live && 'is-live'], data: { version: v.version, live: v.live ? 'true' : 'false' } },
+        // Focusable by script (not a Tab stop): a rollback moves the focus to the live row.
+        return h('tr', { class: ['version', v.live && 'is-live'], tabindex: '-1', data: { version: v.version, live: v.live ? 'true' : 'false', focusKey: `version:${v.version}` } },
           h('th', { scope: 'row' }, `v${v.version}`, v.live ? [' ', badge('live', 'live')] : null),
           td(relTime(v.created_at)),
           td(h('span', { class: 'mono', title: v.digest, text: shortDigest(v.digest) })),
@@ -1176,10 +1240,13 @@ async function viewFunction(page, main, { name }) {
         announce(`${name}: v${result.live_version} is live${result.previous_version ? ` (was v${result.previous_version})` : ''}.${adjusted}`);
         if (!page.alive) return;
         await reloadFunction();
+        // The button is gone with the redrawn table: the focus goes to the new live version.
+        if (page.alive) versionsTable.tbody.querySelector('tr.version[data-live="true"]')?.focus();
       } catch (e) {
         if (isQuiet(e)) return;
         announce(`Could not roll back ${name}: ${describe(e)}`, 'error');
         button.disabled = false;
+        if (page.alive && button.isConnected) button.focus();
       }
     });
     return button;
@@ -1195,7 +1262,8 @@ async function viewFunction(page, main, { name }) {
       const [schedules, queues, sockets] = await Promise.all([
         fn.schedule !== undefined || live.schedule !== undefined ? null : settle(api('/v1/schedules', { signal: page.signal })),
         can('queues:read') ? settle(api('/v1/queues', { signal: page.signal })) : null,
-        settle(api(path`/v1/functions/${name}/websockets`, { signal: page.signal })),
+        // A function without WebSockets on its route has no connections to list.
+        fn.websocket === false ? null : settle(api(path`/v1/functions/${name}/websockets`, { signal: page.signal })),
       ]);
       if (!page.alive) return;
 
@@ -1214,7 +1282,7 @@ async function viewFunction(page, main, { name }) {
       else {
         const bound = (queues.queues || []).filter((q) => q.consumer?.function === name);
         queueCell = bound.length
-          ? h('span', null, bound.map((q, i) => [i ? ', ' : '', h('a', { href: '#/queues', text: q.name }), ` (batch ${fmtInt(q.consumer.batch_size)}, up to ${fmtInt(q.consumer.max_concurrency)} at once${q.consumer.breaker ? `, breaker ${q.consumer.breaker}` : ''})`]))
+          ? h('span', null, bound.map((q, i) => [i ? ', ' : '', h('a', { href: '#/queues', text: q.name, data: { focusKey: `queue:${q.name}` } }), ` (batch ${fmtInt(q.consumer.batch_size)}, up to ${fmtInt(q.consumer.max_concurrency)} at once${q.consumer.breaker ? `, breaker ${q.consumer.breaker}` : ''})`]))
           : h('span', { class: 'muted', text: 'none' });
       }
 
@@ -1226,7 +1294,8 @@ async function viewFunction(page, main, { name }) {
       else socketCell = open ? `${fmtInt(open)} connections open now` : h('span', { class: 'muted', text: 'no connections open' });
 
       const publish = fn.publish !== undefined ? fn.publish : live.publish;
-      triggersPanel.body.replaceChildren(facts([
+      // Redrawn every 30 s: a focused link keeps the focus.
+      replaceKeepingFocus(triggersPanel.body, facts([
         ['HTTP', h('span', null, h('span', { class: 'mono', text: fn.route }), ' → ', h('span', { class: 'mono', text: fn.url }))],
         ['Schedule', schedule],
         ['Queues consumed', queueCell],
@@ -1247,14 +1316,17 @@ async function viewFunction(page, main, { name }) {
       ]));
     });
 
+  const loadMeta = () =>
+    guarded(page, metaErrors, 'Could not refresh the function', async () => {
+      const next = await api(path`/v1/functions/${name}`, { signal: page.signal });
+      if (!page.alive) return;
+      fn = next;
+      showMeta();
+    });
+
+  /** The function, its versions, triggers and limits again (after a rollback; every 30 s). */
   async function reloadFunction() {
-    try {
-      fn = await api(path`/v1/functions/${name}`, { signal: page.signal });
-      if (page.alive) showMeta();
-    } catch (e) {
-      if (isQuiet(e)) return;
-      announce(describe(e), 'error');
-    }
+    await loadMeta();
     await loadVersions();
     await loadTriggers();
   }
@@ -1293,14 +1365,22 @@ async function viewFunction(page, main, { name }) {
 
   let source = null;
   let retry = 0;
+  let refusals = 0; // streams refused in a row
+  let tailLoaded = false; // whether lastId is where the shown log ends
   function setLiveState(state, text) {
     liveState.dataset.state = state;
     liveState.textContent = text;
   }
   function connect() {
     if (!page.alive) return;
-    source = new EventSource(path`/v1/functions/${name}/logs/stream` + `?after=${lastId}`);
-    source.addEventListener('open', () => setLiveState('live', 'live'));
+    // Without the first records (their load failed), start at the newest record now rather
+    // than at the first one ever written.
+    const after = tailLoaded || lastId > 0 ? `?after=${lastId}` : '';
+    source = new EventSource(path`/v1/functions/${name}/logs/stream` + after);
+    source.addEventListener('open', () => {
+      refusals = 0;
+      setLiveState('live', 'live');
+    });
     source.addEventListener('invocation', (event) => {
       let entry;
       try {
@@ -1313,22 +1393,47 @@ async function viewFunction(page, main, { name }) {
     source.addEventListener('error', () => {
       if (!page.alive || !source) return;
       if (source.readyState === EventSource.CLOSED) {
+        // The node refused the stream; EventSource does not say with which status, so
+        // checkThenConnect asks. Refused again and again while the function answers, it is
+        // most likely the node's limit of open log streams (429): wait longer each time.
         source.close();
         source = null;
-        setLiveState('stopped', 'disconnected; retrying…');
-        // A refused stream may be an ended session: GET /v1/session answers 401 then.
-        retry = setTimeout(async () => {
-          try {
-            await api('/v1/session', { signal: page.signal });
-          } catch (e) {
-            if (isQuiet(e)) return;
-          }
-          connect();
-        }, 5000);
+        const wait = Math.min(LOG_RETRY_MAX_MS, LOG_RETRY_MS * 2 ** refusals);
+        refusals += 1;
+        setLiveState('stopped', refusals > 1
+          ? `the node refused the live log again (its limit of open log streams may be reached); retrying in ${Math.round(wait / 1000)} s`
+          : `disconnected; retrying in ${Math.round(wait / 1000)} s`);
+        retry = setTimeout(checkThenConnect, wait);
       } else {
         setLiveState('connecting', 'reconnecting…');
       }
     });
+  }
+  /** Asks the node about the function: gone, out of scope, signed out, or busy; else retries. */
+  async function checkThenConnect() {
+    if (!page.alive) return;
+    try {
+      await api(path`/v1/functions/${name}`, { signal: page.signal });
+    } catch (e) {
+      if (isQuiet(e) || !page.alive) return; // a 401 has shown the sign-in view
+      if (e instanceof ApiError && e.status === 404) {
+        setLiveState('ended', 'stopped: the function was removed');
+        return;
+      }
+      if (e instanceof ApiError && e.status === 403) {
+        setLiveState('ended', `stopped: this token may not read ${name}`);
+        return;
+      }
+      if (e instanceof ApiError && e.status === 429) {
+        setLiveState('stopped', `the node's limit was reached (${e.message}); retrying in ${LOG_RETRY_MAX_MS / 1000} s`);
+        retry = setTimeout(checkThenConnect, LOG_RETRY_MAX_MS);
+        return;
+      }
+      // Another failure (the node unreachable, say): try the stream again.
+    }
+    if (!page.alive) return;
+    setLiveState('connecting', 'connecting…');
+    connect();
   }
   page.onCleanup(() => {
     clearTimeout(retry);
@@ -1336,20 +1441,24 @@ async function viewFunction(page, main, { name }) {
     source = null;
   });
 
-  const loadLog = () =>
-    guarded(page, logPanel.errors, 'Could not load the invocation log', async () => {
+  // The last 50 records; the stream connects after them, even when they could not be read.
+  const loadLog = async () => {
+    await guarded(page, logPanel.errors, 'Could not load the invocation log', async () => {
       const pageOfLogs = await api(path`/v1/functions/${name}/logs` + '?tail=50', { signal: page.signal });
       if (!page.alive) return;
       for (const entry of pageOfLogs?.entries || []) addEntry(entry, false);
       if (isNum(pageOfLogs?.last_id)) lastId = Math.max(lastId, pageOfLogs.last_id);
-      connect();
+      tailLoaded = true;
     });
+    connect();
+  };
 
   main.append(activity.el, versionsPanel.el, triggersPanel.el, limitsPanel.el, logPanel.el);
   document.title = `${name} · eddy console`;
 
   await Promise.all([loadActivity(), loadVersions().then(loadTriggers), loadLog()]);
   page.every(FUNCTION_REFRESH_MS, loadActivity);
+  page.every(FUNCTION_DETAILS_REFRESH_MS, reloadFunction);
 }
 
 function shortDigest(digest) {
@@ -1396,6 +1505,10 @@ function invocationRow(e, fresh) {
 // ---------------------------------------------------------------------------------------
 // Queues.
 
+/** The queue a redrive of `q` takes messages from: its consumer's dead-letter queue when a
+ * consumer is bound, else the queue's own (as the node does). */
+const deadLetterQueueOf = (q) => q.consumer?.dead_letter ?? q.dead_letter_queue;
+
 async function viewQueues(page, main) {
   main.append(h('h1', { text: 'Queues' }));
   const queuesPanel = panel('Queues and consumers');
@@ -1431,19 +1544,20 @@ async function viewQueues(page, main) {
       else empty.remove();
       table.wrap.hidden = main_.length === 0;
       replaceKeepingFocus(table.tbody, main_.map((q) => {
-        const dlq = q.dead_letter_queue ? byName.get(q.dead_letter_queue) : null;
+        const dlqName = deadLetterQueueOf(q);
+        const dlq = dlqName ? byName.get(dlqName) : null;
         const deadNow = dlq ? dlq.depth : null;
         const hasDead = deadNow !== null ? deadNow > 0 : (q.dead_lettered || 0) > 0;
         const c = q.consumer;
         const breaker = c?.breaker;
         const actions = [];
-        if (canWrite && hasDead && q.dead_letter_queue && inScope('queues', q.name)) {
+        if (canWrite && hasDead && dlqName && inScope('queues', q.name)) {
           actions.push(
             h('button', { type: 'button', class: 'action', data: { action: 'peek', queue: q.name, focusKey: `peek:${q.name}` }, text: 'Peek dead letters', on: { click: () => peek(q) } }),
             h('button', { type: 'button', class: 'action', data: { action: 'redrive', queue: q.name, focusKey: `redrive:${q.name}` }, text: 'Redrive', on: { click: (ev) => redrive(q, ev.currentTarget) } }),
           );
         }
-        return h('tr', { class: 'queue', data: { queue: q.name, depth: q.depth, deadLetters: deadNow ?? '' } },
+        return h('tr', { class: 'queue', data: { queue: q.name, depth: q.depth, deadLetters: deadNow ?? '', deadLetterQueue: dlqName } },
           h('th', { scope: 'row' }, q.name),
           tdNum(fmtInt(q.depth)),
           tdNum(fmtInt(q.ready)),
@@ -1470,45 +1584,55 @@ async function viewQueues(page, main) {
           tdNum(q.depth ? fmtAge(q.oldest_age_ms) : '—'))));
     });
 
-  async function peek(q) {
+  async function peek(q, { focus = true } = {}) {
+    const dlq = deadLetterQueueOf(q);
     openPeek = q;
     const p = panel(`Dead letters of ${q.name}`, {
       tools: h('button', { type: 'button', text: 'Close', on: { click: () => { openPeek = null; peekArea.replaceChildren(); } } }),
     });
     p.el.classList.add('peek');
     p.el.dataset.queue = q.name;
-    p.body.append(h('p', { class: 'muted', text: `The oldest 50 messages of ${q.dead_letter_queue}.` }));
+    p.body.append(h('p', { class: 'muted', text: `The oldest 50 messages of ${dlq}.` }));
     peekArea.replaceChildren(p.el);
     await guarded(page, p.errors, 'Could not read the dead letters', async () => {
-      const { messages = [] } = await api(path`/v1/queues/${q.dead_letter_queue}/messages` + '?limit=50', { signal: page.signal });
+      const { messages = [] } = await api(path`/v1/queues/${dlq}/messages` + '?limit=50', { signal: page.signal });
       if (!page.alive || openPeek !== q) return;
       const list = h('div', { class: 'messages' });
       for (const m of messages) list.append(messageView(m));
-      p.body.replaceChildren(h('p', { class: 'muted', text: `${fmtInt(messages.length)} message${messages.length === 1 ? '' : 's'} (oldest first, at most 50) in ${q.dead_letter_queue}.` }), messages.length ? list : note('No dead letters.'));
+      p.body.replaceChildren(h('p', { class: 'muted', text: `${fmtInt(messages.length)} message${messages.length === 1 ? '' : 's'} (oldest first, at most 50) in ${dlq}.` }), messages.length ? list : note('No dead letters.'));
     });
+    if (!focus || !page.alive || openPeek !== q) return;
     p.heading.tabIndex = -1;
     p.heading.focus();
   }
 
   async function redrive(q, button) {
+    const dlq = deadLetterQueueOf(q);
     const ok = await confirmAction({
-      title: `Redrive ${q.dead_letter_queue}?`,
-      body: `Every message of ${q.dead_letter_queue} goes back into ${q.name} with its attempts reset, and its consumer receives it again.`,
+      title: `Redrive ${dlq}?`,
+      body: `Every message of ${dlq} goes back into ${q.name} with its attempts reset${q.consumer ? ', and its consumer receives it again' : ''}.`,
       confirmLabel: 'Redrive',
     });
     if (!ok || !page.alive) return;
     if (button) button.disabled = true;
+    // The result message takes the focus: the button goes (or is disabled) with the redraw.
+    const show = (message) => {
+      message.tabIndex = -1;
+      results.replaceChildren(message);
+      message.focus();
+    };
     try {
       const result = await api(path`/v1/queues/${q.name}/redrive`, { method: 'POST' });
+      if (!page.alive) return;
       const moved = result?.moved ?? 0;
-      const text = `Moved ${fmtInt(moved)} message${moved === 1 ? '' : 's'} from ${result?.from || q.dead_letter_queue} back into ${q.name}.`;
-      results.replaceChildren(h('p', { class: 'redrive-result status-ok', data: { queue: q.name, moved }, text }));
+      const text = `Moved ${fmtInt(moved)} message${moved === 1 ? '' : 's'} from ${result?.from || dlq} back into ${q.name}.`;
+      show(h('p', { class: 'redrive-result status-ok', data: { queue: q.name, moved }, text }));
       announce(text);
-      if (openPeek?.name === q.name) peek(q);
+      if (openPeek?.name === q.name) peek(q, { focus: false });
       await load();
     } catch (e) {
-      if (isQuiet(e)) return;
-      results.replaceChildren(h('p', { class: 'status-error', text: `Could not redrive ${q.name}: ${describe(e)}` }));
+      if (isQuiet(e) || !page.alive) return;
+      show(h('p', { class: 'status-error', text: `Could not redrive ${q.name}: ${describe(e)}` }));
       announce(`Could not redrive ${q.name}: ${describe(e)}`, 'error');
       if (button) button.disabled = false;
     }
@@ -1556,21 +1680,17 @@ async function viewWebsockets(page, main) {
   const load = () =>
     guarded(page, summary.errors, 'Could not load the WebSocket connections', async () => {
       const { functions = [] } = await api('/v1/functions', { signal: page.signal });
-      const lists = await mapLimit(functions, 6, (fn) =>
+      // Only a function with WebSockets on its route (`websocket: true`) holds connections.
+      const withSockets = functions.filter((fn) => fn.websocket === true);
+      const lists = await mapLimit(withSockets, 6, (fn) =>
         inScope('functions', fn.name) ? settle(api(path`/v1/functions/${fn.name}/websockets`, { signal: page.signal })) : {});
       if (!page.alive) return;
-      const shown = [];
-      let idle = 0;
-      functions.forEach((fn, i) => {
-        const l = lists[i] || {};
-        const active = l.error || (l.connections || []).length > 0 || (l.connection_seconds_closed || 0) > 0 || fn.websocket === true;
-        if (active) shown.push([fn, l]);
-        else idle += 1;
-      });
+      const shown = withSockets.map((fn, i) => [fn, lists[i] || {}]);
+      const idle = functions.length - withSockets.length;
       table.wrap.hidden = shown.length === 0;
       quiet.textContent = shown.length === 0
-        ? 'No function has held a WebSocket connection.'
-        : idle ? `${fmtInt(idle)} other function${idle === 1 ? ' has' : 's have'} no WebSocket activity.` : '';
+        ? 'No function serves WebSockets (deploy with `--websocket` to accept them).'
+        : idle ? `${fmtInt(idle)} other function${idle === 1 ? ' does' : 's do'} not serve WebSockets.` : '';
       replaceKeepingFocus(table.tbody, shown.map(([fn, l]) => {
         const fnLink = h('a', { href: fnHref(fn.name), text: fn.name, data: { focusKey: `ws:${fn.name}` } });
         if (l.error) {
@@ -1610,7 +1730,7 @@ async function viewWebsockets(page, main) {
     });
 
   await load();
-  page.every(REFRESH_MS, load);
+  page.every(WEBSOCKETS_REFRESH_MS, load);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1757,10 +1877,11 @@ async function viewCost(page, main) {
         t.tbody.append(...budgets.map((b) => {
           const pct = isNum(b.percent) ? b.percent : null;
           const state = b.state || 'ok';
-          return h('tr', { class: 'budget', data: { scope: b.scope, function: b.function } },
-            h('th', { scope: 'row' }, b.scope === 'function' && b.function ? ['function ', h('a', { href: fnHref(b.function), text: b.function })] : b.scope || 'node'),
+          // `scope` is `node` or `function/NAME`; a function's budget also names it in `function`.
+          return h('tr', { class: 'budget', data: { scope: b.scope, function: b.function, sheet: b.sheet, monthlyUsd: b.monthly_usd } },
+            h('th', { scope: 'row' }, b.function ? ['function ', h('a', { href: fnHref(b.function), text: b.function })] : b.scope || 'node'),
             td(b.sheet),
-            tdNum(fmtUsd(b.monthly_usd)),
+            tdNum(fmtUsd(b.monthly_usd), 'monthly'),
             tdNum(fmtUsd(b.spent_usd)),
             td(h('span', { class: 'meter-cell' },
               h('progress', { max: '100', value: Math.min(100, Math.max(0, pct ?? 0)), 'aria-label': `${fmtPct((pct ?? 0) / 100)} of the monthly budget` }),
@@ -1800,7 +1921,7 @@ async function viewCron(page, main) {
       if (schedules.length === 0) p.body.prepend(empty);
       else empty.remove();
       replaceKeepingFocus(table.tbody, schedules.map((s) =>
-        h('tr', { class: 'schedule', data: { function: s.function } },
+        h('tr', { class: 'schedule', data: { function: s.function, nextTick: s.next_tick } },
           h('th', { scope: 'row' }, h('a', { href: fnHref(s.function), text: s.function, data: { focusKey: `cron:${s.function}` } })),
           td(h('code', { text: s.cron })),
           td(s.timezone || 'UTC'),
@@ -1808,7 +1929,7 @@ async function viewCron(page, main) {
           td(s.missed || 'skip'),
           td(s.path ? h('span', { class: 'mono', text: s.path }) : h('span', { class: 'muted', text: 'route' })),
           td(relTime(s.last_tick, 'never')),
-          td(relTime(s.next_tick, 'none')))));
+          td(relTime(s.next_tick, 'none'), 'next-tick'))));
     });
   await load();
   page.every(REFRESH_MS * 2, load);
@@ -1978,17 +2099,19 @@ async function auditSection(page, main) {
   const filterId = uid('audit-filter');
   const filter = h('input', { id: filterId, type: 'search', autocomplete: 'off', spellcheck: 'false' });
   const count = h('span', { class: 'muted' });
+  const truncatedNote = h('p', { class: 'note audit-truncated', hidden: true });
   const table = dataTable('Audit trail, newest first', [
     { label: 'When' }, { label: 'Token' }, { label: 'Source' }, { label: 'Request' }, { label: 'Permission' }, { label: 'Status', num: true }, { label: 'Outcome' },
   ], 'audit');
-  p.body.append(h('div', { class: 'toolbar' }, h('label', { for: filterId, text: 'Filter' }), filter, count), table.wrap);
+  p.body.append(h('div', { class: 'toolbar' }, h('label', { for: filterId, text: 'Filter' }), filter, count), truncatedNote, table.wrap);
   let entries = [];
 
   function show() {
     const q = filter.value.trim().toLowerCase();
     const rows = q ? entries.filter((e) => `${e.token} ${e.source} ${e.request} ${e.action} ${e.status} ${e.outcome}`.toLowerCase().includes(q)) : entries;
-    count.textContent = `${fmtInt(rows.length)} of ${fmtInt(entries.length)} entries`;
-    table.tbody.replaceChildren(...rows.slice(0, 1000).map((e) =>
+    const drawn = Math.min(rows.length, AUDIT_ROWS_DRAWN);
+    count.textContent = `${fmtInt(rows.length)} of ${fmtInt(entries.length)} entries${drawn < rows.length ? `; the newest ${fmtInt(drawn)} are listed (filter to find others)` : ''}`;
+    table.tbody.replaceChildren(...rows.slice(0, drawn).map((e) =>
       h('tr', { class: ['audit', e.status >= 400 && 'refused'], data: { id: e.id, status: e.status } },
         td(relTime(e.at)),
         td(e.token),
@@ -2000,20 +2123,40 @@ async function auditSection(page, main) {
   }
   filter.addEventListener('input', show);
 
+  let loadSeq = 0;
   const load = () =>
     guarded(page, p.errors, 'Could not load the audit trail', async () => {
-      const all = [];
+      const seq = ++loadSeq;
+      // Oldest first, paged with after=last_id: read to the end (the newest entries), keeping
+      // the newest AUDIT_KEEP of them.
+      let kept = [];
+      let read = 0;
       let after = null;
-      for (let i = 0; i < 5; i++) {
+      let reachedEnd = false;
+      for (let i = 0; i < AUDIT_PAGES_MAX; i++) {
         const q = after === null ? '' : `&after=${after}`;
-        const pageOf = await api(`/v1/audit?since_ms=86400000&limit=1000${q}`, { signal: page.signal });
+        const pageOf = await api(`/v1/audit?since_ms=86400000&limit=${AUDIT_PAGE}${q}`, { signal: page.signal });
+        if (!page.alive || seq !== loadSeq) return;
         const got = pageOf?.entries || [];
-        all.push(...got);
-        if (got.length < 1000 || !isNum(pageOf.last_id)) break;
+        read += got.length;
+        kept.push(...got);
+        if (kept.length > AUDIT_KEEP) kept = kept.slice(kept.length - AUDIT_KEEP);
+        if (got.length < AUDIT_PAGE || !isNum(pageOf.last_id)) {
+          reachedEnd = true;
+          break;
+        }
         after = pageOf.last_id;
       }
-      if (!page.alive) return;
-      entries = all.reverse();
+      entries = kept.reverse();
+      if (!reachedEnd) {
+        truncatedNote.textContent = `The trail of the last 24 h holds more than ${fmtInt(AUDIT_PAGE * AUDIT_PAGES_MAX)} entries: these are the newest ${fmtInt(entries.length)} of the first ${fmtInt(read)}, and later ones are not shown. \`eddy audit\` lists them all.`;
+      } else if (read > entries.length) {
+        truncatedNote.textContent = `Only the newest ${fmtInt(entries.length)} of the ${fmtInt(read)} entries of the last 24 h are kept here; \`eddy audit\` lists them all.`;
+      } else {
+        truncatedNote.textContent = '';
+      }
+      truncatedNote.hidden = !truncatedNote.textContent;
+      truncatedNote.dataset.read = String(read);
       show();
     });
   refreshButton.addEventListener('click', load);

@@ -7,7 +7,11 @@
 // EDDY_READER_TOKEN, EDDY_FUNCTION (2 versions, v2 live, has had traffic, writes output),
 // EDDY_FUNCTION_PATH, EDDY_QUEUE (its dead-letter queue holds a message containing
 // EDDY_DEAD_LETTER_TEXT), EDDY_DEAD_LETTER_TEXT; optional EDDY_CHROMIUM (default
-// /usr/bin/chromium) and EDDY_SCREENSHOTS (a directory for PNG screenshots).
+// /usr/bin/chromium) and EDDY_SCREENSHOTS (a directory for PNG screenshots). Optional, with
+// defaults that match the data of crates/eddy/tests/console.rs: EDDY_WEBSOCKET_FUNCTION (a
+// function holding 2 WebSocket connections; unset: not checked), EDDY_SCHEDULE_FUNCTION
+// (default `report`, a function with a cron schedule), EDDY_BUDGET_SHEET and
+// EDDY_BUDGET_MONTHLY_USD (default `aws-lambda-x86` and 5: the node budget).
 //
 // Prints each step as it starts; exits 1 with a message on the first failure, 0 after
 // printing `console e2e: ok`. Page errors, console errors, Content-Security-Policy
@@ -21,15 +25,25 @@
 // - form#sign-in with an input[type=password] and a submit button; #who-name, #who-role,
 //   #sign-out in the header; #nav a[aria-current="page"] for the page shown;
 // - every action button has class `action` and data-action (rollback, peek, redrive,
-//   create-token, revoke); confirmations are <dialog open> with button[value=confirm];
+//   create-token, revoke); confirmations are <dialog open> with button[value=confirm]
+//   (a confirmation opens with the focus on Cancel; Escape closes it without acting);
 // - overview: tr.function-row[data-function][data-invocations] (5-minute count);
-// - function: #live-version[data-live-version], tr.version[data-version][data-live],
+// - function: #live-version[data-live-version], tr.version[data-version][data-live]
+//   (focusable by script: after a rollback the focus is on the live one),
 //   .chart[data-points] (intervals with invocations), .live-state[data-state=live] once
-//   the log stream is open, .invocation[data-id] rows;
-// - queues: tr.queue[data-queue] with its buttons, .dead-letter[data-id],
-//   .redrive-result[data-queue][data-moved];
+//   the log stream is open (connecting|live|stopped|ended otherwise), .invocation[data-id]
+//   rows with the record's output; one EventSource open while the page is shown, none after;
+// - queues: tr.queue[data-queue][data-dead-letter-queue] with its buttons,
+//   .dead-letter[data-id], .redrive-result[data-queue][data-moved] (focused after a redrive);
+// - websockets: tr.ws-function[data-function][data-connections];
+// - cost: tr.budget[data-scope][data-sheet][data-monthly-usd] (data-function for a
+//   function's budget) with td.monthly, tr.break-even-row[data-sheet][data-machine];
+// - cron: tr.schedule[data-function][data-next-tick] with td.next-tick;
 // - access: tr.token[data-name][data-bootstrap], tr.audit[data-status];
 // - load errors are shown as .error / .error-cell inside <main>.
+//
+// The test wraps window.EventSource (addInitScript) so that window.__openEventSources is
+// the number of the page's EventSources not closed.
 
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -56,6 +70,10 @@ const CHROMIUM = env('EDDY_CHROMIUM', '/usr/bin/chromium');
 const SCREENSHOTS = process.env.EDDY_SCREENSHOTS || '';
 // Optional: a function holding two WebSocket connections, in channels room (both) and lobby.
 const WEBSOCKET_FUNCTION = process.env.EDDY_WEBSOCKET_FUNCTION || '';
+// A function with a cron schedule, and the node budget (as console.rs sets them up).
+const SCHEDULE_FUNCTION = process.env.EDDY_SCHEDULE_FUNCTION || 'report';
+const BUDGET_SHEET = process.env.EDDY_BUDGET_SHEET || 'aws-lambda-x86';
+const BUDGET_MONTHLY_USD = Number(process.env.EDDY_BUDGET_MONTHLY_USD || 5);
 
 class StepFailure extends Error {}
 
@@ -208,6 +226,19 @@ async function clickNav(page, label, pageName) {
   check(current === label, `the nav link "${label}" is not marked aria-current="page" (current: ${current})`);
 }
 
+/** The number of EventSources the page holds open (see the wrapper in main's addInitScript). */
+async function openEventSources(page) {
+  return page.evaluate(() => window.__openEventSources);
+}
+
+async function expectEventSources(page, expected, where) {
+  // Closing happens when the page is left: give the browser a moment to run it.
+  const n = await page
+    .waitForFunction((want) => window.__openEventSources === want, expected, { timeout: 3000 })
+    .then(() => expected, () => openEventSources(page));
+  check(n === expected, `${where}, the page holds ${n} open EventSource(s), expected ${expected}`);
+}
+
 async function confirmDialog(page) {
   const button = page.locator('dialog[open] button[value="confirm"]');
   await expect('the confirmation dialog', button.click({ timeout: TIMEOUT_MS }));
@@ -260,6 +291,7 @@ async function signOut(page) {
   const response = await expect('the sign-out request', answer);
   check(response.status() === 204, `DELETE /v1/session answered ${response.status()}`);
   await expect('the sign-in form after signing out', page.locator('form#sign-in').waitFor({ timeout: TIMEOUT_MS }));
+  await expectEventSources(page, 0, 'after signing out');
   const release = allowFailedLoad(401, /\/v1\/functions$/);
   const after = await page.evaluate(async () => (await fetch('/v1/functions', { credentials: 'same-origin' })).status);
   release();
@@ -291,6 +323,25 @@ async function main() {
     await page.addInitScript(() => {
       document.addEventListener('securitypolicyviolation', (e) => {
         window.__eddyCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile || ''}:${e.lineNumber || ''}`);
+      });
+      // Count the page's EventSources that are not closed (by close() or by the browser), so
+      // the test sees a stream left open after its page is gone.
+      const NativeEventSource = window.EventSource;
+      const sources = new Set();
+      class CountedEventSource extends NativeEventSource {
+        constructor(...args) {
+          super(...args);
+          sources.add(this);
+        }
+
+        close() {
+          sources.delete(this);
+          super.close();
+        }
+      }
+      window.EventSource = CountedEventSource;
+      Object.defineProperty(window, '__openEventSources', {
+        get: () => [...sources].filter((s) => s.readyState !== NativeEventSource.CLOSED).length,
       });
     });
     // The first GET /v1/session before signing in is answered 401: that is how the page learns it
@@ -343,6 +394,8 @@ async function main() {
     // 5. The live log gets a new invocation without a reload.
     step('5. a new invocation appears in the live log without reloading');
     await expect('the live log to connect', page.waitForFunction(() => document.querySelector('.live-state')?.dataset.state === 'live', null, { timeout: TIMEOUT_MS }));
+    const streams = await openEventSources(page);
+    check(streams === 1, `the function page holds ${streams} open EventSource(s), expected 1`);
     const idsBefore = await page.$$eval('.invocation', (els) => els.map((e) => e.dataset.id));
     await page.evaluate(() => {
       window.__stay = 1;
@@ -363,6 +416,8 @@ async function main() {
       ),
     ).then((handle) => handle.jsonValue());
     check(newId && !idsBefore.includes(newId), 'the marker row is not new');
+    const newRow = await page.$eval(`.invocation[data-id="${newId}"]`, (r) => r.textContent);
+    check(newRow.includes('hello stdout'), `the new invocation's row does not show its output "hello stdout": ${newRow.slice(0, 300)}`);
     const stayed = await page.evaluate(() => window.__stay === 1);
     check(stayed, 'the page reloaded or navigated while waiting for the live log');
     await screenshot(page, 'function.png');
@@ -381,6 +436,10 @@ async function main() {
       'the page to show v1 live',
       page.waitForFunction(() => document.querySelector('#live-version')?.dataset.liveVersion === '1' && document.querySelector('tr.version[data-version="1"]')?.dataset.live === 'true', null, { timeout: TIMEOUT_MS }),
     );
+    await expect(
+      'the focus to move to the new live version after the rollback',
+      page.waitForFunction(() => document.activeElement?.matches('tr.version[data-version="1"][data-live="true"]'), null, { timeout: TIMEOUT_MS }),
+    );
     const fnNow = await nodeApi('GET', `/v1/functions/${encodeURIComponent(FUNCTION)}`);
     check(fnNow.status === 200 && fnNow.body?.live_version === 1, `GET /v1/functions/${FUNCTION} says live_version ${fnNow.body?.live_version} (status ${fnNow.status}), expected 1`);
     await expectNoErrorsShown(page, 'function');
@@ -389,6 +448,7 @@ async function main() {
     // 7. Dead letters: peek, redrive.
     step(`7. peek at and redrive the dead letters of ${QUEUE}`);
     await clickNav(page, 'Queues', 'queues');
+    await expectEventSources(page, 0, 'after leaving the function page');
     await expect(`the queue ${QUEUE} in the list`, page.locator(queueRowSelector).waitFor());
     await expect('the "Peek dead letters" button', page.locator(`${queueRowSelector} button[data-action="peek"]`).click());
     await expect(
@@ -396,9 +456,32 @@ async function main() {
       page.waitForFunction((text) => [...document.querySelectorAll('.dead-letter')].some((d) => d.textContent.includes(text)), DEAD_LETTER_TEXT, { timeout: TIMEOUT_MS }),
     );
     await screenshot(page, 'queues.png');
+    // Escape closes the confirmation without acting.
+    const redriveUrl = `/v1/queues/${encodeURIComponent(QUEUE)}/redrive`;
+    let redrivesSent = 0;
+    const countRedrives = (r) => {
+      if (r.method() === 'POST' && r.url().endsWith(redriveUrl)) redrivesSent += 1;
+    };
+    page.on('request', countRedrives);
     await expect('the "Redrive" button', page.locator(`${queueRowSelector} button[data-action="redrive"]`).click());
-    const redriveAnswer = page.waitForResponse((r) => r.url().endsWith(`/v1/queues/${encodeURIComponent(QUEUE)}/redrive`) && r.request().method() === 'POST', { timeout: TIMEOUT_MS });
-    await confirmDialog(page);
+    await expect('the redrive confirmation', page.locator('dialog[open] button[value="confirm"]').waitFor({ timeout: TIMEOUT_MS }));
+    await page.keyboard.press('Escape');
+    await expect('Escape to close the confirmation', page.locator('dialog[open]').waitFor({ state: 'detached', timeout: TIMEOUT_MS }));
+    await page.waitForTimeout(500);
+    page.off('request', countRedrives);
+    check(redrivesSent === 0, `Escape on the redrive confirmation sent ${redrivesSent} redrive request(s)`);
+    // Then confirm with the keyboard alone: the dialog opens on Cancel; Tab to Redrive, Enter.
+    await expect('the "Redrive" button (again)', page.locator(`${queueRowSelector} button[data-action="redrive"]`).click());
+    await expect('the redrive confirmation (again)', page.locator('dialog[open] button[value="confirm"]').waitFor({ timeout: TIMEOUT_MS }));
+    const redriveAnswer = page.waitForResponse((r) => r.url().endsWith(redriveUrl) && r.request().method() === 'POST', { timeout: TIMEOUT_MS });
+    redriveAnswer.catch(() => {});
+    let dialogTabs = 0;
+    while (!(await page.evaluate(() => document.activeElement?.matches('dialog[open] button[value="confirm"]')))) {
+      check(++dialogTabs <= 5, 'Tab does not reach the confirm button of the dialog within 5 presses');
+      await page.keyboard.press('Tab');
+    }
+    await page.keyboard.press('Enter');
+    await expect('the confirmation dialog to close after Enter', page.locator('dialog[open]').waitFor({ state: 'detached', timeout: TIMEOUT_MS }));
     const redriven = await expect('the redrive request', redriveAnswer);
     check(redriven.status() === 200, `the redrive answered ${redriven.status()}: ${await redriven.text()}`);
     const dlqAfter = await nodeApi('GET', `/v1/queues/${encodeURIComponent(`${QUEUE}-dlq`)}`);
@@ -409,6 +492,10 @@ async function main() {
       page.waitForFunction((q) => document.querySelector(`.redrive-result[data-queue="${CSS.escape(q)}"]`)?.dataset.moved, QUEUE, { timeout: TIMEOUT_MS }),
     ).then((handle) => handle.jsonValue());
     check(Number(shownMoved) === movedByNode, `the page shows ${shownMoved} moved, the node said ${movedByNode}`);
+    await expect(
+      'the focus to move to the redrive result',
+      page.waitForFunction(() => document.activeElement?.classList.contains('redrive-result'), null, { timeout: TIMEOUT_MS }),
+    );
     check(dlqAfter.status === 200, `GET /v1/queues/${QUEUE}-dlq answered ${dlqAfter.status}`);
     if (dlqAfter.body?.depth !== 0) {
       // The consumer may have failed the redriven messages again already: not the console's doing.
@@ -418,7 +505,7 @@ async function main() {
     checkProblems();
 
     // 8. The other pages render.
-    step('8. the WebSockets, Cost and Cron pages render');
+    step('8. the WebSockets, Cost and Cron pages render and show their data');
     for (const [label, name, heading, shot] of [
       ['WebSockets', 'websockets', 'WebSockets', 'websockets.png'],
       ['Cost', 'cost', 'Cost', 'cost.png'],
@@ -434,6 +521,31 @@ async function main() {
         );
         const text = await page.$eval(row, (r) => r.textContent);
         check(text.includes('room (2)') && text.includes('lobby (1)'), `the channels of ${WEBSOCKET_FUNCTION} read "${text}"`);
+      }
+      if (name === 'cost') {
+        // The node budget, on its sheet, with its monthly amount; and the break-even table.
+        const budget = await expect(
+          `the Cost page to show the node budget on ${BUDGET_SHEET}`,
+          page.waitForFunction(
+            ({ sheet, monthly }) => {
+              const row = [...document.querySelectorAll('tr.budget[data-scope="node"]')].find((r) => r.dataset.sheet === sheet && Number(r.dataset.monthlyUsd) === monthly);
+              return row ? { text: row.textContent, amount: row.querySelector('td.monthly')?.textContent || '' } : false;
+            },
+            { sheet: BUDGET_SHEET, monthly: BUDGET_MONTHLY_USD },
+            { timeout: TIMEOUT_MS },
+          ),
+        ).then((handle) => handle.jsonValue());
+        check(budget.text.includes(BUDGET_SHEET), `the node budget's row does not name the sheet ${BUDGET_SHEET}: ${budget.text}`);
+        const amount = new RegExp(`(^|[^\\d.,])${BUDGET_MONTHLY_USD}([.,]0+)?([^\\d.,]|$)`);
+        check(amount.test(budget.amount) && budget.amount.includes('$'), `the node budget's monthly amount reads "${budget.amount}", expected $${BUDGET_MONTHLY_USD}`);
+        const breakEven = await page.locator('tr.break-even-row').count();
+        check(breakEven >= 1, 'the Cost page has no row in its break-even table');
+      }
+      if (name === 'cron') {
+        const row = `tr.schedule[data-function="${SCHEDULE_FUNCTION}"]`;
+        await expect(`the Cron page to list ${SCHEDULE_FUNCTION}'s schedule`, page.locator(row).waitFor({ timeout: TIMEOUT_MS }));
+        const tick = await page.$eval(row, (r) => ({ next: r.dataset.nextTick || '', shown: Boolean(r.querySelector('td.next-tick time')) }));
+        check(Number.isFinite(Date.parse(tick.next)) && tick.shown, `the schedule of ${SCHEDULE_FUNCTION} shows no next tick (data-next-tick "${tick.next}")`);
       }
       const h1 = await page.$eval('main h1', (e) => e.textContent);
       check(h1 === heading, `the ${label} page's heading is "${h1}", expected "${heading}"`);
@@ -461,6 +573,7 @@ async function main() {
     await expect('the versions table (reader)', page.locator('tr.version').first().waitFor());
     await countActions(page, 'function');
     await clickNav(page, 'Queues', 'queues');
+    await expectEventSources(page, 0, 'after the reader left the function page');
     await expect(`the queue ${QUEUE} in the list (reader)`, page.locator(queueRowSelector).waitFor());
     await countActions(page, 'queues');
     const release = allowFailedLoad(403, /\/v1\/functions\/[^/]+\/rollback$/);
