@@ -163,64 +163,56 @@ pub fn remove_session_cookie(headers: &mut http::HeaderMap) {
             .split_once('=')
             .is_some_and(|(name, _)| name == SESSION_COOKIE)
     };
-    let carries = |v: &http::HeaderValue| {
-        String::from_utf8_lossy(v.as_bytes())
-            .split(';')
-            .any(is_session)
-    };
-    let values: Vec<http::HeaderValue> = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .cloned()
-        .collect();
-    if !values.iter().any(carries) {
-        return;
-    }
-    headers.remove(http::header::COOKIE);
-    for value in values {
-        if !carries(&value) {
-            headers.append(http::header::COOKIE, value);
-            continue;
-        }
+    rewrite_header(headers, http::header::COOKIE, |value| {
         let text = String::from_utf8_lossy(value.as_bytes());
+        if !text.split(';').any(is_session) {
+            return Some(value.clone());
+        }
         let rest: Vec<&str> = text
             .split(';')
             .filter(|pair| !is_session(pair))
             .map(str::trim)
             .filter(|pair| !pair.is_empty())
             .collect();
-        if let Ok(value) = http::HeaderValue::from_str(&rest.join("; "))
-            && !rest.is_empty()
-        {
-            headers.append(http::header::COOKIE, value);
-        }
-    }
+        http::HeaderValue::from_str(&rest.join("; "))
+            .ok()
+            .filter(|_| !rest.is_empty())
+    });
 }
 
 /// Takes out of a function's response every `Set-Cookie` that would set the session
 /// cookie: a function cannot sign the console in as another token, nor lock it out.
 pub fn remove_session_set_cookie(headers: &mut http::HeaderMap) {
-    let sets_session = |v: &http::HeaderValue| {
-        let text = String::from_utf8_lossy(v.as_bytes());
-        text.split_once('=')
-            .is_some_and(|(name, _)| name.trim() == SESSION_COOKIE)
-    };
-    if !headers
-        .get_all(http::header::SET_COOKIE)
+    rewrite_header(headers, http::header::SET_COOKIE, |value| {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let sets_session = text
+            .split_once('=')
+            .is_some_and(|(name, _)| name.trim() == SESSION_COOKIE);
+        (!sets_session).then(|| value.clone())
+    });
+}
+
+/// Replaces each value of header `name` by what `keep` makes of it (`None`: dropped), in
+/// order. Touches the map only when some value changes: the common request, without the
+/// header or with nothing to take out, costs one lookup.
+fn rewrite_header(
+    headers: &mut http::HeaderMap,
+    name: http::header::HeaderName,
+    keep: impl Fn(&http::HeaderValue) -> Option<http::HeaderValue>,
+) {
+    let values: Vec<(http::HeaderValue, Option<http::HeaderValue>)> = headers
+        .get_all(&name)
         .iter()
-        .any(sets_session)
-    {
+        .map(|value| (value.clone(), keep(value)))
+        .collect();
+    if values.iter().all(|(was, now)| now.as_ref() == Some(was)) {
         return;
     }
-    let kept: Vec<http::HeaderValue> = headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter(|v| !sets_session(v))
-        .cloned()
-        .collect();
-    headers.remove(http::header::SET_COOKIE);
-    for value in kept {
-        headers.append(http::header::SET_COOKIE, value);
+    headers.remove(&name);
+    for (_, now) in values {
+        if let Some(now) = now {
+            headers.append(&name, now);
+        }
     }
 }
 

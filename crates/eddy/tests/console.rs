@@ -15,17 +15,33 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn create_token(node: &Node, name: &str, role: &str) -> String {
+    create_scoped_token(node, json!({"name": name, "role": role})).await
+}
+
+/// A token made with the request `body` (`POST /v1/tokens`).
+async fn create_scoped_token(node: &Node, body: Value) -> String {
     let response = node
         .http
         .post(node.api_url("/tokens"))
         .bearer_auth(&node.token)
-        .json(&json!({"name": name, "role": role}))
+        .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
     let answer: Value = response.json().await.unwrap();
     answer["token"].as_str().unwrap().to_owned()
+}
+
+async fn revoke_token(node: &Node, name: &str) {
+    let response = node
+        .http
+        .delete(node.api_url(&format!("/tokens/{name}")))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 /// A control-API call as the console's browser makes it: the session cookie, and the
@@ -185,14 +201,7 @@ async fn the_session_cookie_signs_the_console_in_and_refuses_changes_other_sites
         cleared.contains("eddy_session=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
-    let response = node
-        .http
-        .delete(node.api_url("/tokens/viewer"))
-        .bearer_auth(&node.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    revoke_token(&node, "viewer").await;
     let response = node
         .http
         .get(node.api_url("/functions"))
@@ -420,19 +429,15 @@ async fn all_stats_answer_every_function_the_token_may_read_in_one_call() {
     let one = node.api_get("/functions/api/stats?since_ms=300000").await.1;
     assert_eq!(all["functions"][0]["cpu_ms_total"], one["cpu_ms_total"]);
     // A token scoped to one function gets that one.
-    let response = node
-        .http
-        .post(node.api_url("/tokens"))
-        .bearer_auth(&node.token)
-        .json(&json!({"name": "web-team", "role": "reader", "functions": ["web"]}))
-        .send()
-        .await
-        .unwrap();
-    let scoped: Value = response.json().await.unwrap();
+    let scoped = create_scoped_token(
+        &node,
+        json!({"name": "web-team", "role": "reader", "functions": ["web"]}),
+    )
+    .await;
     let response = node
         .http
         .get(node.api_url("/stats"))
-        .bearer_auth(scoped["token"].as_str().unwrap())
+        .bearer_auth(&scoped)
         .send()
         .await
         .unwrap();
@@ -522,14 +527,7 @@ async fn live_log_streams_are_capped_and_end_when_their_token_is_revoked() {
     )
     .await;
     // Revoking the token ends its open streams.
-    let response = node
-        .http
-        .delete(node.api_url("/tokens/viewer"))
-        .bearer_auth(&node.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    revoke_token(&node, "viewer").await;
     let mut body = first.bytes_stream();
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(chunk) = body.next().await {
