@@ -250,6 +250,27 @@ async fn the_session_cookie_signs_the_console_in_and_refuses_changes_other_sites
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_token_a_cookie_cannot_carry_is_refused_a_session_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "operator token; with a space and 0123456789abcdef";
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let node = Node::start_with_config(&format!("admin_token_file = \"{}\"\n", file.display()));
+    let response = node
+        .http
+        .post(node.api_url("/session"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("set-cookie").is_none());
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cannot carry"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_files_are_served_with_a_strict_content_security_policy() {
     let node = Node::start();
     for (path, media) in [

@@ -279,17 +279,21 @@ async fn sign_in(
         )
         .into_response();
     };
-    let secure = if state.tls { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    // RFC 6265's cookie-octet: what a cookie value may hold. Tokens the node makes always
+    // fit; an operator's own admin token (`--admin-token-file`) may not.
+    let fits = token
+        .bytes()
+        .all(|b| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E));
+    let cookie = session_cookie(token, "", state.tls).filter(|_| fits);
+    let Some(cookie) = cookie else {
+        return ApiError::bad_request(
+            "this token holds characters a cookie cannot carry (a space, `\"`, `,`, `;` or `\\`): the console cannot keep it; use the API with `authorization: Bearer`, or give the node a token of letters and digits",
+        )
+        .into_response();
+    };
     let mut answer = Json(session_info(caller)).into_response();
-    match HeaderValue::from_str(&cookie) {
-        Ok(cookie) => {
-            answer.headers_mut().insert(header::SET_COOKIE, cookie);
-            answer
-        }
-        Err(_) => ApiError::bad_request("the token holds characters a cookie cannot carry")
-            .into_response(),
-    }
+    answer.headers_mut().insert(header::SET_COOKIE, cookie);
+    answer
 }
 
 /// `DELETE /v1/session`: the answer clears the session cookie.
@@ -299,12 +303,19 @@ async fn sign_out(State(state): State<ApiState>) -> Response {
 
 /// `answer`, clearing the session cookie.
 fn signed_out(mut answer: Response, tls: bool) -> Response {
-    let secure = if tls { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+    if let Some(cookie) = session_cookie("", "; Max-Age=0", tls) {
         answer.headers_mut().append(header::SET_COOKIE, cookie);
     }
     answer
+}
+
+/// The `Set-Cookie` value of the session cookie holding `value`.
+fn session_cookie(value: &str, attributes: &str, tls: bool) -> Option<HeaderValue> {
+    let secure = if tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/{attributes}; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .ok()
 }
 
 /// `METHOD /path` as the client sent it (the router strips `/v1` before the middleware).
