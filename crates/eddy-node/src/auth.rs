@@ -184,8 +184,12 @@ pub fn remove_session_cookie(headers: &mut http::HeaderMap) {
 /// cookie: a function cannot sign the console in as another token, nor lock it out.
 pub fn remove_session_set_cookie(headers: &mut http::HeaderMap) {
     rewrite_header(headers, http::header::SET_COOKIE, |value| {
+        // The name is before the first `=` of the part before the first `;`. A browser
+        // takes `=eddy_session=x` (no name) as a cookie it sends back as `eddy_session=x`.
         let text = String::from_utf8_lossy(value.as_bytes());
-        let sets_session = text
+        let pair = text.split(';').next().unwrap_or("").trim();
+        let pair = pair.strip_prefix('=').unwrap_or(pair).trim_start();
+        let sets_session = pair
             .split_once('=')
             .is_some_and(|(name, _)| name.trim() == SESSION_COOKIE);
         (!sets_session).then(|| value.clone())
@@ -736,6 +740,10 @@ mod tests {
         response.append(
             http::header::SET_COOKIE,
             " eddy_session =x; Path=/".parse().unwrap(),
+        );
+        response.append(
+            http::header::SET_COOKIE,
+            "=eddy_session=x; Path=/v1".parse().unwrap(),
         );
         remove_session_set_cookie(&mut response);
         let left: Vec<&str> = response

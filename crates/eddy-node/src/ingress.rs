@@ -79,7 +79,15 @@ impl Ingress {
         .await
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        let mut response = self.route(req, peer).await;
+        // Whatever answers (a function, its refusal of a WebSocket, the node), it cannot set
+        // the console's session cookie for this host name.
+        crate::auth::remove_session_set_cookie(response.headers_mut());
+        response
+    }
+
+    async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
         remove_node_headers(req.headers_mut());
         // The console's session cookie reaches this listener too when both share a host
         // name: no function may see it.
@@ -157,10 +165,7 @@ impl Ingress {
         }
         // Trailers are headers too: a client cannot forge the node's there either.
         let req = req.map(|body| body.map_frame(without_node_trailers as fn(_) -> _));
-        let mut response = self.invoker.run(record, req, permit).await;
-        // Nor may a function set it for the console.
-        crate::auth::remove_session_set_cookie(response.headers_mut());
-        response
+        self.invoker.run(record, req, permit).await
     }
 }
 

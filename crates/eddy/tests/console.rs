@@ -508,6 +508,36 @@ async fn functions_never_see_the_console_session_cookie() {
         "{}",
         reply.body
     );
+    // Nor may a function set it for the host name: not in its answer...
+    let response = node
+        .http
+        .get(node.url("/api/set-cookie"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set: Vec<&str> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["theme=dark; Path=/"]);
+    // ... nor in its refusal of a WebSocket.
+    node.deploy_ok("chat", "misbehave", json!({"websocket": true}))
+        .await;
+    let url = format!("ws://{}/chat/ws?refuse=403&forge=cookie", node.public);
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(refused)) => {
+            assert_eq!(refused.status(), 403);
+            assert!(
+                refused.headers().get("set-cookie").is_none(),
+                "{:?}",
+                refused.headers()
+            );
+        }
+        other => panic!("the refusal did not come: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,7 @@ async fn log_stream(
         ))
     })?;
     find_function(&state, &name).await?;
+    let slot = StreamSlot::take(&state, &caller.name)?;
     let resumed = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -175,7 +176,6 @@ async fn log_stream(
             newest.last().map_or(0, |r| r.id)
         }
     };
-    let slot = StreamSlot::take(&state, &caller.name)?;
     let (events, stream) = tokio::sync::mpsc::channel(STREAM_EVENTS_BUFFERED_MAX);
     tokio::spawn(follow(state, name, after, events, presented, slot));
     Ok(Sse::new(stream_of(stream)).keep_alive(KeepAlive::default()))
@@ -199,11 +199,16 @@ async fn follow(
             // A token revoked or expired since the stream opened ends it; the browser's
             // reconnection is then refused, and the console signs out.
             let now = state.parts.clock.now_ms();
-            if super::access::identify(&state, &presented.0, now)
-                .await
-                .is_err()
-            {
-                return;
+            match super::access::identify(&state, &presented.0, now).await {
+                Ok(_) => {}
+                Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => {
+                    tracing::info!(%function, "a live log stream ended: {}", e.message);
+                    return;
+                }
+                // A store that does not answer ends nothing: the next check asks again.
+                Err(e) => {
+                    tracing::warn!(%function, "a live log stream could not check its token: {}", e.message);
+                }
             }
             next_check = tokio::time::Instant::now() + check_every;
         }

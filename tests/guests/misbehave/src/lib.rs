@@ -86,6 +86,18 @@ impl Guest for Misbehave {
                 respond(out, 200, text.as_bytes());
             }
             "fake-error" => fake_error(out),
+            // Cookies for the host name, the console's session cookie among them (the node
+            // removes those two) and one of the function's own.
+            "set-cookie" => respond_with(
+                out,
+                200,
+                &[
+                    ("set-cookie".to_string(), b"eddy_session=planted; Path=/v1".to_vec()),
+                    ("set-cookie".to_string(), b"=eddy_session=nameless; Path=/".to_vec()),
+                    ("set-cookie".to_string(), b"theme=dark; Path=/".to_vec()),
+                ],
+                b"cookies",
+            ),
             "fresh" => match check_fresh(param("mb")) {
                 Ok(()) => respond(out, 200, b"fresh"),
                 Err(problem) => respond(out, 500, problem.as_bytes()),
@@ -515,8 +527,10 @@ fn websocket(request: &IncomingRequest, query: &str, out: ResponseOutparam) {
         "connect" => {
             if let Ok(status) = arg("refuse").parse::<u16>() {
                 // `forge=1`: with an `eddy-error` header of its own, which the node removes.
+                // `forge=cookie`: setting the console's session cookie, which the node removes.
                 let fields = match arg("forge").as_str() {
                     "1" => vec![("eddy-error".to_string(), b"forged".to_vec())],
+                    "cookie" => vec![("set-cookie".to_string(), b"eddy_session=planted; Path=/v1".to_vec())],
                     _ => Vec::new(),
                 };
                 let body = vec![b'r'; arg("bytes").parse().unwrap_or(0)];
