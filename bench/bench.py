@@ -658,6 +658,7 @@ def density(work):
     status, _ = get(node.url(f"/d{DENSITY_FUNCTIONS - 1:04}"))
     assert status == 200
     loaded = rss_bytes(node.proc.pid)
+    overview = console_overview(node)
     node.stop()
     node.start()
     restarted = rss_bytes(node.proc.pid)
@@ -670,6 +671,49 @@ def density(work):
         "rss_after_restart_mib": restarted / 2**20,
         "deploy_all_s": deploy_s,
         "restart_ready_s": restart_ready_s,
+        **overview,
+    }
+
+
+CONSOLE_REFRESHES = 20
+
+
+def console_overview(node):
+    """What one refresh of the console's overview costs with every function of the density
+    run deployed and each called once: its two calls (`GET /v1/functions`, `GET /v1/stats`),
+    timed one after the other, and the node's CPU for them."""
+    for i in range(DENSITY_FUNCTIONS):
+        get(node.url(f"/d{i:04}"))
+    while True:  # every function's minute is in the store (the metering flush)
+        stats = api_call(node, "GET", "/stats?since_ms=300000")["functions"]
+        if sum(f["invocations"] for f in stats) >= DENSITY_FUNCTIONS:
+            break
+        time.sleep(0.2)
+    listing, totals = [], []
+    cpu_before = cpu_seconds(node.proc.pid)
+    for _ in range(CONSOLE_REFRESHES):
+        started = time.monotonic()
+        api_call(node, "GET", "/functions")
+        listing.append((time.monotonic() - started) * 1000)
+        started = time.monotonic()
+        answer = api_call(node, "GET", "/stats?since_ms=300000")
+        totals.append((time.monotonic() - started) * 1000)
+        assert len(answer["functions"]) == DENSITY_FUNCTIONS
+    cpu_ms = (cpu_seconds(node.proc.pid) - cpu_before) * 1000 / CONSOLE_REFRESHES
+    # The same figures one function at a time, as a client without `GET /v1/stats` gets them.
+    cpu_before = cpu_seconds(node.proc.pid)
+    started = time.monotonic()
+    for i in range(DENSITY_FUNCTIONS):
+        api_call(node, "GET", f"/functions/d{i:04}/stats?since_ms=300000")
+    one_by_one_ms = (time.monotonic() - started) * 1000
+    one_by_one_cpu_ms = (cpu_seconds(node.proc.pid) - cpu_before) * 1000
+    return {
+        "overview_one_by_one_ms": one_by_one_ms,
+        "overview_one_by_one_cpu_ms": one_by_one_cpu_ms,
+        "overview_functions_ms": statistics.median(listing),
+        "overview_stats_ms": statistics.median(totals),
+        "overview_stats_p99_ms": percentile(totals, 99),
+        "overview_cpu_ms": cpu_ms,
     }
 
 
@@ -1356,6 +1400,15 @@ def report(info, tput, cold, wait, dens, calls=None, redeploy=None, queues=None,
         lines.append("|---:|---:|---:|---:|---:|---:|")
         lines.append(f"| {dens['rss_empty_mib']:.0f} | {dens['rss_loaded_mib']:.0f} | {dens['rss_per_function_kib']:.0f} | "
                      f"{dens['rss_after_restart_mib']:.0f} | {dens['deploy_all_s']:.1f} | {dens['restart_ready_s']:.2f} |")
+        lines.append("")
+        lines.append(f"The console's overview of those {DENSITY_FUNCTIONS} functions, each called once "
+                     f"({CONSOLE_REFRESHES} refreshes, one after another; the page refreshes every 5 s):")
+        lines.append("")
+        lines.append("| `GET /v1/functions` median ms | `GET /v1/stats` median ms | `GET /v1/stats` p99 ms | node CPU per refresh ms | the same stats one function at a time: ms, node CPU ms |")
+        lines.append("|---:|---:|---:|---:|---|")
+        lines.append(f"| {dens['overview_functions_ms']:.1f} | {dens['overview_stats_ms']:.1f} | "
+                     f"{dens['overview_stats_p99_ms']:.1f} | {dens['overview_cpu_ms']:.1f} | "
+                     f"{dens['overview_one_by_one_ms']:.0f}, {dens['overview_one_by_one_cpu_ms']:.0f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
