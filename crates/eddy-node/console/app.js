@@ -1259,8 +1259,12 @@ async function viewFunction(page, main, { name }) {
   const loadTriggers = () =>
     guarded(page, triggersPanel.errors, 'Could not load the triggers', async () => {
       const live = versions?.versions?.find((v) => v.live) || {};
+      // The function's JSON names its schedule (absent: none); the schedules route adds the
+      // ticks. A node whose JSON does not name triggers (no `websocket` field) is asked too.
+      const own = fn.schedule ?? live.schedule;
+      const needTicks = own !== undefined || fn.websocket === undefined;
       const [schedules, queues, sockets] = await Promise.all([
-        fn.schedule !== undefined || live.schedule !== undefined ? null : settle(api('/v1/schedules', { signal: page.signal })),
+        needTicks ? settle(api('/v1/schedules', { signal: page.signal })) : null,
         can('queues:read') ? settle(api('/v1/queues', { signal: page.signal })) : null,
         // A function without WebSockets on its route has no connections to list.
         fn.websocket === false ? null : settle(api(path`/v1/functions/${name}/websockets`, { signal: page.signal })),
@@ -1268,13 +1272,11 @@ async function viewFunction(page, main, { name }) {
       if (!page.alive) return;
 
       let schedule;
-      const own = fn.schedule !== undefined ? fn.schedule : live.schedule;
-      if (own !== undefined) schedule = own ? scheduleText(own) : h('span', { class: 'muted', text: 'none' });
+      const mine = (schedules?.schedules || []).find((s) => s.function === name);
+      if (mine) schedule = h('span', { class: 'schedule-ticks' }, scheduleText(mine), ' · next ', relTime(mine.next_tick, 'not scheduled'));
+      else if (own) schedule = scheduleText(own);
       else if (schedules?.error) schedule = h('span', { class: 'error', text: describe(schedules.error) });
-      else {
-        const mine = (schedules?.schedules || []).find((s) => s.function === name);
-        schedule = mine ? h('span', null, scheduleText(mine), ' · next ', relTime(mine.next_tick, 'not scheduled')) : h('span', { class: 'muted', text: 'none' });
-      }
+      else schedule = h('span', { class: 'muted', text: 'none' });
 
       let queueCell;
       if (!queues) queueCell = h('span', { class: 'muted', text: 'not shown (this token lacks queues:read)' });

@@ -380,8 +380,14 @@ async function main() {
 
     // 4. Function page with a chart that has data.
     step(`4. the function page of ${FUNCTION} charts its requests`);
+    let schedulesAsked = 0;
+    const countSchedules = (r) => { if (new URL(r.url()).pathname === '/v1/schedules') schedulesAsked += 1; };
+    page.on('request', countSchedules);
     await expect('the function link on the overview', page.locator(`${fnRowSelector} a`).first().click());
     await waitForPage(page, 'function');
+    await expect('the function page\'s triggers', page.locator('h2', { hasText: 'Triggers' }).waitFor({ timeout: TIMEOUT_MS }));
+    page.off('request', countSchedules);
+    check(schedulesAsked === 0, `the page of ${FUNCTION}, which has no schedule, asked GET /v1/schedules ${schedulesAsked} time(s)`);
     await expect(
       'a chart with data points',
       page.waitForFunction(() => [...document.querySelectorAll('.chart')].some((c) => Number(c.dataset.points) > 0 && c.querySelector('canvas')), null, { timeout: TIMEOUT_MS }),
@@ -546,6 +552,11 @@ async function main() {
         await expect(`the Cron page to list ${SCHEDULE_FUNCTION}'s schedule`, page.locator(row).waitFor({ timeout: TIMEOUT_MS }));
         const tick = await page.$eval(row, (r) => ({ next: r.dataset.nextTick || '', shown: Boolean(r.querySelector('td.next-tick time')) }));
         check(Number.isFinite(Date.parse(tick.next)) && tick.shown, `the schedule of ${SCHEDULE_FUNCTION} shows no next tick (data-next-tick "${tick.next}")`);
+        // The scheduled function's own page shows its schedule with the next tick.
+        await page.goto(`${ADMIN_URL}/#/functions/${encodeURIComponent(SCHEDULE_FUNCTION)}`);
+        await waitForPage(page, 'function');
+        await expect(`${SCHEDULE_FUNCTION}'s page to show its next tick`, page.locator('.schedule-ticks').waitFor({ timeout: TIMEOUT_MS }));
+        await clickNav(page, label, name);
       }
       const h1 = await page.$eval('main h1', (e) => e.textContent);
       check(h1 === heading, `the ${label} page's heading is "${h1}", expected "${heading}"`);
