@@ -94,21 +94,6 @@ fn allowed(role: &str, permission: &str) -> bool {
     }
 }
 
-async fn create_token(node: &Node, body: Value) -> String {
-    let response = node
-        .http
-        .post(node.api_url("/tokens"))
-        .bearer_auth(&node.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(status, 201, "{answer}");
-    answer["token"].as_str().unwrap().to_owned()
-}
-
 async fn call(node: &Node, token: &str, method: &str, path: &str) -> (u16, Value) {
     let url = format!("http://{}{path}", node.admin);
     let response = node
@@ -133,7 +118,9 @@ async fn each_role_is_allowed_its_routes_and_refused_the_others_naming_the_permi
     let node = Node::start();
     let mut tokens = vec![("admin", node.token.clone())];
     for role in ["deployer", "reader", "publisher"] {
-        let token = create_token(&node, json!({"name": format!("t-{role}"), "role": role})).await;
+        let token = node
+            .create_token(json!({"name": format!("t-{role}"), "role": role}))
+            .await;
         tokens.push((role, token));
     }
     let mut wrong = Vec::new();
@@ -181,11 +168,11 @@ async fn scoped_tokens_touch_only_their_functions_and_queues() {
     node.deploy_ok("hello", "hello-rust", json!({})).await;
     node.deploy_ok("other", "hello-rust", json!({"route": "/other"}))
         .await;
-    let token = create_token(
-        &node,
-        json!({"name": "ci", "role": "deployer", "functions": ["hello"], "queues": ["jobs"]}),
-    )
-    .await;
+    let token = node
+        .create_token(
+            json!({"name": "ci", "role": "deployer", "functions": ["hello"], "queues": ["jobs"]}),
+        )
+        .await;
     let (status, _) = call(&node, &token, "GET", "/v1/functions/hello/stats").await;
     assert_eq!(status, 200);
     let (status, body) = call(&node, &token, "DELETE", "/v1/functions/other").await;
@@ -445,8 +432,12 @@ async fn every_change_is_in_the_audit_trail_with_who_where_and_how_it_ended() {
     node.deploy_ok("hello", "hello-rust", json!({})).await;
     node.deploy_ok("hello", "hello-rust", json!({"env": {"A": "1"}}))
         .await;
-    let ci = create_token(&node, json!({"name": "ci", "role": "deployer"})).await;
-    let reader = create_token(&node, json!({"name": "viewer", "role": "reader"})).await;
+    let ci = node
+        .create_token(json!({"name": "ci", "role": "deployer"}))
+        .await;
+    let reader = node
+        .create_token(json!({"name": "viewer", "role": "reader"}))
+        .await;
     let as_ci = |method: &'static str, path: &'static str, body: Value| {
         node.http
             .request(
@@ -546,9 +537,11 @@ async fn every_change_is_in_the_audit_trail_with_who_where_and_how_it_ended() {
 #[tokio::test]
 async fn audit_entries_older_than_the_retention_are_dropped() {
     let node = Node::start_with_config("[limits]\naudit_retention_ms = 1000\n");
-    create_token(&node, json!({"name": "first", "role": "reader"})).await;
+    node.create_token(json!({"name": "first", "role": "reader"}))
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    create_token(&node, json!({"name": "second", "role": "reader"})).await;
+    node.create_token(json!({"name": "second", "role": "reader"}))
+        .await;
     let (status, page) = node.api_get("/audit").await;
     assert_eq!(status, 200);
     let entries = page["entries"].as_array().unwrap();

@@ -15,22 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn create_token(node: &Node, name: &str, role: &str) -> String {
-    create_scoped_token(node, json!({"name": name, "role": role})).await
-}
-
-/// A token made with the request `body` (`POST /v1/tokens`).
-async fn create_scoped_token(node: &Node, body: Value) -> String {
-    let response = node
-        .http
-        .post(node.api_url("/tokens"))
-        .bearer_auth(&node.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let answer: Value = response.json().await.unwrap();
-    answer["token"].as_str().unwrap().to_owned()
+    node.create_token(json!({"name": name, "role": role})).await
 }
 
 async fn revoke_token(node: &Node, name: &str) {
@@ -450,11 +435,9 @@ async fn all_stats_answer_every_function_the_token_may_read_in_one_call() {
     let one = node.api_get("/functions/api/stats?since_ms=300000").await.1;
     assert_eq!(all["functions"][0]["cpu_ms_total"], one["cpu_ms_total"]);
     // A token scoped to one function gets that one.
-    let scoped = create_scoped_token(
-        &node,
-        json!({"name": "web-team", "role": "reader", "functions": ["web"]}),
-    )
-    .await;
+    let scoped = node
+        .create_token(json!({"name": "web-team", "role": "reader", "functions": ["web"]}))
+        .await;
     let response = node
         .http
         .get(node.api_url("/stats"))

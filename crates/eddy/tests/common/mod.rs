@@ -271,6 +271,22 @@ impl Node {
         json_reply(response).await
     }
 
+    /// Make a token with the request `body` (`POST /v1/tokens`, as the admin) and return it.
+    pub async fn create_token(&self, body: Value) -> String {
+        let response = self
+            .http
+            .post(self.api_url("/tokens"))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "{answer}");
+        answer["token"].as_str().unwrap().to_owned()
+    }
+
     /// Deploy and insist it worked.
     pub async fn deploy_ok(&self, name: &str, guest_name: &str, config: Value) -> Value {
         let (status, body) = self.deploy(name, guest_bytes(guest_name), config).await;
